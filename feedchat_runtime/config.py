@@ -1,0 +1,153 @@
+"""Service configuration: frozen dataclasses filled from flags and FEEDCHAT_* variables.
+
+Every service declares one frozen dataclass that extends :class:`ServiceConfig`. Each field
+becomes a command-line flag (``redis_url`` -> ``--redis-url``) whose default comes from the
+environment variable ``FEEDCHAT_REDIS_URL`` when set, else from the field default. The
+field's ``help`` metadata is the flag's documentation. Nothing else in feedchat reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+ENV_PREFIX = "FEEDCHAT_"
+
+C = TypeVar("C", bound="ServiceConfig")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; raised at start-up."""
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    return field(default=default, metadata={"help": help})
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings every feedchat server shares."""
+
+    host: str = _opt("127.0.0.1", "Interface the gRPC server listens on.")
+    port: int = _opt(0, "gRPC port; 0 picks a free one (the registry tells clients which).")
+    advertise_host: str = _opt(
+        "", "Host other processes use to reach this server; defaults to --host."
+    )
+    instance: str = field(
+        default_factory=_default_instance,
+        metadata={"help": "Instance name in the registry; defaults to <hostname>-<pid>."},
+    )
+    etcd: str = _opt("127.0.0.1:2379", "etcd endpoint, host:port.")
+    etcd_prefix: str = _opt("/feedchat", "Root of every feedchat key in etcd.")
+    lease_ttl: int = _opt(5, "Seconds a registration outlives its last keep-alive.")
+    redis_url: str = _opt("redis://127.0.0.1:6379/0", "Redis URL (redis:// or unix://).")
+    grace: float = _opt(5.0, "Seconds open RPCs get to finish on shutdown.")
+    max_message_bytes: int = _opt(1 << 20, "Largest request message the server accepts.")
+    log_level: str = _opt("INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: str = _opt("json", "Log format: json (one object a line) or text.")
+    auth_secret: str = _opt("", "HMAC key that signs user tokens; required unless --dev.")
+    service_secret: str = _opt(
+        "", "HMAC key that signs service-to-service credentials; required unless --dev."
+    )
+    dev: bool = _opt(False, "Development mode: built-in throwaway secrets are allowed.")
+    tls_cert: str = _opt("", "PEM server certificate; with --tls-key turns TLS on.")
+    tls_key: str = _opt("", "PEM private key of --tls-cert.")
+    tls_ca: str = _opt("", "PEM CA bundle to verify peers this process calls over TLS.")
+
+    def validate(self) -> None:
+        """Fail early on settings that cannot work. Subclasses extend this."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+        if self.lease_ttl < 2:
+            raise ConfigError("lease_ttl must be at least 2 seconds")
+        if ":" not in self.etcd:
+            raise ConfigError(f"etcd endpoint {self.etcd!r} is not host:port")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError(f"log_format {self.log_format!r} is not json or text")
+        if not self.dev and not (self.auth_secret and self.service_secret):
+            raise ConfigError(
+                "auth_secret and service_secret are required outside --dev "
+                "(FEEDCHAT_AUTH_SECRET, FEEDCHAT_SERVICE_SECRET)"
+            )
+
+    @property
+    def etcd_host(self) -> str:
+        return self.etcd.rsplit(":", 1)[0]
+
+    @property
+    def etcd_port(self) -> int:
+        return int(self.etcd.rsplit(":", 1)[1])
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{text!r} is not a boolean")
+
+
+def build_parser(cls: type[C], description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of ``cls``."""
+    parser = argparse.ArgumentParser(description=description or cls.__doc__)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        help_text = f"{f.metadata.get('help', '')} [env {env}]"
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, nargs="?", const="true", help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, help=help_text)
+    return parser
+
+
+def _convert(cls: type[C], name: str, raw: str) -> Any:
+    typ = next(f.type for f in dataclasses.fields(cls) if f.name == name)
+    try:
+        if typ in (bool, "bool"):
+            return _parse_bool(raw)
+        if typ in (int, "int"):
+            return int(raw)
+        if typ in (float, "float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {raw!r} is not a valid {typ}") from exc
+    return raw
+
+
+def load_config(
+    cls: type[C],
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> C:
+    """Build ``cls`` from flags, then FEEDCHAT_* variables, then defaults; validate it.
+
+    Keyword ``overrides`` win over everything (tests use them).
+    """
+    environ = os.environ if env is None else env
+    args = build_parser(cls).parse_args([] if argv is None else list(argv))
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        raw = getattr(args, f.name)
+        if raw is None:
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = _convert(cls, f.name, raw)
+    values.update(overrides)
+    config = cls(**values)
+    config.validate()
+    return config

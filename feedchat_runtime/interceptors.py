@@ -1,0 +1,161 @@
+"""The one server interceptor every feedchat server installs.
+
+For each call it (1) authenticates the ``authorization: Bearer <token>`` metadata unless
+the method is public, setting the :class:`~feedchat_runtime.auth.Caller` for the handler,
+(2) refuses user tokens on service-only methods, and (3) turns whatever the handler
+raises into a precise status through :mod:`feedchat_runtime.status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from feedchat_runtime.auth import Caller, TokenAuthority, set_caller
+from feedchat_runtime.errors import FeedchatError, PermissionDenied, Unauthenticated
+from feedchat_runtime.status import status_for
+
+ALWAYS_PUBLIC_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Which methods skip authentication and which only services may call.
+
+    Method names are full gRPC paths, e.g. ``/feedchat.account.v1.AccountService/Login``.
+    """
+
+    public: Collection[str] = field(default_factory=frozenset)
+    service_only: Collection[str] = field(default_factory=frozenset)
+
+    def is_public(self, method: str) -> bool:
+        return method in self.public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(
+                    "authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED"
+                )
+            return token.strip()
+    return None
+
+
+class RpcGuard(grpc.aio.ServerInterceptor):
+    """Authentication plus error mapping around every handler."""
+
+    def __init__(self, authority: TokenAuthority | None, policy: AuthPolicy | None = None):
+        self._authority = authority
+        self._policy = policy or AuthPolicy()
+
+    def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        if self._authority is None or self._policy.is_public(method):
+            set_caller(None)
+            return
+        token = _bearer(context.invocation_metadata())
+        if token is None:
+            raise Unauthenticated(
+                "missing 'authorization: Bearer <token>' metadata", reason="TOKEN_MISSING"
+            )
+        caller: Caller = self._authority.verify_bearer(token)
+        if method in self._policy.service_only and not caller.is_service:
+            raise PermissionDenied("only feedchat services may call this", reason="SERVICE_ONLY")
+        set_caller(caller)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        guard = self._authenticate
+
+        async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+            await context.abort_with_status(status_for(exc, method))
+
+        def passthrough(exc: BaseException) -> bool:
+            # Cancellation, and aborts a handler issued itself, are already final.
+            return isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError))
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    guard(method, context)
+                    return await inner(request, context)
+                except BaseException as exc:
+                    if passthrough(exc) or not isinstance(exc, Exception):
+                        raise
+                    await fail(exc, context)
+
+            factory = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+            return factory(
+                unary_response,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        if inspect.isasyncgenfunction(inner_stream):
+
+            async def stream_response(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                try:
+                    guard(method, context)
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as exc:
+                    if passthrough(exc) or not isinstance(exc, Exception):
+                        raise
+                    await fail(exc, context)
+
+            behavior: Any = stream_response
+        else:
+
+            async def write_response(request: Any, context: grpc.aio.ServicerContext) -> None:
+                try:
+                    guard(method, context)
+                    await inner_stream(request, context)
+                except BaseException as exc:
+                    if passthrough(exc) or not isinstance(exc, Exception):
+                        raise
+                    await fail(exc, context)
+
+            behavior = write_response
+
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return factory(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+__all__ = ["AuthPolicy", "RpcGuard", "FeedchatError"]

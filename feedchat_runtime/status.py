@@ -1,0 +1,136 @@
+"""The one mapping from domain errors to rich gRPC statuses, and back for clients.
+
+A :class:`~feedchat_runtime.errors.FeedchatError` becomes a ``google.rpc.Status`` with an
+``ErrorInfo`` (stable reason, domain ``feedchat``, metadata), plus ``RetryInfo`` when it
+carries a retry delay and ``BadRequest`` when it names bad fields. Dependency failures
+(Redis, etcd) become UNAVAILABLE; anything else is logged with its traceback and answered
+as INTERNAL with a generic message.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import aetcd.exceptions
+import grpc
+import redis.exceptions
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from feedchat_runtime.errors import FeedchatError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "feedchat"
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rich_status(error: FeedchatError) -> grpc.Status:
+    """The grpc.Status (with details in trailing metadata) for a domain error."""
+    code = getattr(code_pb2, error.code)
+    status = status_pb2.Status(code=code, message=error.message)
+    status.details.append(
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
+    )
+    if error.retry_after is not None:
+        delay = max(0.0, error.retry_after)
+        seconds = math.floor(delay)
+        status.details.append(
+            _pack(
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(
+                        seconds=seconds, nanos=int((delay - seconds) * 1e9)
+                    )
+                )
+            )
+        )
+    if error.field_violations:
+        status.details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                        for f, d in error.field_violations
+                    ]
+                )
+            )
+        )
+    return rpc_status.to_status(status)
+
+
+def translate(exc: BaseException) -> FeedchatError | None:
+    """The domain error for an exception, or None when it is a bug (→ INTERNAL)."""
+    if isinstance(exc, FeedchatError):
+        return exc
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return Unavailable("storage is unavailable; retry shortly", reason="STORAGE_UNAVAILABLE")
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return Unavailable("storage is loading; retry shortly", reason="STORAGE_UNAVAILABLE")
+    if isinstance(
+        exc,
+        (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError),
+    ):
+        return Unavailable("registry is unavailable; retry shortly", reason="REGISTRY_UNAVAILABLE")
+    return None
+
+
+INTERNAL_STATUS = rpc_status.to_status(
+    status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+)
+
+
+def status_for(exc: BaseException, method: str) -> grpc.Status:
+    """The status to answer with for an exception raised by a handler of ``method``."""
+    error = translate(exc)
+    if error is None:
+        logger.error("unhandled error in %s", method, exc_info=exc)
+        return INTERNAL_STATUS
+    return to_rich_status(error)
+
+
+@dataclass
+class ErrorDetails:
+    """What a client can read back from a failed call's rich status."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
+    field_violations: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def error_details(call_error: grpc.aio.AioRpcError) -> ErrorDetails:
+    """Parse ErrorInfo, RetryInfo and BadRequest from a failed aio call."""
+    details = ErrorDetails(code=call_error.code(), message=call_error.details() or "")
+    for key, value in call_error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            retry = error_details_pb2.RetryInfo()
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(info):
+                details.reason = info.reason
+                details.metadata = dict(info.metadata)
+            elif detail.Unpack(retry):
+                delay = retry.retry_delay
+                details.retry_after = delay.seconds + delay.nanos / 1e9
+            elif detail.Unpack(bad):
+                details.field_violations = [
+                    (v.field, v.description) for v in bad.field_violations
+                ]
+    return details

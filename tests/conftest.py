@@ -1,0 +1,82 @@
+"""Session-wide real servers: one etcd and one Redis on free ports in temporary folders.
+
+Each test gets a fresh key space: Redis is flushed before it, and it gets its own etcd
+prefix, so tests never see each other's registrations or worker ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from feedchat_runtime.config import ServiceConfig, load_config
+from feedchat_runtime.embedded import EmbeddedServer, etcd_server, redis_server
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    server = etcd_server(tmp_path_factory.mktemp("etcd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    server = redis_server(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_proc: EmbeddedServer) -> str:
+    return f"redis://{redis_server_proc.address}/0"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client on a freshly flushed Redis."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def etcd_prefix() -> str:
+    return f"/feedchat-test/{next(_counter)}"
+
+
+@pytest.fixture
+def make_config(
+    etcd: EmbeddedServer, redis_url: str, etcd_prefix: str
+) -> Callable[..., Any]:
+    """Build a service config pointing at the test etcd, Redis and this test's prefix."""
+
+    def build(cls: type[ServiceConfig] = ServiceConfig, **overrides: Any) -> Any:
+        values: dict[str, Any] = {
+            "etcd": etcd.address,
+            "etcd_prefix": etcd_prefix,
+            "redis_url": redis_url,
+            "lease_ttl": 2,
+            "grace": 2.0,
+            "dev": True,
+            "log_format": "text",
+        }
+        values.update(overrides)
+        return load_config(cls, [], env={}, **values)
+
+    return build
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
