@@ -96,13 +96,13 @@ class EtcdSession:
                 sent = time.monotonic()
                 reply = await self.client.refresh_lease(self.lease_id)
                 if reply is None or reply.TTL <= 0:
-                    logger.warning("etcd lease lost; re-registering", extra={"lease": self.lease_id})
+                    logger.warning("etcd lease lost; re-attaching", extra={"lease": self.lease_id})
                     self.lease_id = None
                     self.valid_until = 0.0
                     await self._grant()
                 else:
                     self.valid_until = sent + reply.TTL - self._margin()
-            except (aetcd.exceptions.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aetcd.exceptions.ClientError, OSError) as exc:
                 logger.warning("etcd keep-alive failed: %s", exc)
                 interval = 1.0
                 continue
@@ -221,7 +221,7 @@ class ServiceWatch:
                 await self._task
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, Member]], bool], timeout: float
+        self, predicate: Callable[[dict[str, Member]], bool], timeout: float  # noqa: ASYNC109
     ) -> dict[str, Member]:
         """Wait until ``predicate(members)`` holds (used by tests and start-up)."""
         async with asyncio.timeout(timeout):

@@ -1,0 +1,89 @@
+"""Finding and calling other feedchat services: through the registry, never a fixed list.
+
+:class:`ServiceDirectory` watches the registry for each service a process calls, keeps one
+channel per address, and carries this process's service credential, refreshed before it
+expires, so peer RPCs pass the guard's service-only checks and a user token cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+
+import grpc
+
+from feedchat_runtime.auth import TokenAuthority
+from feedchat_runtime.config import ServiceConfig
+from feedchat_runtime.errors import Unavailable
+from feedchat_runtime.registry import EtcdSession, Member, ServiceWatch
+from feedchat_runtime.server import open_channel
+
+
+class ServiceDirectory:
+    """Live members of the services this process calls, and channels to them."""
+
+    def __init__(
+        self,
+        session: EtcdSession,
+        config: ServiceConfig,
+        authority: TokenAuthority,
+        caller_service: str,
+    ) -> None:
+        self._session = session
+        self._config = config
+        self._authority = authority
+        self._caller = caller_service
+        self._watches: dict[str, ServiceWatch] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._token = ""
+        self._token_expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def watch(self, service: str) -> ServiceWatch:
+        """The live member view of ``service`` (started on first use)."""
+        async with self._lock:
+            watch = self._watches.get(service)
+            if watch is None:
+                watch = ServiceWatch(self._session, service)
+                await watch.start()
+                self._watches[service] = watch
+            return watch
+
+    async def members(self, service: str) -> dict[str, Member]:
+        return dict((await self.watch(service)).members)
+
+    def channel_to(self, address: str) -> grpc.aio.Channel:
+        """A (cached) channel to one address."""
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = open_channel(self._config, address)
+            self._channels[address] = channel
+        return channel
+
+    async def channel(self, service: str) -> grpc.aio.Channel:
+        """A channel to some live instance of ``service`` (round robin); UNAVAILABLE if none."""
+        members = sorted((await self.watch(service)).members.values(), key=lambda m: m.instance)
+        if not members:
+            raise Unavailable(f"no {service} instance is registered", reason="NO_INSTANCE")
+        counter = self._round_robin.setdefault(service, itertools.count())
+        return self.channel_to(members[next(counter) % len(members)].address)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying this process's service credential."""
+        now = time.time()
+        if now > self._token_expires - 60:
+            issued = self._authority.issue_service(self._caller)
+            self._token, self._token_expires = issued.token, issued.expires_at
+        return (("authorization", f"Bearer {self._token}"),)
+
+    async def close(self) -> None:
+        for watch in self._watches.values():
+            await watch.stop()
+        for channel in self._channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._watches.clear()
+        self._channels.clear()
