@@ -8,7 +8,6 @@ on (``appendfsync everysec``), so acknowledged writes survive a restart.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -149,10 +148,3 @@ def redis_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         "--loglevel", "warning",
     ]
     return EmbeddedServer("redis", host, port, data_dir, argv, data_dir / "redis.log")
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a feedchat child process (inherits, plus ``extra``)."""
-    env = dict(os.environ)
-    env.update(extra or {})
-    return env

@@ -1,0 +1,237 @@
+"""`feedchat up`: the whole system on one machine, supervised.
+
+Starts etcd and Redis (embedded binaries, or external addresses), then every installed
+feedchat service in its own process. A child that exits on its own is restarted with
+exponential backoff and logged; Ctrl-C (or SIGTERM) stops the services first (each
+deregisters and drains), then Redis and etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feedchat_runtime.embedded import EmbeddedServer, etcd_server, redis_server
+from feedchat_runtime.registry import EtcdSession, Member, list_members
+from feedchat_runtime.services import SERVICES, ServiceSpec
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+HEALTHY_AFTER = 60.0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What `feedchat up` starts and where."""
+
+    data_dir: Path
+    """Folder for etcd and Redis data, logs and the generated secrets; kept between runs."""
+    host: str = "127.0.0.1"
+    """Interface every server listens on."""
+    etcd: str = ""
+    """External etcd host:port; empty starts the embedded one on etcd_port."""
+    etcd_port: int = 2379
+    redis_url: str = ""
+    """External Redis URL; empty starts the embedded one on redis_port."""
+    redis_port: int = 6379
+    etcd_prefix: str = "/feedchat"
+    chat_servers: int = 3
+    """How many chat server processes."""
+    only: tuple[str, ...] = ()
+    """Start only these services (registry names); empty means all installed."""
+    port_offset: int = 0
+    """Added to every service's local port (two clusters on one machine)."""
+
+
+@dataclass
+class Child:
+    """One supervised service process."""
+
+    spec: ServiceSpec
+    index: int
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started: float = field(default=0.0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name}-{self.index}"
+
+    async def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+        )
+        log.close()
+        self.started = time.monotonic()
+
+    async def stop(self, timeout: float) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.terminate()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+
+
+def _secrets(data_dir: Path) -> dict[str, str]:
+    """Signing keys for this local cluster: generated once, kept in the data folder."""
+    path = data_dir / "secrets.env"
+    if not path.exists():
+        path.write_text(
+            f"FEEDCHAT_AUTH_SECRET={secrets.token_hex(32)}\n"
+            f"FEEDCHAT_SERVICE_SECRET={secrets.token_hex(32)}\n"
+        )
+        path.chmod(0o600)
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs}
+
+
+class Cluster:
+    """The supervisor behind `feedchat up`."""
+
+    def __init__(self, config: ClusterConfig, base_env: dict[str, str]) -> None:
+        self.config = config
+        self.base_env = base_env
+        self.etcd: EmbeddedServer | None = None
+        self.redis: EmbeddedServer | None = None
+        self.children: list[Child] = []
+        self._stopping = asyncio.Event()
+
+    @property
+    def etcd_address(self) -> str:
+        return self.config.etcd or (self.etcd.address if self.etcd else "")
+
+    @property
+    def redis_url(self) -> str:
+        return self.config.redis_url or (f"redis://{self.redis.address}/0" if self.redis else "")
+
+    def specs(self) -> list[ServiceSpec]:
+        chosen = [s for s in SERVICES if s.available()]
+        if self.config.only:
+            unknown = set(self.config.only) - {s.name for s in SERVICES}
+            if unknown:
+                raise SystemExit(f"unknown service(s): {', '.join(sorted(unknown))}")
+            chosen = [s for s in chosen if s.name in self.config.only]
+        return chosen
+
+    def start_stores(self) -> None:
+        data = self.config.data_dir
+        (data / "logs").mkdir(parents=True, exist_ok=True)
+        if not self.config.etcd:
+            self.etcd = etcd_server(data, self.config.host, self.config.etcd_port)
+            self.etcd.start()
+        if not self.config.redis_url:
+            self.redis = redis_server(data / "redis", self.config.host, self.config.redis_port)
+            self.redis.start()
+
+    def plan(self) -> list[Child]:
+        env = dict(self.base_env)
+        env.update(_secrets(self.config.data_dir))
+        children = []
+        for spec in self.specs():
+            count = self.config.chat_servers if spec.name == "chat" else spec.default_instances
+            for index in range(count):
+                argv = [
+                    sys.executable, "-m", spec.module,
+                    "--host", self.config.host,
+                    "--port", str(spec.base_port + self.config.port_offset + index),
+                    "--instance", f"{spec.name}-{index}",
+                    "--etcd", self.etcd_address,
+                    "--etcd-prefix", self.config.etcd_prefix,
+                    "--redis-url", self.redis_url,
+                ]
+                log_path = self.config.data_dir / "logs" / f"{spec.name}-{index}.log"
+                children.append(Child(spec, index, argv, log_path, env))
+        return children
+
+    async def _supervise(self, child: Child) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            await child.start()
+            assert child.process is not None
+            code = await child.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - child.started > HEALTHY_AFTER:
+                backoff = 1.0
+            child.restarts += 1
+            logger.warning(
+                "%s exited with %s; restarting in %.0fs (log: %s)",
+                child.label, code, backoff, child.log_path,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def wait_registered(self, timeout: float = 30.0) -> list[Member]:
+        """Poll etcd until every planned process is registered (or the timeout)."""
+        session = EtcdSession(self.etcd_address, self.config.etcd_prefix)
+        await session.client.connect()
+        wanted = {child.label for child in self.children}
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                members = await list_members(session.client, self.config.etcd_prefix)
+                if wanted <= {m.instance for m in members} or time.monotonic() > deadline:
+                    return members
+                await asyncio.sleep(0.3)
+        finally:
+            await session.client.close()
+
+    async def run(self) -> int:
+        self.start_stores()
+        self.children = self.plan()
+        tasks = [asyncio.create_task(self._supervise(child)) for child in self.children]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            members = await self.wait_registered()
+            print(render_table(members, self.etcd_address, self.redis_url), flush=True)
+            missing = {c.label for c in self.children} - {m.instance for m in members}
+            if missing:
+                print(f"not registered yet: {', '.join(sorted(missing))} "
+                      f"(see {self.config.data_dir / 'logs'})", flush=True)
+            print("Ctrl-C stops everything.", flush=True)
+            await self._stopping.wait()
+        finally:
+            self._stopping.set()
+            print("stopping services...", flush=True)
+            await asyncio.gather(*(child.stop(timeout=10.0) for child in self.children))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for server in (self.redis, self.etcd):
+                if server is not None:
+                    server.stop()
+            print("stopped.", flush=True)
+        return 0
+
+
+def render_table(members: list[Member], etcd: str, redis_url: str) -> str:
+    rows = [("SERVICE", "INSTANCE", "ADDRESS", "VERSION")]
+    rows += [(m.service, m.instance, m.address, m.version) for m in members]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    return "\n".join([f"etcd {etcd}   redis {redis_url}", *lines])
