@@ -123,8 +123,11 @@ def _convert(cls: type[C], name: str, raw: str) -> Any:
             return int(raw)
         if typ in (float, "float"):
             return float(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
     except ValueError as exc:
-        raise ConfigError(f"{name}: {raw!r} is not a valid {typ}") from exc
+        type_name = getattr(typ, "__name__", str(typ))
+        raise ConfigError(f"{name}: {raw!r} is not a valid {type_name}") from exc
     return raw
 
 
