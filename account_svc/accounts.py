@@ -1,0 +1,245 @@
+"""Account rules: sign-up, login with brute-force limits, rotating refresh, profiles.
+
+No transport code here: callers pass plain values, errors are feedchat_runtime.errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from account_svc.passwords import PasswordHashing
+from account_svc.store import AccountStore, UserRecord, login_peer_key, login_user_key
+from account_svc.validation import (
+    GET_USERS_MAX,
+    PASSWORD_MAX,
+    TOKEN_MAX,
+    USERNAME_MAX,
+    check_bio,
+    check_display_name,
+    check_password,
+    normalize_username,
+)
+from feedchat_runtime.auth import TokenAuthority
+from feedchat_runtime.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from feedchat_runtime.snowflake import timestamp_ms
+
+logger = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "username or password is wrong"
+"""One answer for an unknown user and a wrong password: a login reveals no usernames."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A user's public profile."""
+
+    user_id: int
+    username: str
+    display_name: str
+    bio: str
+    created_ms: int
+
+    @classmethod
+    def of(cls, record: UserRecord) -> Profile:
+        return cls(
+            record.user_id, record.username, record.display_name, record.bio, record.created_ms
+        )
+
+
+@dataclass(frozen=True)
+class Session:
+    """Tokens handed to a user after sign-up, login or refresh."""
+
+    user_id: int
+    access_token: str
+    access_expires_at: int
+    refresh_token: str
+    refresh_expires_at: int
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Attempts allowed per ``window`` seconds, per username and per client address."""
+
+    window: float
+    per_username: int
+    per_peer: int
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class Accounts:
+    """The account service's rules over an :class:`AccountStore`."""
+
+    def __init__(
+        self,
+        store: AccountStore,
+        authority: TokenAuthority,
+        passwords: PasswordHashing,
+        next_id: Callable[[], int],
+        limits: LoginLimits,
+        claim_ttl: float,
+    ) -> None:
+        self._store = store
+        self._authority = authority
+        self._passwords = passwords
+        self._next_id = next_id
+        self._limits = limits
+        self._claim_ttl_ms = _ms(claim_ttl)
+
+    async def _new_session(self, user_id: int) -> Session:
+        access = self._authority.issue_access(user_id)
+        refresh = self._authority.issue_refresh(user_id)
+        await self._store.store_refresh(
+            user_id, refresh.token_id, _ms(self._authority.refresh_ttl)
+        )
+        return Session(
+            user_id, access.token, int(access.expires_at), refresh.token, int(refresh.expires_at)
+        )
+
+    # --- sign-up and login ---------------------------------------------------------------
+
+    async def sign_up(self, username: str, password: str, display_name: str) -> Session:
+        """Create a user and log it in; ALREADY_EXISTS when the name is taken in any case."""
+        name = normalize_username(username)
+        check_password(password)
+        check_display_name(display_name)
+        # Hash before claiming, so the claim is held only for the short Redis writes.
+        password_hash = await self._passwords.hash(password)
+        user_id = self._next_id()
+        if not await self._store.claim_username(name, user_id, self._claim_ttl_ms):
+            raise AlreadyExists(f"username {name!r} is taken", reason="USERNAME_TAKEN")
+        record = UserRecord(
+            user_id, name, display_name, "", timestamp_ms(user_id), password_hash
+        )
+        try:
+            await self._store.write_user(record)
+            confirmed = await self._store.confirm_username(name, user_id)
+        except BaseException:
+            await self._store.release_username(name, user_id)
+            raise
+        if not confirmed:
+            # The claim expired before we confirmed it (a very slow write); give up cleanly.
+            await self._store.delete_user(user_id)
+            raise Unavailable("sign-up timed out; retry", reason="SIGNUP_TIMED_OUT")
+        logger.info("signed up", extra={"user_id": user_id})
+        return await self._new_session(user_id)
+
+    async def _hit(self, key: str, limit: int) -> None:
+        allowed, left_ms = await self._store.hit_limit(key, limit, _ms(self._limits.window))
+        if not allowed:
+            raise ResourceExhausted(
+                "too many login attempts; retry later",
+                reason="LOGIN_RATE_LIMITED",
+                retry_after=left_ms / 1000,
+            )
+
+    async def login(self, username: str, password: str, peer: str) -> Session:
+        """Check a password. Each attempt counts against the username and the peer until
+        it succeeds, so failures (and concurrent guesses) are limited; success refunds."""
+        if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX:
+            raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
+        name = username.lower()
+        peer_key, user_key = login_peer_key(peer), login_user_key(name)
+        await self._hit(peer_key, self._limits.per_peer)
+        try:
+            await self._hit(user_key, self._limits.per_username)
+        except ResourceExhausted:
+            await self._store.refund_limit(peer_key)  # refused before trying: no charge
+            raise
+        user_id = await self._store.user_id_for(name)
+        record = await self._store.get_user(user_id) if user_id is not None else None
+        if record is None:
+            await self._passwords.verify_nothing(password)
+            raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
+        if not await self._passwords.verify(record.password_hash, password):
+            raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
+        await self._store.refund_limit(user_key)
+        await self._store.refund_limit(peer_key)
+        if self._passwords.needs_rehash(record.password_hash):
+            new_hash = await self._passwords.hash(password)
+            await self._store.update_user(record.user_id, {"password": new_hash})
+        return await self._new_session(record.user_id)
+
+    async def refresh(self, refresh_token: str) -> Session:
+        """Spend a refresh token for a new session; a spent token again revokes them all."""
+        if len(refresh_token) > TOKEN_MAX:
+            raise InvalidArgument.field("refresh_token", f"longer than {TOKEN_MAX} characters")
+        user_id, claims = self._authority.verify_user(refresh_token, "refresh")
+        token_id = claims.get("jti")
+        if not isinstance(token_id, str) or not token_id:
+            raise Unauthenticated("token is not valid", reason="TOKEN_INVALID")
+        replacement = self._authority.issue_refresh(user_id)
+        result = await self._store.rotate_refresh(
+            user_id, token_id, replacement.token_id, _ms(self._authority.refresh_ttl)
+        )
+        if result == "reused":
+            logger.warning("refresh token reused; revoking the user's refresh tokens",
+                           extra={"user_id": user_id})
+            raise Unauthenticated(
+                "refresh token was already used; log in again", reason="REFRESH_TOKEN_REUSED"
+            )
+        if result != "ok":
+            raise Unauthenticated(
+                "refresh token is no longer valid; log in again", reason="REFRESH_TOKEN_REVOKED"
+            )
+        access = self._authority.issue_access(user_id)
+        return Session(
+            user_id,
+            access.token,
+            int(access.expires_at),
+            replacement.token,
+            int(replacement.expires_at),
+        )
+
+    # --- profiles ----------------------------------------------------------------------
+
+    async def profile(self, user_id: int) -> Profile:
+        record = await self._store.get_user(user_id) if user_id > 0 else None
+        if record is None:
+            raise NotFound(f"no user {user_id}", reason="USER_NOT_FOUND")
+        return Profile.of(record)
+
+    async def update_profile(
+        self, user_id: int, display_name: str | None, bio: str | None
+    ) -> Profile:
+        """Change the given user's own profile fields (None: leave as is)."""
+        fields: dict[str, str] = {}
+        if display_name is not None:
+            fields["display_name"] = check_display_name(display_name)
+        if bio is not None:
+            fields["bio"] = check_bio(bio)
+        if not await self._store.update_user(user_id, fields):
+            raise NotFound(f"no user {user_id}", reason="USER_NOT_FOUND")
+        return await self.profile(user_id)
+
+    async def users(self, user_ids: Sequence[int]) -> list[Profile]:
+        """Known users among ``user_ids``, in first-mention order, duplicates read once."""
+        if len(user_ids) > GET_USERS_MAX:
+            raise InvalidArgument.field(
+                "user_ids", f"at most {GET_USERS_MAX} ids per call", "TOO_MANY_IDS"
+            )
+        wanted = [uid for uid in dict.fromkeys(user_ids) if uid > 0]
+        if not wanted:
+            return []
+        records = await self._store.get_users(wanted)
+        return [Profile.of(r) for r in records if r is not None]
+
+    async def lookup(self, username: str) -> Profile:
+        name = normalize_username(username)
+        user_id = await self._store.user_id_for(name)
+        if user_id is None:
+            raise NotFound(f"no user named {name!r}", reason="USER_NOT_FOUND")
+        return await self.profile(user_id)

@@ -1,0 +1,73 @@
+"""account_svc process wiring: Redis, worker id, hashing pool, servicer, ServiceHost."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from account_svc.accounts import Accounts, LoginLimits
+from account_svc.config import AccountConfig
+from account_svc.passwords import PasswordHashing
+from account_svc.servicer import PUBLIC_METHODS, AccountServicer, add_account_service
+from account_svc.store import AccountStore
+from feedchat_runtime.auth import TokenAuthority, authority_from_config
+from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.server import ServiceHost
+from feedchat_runtime.snowflake import WorkerIdClaim
+
+REGISTRY_NAME = "account"
+
+# GetProfile, GetUsers and LookupUsername take a user token or a service credential;
+# UpdateProfile checks for a user itself. Nothing here is service-only.
+POLICY = AuthPolicy(public=PUBLIC_METHODS)
+
+
+def token_authority(config: AccountConfig) -> TokenAuthority:
+    """The issuing authority, with this service's configured token lifetimes."""
+    authority = authority_from_config(config.auth_secret, config.service_secret, config.dev)
+    authority.access_ttl = config.access_token_ttl
+    authority.refresh_ttl = config.refresh_token_ttl
+    return authority
+
+
+async def build(config: AccountConfig) -> ServiceHost:
+    """An opened, built (not yet started) host serving AccountService.
+
+    Tests call ``await host.start()`` / ``await host.stop()``; :func:`serve` runs it.
+    """
+    host = ServiceHost(config, REGISTRY_NAME)
+    await host.open()
+    redis = aioredis.Redis.from_url(config.redis_url)
+    passwords = PasswordHashing(
+        config.argon2_time_cost,
+        config.argon2_memory_kib,
+        config.argon2_parallelism,
+        config.hash_workers,
+    )
+    host.on_stop(redis.aclose)
+    host.on_stop(passwords.close)
+    try:
+        claim = WorkerIdClaim(host.session)
+        await claim.acquire()
+        accounts = Accounts(
+            store=AccountStore(redis),
+            authority=token_authority(config),
+            passwords=passwords,
+            next_id=claim.generator().next_id,
+            limits=LoginLimits(
+                config.login_window, config.login_max_per_username, config.login_max_per_peer
+            ),
+            claim_ttl=config.signup_claim_ttl,
+        )
+        servicer = AccountServicer(accounts)
+        host.build(lambda server: add_account_service(server, servicer), POLICY)
+    except BaseException:
+        await redis.aclose()
+        await passwords.close()
+        await host.session.close(revoke=True)
+        raise
+    return host
+
+
+async def serve(config: AccountConfig) -> None:
+    host = await build(config)
+    await host.run()

@@ -1,0 +1,130 @@
+"""gRPC transport of AccountService: protobuf <-> plain values, caller from the guard."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from account_svc.accounts import Accounts, Profile, Session
+from feedchat.account.v1 import account_pb2 as pb
+from feedchat.account.v1 import account_pb2_grpc
+from feedchat_runtime.auth import current_caller, require_user
+from feedchat_runtime.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE = "feedchat.account.v1.AccountService"
+PUBLIC_METHODS = frozenset(f"/{SERVICE}/{name}" for name in ("SignUp", "Login", "RefreshToken"))
+
+
+def peer_host(peer: str) -> str:
+    """The address part of ``context.peer()`` ("ipv4:1.2.3.4:5" -> "1.2.3.4").
+
+    Unix-socket peers (no address) share one bucket named after the transport.
+    """
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host = rest.rsplit(":", 1)[0]
+        return host.strip("[]").lower()
+    return kind or "unknown"
+
+
+def _timestamp(seconds: int) -> Timestamp:
+    return Timestamp(seconds=seconds)
+
+
+def user_pb(profile: Profile) -> pb.User:
+    created = Timestamp()
+    created.FromMilliseconds(profile.created_ms)
+    return pb.User(
+        user_id=profile.user_id,
+        username=profile.username,
+        display_name=profile.display_name,
+        bio=profile.bio,
+        created_at=created,
+    )
+
+
+def _session_fields(session: Session) -> dict[str, object]:
+    return {
+        "user_id": session.user_id,
+        "access_token": session.access_token,
+        "refresh_token": session.refresh_token,
+        "access_token_expires_at": _timestamp(session.access_expires_at),
+        "refresh_token_expires_at": _timestamp(session.refresh_expires_at),
+    }
+
+
+class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    """Thin adapter: every rule lives in :class:`Accounts`."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    async def SignUp(
+        self, request: pb.SignUpRequest, context: Context
+    ) -> pb.SignUpResponse:
+        session = await self._accounts.sign_up(
+            request.username, request.password, request.display_name
+        )
+        return pb.SignUpResponse(**_session_fields(session))  # type: ignore[arg-type]
+
+    async def Login(
+        self, request: pb.LoginRequest, context: Context
+    ) -> pb.LoginResponse:
+        session = await self._accounts.login(
+            request.username, request.password, peer_host(context.peer())
+        )
+        return pb.LoginResponse(**_session_fields(session))  # type: ignore[arg-type]
+
+    async def RefreshToken(
+        self, request: pb.RefreshTokenRequest, context: Context
+    ) -> pb.RefreshTokenResponse:
+        session = await self._accounts.refresh(request.refresh_token)
+        return pb.RefreshTokenResponse(**_session_fields(session))  # type: ignore[arg-type]
+
+    async def GetProfile(
+        self, request: pb.GetProfileRequest, context: Context
+    ) -> pb.GetProfileResponse:
+        user_id = request.user_id
+        if user_id == 0:
+            caller = current_caller()
+            if caller is not None and caller.is_service:
+                raise Unauthenticated(
+                    "user_id 0 means the calling user; a service must name one",
+                    reason="USER_TOKEN_REQUIRED",
+                )
+            user_id = require_user()
+        profile = await self._accounts.profile(user_id)
+        return pb.GetProfileResponse(user=user_pb(profile))
+
+    async def UpdateProfile(
+        self, request: pb.UpdateProfileRequest, context: Context
+    ) -> pb.UpdateProfileResponse:
+        user_id = require_user()
+        profile = await self._accounts.update_profile(
+            user_id,
+            request.display_name if request.HasField("display_name") else None,
+            request.bio if request.HasField("bio") else None,
+        )
+        return pb.UpdateProfileResponse(user=user_pb(profile))
+
+    async def GetUsers(
+        self, request: pb.GetUsersRequest, context: Context
+    ) -> pb.GetUsersResponse:
+        profiles = await self._accounts.users(list(request.user_ids))
+        return pb.GetUsersResponse(users=[user_pb(p) for p in profiles])
+
+    async def LookupUsername(
+        self, request: pb.LookupUsernameRequest, context: Context
+    ) -> pb.LookupUsernameResponse:
+        profile = await self._accounts.lookup(request.username)
+        return pb.LookupUsernameResponse(user=user_pb(profile))
+
+
+def add_account_service(server: grpc.aio.Server, servicer: AccountServicer) -> list[str]:
+    account_pb2_grpc.add_AccountServiceServicer_to_server(servicer, server)
+    return [SERVICE]

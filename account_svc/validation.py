@@ -1,0 +1,72 @@
+"""Field rules for usernames, passwords and profile text (the limits the proto states)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from feedchat_runtime.errors import InvalidArgument
+
+USERNAME_MIN = 3
+USERNAME_MAX = 32
+PASSWORD_MIN = 8
+PASSWORD_MAX = 128
+DISPLAY_NAME_MAX = 64
+BIO_MAX = 280
+TOKEN_MAX = 4096
+GET_USERS_MAX = 500
+
+_USERNAME = re.compile(r"[a-z0-9_.]+")
+
+
+def normalize_username(raw: str, field: str = "username") -> str:
+    """The canonical (lowercase) username, or INVALID_ARGUMENT naming ``field``.
+
+    Only ASCII is accepted before lowercasing: Unicode case folding maps some non-ASCII
+    letters (the Kelvin sign) onto ASCII ones, which would let two spellings share a name.
+    """
+    if not USERNAME_MIN <= len(raw) <= USERNAME_MAX:
+        raise InvalidArgument.field(
+            field, f"must be {USERNAME_MIN} to {USERNAME_MAX} characters", "USERNAME_INVALID"
+        )
+    name = raw.lower()
+    if not raw.isascii() or _USERNAME.fullmatch(name) is None:
+        raise InvalidArgument.field(
+            field, "may contain only letters a-z, digits, '_' and '.'", "USERNAME_INVALID"
+        )
+    return name
+
+
+def check_password(password: str) -> None:
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise InvalidArgument.field(
+            "password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters", "PASSWORD_INVALID"
+        )
+
+
+def _has_control(text: str, allowed: str = "") -> bool:
+    return any(unicodedata.category(c) == "Cc" and c not in allowed for c in text)
+
+
+def check_display_name(value: str) -> str:
+    if len(value) > DISPLAY_NAME_MAX:
+        raise InvalidArgument.field(
+            "display_name", f"must be at most {DISPLAY_NAME_MAX} characters", "PROFILE_INVALID"
+        )
+    if _has_control(value):
+        raise InvalidArgument.field(
+            "display_name", "must not contain control characters", "PROFILE_INVALID"
+        )
+    return value
+
+
+def check_bio(value: str) -> str:
+    if len(value) > BIO_MAX:
+        raise InvalidArgument.field(
+            "bio", f"must be at most {BIO_MAX} characters", "PROFILE_INVALID"
+        )
+    if _has_control(value, allowed="\n"):
+        raise InvalidArgument.field(
+            "bio", "must not contain control characters other than newline", "PROFILE_INVALID"
+        )
+    return value
