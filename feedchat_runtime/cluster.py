@@ -69,7 +69,7 @@ class Child:
         return f"{self.spec.name}-{self.index}"
 
     async def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")  # noqa: ASYNC230 - handed to the child, instant
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
             stdout=log,
@@ -230,8 +230,8 @@ class Cluster:
 
 
 def render_table(members: list[Member], etcd: str, redis_url: str) -> str:
-    rows = [("SERVICE", "INSTANCE", "ADDRESS", "VERSION")]
-    rows += [(m.service, m.instance, m.address, m.version) for m in members]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = [("SERVICE", "INSTANCE", "ADDRESS", "PID", "VERSION")]
+    rows += [(m.service, m.instance, m.address, str(m.pid), m.version) for m in members]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     return "\n".join([f"etcd {etcd}   redis {redis_url}", *lines])

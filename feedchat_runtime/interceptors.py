@@ -54,7 +54,7 @@ def _bearer(metadata: Any) -> str | None:
     return None
 
 
-class RpcGuard(grpc.aio.ServerInterceptor):
+class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authentication plus error mapping around every handler."""
 
     def __init__(self, authority: TokenAuthority | None, policy: AuthPolicy | None = None):

@@ -131,6 +131,7 @@ class Member:
     address: str
     version: str = ""
     started_at: float = 0.0
+    pid: int = 0
 
     @classmethod
     def from_json(cls, service: str, instance: str, raw: bytes) -> Member:
@@ -141,6 +142,7 @@ class Member:
             address=str(data["address"]),
             version=str(data.get("version", "")),
             started_at=float(data.get("started_at", 0.0)),
+            pid=int(data.get("pid", 0)),
         )
 
 
@@ -166,6 +168,7 @@ class Registration:
                 "address": self.member.address,
                 "version": self.member.version,
                 "started_at": self.member.started_at,
+                "pid": self.member.pid,
             }
         ).encode()
         await self.session.client.put(self._key, value, lease=lease_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -149,8 +150,10 @@ class ServiceHost:
             await self.built.health.set(name, status)
 
     async def start(self) -> None:
-        """Start serving, register in etcd (after start), mark SERVING."""
+        """Start serving, register in etcd (after start), mark SERVING. Idempotent."""
         assert self.built is not None, "build() first"
+        if self.registration is not None:
+            return
         await self.built.server.start()
         member = Member(
             service=self.service,
@@ -158,6 +161,7 @@ class ServiceHost:
             address=self.address,
             version=package_version(),
             started_at=time.time(),
+            pid=os.getpid(),
         )
         self.registration = Registration(self.session, member)
         await self.registration.register()

@@ -87,11 +87,9 @@ async def _serve(config: ServiceConfig) -> None:
     host = ServiceHost(config, "demo")
     await host.open()
     build(host)
-    loop_task = asyncio.create_task(host.run())
-    while host.registration is None and not loop_task.done():
-        await asyncio.sleep(0.05)
+    await host.start()
     print(f"READY {host.address}", flush=True)
-    await loop_task
+    await host.run()  # start() again is a no-op; waits for SIGTERM/SIGINT, then stops
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install feedchat with its test tools into ./.venv, then lint and run every test.
+# Tests start their own etcd and Redis (pip binaries) on free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh --test
+.venv/bin/ruff check .
+.venv/bin/mypy feedchat_runtime
+.venv/bin/python -m pytest "$@"

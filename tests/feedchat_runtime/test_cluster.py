@@ -1,0 +1,80 @@
+"""`feedchat up` end to end: every installed service registered, healthy, supervised."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+from feedchat_runtime.embedded import free_port
+from feedchat_runtime.registry import EtcdSession, Member, list_members
+from feedchat_runtime.services import SERVICES
+
+
+async def _members(etcd: str) -> list[Member]:
+    session = EtcdSession(etcd, "/feedchat")
+    try:
+        return await list_members(session.client, "/feedchat")
+    finally:
+        await session.client.close()
+
+
+async def _grpcurl(*args: str) -> str:
+    grpcurl = Path(sys.executable).parent / "grpcurl"
+    process = await asyncio.create_subprocess_exec(
+        str(grpcurl), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
+    etcd_port, redis_port = free_port(), free_port()
+    etcd = f"127.0.0.1:{etcd_port}"
+    feedchat = Path(sys.executable).parent / "feedchat"
+    up = await asyncio.create_subprocess_exec(
+        str(feedchat), "up", "--data-dir", str(tmp_path / "data"),
+        "--etcd-port", str(etcd_port), "--redis-port", str(redis_port),
+        "--port-offset", str(random.randrange(2000, 9000, 10)), "--chat-servers", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "FEEDCHAT_LOG_FORMAT": "json"},
+    )
+    assert up.stdout is not None
+    output = []
+    try:
+        while True:
+            line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()
+            assert line, "feedchat up exited early:\n" + "".join(output)
+            output.append(line)
+            if line.startswith("Ctrl-C stops everything."):
+                break
+        expected = {s.name for s in SERVICES if s.available()}
+        members = await _members(etcd)
+        assert {m.service for m in members} == expected, "".join(output)
+        for member in members:
+            health = json.loads(await _grpcurl("-plaintext", member.address,
+                                               "grpc.health.v1.Health/Check"))
+            assert health == {"status": "SERVING"}, member
+
+        # A crashed child is restarted and registers again under the same name.
+        victim = members[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            again = [m for m in await _members(etcd) if m.instance == victim.instance]
+            if again and again[0].pid != victim.pid:
+                break
+            assert time.monotonic() < deadline, "killed child was not restarted"
+            await asyncio.sleep(0.3)
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(up.communicate(), 60)
+        output.append(rest.decode())
+    assert up.returncode == 0, "".join(output)
+    assert "stopped." in "".join(output)

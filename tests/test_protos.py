@@ -1,0 +1,26 @@
+"""The protos are the product's face: generated code is fresh and `buf lint` passes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_generated_code_matches_protos() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_buf_lint_passes() -> None:
+    buf = ROOT / "node_modules" / ".bin" / "buf"
+    assert buf.exists(), "buf missing: run `npm ci` in the repository root"
+    result = subprocess.run(
+        [str(buf), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
