@@ -47,7 +47,9 @@ class ServiceConfig:
         default_factory=_default_instance,
         metadata={"help": "Instance name in the registry; defaults to <hostname>-<pid>."},
     )
-    etcd: str = _opt("127.0.0.1:2379", "etcd endpoint, host:port.")
+    etcd: str = _opt(
+        "127.0.0.1:2379", "etcd endpoint host:port, or a comma-separated list of ip:port."
+    )
     etcd_prefix: str = _opt("/feedchat", "Root of every feedchat key in etcd.")
     lease_ttl: int = _opt(5, "Seconds a registration outlives its last keep-alive.")
     redis_url: str = _opt("redis://127.0.0.1:6379/0", "Redis URL (redis:// or unix://).")
@@ -70,8 +72,10 @@ class ServiceConfig:
             raise ConfigError(f"port {self.port} is out of range")
         if self.lease_ttl < 2:
             raise ConfigError("lease_ttl must be at least 2 seconds")
-        if ":" not in self.etcd:
-            raise ConfigError(f"etcd endpoint {self.etcd!r} is not host:port")
+        for endpoint in self.etcd.split(","):
+            host, _, port = endpoint.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"etcd endpoint {endpoint!r} is not host:port")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
         if self.log_format not in ("json", "text"):
@@ -82,13 +86,6 @@ class ServiceConfig:
                 "(FEEDCHAT_AUTH_SECRET, FEEDCHAT_SERVICE_SECRET)"
             )
 
-    @property
-    def etcd_host(self) -> str:
-        return self.etcd.rsplit(":", 1)[0]
-
-    @property
-    def etcd_port(self) -> int:
-        return int(self.etcd.rsplit(":", 1)[1])
 
 
 def _parse_bool(text: str) -> bool:

@@ -29,6 +29,19 @@ logger = logging.getLogger(__name__)
 LeaseCallback = Callable[[int], Awaitable[None]]
 
 
+def etcd_client(endpoints: str, timeout: int = 2) -> aetcd.Client:
+    """An aetcd client for ``host:port``, or a comma-separated list of ``ip:port``.
+
+    aetcd dials ``f"{host}:{port}"``; for a list we hand it gRPC's ``ipv4:`` target syntax
+    (``ipv4:a:1,b:2,c:3``) so the channel fails over between the members of an etcd
+    cluster. The unary timeout keeps a dead etcd from hanging a caller.
+    """
+    head, _, port = endpoints.strip().rpartition(":")
+    if "," in endpoints:
+        head = "ipv4:" + head
+    return aetcd.Client(host=head, port=int(port), timeout=timeout)
+
+
 class EtcdSession:
     """An etcd client plus one lease, kept alive in the background.
 
@@ -38,11 +51,9 @@ class EtcdSession:
     """
 
     def __init__(self, endpoint: str, prefix: str = "/feedchat", ttl: int = 5) -> None:
-        host, port = endpoint.rsplit(":", 1)
         self.prefix = prefix.rstrip("/")
         self.ttl = ttl
-        # A unary call timeout keeps a dead etcd from hanging the keep-alive loop.
-        self.client = aetcd.Client(host=host, port=int(port), timeout=max(1, ttl // 2))
+        self.client = etcd_client(endpoint, timeout=max(1, ttl // 2))
         self.lease_id: int | None = None
         self.valid_until = 0.0
         self._callbacks: list[LeaseCallback] = []

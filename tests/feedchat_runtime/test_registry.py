@@ -146,3 +146,18 @@ async def test_watch_recovers_after_etcd_restart(
     finally:
         await watch.stop()
         await observer.close()
+
+
+async def test_endpoint_list_fails_over_to_a_live_member(
+    etcd: EmbeddedServer, etcd_prefix: str
+) -> None:
+    from feedchat_runtime.embedded import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    session = EtcdSession(f"{dead},{etcd.address}", etcd_prefix, ttl=2)
+    await session.start()
+    try:
+        await Registration(session, Member("demo", "listed", "127.0.0.1:9", "v")).register()
+        assert await _instances(etcd.address, etcd_prefix, "demo") == {"listed"}
+    finally:
+        await session.close()
