@@ -1,0 +1,171 @@
+"""The pub/sub fan-in: one Redis subscription connection per instance, shared by its streams.
+
+Streams ask the hub for the users they watch. The hub reference-counts users: the first
+listener of a user subscribes the instance to that user's event channel, the last one
+leaving unsubscribes, so an instance only hears about users its own connected users watch.
+Each incoming transition is handed to that user's listeners.
+
+:meth:`SubscriptionHub.add` returns only once Redis has confirmed the subscription, so a
+caller that reads the current state afterwards cannot miss a transition made in between
+(it may see one twice; events carry versions for that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from feedchat_runtime.errors import Unavailable
+from presence_svc.store import StoredState, channel, parse_event, user_of_channel
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[StoredState], None]
+"""Called (synchronously, on the hub's reader task) with each transition of a watched user."""
+
+SUBSCRIBE_TIMEOUT = 5.0
+
+
+class SubscriptionHub:
+    """Reference-counted channel subscriptions over one pub/sub connection."""
+
+    def __init__(self, redis: aioredis.Redis, instance: str) -> None:
+        self._pubsub = redis.pubsub()
+        self._control = f"presence:instance:{instance}"
+        self._listeners: dict[int, set[Listener]] = {}
+        # The confirmation each user's current subscription resolves (done once confirmed).
+        self._ready: dict[int, asyncio.Future[None]] = {}
+        # Per channel, the SUBSCRIBE (a future) and UNSUBSCRIBE (None) commands sent and not
+        # yet answered, in order: Redis answers each channel's commands in the order sent,
+        # so a confirmation always belongs to the head of its channel's queue.
+        self._inflight: dict[bytes, deque[asyncio.Future[None] | None]] = {}
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.events_received = 0
+
+    @property
+    def subscribed_users(self) -> int:
+        """Users this instance currently holds a subscription for."""
+        return len(self._listeners)
+
+    async def start(self) -> None:
+        # A control channel of its own gives the connection a first subscription, so the
+        # reader has something to read before any stream watches anyone.
+        await self._pubsub.subscribe(self._control)
+        self._task = asyncio.create_task(self._read(), name="presence-hub")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        for future in self._ready.values():
+            if not future.done():
+                future.cancel()
+
+    async def add(self, user_ids: Iterable[int], listener: Listener) -> None:
+        """Deliver the transitions of ``user_ids`` to ``listener`` (confirmed on return)."""
+        loop = asyncio.get_running_loop()
+        new: list[int] = []
+        waits: list[asyncio.Future[None]] = []
+        for uid in user_ids:
+            listeners = self._listeners.get(uid)
+            if listeners is None:
+                listeners = self._listeners[uid] = set()
+                self._ready[uid] = loop.create_future()
+                new.append(uid)
+            listeners.add(listener)
+            ready = self._ready[uid]
+            if not ready.done():
+                waits.append(ready)
+        if new:
+            async with self._lock:
+                # Users dropped again while we waited for the lock need no subscription.
+                live = [uid for uid in new if self._ready.get(uid) is not None]
+                for uid in live:
+                    self._queue(channel(uid).encode(), self._ready[uid])
+                if live:
+                    await self._pubsub.subscribe(*(channel(uid) for uid in live))
+        if waits:
+            try:
+                await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, waits)),
+                                       SUBSCRIBE_TIMEOUT)
+            except TimeoutError as exc:
+                raise Unavailable("presence subscriptions are not being confirmed",
+                                  reason="PUBSUB_UNAVAILABLE") from exc
+
+    async def remove(self, user_ids: Iterable[int], listener: Listener) -> None:
+        """Stop delivering ``user_ids`` to ``listener``; unsubscribe users nobody watches."""
+        gone: list[int] = []
+        for uid in user_ids:
+            listeners = self._listeners.get(uid)
+            if listeners is None or listener not in listeners:
+                continue
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[uid]
+                ready = self._ready.pop(uid)
+                if not ready.done():
+                    ready.cancel()
+                gone.append(uid)
+        if not gone:
+            return
+        async with self._lock:
+            # A user watched again while we waited keeps its (new) subscription.
+            still = [uid for uid in gone if uid not in self._listeners]
+            for uid in still:
+                self._queue(channel(uid).encode(), None)
+            if still:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(*(channel(uid) for uid in still))
+
+    def _queue(self, name: bytes, future: asyncio.Future[None] | None) -> None:
+        self._inflight.setdefault(name, deque()).append(future)
+
+    def _confirmed(self, name: bytes) -> None:
+        pending = self._inflight.get(name)
+        if not pending:
+            return  # a resubscription after a reconnect, or the control channel
+        future = pending.popleft()
+        if not pending:
+            del self._inflight[name]
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _dispatch(self, name: bytes, data: bytes) -> None:
+        try:
+            uid = user_of_channel(name)
+            state = parse_event(data)
+        except ValueError:
+            logger.warning("unreadable presence event on %s", name)
+            return
+        self.events_received += 1
+        for listener in tuple(self._listeners.get(uid, ())):
+            try:
+                listener(state)
+            except Exception:
+                logger.exception("presence listener failed")
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except (RedisError, OSError) as exc:
+                logger.warning("presence pub/sub connection failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "message":
+                self._dispatch(message["channel"], message["data"])
+            elif kind in ("subscribe", "unsubscribe"):
+                self._confirmed(message["channel"])
