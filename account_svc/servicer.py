@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,7 +14,7 @@ from feedchat_runtime.auth import current_caller, require_user
 from feedchat_runtime.errors import Unauthenticated
 
 if TYPE_CHECKING:
-    Context = grpc.aio.ServicerContext[Any, Any]
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE = "feedchat.account.v1.AccountService"
 PUBLIC_METHODS = frozenset(f"/{SERVICE}/{name}" for name in ("SignUp", "Login", "RefreshToken"))

@@ -44,7 +44,9 @@ class Account:
         return self.host.address
 
     async def sign_up(self, username: str, password: str = PASSWORD) -> pb.SignUpResponse:
-        return await self.stub.SignUp(pb.SignUpRequest(username=username, password=password))
+        request = pb.SignUpRequest(username=username, password=password)
+        reply: pb.SignUpResponse = await self.stub.SignUp(request)
+        return reply
 
 
 StartAccount = Callable[..., Awaitable[Account]]
