@@ -1,0 +1,1 @@
+"""notify_svc: push notifications for users who are not connected (see docs/notify.md)."""

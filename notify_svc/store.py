@@ -1,0 +1,399 @@
+"""The only module of notify_svc that talks to Redis.
+
+Key families (one builder each). Every per-user key carries the hash tag ``{<user_id>}``
+so the scripts that touch several of them run on one Redis Cluster slot::
+
+    notify:{u}:devices              hash  device_id -> Device JSON
+    notify:{u}:mutes                set   muted channel ids (decimal)
+    notify:{u}:list                 zset  notification ids, 20-digit zero-padded, score 0
+                                          (lexicographic order == numeric order; Snowflake
+                                          ids exceed 2^53 so they are never scores)
+    notify:{u}:n:<nid>              hash  one notification (fields of Notification)
+    notify:{u}:open:<kind>:<chan>   str   nid of the notification that still collapses new
+                                          messages of that channel; expires with the window
+    notify:{u}:seen:<message_id>    str   "created:<nid>" | "collapsed:<nid>" | "muted:" —
+                                          the per-(user, message) processed marker (dedup)
+    notify:{u}:pushed:<nid>         hash  device_id -> ms of the 2xx answer (delivered marker)
+
+Queue keys (fixed by the queue contract, shared with chat_svc/feed_svc)::
+
+    notify:queue     stream  jobs; consumer group --consumer-group; entries are deleted
+                             once acknowledged
+    notify:dead      stream  jobs that failed --max-attempts times (or broke the contract)
+    notify:attempts  hash    queue entry id -> delivery attempts so far (survives crashes)
+    notify:events    pub/sub channel of created/updated notification events (JSON)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from notify_svc.models import Device, DeviceKind, Notification, NotificationKind
+
+QUEUE_KEY = "notify:queue"
+DEAD_KEY = "notify:dead"
+ATTEMPTS_KEY = "notify:attempts"
+EVENTS_CHANNEL = "notify:events"
+DEAD_MAXLEN = 100_000
+"""The dead-letter stream keeps about this many newest entries."""
+
+
+def pad(snowflake: int) -> str:
+    """A fixed-width id: lexicographic order equals numeric order."""
+    return f"{snowflake:020d}"
+
+
+def _tag(user_id: int) -> str:
+    return f"notify:{{{user_id}}}"
+
+
+def devices_key(user_id: int) -> str:
+    return f"{_tag(user_id)}:devices"
+
+
+def mutes_key(user_id: int) -> str:
+    return f"{_tag(user_id)}:mutes"
+
+
+def list_key(user_id: int) -> str:
+    return f"{_tag(user_id)}:list"
+
+
+def notification_prefix(user_id: int) -> str:
+    return f"{_tag(user_id)}:n:"
+
+
+def notification_key(user_id: int, nid: int) -> str:
+    return notification_prefix(user_id) + pad(nid)
+
+
+def open_prefix(user_id: int) -> str:
+    return f"{_tag(user_id)}:open:"
+
+
+def open_key(user_id: int, kind: NotificationKind, channel_id: int) -> str:
+    return f"{open_prefix(user_id)}{kind.value}:{channel_id}"
+
+
+def seen_key(user_id: int, message_id: int) -> str:
+    return f"{_tag(user_id)}:seen:{message_id}"
+
+
+def pushed_key(user_id: int, nid: int) -> str:
+    return f"{_tag(user_id)}:pushed:{pad(nid)}"
+
+
+# Apply one queue job to the user's notifications, exactly once per (user, message).
+# KEYS[1] seen marker   KEYS[2] mutes   KEYS[3] open key of (kind, channel)
+# KEYS[4] list          KEYS[5] hash of the notification this message would open
+# ARGV[1] padded message id (the new notification's id)   ARGV[2] kind   ARGV[3] channel_id
+# ARGV[4] sender_id   ARGV[5] preview   ARGV[6] message time ms   ARGV[7] collapse window ms
+# ARGV[8] marker ttl ms   ARGV[9] notifications kept   ARGV[10] notification key prefix
+# (same hash tag: the open notification's key is built from it).
+# Returns {outcome, padded nid, fresh}: outcome created|collapsed|muted; fresh 0 when the
+# marker already existed (a retried job: nothing changes, the first outcome is replayed).
+APPLY_LUA = """
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  local sep = string.find(seen, ':', 1, true)
+  return {string.sub(seen, 1, sep - 1), string.sub(seen, sep + 1), 0}
+end
+local ttl = ARGV[8]
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then
+  redis.call('SET', KEYS[1], 'muted:', 'PX', ttl)
+  return {'muted', '', 1}
+end
+local open = redis.call('GET', KEYS[3])
+if open then
+  local nkey = ARGV[10] .. open
+  if redis.call('HGET', nkey, 'read') == '0' then
+    redis.call('HINCRBY', nkey, 'count', 1)
+    -- fixed-width ids: string order is numeric order; late arrivals keep the newest preview
+    if ARGV[1] > redis.call('HGET', nkey, 'last_message_id') then
+      redis.call('HSET', nkey, 'last_message_id', ARGV[1], 'sender_id', ARGV[4],
+                 'preview', ARGV[5], 'updated_ms', ARGV[6])
+    end
+    redis.call('SET', KEYS[1], 'collapsed:' .. open, 'PX', ttl)
+    return {'collapsed', open, 1}
+  end
+end
+redis.call('HSET', KEYS[5], 'kind', ARGV[2], 'channel_id', ARGV[3], 'sender_id', ARGV[4],
+           'first_message_id', ARGV[1], 'last_message_id', ARGV[1], 'count', 1,
+           'preview', ARGV[5], 'created_ms', ARGV[6], 'updated_ms', ARGV[6], 'read', 0)
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+local over = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[9])
+if over > 0 then
+  local dropped = redis.call('ZPOPMIN', KEYS[4], over)
+  for i = 1, #dropped, 2 do redis.call('DEL', ARGV[10] .. dropped[i]) end
+end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[7])
+end
+redis.call('SET', KEYS[1], 'created:' .. ARGV[1], 'PX', ttl)
+return {'created', ARGV[1], 1}
+"""
+
+# Mark notifications read and stop them collapsing new messages.
+# KEYS[1] the user's list key (only to route the script to the user's slot)
+# ARGV[1] notification key prefix   ARGV[2] open key prefix   ARGV[3..] padded nids
+# Returns how many were unread before.
+MARK_READ_LUA = """
+local marked = 0
+for i = 3, #ARGV do
+  local nkey = ARGV[1] .. ARGV[i]
+  if redis.call('HGET', nkey, 'read') == '0' then
+    redis.call('HSET', nkey, 'read', 1)
+    marked = marked + 1
+    local fields = redis.call('HMGET', nkey, 'kind', 'channel_id')
+    local okey = ARGV[2] .. fields[1] .. ':' .. fields[2]
+    if redis.call('GET', okey) == ARGV[i] then redis.call('DEL', okey) end
+  end
+end
+return marked
+"""
+
+# Add or replace a hash field / set member unless the collection is full.
+# KEYS[1] the hash (or set)   ARGV[1] field (member)   ARGV[2] value (hash only)   ARGV[3] max
+# Returns 1 when stored (or already present), 0 when the limit refused it.
+PUT_DEVICE_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+   or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+ADD_MUTE_LUA = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1
+   or redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying a job did: ``created`` / ``collapsed`` into ``nid``, or ``muted``."""
+
+    outcome: str
+    nid: int
+    fresh: bool
+
+
+Entry = tuple[str, dict[bytes, bytes] | None]
+"""A stream entry: id and fields (None when the entry was deleted meanwhile)."""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(raw: Any) -> list[Entry]:
+    return [(_s(entry_id), fields or None) for entry_id, fields in raw or []]
+
+
+def _notification(nid: int, raw: Mapping[Any, Any]) -> Notification:
+    f = {_s(k): _s(v) for k, v in raw.items()}
+    return Notification(
+        notification_id=nid,
+        kind=NotificationKind(f["kind"]),
+        channel_id=int(f["channel_id"]),
+        sender_id=int(f["sender_id"]),
+        first_message_id=int(f["first_message_id"]),
+        last_message_id=int(f["last_message_id"]),
+        count=int(f["count"]),
+        preview=f["preview"],
+        created_ms=int(f["created_ms"]),
+        updated_ms=int(f["updated_ms"]),
+        read=f["read"] == "1",
+    )
+
+
+class NotifyStore:
+    """Redis access for devices, mutes, notifications, and the queue."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._apply = redis.register_script(APPLY_LUA)
+        self._mark_read = redis.register_script(MARK_READ_LUA)
+        self._put_device = redis.register_script(PUT_DEVICE_LUA)
+        self._add_mute = redis.register_script(ADD_MUTE_LUA)
+
+    # -- devices and mutes -------------------------------------------------------------
+
+    async def put_device(self, user_id: int, device: Device, limit: int) -> bool:
+        value = json.dumps(
+            {"kind": device.kind.value, "url": device.webhook_url, "ms": device.registered_ms}
+        )
+        stored = await self._put_device(
+            keys=[devices_key(user_id)], args=[device.device_id, value, limit]
+        )
+        return bool(stored)
+
+    async def delete_device(self, user_id: int, device_id: str) -> bool:
+        return bool(await self.redis.hdel(devices_key(user_id), device_id))
+
+    async def devices(self, user_id: int) -> list[Device]:
+        raw = await self.redis.hgetall(devices_key(user_id))
+        found = []
+        for device_id, value in raw.items():
+            data = json.loads(value)
+            found.append(
+                Device(_s(device_id), DeviceKind(data["kind"]), data["url"], int(data["ms"]))
+            )
+        return sorted(found, key=lambda d: d.device_id)
+
+    async def mute(self, user_id: int, channel_id: int, limit: int) -> bool:
+        return bool(await self._add_mute(keys=[mutes_key(user_id)], args=[channel_id, limit]))
+
+    async def unmute(self, user_id: int, channel_id: int) -> None:
+        await self.redis.srem(mutes_key(user_id), str(channel_id))
+
+    async def muted(self, user_id: int) -> list[int]:
+        raw = await self.redis.smembers(mutes_key(user_id))
+        return sorted(int(x) for x in raw)
+
+    # -- notifications -----------------------------------------------------------------
+
+    async def apply(
+        self, job_user: int, kind: NotificationKind, channel_id: int, message_id: int,
+        sender_id: int, preview: str, at_ms: int, window_ms: int, marker_ttl_ms: int,
+        keep: int,
+    ) -> ApplyResult:
+        """Run the apply script (see APPLY_LUA) for one job."""
+        outcome, nid, fresh = await self._apply(
+            keys=[
+                seen_key(job_user, message_id),
+                mutes_key(job_user),
+                open_key(job_user, kind, channel_id),
+                list_key(job_user),
+                notification_key(job_user, message_id),
+            ],
+            args=[
+                pad(message_id), kind.value, channel_id, sender_id, preview, at_ms,
+                window_ms, marker_ttl_ms, keep, notification_prefix(job_user),
+            ],
+        )
+        nid_text = _s(nid)
+        return ApplyResult(_s(outcome), int(nid_text) if nid_text else 0, bool(int(fresh)))
+
+    async def notification(self, user_id: int, nid: int) -> Notification | None:
+        raw = await self.redis.hgetall(notification_key(user_id, nid))
+        return _notification(nid, raw) if raw else None
+
+    async def page(
+        self, user_id: int, before: int | None, size: int
+    ) -> tuple[list[Notification], bool]:
+        """Up to ``size`` notifications older than ``before`` (newest first), and more-left."""
+        upper = "+" if before is None else "(" + pad(before)
+        ids = await self.redis.zrevrangebylex(list_key(user_id), upper, "-", 0, size + 1)
+        more = len(ids) > size
+        ids = ids[:size]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for raw_id in ids:
+                pipe.hgetall(notification_prefix(user_id) + _s(raw_id))
+            hashes = await pipe.execute()
+        found = [
+            _notification(int(_s(raw_id)), h) for raw_id, h in zip(ids, hashes, strict=True) if h
+        ]
+        return found, more
+
+    async def mark_read(self, user_id: int, nids: Sequence[int]) -> int:
+        marked = await self._mark_read(
+            keys=[list_key(user_id)],
+            args=[notification_prefix(user_id), open_prefix(user_id), *(pad(n) for n in nids)],
+        )
+        return int(marked)
+
+    async def pushed_devices(self, user_id: int, nid: int) -> set[str]:
+        raw = await self.redis.hkeys(pushed_key(user_id, nid))
+        return {_s(x) for x in raw}
+
+    async def mark_pushed(
+        self, user_id: int, nid: int, device_id: str, at_ms: int, ttl_ms: int
+    ) -> None:
+        key = pushed_key(user_id, nid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, device_id, at_ms)
+            pipe.pexpire(key, ttl_ms)
+            await pipe.execute()
+
+    async def publish(self, payload: str) -> None:
+        await self.redis.publish(EVENTS_CHANNEL, payload)
+
+    # -- the queue ---------------------------------------------------------------------
+
+    async def ensure_group(self, group: str) -> None:
+        """Create the consumer group (and stream) reading from the start, if absent."""
+        try:
+            await self.redis.xgroup_create(QUEUE_KEY, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
+        """Entries never delivered to any consumer of ``group`` (``>``), blocking a while."""
+        reply: Any = await self.redis.xreadgroup(
+            group, consumer, {QUEUE_KEY: ">"}, count=count, block=block_ms
+        )
+        return [entry for _stream, items in reply or [] for entry in _entries(items)]
+
+    async def autoclaim(
+        self, group: str, consumer: str, min_idle_ms: int, cursor: str, count: int
+    ) -> tuple[str, list[Entry]]:
+        """Claim entries idle longer than ``min_idle_ms`` (a dead or stalled consumer's)."""
+        reply = await self.redis.xautoclaim(
+            QUEUE_KEY, group, consumer, min_idle_ms, start_id=cursor, count=count
+        )
+        return _s(reply[0]), _entries(reply[1])
+
+    async def owned_of(self, group: str, consumer: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are pending and owned by ``consumer`` right now."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(
+                    QUEUE_KEY, group, min=entry_id, max=entry_id, count=1,
+                    consumername=consumer,
+                )
+            replies = await pipe.execute()
+        return {_s(row["message_id"]) for rows in replies for row in rows}
+
+    async def touch(self, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of entries we still work on, so no one claims them."""
+        if ids:
+            await self.redis.xclaim(QUEUE_KEY, group, consumer, 0, list(ids), justid=True)
+
+    async def add_attempt(self, entry_id: str) -> int:
+        return int(await self.redis.hincrby(ATTEMPTS_KEY, entry_id, 1))
+
+    async def finish(self, group: str, entry_id: str) -> None:
+        """Acknowledge and delete a done entry, then forget its attempt count."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(QUEUE_KEY, group, entry_id)
+            pipe.xdel(QUEUE_KEY, entry_id)
+            await pipe.execute()
+        await self.redis.hdel(ATTEMPTS_KEY, entry_id)
+
+    async def dead_letter(
+        self, entry_id: str, fields: Mapping[bytes, bytes], error: str, attempts: int,
+        at_ms: int,
+    ) -> None:
+        """Copy an entry to notify:dead with why it failed (before :meth:`finish`)."""
+        record: dict[Any, Any] = dict(fields)
+        record.update(
+            {
+                "error": error[:500],
+                "attempts": str(attempts),
+                "source_id": entry_id,
+                "dead_ms": str(at_ms),
+            }
+        )
+        await self.redis.xadd(DEAD_KEY, cast(Any, record), maxlen=DEAD_MAXLEN, approximate=True)

@@ -1,0 +1,213 @@
+"""The queue worker: a Redis Streams consumer of ``notify:queue``.
+
+Guarantees and how they are kept:
+
+- At least once: an entry is acknowledged (and deleted) only after its job is done — all
+  devices confirmed, nothing to push, or dead-lettered.
+- Crash-safe: a consumer that dies leaves its entries pending; every worker sweeps with
+  XAUTOCLAIM every ``--claim-interval`` seconds and takes entries idle for more than
+  ``--claim-idle`` seconds. A live worker resets the idle time of the entries it still
+  works on (XCLAIM JUSTID) every ``claim_idle / 3`` seconds, so a job that is merely
+  waiting between retries is not stolen; if one was stolen anyway (a long pause), the
+  local copy is cancelled.
+- Retries: a job whose push failed is retried in place after an exponential delay with
+  jitter: ``d = min(retry_max, retry_base * 2^(attempt-1))``, waiting ``d/2 + rand(0, d/2)``.
+- Dead letter: attempts are counted in Redis (``notify:attempts``), so they survive
+  crashes. When the count reaches ``--max-attempts`` (or an entry breaks the queue
+  contract) the entry is copied to ``notify:dead`` with the error, then acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+
+from notify_svc.config import NotifyConfig
+from notify_svc.delivery import Dispatcher
+from notify_svc.models import MalformedJob, parse_job
+from notify_svc.store import NotifyStore
+
+logger = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float]) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based): equal jitter."""
+    delay: float = min(cap, base * 2.0 ** max(0, attempt - 1))
+    return delay / 2 + rand() * delay / 2
+
+
+class QueueWorker:
+    """Consumes ``notify:queue`` as consumer ``consumer`` of the configured group."""
+
+    def __init__(
+        self,
+        store: NotifyStore,
+        dispatcher: Dispatcher,
+        config: NotifyConfig,
+        consumer: str,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._config = config
+        self._group = config.consumer_group
+        self._consumer = consumer
+        self._rand = rand
+        self._clock = clock
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._slot_free = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def start(self) -> None:
+        await self._store.ensure_group(self._group)
+        self._loops = [
+            asyncio.create_task(self._read_loop(), name="notify-read"),
+            asyncio.create_task(self._claim_loop(), name="notify-claim"),
+            asyncio.create_task(self._touch_loop(), name="notify-touch"),
+        ]
+        logger.info("queue worker started", extra={"consumer": self._consumer})
+
+    async def stop(self) -> None:
+        """Stop reading and abandon running jobs: they stay pending for another worker."""
+        tasks = [*self._loops, *self._inflight.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loops.clear()
+
+    # -- loops ---------------------------------------------------------------------------
+
+    async def _free_slots(self) -> int:
+        while len(self._inflight) >= self._config.concurrency:
+            self._slot_free.clear()
+            await self._slot_free.wait()
+        return self._config.concurrency - len(self._inflight)
+
+    async def _read_loop(self) -> None:
+        block_ms = max(1, int(self._config.read_block * 1000))
+        while True:
+            try:
+                free = await self._free_slots()
+                entries = await self._store.read(self._group, self._consumer, free, block_ms)
+                for entry_id, fields in entries:
+                    self._spawn(entry_id, fields)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("reading notify:queue failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def _claim_loop(self) -> None:
+        min_idle_ms = int(self._config.claim_idle * 1000)
+        while True:
+            await asyncio.sleep(self._config.claim_interval)
+            try:
+                cursor = "0-0"
+                while True:
+                    free = await self._free_slots()
+                    cursor, entries = await self._store.autoclaim(
+                        self._group, self._consumer, min_idle_ms, cursor, free
+                    )
+                    for entry_id, fields in entries:
+                        if entry_id not in self._inflight:
+                            logger.info("claimed stalled entry %s", entry_id)
+                            self._spawn(entry_id, fields)
+                    if cursor in ("0-0", "0"):
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("claiming stalled entries failed", exc_info=True)
+
+    async def _touch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.claim_idle / 3)
+            ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                owned = await self._store.owned_of(self._group, self._consumer, ids)
+                await self._store.touch(self._group, self._consumer, sorted(owned))
+                for lost in set(ids) - owned:
+                    task = self._inflight.get(lost)
+                    if task is not None:
+                        logger.warning("entry %s was claimed by another worker; dropping", lost)
+                        task.cancel()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("touching in-flight entries failed", exc_info=True)
+
+    # -- one entry -----------------------------------------------------------------------
+
+    def _spawn(self, entry_id: str, fields: Mapping[bytes, bytes] | None) -> None:
+        task = asyncio.create_task(self._run(entry_id, fields), name=f"notify-job-{entry_id}")
+        self._inflight[entry_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._inflight.get(entry_id) is task:
+                del self._inflight[entry_id]
+            self._slot_free.set()
+
+        task.add_done_callback(done)
+
+    async def _run(self, entry_id: str, fields: Mapping[bytes, bytes] | None) -> None:
+        try:
+            await self._work(entry_id, fields)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Left pending: a claim sweep retries it after claim_idle (attempts still count).
+            logger.exception("job %s failed unexpectedly; it stays pending", entry_id)
+
+    async def _work(self, entry_id: str, fields: Mapping[bytes, bytes] | None) -> None:
+        config = self._config
+        if fields is None:  # deleted while pending: nothing left to do
+            await self._store.finish(self._group, entry_id)
+            return
+        attempts = await self._store.add_attempt(entry_id)
+        if attempts > config.max_attempts:  # crashed or errored on every earlier try
+            await self._dead(entry_id, fields, "gave up: every attempt crashed", attempts)
+            return
+        try:
+            job = parse_job(fields)
+        except MalformedJob as exc:
+            await self._dead(entry_id, fields, f"malformed entry: {exc}", attempts)
+            return
+        while True:
+            failures = await self._dispatcher.handle(job)
+            if not failures:
+                await self._store.finish(self._group, entry_id)
+                return
+            error = "; ".join(failures)
+            if attempts >= config.max_attempts:
+                await self._dead(entry_id, fields, error, attempts)
+                return
+            delay = backoff_delay(attempts, config.retry_base, config.retry_max, self._rand)
+            logger.info(
+                "push of entry %s failed (attempt %d/%d): %s; retrying in %.2fs",
+                entry_id, attempts, config.max_attempts, error, delay,
+            )
+            await asyncio.sleep(delay)
+            attempts = await self._store.add_attempt(entry_id)
+
+    async def _dead(
+        self, entry_id: str, fields: Mapping[bytes, bytes], error: str, attempts: int
+    ) -> None:
+        logger.warning("entry %s goes to notify:dead after %d attempts: %s",
+                       entry_id, attempts, error)
+        await self._store.dead_letter(
+            entry_id, fields, error, attempts, int(self._clock() * 1000)
+        )
+        await self._store.finish(self._group, entry_id)
