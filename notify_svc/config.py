@@ -27,7 +27,9 @@ class NotifyConfig(ServiceConfig):
         False, "Also allow plain http:// webhook URLs (tests, trusted internal networks)."
     )
     webhook_secret: str = _opt(
-        "", "HMAC-SHA256 key that signs webhook bodies; required unless --dev."
+        "",
+        "HMAC-SHA256 key that signs webhook bodies; required with --webhook-allow unless"
+        " --dev.",
     )
     webhook_timeout: float = _opt(5.0, "Seconds one webhook POST may take in total.")
     webhook_max_connections: int = _opt(100, "Open HTTP connections the webhook client keeps.")
@@ -88,8 +90,13 @@ class NotifyConfig(ServiceConfig):
             raise ConfigError("retry_max must be at least retry_base")
         if not self.consumer_group:
             raise ConfigError("consumer_group must not be empty")
-        if not self.dev and not self.webhook_secret:
-            raise ConfigError("webhook_secret is required outside --dev (FEEDCHAT_WEBHOOK_SECRET)")
+        if self.webhook_allow and not self.dev and not self.webhook_secret:
+            # Without an allow-list no webhook can be registered, so no key is needed
+            # (that is how `feedchat up` starts it); with one, a key is mandatory.
+            raise ConfigError(
+                "webhook_secret is required with --webhook-allow outside --dev "
+                "(FEEDCHAT_WEBHOOK_SECRET)"
+            )
         # Imported here: the allow-list parser lives with the URL policy it serves.
         from notify_svc.allowlist import AllowList
 
