@@ -1,0 +1,98 @@
+"""Wiring: one feed_svc process (gRPC API, fanout worker pool, live pub/sub hub)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+
+from feed_svc.authors import AccountAuthors, AuthorDirectory
+from feed_svc.config import FeedConfig
+from feed_svc.cursor import PageTokens, derive_key
+from feed_svc.fanout import BatchHook, FanoutPool, FanoutSettings
+from feed_svc.feed import Feed
+from feed_svc.live import LiveHub
+from feed_svc.servicer import SERVICE_NAME, FeedServicer
+from feed_svc.store import FeedStore
+from feedchat.feed.v1 import feed_pb2_grpc
+from feedchat_runtime.auth import DEV_AUTH_SECRET
+from feedchat_runtime.directory import ServiceDirectory
+from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.server import ServiceHost
+from feedchat_runtime.snowflake import WorkerIdClaim
+
+REGISTRY_NAME = "feed"
+
+
+@dataclass
+class FeedApp:
+    """A built (not yet started) feed_svc process; tests drive it in-process."""
+
+    host: ServiceHost
+    feed: Feed
+    store: FeedStore
+    pool: FanoutPool
+    hub: LiveHub
+    redis: aioredis.Redis
+
+
+def page_token_key(config: FeedConfig) -> bytes:
+    auth_secret = config.auth_secret or (DEV_AUTH_SECRET if config.dev else "")
+    return derive_key(config.cursor_secret, auth_secret)
+
+
+async def build(
+    config: FeedConfig,
+    authors: AuthorDirectory | None = None,
+    on_batch: BatchHook | None = None,
+) -> FeedApp:
+    """Open the etcd session, claim a Snowflake worker id, wire everything, bind the port.
+
+    ``authors`` replaces the account_svc-backed directory (tests); ``on_batch`` is passed
+    to the fanout workers (tests pause a worker mid-job with it).
+    """
+    host = ServiceHost(config, REGISTRY_NAME)
+    await host.open()
+    claim = WorkerIdClaim(host.session)
+    await claim.acquire()
+    redis = aioredis.Redis.from_url(config.redis_url)
+    store = FeedStore(redis)
+    directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)
+    if authors is None:
+        authors = AccountAuthors(directory, ttl=config.author_cache_ttl)
+    feed = Feed(config, store, authors, claim.generator(), PageTokens(page_token_key(config)))
+    hub = LiveHub(redis)
+    await hub.start()
+    pool = FanoutPool(
+        store, FanoutSettings.from_config(config), f"{config.instance}-fanout",
+        config.fanout_workers, on_batch,
+    )
+    await pool.start()
+    servicer = FeedServicer(feed, hub, host.draining)
+
+    def add_services(server: grpc.aio.Server) -> Sequence[str]:
+        feed_pb2_grpc.add_FeedServiceServicer_to_server(servicer, server)
+        return [SERVICE_NAME]
+
+    host.build(add_services, AuthPolicy())
+
+    async def close_redis() -> None:
+        await redis.aclose()
+
+    async def stop_rebuilds() -> None:
+        await asyncio.wait_for(feed.timeline.wait_rebuilds(), timeout=config.grace)
+
+    host.on_stop(close_redis)
+    host.on_stop(directory.close)
+    host.on_stop(hub.stop)
+    host.on_stop(pool.stop)
+    host.on_stop(stop_rebuilds)
+    return FeedApp(host, feed, store, pool, hub, redis)
+
+
+async def serve(config: FeedConfig) -> None:
+    app = await build(config)
+    await app.host.run()

@@ -1,0 +1,65 @@
+"""feed_svc settings: one frozen dataclass, filled from flags and FEEDCHAT_* variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from feedchat_runtime.config import ConfigError, ServiceConfig
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    return field(default=default, metadata={"help": help})
+
+
+MAX_POST_CHARS = 2000
+"""Longest post, in Unicode characters (documented in the proto)."""
+
+
+@dataclass(frozen=True)
+class FeedConfig(ServiceConfig):
+    """Settings of a feed_svc process."""
+
+    post_rate: float = _opt(1.0, "Sustained posts per second a user may publish.")
+    post_burst: int = _opt(10, "Posts a user may publish at once before the rate applies.")
+    feed_cache_size: int = _opt(800, "Newest entries kept in each user's feed cache.")
+    celebrity_threshold: int = _opt(
+        10_000, "Authors with more followers than this are merged at read time, not fanned out."
+    )
+    inactive_after: float = _opt(
+        7 * 86400.0,
+        "Seconds without a feed read after which fanout skips a user (feed rebuilt on return).",
+    )
+    fanout_workers: int = _opt(4, "Fanout worker tasks in this process (0: API only).")
+    fanout_chunk: int = _opt(1000, "Followers per fanout job (a post's job is split in these).")
+    fanout_batch: int = _opt(500, "Followers written per Redis round trip inside a job.")
+    fanout_claim_idle: float = _opt(
+        30.0, "Seconds a job may stay unacknowledged before another worker claims it."
+    )
+    fanout_block: float = _opt(1.0, "Seconds a worker blocks waiting for a job per read.")
+    author_cache_ttl: float = _opt(30.0, "Seconds author profiles are cached in process.")
+    max_following: int = _opt(5000, "Accounts one user may follow.")
+    stream_queue: int = _opt(256, "Frames queued per StreamFeed before it is cut off as slow.")
+    stream_resume_max: int = _opt(200, "Missed items replayed at most on StreamFeed resume.")
+    cursor_secret: str = _opt(
+        "", "HMAC key signing page tokens; defaults to one derived from --auth-secret."
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.post_rate <= 0 or self.post_burst < 1:
+            raise ConfigError("post_rate must be > 0 and post_burst >= 1")
+        if not 10 <= self.feed_cache_size <= 100_000:
+            raise ConfigError("feed_cache_size must be between 10 and 100000")
+        if self.celebrity_threshold < 1:
+            raise ConfigError("celebrity_threshold must be at least 1")
+        if self.inactive_after <= 0:
+            raise ConfigError("inactive_after must be positive")
+        if self.fanout_workers < 0:
+            raise ConfigError("fanout_workers must not be negative")
+        if not 1 <= self.fanout_batch <= self.fanout_chunk <= 100_000:
+            raise ConfigError("need 1 <= fanout_batch <= fanout_chunk <= 100000")
+        if self.fanout_claim_idle <= 0 or self.fanout_block <= 0:
+            raise ConfigError("fanout_claim_idle and fanout_block must be positive")
+        if self.max_following < 1 or self.stream_queue < 8 or self.stream_resume_max < 1:
+            raise ConfigError("max_following, stream_queue and stream_resume_max are too small")

@@ -1,0 +1,174 @@
+"""Fanout workers: the consumer group that writes posts into followers' feed caches.
+
+A post's first job (``split``) reads only the follower count and the chunk boundaries and
+replaces itself with chunk jobs of ``fanout_chunk`` followers, so a large follower list
+never becomes one giant job and several workers share it. A chunk job reads its followers
+``fanout_batch`` at a time and writes each batch with one script call (active followers
+only; an inactive one is skipped and rebuilt on return).
+
+At-least-once: a job is acknowledged (and counted in the post's progress) only after its
+writes, in one script that counts it only if its XACK wins. A worker that dies mid-job
+leaves the job pending; another worker claims it with XAUTOCLAIM after
+``fanout_claim_idle`` seconds and does it again. Re-inserting is a no-op (feed entries are
+keyed by post id), so every feed gets the post exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from feed_svc.config import FeedConfig
+from feed_svc.store import FeedStore, Job, entry, pad
+
+logger = logging.getLogger(__name__)
+
+BatchHook = Callable[[Job, int], Awaitable[None]]
+"""Called after each written batch with the job and the batch's size (tests pause here)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class FanoutSettings:
+    cache_size: int
+    chunk: int
+    batch: int
+    claim_idle_ms: int
+    block_ms: int
+    inactive_ms: int
+
+    @classmethod
+    def from_config(cls, config: FeedConfig) -> FanoutSettings:
+        return cls(
+            cache_size=config.feed_cache_size,
+            chunk=config.fanout_chunk,
+            batch=config.fanout_batch,
+            claim_idle_ms=int(config.fanout_claim_idle * 1000),
+            block_ms=int(config.fanout_block * 1000),
+            inactive_ms=int(config.inactive_after * 1000),
+        )
+
+
+class FanoutWorker:
+    """One consumer of the fanout group."""
+
+    def __init__(
+        self,
+        store: FeedStore,
+        settings: FanoutSettings,
+        consumer: str,
+        on_batch: BatchHook | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.consumer = consumer
+        self.on_batch = on_batch
+        self.clock = clock
+        self.jobs_done = 0
+        self._next_claim = 0.0
+
+    async def run(self) -> None:
+        """Work jobs until cancelled."""
+        await self.store.ensure_group()
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("fanout worker %s failed; retrying", self.consumer)
+                await asyncio.sleep(1.0)
+
+    async def step(self) -> int:
+        """Claim stale jobs (now and then) or read new ones, and work them."""
+        jobs: list[Job] = []
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
+            jobs = await self.store.claim_jobs(self.consumer, self.settings.claim_idle_ms, 10)
+            if jobs:
+                logger.info("claimed %s stale fanout jobs", len(jobs))
+        if not jobs:
+            block = min(self.settings.block_ms, max(50, int(self.settings.claim_idle_ms / 2)))
+            jobs = await self.store.read_jobs(self.consumer, 4, block)
+        for job in jobs:
+            await self.handle(job)
+        return len(jobs)
+
+    async def handle(self, job: Job) -> None:
+        if job.kind == "split":
+            await self.split(job)
+        else:
+            await self.chunk(job)
+        self.jobs_done += 1
+
+    async def split(self, job: Job) -> None:
+        total, ends = await self.store.follower_boundaries(job.author_id, self.settings.chunk)
+        chunks: list[tuple[str, str]] = []
+        start = ""
+        for end in ends:
+            chunks.append((start, end))
+            start = end
+        if total > 0:
+            chunks.append((start, ""))
+        await self.store.split_job(job, total, chunks, self.clock())
+
+    async def chunk(self, job: Job) -> None:
+        written = skipped = 0
+        (post,) = await self.store.get_posts([job.post_id])
+        if post is not None:  # a post deleted before its fanout is simply not written
+            member = entry(job.post_id, job.author_id)
+            cutoff = self.clock() - self.settings.inactive_ms
+            start = job.start
+            while True:
+                batch = await self.store.follower_batch(
+                    job.author_id, start, job.end, self.settings.batch
+                )
+                if batch:
+                    w, s = await self.store.fanout_insert(
+                        batch, member, self.settings.cache_size, cutoff
+                    )
+                    written, skipped = written + w, skipped + s
+                    if self.on_batch is not None:
+                        await self.on_batch(job, len(batch))
+                if len(batch) < self.settings.batch:
+                    break
+                start = pad(batch[-1])
+        await self.store.ack_chunk(job, written, skipped, self.clock())
+
+
+class FanoutPool:
+    """``size`` workers as asyncio tasks of this process, consumers ``<name>-<i>``."""
+
+    def __init__(
+        self, store: FeedStore, settings: FanoutSettings, name: str, size: int,
+        on_batch: BatchHook | None = None,
+    ) -> None:
+        self.workers = [
+            FanoutWorker(store, settings, f"{name}-{i}", on_batch) for i in range(size)
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self.workers:
+            await self.workers[0].store.ensure_group()
+        self._tasks = [
+            asyncio.create_task(w.run(), name=f"fanout-{w.consumer}") for w in self.workers
+        ]
+
+    async def stop(self) -> None:
+        """Cancel the workers; a job cut short stays pending and is claimed later."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []

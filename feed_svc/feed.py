@@ -1,0 +1,304 @@
+"""The feed's rules: posting, the follow graph, paged reads, fanout progress.
+
+No transport here: the servicer converts protobuf to these calls and the dataclasses back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from feed_svc import store as keys
+from feed_svc.authors import Author, AuthorDirectory
+from feed_svc.config import MAX_POST_CHARS, FeedConfig
+from feed_svc.cursor import Listing, PageTokens, page_size
+from feed_svc.store import FeedStore, StoredPost
+from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
+from feedchat_runtime.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from feedchat_runtime.snowflake import SnowflakeGenerator, timestamp_ms
+
+logger = logging.getLogger(__name__)
+
+MAX_HYDRATE_ROUNDS = 10
+"""Rounds a page read may spend skipping deleted/unfollowed entries before it pages on."""
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class PostView:
+    """A post ready to show: its author looked up."""
+
+    post_id: int
+    author: Author
+    text: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class Page:
+    posts: list[PostView]
+    next_token: str
+
+
+@dataclass(frozen=True)
+class IdPage:
+    user_ids: list[int]
+    next_token: str
+    total: int
+
+
+@dataclass(frozen=True)
+class FanoutStatus:
+    state: str  # RUNNING, DONE, PULLED_AT_READ, UNKNOWN
+    total: int = 0
+    done: int = 0
+    pending: int = 0
+    skipped: int = 0
+    lag_ms: int = 0
+    queue_pending: int = 0
+    queue_waiting: int = 0
+    queue_oldest_ms: int = 0
+
+
+def check_text(text: str) -> str:
+    if not text.strip():
+        raise InvalidArgument.field("text", "must not be empty", reason="POST_EMPTY")
+    if len(text) > MAX_POST_CHARS:
+        raise InvalidArgument.field(
+            "text", f"at most {MAX_POST_CHARS} characters (got {len(text)})",
+            reason="POST_TOO_LONG",
+        )
+    if any(ord(c) < 32 and c not in "\n\t\r" for c in text):
+        raise InvalidArgument.field(
+            "text", "control characters are not allowed", reason="POST_INVALID_CHARACTERS"
+        )
+    return text
+
+
+def check_user_id(user_id: int, name: str = "user_id") -> int:
+    if user_id <= 0:
+        raise InvalidArgument.field(name, "a user id is required")
+    return user_id
+
+
+class Feed:
+    """Posts, follows and feed reads for authenticated users."""
+
+    def __init__(
+        self,
+        config: FeedConfig,
+        store: FeedStore,
+        authors: AuthorDirectory,
+        ids: SnowflakeGenerator,
+        tokens: PageTokens,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.authors = authors
+        self.ids = ids
+        self.tokens = tokens
+        self.clock = clock
+        self.timeline = Timeline(store, config.feed_cache_size)
+
+    # --- posts ------------------------------------------------------------------------
+    async def create_post(self, user: int, text: str) -> PostView:
+        check_text(text)
+        now = self.clock()
+        wait_ms = await self.store.take_token(
+            user, self.config.post_rate, self.config.post_burst, now
+        )
+        if wait_ms:
+            raise ResourceExhausted(
+                f"posting too fast; retry in {wait_ms / 1000:.3f}s",
+                reason="RATE_LIMITED", retry_after=wait_ms / 1000,
+            )
+        celebrity = await self.store.is_celebrity(user)
+        threshold = self.config.celebrity_threshold
+        if not celebrity and await self.store.follower_count(user) > threshold:
+            # Promotion is one-way: pulling at read time stays correct if the count drops.
+            await self.store.promote(user)
+            celebrity = True
+        post = StoredPost(self.ids.next_id(), user, text)
+        await self.store.create_post(post, now, fan_out=not celebrity, celebrity=celebrity)
+        return (await self.hydrate([FeedEntry(post.post_id, user)]))[0]
+
+    async def delete_post(self, user: int, post_id: int) -> None:
+        check_user_id(post_id, "post_id")
+        (found,) = await self.store.get_posts([post_id])
+        if found is None:
+            raise NotFound(f"post {post_id} does not exist", reason="POST_NOT_FOUND")
+        if found.author_id != user:
+            raise PermissionDenied("only its author may delete a post", reason="NOT_POST_AUTHOR")
+        await self.store.delete_post(post_id, user)
+
+    async def get_post(self, post_id: int) -> PostView:
+        check_user_id(post_id, "post_id")
+        views = await self.hydrate([FeedEntry(post_id, 0)])
+        if not views:
+            raise NotFound(f"post {post_id} does not exist", reason="POST_NOT_FOUND")
+        return views[0]
+
+    async def hydrate(self, entries: Sequence[FeedEntry]) -> list[PostView]:
+        """Posts for entries in order, deleted ones dropped, authors looked up in batch."""
+        stored = await self.store.get_posts([e.post_id for e in entries])
+        posts = [p for p in stored if p is not None]
+        try:
+            authors = await self.authors.get_authors({p.author_id for p in posts})
+        except Unavailable:
+            logger.warning("author lookup failed; serving posts without author names")
+            authors = {}
+        return [
+            PostView(p.post_id, authors.get(p.author_id, Author(p.author_id)), p.text,
+                     timestamp_ms(p.post_id))
+            for p in posts
+        ]
+
+    async def list_user_posts(self, caller: int, user_id: int, size: int, token: str) -> Page:
+        user = user_id or caller
+        n = page_size(size)
+        before = self.tokens.check(token, Listing.USER_POSTS, user)
+        source = Source(keys.user_posts_key(user), author=user)
+        found = await merge_newest(self.store, [source], before, None, n + 1)
+        if not found and before is None and not await self.authors.exists(user):
+            raise NotFound(f"user {user} does not exist", reason="USER_NOT_FOUND")
+        views = await self.hydrate(found[:n])
+        more = len(found) > n
+        next_token = (
+            self.tokens.issue(Listing.USER_POSTS, user, found[n - 1].post_id) if more else ""
+        )
+        return Page(views, next_token)
+
+    # --- follow graph ----------------------------------------------------------------
+    async def follow(self, user: int, author: int) -> bool:
+        check_user_id(author)
+        if author == user:
+            raise InvalidArgument.field(
+                "user_id", "a user cannot follow themselves", reason="CANNOT_FOLLOW_SELF"
+            )
+        if not await self.authors.exists(author):
+            raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
+        following = await self.store.following_count(user)
+        if following >= self.config.max_following:
+            if author in set(await self.store.following_all(user)):
+                return False
+            raise ResourceExhausted(
+                f"already following {following} accounts (limit {self.config.max_following})",
+                reason="TOO_MANY_FOLLOWING",
+            )
+        changed = await self.store.follow(user, author)
+        if changed:
+            await self.timeline.merge_author(user, author)
+            await self.store.publish(keys.live_channel(user), "ctl:following")
+        return changed
+
+    async def unfollow(self, user: int, author: int) -> bool:
+        check_user_id(author)
+        changed = await self.store.unfollow(user, author)
+        if changed:
+            await self.timeline.remove_author(user, author)
+            await self.store.publish(keys.live_channel(user), "ctl:following")
+        return changed
+
+    async def list_graph(
+        self, caller: int, user_id: int, followers: bool, size: int, token: str
+    ) -> IdPage:
+        user = user_id or caller
+        n = page_size(size, default=100, maximum=1000)
+        listing = Listing.FOLLOWERS if followers else Listing.FOLLOWING
+        after = self.tokens.check(token, listing, user)
+        ids, total = await self.store.graph_page(user, followers, after, n + 1)
+        more = len(ids) > n
+        next_token = self.tokens.issue(listing, user, ids[n - 1]) if more else ""
+        return IdPage(ids[:n], next_token, total)
+
+    # --- feed reads -------------------------------------------------------------------
+    async def activity(self, user: int) -> None:
+        """Record a read; a user back from inactivity gets a stale cache (rebuilt)."""
+        now = self.clock()
+        previous = await self.store.touch_seen(user, now)
+        if previous is None or previous < now - int(self.config.inactive_after * 1000):
+            await self.store.set_stale(user, True)
+
+    async def context(self, user: int) -> ReadContext:
+        ctx = await self.timeline.context(user)
+        if ctx.meta.stale:
+            self.timeline.rebuild_soon(user)
+        return ctx
+
+    async def collect(
+        self, ctx: ReadContext, upper: int | None, lower: int | None, n: int
+    ) -> tuple[list[PostView], int | None]:
+        """Up to ``n`` shown posts below ``upper`` (and at/above ``lower``), newest first.
+
+        The second value is the id to page on from when more may follow, else None.
+        """
+        out: list[PostView] = []
+        cursor = upper
+        for _ in range(MAX_HYDRATE_ROUNDS):
+            want = n + 1 - len(out)
+            batch = await self.timeline.entries(ctx, cursor, lower, want)
+            if not batch:
+                break
+            cursor = batch[-1].post_id
+            out += await self.hydrate([e for e in batch if e.author_id in ctx.following])
+            if len(out) > n:
+                return out[:n], out[n - 1].post_id
+            if len(batch) < want:
+                break
+        else:  # many deleted entries in a row: hand back a shorter page and go on later
+            return out, cursor
+        return out, None
+
+    async def get_feed(self, user: int, size: int, token: str) -> Page:
+        n = page_size(size)
+        before = self.tokens.check(token, Listing.FEED, user)
+        await self.activity(user)
+        ctx = await self.context(user)
+        posts, next_id = await self.collect(ctx, before, None, n)
+        next_token = self.tokens.issue(Listing.FEED, user, next_id) if next_id else ""
+        return Page(posts, next_token)
+
+    # --- operators ----------------------------------------------------------------------
+    async def fanout_status(self, caller: int | None, post_id: int) -> FanoutStatus:
+        """A post's fanout progress and the queue's state (post author or a service)."""
+        now = self.clock()
+        length, pending, oldest = await self.store.queue_stats(now)
+        queue = {"queue_pending": pending, "queue_waiting": max(0, length - pending),
+                 "queue_oldest_ms": oldest}
+        if post_id == 0:
+            return FanoutStatus("UNKNOWN", **queue)
+        if caller is not None:
+            (found,) = await self.store.get_posts([post_id])
+            if found is None:
+                raise NotFound(f"post {post_id} does not exist", reason="POST_NOT_FOUND")
+            if found.author_id != caller:
+                raise PermissionDenied(
+                    "only the post's author or a service may read its fanout",
+                    reason="NOT_POST_AUTHOR",
+                )
+        record = await self.store.progress(post_id)
+        if not record:
+            return FanoutStatus("UNKNOWN", **queue)
+        created = int(record.get("created_ms", now))
+        finished = int(record["finished_ms"]) if "finished_ms" in record else None
+        lag = (finished if finished is not None else now) - created
+        if record.get("state") == "pulled":
+            return FanoutStatus("PULLED_AT_READ", lag_ms=0, **queue)
+        total = int(record.get("total", 0))
+        skipped = int(record.get("skipped", 0))
+        done = int(record.get("written", 0)) + skipped
+        state = "DONE" if finished is not None else "RUNNING"
+        pending = 0 if finished is not None else max(0, total - done)
+        return FanoutStatus(state, total, done, pending, skipped, lag, **queue)

@@ -1,0 +1,133 @@
+"""The Lua scripts feed_svc runs in Redis, one constant each, with their KEYS and ARGV.
+
+Ids in sorted sets are zero-padded 20-digit decimals with score 0, ordered with
+ZRANGEBYLEX: Snowflake ids exceed 2^53, so they can never be float scores.
+"""
+
+from __future__ import annotations
+
+TAKE_TOKEN = """
+-- Token bucket: take one token if there is one.
+-- KEYS[1] bucket hash {tokens, ms}
+-- ARGV[1] rate (tokens per second), ARGV[2] burst (bucket size), ARGV[3] now (ms)
+-- Returns {1, 0} when a token was taken, else {0, ms until one is available}.
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
+local tokens = tonumber(state[1]) or burst
+local last = tonumber(state[2]) or now
+if now > last then
+  tokens = math.min(burst, tokens + (now - last) * rate / 1000)
+  last = now
+end
+local ttl = math.ceil(burst / rate * 1000) + 1000
+if tokens >= 1 then
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ms', last)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {1, 0}
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ms', last)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {0, math.ceil((1 - tokens) * 1000 / rate)}
+"""
+
+FANOUT_INSERT = """
+-- Insert one feed entry into the cached feed of each ACTIVE follower of a batch.
+-- KEYS: pairs (feed zset, last-active ms) per follower
+-- ARGV[1] entry member '<20-digit post id>:<author id>', ARGV[2] cache cap,
+-- ARGV[3] active cutoff (ms; older last-active = inactive, skipped),
+-- ARGV[4.. ] live channel per follower (same order as the pairs)
+-- ZADD of the same member is a no-op, so a re-run job inserts nothing twice.
+-- Returns {written, skipped}.
+local member, cap, cutoff = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local written, skipped = 0, 0
+for i = 1, #KEYS, 2 do
+  local seen = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  if seen >= cutoff then
+    redis.call('ZADD', KEYS[i], 0, member)
+    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -cap - 1)
+    redis.call('PUBLISH', ARGV[3 + (i + 1) / 2], member)
+    written = written + 1
+  else
+    skipped = skipped + 1
+  end
+end
+return {written, skipped}
+"""
+
+MERGE_ENTRIES = """
+-- Add entries to one feed cache and keep it capped; optionally set its floor.
+-- KEYS[1] feed zset, KEYS[2] floor string (cache complete for ids >= floor)
+-- ARGV[1] cap, ARGV[2] new floor ('' keeps it), ARGV[3..] members
+for i = 3, #ARGV, 500 do
+  local args = {}
+  for j = i, math.min(i + 499, #ARGV) do
+    args[#args + 1] = 0
+    args[#args + 1] = ARGV[j]
+  end
+  redis.call('ZADD', KEYS[1], unpack(args))
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+REMOVE_AUTHOR = """
+-- Remove every entry of one author from a feed cache.
+-- KEYS[1] feed zset; ARGV[1] ':<author id>' (the members' suffix)
+local suffix = ARGV[1]
+local removed = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(member, -#suffix) == suffix then
+    removed = removed + redis.call('ZREM', KEYS[1], member)
+  end
+end
+return removed
+"""
+
+SPLIT_JOB = """
+-- Replace a post's first fanout job by its chunk jobs, once.
+-- KEYS[1] job stream, KEYS[2] post progress hash
+-- ARGV[1] group, ARGV[2] id of the job being split, ARGV[3] followers total,
+-- ARGV[4] now ms, ARGV[5..] chunk specs: post, author, from, to (4 values each)
+-- Only the worker whose XACK wins adds the chunks: a split re-run after a crash, or by a
+-- second worker that claimed the job, changes nothing.
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local chunks = 0
+for i = 5, #ARGV, 4 do
+  redis.call('XADD', KEYS[1], '*', 'kind', 'chunk', 'post', ARGV[i], 'author', ARGV[i + 1],
+             'from', ARGV[i + 2], 'to', ARGV[i + 3])
+  chunks = chunks + 1
+end
+redis.call('HSET', KEYS[2], 'total', ARGV[3], 'chunks', chunks)
+if chunks == 0 then redis.call('HSET', KEYS[2], 'finished_ms', ARGV[4]) end
+return 1
+"""
+
+ACK_CHUNK = """
+-- Acknowledge a chunk job and count its followers, once.
+-- KEYS[1] job stream, KEYS[2] post progress hash
+-- ARGV[1] group, ARGV[2] job id, ARGV[3] written, ARGV[4] skipped, ARGV[5] now ms
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
+redis.call('HINCRBY', KEYS[2], 'written', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'skipped', ARGV[4])
+local done = redis.call('HINCRBY', KEYS[2], 'chunks_done', 1)
+if done >= tonumber(redis.call('HGET', KEYS[2], 'chunks') or '-1') then
+  redis.call('HSET', KEYS[2], 'finished_ms', ARGV[5])
+end
+return 1
+"""
+
+RAW_INSERT_BASELINE = """
+-- Benchmark baseline: insert one member into many capped feeds, nothing else.
+-- KEYS feed zsets; ARGV[1] member, ARGV[2] cap
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 0, ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -tonumber(ARGV[2]) - 1)
+end
+return #KEYS
+"""

@@ -1,0 +1,421 @@
+"""Everything feed_svc keeps in Redis: key builders, reads and writes, the Lua scripts.
+
+Per-user keys share the hash tag ``{u<id>}`` (feed cache, its floor, last-active time,
+posts, followers, following, rate bucket), so a script on one user's keys stays in one slot.
+The fanout stream and the progress hashes share ``{fanout}``, so acknowledging a job and
+counting its progress is one script. Ids in sorted sets are 20-digit zero-padded decimals
+with score 0, ordered lexicographically (exact for ids beyond 2^53).
+
+Single-node note: CreatePost, Follow and the fanout batch script touch keys of several
+users in one MULTI/script; on Redis Cluster these would be split per slot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from feed_svc import scripts
+
+WIDTH = 20
+GROUP = "fanout"
+PROGRESS_TTL_S = 86400
+
+
+def pad(value: int) -> str:
+    """A uint64 as a fixed-width member that sorts like the number."""
+    return f"{value:0{WIDTH}d}"
+
+
+def entry(post_id: int, author_id: int) -> str:
+    """A feed cache member: ``<padded post id>:<author id>``."""
+    return f"{pad(post_id)}:{author_id}"
+
+
+def parse_entry(member: str) -> tuple[int, int]:
+    post, _, author = member.partition(":")
+    return int(post), int(author)
+
+
+# Key builders, one per key family.
+def post_key(post_id: int) -> str:
+    return f"feed:post:{post_id}"
+
+
+def user_posts_key(user: int) -> str:
+    return f"feed:{{u{user}}}:posts"
+
+
+def feed_key(user: int) -> str:
+    return f"feed:{{u{user}}}:tl"
+
+
+def floor_key(user: int) -> str:
+    return f"feed:{{u{user}}}:floor"
+
+
+def seen_key(user: int) -> str:
+    return f"feed:{{u{user}}}:seen"
+
+
+def stale_key(user: int) -> str:
+    return f"feed:{{u{user}}}:stale"
+
+
+def ack_key(user: int) -> str:
+    return f"feed:{{u{user}}}:ack"
+
+
+def bucket_key(user: int) -> str:
+    return f"feed:{{u{user}}}:rate"
+
+
+def followers_key(user: int) -> str:
+    return f"feed:{{u{user}}}:followers"
+
+
+def following_key(user: int) -> str:
+    return f"feed:{{u{user}}}:following"
+
+
+CELEBRITIES_KEY = "feed:celebrities"
+JOBS_KEY = "feed:{fanout}:jobs"
+
+
+def progress_key(post_id: int) -> str:
+    return f"feed:{{fanout}}:post:{post_id}"
+
+
+def live_channel(user: int) -> str:
+    """Fanned-out entries (and control notes) for one user's open streams."""
+    return f"feed:live:{user}"
+
+
+def author_channel(author: int) -> str:
+    """Posts of a celebrity author, for the streams of their followers."""
+    return f"feed:celebrity:{author}"
+
+
+CONTROL_CHANNEL = "feed:control"
+"""Process-wide notes, e.g. ``promoted:<author>`` when an author becomes a celebrity."""
+
+
+@dataclass(frozen=True)
+class StoredPost:
+    post_id: int
+    author_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """One fanout job from the stream: a split job (whole post) or a chunk of followers."""
+
+    job_id: str
+    kind: str
+    post_id: int
+    author_id: int
+    start: str  # exclusive lower bound of follower ids ('' = from the first)
+    end: str  # inclusive upper bound ('' = to the last)
+
+
+@dataclass(frozen=True)
+class FeedMeta:
+    """What a reader needs to know about a feed cache before using it."""
+
+    size: int
+    floor: int
+    oldest: int | None
+    stale: bool
+
+
+def _range_args(upper: int | None, lower: int | None) -> tuple[str, str]:
+    hi = f"({pad(upper)}" if upper is not None else "+"
+    lo = f"[{pad(lower)}" if lower is not None else "-"
+    return hi, lo
+
+
+class FeedStore:
+    """Typed access to feed_svc's Redis data."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._take_token = redis.register_script(scripts.TAKE_TOKEN)
+        self._fanout_insert = redis.register_script(scripts.FANOUT_INSERT)
+        self._merge = redis.register_script(scripts.MERGE_ENTRIES)
+        self._remove_author = redis.register_script(scripts.REMOVE_AUTHOR)
+        self._split = redis.register_script(scripts.SPLIT_JOB)
+        self._ack_chunk = redis.register_script(scripts.ACK_CHUNK)
+
+    # --- rate limit -----------------------------------------------------------------
+    async def take_token(self, user: int, rate: float, burst: int, now_ms: int) -> int:
+        """0 when a post may go ahead, else milliseconds until one may."""
+        ok, wait_ms = await self._take_token(keys=[bucket_key(user)], args=[rate, burst, now_ms])
+        return 0 if int(ok) else int(wait_ms)
+
+    # --- posts ----------------------------------------------------------------------
+    async def create_post(
+        self, post: StoredPost, now_ms: int, fan_out: bool, celebrity: bool
+    ) -> None:
+        """Store a post and, in the same transaction, queue its fanout or announce it."""
+        body = json.dumps({"a": post.author_id, "t": post.text})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(post_key(post.post_id), body)
+        pipe.zadd(user_posts_key(post.author_id), {pad(post.post_id): 0})
+        progress = progress_key(post.post_id)
+        if fan_out:
+            pipe.hset(progress, mapping={"created_ms": now_ms, "state": "fanout"})
+            pipe.xadd(JOBS_KEY, {"kind": "split", "post": post.post_id,
+                                 "author": post.author_id, "from": "", "to": ""})
+        else:
+            pipe.hset(progress, mapping={"created_ms": now_ms, "state": "pulled",
+                                         "finished_ms": now_ms})
+        pipe.expire(progress, PROGRESS_TTL_S)
+        if celebrity:
+            pipe.publish(author_channel(post.author_id), entry(post.post_id, post.author_id))
+        await pipe.execute()
+
+    async def get_posts(self, post_ids: Sequence[int]) -> list[StoredPost | None]:
+        """The posts in order (None where deleted or unknown), in one MGET."""
+        if not post_ids:
+            return []
+        raws = await self.redis.mget([post_key(p) for p in post_ids])
+        found: list[StoredPost | None] = []
+        for post_id, raw in zip(post_ids, raws, strict=True):
+            if raw is None:
+                found.append(None)
+                continue
+            data = json.loads(raw)
+            found.append(StoredPost(post_id, int(data["a"]), str(data["t"])))
+        return found
+
+    async def delete_post(self, post_id: int, author: int) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(post_key(post_id))
+        pipe.zrem(user_posts_key(author), pad(post_id))
+        await pipe.execute()
+
+    async def ranges(
+        self, requests: Sequence[tuple[str, int | None, int | None, int]]
+    ) -> list[list[str]]:
+        """Newest-first members of several lex zsets in one pipeline.
+
+        Each request is ``(key, upper exclusive id, lower inclusive id, limit)``.
+        """
+        if not requests:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for key, upper, lower, limit in requests:
+            hi, lo = _range_args(upper, lower)
+            pipe.zrevrangebylex(key, hi, lo, start=0, num=limit)
+        results = await pipe.execute()
+        return [[m.decode() for m in members] for members in results]
+
+    # --- follow graph ----------------------------------------------------------------
+    async def follow(self, follower: int, author: int) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(following_key(follower), {pad(author): 0})
+        pipe.zadd(followers_key(author), {pad(follower): 0})
+        added, _ = await pipe.execute()
+        return bool(added)
+
+    async def unfollow(self, follower: int, author: int) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(following_key(follower), pad(author))
+        pipe.zrem(followers_key(author), pad(follower))
+        removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def following_count(self, user: int) -> int:
+        return int(await self.redis.zcard(following_key(user)))
+
+    async def follower_count(self, user: int) -> int:
+        return int(await self.redis.zcard(followers_key(user)))
+
+    async def following_all(self, user: int) -> list[int]:
+        members: Any = await self.redis.zrange(following_key(user), 0, -1)
+        return [int(m) for m in members]
+
+    async def graph_page(
+        self, user: int, followers: bool, after: int | None, limit: int
+    ) -> tuple[list[int], int]:
+        """Ids after ``after`` (ascending, ``limit`` of them) and the total count."""
+        key = followers_key(user) if followers else following_key(user)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrangebylex(key, f"({pad(after)}" if after is not None else "-", "+",
+                         start=0, num=limit)
+        pipe.zcard(key)
+        members, total = await pipe.execute()
+        return [int(m) for m in members], int(total)
+
+    async def follower_batch(self, author: int, start: str, end: str, limit: int) -> list[int]:
+        """Followers with ``start < id <= end`` (padded bounds; '' = open), ascending."""
+        lo = f"({start}" if start else "-"
+        hi = f"[{end}" if end else "+"
+        members = await self.redis.zrangebylex(followers_key(author), lo, hi, start=0, num=limit)
+        return [int(m) for m in members]
+
+    async def follower_boundaries(self, author: int, every: int) -> tuple[int, list[str]]:
+        """The follower count and the padded id at ranks every-1, 2*every-1, ... (chunk ends)."""
+        total = await self.follower_count(author)
+        ranks = list(range(every - 1, total - 1, every))
+        if not ranks:
+            return total, []
+        pipe = self.redis.pipeline(transaction=False)
+        for rank in ranks:
+            pipe.zrange(followers_key(author), rank, rank)
+        found = await pipe.execute()
+        return total, [m[0].decode() for m in found if m]
+
+    # --- celebrities ------------------------------------------------------------------
+    async def promote(self, author: int) -> bool:
+        added = await self.redis.sadd(CELEBRITIES_KEY, str(author))
+        if added:
+            await self.redis.publish(CONTROL_CHANNEL, f"promoted:{author}")
+        return bool(added)
+
+    async def celebrities(self) -> set[int]:
+        return {int(m) for m in await self.redis.smembers(CELEBRITIES_KEY)}
+
+    async def is_celebrity(self, author: int) -> bool:
+        return bool(await self.redis.sismember(CELEBRITIES_KEY, str(author)))
+
+    # --- feed caches --------------------------------------------------------------------
+    async def touch_seen(self, user: int, now_ms: int) -> int | None:
+        """Record activity; the previous last-active time (ms), if any."""
+        old = await self.redis.set(seen_key(user), now_ms, get=True)
+        return int(old) if old is not None else None
+
+    async def read_context(self, user: int) -> tuple[list[int], set[int], FeedMeta]:
+        """In one round trip: whom ``user`` follows, the celebrities, the cache's state."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(following_key(user), 0, -1)
+        pipe.smembers(CELEBRITIES_KEY)
+        pipe.zcard(feed_key(user))
+        pipe.get(floor_key(user))
+        pipe.zrangebylex(feed_key(user), "-", "+", start=0, num=1)
+        pipe.exists(stale_key(user))
+        following, celebs, size, floor, oldest, stale = await pipe.execute()
+        oldest_id = parse_entry(oldest[0].decode())[0] if oldest else None
+        meta = FeedMeta(int(size), int(floor or 0), oldest_id, bool(stale))
+        return [int(m) for m in following], {int(m) for m in celebs}, meta
+
+    async def set_stale(self, user: int, stale: bool) -> None:
+        if stale:
+            await self.redis.set(stale_key(user), 1)
+        else:
+            await self.redis.delete(stale_key(user))
+
+    async def merge_entries(
+        self, user: int, members: Iterable[str], cap: int, floor: int | None = None
+    ) -> int:
+        """Add entries to a feed cache, trim it to ``cap``; maybe set its floor."""
+        args: list[Any] = [cap, pad(floor) if floor is not None else "", *members]
+        size = await self._merge(keys=[feed_key(user), floor_key(user)], args=args)
+        return int(size)
+
+    async def remove_author(self, user: int, author: int) -> int:
+        return int(await self._remove_author(keys=[feed_key(user)], args=[f":{author}"]))
+
+    async def fanout_insert(
+        self, followers: Sequence[int], member: str, cap: int, cutoff_ms: int
+    ) -> tuple[int, int]:
+        """Insert an entry into each active follower's cache in one script call."""
+        keys: list[str] = []
+        channels: list[str] = []
+        for user in followers:
+            keys.append(feed_key(user))
+            keys.append(seen_key(user))
+            channels.append(live_channel(user))
+        written, skipped = await self._fanout_insert(
+            keys=keys, args=[member, cap, cutoff_ms, *channels]
+        )
+        return int(written), int(skipped)
+
+    async def get_ack(self, user: int) -> int:
+        return int(await self.redis.get(ack_key(user)) or 0)
+
+    async def set_ack(self, user: int, post_id: int) -> None:
+        await self.redis.set(ack_key(user), post_id)
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.redis.publish(channel, message)
+
+    # --- fanout queue --------------------------------------------------------------------
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(JOBS_KEY, GROUP, id="0", mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_jobs(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        reply: Any = await self.redis.xreadgroup(
+            GROUP, consumer, {JOBS_KEY: ">"}, count=count, block=block_ms
+        )
+        return [_job(i, f) for _, entries in reply or [] for i, f in entries]
+
+    async def claim_jobs(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
+        """Take over jobs another consumer read but left unacknowledged for too long."""
+        reply = await self.redis.xautoclaim(
+            JOBS_KEY, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
+        )
+        entries = reply[1]
+        return [_job(i, f) for i, f in entries if f]
+
+    async def split_job(
+        self, job: Job, total: int, chunks: Sequence[tuple[str, str]], now_ms: int
+    ) -> bool:
+        args: list[Any] = [GROUP, job.job_id, total, now_ms]
+        for start, end in chunks:
+            args += [job.post_id, job.author_id, start, end]
+        done = await self._split(keys=[JOBS_KEY, progress_key(job.post_id)], args=args)
+        return bool(done)
+
+    async def ack_chunk(self, job: Job, written: int, skipped: int, now_ms: int) -> bool:
+        done = await self._ack_chunk(
+            keys=[JOBS_KEY, progress_key(job.post_id)],
+            args=[GROUP, job.job_id, written, skipped, now_ms],
+        )
+        return bool(done)
+
+    async def progress(self, post_id: int) -> dict[str, str]:
+        raw: Any = await self.redis.hgetall(progress_key(post_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def queue_stats(self, now_ms: int) -> tuple[int, int, int]:
+        """(jobs in the stream, delivered but unacknowledged, age ms of the oldest unacked).
+
+        Acknowledged jobs are deleted from the stream, so its length is the backlog.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(JOBS_KEY)
+        pipe.xpending(JOBS_KEY, GROUP)
+        try:
+            length, summary = await pipe.execute()
+        except aioredis.ResponseError:  # no stream or group yet
+            return 0, 0, 0
+        oldest = summary.get("min")
+        age = 0
+        if oldest:
+            text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+            age = max(0, now_ms - int(text.split("-")[0]))
+        return int(length), int(summary["pending"]), age
+
+
+def _job(job_id: Any, fields: dict[Any, Any]) -> Job:
+    get = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+           for k, v in fields.items()}
+    return Job(
+        job_id=job_id.decode() if isinstance(job_id, bytes) else str(job_id),
+        kind=str(get.get("kind", "chunk")),
+        post_id=int(get["post"]),
+        author_id=int(get["author"]),
+        start=str(get.get("from", "")),
+        end=str(get.get("to", "")),
+    )
+

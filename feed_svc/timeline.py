@@ -1,0 +1,196 @@
+"""Reading a home feed: the feed cache merged with pulled posts, exactly, in id order.
+
+A user's feed cache holds entries fanned out on write (ordinary authors) and is complete
+for post ids at or above its *floor*: the stored floor, raised to the oldest cached entry
+once the cache is full (trimming drops the oldest). Reads merge, newest first:
+
+- above the floor: the cache plus the post lists of the celebrities the user follows
+  (celebrity posts are never fanned out);
+- below the floor (or for a stale cache: a returning inactive user, a new one): the post
+  lists of every followed account, pulled and merged at read time.
+
+So the timeline never cuts out at the cache's cap, and a stale cache still gives a complete
+page while :meth:`Timeline.rebuild` refills it in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from feed_svc.store import FeedMeta, FeedStore, entry, feed_key, parse_entry, user_posts_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class FeedEntry:
+    """One feed item before hydration (ordered by post id)."""
+
+    post_id: int
+    author_id: int
+
+
+@dataclass
+class Source:
+    """A newest-first id list in Redis: a feed cache, or one author's own posts."""
+
+    key: str
+    author: int | None = None  # None: members carry their author ('<id>:<author>')
+    cursor: int | None = None  # exclusive upper bound of the next fetch
+    exhausted: bool = False
+
+    def parse(self, member: str) -> FeedEntry:
+        if self.author is None:
+            return FeedEntry(*parse_entry(member))
+        return FeedEntry(int(member), self.author)
+
+
+async def merge_newest(
+    store: FeedStore, sources: Sequence[Source], upper: int | None, lower: int | None, n: int
+) -> list[FeedEntry]:
+    """The newest ``n`` distinct entries with ``lower <= id < upper`` across ``sources``.
+
+    Exact, yet reading little: each round fetches a few ids per source, then fetches more
+    only from sources that could still hold one of the ``n`` newest (their oldest fetched
+    id is above the n-th best so far).
+    """
+    if n <= 0 or not sources:
+        return []
+    for source in sources:
+        source.cursor, source.exhausted = upper, False
+    pool: dict[int, FeedEntry] = {}
+    per_source = max(1, min(n, -(-2 * n // len(sources))))
+    todo = list(sources)
+    while True:
+        found = await store.ranges([(s.key, s.cursor, lower, per_source) for s in todo])
+        for source, members in zip(todo, found, strict=True):
+            for member in members:
+                item = source.parse(member)
+                pool.setdefault(item.post_id, item)
+            if len(members) < per_source:
+                source.exhausted = True
+            else:
+                source.cursor = source.parse(members[-1]).post_id
+        ordered = sorted(pool.values(), reverse=True)
+        open_cursors = [s.cursor for s in sources if not s.exhausted and s.cursor is not None]
+        if not open_cursors:
+            return ordered[:n]
+        bound = max(open_cursors)
+        if sum(1 for e in ordered[:n] if e.post_id >= bound) >= n:
+            return ordered[:n]
+        threshold = ordered[n - 1].post_id if len(ordered) >= n else -1
+        todo = [s for s in sources if not s.exhausted and (s.cursor or 0) > threshold]
+        per_source = min(per_source * 2, n)
+
+
+@dataclass
+class ReadContext:
+    """What one read knows about the reader: follows, celebrities followed, cache state."""
+
+    user: int
+    following: set[int]
+    celebrities: list[int]
+    meta: FeedMeta
+    cap: int
+    use_cache: bool = field(init=False)
+    floor: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.use_cache = not self.meta.stale
+        floor = self.meta.floor
+        if self.meta.size >= self.cap and self.meta.oldest is not None:
+            floor = max(floor, self.meta.oldest)
+        self.floor = floor
+
+
+class Timeline:
+    """Cache-plus-pull reads, cache rebuilds, and the follow/unfollow cache edits."""
+
+    def __init__(self, store: FeedStore, cap: int) -> None:
+        self.store = store
+        self.cap = cap
+        self._rebuilds: dict[int, asyncio.Task[None]] = {}
+
+    async def context(self, user: int) -> ReadContext:
+        following, celebrities, meta = await self.store.read_context(user)
+        followed_celebs = [a for a in following if a in celebrities]
+        return ReadContext(user, set(following), followed_celebs, meta, self.cap)
+
+    def _pull_sources(self, ctx: ReadContext) -> list[Source]:
+        return [Source(user_posts_key(a), author=a) for a in sorted(ctx.following)]
+
+    async def entries(
+        self, ctx: ReadContext, upper: int | None, lower: int | None, k: int
+    ) -> list[FeedEntry]:
+        """The newest ``k`` entries with ``lower <= id < upper`` of the user's feed."""
+        if not ctx.use_cache:
+            return await merge_newest(self.store, self._pull_sources(ctx), upper, lower, k)
+        got: list[FeedEntry] = []
+        if upper is None or upper > ctx.floor:
+            cached = [Source(feed_key(ctx.user))]
+            cached += [Source(user_posts_key(a), author=a) for a in ctx.celebrities]
+            top_lower = max(ctx.floor, lower or 0)
+            got = await merge_newest(self.store, cached, upper, top_lower, k)
+        if len(got) < k and ctx.floor > 0 and (lower is None or lower < ctx.floor):
+            below = upper if upper is not None and upper <= ctx.floor else ctx.floor
+            got += await merge_newest(
+                self.store, self._pull_sources(ctx), below, lower, k - len(got)
+            )
+        return got
+
+    async def rebuild(self, user: int) -> None:
+        """Refill a stale cache with the newest entries of ordinary followed authors."""
+        for _ in range(3):
+            ctx = await self.context(user)
+            ctx.use_cache = False
+            regular = [a for a in ctx.following if a not in set(ctx.celebrities)]
+            sources = [Source(user_posts_key(a), author=a) for a in regular]
+            newest = await merge_newest(self.store, sources, None, None, self.cap)
+            floor = newest[-1].post_id if len(newest) >= self.cap else 0
+            await self.store.merge_entries(
+                user, [entry(e.post_id, e.author_id) for e in newest], self.cap, floor
+            )
+            # A follow during the rebuild merged its author itself; an unfollow is
+            # filtered at read time. Only a changed follow set needs another pass.
+            if set(await self.store.following_all(user)) == ctx.following:
+                await self.store.set_stale(user, False)
+                return
+        await self.store.set_stale(user, False)
+
+    def rebuild_soon(self, user: int) -> None:
+        """Start a background rebuild unless one for this user is running here."""
+        running = self._rebuilds.get(user)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._rebuild_logged(user), name=f"feed-rebuild-{user}")
+        self._rebuilds[user] = task
+
+    async def _rebuild_logged(self, user: int) -> None:
+        try:
+            await self.rebuild(user)
+        except Exception:
+            logger.exception("feed rebuild failed for user %s", user)
+        finally:
+            self._rebuilds.pop(user, None)
+
+    async def wait_rebuilds(self) -> None:
+        """Wait for background rebuilds started here (tests, shutdown)."""
+        while self._rebuilds:
+            await asyncio.gather(*list(self._rebuilds.values()), return_exceptions=True)
+
+    async def merge_author(self, user: int, author: int) -> None:
+        """After a follow: the author's newest posts (up to the cap) into the cache."""
+        if await self.store.is_celebrity(author):
+            return  # merged at read time
+        source = Source(user_posts_key(author), author=author)
+        posts = await merge_newest(self.store, [source], None, None, self.cap)
+        if posts:
+            await self.store.merge_entries(
+                user, [entry(e.post_id, e.author_id) for e in posts], self.cap
+            )
+
+    async def remove_author(self, user: int, author: int) -> None:
+        await self.store.remove_author(user, author)

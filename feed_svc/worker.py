@@ -1,0 +1,58 @@
+"""``python -m feed_svc.worker``: fanout workers in their own process (no gRPC API).
+
+Takes the same flags as ``python -m feed_svc``; ``--fanout-workers`` sets the pool size and
+``--instance`` names its consumers. SIGTERM stops it; a job it was working on stays pending
+and is claimed by another worker after ``--fanout-claim-idle`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from feed_svc.config import FeedConfig
+from feed_svc.fanout import FanoutPool, FanoutSettings
+from feed_svc.store import FeedStore
+from feedchat_runtime.config import load_config
+from feedchat_runtime.logs import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+async def run_workers(config: FeedConfig) -> None:
+    redis = aioredis.Redis.from_url(config.redis_url)
+    pool = FanoutPool(
+        FeedStore(redis), FanoutSettings.from_config(config), f"{config.instance}-fanout",
+        max(1, config.fanout_workers),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await pool.start()
+    logger.info("fanout workers running", extra={"workers": len(pool.workers)})
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await pool.stop()
+        await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = load_config(FeedConfig, argv)
+    setup_logging("feed-worker", config.log_level, config.log_format)
+    asyncio.run(run_workers(config))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
