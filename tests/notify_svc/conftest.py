@@ -18,6 +18,8 @@ from notify_svc.store import QUEUE_KEY
 from tests.notify_svc.receiver import Receiver
 
 AUTHORITY = authority_from_config("", "", dev=True)
+StubFor = Callable[[NotifyApp], notify_pb2_grpc.NotifyServiceStub]
+"""The ``channel_to`` fixture: a NotifyService stub for a started app."""
 
 # Small timings so retries, claims and windows play out in well under a second.
 FAST: dict[str, Any] = {
@@ -115,7 +117,7 @@ async def start_notify(
 
 
 @pytest.fixture
-async def channel_to() -> AsyncIterator[Callable[[NotifyApp], notify_pb2_grpc.NotifyServiceStub]]:
+async def channel_to() -> AsyncIterator[StubFor]:
     channels: list[grpc.aio.Channel] = []
 
     def stub(app: NotifyApp) -> notify_pb2_grpc.NotifyServiceStub:
@@ -131,12 +133,13 @@ async def channel_to() -> AsyncIterator[Callable[[NotifyApp], notify_pb2_grpc.No
 async def register_webhook(
     stub: notify_pb2_grpc.NotifyServiceStub, user_id: int, url: str, device_id: str = "phone"
 ) -> pb.RegisterDeviceResponse:
-    return await stub.RegisterDevice(
+    reply: pb.RegisterDeviceResponse = await stub.RegisterDevice(
         pb.RegisterDeviceRequest(
             device_id=device_id, kind=pb.DEVICE_KIND_WEBHOOK, webhook_url=url
         ),
         metadata=user_metadata(user_id),
     )
+    return reply
 
 
 async def list_notifications(

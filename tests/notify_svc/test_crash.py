@@ -14,6 +14,7 @@ from feedchat_runtime.embedded import EmbeddedServer
 from notify_svc.app import NotifyApp
 from tests.notify_svc.conftest import (
     FAST,
+    StubFor,
     enqueue,
     list_notifications,
     queue_drained,
@@ -57,7 +58,7 @@ def spawn(
 
 async def test_killed_notify_svc_mid_delivery_loses_nothing_and_delivers_once(
     start_notify: Callable[..., Awaitable[NotifyApp]],
-    channel_to,
+    channel_to: StubFor,
     receiver: Receiver,
     redis: aioredis.Redis,
     spawn: Callable[[str], subprocess.Popen[bytes]],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -12,6 +13,7 @@ from notify_svc.app import NotifyApp
 from notify_svc.store import ATTEMPTS_KEY, DEAD_KEY
 from notify_svc.webhook import verify
 from tests.notify_svc.conftest import (
+    StubFor,
     enqueue,
     list_notifications,
     queue_drained,
@@ -25,7 +27,7 @@ SECRET = b"test-webhook-secret"
 
 
 async def test_offline_message_produces_one_signed_webhook(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     app = await start_notify(webhook_secret=SECRET.decode())
     stub = channel_to(app)
@@ -55,7 +57,7 @@ async def test_offline_message_produces_one_signed_webhook(
 
 
 async def test_receiver_failing_twice_gets_it_on_the_third_try(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     receiver.plan = [500, 503]
     app = await start_notify(webhook_secret=SECRET.decode(), max_attempts=5)
@@ -71,7 +73,7 @@ async def test_receiver_failing_twice_gets_it_on_the_third_try(
 
 
 async def test_receiver_always_failing_sends_job_to_dead_letter_stream(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     receiver.default = 500
     app = await start_notify(max_attempts=3)
@@ -81,7 +83,7 @@ async def test_receiver_always_failing_sends_job_to_dead_letter_stream(
     await wait_until(lambda: queue_drained(redis))
 
     assert len(receiver.requests) == 3
-    dead = await redis.xrange(DEAD_KEY)
+    dead: Any = await redis.xrange(DEAD_KEY)
     assert len(dead) == 1
     fields = {k.decode(): v.decode() for k, v in dead[0][1].items()}
     assert fields["source_id"] == entry_id and fields["attempts"] == "3"
@@ -96,13 +98,13 @@ async def test_malformed_entry_goes_to_dead_letter_stream_at_once(
     await start_notify()
     await redis.xadd("notify:queue", {"kind": "chat_message", "user_id": "abc"})
     await wait_until(lambda: queue_drained(redis))
-    dead = await redis.xrange(DEAD_KEY)
+    dead: Any = await redis.xrange(DEAD_KEY)
     assert len(dead) == 1 and b"malformed" in dead[0][1][b"error"]
     assert receiver.requests == []
 
 
 async def test_muted_channel_produces_nothing(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     app = await start_notify()
     stub = channel_to(app)
@@ -122,7 +124,7 @@ async def test_muted_channel_produces_nothing(
 
 
 async def test_burst_in_one_channel_collapses_into_one_push_with_a_count(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     app = await start_notify(collapse_window=60.0)
     stub = channel_to(app)
@@ -152,7 +154,7 @@ async def test_burst_in_one_channel_collapses_into_one_push_with_a_count(
 
 
 async def test_retried_entry_for_same_message_does_not_notify_twice(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     app = await start_notify(collapse_window=0.0)
     stub = channel_to(app)
@@ -170,7 +172,7 @@ async def test_retried_entry_for_same_message_does_not_notify_twice(
 
 
 async def test_only_failed_device_is_retried(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     second = Receiver(plan=[500])
     await second.start()
@@ -190,7 +192,7 @@ async def test_only_failed_device_is_retried(
 
 
 async def test_url_removed_from_allow_list_is_not_called(
-    start_notify: Start, channel_to, receiver: Receiver, redis: aioredis.Redis
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
 ) -> None:
     api = await start_notify(worker=False)
     await register_webhook(channel_to(api), 42, receiver.url)
