@@ -197,7 +197,9 @@ def _s(value: Any) -> str:
 
 
 def _entries(raw: Any) -> list[Entry]:
-    return [(_s(entry_id), fields or None) for entry_id, fields in raw or []]
+    # Redis 6.2's XAUTOCLAIM answers (nil, nil) for a pending entry deleted meanwhile:
+    # such rows carry no id and are dropped here (see NotifyStore.ack_deleted).
+    return [(_s(entry_id), fields or None) for entry_id, fields in raw or [] if entry_id]
 
 
 def _notification(nid: int, raw: Mapping[Any, Any]) -> Notification:
@@ -348,12 +350,33 @@ class NotifyStore:
 
     async def autoclaim(
         self, group: str, consumer: str, min_idle_ms: int, cursor: str, count: int
-    ) -> tuple[str, list[Entry]]:
-        """Claim entries idle longer than ``min_idle_ms`` (a dead or stalled consumer's)."""
+    ) -> tuple[str, list[Entry], bool]:
+        """Claim entries idle longer than ``min_idle_ms`` (a dead or stalled consumer's).
+
+        Returns the next cursor, the claimed entries, and whether some claimed pending
+        entries had been deleted from the stream (then call :meth:`ack_deleted`).
+        """
         reply = await self.redis.xautoclaim(
             QUEUE_KEY, group, consumer, min_idle_ms, start_id=cursor, count=count
         )
-        return _s(reply[0]), _entries(reply[1])
+        deleted = any(not entry_id for entry_id, _fields in reply[1])
+        return _s(reply[0]), _entries(reply[1]), deleted
+
+    async def ack_deleted(self, group: str, consumer: str, count: int = 1000) -> int:
+        """Acknowledge this consumer's pending entries that no longer exist in the stream
+        (someone trimmed or deleted them); there is nothing left to deliver for them."""
+        rows = await self.redis.xpending_range(
+            QUEUE_KEY, group, min="-", max="+", count=count, consumername=consumer
+        )
+        ids = [_s(row["message_id"]) for row in rows]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(QUEUE_KEY, entry_id, entry_id)
+            found = await pipe.execute()
+        gone = [entry_id for entry_id, rows_ in zip(ids, found, strict=True) if not rows_]
+        if gone:
+            await self.redis.xack(QUEUE_KEY, group, *gone)
+        return len(gone)
 
     async def owned_of(self, group: str, consumer: str, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are pending and owned by ``consumer`` right now."""

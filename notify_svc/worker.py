@@ -116,9 +116,12 @@ class QueueWorker:
                 cursor = "0-0"
                 while True:
                     free = await self._free_slots()
-                    cursor, entries = await self._store.autoclaim(
+                    cursor, entries, deleted = await self._store.autoclaim(
                         self._group, self._consumer, min_idle_ms, cursor, free
                     )
+                    if deleted:
+                        gone = await self._store.ack_deleted(self._group, self._consumer)
+                        logger.warning("acknowledged %d pending entries deleted by others", gone)
                     for entry_id, fields in entries:
                         if entry_id not in self._inflight:
                             logger.info("claimed stalled entry %s", entry_id)

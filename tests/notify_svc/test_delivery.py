@@ -202,3 +202,20 @@ async def test_url_removed_from_allow_list_is_not_called(
     await wait_until(lambda: queue_drained(redis))
     assert receiver.requests == []
     assert await redis.xlen(DEAD_KEY) == 0
+
+
+async def test_dead_consumers_entries_are_claimed_even_if_some_were_deleted(
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
+) -> None:
+    await redis.xgroup_create("notify:queue", "notify-workers", id="0", mkstream=True)
+    doomed = await enqueue(redis, user_id=42, message_id=9301)
+    await enqueue(redis, user_id=42, message_id=9302, channel_id=777)
+    # A consumer that read both entries and died; then a writer trimmed one away.
+    await redis.xreadgroup("notify-workers", "ghost", {"notify:queue": ">"}, count=10)
+    await redis.xdel("notify:queue", doomed)
+
+    api = await start_notify(worker=False)
+    await register_webhook(channel_to(api), 42, receiver.url)
+    await start_notify()
+    await wait_until(lambda: queue_drained(redis))
+    assert [r.json()["notification"]["id"] for r in receiver.delivered] == ["9302"]
