@@ -20,7 +20,7 @@ from tests.notify_svc.conftest import (
     register_webhook,
     user_metadata,
 )
-from tests.notify_svc.receiver import Receiver, wait_until
+from tests.notify_svc.receiver import STALL, Receiver, wait_until
 
 Start = Callable[..., Awaitable[NotifyApp]]
 SECRET = b"test-webhook-secret"
@@ -219,3 +219,14 @@ async def test_dead_consumers_entries_are_claimed_even_if_some_were_deleted(
     await start_notify()
     await wait_until(lambda: queue_drained(redis))
     assert [r.json()["notification"]["id"] for r in receiver.delivered] == ["9302"]
+
+
+async def test_hanging_receiver_times_out_and_is_retried(
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
+) -> None:
+    receiver.plan = [STALL, 302]  # a hang, then a redirect: neither counts as delivered
+    app = await start_notify(webhook_timeout=0.3)
+    await register_webhook(channel_to(app), 42, receiver.url)
+    await enqueue(redis, user_id=42, message_id=9400)
+    await wait_until(lambda: queue_drained(redis))
+    assert [r.status for r in receiver.requests] == [None, 302, 200]
