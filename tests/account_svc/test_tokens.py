@@ -141,3 +141,15 @@ async def test_service_credential_reads_users_but_cannot_act_as_a_user(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_expired_refresh_token_is_refused(account: Account) -> None:
+    user = await account.sign_up("ruth")
+    expired = TokenAuthority(DEV_AUTH_SECRET, DEV_SERVICE_SECRET, refresh_ttl=-5)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await account.stub.RefreshToken(
+            pb.RefreshTokenRequest(refresh_token=expired.issue_refresh(user.user_id).token)
+        )
+    details = await error_details(caught.value)
+    assert details.code == grpc.StatusCode.UNAUTHENTICATED
+    assert details.reason == "TOKEN_EXPIRED"
