@@ -5,6 +5,7 @@ No transport code here: callers pass plain values, errors are feedchat_runtime.e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -128,7 +129,10 @@ class Accounts:
             await self._store.write_user(record)
             confirmed = await self._store.confirm_username(name, user_id)
         except BaseException:
-            await self._store.release_username(name, user_id)
+            # Best effort; if Redis is gone the claim still expires on its own.
+            with contextlib.suppress(Exception):
+                await self._store.release_username(name, user_id)
+                await self._store.delete_user(user_id)
             raise
         if not confirmed:
             # The claim expired before we confirmed it (a very slow write); give up cleanly.
@@ -149,7 +153,7 @@ class Accounts:
     async def login(self, username: str, password: str, peer: str) -> Session:
         """Check a password. Each attempt counts against the username and the peer until
         it succeeds, so failures (and concurrent guesses) are limited; success refunds."""
-        if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX:
+        if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX or not username.isascii():
             raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
         name = username.lower()
         peer_key, user_key = login_peer_key(peer), login_user_key(name)
