@@ -75,32 +75,27 @@ class Dispatcher:
         result = await self._collapser.apply(job)
         if result.outcome not in (CREATED, COLLAPSED):
             return []  # muted: nothing at all
-        if result.fresh:
-            await self._publish(job.user_id, result.nid, result.outcome)
         if result.outcome != CREATED:
+            if result.fresh:
+                note = await self._store.notification(job.user_id, result.nid)
+                await self._publish(job.user_id, note, EventKind.UPDATED)
             return []  # collapsed into a notification that was (or is being) pushed
-        return await self.push(job.user_id, result.nid)
+        note, devices, done = await self._store.push_state(job.user_id, result.nid)
+        if result.fresh:
+            await self._publish(job.user_id, note, EventKind.CREATED)
+        if note is None or note.read:
+            return []  # trimmed away, or the user has seen it already
+        todo = [d for d in devices if d.device_id not in done]
+        failures = await asyncio.gather(*(self._push_one(job.user_id, d, note) for d in todo))
+        return [f for f in failures if f]
 
-    async def _publish(self, user_id: int, nid: int, outcome: str) -> None:
-        note = await self._store.notification(user_id, nid)
+    async def _publish(self, user_id: int, note: Notification | None, kind: EventKind) -> None:
         if note is None:
             return
-        kind = EventKind.CREATED if outcome == CREATED else EventKind.UPDATED
         try:
             await self._store.publish(event_json(Event(kind, user_id, note)))
         except Exception:  # the live tap is best effort; the push must not wait on it
             logger.warning("publishing notification event failed", exc_info=True)
-
-    async def push(self, user_id: int, nid: int) -> list[str]:
-        """Send notification ``nid`` to each device that has not confirmed it yet."""
-        note = await self._store.notification(user_id, nid)
-        if note is None or note.read:
-            return []  # trimmed away, or the user has seen it already
-        devices = await self._store.devices(user_id)
-        done = await self._store.pushed_devices(user_id, nid)
-        todo = [d for d in devices if d.device_id not in done]
-        failures = await asyncio.gather(*(self._push_one(user_id, d, note) for d in todo))
-        return [f for f in failures if f]
 
     async def _push_one(self, user_id: int, device: Device, note: Notification) -> str:
         if device.kind is not DeviceKind.WEBHOOK:

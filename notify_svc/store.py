@@ -219,6 +219,14 @@ def _notification(nid: int, raw: Mapping[Any, Any]) -> Notification:
     )
 
 
+def _devices(raw: Mapping[Any, Any]) -> list[Device]:
+    found = []
+    for device_id, value in raw.items():
+        data = json.loads(value)
+        found.append(Device(_s(device_id), DeviceKind(data["kind"]), data["url"], int(data["ms"])))
+    return sorted(found, key=lambda d: d.device_id)
+
+
 class NotifyStore:
     """Redis access for devices, mutes, notifications, and the queue."""
 
@@ -244,14 +252,7 @@ class NotifyStore:
         return bool(await self.redis.hdel(devices_key(user_id), device_id))
 
     async def devices(self, user_id: int) -> list[Device]:
-        raw = await self.redis.hgetall(devices_key(user_id))
-        found = []
-        for device_id, value in raw.items():
-            data = json.loads(value)
-            found.append(
-                Device(_s(device_id), DeviceKind(data["kind"]), data["url"], int(data["ms"]))
-            )
-        return sorted(found, key=lambda d: d.device_id)
+        return _devices(await self.redis.hgetall(devices_key(user_id)))
 
     async def mute(self, user_id: int, channel_id: int, limit: int) -> bool:
         return bool(await self._add_mute(keys=[mutes_key(user_id)], args=[channel_id, limit]))
@@ -315,9 +316,18 @@ class NotifyStore:
         )
         return int(marked)
 
-    async def pushed_devices(self, user_id: int, nid: int) -> set[str]:
-        raw = await self.redis.hkeys(pushed_key(user_id, nid))
-        return {_s(x) for x in raw}
+    async def push_state(
+        self, user_id: int, nid: int
+    ) -> tuple[Notification | None, list[Device], set[str]]:
+        """In one round trip: the notification, the user's devices, and the devices that
+        already confirmed it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(notification_key(user_id, nid))
+            pipe.hgetall(devices_key(user_id))
+            pipe.hkeys(pushed_key(user_id, nid))
+            raw_note, raw_devices, raw_pushed = await pipe.execute()
+        note = _notification(nid, raw_note) if raw_note else None
+        return note, _devices(raw_devices), {_s(x) for x in raw_pushed}
 
     async def mark_pushed(
         self, user_id: int, nid: int, device_id: str, at_ms: int, ttl_ms: int
@@ -398,12 +408,17 @@ class NotifyStore:
         return int(await self.redis.hincrby(ATTEMPTS_KEY, entry_id, 1))
 
     async def finish(self, group: str, entry_id: str) -> None:
-        """Acknowledge and delete a done entry, then forget its attempt count."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        """Acknowledge and delete a done entry, and forget its attempt count.
+
+        One pipelined round trip, not a transaction: acknowledging first means a crash
+        in between leaves at worst a stray entry no one will read again (never a pending
+        one without data; that case is still handled by :meth:`ack_deleted`).
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xack(QUEUE_KEY, group, entry_id)
             pipe.xdel(QUEUE_KEY, entry_id)
+            pipe.hdel(ATTEMPTS_KEY, entry_id)
             await pipe.execute()
-        await self.redis.hdel(ATTEMPTS_KEY, entry_id)
 
     async def dead_letter(
         self, entry_id: str, fields: Mapping[bytes, bytes], error: str, attempts: int,
