@@ -1,0 +1,383 @@
+"""A chat device's live connection that survives redirects, rebalances and server loss.
+
+One background task keeps the device's ``ChatService.Connect`` stream open:
+
+1. ask the router which chat server owns the user (or use the address a redirect or a
+   ``reconnect`` frame named);
+2. open Connect there with ``hello{device_id, inbox_cursor}``; the server replays the
+   inbox after the cursor, then pushes live messages;
+3. when the server answers FAILED_PRECONDITION ``WRONG_CHAT_SERVER``, go straight to the
+   ``owner_address`` in its ErrorInfo metadata; when it sends ``reconnect`` (the user
+   moved in a rebalance, or the server is draining), go to the address in the frame;
+4. after any other drop, wait with exponential backoff and full jitter, route again, and
+   resume from the cursor — nothing persisted is lost.
+
+Messages are de-duplicated by message id (a bounded window), the cursor only moves
+forward and is saved in a :class:`~feedchat_client.cursors.CursorStore` and acked to the
+server. Every send keeps its ``client_msg_id`` and is re-sent on each new stream until the
+server acks it; the server's idempotency turns retries into one stored message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_client.auth import Session
+from feedchat_client.backoff import Backoff
+from feedchat_client.cursors import CursorStore, cursor_key
+from feedchat_client.errors import ChatSendError, FeedchatClientError, RpcError, ServiceNotFound
+from feedchat_client.models import ChatMessage, SentMessage
+from feedchat_client.transport import Transport
+
+if TYPE_CHECKING:
+    from feedchat_client.chat import RouterClient
+
+logger = logging.getLogger(__name__)
+
+StateCallback = Callable[[str, str], None]
+"""``on_state(state, detail)`` with state one of "routing", "connecting", "connected",
+"redirected", "moved", "reconnecting", "failed" — for progress output and logs."""
+
+FATAL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+                         grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED})
+RETRYABLE_SEND_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
+
+
+class ConnectionClosed(FeedchatClientError):
+    """The connection was closed (or failed for good) before the operation finished."""
+
+
+@dataclass
+class _Pending:
+    request: chat_pb2.ConnectRequest
+    future: asyncio.Future[SentMessage]
+
+
+@dataclass
+class _Next:
+    """What to do after a stream ends."""
+
+    address: str | None  # None: ask the router
+    immediate: bool  # a redirect/move: no backoff (only a little jitter)
+    reason: str
+
+
+_ACK = object()
+
+
+class ChatConnection:
+    """A device's self-healing chat stream. Use as ``async with client.chat.connection(...)``.
+
+    Attributes worth reading: ``cursor`` (inbox position taken so far), ``address`` and
+    ``instance`` (current chat server), ``connects``, ``redirects``, ``moves``,
+    ``duplicates_dropped``.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        session: Session,
+        router: RouterClient,
+        device_id: str,
+        *,
+        cursors: CursorStore,
+        backoff: Backoff,
+        on_state: StateCallback | None = None,
+        first_address: str | None = None,
+        dedupe_window: int = 10_000,
+        max_redirects: int = 5,
+        move_jitter: float = 0.2,
+    ) -> None:
+        self._transport = transport
+        self._session = session
+        self._router = router
+        self.device_id = device_id
+        self._cursors = cursors
+        self.backoff = backoff
+        self._on_state = on_state
+        self._first_address = first_address
+        self._dedupe_window = dedupe_window
+        self._max_redirects = max_redirects
+        self._move_jitter = move_jitter
+        self._user_id = 0
+        self.cursor = ""
+        self.address = ""
+        self.instance = ""
+        self.connects = 0
+        self.redirects = 0
+        self.moves = 0
+        self.duplicates_dropped = 0
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._inbox: asyncio.Queue[ChatMessage | None] = asyncio.Queue()
+        self._pending: dict[str, _Pending] = {}
+        self._outbox: asyncio.Queue[Any] | None = None
+        self._ack_queued = False
+        self._connected = asyncio.Event()
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._streak = 0
+        self.error: BaseException | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> ChatConnection:
+        self._user_id = self._session.user_id
+        self.cursor = self._cursors.load(self._user_id, self.device_id)
+        self._task = asyncio.create_task(self._run(), name=f"chat-{self.device_id}")
+        return self
+
+    async def __aenter__(self) -> ChatConnection:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Until a stream has synced (the inbox replay is done); raises if it failed."""
+        waiter = asyncio.ensure_future(self._connected.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({waiter, done}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            done.cancel()
+        if self.error is not None:
+            raise self.error
+        if not self._connected.is_set():
+            raise TimeoutError("chat connection did not sync in time")
+
+    async def close(self) -> None:
+        """Stop the stream; unacked sends fail with :class:`ConnectionClosed`."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._finish(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._done.is_set():
+            return
+        self.error = error
+        self._done.set()
+        self._connected.clear()
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error or ConnectionClosed("connection closed"))
+        self._pending.clear()
+        self._inbox.put_nowait(None)
+
+    def _state(self, state: str, detail: str) -> None:
+        logger.debug("chat %s: %s %s", self.device_id, state, detail)
+        if self._on_state is not None:
+            self._on_state(state, detail)
+
+    # -- the application's side -----------------------------------------------------------
+
+    async def messages(self) -> AsyncIterator[ChatMessage]:
+        """Every inbox message once (replayed, then live), until the connection ends."""
+        while True:
+            message = await self._inbox.get()
+            if message is None:
+                self._inbox.put_nowait(None)  # let other readers end too
+                if self.error is not None:
+                    raise self.error
+                return
+            yield message
+
+    async def next_message(self, timeout: float | None = None) -> ChatMessage:  # noqa: ASYNC109
+        """The next message (TimeoutError after ``timeout``; ConnectionClosed at the end)."""
+        message = await asyncio.wait_for(self._inbox.get(), timeout)
+        if message is None:
+            self._inbox.put_nowait(None)
+            raise self.error or ConnectionClosed("connection closed")
+        return message
+
+    async def send(self, channel_id: int, text: str, *, client_msg_id: str | None = None,
+                   timeout: float | None = None) -> SentMessage:  # noqa: ASYNC109
+        """Send and wait for the server's ack. Re-sent with the same ``client_msg_id`` on
+        every new stream until acked; :class:`ChatSendError` if refused for good."""
+        if self._done.is_set():
+            raise self.error or ConnectionClosed("connection closed")
+        cmid = client_msg_id or uuid.uuid4().hex
+        pending = self._pending.get(cmid)
+        if pending is None:
+            request = chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
+                client_msg_id=cmid, channel_id=channel_id, text=text))
+            pending = _Pending(request, asyncio.get_running_loop().create_future())
+            self._pending[cmid] = pending
+            if self._outbox is not None:
+                self._outbox.put_nowait(request)
+        return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+
+    def mark_read(self, channel_id: int, seq: int) -> bool:
+        """Tell the server the user read a channel up to ``seq`` (best effort)."""
+        return self._put(chat_pb2.ConnectRequest(read=chat_pb2.Read(
+            channel_id=channel_id, seq=seq)))
+
+    def typing(self, channel_id: int) -> bool:
+        """Tell the channel's members the user is typing (best effort)."""
+        return self._put(chat_pb2.ConnectRequest(typing=chat_pb2.Typing(channel_id=channel_id)))
+
+    def _put(self, request: chat_pb2.ConnectRequest) -> bool:
+        if self._outbox is None:
+            return False
+        self._outbox.put_nowait(request)
+        return True
+
+    # -- the stream loop ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        target = self._first_address
+        while True:
+            try:
+                if target is None:
+                    self._state("routing", f"user {self._user_id}")
+                    target = (await self._router.route(self._user_id)).address
+                after = await self._stream(target)
+            except RpcError as error:
+                if error.code in FATAL_CODES:
+                    self._state("failed", str(error))
+                    self._finish(error)
+                    return
+                after = _Next(None, False, str(error))
+            except ServiceNotFound as error:
+                after = _Next(None, False, str(error))
+            except grpc.aio.AioRpcError as exc:  # e.g. the channel broke mid-setup
+                after = _Next(None, False, f"{exc.code().name}: {exc.details()}")
+            target = after.address
+            if after.immediate and self._streak < self._max_redirects:
+                self._streak += 1
+                delay = random.uniform(0, self._move_jitter) if self._streak > 1 else 0.0
+            else:
+                self._streak = 0
+                target = None  # too many redirects in a row (rings disagree): ask the router
+                delay = self.backoff.next_delay()
+            self._state("reconnecting", f"{after.reason}; next try in {delay:.2f}s")
+            await asyncio.sleep(delay)
+
+    async def _requests(self, outbox: asyncio.Queue[Any]) -> AsyncIterator[
+            chat_pb2.ConnectRequest]:
+        yield chat_pb2.ConnectRequest(hello=chat_pb2.Hello(
+            device_id=self.device_id, inbox_cursor=self.cursor))
+        while True:
+            item = await outbox.get()
+            if item is None:
+                return
+            if item is _ACK:
+                self._ack_queued = False
+                if self.cursor:
+                    yield chat_pb2.ConnectRequest(ack=chat_pb2.Ack(inbox_cursor=self.cursor))
+                continue
+            yield item
+
+    async def _stream(self, address: str) -> _Next:
+        self._state("connecting", address)
+        metadata = await self._session.metadata()
+        stub: Any = chat_pb2_grpc.ChatServiceStub(self._transport.channel_to(address))
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        call = stub.Connect(self._requests(outbox), metadata=metadata)
+        self._outbox, self._ack_queued = outbox, False
+        for pending in self._pending.values():  # unacked sends: same client_msg_id again
+            outbox.put_nowait(pending.request)
+        try:
+            async for frame in call:
+                which = frame.WhichOneof("frame")
+                if which == "message":
+                    self._take(frame.message)
+                elif which == "send_ack":
+                    self._acked(frame.send_ack)
+                elif which == "send_error":
+                    self._refused(frame.send_error, outbox)
+                elif which == "sync_complete":
+                    self.address, self.instance = address, frame.sync_complete.instance
+                    self.connects += 1
+                    self._streak = 0
+                    self.backoff.reset()
+                    self._connected.set()
+                    self._state("connected", f"{self.instance} ({address}), "
+                                f"{frame.sync_complete.replayed} replayed")
+                elif which == "reconnect":
+                    moved = frame.reconnect
+                    self.moves += 1
+                    self._state("moved", moved.instance or "owner unknown")
+                    return _Next(moved.address or None, True,
+                                 f"moved to {moved.instance or 'another server'}")
+            return _Next(None, False, "stream ended")
+        except grpc.aio.AioRpcError as exc:
+            error = await RpcError.from_call(exc)
+            if (error.code == grpc.StatusCode.FAILED_PRECONDITION
+                    and error.reason == "WRONG_CHAT_SERVER"):
+                self.redirects += 1
+                owner = error.metadata.get("owner_address") or None
+                self._state("redirected", f"{error.metadata.get('owner_instance', '?')} "
+                            f"({owner or 'ask the router'})")
+                return _Next(owner, True, "redirected")
+            if error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == "TOKEN_EXPIRED":
+                await self._session.refresh(spent=metadata[0][1].removeprefix("Bearer "))
+                return _Next(address, True, "token refreshed")
+            if error.code in FATAL_CODES:
+                raise error from None
+            return _Next(None, False, str(error))
+        finally:
+            self._outbox = None
+            self._connected.clear()
+            outbox.put_nowait(None)
+            call.cancel()
+
+    def _take(self, pb: chat_pb2.Message) -> None:
+        message = ChatMessage.from_pb(pb)
+        if message.inbox_cursor and cursor_key(message.inbox_cursor) > cursor_key(self.cursor):
+            self.cursor = message.inbox_cursor
+            self._cursors.save(self._user_id, self.device_id, self.cursor)
+            if self._outbox is not None and not self._ack_queued:
+                self._ack_queued = True
+                self._outbox.put_nowait(_ACK)
+        if message.message_id in self._seen:
+            self.duplicates_dropped += 1
+            return
+        self._seen[message.message_id] = None
+        if len(self._seen) > self._dedupe_window:
+            self._seen.popitem(last=False)
+        self._inbox.put_nowait(message)
+
+    def _acked(self, ack: chat_pb2.SendAck) -> None:
+        pending = self._pending.pop(ack.client_msg_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(SentMessage(
+                ack.client_msg_id, ack.message_id, ack.channel_id, ack.seq, ack.duplicate))
+
+    def _refused(self, error: chat_pb2.SendError, outbox: asyncio.Queue[Any]) -> None:
+        pending = self._pending.get(error.client_msg_id)
+        if pending is None:
+            return
+        if error.code in RETRYABLE_SEND_CODES:
+            delay = error.retry_after.seconds + error.retry_after.nanos / 1e9
+            delay = delay or self.backoff.base
+
+            def again() -> None:
+                # Only on the same stream: a new stream re-sends every pending send anyway.
+                if self._pending.get(error.client_msg_id) is pending and self._outbox is outbox:
+                    outbox.put_nowait(pending.request)
+
+            asyncio.get_running_loop().call_later(delay, again)
+            return
+        del self._pending[error.client_msg_id]
+        if not pending.future.done():
+            pending.future.set_exception(
+                ChatSendError(error.client_msg_id, error.code, error.reason, error.message))

@@ -1,0 +1,77 @@
+"""Errors the client library raises.
+
+Every failed RPC surfaces as :class:`RpcError`, which carries what feedchat's rich status
+says: the gRPC code, the stable ``reason`` from ``google.rpc.ErrorInfo``, its metadata,
+the ``RetryInfo`` delay and the ``BadRequest`` field violations. Callers branch on
+``code``/``reason``, never on message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import grpc
+
+from feedchat_runtime.status import error_details
+
+
+class FeedchatClientError(Exception):
+    """Base of every error this library raises."""
+
+
+class NotLoggedIn(FeedchatClientError):
+    """An authenticated call was made before sign-up or login (or after logout)."""
+
+
+class ServiceNotFound(FeedchatClientError):
+    """Discovery knows no live instance of a service (or cannot reach etcd)."""
+
+
+class RpcError(FeedchatClientError):
+    """A feedchat RPC failed; the fields come from the status's rich details."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        field_violations: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(f"{code.name}: {message}" + (f" ({reason})" if reason else ""))
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
+        self.field_violations = list(field_violations)
+
+    @classmethod
+    async def from_call(cls, error: grpc.aio.AioRpcError) -> RpcError:
+        """Parse a failed aio call's status (ErrorInfo, RetryInfo, BadRequest)."""
+        details = await error_details(error)
+        return cls(
+            details.code,
+            details.message,
+            reason=details.reason,
+            metadata=details.metadata,
+            retry_after=details.retry_after,
+            field_violations=details.field_violations,
+        )
+
+
+class ChatSendError(FeedchatClientError):
+    """The chat server refused a send for good (not a retryable refusal).
+
+    ``code`` is the gRPC status code name (e.g. ``"PERMISSION_DENIED"``) and ``reason`` the
+    stable reason (e.g. ``"NOT_A_MEMBER"``, ``"MESSAGE_TOO_LONG"``).
+    """
+
+    def __init__(self, client_msg_id: str, code: str, reason: str, message: str) -> None:
+        super().__init__(f"send {client_msg_id} refused: {code} {reason}: {message}")
+        self.client_msg_id = client_msg_id
+        self.code = code
+        self.reason = reason
+        self.message = message
