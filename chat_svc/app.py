@@ -1,0 +1,136 @@
+"""The chat server process: wiring, start-up and shutdown.
+
+``build(config)`` returns a :class:`ChatApp` whose host is opened and built but not
+started (tests call ``start()``/``stop()``); ``serve(config)`` runs it until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+
+from chat_svc.config import ChatConfig
+from chat_svc.connections import ConnectionHub
+from chat_svc.delivery import Delivery
+from chat_svc.groups import Channels
+from chat_svc.health import HealthMonitor
+from chat_svc.peer import PeerClient, PeerServicer
+from chat_svc.servicer import ChatServicer
+from chat_svc.sessions import Sessions
+from chat_svc.store import ChatStore
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.directory import ServiceDirectory
+from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.server import ServiceHost
+from feedchat_runtime.snowflake import WorkerIdClaim
+from router.ring import CHAT_SERVICE, Ring, RingWatch
+
+logger = logging.getLogger(__name__)
+
+CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+PEER_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatPeerService"].full_name
+POLICY = AuthPolicy(service_only=frozenset({f"/{PEER_SERVICE_NAME}/Deliver"}))
+
+
+@dataclass
+class ChatApp:
+    """One chat server's parts (tests reach into them)."""
+
+    config: ChatConfig
+    host: ServiceHost
+    redis: aioredis.Redis
+    store: ChatStore
+    ring: RingWatch
+    hub: ConnectionHub
+    sessions: Sessions
+    delivery: Delivery
+    health: HealthMonitor
+    _drain_task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return self.host.address
+
+    async def start(self) -> None:
+        await self.host.start()
+        self.health.start()
+        self._drain_task = asyncio.create_task(self._drain_on_stop())
+
+    async def _drain_on_stop(self) -> None:
+        await self.host.draining.wait()
+        self.sessions.drain()
+
+    async def stop(self) -> None:
+        await self.host.stop()
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_task
+
+
+async def build(config: ChatConfig) -> ChatApp:
+    """Connect to etcd and Redis, claim a worker id, watch the ring, build the server."""
+    host = ServiceHost(config, CHAT_SERVICE)
+    await host.open()
+    redis = aioredis.Redis.from_url(
+        config.redis_url, socket_timeout=config.redis_timeout,
+        socket_connect_timeout=config.redis_timeout, health_check_interval=10,
+    )
+    store = ChatStore(redis, config.inbox_cap, config.history_cap, config.dedup_ttl)
+    claim = WorkerIdClaim(host.session)
+    await claim.acquire()
+    ids = claim.generator()
+    ring = RingWatch(host.session)
+    await ring.start()
+    hub = ConnectionHub()
+    directory = ServiceDirectory(host.session, config, host.authority, CHAT_SERVICE)
+    peers = PeerClient(directory, config.peer_timeout)
+    delivery = Delivery(
+        store=store, hub=hub, ring=ring, instance=config.instance, ids=ids,
+        forward=peers.deliver, max_message_chars=config.max_message_chars,
+        send_rate=config.send_rate, send_burst=config.send_burst,
+    )
+    sessions = Sessions(store=store, hub=hub, ring=ring, delivery=delivery,
+                        instance=config.instance, queue_capacity=config.outbound_queue)
+    channels = Channels(store, ids, config.max_group_members)
+
+    def on_ring(old: Ring, new: Ring) -> None:
+        sessions.rebalance()
+
+    ring.listeners.append(on_ring)
+
+    async def etcd_ok() -> bool:
+        return host.session.valid
+
+    health = HealthMonitor({"redis": store.ping, "etcd": etcd_ok}, host.set_serving,
+                           config.health_interval)
+
+    def add_services(server: grpc.aio.Server) -> list[str]:
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(sessions, channels), server)
+        chat_pb2_grpc.add_ChatPeerServiceServicer_to_server(PeerServicer(hub), server)
+        return [CHAT_SERVICE_NAME, PEER_SERVICE_NAME]
+
+    host.build(add_services, POLICY)
+    host.on_stop(redis.aclose)
+    host.on_stop(directory.close)
+    host.on_stop(ring.stop)
+    host.on_stop(delivery.close)
+    host.on_stop(health.stop)
+    return ChatApp(config, host, redis, store, ring, hub, sessions, delivery, health)
+
+
+async def serve(config: ChatConfig) -> None:
+    app = await build(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    await stop.wait()
+    await app.stop()

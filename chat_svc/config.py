@@ -1,0 +1,60 @@
+"""Chat server settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from feedchat_runtime.config import ConfigError, ServiceConfig
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ChatConfig(ServiceConfig):
+    """Settings of one chat server."""
+
+    max_group_members: int = _opt(500, "Most members a group may have.")
+    max_message_chars: int = _opt(4000, "Longest message text, in characters.")
+    inbox_cap: int = _opt(
+        10_000, "Entries kept per user inbox stream (approximate MAXLEN; older ones trimmed)."
+    )
+    history_cap: int = _opt(
+        100_000, "Messages kept per channel history (approximate MAXLEN)."
+    )
+    dedup_ttl: int = _opt(
+        86_400, "Seconds a client_msg_id de-duplication record is kept."
+    )
+    send_rate: float = _opt(20.0, "Sustained sends per second allowed per user.")
+    send_burst: int = _opt(40, "Sends a user may burst above the sustained rate.")
+    outbound_queue: int = _opt(
+        1024, "Frames buffered per stream before a slow consumer is cut off."
+    )
+    health_interval: float = _opt(
+        1.0, "Seconds between background Redis/etcd health checks."
+    )
+    redis_timeout: float = _opt(
+        2.0, "Seconds a Redis command may take before it counts as failed."
+    )
+    peer_timeout: float = _opt(
+        2.0, "Seconds a delivery RPC to another chat server may take."
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not 2 <= self.max_group_members <= 100_000:
+            raise ConfigError("max_group_members must be between 2 and 100000")
+        if not 1 <= self.max_message_chars <= 65_536:
+            raise ConfigError("max_message_chars must be between 1 and 65536")
+        if self.inbox_cap < 100 or self.history_cap < 100:
+            raise ConfigError("inbox_cap and history_cap must be at least 100")
+        if self.dedup_ttl < 60:
+            raise ConfigError("dedup_ttl must be at least 60 seconds")
+        if self.send_rate <= 0 or self.send_burst < 1:
+            raise ConfigError("send_rate must be positive and send_burst at least 1")
+        if self.outbound_queue < 8:
+            raise ConfigError("outbound_queue must be at least 8")
+        if self.health_interval <= 0 or self.redis_timeout <= 0 or self.peer_timeout <= 0:
+            raise ConfigError("health_interval, redis_timeout and peer_timeout must be positive")

@@ -1,0 +1,132 @@
+"""Live device streams on this chat server, and the hub that routes pushes to them.
+
+Each connected device has one :class:`DeviceStream`: a bounded outbound queue plus a
+terminal state. Producers (local sends, peer deliveries, receipts) only ever ``offer``
+without waiting, so one slow device can never stall the server: when its queue is full
+the stream is cut off with RESOURCE_EXHAUSTED (reason SLOW_CONSUMER) and the device
+resyncs from its cursor when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from chat_svc.model import OutFrame, PushEvent, Reconnect
+from feedchat_runtime.errors import FeedchatError, ResourceExhausted
+
+logger = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+QueueItem = PushEvent | OutFrame
+
+
+class StreamClosed(Exception):
+    """The stream reached its terminal state (see :attr:`DeviceStream.terminal`)."""
+
+
+class DeviceStream:
+    """One connected device: a bounded queue of things to send, and how it ends."""
+
+    def __init__(self, user_id: int, device_id: str, capacity: int) -> None:
+        self.stream_id = next(_ids)
+        self.user_id = user_id
+        self.device_id = device_id
+        self.capacity = capacity
+        self.terminal: Reconnect | FeedchatError | None = None
+        self._items: deque[QueueItem] = deque()
+        self._wake = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self.terminal is not None
+
+    def offer(self, item: QueueItem) -> bool:
+        """Queue ``item`` without waiting; False when closed or just cut off for overflow."""
+        if self.terminal is not None:
+            return False
+        if len(self._items) >= self.capacity:
+            logger.warning(
+                "slow consumer cut off: user %s device %s (%s frames queued)",
+                self.user_id, self.device_id, len(self._items),
+            )
+            self.close(ResourceExhausted(
+                f"the client fell more than {self.capacity} frames behind; reconnect and "
+                "resync from the last inbox cursor",
+                reason="SLOW_CONSUMER",
+            ))
+            return False
+        self._items.append(item)
+        self._wake.set()
+        return True
+
+    def close(self, terminal: Reconnect | FeedchatError) -> None:
+        """End the stream: a Reconnect frame is sent, an error becomes the status."""
+        if self.terminal is None:
+            self.terminal = terminal
+            self._items.clear()
+            self._wake.set()
+
+    async def take(self) -> list[QueueItem]:
+        """Everything queued (waiting for at least one item); StreamClosed when closed."""
+        while not self._items:
+            if self.terminal is not None:
+                raise StreamClosed
+            self._wake.clear()
+            await self._wake.wait()
+        if self.terminal is not None:
+            raise StreamClosed
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+class ConnectionHub:
+    """All device streams on this server, by user."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[int, dict[int, DeviceStream]] = {}
+
+    def register(self, stream: DeviceStream) -> None:
+        self._by_user.setdefault(stream.user_id, {})[stream.stream_id] = stream
+
+    def unregister(self, stream: DeviceStream) -> None:
+        streams = self._by_user.get(stream.user_id)
+        if streams is not None:
+            streams.pop(stream.stream_id, None)
+            if not streams:
+                del self._by_user[stream.user_id]
+
+    def devices(self, user_id: int) -> list[DeviceStream]:
+        return list(self._by_user.get(user_id, {}).values())
+
+    def users(self) -> list[int]:
+        return list(self._by_user)
+
+    @property
+    def stream_count(self) -> int:
+        return sum(len(s) for s in self._by_user.values())
+
+    def deliver(self, user_id: int, event: PushEvent) -> int:
+        """Offer ``event`` to every live device of ``user_id``; how many accepted it.
+
+        A device cut off for overflow still counts as reached: the entry is stored and the
+        device resyncs it on reconnect, so nobody needs an offline notification for it.
+        """
+        streams = self.devices(user_id)
+        for stream in streams:
+            stream.offer(event)
+        return len(streams)
+
+    def close_users(self, user_ids: Iterable[int], terminal_for: dict[int, Reconnect]) -> int:
+        """Close every stream of the given users with their Reconnect frame."""
+        closed = 0
+        for uid in user_ids:
+            for stream in self.devices(uid):
+                stream.close(terminal_for[uid])
+                closed += 1
+        return closed

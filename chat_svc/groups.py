@@ -1,0 +1,160 @@
+"""Channels: deterministic direct channels, groups with a member limit, listing, history."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Sequence
+
+from chat_svc.model import DIRECT, GROUP, ChannelInfo, StoredMessage
+from chat_svc.store import ChatStore
+from feedchat_runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from feedchat_runtime.snowflake import SnowflakeGenerator
+
+MAX_USER_ID = (1 << 63) - 1
+MAX_NAME = 100
+MAX_IDS_PER_CALL = 500
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+DIRECT_BIT = 1 << 63
+
+
+def direct_channel_id(a: int, b: int) -> int:
+    """The 1:1 channel id of two users: the same whichever of them asks; top bit set."""
+    low, high = sorted((a, b))
+    digest = hashlib.sha256(f"feedchat-direct:{low}:{high}".encode()).digest()
+    return DIRECT_BIT | (int.from_bytes(digest[:8], "big") >> 1)
+
+
+def page_size(requested: int) -> int:
+    if requested < 0 or requested > MAX_PAGE:
+        raise InvalidArgument.field("page_size", f"must be 0..{MAX_PAGE}")
+    return requested or DEFAULT_PAGE
+
+
+def encode_token(*parts: object) -> str:
+    return base64.urlsafe_b64encode(":".join(str(p) for p in parts).encode()).decode()
+
+
+def decode_token(token: str, kind: str, count: int) -> list[int]:
+    """The integers of a page token of ``kind``; INVALID_ARGUMENT if it is not ours."""
+    try:
+        fields = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if len(fields) != count + 1 or fields[0] != kind:
+            raise ValueError(token)
+        return [int(f) for f in fields[1:]]
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument.field("page_token", "is not a token from this RPC",
+                                    reason="BAD_PAGE_TOKEN") from None
+
+
+def _user_ids(ids: Sequence[int], field: str) -> list[int]:
+    if len(ids) > MAX_IDS_PER_CALL:
+        raise InvalidArgument.field(field, f"at most {MAX_IDS_PER_CALL} ids per call")
+    for uid in ids:
+        if not 0 < uid <= MAX_USER_ID:
+            raise InvalidArgument.field(field, "ids must be between 1 and 2^63-1")
+    return sorted(set(ids))
+
+
+class Channels:
+    """Channel rules; membership is checked on every history read."""
+
+    def __init__(self, store: ChatStore, ids: SnowflakeGenerator, max_members: int) -> None:
+        self.store = store
+        self.ids = ids
+        self.max_members = max_members
+
+    async def _info(self, channel_id: int) -> ChannelInfo:
+        found = await self.store.channels([channel_id], with_members=True)
+        if not found:
+            raise NotFound("no such channel", reason="CHANNEL_NOT_FOUND")
+        return found[0]
+
+    async def open_direct(self, caller: int, peer: int) -> ChannelInfo:
+        if not 0 < peer <= MAX_USER_ID:
+            raise InvalidArgument.field("peer_user_id", "must be between 1 and 2^63-1")
+        if peer == caller:
+            raise InvalidArgument.field("peer_user_id", "must not be the caller")
+        channel_id = direct_channel_id(caller, peer)
+        await self.store.create_channel(channel_id, DIRECT, "", 0, _now_ms(), [caller, peer])
+        return await self._info(channel_id)
+
+    async def create_group(self, caller: int, name: str, members: Sequence[int]) -> ChannelInfo:
+        if not 0 < len(name) <= MAX_NAME:
+            raise InvalidArgument.field("name", f"must be 1..{MAX_NAME} characters")
+        everyone = sorted(set(_user_ids(members, "member_ids")) | {caller})
+        if len(everyone) > self.max_members:
+            raise FailedPrecondition(
+                f"a group has at most {self.max_members} members", reason="GROUP_FULL",
+                metadata={"member_limit": str(self.max_members)})
+        channel_id = self.ids.next_id()
+        await self.store.create_channel(channel_id, GROUP, name, caller, _now_ms(), everyone)
+        return await self._info(channel_id)
+
+    async def _require_group_member(self, caller: int, channel_id: int) -> ChannelInfo:
+        info = await self._info(channel_id)
+        if caller not in info.member_ids:
+            raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
+        if info.kind != GROUP:
+            raise FailedPrecondition("direct channels have fixed members", reason="NOT_A_GROUP")
+        return info
+
+    async def add_members(self, caller: int, channel_id: int, user_ids: Sequence[int]
+                          ) -> ChannelInfo:
+        ids = _user_ids(user_ids, "user_ids")
+        if not ids:
+            raise InvalidArgument.field("user_ids", "must name at least one user")
+        await self._require_group_member(caller, channel_id)
+        await self.store.add_members(channel_id, ids, self.max_members)
+        return await self._info(channel_id)
+
+    async def remove_members(self, caller: int, channel_id: int, user_ids: Sequence[int]
+                             ) -> ChannelInfo:
+        ids = _user_ids(user_ids, "user_ids")
+        if not ids:
+            raise InvalidArgument.field("user_ids", "must name at least one user")
+        info = await self._require_group_member(caller, channel_id)
+        if caller != info.owner_id and ids != [caller]:
+            raise PermissionDenied("only the group's owner may remove others",
+                                   reason="NOT_GROUP_OWNER")
+        await self.store.remove_members(channel_id, ids)
+        return await self._info(channel_id)
+
+    async def list_channels(self, caller: int, size: int, token: str
+                            ) -> tuple[list[ChannelInfo], str]:
+        count = page_size(size)
+        after = decode_token(token, "c1", 1)[0] if token else None
+        ids = await self.store.user_channel_ids(caller, after, count + 1)
+        more = len(ids) > count
+        ids = ids[:count]
+        infos = await self.store.channels(ids)
+        return infos, (encode_token("c1", ids[-1]) if more and ids else "")
+
+    async def history(self, caller: int, channel_id: int, size: int, token: str
+                      ) -> tuple[list[StoredMessage], str]:
+        count = page_size(size)
+        before: int | None = None
+        if token:
+            token_channel, before = decode_token(token, "h1", 2)
+            if token_channel != channel_id:
+                raise InvalidArgument.field("page_token", "belongs to another channel",
+                                            reason="BAD_PAGE_TOKEN")
+        if not await self.store.is_member(channel_id, caller):
+            raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
+        messages = await self.store.history(channel_id, before, count + 1)
+        more = len(messages) > count
+        messages = messages[:count]
+        next_token = encode_token("h1", channel_id, messages[-1].seq) if more else ""
+        return messages, next_token
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,132 @@
+"""Plain data the chat domain passes around (no grpc, no protobuf)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DIRECT = "direct"
+GROUP = "group"
+
+ZERO_CURSOR = "0-0"
+
+
+def parse_cursor(text: str) -> tuple[int, int]:
+    """A Redis stream id ``<ms>-<seq>`` as a comparable pair; ValueError when malformed."""
+    ms, sep, seq = text.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit() or len(text) > 41:
+        raise ValueError(f"{text!r} is not a stream id")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as stored; ``inbox_cursor`` is set when read from one user's inbox."""
+
+    message_id: int
+    channel_id: int
+    seq: int
+    sender_id: int
+    text: str
+    client_msg_id: str
+    created_ms: int
+    inbox_cursor: str = ""
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """One message appended to ``user_id``'s inbox, and the id of the entry before it."""
+
+    user_id: int
+    message: StoredMessage
+    prev_cursor: str
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What a send stored (or, for a duplicate, had stored before)."""
+
+    message: StoredMessage
+    duplicate: bool
+    entries: list[InboxEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel's description."""
+
+    channel_id: int
+    kind: str
+    name: str
+    owner_id: int
+    member_count: int
+    last_seq: int
+    member_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """``kind`` is "delivered" or "read"; goes to the sender's live devices only."""
+
+    kind: str
+    channel_id: int
+    message_id: int
+    seq: int
+    user_id: int
+    device_id: str = ""
+    client_msg_id: str = ""
+
+
+@dataclass(frozen=True)
+class TypingEvent:
+    channel_id: int
+    user_id: int
+
+
+PushEvent = InboxEntry | Receipt | TypingEvent
+
+
+@dataclass(frozen=True)
+class Push:
+    """One event for one user's live devices."""
+
+    user_id: int
+    event: PushEvent
+
+
+@dataclass(frozen=True)
+class SendAck:
+    client_msg_id: str
+    message_id: int
+    channel_id: int
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    """A refused send; the stream stays open."""
+
+    client_msg_id: str
+    code: str
+    reason: str
+    message: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class SyncComplete:
+    cursor: str
+    replayed: int
+    instance: str
+    ring_version: int
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    address: str
+    instance: str
+    ring_version: int
+
+
+OutFrame = StoredMessage | SendAck | SendFailure | Receipt | TypingEvent | SyncComplete | Reconnect
+"""Everything a Connect stream sends down."""

@@ -1,0 +1,70 @@
+"""ChatPeerService: forwarding pushes between chat servers (client and server side)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import grpc
+
+from chat_svc.connections import ConnectionHub
+from chat_svc.convert import push_from_pb, push_pb
+from chat_svc.model import InboxEntry, Push
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.auth import require_service
+from feedchat_runtime.directory import ServiceDirectory
+from feedchat_runtime.errors import InvalidArgument
+
+logger = logging.getLogger(__name__)
+
+MAX_PUSHES = 1000
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def deliver_local(hub: ConnectionHub, pushes: Sequence[Push]) -> list[int]:
+    """Hand pushes to local devices; the users of inbox entries nobody was connected for."""
+    offline: list[int] = []
+    for push in pushes:
+        reached = hub.deliver(push.user_id, push.event)
+        if reached == 0 and isinstance(push.event, InboxEntry):
+            offline.append(push.user_id)
+    return offline
+
+
+class PeerServicer(chat_pb2_grpc.ChatPeerServiceServicer):
+    """Receives pushes from other chat servers."""
+
+    def __init__(self, hub: ConnectionHub) -> None:
+        self._hub = hub
+
+    async def Deliver(
+        self, request: chat_pb2.DeliverRequest, context: Context
+    ) -> chat_pb2.DeliverResponse:
+        require_service()
+        if len(request.pushes) > MAX_PUSHES:
+            raise InvalidArgument.field("pushes", f"at most {MAX_PUSHES} per call")
+        pushes = [p for p in (push_from_pb(raw) for raw in request.pushes) if p is not None]
+        return chat_pb2.DeliverResponse(offline_user_ids=deliver_local(self._hub, pushes))
+
+
+class PeerClient:
+    """Calls ChatPeerService.Deliver on other chat servers with the service credential."""
+
+    def __init__(self, directory: ServiceDirectory, timeout: float) -> None:
+        self._directory = directory
+        self._timeout = timeout
+
+    async def deliver(self, address: str, pushes: Sequence[Push]) -> list[int]:
+        """Offline users among the pushes' inbox entries. Raises grpc errors on failure."""
+        offline: list[int] = []
+        for start in range(0, len(pushes), MAX_PUSHES):
+            chunk = pushes[start : start + MAX_PUSHES]
+            stub = chat_pb2_grpc.ChatPeerServiceStub(self._directory.channel_to(address))
+            reply = await stub.Deliver(
+                chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk]),
+                metadata=self._directory.metadata(),
+                timeout=self._timeout,
+            )
+            offline.extend(reply.offline_user_ids)
+        return offline

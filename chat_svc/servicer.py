@@ -1,0 +1,127 @@
+"""ChatService: protobuf in, chat domain calls, protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import grpc
+
+from chat_svc.convert import channel_pb, frame_pb, message_pb
+from chat_svc.groups import Channels
+from chat_svc.sessions import Session, Sessions
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.auth import require_user
+from feedchat_runtime.errors import FeedchatError, InvalidArgument, PermissionDenied
+
+logger = logging.getLogger(__name__)
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, sessions: Sessions, channels: Channels) -> None:
+        self._sessions = sessions
+        self._channels = channels
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[chat_pb2.ConnectRequest], context: Context
+    ) -> AsyncIterator[chat_pb2.ConnectResponse]:
+        user_id = require_user()
+        self._sessions.check_owner(user_id)  # redirect before waiting for hello
+        requests = request_iterator.__aiter__()
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("frame") != "hello":
+            raise InvalidArgument.field("hello", "the first frame must be hello")
+        session = await self._sessions.open(
+            user_id, first.hello.device_id, first.hello.inbox_cursor)
+        reader = asyncio.create_task(self._read(requests, session))
+        try:
+            async for frame in session.frames():
+                yield frame_pb(frame)
+            if session.error is not None:
+                raise session.error
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            session.close()
+
+    async def _read(
+        self, requests: AsyncIterator[chat_pb2.ConnectRequest], session: Session
+    ) -> None:
+        try:
+            async for request in requests:
+                which = request.WhichOneof("frame")
+                try:
+                    if which == "send":
+                        s = request.send
+                        await session.send(s.client_msg_id, s.channel_id, s.text)
+                    elif which == "ack":
+                        await session.ack(request.ack.inbox_cursor)
+                    elif which == "read":
+                        await session.read(request.read.channel_id, request.read.seq)
+                    elif which == "typing":
+                        await session.typing(request.typing.channel_id)
+                    elif which == "hello":
+                        raise InvalidArgument.field("hello", "only the first frame may be hello")
+                    else:
+                        raise InvalidArgument.field("frame", "no frame was set")
+                except PermissionDenied as exc:
+                    logger.debug("ignored %s frame: %s", which, exc.message)
+        except FeedchatError as exc:
+            session.stream.close(exc)
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            raise
+        except Exception:
+            logger.exception("reading client frames failed")
+            session.stream.close(FeedchatError("internal error"))
+
+    async def OpenDirectChannel(
+        self, request: chat_pb2.OpenDirectChannelRequest, context: Context
+    ) -> chat_pb2.OpenDirectChannelResponse:
+        info = await self._channels.open_direct(require_user(), request.peer_user_id)
+        return chat_pb2.OpenDirectChannelResponse(channel=channel_pb(info))
+
+    async def CreateGroup(
+        self, request: chat_pb2.CreateGroupRequest, context: Context
+    ) -> chat_pb2.CreateGroupResponse:
+        info = await self._channels.create_group(
+            require_user(), request.name, list(request.member_ids))
+        return chat_pb2.CreateGroupResponse(channel=channel_pb(info))
+
+    async def AddMembers(
+        self, request: chat_pb2.AddMembersRequest, context: Context
+    ) -> chat_pb2.AddMembersResponse:
+        info = await self._channels.add_members(
+            require_user(), request.channel_id, list(request.user_ids))
+        return chat_pb2.AddMembersResponse(channel=channel_pb(info))
+
+    async def RemoveMembers(
+        self, request: chat_pb2.RemoveMembersRequest, context: Context
+    ) -> chat_pb2.RemoveMembersResponse:
+        info = await self._channels.remove_members(
+            require_user(), request.channel_id, list(request.user_ids))
+        return chat_pb2.RemoveMembersResponse(channel=channel_pb(info))
+
+    async def ListChannels(
+        self, request: chat_pb2.ListChannelsRequest, context: Context
+    ) -> chat_pb2.ListChannelsResponse:
+        infos, token = await self._channels.list_channels(
+            require_user(), request.page_size, request.page_token)
+        return chat_pb2.ListChannelsResponse(
+            channels=[channel_pb(i) for i in infos], next_page_token=token)
+
+    async def GetHistory(
+        self, request: chat_pb2.GetHistoryRequest, context: Context
+    ) -> chat_pb2.GetHistoryResponse:
+        messages, token = await self._channels.history(
+            require_user(), request.channel_id, request.page_size, request.page_token)
+        return chat_pb2.GetHistoryResponse(
+            messages=[message_pb(m) for m in messages], next_page_token=token)

@@ -1,0 +1,211 @@
+"""One device's Connect stream in domain terms: ownership, catch-up, live, and how it ends.
+
+Catch-up without a race: the device's :class:`DeviceStream` is registered (so live pushes
+start queueing) *before* the backlog is read. Every live inbox entry carries the id of the
+entry before it in the same inbox; the session keeps ``position`` (the last entry sent):
+
+- an entry at or before ``position`` was already replayed: dropped;
+- an entry whose predecessor is at or before ``position`` follows on directly: sent;
+- otherwise something between is still in flight or was lost (a push that raced another,
+  a restart): the gap (position, entry] is read from the inbox stream and sent in order.
+
+So each device sees its inbox exactly once, in inbox order, whatever order pushes arrive in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from chat_svc.connections import ConnectionHub, DeviceStream, StreamClosed
+from chat_svc.delivery import Delivery
+from chat_svc.model import (
+    ZERO_CURSOR,
+    InboxEntry,
+    OutFrame,
+    Reconnect,
+    SendAck,
+    SendFailure,
+    StoredMessage,
+    SyncComplete,
+    parse_cursor,
+)
+from chat_svc.store import ChatStore
+from feedchat_runtime.errors import FailedPrecondition, FeedchatError, InvalidArgument
+from feedchat_runtime.status import translate
+from router.ring import RingWatch
+
+logger = logging.getLogger(__name__)
+
+REPLAY_PAGE = 500
+MAX_DEVICE_ID = 64
+
+
+def check_cursor(cursor: str, field: str) -> None:
+    try:
+        parse_cursor(cursor)
+    except ValueError:
+        raise InvalidArgument.field(field, "must be an inbox cursor like 1712345678901-0",
+                                    reason="BAD_CURSOR") from None
+
+
+class Sessions:
+    """Opens and runs device sessions on this chat server."""
+
+    def __init__(
+        self, *, store: ChatStore, hub: ConnectionHub, ring: RingWatch, delivery: Delivery,
+        instance: str, queue_capacity: int,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.ring = ring
+        self.delivery = delivery
+        self.instance = instance
+        self.queue_capacity = queue_capacity
+
+    def check_owner(self, user_id: int) -> None:
+        """FAILED_PRECONDITION with the owner's address unless this server owns the user."""
+        ring = self.ring.ring
+        owner = ring.owner(user_id)
+        if owner is not None and owner.instance == self.instance:
+            return
+        metadata = {"ring_version": str(ring.version)}
+        if owner is not None:
+            metadata.update(owner_address=owner.address, owner_instance=owner.instance)
+        raise FailedPrecondition(
+            "this chat server does not own the user; connect to the owner",
+            reason="WRONG_CHAT_SERVER", metadata=metadata,
+        )
+
+    async def open(self, user_id: int, device_id: str, cursor: str) -> Session:
+        if not 0 < len(device_id) <= MAX_DEVICE_ID:
+            raise InvalidArgument.field("hello.device_id", f"must be 1..{MAX_DEVICE_ID} characters")
+        if cursor:
+            check_cursor(cursor, "hello.inbox_cursor")
+        else:
+            cursor = await self.store.device_cursor(user_id, device_id) or ZERO_CURSOR
+        # Ownership check and registration with no await in between: a ring change after
+        # this point finds the stream registered and moves it like any other.
+        self.check_owner(user_id)
+        stream = DeviceStream(user_id, device_id, self.queue_capacity)
+        self.hub.register(stream)
+        return Session(self, stream, cursor)
+
+    def rebalance(self) -> int:
+        """Send every stream whose user this server no longer owns to the new owner."""
+        ring = self.ring.ring
+        moved: dict[int, Reconnect] = {}
+        for uid in self.hub.users():
+            owner = ring.owner(uid)
+            if owner is None or owner.instance != self.instance:
+                moved[uid] = Reconnect(
+                    owner.address if owner else "", owner.instance if owner else "", ring.version)
+        closed = self.hub.close_users(moved, moved)
+        if closed:
+            logger.info("ring moved %s users (%s streams) away", len(moved), closed)
+        return closed
+
+    def drain(self) -> None:
+        """Shutting down: send everyone to where they will live without this server."""
+        ring = self.ring.ring.without(self.instance)
+        for uid in self.hub.users():
+            owner = ring.owner(uid)
+            reconnect = Reconnect(owner.address if owner else "",
+                                  owner.instance if owner else "", ring.version)
+            for stream in self.hub.devices(uid):
+                stream.close(reconnect)
+
+
+class Session:
+    """A registered device stream: produces its frames, takes its client frames."""
+
+    def __init__(self, sessions: Sessions, stream: DeviceStream, cursor: str) -> None:
+        self._s = sessions
+        self.stream = stream
+        self.user_id = stream.user_id
+        self.device_id = stream.device_id
+        self.position = cursor
+        self.acked = cursor
+        self.error: FeedchatError | None = None
+
+    def close(self) -> None:
+        self._s.hub.unregister(self.stream)
+
+    async def frames(self) -> AsyncIterator[OutFrame]:
+        """Backlog, SyncComplete, then live frames; ends after a Reconnect or sets error."""
+        store = self._s.store
+        replayed = 0
+        while True:
+            page = await store.read_inbox(self.user_id, self.position, REPLAY_PAGE)
+            for message in page:
+                self.position = message.inbox_cursor
+                replayed += 1
+                yield message
+            if len(page) < REPLAY_PAGE:
+                break
+        yield SyncComplete(self.position, replayed, self._s.instance, self._s.ring.ring.version)
+        while True:
+            try:
+                items = await self.stream.take()
+            except StreamClosed:
+                terminal = self.stream.terminal
+                if isinstance(terminal, Reconnect):
+                    yield terminal
+                elif terminal is not None:
+                    self.error = terminal
+                return
+            for item in items:
+                if isinstance(item, InboxEntry):
+                    async for message in self._live_entry(item):
+                        yield message
+                else:
+                    yield item
+
+    async def _live_entry(self, entry: InboxEntry) -> AsyncIterator[StoredMessage]:
+        here = parse_cursor(self.position)
+        cursor = entry.message.inbox_cursor
+        if parse_cursor(cursor) <= here:
+            return  # already replayed or sent
+        if parse_cursor(entry.prev_cursor) <= here:
+            self.position = cursor
+            yield entry.message
+            return
+        for message in await self._s.store.read_inbox_range(self.user_id, self.position, cursor):
+            self.position = message.inbox_cursor
+            yield message
+
+    # -- client frames ------------------------------------------------------------------
+
+    async def send(self, client_msg_id: str, channel_id: int, text: str) -> None:
+        """Store and ack (or refuse with a SendFailure frame); then push to recipients."""
+        delivery = self._s.delivery
+        try:
+            outcome = await delivery.send(self.user_id, client_msg_id, channel_id, text)
+        except Exception as exc:
+            error = translate(exc)
+            if error is None:
+                logger.exception("send failed")
+                error = FeedchatError("internal error")
+            self.stream.offer(SendFailure(client_msg_id, error.code, error.reason, error.message,
+                                          error.retry_after))
+            return
+        m = outcome.message
+        self.stream.offer(SendAck(client_msg_id, m.message_id, m.channel_id, m.seq,
+                                  outcome.duplicate))
+        delivery.dispatch(outcome)
+
+    async def ack(self, cursor: str) -> None:
+        check_cursor(cursor, "ack.inbox_cursor")
+        if parse_cursor(cursor) > parse_cursor(self.position):
+            cursor = self.position  # never past what this stream has sent
+        if parse_cursor(cursor) <= parse_cursor(self.acked):
+            return
+        previous, self.acked = self.acked, cursor
+        await self._s.store.save_device_cursor(self.user_id, self.device_id, cursor)
+        await self._s.delivery.delivered(self.user_id, self.device_id, previous, cursor)
+
+    async def read(self, channel_id: int, seq: int) -> None:
+        await self._s.delivery.read(self.user_id, channel_id, seq)
+
+    async def typing(self, channel_id: int) -> None:
+        await self._s.delivery.typing(self.user_id, channel_id)

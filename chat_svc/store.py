@@ -1,0 +1,370 @@
+"""The chat store: the only module that talks to Redis.
+
+Key families (hash tags keep each channel's keys in one slot, and each user's):
+
+- ``chat:chan:{c:<id>}:meta``      hash: kind, name, owner_id, created_ms
+- ``chat:chan:{c:<id>}:members``   set of member user ids
+- ``chat:chan:{c:<id>}:seq``       counter: last per-channel sequence number
+- ``chat:chan:{c:<id>}:hist``      stream of messages, entry id ``<seq>-0`` (exact paging)
+- ``chat:inbox:{u:<id>}``          stream: the user's inbox, one entry per message received
+- ``chat:user:{u:<id>}:channels``  sorted set, all scores 0, members = 20-digit channel ids
+                                   (lexicographic order = numeric order, paged by ZRANGEBYLEX)
+- ``chat:dedup:{u:<id>}:<cmid>``   hash: the send's digest and ids (expires after dedup_ttl)
+- ``chat:rate:{u:<id>}``           hash: the user's send token bucket
+- ``chat:cursor:{u:<id>}``         hash: device id -> last acked inbox cursor
+- ``chat:read:{u:<id>}``           hash: channel id -> highest seq read
+- ``notify:queue``                 stream consumed by notify_svc (see NOTIFY_QUEUE)
+
+Snowflake ids (> 2^53) are never sorted-set scores: history is ordered by the dense
+sequence (stream ids ``<seq>-0``) and channel lists lexicographically by fixed-width ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from chat_svc import scripts
+from chat_svc.model import (
+    DIRECT,
+    GROUP,
+    ChannelInfo,
+    InboxEntry,
+    SendOutcome,
+    StoredMessage,
+)
+from feedchat_runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+
+NOTIFY_QUEUE = "notify:queue"
+"""Stream notify_svc consumes. One entry per offline recipient of a message::
+
+    XADD notify:queue MAXLEN ~ 1000000 * kind chat_message user_id <recipient>
+        channel_id <id> message_id <snowflake> sender_id <id>
+        preview <first 140 chars of text> created_ms <ms>
+
+All values are decimal strings / UTF-8 text.
+"""
+NOTIFY_QUEUE_CAP = 1_000_000
+NOTIFY_PREVIEW_CHARS = 140
+
+
+def chan_meta_key(channel_id: int) -> str:
+    return f"chat:chan:{{c:{channel_id}}}:meta"
+
+
+def chan_members_key(channel_id: int) -> str:
+    return f"chat:chan:{{c:{channel_id}}}:members"
+
+
+def chan_seq_key(channel_id: int) -> str:
+    return f"chat:chan:{{c:{channel_id}}}:seq"
+
+
+def chan_history_key(channel_id: int) -> str:
+    return f"chat:chan:{{c:{channel_id}}}:hist"
+
+
+def inbox_key(user_id: int) -> str:
+    return f"chat:inbox:{{u:{user_id}}}"
+
+
+def user_channels_key(user_id: int) -> str:
+    return f"chat:user:{{u:{user_id}}}:channels"
+
+
+def dedup_key(user_id: int, client_msg_id: str) -> str:
+    return f"chat:dedup:{{u:{user_id}}}:{client_msg_id}"
+
+
+def rate_key(user_id: int) -> str:
+    return f"chat:rate:{{u:{user_id}}}"
+
+
+def cursor_key(user_id: int) -> str:
+    return f"chat:cursor:{{u:{user_id}}}"
+
+
+def read_key(user_id: int) -> str:
+    return f"chat:read:{{u:{user_id}}}"
+
+
+def channel_member(channel_id: int) -> str:
+    """Fixed-width member for the per-user channel index (lexicographic = numeric)."""
+    return f"{channel_id:020d}"
+
+
+def content_digest(channel_id: int, text: str) -> str:
+    return hashlib.sha256(f"{channel_id}\n{text}".encode()).hexdigest()
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+def _message(fields: Mapping[str, str], channel_id: int, seq: int, cursor: str) -> StoredMessage:
+    return StoredMessage(
+        message_id=int(fields["message_id"]),
+        channel_id=channel_id,
+        seq=seq,
+        sender_id=int(fields["sender_id"]),
+        text=fields["text"],
+        client_msg_id=fields["client_msg_id"],
+        created_ms=int(fields["created_ms"]),
+        inbox_cursor=cursor,
+    )
+
+
+class ChatStore:
+    """Redis access for chat: one method per operation, scripts where atomicity matters."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        inbox_cap: int = 10_000,
+        history_cap: int = 100_000,
+        dedup_ttl: int = 86_400,
+    ) -> None:
+        self.redis = redis
+        self.inbox_cap = inbox_cap
+        self.history_cap = history_cap
+        self.dedup_ttl = dedup_ttl
+        self._send = redis.register_script(scripts.SEND)
+        self._add_members = redis.register_script(scripts.ADD_MEMBERS)
+        self._set_cursor = redis.register_script(scripts.SET_CURSOR)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # -- messages ---------------------------------------------------------------------
+
+    async def store_message(
+        self,
+        *,
+        sender_id: int,
+        channel_id: int,
+        message_id: int,
+        client_msg_id: str,
+        text: str,
+        created_ms: int,
+        recipients: Sequence[int],
+        rate: float,
+        burst: int,
+    ) -> SendOutcome:
+        """Persist a message everywhere it goes, atomically, or explain why not.
+
+        Raises AlreadyExists (client_msg_id reused with other content), ResourceExhausted
+        (rate limit, with retry_after), PermissionDenied (sender not a member).
+        """
+        keys = [
+            dedup_key(sender_id, client_msg_id),
+            rate_key(sender_id),
+            chan_members_key(channel_id),
+            chan_seq_key(channel_id),
+            chan_history_key(channel_id),
+            *(inbox_key(uid) for uid in recipients),
+        ]
+        args: list[str | int | float] = [
+            sender_id, content_digest(channel_id, text), message_id, channel_id, text,
+            client_msg_id, created_ms, self.inbox_cap, self.history_cap, self.dedup_ttl,
+            repr(float(rate)), burst,
+        ]
+        reply = [_s(x) for x in await self._send(keys=keys, args=args)]
+        status = reply[0]
+        if status == "conflict":
+            raise AlreadyExists(
+                "client_msg_id was already used for a different message",
+                reason="CLIENT_MSG_ID_REUSED",
+            )
+        if status == "rate":
+            raise ResourceExhausted(
+                "sending too fast; slow down", reason="RATE_LIMITED",
+                retry_after=int(reply[1]) / 1000,
+            )
+        if status == "not_member":
+            raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
+        if status == "dup":
+            original = StoredMessage(
+                message_id=int(reply[1]), channel_id=channel_id, seq=int(reply[2]),
+                sender_id=sender_id, text=text, client_msg_id=client_msg_id,
+                created_ms=int(reply[3]),
+            )
+            return SendOutcome(original, duplicate=True)
+        seq = int(reply[1])
+        base = StoredMessage(message_id, channel_id, seq, sender_id, text, client_msg_id,
+                             created_ms)
+        entries = []
+        for i, uid in enumerate(recipients):
+            prev, cursor = reply[2 + 2 * i], reply[3 + 2 * i]
+            entries.append(InboxEntry(uid, _with_cursor(base, cursor), prev))
+        return SendOutcome(base, duplicate=False, entries=entries)
+
+    async def read_inbox(self, user_id: int, after: str, count: int) -> list[StoredMessage]:
+        """Up to ``count`` inbox entries strictly after cursor ``after``, oldest first."""
+        rows: Any = await self.redis.xrange(inbox_key(user_id), min=f"({after}", max="+",
+                                       count=count)
+        return [_inbox_message(_s(entry_id), _fields(raw)) for entry_id, raw in rows]
+
+    async def read_inbox_range(self, user_id: int, after: str, upto: str) -> list[StoredMessage]:
+        """Inbox entries in (after, upto], oldest first (a gap a live push revealed)."""
+        rows: Any = await self.redis.xrange(inbox_key(user_id), min=f"({after}", max=upto)
+        return [_inbox_message(_s(entry_id), _fields(raw)) for entry_id, raw in rows]
+
+    async def history(
+        self, channel_id: int, before_seq: int | None, count: int
+    ) -> list[StoredMessage]:
+        """Up to ``count`` messages with seq < before_seq (or the newest), newest first."""
+        upper = "+" if before_seq is None else f"({before_seq}-0"
+        rows: Any = await self.redis.xrevrange(chan_history_key(channel_id), max=upper, min="-",
+                                          count=count)
+        out = []
+        for entry_id, raw in rows:
+            seq = int(_s(entry_id).split("-", 1)[0])
+            out.append(_message(_fields(raw), channel_id, seq, ""))
+        return out
+
+    # -- cursors, reads, notifications -------------------------------------------------
+
+    async def device_cursor(self, user_id: int, device_id: str) -> str | None:
+        raw = await self.redis.hget(cursor_key(user_id), device_id)
+        return None if raw is None else _s(raw)
+
+    async def save_device_cursor(self, user_id: int, device_id: str, cursor: str) -> None:
+        ms, _, seq = cursor.partition("-")
+        await self._set_cursor(keys=[cursor_key(user_id)], args=[device_id, ms, seq])
+
+    async def save_read(self, user_id: int, channel_id: int, seq: int) -> None:
+        await self.redis.hset(read_key(user_id), str(channel_id), str(seq))
+
+    async def enqueue_notifications(self, message: StoredMessage, user_ids: Iterable[int]) -> None:
+        """Hand offline recipients to notify_svc (the NOTIFY_QUEUE contract)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in user_ids:
+            pipe.xadd(
+                NOTIFY_QUEUE,
+                {
+                    "kind": "chat_message",
+                    "user_id": str(uid),
+                    "channel_id": str(message.channel_id),
+                    "message_id": str(message.message_id),
+                    "sender_id": str(message.sender_id),
+                    "preview": message.text[:NOTIFY_PREVIEW_CHARS],
+                    "created_ms": str(message.created_ms),
+                },
+                maxlen=NOTIFY_QUEUE_CAP,
+                approximate=True,
+            )
+        await pipe.execute()
+
+    # -- channels ----------------------------------------------------------------------
+
+    async def create_channel(
+        self, channel_id: int, kind: str, name: str, owner_id: int, created_ms: int,
+        members: Sequence[int],
+    ) -> None:
+        """Create (or, for an existing direct channel, re-create identically) a channel."""
+        pipe = self.redis.pipeline(transaction=True)
+        meta = chan_meta_key(channel_id)
+        pipe.hsetnx(meta, "created_ms", str(created_ms))
+        pipe.hset(meta, mapping={"kind": kind, "name": name, "owner_id": str(owner_id)})
+        pipe.sadd(chan_members_key(channel_id), *[str(m) for m in members])
+        await pipe.execute()
+        await self._index(channel_id, members, add=True)
+
+    async def add_members(self, channel_id: int, user_ids: Sequence[int], limit: int) -> int:
+        """Add to a group within ``limit``; returns how many were new."""
+        reply = [_s(x) for x in await self._add_members(
+            keys=[chan_meta_key(channel_id), chan_members_key(channel_id)],
+            args=[limit, *(str(u) for u in user_ids)],
+        )]
+        if reply[0] == "not_found":
+            raise NotFound("no such channel", reason="CHANNEL_NOT_FOUND")
+        if reply[0] == "not_group":
+            raise FailedPrecondition("direct channels have fixed members", reason="NOT_A_GROUP")
+        if reply[0] == "full":
+            raise FailedPrecondition(
+                f"the group would exceed its {limit} member limit", reason="GROUP_FULL",
+                metadata={"member_limit": str(limit), "member_count": reply[1]},
+            )
+        await self._index(channel_id, user_ids, add=True)
+        return int(reply[1])
+
+    async def remove_members(self, channel_id: int, user_ids: Sequence[int]) -> None:
+        await self.redis.srem(chan_members_key(channel_id), *[str(u) for u in user_ids])
+        await self._index(channel_id, user_ids, add=False)
+
+    async def _index(self, channel_id: int, user_ids: Iterable[int], add: bool) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        member = channel_member(channel_id)
+        for uid in user_ids:
+            if add:
+                pipe.zadd(user_channels_key(uid), {member: 0})
+            else:
+                pipe.zrem(user_channels_key(uid), member)
+        await pipe.execute()
+
+    async def is_member(self, channel_id: int, user_id: int) -> bool:
+        return bool(await self.redis.sismember(chan_members_key(channel_id), str(user_id)))
+
+    async def members(self, channel_id: int) -> list[int]:
+        return sorted(int(_s(m)) for m in await self.redis.smembers(chan_members_key(channel_id)))
+
+    async def channels(
+        self, channel_ids: Sequence[int], with_members: bool = False
+    ) -> list[ChannelInfo]:
+        """Descriptions of existing channels (missing ones are left out), in input order."""
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in channel_ids:
+            pipe.hgetall(chan_meta_key(cid))
+            pipe.scard(chan_members_key(cid))
+            pipe.get(chan_seq_key(cid))
+            if with_members:
+                pipe.smembers(chan_members_key(cid))
+        replies = await pipe.execute()
+        step = 4 if with_members else 3
+        out = []
+        for i, cid in enumerate(channel_ids):
+            meta = _fields(replies[i * step])
+            if not meta.get("kind"):
+                continue
+            members: tuple[int, ...] = ()
+            if with_members:
+                members = tuple(sorted(int(_s(m)) for m in replies[i * step + 3]))
+            last = replies[i * step + 2]
+            out.append(ChannelInfo(
+                channel_id=cid, kind=meta["kind"], name=meta.get("name", ""),
+                owner_id=int(meta.get("owner_id", "0") or 0),
+                member_count=int(replies[i * step + 1]),
+                last_seq=int(_s(last)) if last is not None else 0, member_ids=members,
+            ))
+        return out
+
+    async def user_channel_ids(self, user_id: int, after: int | None, count: int) -> list[int]:
+        """Up to ``count`` of the user's channel ids greater than ``after``, ascending."""
+        low = "-" if after is None else f"({channel_member(after)}"
+        rows = await self.redis.zrangebylex(user_channels_key(user_id), low, "+", 0, count)
+        return [int(_s(r)) for r in rows]
+
+
+def _with_cursor(message: StoredMessage, cursor: str) -> StoredMessage:
+    return StoredMessage(message.message_id, message.channel_id, message.seq, message.sender_id,
+                         message.text, message.client_msg_id, message.created_ms, cursor)
+
+
+def _inbox_message(entry_id: str, fields: Mapping[str, str]) -> StoredMessage:
+    return _message(fields, int(fields["channel_id"]), int(fields["seq"]), entry_id)
+
+
+__all__ = ["ChatStore", "NOTIFY_QUEUE", "DIRECT", "GROUP"]

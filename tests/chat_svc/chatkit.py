@@ -1,0 +1,180 @@
+"""Test clients for chat servers: a device on a Connect stream, and cluster helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from chat_svc.app import ChatApp
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.auth import authority_from_config
+
+AUTHORITY = authority_from_config("", "", dev=True)
+
+
+def token(user_id: int) -> str:
+    return AUTHORITY.issue_access(user_id).token
+
+
+def auth(user_id: int) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token(user_id)}"),)
+
+
+def owner_of(apps: Sequence[ChatApp], user_id: int) -> ChatApp:
+    ring = apps[0].ring.ring
+    member = ring.owner(user_id)
+    assert member is not None
+    return next(a for a in apps if a.config.instance == member.instance)
+
+
+def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1) -> list[int]:
+    """``count`` user ids the ring gives to ``instance``."""
+    ring = apps[0].ring.ring
+    found, uid = [], start
+    while len(found) < count:
+        owner = ring.owner(uid)
+        if owner is not None and owner.instance == instance:
+            found.append(uid)
+        uid += 1
+    return found
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,  # noqa: ASYNC109
+                     what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0,  # noqa: ASYNC109
+                     what: str = "condition") -> None:
+    """Poll an async ``check`` until it returns True; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Device:
+    """One device of one user on a Connect stream; records every frame it receives."""
+
+    def __init__(self, user_id: int, address: str, device_id: str = "phone",
+                 cursor: str = "", read: bool = True) -> None:
+        self.user_id = user_id
+        self.address = address
+        self.device_id = device_id
+        self.cursor = cursor
+        self.frames: list[chat_pb2.ConnectResponse] = []
+        self.error: grpc.aio.AioRpcError | None = None
+        self.ended = False
+        self._outbox: asyncio.Queue[chat_pb2.ConnectRequest | None] = asyncio.Queue()
+        self._channel = grpc.aio.insecure_channel(address)
+        self._call: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._read = read
+
+    async def _requests(self) -> AsyncIterator[chat_pb2.ConnectRequest]:
+        yield chat_pb2.ConnectRequest(hello=chat_pb2.Hello(
+            device_id=self.device_id, inbox_cursor=self.cursor))
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            yield item
+
+    async def open(self, synced: bool = True) -> Device:
+        stub = chat_pb2_grpc.ChatServiceStub(self._channel)
+        self._call = stub.Connect(self._requests(), metadata=auth(self.user_id))
+        if self._read:
+            self._task = asyncio.create_task(self._collect())
+            if synced:
+                await wait_until(lambda: self.synced or self.ended, what="sync_complete")
+                if self.error is not None:
+                    raise self.error
+        return self
+
+    async def _collect(self) -> None:
+        try:
+            async for frame in self._call:
+                self.frames.append(frame)
+                if frame.WhichOneof("frame") == "message":
+                    self.cursor = frame.message.inbox_cursor
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                self.error = exc
+        finally:
+            self.ended = True
+
+    def _of(self, kind: str) -> list[Any]:
+        return [getattr(f, kind) for f in self.frames if f.WhichOneof("frame") == kind]
+
+    @property
+    def messages(self) -> list[chat_pb2.Message]:
+        return self._of("message")
+
+    @property
+    def acks(self) -> list[chat_pb2.SendAck]:
+        return self._of("send_ack")
+
+    @property
+    def send_errors(self) -> list[chat_pb2.SendError]:
+        return self._of("send_error")
+
+    @property
+    def receipts(self) -> list[chat_pb2.Receipt]:
+        return self._of("receipt")
+
+    @property
+    def reconnects(self) -> list[chat_pb2.ReconnectElsewhere]:
+        return self._of("reconnect")
+
+    @property
+    def synced(self) -> bool:
+        return bool(self._of("sync_complete"))
+
+    def texts(self, channel_id: int | None = None) -> list[str]:
+        return [m.text for m in self.messages if channel_id in (None, m.channel_id)]
+
+    def send(self, channel_id: int, text: str, client_msg_id: str | None = None) -> str:
+        cmid = client_msg_id or f"{self.user_id}-{self.device_id}-{len(self.frames)}-{text}"[:64]
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
+            client_msg_id=cmid, channel_id=channel_id, text=text)))
+        return cmid
+
+    def ack(self, cursor: str | None = None) -> None:
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(ack=chat_pb2.Ack(
+            inbox_cursor=cursor or self.cursor)))
+
+    async def sent(self, cmid: str, timeout: float = 5.0) -> chat_pb2.SendAck:  # noqa: ASYNC109
+        """Wait for the ack (or fail on the error) of one send."""
+        def done() -> bool:
+            return any(a.client_msg_id == cmid for a in self.acks) or any(
+                e.client_msg_id == cmid for e in self.send_errors) or self.ended
+        await wait_until(done, timeout, f"ack of {cmid}")
+        for error in self.send_errors:
+            if error.client_msg_id == cmid:
+                raise AssertionError(f"send refused: {error}")
+        return next(a for a in self.acks if a.client_msg_id == cmid)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._outbox.put_nowait(None)
+        if self._call is not None:
+            self._call.cancel()
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self._channel.close()
+
+
+async def stub_call(address: str, user_id: int) -> tuple[grpc.aio.Channel, Any]:
+    channel = grpc.aio.insecure_channel(address)
+    return channel, chat_pb2_grpc.ChatServiceStub(channel)
