@@ -108,9 +108,8 @@ class NotifyService:
             raise InvalidArgument.field("page_size", f"must be 0 to {MAX_PAGE_SIZE}")
         size = page_size or DEFAULT_PAGE_SIZE
         before = decode_page_token(user_id, page_token) if page_token else None
-        found, more = await self._store.page(user_id, before, size)
-        token = encode_page_token(user_id, found[-1].notification_id) if more and found else ""
-        return found, token
+        found, after = await self._store.page(user_id, before, size)
+        return found, (encode_page_token(user_id, after) if after is not None else "")
 
     async def mark_read(self, user_id: int, notification_ids: Sequence[int]) -> int:
         if not 0 < len(notification_ids) <= MAX_MARK_READ:

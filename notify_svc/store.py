@@ -294,8 +294,9 @@ class NotifyStore:
 
     async def page(
         self, user_id: int, before: int | None, size: int
-    ) -> tuple[list[Notification], bool]:
-        """Up to ``size`` notifications older than ``before`` (newest first), and more-left."""
+    ) -> tuple[list[Notification], int | None]:
+        """Up to ``size`` notifications older than ``before`` (newest first), and the id
+        the next page continues after (None on the last page)."""
         upper = "+" if before is None else "(" + pad(before)
         ids = await self.redis.zrevrangebylex(list_key(user_id), upper, "-", 0, size + 1)
         more = len(ids) > size
@@ -304,10 +305,11 @@ class NotifyStore:
             for raw_id in ids:
                 pipe.hgetall(notification_prefix(user_id) + _s(raw_id))
             hashes = await pipe.execute()
+        # A notification trimmed between the two reads is skipped, not an error.
         found = [
             _notification(int(_s(raw_id)), h) for raw_id, h in zip(ids, hashes, strict=True) if h
         ]
-        return found, more
+        return found, (int(_s(ids[-1])) if more else None)
 
     async def mark_read(self, user_id: int, nids: Sequence[int]) -> int:
         marked = await self._mark_read(

@@ -61,6 +61,7 @@ class QueueWorker:
         self._clock = clock
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
 
     @property
@@ -76,15 +77,30 @@ class QueueWorker:
         ]
         logger.info("queue worker started", extra={"consumer": self._consumer})
 
-    async def stop(self) -> None:
-        """Stop reading and abandon running jobs: they stay pending for another worker."""
-        tasks = [*self._loops, *self._inflight.values()]
-        for task in tasks:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking work; let attempts in progress finish within ``grace`` seconds.
+
+        Jobs waiting between retries stop at once, and jobs still running after the grace
+        period are cancelled: either way they stay pending and another worker (or this
+        one after a restart) claims them. Finishing the POSTs in flight avoids needless
+        duplicate pushes on a rolling restart.
+        """
+        self._stopping.set()
+        for task in self._loops:
             task.cancel()
-        for task in tasks:
+        for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._loops.clear()
+        running = list(self._inflight.values())
+        wait = self._config.grace if grace is None else grace
+        if running and wait > 0:
+            await asyncio.wait(running, timeout=wait)
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     # -- loops ---------------------------------------------------------------------------
 
@@ -202,7 +218,10 @@ class QueueWorker:
                 "push of entry %s failed (attempt %d/%d): %s; retrying in %.2fs",
                 entry_id, attempts, config.max_attempts, error, delay,
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return  # shutting down: left pending, claimed later by a live worker
             attempts = await self._store.add_attempt(entry_id)
 
     async def _dead(

@@ -34,6 +34,7 @@ class Received:
 class Receiver:
     plan: list[int] = field(default_factory=list)
     default: int = 200
+    delay: float = 0.0  # seconds to wait before answering
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -81,6 +82,8 @@ class Receiver:
             if status == STALL:
                 await reader.read()  # until the client disconnects (or it is killed)
                 return
+            if self.delay:
+                await asyncio.sleep(self.delay)  # a slow receiver, not a test wait
             received.status = status
             writer.write(
                 f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()

@@ -230,3 +230,33 @@ async def test_hanging_receiver_times_out_and_is_retried(
     await enqueue(redis, user_id=42, message_id=9400)
     await wait_until(lambda: queue_drained(redis))
     assert [r.status for r in receiver.requests] == [None, 302, 200]
+
+
+async def test_stopping_worker_finishes_the_post_in_flight_and_acknowledges_it(
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
+) -> None:
+    receiver.delay = 0.5
+    app = await start_notify(grace=3.0)
+    await register_webhook(channel_to(app), 42, receiver.url)
+    await enqueue(redis, user_id=42, message_id=9500)
+    await wait_until(lambda: len(receiver.requests) == 1)  # answer still pending
+
+    await app.stop()
+    assert await queue_drained(redis)
+    assert len(receiver.delivered) == 1
+
+
+async def test_stopping_worker_leaves_a_job_waiting_to_retry_pending(
+    start_notify: Start, channel_to: StubFor, receiver: Receiver, redis: aioredis.Redis
+) -> None:
+    receiver.default = 500
+    app = await start_notify(grace=30.0, retry_base=60.0, retry_max=60.0)
+    await register_webhook(channel_to(app), 42, receiver.url)
+    await enqueue(redis, user_id=42, message_id=9600)
+    await wait_until(lambda: receiver.requests and receiver.requests[0].status == 500)
+
+    started = time.monotonic()
+    await app.stop()
+    assert time.monotonic() - started < 10  # neither the 30 s grace nor the 30-60 s backoff
+    pending = await redis.xpending("notify:queue", "notify-workers")
+    assert pending["pending"] == 1 and len(receiver.requests) == 1
