@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from feedchat_runtime.config import ConfigError, load_config
 from notify_svc.allowlist import AllowList
 from notify_svc.config import NotifyConfig
-from notify_svc.models import MalformedJob, NotificationKind, parse_job
+from notify_svc.events import Overflowed, Subscription
+from notify_svc.models import (
+    Event,
+    EventKind,
+    MalformedJob,
+    Notification,
+    NotificationKind,
+    parse_job,
+)
 from notify_svc.webhook import sign, verify
 from notify_svc.worker import backoff_delay
 
@@ -92,3 +102,25 @@ def test_queue_contract_parsing() -> None:
     del missing[b"sender_id"]
     with pytest.raises(MalformedJob):
         parse_job(missing)
+
+
+def _event(user_id: int) -> Event:
+    note = Notification(1, NotificationKind.CHAT_MESSAGE, 5, 9, 1, 1, 1, "hi", 0, 0, False)
+    return Event(EventKind.CREATED, user_id, note)
+
+
+async def test_gateway_subscription_filters_and_is_cut_off_when_too_far_behind() -> None:
+    stop = asyncio.Event()
+    sub = Subscription({42}, buffer=2)
+    sub.offer(_event(43))  # not one of its users
+    sub.offer(_event(42))
+    assert (await sub.next(stop)) == _event(42)
+    sub.offer(_event(42))
+    sub.offer(_event(42))
+    sub.offer(_event(42))  # one more than the buffer holds
+    with pytest.raises(Overflowed):
+        await sub.next(stop)
+
+    idle = Subscription((), buffer=2)
+    stop.set()
+    assert await idle.next(stop) is None
