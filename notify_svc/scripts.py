@@ -1,0 +1,95 @@
+"""The Lua scripts of notify_svc's store, each commented with its KEYS and ARGV.
+
+Every script touches keys of one user only, all carrying that user's hash tag, so each
+runs on one Redis Cluster slot. Keys a script derives itself (the open notification's
+hash) are built from a prefix passed in ARGV that carries the same tag.
+"""
+
+# Apply one queue job to the user's notifications, exactly once per (user, message).
+# KEYS[1] seen marker   KEYS[2] mutes   KEYS[3] open key of (kind, channel)
+# KEYS[4] list          KEYS[5] hash of the notification this message would open
+# ARGV[1] padded message id (the new notification's id)   ARGV[2] kind   ARGV[3] channel_id
+# ARGV[4] sender_id   ARGV[5] preview   ARGV[6] message time ms   ARGV[7] collapse window ms
+# ARGV[8] marker ttl ms   ARGV[9] notifications kept   ARGV[10] notification key prefix
+# (same hash tag: the open notification's key is built from it).
+# Returns {outcome, padded nid, fresh}: outcome created|collapsed|muted; fresh 0 when the
+# marker already existed (a retried job: nothing changes, the first outcome is replayed).
+APPLY_LUA = """
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  local sep = string.find(seen, ':', 1, true)
+  return {string.sub(seen, 1, sep - 1), string.sub(seen, sep + 1), 0}
+end
+local ttl = ARGV[8]
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then
+  redis.call('SET', KEYS[1], 'muted:', 'PX', ttl)
+  return {'muted', '', 1}
+end
+local open = redis.call('GET', KEYS[3])
+if open then
+  local nkey = ARGV[10] .. open
+  if redis.call('HGET', nkey, 'read') == '0' then
+    redis.call('HINCRBY', nkey, 'count', 1)
+    -- fixed-width ids: string order is numeric order; late arrivals keep the newest preview
+    if ARGV[1] > redis.call('HGET', nkey, 'last_message_id') then
+      redis.call('HSET', nkey, 'last_message_id', ARGV[1], 'sender_id', ARGV[4],
+                 'preview', ARGV[5], 'updated_ms', ARGV[6])
+    end
+    redis.call('SET', KEYS[1], 'collapsed:' .. open, 'PX', ttl)
+    return {'collapsed', open, 1}
+  end
+end
+redis.call('HSET', KEYS[5], 'kind', ARGV[2], 'channel_id', ARGV[3], 'sender_id', ARGV[4],
+           'first_message_id', ARGV[1], 'last_message_id', ARGV[1], 'count', 1,
+           'preview', ARGV[5], 'created_ms', ARGV[6], 'updated_ms', ARGV[6], 'read', 0)
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+local over = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[9])
+if over > 0 then
+  local dropped = redis.call('ZPOPMIN', KEYS[4], over)
+  for i = 1, #dropped, 2 do redis.call('DEL', ARGV[10] .. dropped[i]) end
+end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[7])
+end
+redis.call('SET', KEYS[1], 'created:' .. ARGV[1], 'PX', ttl)
+return {'created', ARGV[1], 1}
+"""
+
+# Mark notifications read and stop them collapsing new messages.
+# KEYS[1] the user's list key (only to route the script to the user's slot)
+# ARGV[1] notification key prefix   ARGV[2] open key prefix   ARGV[3..] padded nids
+# Returns how many were unread before.
+MARK_READ_LUA = """
+local marked = 0
+for i = 3, #ARGV do
+  local nkey = ARGV[1] .. ARGV[i]
+  if redis.call('HGET', nkey, 'read') == '0' then
+    redis.call('HSET', nkey, 'read', 1)
+    marked = marked + 1
+    local fields = redis.call('HMGET', nkey, 'kind', 'channel_id')
+    local okey = ARGV[2] .. fields[1] .. ':' .. fields[2]
+    if redis.call('GET', okey) == ARGV[i] then redis.call('DEL', okey) end
+  end
+end
+return marked
+"""
+
+# Add or replace a hash field / set member unless the collection is full.
+# KEYS[1] the hash (or set)   ARGV[1] field (member)   ARGV[2] value (hash only)   ARGV[3] max
+# Returns 1 when stored (or already present), 0 when the limit refused it.
+PUT_DEVICE_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+   or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+ADD_MUTE_LUA = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1
+   or redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
