@@ -25,6 +25,7 @@ from feedchat_runtime.services import SERVICES, ServiceSpec
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+SECRET_NAMES = ("FEEDCHAT_AUTH_SECRET", "FEEDCHAT_SERVICE_SECRET", "FEEDCHAT_WEBHOOK_SECRET")
 HEALTHY_AFTER = 60.0
 
 
@@ -97,14 +98,14 @@ class Child:
 def _secrets(data_dir: Path) -> dict[str, str]:
     """Signing keys for this local cluster: generated once, kept in the data folder."""
     path = data_dir / "secrets.env"
-    if not path.exists():
-        path.write_text(
-            f"FEEDCHAT_AUTH_SECRET={secrets.token_hex(32)}\n"
-            f"FEEDCHAT_SERVICE_SECRET={secrets.token_hex(32)}\n"
-        )
+    existing = path.read_text() if path.exists() else ""
+    pairs = dict(line.split("=", 1) for line in existing.splitlines() if "=" in line)
+    missing = [name for name in SECRET_NAMES if name not in pairs]
+    if missing:  # a data folder from an older version gains the newer keys
+        pairs.update({name: secrets.token_hex(32) for name in missing})
+        path.write_text("".join(f"{key}={value}\n" for key, value in pairs.items()))
         path.chmod(0o600)
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key: value for key, value in pairs}
+    return pairs
 
 
 class Cluster:
