@@ -125,13 +125,16 @@ class Feed:
                 reason="RATE_LIMITED", retry_after=wait_ms / 1000,
             )
         celebrity = await self.store.is_celebrity(user)
+        promoted = False
         threshold = self.config.celebrity_threshold
         if not celebrity and await self.store.follower_count(user) > threshold:
             # Promotion is one-way: pulling at read time stays correct if the count drops.
-            await self.store.promote(user)
+            promoted = await self.store.promote(user)
             celebrity = True
         post = StoredPost(self.ids.next_id(), user, text)
         await self.store.create_post(post, now, fan_out=not celebrity, celebrity=celebrity)
+        if promoted:  # after the post is stored, so open streams that resync find it
+            await self.store.publish(keys.CONTROL_CHANNEL, f"promoted:{user}")
         return (await self.hydrate([FeedEntry(post.post_id, user)]))[0]
 
     async def delete_post(self, user: int, post_id: int) -> None:

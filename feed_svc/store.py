@@ -273,10 +273,8 @@ class FeedStore:
 
     # --- celebrities ------------------------------------------------------------------
     async def promote(self, author: int) -> bool:
-        added = await self.redis.sadd(CELEBRITIES_KEY, str(author))
-        if added:
-            await self.redis.publish(CONTROL_CHANNEL, f"promoted:{author}")
-        return bool(added)
+        """Mark an author a celebrity; True when they were not one before."""
+        return bool(await self.redis.sadd(CELEBRITIES_KEY, str(author)))
 
     async def celebrities(self) -> set[int]:
         return {int(m) for m in await self.redis.smembers(CELEBRITIES_KEY)}

@@ -21,6 +21,7 @@ from feed_svc.live import LiveHub
 from feed_svc.store import parse_entry
 from feed_svc.timeline import FeedEntry, ReadContext
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, ResourceExhausted
+from feedchat_runtime.snowflake import compose
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class FeedStream:
         await self.feed.activity(self.user)
         await self._follow_channels()
         after = resume_after or await self.feed.store.get_ack(self.user)
+        # Resyncs look for posts newer than the newest shown, or than the stream's start.
+        self._newest = max(after, compose(self.feed.clock(), 0, 0))
         resumed, truncated = 0, False
         if after:
             assert self._ctx is not None
@@ -212,8 +215,6 @@ class FeedStream:
             async with self._resyncing:
                 await self._follow_channels()
                 assert self._ctx is not None
-                if not self._newest:
-                    return  # nothing shown yet: live messages alone are the stream
                 newer = await self.feed.timeline.entries(
                     self._ctx, None, self._newest + 1, self.resume_max
                 )
