@@ -71,8 +71,12 @@ class DeviceStream:
             self._items.clear()
             self._wake.set()
 
-    async def take(self) -> list[QueueItem]:
-        """Everything queued (waiting for at least one item); StreamClosed when closed."""
+    async def take(self) -> QueueItem:
+        """The next queued item (waiting for one); StreamClosed once closed.
+
+        Items leave the queue one at a time, only when the stream is ready to write the
+        next frame, so the queue length is the true backlog the bound applies to.
+        """
         while not self._items:
             if self.terminal is not None:
                 raise StreamClosed
@@ -80,9 +84,7 @@ class DeviceStream:
             await self._wake.wait()
         if self.terminal is not None:
             raise StreamClosed
-        items = list(self._items)
-        self._items.clear()
-        return items
+        return self._items.popleft()
 
 
 class ConnectionHub:

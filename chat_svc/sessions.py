@@ -146,7 +146,7 @@ class Session:
         yield SyncComplete(self.position, replayed, self._s.instance, self._s.ring.ring.version)
         while True:
             try:
-                items = await self.stream.take()
+                item = await self.stream.take()
             except StreamClosed:
                 terminal = self.stream.terminal
                 if isinstance(terminal, Reconnect):
@@ -154,12 +154,11 @@ class Session:
                 elif terminal is not None:
                     self.error = terminal
                 return
-            for item in items:
-                if isinstance(item, InboxEntry):
-                    async for message in self._live_entry(item):
-                        yield message
-                else:
-                    yield item
+            if isinstance(item, InboxEntry):
+                async for message in self._live_entry(item):
+                    yield message
+            else:
+                yield item
 
     async def _live_entry(self, entry: InboxEntry) -> AsyncIterator[StoredMessage]:
         here = parse_cursor(self.position)

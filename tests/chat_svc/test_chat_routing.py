@@ -1,0 +1,146 @@
+"""Ownership by the ring: redirects, rebalancing on join, slow consumers, peer auth."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import grpc
+import pytest
+from chatkit import Device, auth, token, users_on, wait_until
+
+from chat_svc.groups import Channels
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.registry import Member
+from feedchat_runtime.status import error_details
+from router.ring import Ring
+
+
+async def test_connect_to_non_owner_fails_with_owner_address(chat_cluster) -> None:
+    apps = await chat_cluster(2)
+    user = users_on(apps, "chat-1", 1)[0]
+    device = Device(user, apps[0].address)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await device.open()
+    await device.close()
+    details = await error_details(err.value)
+    assert details.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.reason == "WRONG_CHAT_SERVER"
+    assert details.metadata["owner_address"] == apps[1].address
+    assert details.metadata["owner_instance"] == "chat-1"
+
+
+async def test_peer_service_refuses_user_tokens(chat_cluster) -> None:
+    apps = await chat_cluster(1)
+    async with grpc.aio.insecure_channel(apps[0].address) as channel:
+        stub = chat_pb2_grpc.ChatPeerServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Deliver(chat_pb2.DeliverRequest(), metadata=auth(1))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        service = apps[0].host.authority.issue_service("chat").token
+        reply = await stub.Deliver(chat_pb2.DeliverRequest(),
+                                   metadata=(("authorization", f"Bearer {service}"),))
+        assert list(reply.offline_user_ids) == []
+
+
+async def test_new_chat_server_moves_users_who_reconnect_without_loss(
+    chat_cluster, devices
+) -> None:
+    apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
+    # owners depend on instance names only, so the 3-server ring is known in advance
+    future = Ring.build({**apps[0].ring.ring.members,
+                         "chat-2": Member("chat", "chat-2", "unknown:0")})
+    sender = next(u for u in users_on(apps, "chat-0", 50)
+                  if future.owner(u).instance == "chat-0")
+    receivers = users_on(apps, "chat-1", 12, start=1000)
+    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    group = (await channels.create_group(sender, "all", receivers)).channel_id
+    s = await devices(sender, apps[0].address)
+    streams = {uid: [await devices(uid, apps[1].address)] for uid in receivers}
+    total = 60
+
+    async def send_all() -> None:
+        for i in range(total):
+            s.send(group, f"m{i}", client_msg_id=f"j{i}")
+            await asyncio.sleep(0.004)
+
+    sending = asyncio.create_task(send_all())
+    await asyncio.sleep(0.05)
+    apps = await chat_cluster(1)  # chat-2 joins mid-conversation
+    moved = [uid for uid in receivers if apps[0].ring.ring.owner(uid).instance == "chat-2"]
+    assert moved, "the new server should take over some users"
+    for uid in moved:
+        old = streams[uid][-1]
+        await wait_until(lambda o=old: o.ended, what=f"user {uid} moved")
+        assert [r.instance for r in old.reconnects] == ["chat-2"]
+        target = old.reconnects[0].address
+        assert target == apps[2].address
+        streams[uid].append(await devices(uid, target, cursor=old.cursor))
+    await sending
+    await wait_until(lambda: len(s.acks) == total, 10, "every ack")
+    expected = [f"m{i}" for i in range(total)]
+    for uid, opened in streams.items():
+        await wait_until(lambda o=opened: sum(len(d.messages) for d in o) >= total, 10,
+                         f"user {uid}")
+        got = [m.text for d in opened for m in d.messages]
+        assert got == expected, uid
+
+
+SLOW_CLIENT = """
+import asyncio, sys, grpc
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+
+async def main():
+    async with grpc.aio.insecure_channel(sys.argv[1]) as channel:
+        hello = chat_pb2.ConnectRequest(hello=chat_pb2.Hello(device_id="slow"))
+        call = chat_pb2_grpc.ChatServiceStub(channel).Connect(
+            iter([hello]), metadata=(("authorization", "Bearer " + sys.argv[2]),))
+        try:
+            async for frame in call:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            print(exc.code().name, exc.details(), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_slow_consumer_is_cut_off_while_others_keep_receiving(
+    chat_cluster, devices
+) -> None:
+    apps = await chat_cluster(1, outbound_queue=8, send_rate=10_000.0, send_burst=10_000,
+                              max_message_chars=60_000)
+    sender, fast, slow = 1, 2, 3
+    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    group = (await channels.create_group(sender, "g", [fast, slow])).channel_id
+    s = await devices(sender, apps[0].address)
+    f = await devices(fast, apps[0].address)
+    # The slow device is a process we freeze: once the socket buffers between us are
+    # full, the server cannot write to it and its outbound queue fills.
+    argv = [sys.executable, "-c", SLOW_CLIENT, apps[0].address, token(slow)]
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a plain child, waited on in a thread
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        await wait_until(lambda: bool(apps[0].hub.devices(slow)), 20, "slow device registered")
+        [stream] = apps[0].hub.devices(slow)
+        os.kill(proc.pid, signal.SIGSTOP)
+        text = "y" * 60_000
+        total = 400
+        for i in range(total):
+            s.send(group, text, client_msg_id=f"s{i}")
+            if i % 20 == 0:
+                await asyncio.sleep(0.01)
+        await wait_until(lambda: not apps[0].hub.devices(slow), 30, "slow device cut off")
+        await wait_until(lambda: len(f.messages) == total, 30, "fast device gets everything")
+        assert f.error is None and not f.ended
+        assert stream.terminal is not None and stream.terminal.reason == "SLOW_CONSUMER"
+        assert stream.terminal.code == "RESOURCE_EXHAUSTED"
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+    # The status reaches a client that drains its window in time; a frozen one finds its
+    # stream reset once it wakes. Either way its stream is over and it resyncs.
+    assert out.decode().split(" ")[0] in ("RESOURCE_EXHAUSTED", "UNAVAILABLE"), out

@@ -1,0 +1,84 @@
+"""Sync: resume from a cursor, multi-device cursors, catch-up racing live pushes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatkit import eventually, users_on, wait_until
+
+from chat_svc.groups import Channels
+from chat_svc.model import parse_cursor
+
+
+async def test_device_resumes_after_its_cursor_in_order(chat_cluster, devices) -> None:
+    apps = await chat_cluster(2)
+    alice = users_on(apps, "chat-0", 1)[0]
+    bob = users_on(apps, "chat-1", 1)[0]
+    channel = await _direct(apps, alice, bob)
+    a = await devices(alice, apps[0].address)
+    phone = await devices(bob, apps[1].address, device_id="phone")
+    for i in range(3):
+        await a.sent(a.send(channel, f"m{i}"))
+    await wait_until(lambda: len(phone.messages) == 3, what="phone live")
+    phone.ack()
+    cursor = phone.cursor
+    await phone.close()
+    for i in range(3, 6):
+        await a.sent(a.send(channel, f"m{i}"))
+    # the phone resumes after its cursor; the laptop (new device) gets the whole inbox
+    phone2 = await devices(bob, apps[1].address, device_id="phone", cursor=cursor)
+    laptop = await devices(bob, apps[1].address, device_id="laptop")
+    assert phone2.texts() == ["m3", "m4", "m5"]
+    assert laptop.texts() == [f"m{i}" for i in range(6)]
+    cursors = [parse_cursor(m.inbox_cursor) for m in laptop.messages]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 6
+    # an empty hello cursor resumes from the cursor this device last acked
+    phone2.ack()
+    await _until_cursor_saved(apps[0], bob, "phone", phone2.cursor)
+    await phone2.close()
+    await a.sent(a.send(channel, "m6"))
+    phone3 = await devices(bob, apps[1].address, device_id="phone")
+    assert phone3.texts() == ["m6"]
+
+
+async def test_catch_up_and_live_pushes_give_each_message_once_in_order(
+    chat_cluster, devices
+) -> None:
+    apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
+    alice = users_on(apps, "chat-0", 1)[0]
+    bob = users_on(apps, "chat-1", 1)[0]
+    channel = await _direct(apps, alice, bob)
+    a = await devices(alice, apps[0].address)
+    total = 120
+
+    async def sender() -> None:
+        for i in range(total):
+            a.send(channel, f"m{i}", client_msg_id=f"race-{i}")
+            if i % 10 == 0:
+                await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(sender())
+    # connect devices while messages are being stored and pushed
+    late = []
+    for n in range(4):
+        await asyncio.sleep(0.01)
+        late.append(await devices(bob, apps[1].address, device_id=f"d{n}", cursor="0-0"))
+    await task
+    await wait_until(lambda: len(a.acks) == total, 10, "every ack")
+    assert a.send_errors == []
+    expected = [f"m{i}" for i in range(total)]
+    for dev in late:
+        await wait_until(lambda d=dev: len(d.messages) >= total, 10, f"device {dev.device_id}")
+        assert dev.texts() == expected
+
+
+async def _direct(apps, user: int, peer: int) -> int:
+    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    return (await channels.open_direct(user, peer)).channel_id
+
+
+async def _until_cursor_saved(app, user: int, device: str, cursor: str) -> None:
+    async def saved() -> bool:
+        return await app.store.device_cursor(user, device) == cursor
+
+    await eventually(saved, what="saved device cursor")
