@@ -1,0 +1,74 @@
+"""Health tells the truth: Redis gone → NOT_SERVING and sends refused; back → SERVING."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from chatkit import Device, wait_until
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chat_svc.app import build
+from chat_svc.config import ChatConfig
+from chat_svc.groups import Channels
+from feedchat_runtime.embedded import redis_server
+
+
+async def _status(address: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=2)
+        return reply.status
+
+
+async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(
+    tmp_path, make_config
+) -> None:
+    own_redis = redis_server(tmp_path / "redis")
+    await asyncio.to_thread(own_redis.start)
+    app = await build(make_config(
+        ChatConfig, instance="chat-0", redis_url=f"redis://{own_redis.address}/0",
+        health_interval=0.1, redis_timeout=0.5))
+    await app.start()
+    device: Device | None = None
+    try:
+        await app.ring.wait_for(lambda r: "chat-0" in r.members, 10)
+        group = (await Channels(app.store, app.delivery.ids, 500).create_group(
+            1, "g", [2])).channel_id
+        device = Device(1, app.address)
+        await device.open()
+        await device.sent(device.send(group, "before"))
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert await _status(app.address) == serving
+
+        await asyncio.to_thread(own_redis.kill)
+        statuses: list[int] = []
+
+        async def poll_until(want: int) -> None:
+            for _ in range(100):
+                statuses.append(await _status(app.address))
+                if statuses[-1] == want:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"health never became {want}: {statuses[-5:]}")
+
+        await poll_until(health_pb2.HealthCheckResponse.NOT_SERVING)
+        device.send(group, "during", client_msg_id="during")
+        await wait_until(lambda: bool(device.send_errors), 10, "refusal while Redis is down")
+        error = device.send_errors[0]
+        assert (error.client_msg_id, error.code) == ("during", "UNAVAILABLE")
+        assert not [a for a in device.acks if a.client_msg_id == "during"]
+
+        await asyncio.to_thread(own_redis.start)
+        await poll_until(serving)
+        # the retry (same client_msg_id) now succeeds, once
+        device.send(group, "during", client_msg_id="during")
+        await wait_until(lambda: any(a.client_msg_id == "during" for a in device.acks), 10,
+                         "ack of the retry")
+        ack = next(a for a in device.acks if a.client_msg_id == "during")
+        assert ack.seq == 2 and not ack.duplicate and len(device.send_errors) == 1
+    finally:
+        if device is not None:
+            await device.close()
+        await app.stop()
+        own_redis.stop()

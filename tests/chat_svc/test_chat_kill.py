@@ -1,0 +1,125 @@
+"""A chat server process SIGKILLed mid-conversation loses nothing that was acked."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+from chatkit import Device, wait_until
+
+from chat_svc.groups import Channels
+from chat_svc.store import ChatStore
+from feedchat_runtime.embedded import EmbeddedServer, free_port
+from feedchat_runtime.registry import EtcdSession
+from feedchat_runtime.snowflake import SnowflakeGenerator
+from router.ring import RingWatch
+
+
+def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, name: str) -> EmbeddedServer:
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "chat_svc", "--port", str(port), "--instance", name,
+        "--etcd", etcd, "--etcd-prefix", prefix, "--redis-url", redis_url, "--dev",
+        "--lease-ttl", "2", "--grace", "1", "--log-format", "text",
+        "--send-rate", "1000", "--send-burst", "1000",
+    ]
+    return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
+
+
+class Follower:
+    """A device that follows its user around: reconnects (with its cursor) wherever the
+    ring says, after redirects, kills and rebalancing."""
+
+    def __init__(self, user_id: int, ring: RingWatch) -> None:
+        self.user_id = user_id
+        self.ring = ring
+        self.streams: list[Device] = []
+        self.cursor = ""
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def texts(self) -> list[str]:
+        return [m.text for d in self.streams for m in d.messages]
+
+    async def _run(self) -> None:
+        while True:
+            owner = self.ring.ring.owner(self.user_id)
+            if owner is None:
+                await asyncio.sleep(0.05)
+                continue
+            device = Device(self.user_id, owner.address, cursor=self.cursor)
+            self.streams.append(device)
+            try:
+                await device.open(synced=False)
+                await wait_until(lambda d=device: d.ended, timeout=3600)
+            finally:
+                self.cursor = device.cursor or self.cursor
+                await device.close()
+            if not device.messages and device.error is not None:
+                self.streams.remove(device)
+            await asyncio.sleep(0.05)  # refused or cut: ask the ring again
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        for device in self.streams:
+            await device.close()
+
+
+@pytest.mark.timeout(90)
+async def test_killed_chat_server_loses_no_acked_message(
+    tmp_path, etcd, etcd_prefix, redis_url, redis
+) -> None:
+    procs = [chat_process(tmp_path, etcd.address, etcd_prefix, redis_url, f"chat-{i}")
+             for i in range(3)]
+    session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
+    await session.start()
+    ring = RingWatch(session)
+    await ring.start()
+    followers: list[Follower] = []
+    try:
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
+        await ring.wait_for(lambda r: len(r.members) == 3, 20)
+        owner = {u: ring.ring.owner(u).instance for u in range(1, 400)}
+        sender_id = next(u for u, o in owner.items() if o == "chat-0")
+        victims = [u for u, o in owner.items() if o == "chat-1"][:4]
+        others = [u for u, o in owner.items() if o == "chat-2"][:2]
+        store = ChatStore(redis)
+        channels = Channels(store, SnowflakeGenerator(lambda: 1), 500)
+        group = (await channels.create_group(sender_id, "g", victims + others)).channel_id
+        sender = Device(sender_id, ring.ring.owner(sender_id).address)
+        await sender.open()
+        followers = [Follower(u, ring) for u in victims + others]
+        await wait_until(lambda: all(f.streams and f.streams[-1].synced for f in followers),
+                         10, "receivers connected")
+        total, kill_at = 60, 20
+        for i in range(total):
+            if i == kill_at:
+                await asyncio.to_thread(procs[1].kill)
+            cmid = sender.send(group, f"m{i}", client_msg_id=f"k{i}")
+            await sender.sent(cmid, timeout=10)
+            await asyncio.sleep(0.02)
+        await ring.wait_for(lambda r: "chat-1" not in r.members, 20)
+        expected = [f"m{i}" for i in range(total)]
+        for f in followers:
+            await wait_until(lambda f=f: len(f.texts) >= total, 20, f"user {f.user_id}")
+        for f in followers:
+            assert f.texts == expected, f.user_id
+        moved = [f for f in followers if f.user_id in victims]
+        assert all(len(f.streams) >= 2 for f in moved)  # they really reconnected
+        # a fresh device's full sync has every acked message exactly once, in order
+        fresh = Device(victims[0], ring.ring.owner(victims[0]).address, device_id="fresh",
+                       cursor="0-0")
+        await fresh.open()
+        assert fresh.texts() == expected
+        await fresh.close()
+        await sender.close()
+    finally:
+        for f in followers:
+            await f.stop()
+        for p in procs:
+            p.stop()
+        await ring.stop()
+        await session.close()
