@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -46,8 +47,12 @@ async def test_route_agrees_with_every_chat_server(make_config, redis) -> None:
             await app.ring.wait_for(lambda r: len(r.members) == 3, 10)
         async with grpc.aio.insecure_channel(router.address) as channel:
             stub = router_pb2_grpc.RouterServiceStub(channel)
-            servers = await stub.ListChatServers(router_pb2.ListChatServersRequest(),
-                                                 metadata=auth(1))
+            for _ in range(200):  # the router's own watch may trail the chat servers'
+                servers = await stub.ListChatServers(router_pb2.ListChatServersRequest(),
+                                                     metadata=auth(1))
+                if len(servers.chat_servers) == 3:
+                    break
+                await asyncio.sleep(0.02)
             assert [s.instance for s in servers.chat_servers] == ["chat-0", "chat-1", "chat-2"]
             owners = set()
             for user in range(1, 60):
