@@ -83,16 +83,12 @@ class Delivery:
     ) -> SendOutcome:
         """Store a message durably (or return the original for a retried client_msg_id)."""
         self.validate_send(client_msg_id, channel_id, text)
-        recipients = await self.store.members(channel_id)
-        if sender_id not in recipients:
-            # Checked again atomically inside the store script; this early check also
-            # covers channels that do not exist (no members at all).
-            raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
+        # Membership is checked, and the recipients read, inside the store script.
         message_id = self.ids.next_id()
         return await self.store.store_message(
             sender_id=sender_id, channel_id=channel_id, message_id=message_id,
             client_msg_id=client_msg_id, text=text, created_ms=time.time_ns() // 1_000_000,
-            recipients=recipients, rate=self.send_rate, burst=self.send_burst,
+            rate=self.send_rate, burst=self.send_burst,
         )
 
     def dispatch(self, outcome: SendOutcome) -> None:

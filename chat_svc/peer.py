@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -49,22 +50,70 @@ class PeerServicer(chat_pb2_grpc.ChatPeerServiceServicer):
 
 
 class PeerClient:
-    """Calls ChatPeerService.Deliver on other chat servers with the service credential."""
+    """Calls ChatPeerService.Deliver on other chat servers with the service credential.
+
+    Pushes for one address are coalesced: while a Deliver call to it is in flight, new
+    pushes wait and go together in the next call (up to MAX_PUSHES each), so under load
+    one RPC carries many messages and at low load nothing waits.
+    """
 
     def __init__(self, directory: ServiceDirectory, timeout: float) -> None:
         self._directory = directory
         self._timeout = timeout
+        self._pending: dict[str, list[tuple[list[Push], asyncio.Future[list[int]]]]] = {}
+        self._flushing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def deliver(self, address: str, pushes: Sequence[Push]) -> list[int]:
         """Offline users among the pushes' inbox entries. Raises grpc errors on failure."""
-        offline: list[int] = []
-        for start in range(0, len(pushes), MAX_PUSHES):
-            chunk = pushes[start : start + MAX_PUSHES]
-            stub = chat_pb2_grpc.ChatPeerServiceStub(self._directory.channel_to(address))
-            reply = await stub.Deliver(
-                chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk]),
-                metadata=self._directory.metadata(),
-                timeout=self._timeout,
-            )
-            offline.extend(reply.offline_user_ids)
-        return offline
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(address, []).append((list(pushes), future))
+        if address not in self._flushing:
+            self._flushing.add(address)
+            task = asyncio.create_task(self._flush(address))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush(self, address: str) -> None:
+        try:
+            while self._pending.get(address):
+                waiting = self._pending[address]
+                batch: list[tuple[list[Push], asyncio.Future[list[int]]]] = []
+                size = 0
+                while waiting and (not batch or size + len(waiting[0][0]) <= MAX_PUSHES):
+                    item = waiting.pop(0)
+                    batch.append(item)
+                    size += len(item[0])
+                await self._call(address, batch)
+        finally:
+            # No await between the loop's last check and here: nothing is left behind.
+            self._flushing.discard(address)
+            if not self._pending.get(address):
+                self._pending.pop(address, None)
+
+    async def _call(
+        self, address: str, batch: list[tuple[list[Push], asyncio.Future[list[int]]]]
+    ) -> None:
+        pushes = [p for item, _ in batch for p in item]
+        try:
+            offline: set[int] = set()
+            for start in range(0, len(pushes), MAX_PUSHES):
+                chunk = pushes[start : start + MAX_PUSHES]
+                stub = chat_pb2_grpc.ChatPeerServiceStub(self._directory.channel_to(address))
+                reply = await stub.Deliver(
+                    chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk]),
+                    metadata=self._directory.metadata(),
+                    timeout=self._timeout,
+                )
+                offline.update(reply.offline_user_ids)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for item, future in batch:
+            if not future.done():
+                future.set_result(sorted({
+                    p.user_id for p in item
+                    if p.user_id in offline and isinstance(p.event, InboxEntry)}))

@@ -1,9 +1,11 @@
 """Lua scripts of the chat store (run with EVALSHA through redis-py ``register_script``).
 
-Every key a script touches is passed in KEYS. On one Redis (the default setup) they run
-atomically. On Redis Cluster the send script's keys span the channel's slot
-(``{c:<id>}``), the sender's slot (``{u:<id>}``) and each recipient's inbox slot; see
-docs/chat.md ("Scale-out") for how that script splits.
+On one Redis (the default setup) each script is atomic. The send script is the exception
+to "every key in KEYS": it reads the channel's members and derives each recipient's inbox
+key (``chat:inbox:{u:<id>}``) itself, so the recipient set is the membership at the instant
+of the write (no stale list from a separate read, and one round trip less). That makes it
+a single-instance script: on Redis Cluster it would have to split into a channel-slot step
+(seq, history, dedup) and per-recipient inbox appends; see docs/chat.md ("Scale-out").
 """
 
 SEND = """
@@ -14,13 +16,13 @@ SEND = """
 -- KEYS[3]  chat:chan:{c:<channel>}:members          set of member ids
 -- KEYS[4]  chat:chan:{c:<channel>}:seq              counter (dense per-channel seq)
 -- KEYS[5]  chat:chan:{c:<channel>}:hist             stream, entry id "<seq>-0"
--- KEYS[6..] chat:inbox:{u:<recipient>}              stream per recipient (auto ids)
+-- (derived) chat:inbox:{u:<member>}                stream per member (auto ids)
 -- ARGV[1] sender id     ARGV[2] content digest   ARGV[3] message id (Snowflake)
 -- ARGV[4] channel id    ARGV[5] text             ARGV[6] client_msg_id
 -- ARGV[7] created ms    ARGV[8] inbox cap        ARGV[9] history cap
 -- ARGV[10] dedup ttl s  ARGV[11] rate per s      ARGV[12] burst
 -- Returns {"dup", message_id, seq, created_ms} | {"conflict"} | {"rate", wait_ms}
---       | {"not_member"} | {"ok", seq, prev_1, id_1, prev_2, id_2, ...} (one pair per inbox)
+--       | {"not_member"} | {"ok", seq, user_1, prev_1, id_1, user_2, ...} (one per member)
 local digest = redis.call('HGET', KEYS[1], 'digest')
 if digest then
   if digest ~= ARGV[2] then return {'conflict'} end
@@ -45,14 +47,16 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], seq .. '-0',
   'message_id', ARGV[3], 'sender_id', ARGV[1], 'text', ARGV[5],
   'client_msg_id', ARGV[6], 'created_ms', ARGV[7])
 local out = {'ok', tostring(seq)}
-for i = 6, #KEYS do
-  local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local inbox = 'chat:inbox:{u:' .. member .. '}'
+  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
   local prev = '0-0'
   if #last > 0 then prev = last[1][1] end
-  local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[8], '*',
+  local id = redis.call('XADD', inbox, 'MAXLEN', '~', ARGV[8], '*',
     'channel_id', ARGV[4], 'message_id', ARGV[3], 'seq', tostring(seq),
     'sender_id', ARGV[1], 'text', ARGV[5], 'client_msg_id', ARGV[6],
     'created_ms', ARGV[7])
+  out[#out + 1] = member
   out[#out + 1] = prev
   out[#out + 1] = id
 end

@@ -159,11 +159,10 @@ class ChatStore:
         client_msg_id: str,
         text: str,
         created_ms: int,
-        recipients: Sequence[int],
         rate: float,
         burst: int,
     ) -> SendOutcome:
-        """Persist a message everywhere it goes, atomically, or explain why not.
+        """Persist a message to the channel and every current member's inbox, atomically.
 
         Raises AlreadyExists (client_msg_id reused with other content), ResourceExhausted
         (rate limit, with retry_after), PermissionDenied (sender not a member).
@@ -174,7 +173,6 @@ class ChatStore:
             chan_members_key(channel_id),
             chan_seq_key(channel_id),
             chan_history_key(channel_id),
-            *(inbox_key(uid) for uid in recipients),
         ]
         args: list[str | int | float] = [
             sender_id, content_digest(channel_id, text), message_id, channel_id, text,
@@ -206,8 +204,8 @@ class ChatStore:
         base = StoredMessage(message_id, channel_id, seq, sender_id, text, client_msg_id,
                              created_ms)
         entries = []
-        for i, uid in enumerate(recipients):
-            prev, cursor = reply[2 + 2 * i], reply[3 + 2 * i]
+        for i in range(2, len(reply), 3):
+            uid, prev, cursor = int(reply[i]), reply[i + 1], reply[i + 2]
             entries.append(InboxEntry(uid, _with_cursor(base, cursor), prev))
         return SendOutcome(base, duplicate=False, entries=entries)
 
