@@ -24,3 +24,20 @@ def test_buf_lint_passes() -> None:
         [str(buf), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_protos_stay_wire_compatible_with_the_baseline() -> None:
+    """`buf breaking` against the commit named in protos/BREAKING_BASELINE.
+
+    That commit is the last released shape of the v1 APIs. A deliberate break means a new
+    version package (v2), not an edit of v1; the baseline moves forward only on release.
+    """
+    buf = ROOT / "node_modules" / ".bin" / "buf"
+    assert buf.exists(), "buf missing: run `npm ci` in the repository root"
+    lines = (ROOT / "protos" / "BREAKING_BASELINE").read_text().splitlines()
+    baseline = next(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    result = subprocess.run(
+        [str(buf), "breaking", "--against", f".git#ref={baseline}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
