@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Chat benchmark: delivery latency and throughput across chat servers, beside a bare
+grpc.aio bidirectional echo server driven by the same load generator, plus reconnect churn.
+
+    .venv/bin/python bench/chat_bench.py            # about 1.5 minutes
+
+Starts its own etcd and Redis (AOF on) and three chat servers as separate processes
+(``python -m chat_svc``): senders are owned by chat-0, receivers by chat-1, and the churn
+users by chat-2, which is SIGKILLed at the end. The load generator runs in this process.
+Everything is on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc  # noqa: E402
+from feedchat_runtime.auth import authority_from_config  # noqa: E402
+from feedchat_runtime.embedded import (  # noqa: E402
+    EmbeddedServer,
+    etcd_server,
+    free_port,
+    redis_server,
+)
+from feedchat_runtime.registry import EtcdSession  # noqa: E402
+from router.ring import RingWatch  # noqa: E402
+
+AUTHORITY = authority_from_config("", "", dev=True)
+PAIRS = 100  # 100 senders + 100 receivers = 200 connected users
+ECHO_METHOD = "/bench.Echo/Echo"
+
+ECHO_SERVER = """
+import asyncio, sys, grpc
+
+async def echo(requests, context):
+    async for request in requests:
+        yield request
+
+async def main():
+    server = grpc.aio.server()
+    handler = grpc.stream_stream_rpc_method_handler(echo)  # raw bytes in, same bytes out
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()
+
+
+class Stream:
+    """One bidi stream of the load generator: a queue of requests up, a callback down."""
+
+    def __init__(self, call_factory: Callable[[AsyncIterator[Any]], Any],
+                 on_frame: Callable[[Any], None], first: Any | None = None) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.on_frame = on_frame
+        self.synced = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.error: grpc.aio.AioRpcError | None = None
+        self._first = first
+        self.call = call_factory(self._requests())
+        self.task = asyncio.create_task(self._read())
+
+    async def _requests(self) -> AsyncIterator[Any]:
+        if self._first is not None:
+            yield self._first
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.call:
+                self.on_frame(frame)
+        except grpc.aio.AioRpcError as exc:
+            self.error = exc
+        finally:
+            self.ended.set()
+
+    async def close(self) -> None:
+        self.call.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Load:
+    """Senders and receivers; latency = send → arrival at the receiving stream."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.delivered = 0
+        self.recording = False
+        self.inflight = [0] * PAIRS
+        self.released = asyncio.Event()
+        self.senders: list[Callable[[int, int], None]] = []
+
+    def arrived(self, pair: int, sent_ns: int) -> None:
+        self.inflight[pair] -= 1
+        if self.recording:
+            self.delivered += 1
+            self.latencies.append((now_ns() - sent_ns) / 1e6)
+        self.released.set()
+
+    def send(self, pair: int) -> None:
+        self.inflight[pair] += 1
+        self.senders[pair](pair, now_ns())
+
+    async def open_loop(self, rate: float, seconds: float) -> tuple[float, float, float]:
+        """Offer ``rate`` msgs/s spread over the pairs; (p50 ms, p99 ms, delivered/s)."""
+        self.latencies, self.delivered = [], 0
+        start = time.perf_counter()
+        self.recording = True
+        sent = 0
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed * rate)
+            while sent < due:
+                self.send(sent % PAIRS)
+                sent += 1
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.5)
+        self.recording = False
+        return (percentile(self.latencies, 0.5), percentile(self.latencies, 0.99),
+                self.delivered / seconds)
+
+    async def closed_loop(self, window: int, seconds: float) -> float:
+        """Each pair keeps ``window`` messages in flight; delivered msgs/s."""
+        for pair in range(PAIRS):
+            while self.inflight[pair] < window:
+                self.send(pair)
+        await asyncio.sleep(1.0)  # warm up
+        self.latencies, self.delivered = [], 0
+        self.recording = True
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            self.released.clear()
+            for pair in range(PAIRS):
+                while self.inflight[pair] < window:
+                    self.send(pair)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), 0.05)
+        self.recording = False
+        rate = self.delivered / seconds
+        while any(n > 0 for n in self.inflight):  # drain before the next phase
+            self.released.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), 2.0)
+            if not self.released.is_set():
+                break
+        return rate
+
+
+def auth(user_id: int) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {AUTHORITY.issue_access(user_id).token}"),)
+
+
+def chat_stream(address: str, channel: grpc.aio.Channel, user_id: int, device: str,
+                on_frame: Callable[[Any], None], cursor: str = "") -> Stream:
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    hello = chat_pb2.ConnectRequest(hello=chat_pb2.Hello(device_id=device, inbox_cursor=cursor))
+    return Stream(lambda it: stub.Connect(it, metadata=auth(user_id)), on_frame, hello)
+
+
+async def bench_chat(ring: RingWatch, seconds: float) -> dict[str, float]:
+    owners = {u: ring.ring.owner(u) for u in range(1, 5000)}
+    senders = [u for u, m in owners.items() if m.instance == "chat-0"][:PAIRS]
+    receivers = [u for u, m in owners.items() if m.instance == "chat-1"][:PAIRS]
+    a_addr = ring.ring.members["chat-0"].address
+    b_addr = ring.ring.members["chat-1"].address
+    chan_a, chan_b = grpc.aio.insecure_channel(a_addr), grpc.aio.insecure_channel(b_addr)
+    stub = chat_pb2_grpc.ChatServiceStub(chan_a)
+    channels = []
+    for s, r in zip(senders, receivers, strict=True):
+        reply = await stub.OpenDirectChannel(
+            chat_pb2.OpenDirectChannelRequest(peer_user_id=r), metadata=auth(s))
+        channels.append(reply.channel.channel_id)
+    load = Load()
+    streams: list[Stream] = []
+    counter = [0]
+
+    def on_receiver_frame(frame: Any) -> None:
+        if frame.WhichOneof("frame") == "message":
+            pair, _, sent = frame.message.text.partition(":")
+            load.arrived(int(pair), int(sent))
+
+    def ignore(frame: Any) -> None:
+        return None
+
+    for s in senders:
+        streams.append(chat_stream(a_addr, chan_a, s, "bench", ignore, cursor=""))
+    for r in receivers:
+        streams.append(chat_stream(b_addr, chan_b, r, "bench", on_receiver_frame))
+
+    def make_sender(index: int) -> Callable[[int, int], None]:
+        stream, channel_id = streams[index], channels[index]
+
+        def send(pair: int, sent: int) -> None:
+            counter[0] += 1
+            stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
+                client_msg_id=f"b{counter[0]}", channel_id=channel_id, text=f"{pair}:{sent}")))
+        return send
+
+    load.senders = [make_sender(i) for i in range(PAIRS)]
+    await asyncio.sleep(1.0)
+    results: dict[str, float] = {}
+    p50, p99, _ = await load.open_loop(200, seconds)
+    results.update(fixed_rate=200, fixed_p50=p50, fixed_p99=p99)
+    results["peak"] = await load.closed_loop(4, seconds)
+    p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
+    results.update(half_p50=p50, half_p99=p99, half_rate=got)
+    for stream in streams:
+        await stream.close()
+    await chan_a.close()
+    await chan_b.close()
+    return results
+
+
+async def bench_echo(address: str, seconds: float) -> dict[str, float]:
+    channel = grpc.aio.insecure_channel(address)
+    method = channel.stream_stream(
+        ECHO_METHOD, request_serializer=chat_pb2.ConnectRequest.SerializeToString,
+        response_deserializer=chat_pb2.ConnectRequest.FromString)
+    load = Load()
+
+    def on_echo(frame: Any) -> None:
+        if frame.WhichOneof("frame") == "send":
+            pair, _, sent = frame.send.text.partition(":")
+            load.arrived(int(pair), int(sent))
+
+    streams = [Stream(lambda it: method(it), on_echo) for _ in range(PAIRS * 2)]
+    counter = [0]
+
+    def make_sender(index: int) -> Callable[[int, int], None]:
+        stream = streams[index]
+
+        def send(pair: int, sent: int) -> None:
+            counter[0] += 1
+            stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
+                client_msg_id=f"b{counter[0]}", channel_id=1, text=f"{pair}:{sent}")))
+        return send
+
+    load.senders = [make_sender(i) for i in range(PAIRS)]
+    await asyncio.sleep(0.5)
+    results: dict[str, float] = {}
+    p50, p99, _ = await load.open_loop(200, seconds)
+    results.update(fixed_p50=p50, fixed_p99=p99)
+    results["peak"] = await load.closed_loop(4, seconds)
+    p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
+    results.update(half_p50=p50, half_p99=p99, half_rate=got)
+    for stream in streams:
+        await stream.close()
+    await channel.close()
+    return results
+
+
+async def bench_churn(ring: RingWatch, victim: EmbeddedServer) -> dict[str, float]:
+    """200 users on chat-2, each with a backlog; SIGKILL chat-2; time until all resynced."""
+    users = [u for u in range(5000, 60000) if ring.ring.owner(u).instance == "chat-2"][:200]
+    address = ring.ring.members["chat-2"].address
+    sender = next(u for u in range(1, 5000) if ring.ring.owner(u).instance == "chat-0")
+    a_chan = grpc.aio.insecure_channel(ring.ring.members["chat-0"].address)
+    stub = chat_pb2_grpc.ChatServiceStub(a_chan)
+    group = (await stub.CreateGroup(chat_pb2.CreateGroupRequest(
+        name="churn", member_ids=users[:199]), metadata=auth(sender))).channel
+    members = [*users[:199], sender]
+    victim_chan = grpc.aio.insecure_channel(address)
+    cursors: dict[int, str] = {}
+    done: dict[int, float] = {}
+    kill_time = [0.0]
+
+    def tracker(uid: int) -> Callable[[Any], None]:
+        def on_frame(frame: Any) -> None:
+            which = frame.WhichOneof("frame")
+            if which == "message":
+                cursors[uid] = frame.message.inbox_cursor
+            elif which == "sync_complete" and kill_time[0]:
+                done.setdefault(uid, time.perf_counter())
+        return on_frame
+
+    user_streams = [u for u in members if u != sender]
+    live = {u: chat_stream(address, victim_chan, u, "churn", tracker(u)) for u in user_streams}
+    sender_stream = chat_stream(ring.ring.members["chat-0"].address, a_chan, sender, "s",
+                                lambda f: None)
+    for i in range(20):  # backlog everyone must get back
+        sender_stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
+            client_msg_id=f"churn{i}", channel_id=group.channel_id, text=f"c{i}")))
+    await asyncio.sleep(1.5)
+    victim_pid = victim.process.pid if victim.process else 0
+    kill_time[0] = time.perf_counter()
+    os.kill(victim_pid, 9)
+    for i in range(20, 40):  # and messages sent while they are away
+        sender_stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
+            client_msg_id=f"churn{i}", channel_id=group.channel_id, text=f"c{i}")))
+    channels: dict[str, grpc.aio.Channel] = {}
+    detected = [0.0]
+
+    async def follow(uid: int) -> None:
+        await live[uid].ended.wait()
+        while True:
+            owner = ring.ring.owner(uid)
+            if owner is None or owner.instance == "chat-2":
+                await asyncio.sleep(0.02)
+                continue
+            detected[0] = detected[0] or time.perf_counter()
+            channel = channels.setdefault(owner.address, grpc.aio.insecure_channel(owner.address))
+            stream = chat_stream(owner.address, channel, uid, "churn", tracker(uid),
+                                 cursor=cursors.get(uid, ""))
+            live[uid] = stream
+            while uid not in done and not stream.ended.is_set():  # noqa: ASYNC110 - two ends
+                await asyncio.sleep(0.01)
+            if uid in done:
+                return
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(asyncio.gather(*(follow(u) for u in user_streams)), 60)
+    last = max(done.values())
+    results = {
+        "users": float(len(user_streams) + 1),
+        "all_resynced_s": last - kill_time[0],
+        "detect_s": detected[0] - kill_time[0],
+        "resync_after_detect_s": last - detected[0],
+    }
+    for stream in [*live.values(), sender_stream]:
+        await stream.close()
+    for channel in [*channels.values(), a_chan, victim_chan]:
+        await channel.close()
+    return results
+
+
+def chat_process(tmp: Path, etcd: str, redis_url: str, name: str) -> EmbeddedServer:
+    port = free_port()
+    profile = os.environ.get("CHAT_BENCH_PROFILE", "")  # e.g. /tmp/prof: cProfile each server
+    runner = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
+    argv = [sys.executable, *runner, "-m", "chat_svc", "--port", str(port), "--instance", name,
+            "--etcd", etcd, "--etcd-prefix", "/bench", "--redis-url", redis_url, "--dev",
+            "--lease-ttl", "2", "--log-level", "WARNING", "--log-format", "text",
+            "--send-rate", "100000", "--send-burst", "100000", "--outbound-queue", "4096"]
+    return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
+
+
+async def run(seconds: float) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    etcd = etcd_server(tmp / "etcd")
+    redis = redis_server(tmp / "redis")
+    etcd.start()
+    redis.start()
+    procs = [chat_process(tmp, etcd.address, f"redis://{redis.address}/0", f"chat-{i}")
+             for i in range(3)]
+    echo_port = free_port()
+    echo = EmbeddedServer("echo", "127.0.0.1", echo_port, tmp / "echo",
+                          [sys.executable, "-c", ECHO_SERVER, str(echo_port)],
+                          tmp / "echo.log")
+    session = EtcdSession(etcd.address, "/bench", ttl=2)
+    ring: RingWatch | None = None
+    try:
+        for proc in [*procs, echo]:
+            proc.start()
+        await session.start()
+        ring = RingWatch(session)
+        await ring.start()
+        await ring.wait_for(lambda r: len(r.members) == 3, 20)
+        started = time.perf_counter()
+        chat = await bench_chat(ring, seconds)
+        echo_results = await bench_echo(echo.address, seconds)
+        churn = await bench_churn(ring, procs[2])
+        elapsed = time.perf_counter() - started
+    finally:
+        if ring is not None:
+            await ring.stop()
+        await session.close()
+        for proc in [*procs, echo]:
+            proc.stop()
+        redis.stop()
+        etcd.stop()
+    ratio = chat["peak"] / echo_results["peak"]
+    print(f"chat bench ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> {PAIRS} "
+          f"receivers on chat-1, 200 connected users)")
+    print(f"  fixed load {chat['fixed_rate']:.0f} msg/s: chat p50 {chat['fixed_p50']:.2f} ms, "
+          f"p99 {chat['fixed_p99']:.2f} ms | echo p50 {echo_results['fixed_p50']:.2f} ms, "
+          f"p99 {echo_results['fixed_p99']:.2f} ms")
+    print(f"  peak delivered: chat {chat['peak']:.0f} msg/s | echo {echo_results['peak']:.0f} "
+          f"msg/s | ratio {ratio:.2f} (goal >= 0.4)")
+    print(f"  half peak ({chat['half_rate']:.0f} msg/s): chat p50 {chat['half_p50']:.2f} ms, "
+          f"p99 {chat['half_p99']:.2f} ms (goal <= 20) | echo at its half peak "
+          f"({echo_results['half_rate']:.0f} msg/s): p99 {echo_results['half_p99']:.2f} ms")
+    print(f"  reconnect churn: {churn['users']:.0f} users on a SIGKILLed server resynced "
+          f"{churn['all_resynced_s']:.2f} s after the kill (ring dropped it after "
+          f"{churn['detect_s']:.2f} s = lease TTL; reconnect + resync "
+          f"{churn['resync_after_detect_s']:.2f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each phase")
+    args = parser.parse_args()
+    asyncio.run(run(args.seconds))
+
+
+if __name__ == "__main__":
+    main()
