@@ -157,7 +157,7 @@ class Session:
                 current = self._tokens
                 if current is None:
                     raise NotLoggedIn("sign up or log in first")
-                if spent is not None and current.access_token != spent and self._fresh(current):
+                if spent is not None and current.access_token != spent:
                     return current
                 stub = await self._stub()
                 try:

@@ -132,6 +132,11 @@ class System:
         finally:
             await channel.close()
 
+    async def rings_agree_without(self, crashed: ChatApp) -> None:
+        """After a crash: wait until the survivors' and the router's rings drop it."""
+        crashed.host.draining.set()  # counts as gone for live_chats
+        await self.rings_agree()
+
     def owner(self, user_id: int) -> ChatApp:
         member = self.live_chats[0].ring.ring.owner(user_id)
         assert member is not None

@@ -1,0 +1,63 @@
+"""Feed and presence wrappers against real servers, found through the registry."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from feedchat_client import Backoff, RpcError
+from tests.feedchat_client.helpers import user
+from tests.feedchat_client.system import System
+
+
+async def test_feed_iterator_pages_through_followed_posts_newest_first(system: System) -> None:
+    await system.start(chat_servers=0)
+    alice, bob = await user(system, "alice"), await user(system, "bob")
+    posted = [await alice.feed.post(f"post {i}") for i in range(5)]
+    assert await bob.feed.follow(alice.session.user_id)
+    assert not await bob.feed.follow(alice.session.user_id)  # idempotent
+    seen = [p async for p in bob.feed.iterate(page_size=2)]
+    assert [p.text for p in seen] == [f"post {i}" for i in (4, 3, 2, 1, 0)]
+    assert [p.post_id for p in seen] == [p.post_id for p in reversed(posted)]
+    assert {p.author.username for p in seen} == {alice.session.tokens.username}  # type: ignore[union-attr]
+    first = await bob.feed.page(page_size=2)
+    assert first.next_page_token and len(first.posts) == 2
+    with pytest.raises(RpcError) as bad:
+        await bob.feed.page(page_token="not-a-token")
+    assert bad.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad.value.reason == "PAGE_TOKEN_INVALID"
+    assert await bob.feed.unfollow(alice.session.user_id)
+    assert [p async for p in bob.feed.iterate()] == []
+
+
+async def test_live_feed_yields_new_posts_once(system: System) -> None:
+    await system.start(chat_servers=0)
+    alice, bob = await user(system, "alice"), await user(system, "bob")
+    await bob.feed.follow(alice.session.user_id)
+    states: list[str] = []
+    live = bob.feed.live(backoff=Backoff(base=0.05), on_state=lambda s, d: states.append(s))
+    first = asyncio.ensure_future(live.__anext__())
+    async with asyncio.timeout(10):
+        while "live" not in states:
+            await asyncio.sleep(0.02)
+    await alice.feed.post("live one")
+    await alice.feed.post("live two")
+    got = [await asyncio.wait_for(first, 10), await asyncio.wait_for(live.__anext__(), 10)]
+    assert [p.text for p in got] == ["live one", "live two"]
+    await live.aclose()
+
+
+async def test_presence_lookup_sees_connected_user_online(system: System) -> None:
+    await system.start(chat_servers=0, presence=True)
+    alice, bob = await user(system, "alice"), await user(system, "bob")
+    before = await bob.presence.get([alice.session.user_id])
+    assert [p.status for p in before] == ["offline"]
+    session = await alice.presence.connect()
+    try:
+        after = await bob.presence.get([alice.session.user_id, bob.session.user_id])
+        assert [p.status for p in after] == ["online", "offline"]
+        assert after[0].user_id == alice.session.user_id and after[0].last_seen is not None
+    finally:
+        await session.close()
