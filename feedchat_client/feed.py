@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -97,7 +97,7 @@ class FeedClient(ServiceClient):
             reply.lag_ms, reply.queue_pending_jobs)
 
     async def live(self, resume_after_post_id: int = 0, *, backoff: Backoff | None = None,
-                   on_state: StateCallback | None = None) -> AsyncIterator[Post]:
+                   on_state: StateCallback | None = None) -> AsyncGenerator[Post, None]:
         """New feed items as they land, forever; reconnects (backoff + jitter) after a
         drop or a server shutdown, resuming after the last post it yielded, and never
         yields a post twice."""

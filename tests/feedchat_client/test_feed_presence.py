@@ -36,12 +36,15 @@ async def test_live_feed_yields_new_posts_once(system: System) -> None:
     await system.start(chat_servers=0)
     alice, bob = await user(system, "alice"), await user(system, "bob")
     await bob.feed.follow(alice.session.user_id)
-    states: list[str] = []
-    live = bob.feed.live(backoff=Backoff(base=0.05), on_state=lambda s, d: states.append(s))
+    subscribed = asyncio.Event()
+
+    def on_state(state: str, detail: str) -> None:
+        if state == "live":
+            subscribed.set()
+
+    live = bob.feed.live(backoff=Backoff(base=0.05), on_state=on_state)
     first = asyncio.ensure_future(live.__anext__())
-    async with asyncio.timeout(10):
-        while "live" not in states:
-            await asyncio.sleep(0.02)
+    await asyncio.wait_for(subscribed.wait(), 10)
     await alice.feed.post("live one")
     await alice.feed.post("live two")
     got = [await asyncio.wait_for(first, 10), await asyncio.wait_for(live.__anext__(), 10)]

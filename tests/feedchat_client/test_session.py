@@ -64,7 +64,7 @@ async def test_expired_token_rejected_by_server_is_refreshed_and_call_retried(
         try:
             await stub.GetFeed(feed_pb2.GetFeedRequest(), metadata=metadata)
         except grpc.aio.AioRpcError as exc:
-            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            return bool(exc.code() == grpc.StatusCode.UNAUTHENTICATED)
         return False
 
     try:
