@@ -47,6 +47,7 @@ class SubscriptionHub:
         self._inflight: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.events_received = 0
 
     @property
@@ -61,10 +62,11 @@ class SubscriptionHub:
         self._task = asyncio.create_task(self._read(), name="presence-hub")
 
     async def close(self) -> None:
+        # A flag as well as cancel(): redis-py may absorb a cancellation during a read.
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=5.0)
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         for future in self._ready.values():
@@ -155,9 +157,9 @@ class SubscriptionHub:
                 logger.exception("presence listener failed")
 
     async def _read(self) -> None:
-        while True:
+        while not self._closed:
             try:
-                message = await self._pubsub.get_message(timeout=None)
+                message = await self._pubsub.get_message(timeout=1.0)
             except (RedisError, OSError) as exc:
                 logger.warning("presence pub/sub connection failed: %s", exc)
                 await asyncio.sleep(0.5)

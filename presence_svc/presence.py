@@ -91,8 +91,10 @@ class PresenceTracker:
         self._flushed = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
         self.heartbeats_written = 0
         self.swept_transitions = 0
+        self.sweep_rounds = 0
 
     def start(self) -> None:
         self._tasks = [
@@ -101,11 +103,14 @@ class PresenceTracker:
         ]
 
     async def stop(self) -> None:
+        # A flag as well as cancel(): a cancellation that lands inside a Redis call can be
+        # absorbed by the client's reconnect logic, and the loop must still end.
+        self._stopping.set()
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
         self._tasks = []
         with contextlib.suppress(RedisError, OSError):
             await self._flush()
@@ -167,12 +172,16 @@ class PresenceTracker:
             self._flushing = set()
             self._flushed.set()
 
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self._wake.wait()
             self._wake.clear()
             if len(self._pending) < FLUSH_AT:
-                await asyncio.sleep(self._config.heartbeat_flush)
+                await self._pause(self._config.heartbeat_flush)
             try:
                 await self._flush()
             except (RedisError, OSError) as exc:
@@ -195,17 +204,18 @@ class PresenceTracker:
                 if len(due) < self._config.sweep_batch:
                     break
         self.swept_transitions += made
+        self.sweep_rounds += 1
         return made
 
     async def _sweep_loop(self) -> None:
         interval = self._config.sweep_interval
         # Instances start at different offsets so they rarely sweep at the same moment.
-        await asyncio.sleep(random.uniform(0, interval))
-        while True:
+        await self._pause(random.uniform(0, interval))
+        while not self._stopping.is_set():
             try:
                 made = await self.sweep_once()
                 if made:
                     logger.debug("sweep made %s transitions", made)
             except (RedisError, OSError) as exc:
                 logger.warning("presence sweep failed: %s", exc)
-            await asyncio.sleep(interval)
+            await self._pause(interval)
