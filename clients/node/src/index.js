@@ -1,0 +1,345 @@
+'use strict';
+// feedchat's Node.js client: sign-up/login with token refresh, feed, router and a
+// self-healing chat connection (redirects, moves, reconnect with backoff + jitter,
+// cursor resume, de-duplication, send retries with the same client_msg_id).
+
+const crypto = require('crypto');
+const { EventEmitter } = require('events');
+const grpc = require('@grpc/grpc-js');
+const { loadServices, errorDetails } = require('./protos');
+
+const services = loadServices();
+
+/** A failed RPC with feedchat's rich details (code, reason, metadata, retryAfter). */
+class FeedchatError extends Error {
+  constructor(details) {
+    super(`${grpc.status[details.code] || details.code}: ${details.message}` +
+      (details.reason ? ` (${details.reason})` : ''));
+    Object.assign(this, details);
+  }
+}
+
+function unary(client, method, request, metadata, deadlineSeconds = 10) {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + deadlineSeconds * 1000);
+    client[method](request, metadata || new grpc.Metadata(), { deadline }, (err, reply) => {
+      if (err) reject(new FeedchatError(errorDetails(err)));
+      else resolve(reply);
+    });
+  });
+}
+
+function stampSeconds(ts) {
+  return ts ? Number(ts.seconds) + (ts.nanos || 0) / 1e9 : 0;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One user's client. `addresses` names host:port per service: {account, feed, router,
+ * presence}; chat servers are found through the router.
+ */
+class FeedchatClient {
+  constructor(addresses, { credentials = grpc.credentials.createInsecure(), refreshMarginSeconds = 60 } = {}) {
+    this.addresses = addresses;
+    this.credentials = credentials;
+    this.refreshMarginSeconds = refreshMarginSeconds;
+    this.tokens = null;
+    this._clients = new Map();
+    this._refreshing = null;
+  }
+
+  _client(Service, address) {
+    const key = `${Service.serviceName}@${address}`;
+    if (!this._clients.has(key)) this._clients.set(key, new Service(address, this.credentials));
+    return this._clients.get(key);
+  }
+
+  _service(name) {
+    const Service = {
+      account: services.AccountService, feed: services.FeedService,
+      router: services.RouterService, presence: services.PresenceService,
+    }[name];
+    if (!this.addresses[name]) throw new Error(`no address for ${name}`);
+    return this._client(Service, this.addresses[name]);
+  }
+
+  _keep(reply) {
+    this.tokens = {
+      userId: reply.user_id,
+      accessToken: reply.access_token,
+      refreshToken: reply.refresh_token,
+      accessExpiresAt: stampSeconds(reply.access_token_expires_at),
+    };
+    return this.tokens;
+  }
+
+  get userId() {
+    if (!this.tokens) throw new Error('sign up or log in first');
+    return this.tokens.userId;
+  }
+
+  async signUp(username, password, displayName = '') {
+    return this._keep(await unary(this._service('account'), 'SignUp',
+      { username, password, display_name: displayName }));
+  }
+
+  async logIn(username, password) {
+    return this._keep(await unary(this._service('account'), 'Login', { username, password }));
+  }
+
+  /** Exchange the refresh token (rotating); concurrent callers share one refresh. */
+  async refresh() {
+    if (!this._refreshing) {
+      this._refreshing = unary(this._service('account'), 'RefreshToken',
+        { refresh_token: this.tokens.refreshToken })
+        .then((reply) => this._keep(reply))
+        .finally(() => { this._refreshing = null; });
+    }
+    return this._refreshing;
+  }
+
+  /** `authorization: Bearer` metadata with an access token refreshed before expiry. */
+  async metadata() {
+    if (!this.tokens) throw new Error('sign up or log in first');
+    if (this.tokens.accessExpiresAt - Date.now() / 1000 < this.refreshMarginSeconds) {
+      await this.refresh();
+    }
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${this.tokens.accessToken}`);
+    return md;
+  }
+
+  async _call(service, method, request) {
+    try {
+      return await unary(this._service(service), method, request, await this.metadata());
+    } catch (err) {
+      if (err.reason === 'TOKEN_EXPIRED') {
+        await this.refresh();
+        return unary(this._service(service), method, request, await this.metadata());
+      }
+      throw err;
+    }
+  }
+
+  lookup(username) { return this._call('account', 'LookupUsername', { username }).then((r) => r.user); }
+  post(text) { return this._call('feed', 'CreatePost', { text }).then((r) => r.post); }
+  follow(userId) { return this._call('feed', 'Follow', { user_id: userId }); }
+  unfollow(userId) { return this._call('feed', 'Unfollow', { user_id: userId }); }
+  getFeed({ pageSize = 20, pageToken = '' } = {}) {
+    return this._call('feed', 'GetFeed', { page_size: pageSize, page_token: pageToken });
+  }
+  route(userId) { return this._call('router', 'Route', { user_id: userId }); }
+  presence(userIds) { return this._call('presence', 'GetPresence', { user_ids: userIds }); }
+
+  /** Any chat server answers the unary chat RPCs: use the caller's own (from the router). */
+  async _chatCall(method, request) {
+    const owner = await this.route(this.userId);
+    const client = this._client(services.ChatService, owner.address);
+    return unary(client, method, request, await this.metadata());
+  }
+
+  openDirect(peerUserId) {
+    return this._chatCall('OpenDirectChannel', { peer_user_id: peerUserId }).then((r) => r.channel);
+  }
+  history(channelId, pageSize = 50) {
+    return this._chatCall('GetHistory', { channel_id: channelId, page_size: pageSize });
+  }
+
+  /** A started ChatConnection for this device (see ChatConnection). */
+  connectChat(deviceId, options = {}) {
+    const conn = new ChatConnection(this, deviceId, options);
+    conn.start();
+    return conn;
+  }
+
+  close() {
+    for (const client of this._clients.values()) client.close();
+    this._clients.clear();
+  }
+}
+
+function cursorKey(cursor) {
+  if (!cursor) return [-1, -1];
+  const [ms, seq] = cursor.split('-');
+  return [Number(ms), Number(seq || 0)];
+}
+function cursorAfter(a, b) {
+  const [x, y] = [cursorKey(a), cursorKey(b)];
+  return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
+}
+
+/**
+ * A device's chat stream that keeps itself connected. Events: 'message' (each inbox
+ * message once), 'state' (state, detail), 'error' (fatal).
+ */
+class ChatConnection extends EventEmitter {
+  constructor(client, deviceId, { cursor = '', baseDelayMs = 200, maxDelayMs = 10000, maxRedirects = 5 } = {}) {
+    super();
+    this.client = client;
+    this.deviceId = deviceId;
+    this.cursor = cursor;
+    this.baseDelayMs = baseDelayMs;
+    this.maxDelayMs = maxDelayMs;
+    this.maxRedirects = maxRedirects;
+    this.instance = '';
+    this.connected = false;
+    this.redirects = 0;
+    this._attempt = 0;
+    this._streak = 0;
+    this._seen = new Set();
+    this._pending = new Map(); // client_msg_id -> {request, resolve, reject}
+    this._call = null;
+    this._closed = false;
+  }
+
+  _state(state, detail) { this.emit('state', state, detail); }
+
+  /** Full jitter: uniform(0, min(cap, base * 2^attempt)). */
+  _backoffMs() {
+    const bound = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** this._attempt);
+    this._attempt = Math.min(this._attempt + 1, 30);
+    return Math.random() * bound;
+  }
+
+  async start() {
+    let target = null;
+    while (!this._closed) {
+      let next;
+      try {
+        if (!target) {
+          this._state('routing', this.client.userId);
+          target = (await this.client.route(this.client.userId)).address;
+        }
+        next = await this._stream(target);
+      } catch (err) {
+        if (err.fatal) {
+          this._closed = true;
+          this.emit('error', err);
+          return;
+        }
+        next = { address: null, immediate: false, reason: err.message };
+      }
+      target = next.address;
+      let delay = 0;
+      if (next.immediate && this._streak < this.maxRedirects) {
+        this._streak += 1;
+      } else {
+        this._streak = 0;
+        target = null;
+        delay = this._backoffMs();
+      }
+      if (this._closed) return;
+      this._state('reconnecting', `${next.reason}; next try in ${(delay / 1000).toFixed(2)}s`);
+      await sleep(delay);
+    }
+  }
+
+  _stream(address) {
+    return new Promise((resolve, reject) => {
+      this.client.metadata().then((md) => {
+        this._state('connecting', address);
+        const chat = this.client._client(services.ChatService, address);
+        const call = chat.Connect(md);
+        this._call = call;
+        let settled = false;
+        const settle = (value) => { if (!settled) { settled = true; this._call = null; this.connected = false; resolve(value); } };
+        call.write({ hello: { device_id: this.deviceId, inbox_cursor: this.cursor } });
+        for (const pending of this._pending.values()) call.write(pending.request);
+        call.on('data', (frame) => {
+          switch (frame.frame) {
+            case 'message': this._take(call, frame.message); break;
+            case 'send_ack': {
+              const pending = this._pending.get(frame.send_ack.client_msg_id);
+              if (pending) { this._pending.delete(frame.send_ack.client_msg_id); pending.resolve(frame.send_ack); }
+              break;
+            }
+            case 'send_error': this._refused(call, frame.send_error); break;
+            case 'sync_complete':
+              this.connected = true; this._attempt = 0; this._streak = 0;
+              this.instance = frame.sync_complete.instance;
+              this._state('connected', `${this.instance} (${address})`);
+              this.emit('connected', this.instance);
+              break;
+            case 'reconnect':
+              this._state('moved', frame.reconnect.instance);
+              call.cancel();
+              settle({ address: frame.reconnect.address || null, immediate: true, reason: 'moved' });
+              break;
+            default: break;
+          }
+        });
+        call.on('error', (err) => {
+          const details = errorDetails(err);
+          if (details.code === grpc.status.FAILED_PRECONDITION && details.reason === 'WRONG_CHAT_SERVER') {
+            this.redirects += 1;
+            this._state('redirected', details.metadata.owner_address || '');
+            settle({ address: details.metadata.owner_address || null, immediate: true, reason: 'redirected' });
+          } else if (details.reason === 'TOKEN_EXPIRED') {
+            this.client.refresh().then(() => settle({ address, immediate: true, reason: 'token refreshed' }), reject);
+          } else if ([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT].includes(details.code)) {
+            const fatal = new FeedchatError(details);
+            fatal.fatal = true;
+            if (!settled) { settled = true; reject(fatal); }
+          } else {
+            settle({ address: null, immediate: false, reason: new FeedchatError(details).message });
+          }
+        });
+        call.on('end', () => settle({ address: null, immediate: false, reason: 'stream ended' }));
+      }, reject);
+    });
+  }
+
+  _take(call, message) {
+    if (message.inbox_cursor && cursorAfter(message.inbox_cursor, this.cursor)) {
+      this.cursor = message.inbox_cursor;
+      call.write({ ack: { inbox_cursor: this.cursor } });
+    }
+    if (this._seen.has(message.message_id)) return;
+    this._seen.add(message.message_id);
+    if (this._seen.size > 10000) this._seen.delete(this._seen.values().next().value);
+    this.emit('message', message);
+  }
+
+  _refused(call, error) {
+    const pending = this._pending.get(error.client_msg_id);
+    if (!pending) return;
+    if (error.code === 'UNAVAILABLE' || error.code === 'RESOURCE_EXHAUSTED') {
+      const d = error.retry_after || { seconds: 0, nanos: 0 };
+      const delay = (Number(d.seconds) + d.nanos / 1e9) * 1000 || this.baseDelayMs;
+      setTimeout(() => { if (this._call === call && this._pending.get(error.client_msg_id) === pending) call.write(pending.request); }, delay);
+      return;
+    }
+    this._pending.delete(error.client_msg_id);
+    pending.reject(new Error(`send refused: ${error.code} ${error.reason}: ${error.message}`));
+  }
+
+  /** Send; resolves with the SendAck. Re-sent with the same client_msg_id until acked. */
+  send(channelId, text, clientMsgId = crypto.randomUUID().replace(/-/g, '')) {
+    return new Promise((resolve, reject) => {
+      const request = { send: { client_msg_id: clientMsgId, channel_id: channelId, text } };
+      this._pending.set(clientMsgId, { request, resolve, reject });
+      if (this._call) this._call.write(request);
+    });
+  }
+
+  /** Resolves with the first message (from now on) that satisfies `predicate`. */
+  waitFor(predicate, timeoutMs = 10000) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.off('message', onMessage); reject(new Error('timed out waiting for a message')); }, timeoutMs);
+      const onMessage = (message) => {
+        if (predicate(message)) { clearTimeout(timer); this.off('message', onMessage); resolve(message); }
+      };
+      this.on('message', onMessage);
+    });
+  }
+
+  close() {
+    this._closed = true;
+    if (this._call) this._call.cancel();
+    for (const pending of this._pending.values()) pending.reject(new Error('connection closed'));
+    this._pending.clear();
+  }
+}
+
+module.exports = { FeedchatClient, ChatConnection, FeedchatError, services };

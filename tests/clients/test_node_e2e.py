@@ -1,0 +1,92 @@
+"""The Node.js client against real servers: a Node user and a Python user chat both ways
+and the Node user reads a feed holding the Python user's post."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.feedchat_client.system import System
+
+NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
+
+
+@pytest.fixture(scope="session")
+def node_client() -> Path:
+    """clients/node with its dependencies installed (`npm ci` once if they are missing)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "node and npm are needed (Node 18+)"
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run([npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund",
+                        "--loglevel=error"], check=True, timeout=300)
+    return NODE_DIR
+
+
+async def _events(process: asyncio.subprocess.Process) -> Any:
+    assert process.stdout is not None
+    while True:
+        line = await process.stdout.readline()
+        if not line:
+            return
+        yield json.loads(line)
+
+
+async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
+    system: System, node_client: Path,
+) -> None:
+    await system.start(chat_servers=2)
+    py = system.client()
+    tag = uuid.uuid4().hex[:8]
+    await py.session.sign_up(f"py_{tag}", "password-123")
+    post = await py.feed.post(f"python says hi {tag}")
+    config = {
+        "account": system.address("account"),
+        "feed": system.address("feed"),
+        "router": system.address("router"),
+        "username": f"node_{tag}",
+        "password": "password-123",
+        "peerUserId": str(py.session.user_id),
+        "expectPost": post.text,
+        "send": f"hello from node {tag}",
+        "expectReply": f"hello back from python {tag}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        "node", str(node_client / "examples" / "e2e.js"), json.dumps(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    seen: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(40):
+            events = _events(process)
+            ready = await anext(events)
+            seen.append(ready)
+            assert ready["event"] == "ready", ready
+            node_user = int(ready["user_id"])
+            assert (await py.account.lookup(f"node_{tag}")).user_id == node_user
+            channel = await py.chat.open_direct(node_user)
+            async with py.chat.connection("py-e2e") as conn:
+                message = await conn.next_message(30)
+                assert (message.sender_id, message.channel_id, message.text) == (
+                    node_user, channel.channel_id, config["send"])
+                await conn.send(channel.channel_id, config["expectReply"], timeout=10)
+                async for event in events:
+                    seen.append(event)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = (await process.stderr.read()).decode() if process.stderr else ""
+    by_kind = {e["event"]: e for e in seen}
+    assert "error" not in by_kind, (by_kind, stderr)
+    assert post.text in by_kind["feed"]["texts"]
+    assert by_kind["chat"]["received"] == config["expectReply"]
+    assert int(by_kind["chat"]["sender_id"]) == py.session.user_id
+    assert int(by_kind["chat"]["channel_id"]) == channel.channel_id
+    assert int(by_kind["sent"]["message_id"]) == message.message_id
