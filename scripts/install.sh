@@ -11,6 +11,7 @@ fi
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install --quiet -e '.[test]'
   npm ci --no-audit --no-fund --loglevel=error
+  npm ci --prefix clients/node --no-audit --no-fund --loglevel=error
 else
   .venv/bin/python -m pip install --quiet -e .
 fi
