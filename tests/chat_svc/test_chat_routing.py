@@ -144,3 +144,16 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(
     # The status reaches a client that drains its window in time; a frozen one finds its
     # stream reset once it wakes. Either way its stream is over and it resyncs.
     assert out.decode().split(" ")[0] in ("RESOURCE_EXHAUSTED", "UNAVAILABLE"), out
+
+
+async def test_draining_server_sends_its_users_to_their_next_owner(chat_cluster, devices) -> None:
+    apps = await chat_cluster(2)
+    user = users_on(apps, "chat-1", 1)[0]
+    device = await devices(user, apps[1].address)
+    await apps[1].stop()  # SIGTERM path: deregister, then drain every stream
+    await wait_until(lambda: device.ended, 10, "stream ended by the drain")
+    assert device.error is None
+    assert [(r.instance, r.address) for r in device.reconnects] == [("chat-0", apps[0].address)]
+    await apps[0].ring.wait_for(lambda r: set(r.members) == {"chat-0"}, 10)
+    again = await devices(user, apps[0].address, cursor=device.cursor)
+    assert again.synced
