@@ -93,7 +93,7 @@ async def build(config: ChatConfig) -> ChatApp:
     peers = PeerClient(directory, config.peer_timeout)
     delivery = Delivery(
         store=store, hub=hub, ring=ring, instance=config.instance, ids=ids,
-        forward=peers.deliver, max_message_chars=config.max_message_chars,
+        forward=peers.submit, max_message_chars=config.max_message_chars,
         send_rate=config.send_rate, send_burst=config.send_burst,
     )
     sessions = Sessions(store=store, hub=hub, ring=ring, delivery=delivery,

@@ -32,8 +32,8 @@ from router.ring import RingWatch
 
 logger = logging.getLogger(__name__)
 
-Forward = Callable[[str, Sequence[Push]], Awaitable[list[int]]]
-"""Sends pushes to the chat server at an address; returns users with no live device."""
+Forward = Callable[[str, Sequence[Push]], "asyncio.Future[list[int]]"]
+"""Sends pushes to the chat server at an address; resolves to users with no live device."""
 
 MAX_CLIENT_MSG_ID = 64
 
@@ -92,29 +92,41 @@ class Delivery:
         )
 
     def dispatch(self, outcome: SendOutcome) -> None:
-        """Push a fresh message to its recipients in the background (after the ack)."""
+        """Push a fresh message to its recipients (after the ack), without waiting.
+
+        Local devices get it at once; remote owners through the (coalescing) peer client,
+        whose answer says who was offline; they are queued for notify_svc.
+        """
         if outcome.duplicate or not outcome.entries:
             return
-        self._spawn(self.push_message(outcome))
+        offline, remote = self._route([Push(e.user_id, e) for e in outcome.entries])
+        if not remote:
+            self._notify_offline(outcome, offline)
+            return
+        gathered = self._forward_all(remote)
 
-    async def push_message(self, outcome: SendOutcome) -> None:
-        pushes = [Push(e.user_id, e) for e in outcome.entries]
-        offline = await self.push(pushes)
+        def forwarded(future: asyncio.Future[list[list[int] | BaseException]]) -> None:
+            if not future.cancelled():
+                self._notify_offline(
+                    outcome, offline | self._offline_from(remote, future.result()))
+
+        gathered.add_done_callback(forwarded)
+
+    def _notify_offline(self, outcome: SendOutcome, offline: set[int]) -> None:
         offline.discard(outcome.message.sender_id)
         if offline:
-            try:
-                await self.store.enqueue_notifications(outcome.message, sorted(offline))
-            except Exception:
-                logger.exception("could not queue notifications for %s", outcome.message.message_id)
+            self._spawn(self._enqueue(outcome, sorted(offline)))
 
-    async def push(self, pushes: Sequence[Push]) -> set[int]:
-        """Route pushes to each user's owner; users of inbox entries found offline.
+    async def _enqueue(self, outcome: SendOutcome, users: list[int]) -> None:
+        try:
+            await self.store.enqueue_notifications(outcome.message, users)
+        except Exception:
+            logger.exception("could not queue notifications for %s", outcome.message.message_id)
 
-        An owner that cannot be reached counts its users as offline (they get a
-        notification; their devices resync when they reconnect).
-        """
+    def _route(self, pushes: Sequence[Push]) -> tuple[set[int], dict[str, list[Push]]]:
+        """Hand local pushes to devices now; (users offline so far, remote batches)."""
         ring = self.ring.ring
-        by_address: dict[str, list[Push]] = defaultdict(list)
+        remote: dict[str, list[Push]] = defaultdict(list)
         local: list[Push] = []
         unowned: set[int] = set()
         for push in pushes:
@@ -125,19 +137,36 @@ class Delivery:
             elif owner.instance == self.instance:
                 local.append(push)
             else:
-                by_address[owner.address].append(push)
-        offline = set(deliver_local(self.hub, local)) | unowned
-        if by_address:
-            results = await asyncio.gather(
-                *(self.forward(address, batch) for address, batch in by_address.items()),
-                return_exceptions=True,
-            )
-            for (address, batch), result in zip(by_address.items(), results, strict=True):
-                if isinstance(result, BaseException):
-                    logger.warning("push to %s failed: %s", address, result)
-                    offline.update(p.user_id for p in batch if isinstance(p.event, InboxEntry))
-                else:
-                    offline.update(result)
+                remote[owner.address].append(push)
+        return set(deliver_local(self.hub, local)) | unowned, remote
+
+    def _forward_all(
+        self, remote: dict[str, list[Push]]
+    ) -> asyncio.Future[list[list[int] | BaseException]]:
+        return asyncio.gather(
+            *(self.forward(address, batch) for address, batch in remote.items()),
+            return_exceptions=True,
+        )
+
+    @staticmethod
+    def _offline_from(
+        remote: dict[str, list[Push]], results: list[list[int] | BaseException]
+    ) -> set[int]:
+        """Offline users per the peers' answers; an unreachable peer's users all count."""
+        offline: set[int] = set()
+        for (address, batch), result in zip(remote.items(), results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning("push to %s failed: %s", address, result)
+                offline.update(p.user_id for p in batch if isinstance(p.event, InboxEntry))
+            else:
+                offline.update(result)
+        return offline
+
+    async def push(self, pushes: Sequence[Push]) -> set[int]:
+        """Route pushes to each user's owner; the users of inbox entries found offline."""
+        offline, remote = self._route(pushes)
+        if remote:
+            offline |= self._offline_from(remote, await self._forward_all(remote))
         return offline
 
     def push_events(self, user_ids: Sequence[int], event: PushEvent) -> None:

@@ -66,6 +66,10 @@ class PeerClient:
 
     async def deliver(self, address: str, pushes: Sequence[Push]) -> list[int]:
         """Offline users among the pushes' inbox entries. Raises grpc errors on failure."""
+        return await self.submit(address, pushes)
+
+    def submit(self, address: str, pushes: Sequence[Push]) -> asyncio.Future[list[int]]:
+        """Queue pushes for ``address``; the future resolves like :meth:`deliver`."""
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(address, []).append((list(pushes), future))
         if address not in self._flushing:
@@ -73,7 +77,7 @@ class PeerClient:
             task = asyncio.create_task(self._flush(address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        return future
 
     async def _flush(self, address: str) -> None:
         try:

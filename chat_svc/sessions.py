@@ -26,7 +26,6 @@ from chat_svc.model import (
     Reconnect,
     SendAck,
     SendFailure,
-    StoredMessage,
     SyncComplete,
     parse_cursor,
 )
@@ -154,24 +153,26 @@ class Session:
                 elif terminal is not None:
                     self.error = terminal
                 return
-            if isinstance(item, InboxEntry):
-                async for message in self._live_entry(item):
-                    yield message
-            else:
+            if not isinstance(item, InboxEntry):
                 yield item
+                continue
+            follows = self._follows(item)
+            if follows is True:
+                self.position = item.message.inbox_cursor
+                yield item.message
+            elif follows is None:  # a gap before it: read (position, entry] from the inbox
+                upto = item.message.inbox_cursor
+                for message in await self._s.store.read_inbox_range(
+                        self.user_id, self.position, upto):
+                    self.position = message.inbox_cursor
+                    yield message
 
-    async def _live_entry(self, entry: InboxEntry) -> AsyncIterator[StoredMessage]:
+    def _follows(self, entry: InboxEntry) -> bool | None:
+        """True: send it next. False: already sent (drop). None: entries are missing."""
         here = parse_cursor(self.position)
-        cursor = entry.message.inbox_cursor
-        if parse_cursor(cursor) <= here:
-            return  # already replayed or sent
-        if parse_cursor(entry.prev_cursor) <= here:
-            self.position = cursor
-            yield entry.message
-            return
-        for message in await self._s.store.read_inbox_range(self.user_id, self.position, cursor):
-            self.position = message.inbox_cursor
-            yield message
+        if parse_cursor(entry.message.inbox_cursor) <= here:
+            return False
+        return True if parse_cursor(entry.prev_cursor) <= here else None
 
     # -- client frames ------------------------------------------------------------------
 
