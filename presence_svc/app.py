@@ -56,8 +56,17 @@ async def build(config: PresenceConfig, following: FollowingSource | None = None
     """
     host = ServiceHost(config, SERVICE)
     await host.open()
-    redis = aioredis.Redis.from_url(config.redis_url)
-    host.on_stop(redis.aclose)
+    # A bounded pool: a burst of connecting streams waits for a connection instead of
+    # opening hundreds (and running into file-descriptor or maxclients limits).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        config.redis_url, max_connections=config.redis_pool, timeout=5
+    )
+    redis = aioredis.Redis(connection_pool=pool)
+
+    async def close_redis() -> None:
+        await redis.aclose(close_connection_pool=True)
+
+    host.on_stop(close_redis)
     store = PresenceStore(redis, config.max_devices)
     await store.load_scripts()
     if following is None:

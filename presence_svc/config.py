@@ -37,6 +37,9 @@ class PresenceConfig(ServiceConfig):
     heartbeat_flush: float = _opt(
         0.02, "Seconds heartbeats wait to be written to Redis together in one pipeline."
     )
+    redis_pool: int = _opt(
+        32, "Most Redis connections this process opens (callers beyond it wait their turn)."
+    )
     default_watch: bool = _opt(
         True, "Start each stream watching the accounts its user follows (from feed_svc)."
     )
@@ -60,6 +63,8 @@ class PresenceConfig(ServiceConfig):
             raise ConfigError("max_devices must be at least 1")
         if self.outbound_queue < 16:
             raise ConfigError("outbound_queue must be at least 16")
+        if self.redis_pool < 2:
+            raise ConfigError("redis_pool must be at least 2 (one is the pub/sub connection)")
         if self.sweep_batch < 1:
             raise ConfigError("sweep_batch must be at least 1")
         if not 0 <= self.heartbeat_flush <= 1:

@@ -74,6 +74,7 @@ class Device:
 
     user_id: int
     conn_id: str
+    status: str = Status.ONLINE.value
 
 
 class PresenceTracker:
@@ -90,6 +91,7 @@ class PresenceTracker:
         self._flushing: set[str] = set()
         self._flushed = asyncio.Event()
         self._wake = asyncio.Event()
+        self._urgent = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.heartbeats_written = 0
@@ -134,7 +136,9 @@ class PresenceTracker:
         """Queue a heartbeat; written with others within ``heartbeat_flush`` seconds.
 
         A device's heartbeats queued in one window collapse into the latest, so a client
-        that heartbeats too often costs no extra Redis work.
+        that heartbeats too often costs no extra Redis work. A heartbeat that changes the
+        device's status is written without waiting for the window (it may be a transition
+        that watchers are waiting for).
         """
         if status is Status.OFFLINE:
             raise InvalidArgument.field(
@@ -143,7 +147,11 @@ class PresenceTracker:
         previous = self._pending.get(device.conn_id)
         value = status.value if status is not None else (previous.status if previous else "")
         self._pending[device.conn_id] = self._beat(device, value)
-        if len(self._pending) == 1 or len(self._pending) >= FLUSH_AT:
+        if status is not None and status.value != device.status:
+            device.status = status.value
+            self._urgent = True
+            self._wake.set()
+        elif len(self._pending) == 1 or len(self._pending) >= FLUSH_AT:
             self._wake.set()
 
     async def disconnect(self, device: Device) -> None:
@@ -180,8 +188,9 @@ class PresenceTracker:
         while not self._stopping.is_set():
             await self._wake.wait()
             self._wake.clear()
-            if len(self._pending) < FLUSH_AT:
+            if not self._urgent and len(self._pending) < FLUSH_AT:
                 await self._pause(self._config.heartbeat_flush)
+            self._urgent = False
             try:
                 await self._flush()
             except (RedisError, OSError) as exc:
