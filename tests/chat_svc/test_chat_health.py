@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chat_svc.app import build
 from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
-from feedchat_runtime.embedded import redis_server
+from feedchat_runtime.embedded import etcd_server, redis_server
 
 
 async def _status(address: str) -> int:
@@ -72,3 +72,32 @@ async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(
             await device.close()
         await app.stop()
         own_redis.stop()
+
+
+async def test_lost_etcd_means_not_serving_then_recovery(tmp_path, make_config) -> None:
+    own_etcd = etcd_server(tmp_path / "etcd")
+    await asyncio.to_thread(own_etcd.start)
+    app = await build(make_config(
+        ChatConfig, instance="chat-0", etcd=own_etcd.address, health_interval=0.1))
+    await app.start()
+    try:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert await _status(app.address) == serving
+        await asyncio.to_thread(own_etcd.kill)
+        await _poll_status(app.address, health_pb2.HealthCheckResponse.NOT_SERVING, 10)
+        await asyncio.to_thread(own_etcd.start)
+        await _poll_status(app.address, serving, 20)
+    finally:
+        await app.stop()
+        own_etcd.stop()
+
+
+async def _poll_status(address: str, want: int, seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    seen = None
+    while asyncio.get_running_loop().time() < deadline:
+        seen = await _status(address)
+        if seen == want:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health stayed {seen}, wanted {want}")
