@@ -1,4 +1,5 @@
-"""The `feedchat` command: `feedchat up` runs the local system, `feedchat status` lists it."""
+"""The `feedchat` command: `feedchat up` runs the local system, `feedchat status` lists it;
+the client commands (signup, login, post, feed, chat, ...) come from feedchat_client.cli."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="list the instances registered in etcd")
     status.add_argument("--etcd", default=_env("ETCD", "127.0.0.1:2379"))
     status.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
+    # signup, login, post, follow, feed, chat, presence, ...: feedchat_client's commands.
+    from feedchat_client import cli as client_cli
+
+    client_cli.add_commands(commands)
     return parser
 
 
@@ -60,6 +65,10 @@ async def _status(etcd: str, prefix: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in ("up", "status"):
+        from feedchat_client import cli as client_cli
+
+        return client_cli.run(args)
     setup_logging("feedchat", "INFO", "text")
     if args.command == "up":
         if args.chat_servers < 1:

@@ -1,0 +1,287 @@
+"""`feedchat` client commands: signup, login, post, follow, feed, chat, presence, ...
+
+They find every service through the etcd registry ``feedchat up`` writes to (``--etcd``,
+default 127.0.0.1:2379) and keep the session (tokens) in a file, by default
+``~/.config/feedchat/session.json`` (``--session`` or ``FEEDCHAT_SESSION``). Output is
+for people; ``--json`` prints one JSON object per line for scripts. Progress notes go to
+stderr.
+
+``feedchat_runtime.cli`` adds these subcommands with :func:`add_commands` and hands parsed
+arguments to :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from feedchat_client.cli_chat import run_chat
+from feedchat_client.cli_output import Output
+from feedchat_client.client import FeedchatClient
+from feedchat_client.discovery import EtcdDiscovery
+from feedchat_client.errors import FeedchatClientError, NotLoggedIn, RpcError
+from feedchat_client.tokens import FileTokenStore
+
+COMMANDS = ("signup", "login", "logout", "whoami", "post", "follow", "unfollow", "feed",
+            "chat", "group", "presence")
+DEFAULT_SESSION = "~/.config/feedchat/session.json"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"FEEDCHAT_{name}", default)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--etcd", default=_env("ETCD", "127.0.0.1:2379"),
+                        help="etcd host:port where services are registered [FEEDCHAT_ETCD]")
+    common.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
+    common.add_argument("--session", default=_env("SESSION", DEFAULT_SESSION),
+                        help=f"session (token) file, default {DEFAULT_SESSION} "
+                             "[FEEDCHAT_SESSION]")
+    common.add_argument("--json", action="store_true", help="one JSON object per line")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress notes")
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    return common
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the client subcommands to the `feedchat` parser."""
+    common = _common()
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=help_text,
+                                   description=help_text)
+
+    for name, verb in (("signup", "create an account and log in"), ("login", "log in")):
+        p = add(name, verb)
+        p.add_argument("username")
+        p.add_argument("--password", default=_env("PASSWORD", ""),
+                       help="password [FEEDCHAT_PASSWORD]; asked for when not given")
+        if name == "signup":
+            p.add_argument("--display-name", default="")
+    add("logout", "forget the saved session")
+    add("whoami", "show the logged-in user")
+    p = add("post", "publish a post")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--wait", action="store_true",
+                   help="show the fanout's progress until every follower has it")
+    for name in ("follow", "unfollow"):
+        p = add(name, f"{name} a user")
+        p.add_argument("user", help="username (or id:<number>)")
+    p = add("feed", "read your home feed (paged), or watch it live")
+    p.add_argument("--page-size", type=int, default=20)
+    p.add_argument("--page-token", default="", help="continue from a previous page")
+    p.add_argument("--pages", type=int, default=1, help="how many pages to print")
+    p.add_argument("--watch", action="store_true", help="print new posts as they land")
+    p = add("chat", "chat with a user or a group (interactive)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("user", nargs="?", help="username to chat with")
+    target.add_argument("--group", type=int, help="group channel id")
+    p.add_argument("--device", default=f"cli-{socket.gethostname()}",
+                   help="device id (each device keeps its own sync cursor)")
+    p.add_argument("--history", type=int, default=10, help="recent messages to show first")
+    p.add_argument("--linger", type=float, default=0.0,
+                   help="with piped input: seconds to keep listening after the last send")
+    p = add("group", "create a group chat")
+    p.add_argument("name")
+    p.add_argument("members", nargs="*", help="usernames to add")
+    p = add("presence", "show whether users are online")
+    p.add_argument("users", nargs="+")
+
+
+def _password(args: argparse.Namespace, confirm: bool) -> str:
+    if args.password:
+        return str(args.password)
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise SystemExit("passwords differ")
+    return first
+
+
+class Commands:
+    """The subcommands, each an ``async def`` returning the exit code."""
+
+    def __init__(self, args: argparse.Namespace, client: FeedchatClient, out: Output) -> None:
+        self.args = args
+        self.client = client
+        self.out = out
+        self._names: dict[int, str] = {}
+
+    async def user_id(self, user: str) -> int:
+        if user.startswith("id:"):
+            return int(user[3:])
+        found = await self.client.account.lookup(user)
+        self._names[found.user_id] = found.username
+        return found.user_id
+
+    def name(self, user_id: int) -> str:
+        return self._names.get(user_id, f"user {user_id}")
+
+    async def signup(self) -> int:
+        password = _password(self.args, confirm=True)
+        self.out.progress("signing up (password hashing takes a moment)")
+        tokens = await self.client.session.sign_up(
+            self.args.username, password, self.args.display_name)
+        self.out.emit("signed_up", f"signed up and logged in as {tokens.username} "
+                      f"(user {tokens.user_id})", user_id=tokens.user_id,
+                      username=tokens.username)
+        return 0
+
+    async def login(self) -> int:
+        password = _password(self.args, confirm=False)
+        self.out.progress("logging in")
+        tokens = await self.client.session.log_in(self.args.username, password)
+        self.out.emit("logged_in", f"logged in as {tokens.username} (user {tokens.user_id})",
+                      user_id=tokens.user_id, username=tokens.username)
+        return 0
+
+    async def logout(self) -> int:
+        self.client.session.log_out()
+        self.out.emit("logged_out", "logged out")
+        return 0
+
+    async def whoami(self) -> int:
+        me = await self.client.account.me()
+        self.out.emit("user", f"{me.username} (user {me.user_id})", user=me)
+        return 0
+
+    async def post(self) -> int:
+        post = await self.client.feed.post(" ".join(self.args.text))
+        self.out.emit("posted", f"posted #{post.post_id}", post=post)
+        if self.args.wait:
+            while True:
+                status = await self.client.feed.fanout_status(post.post_id)
+                self.out.progress(f"fanout {status.state}: {status.followers_done}/"
+                                  f"{status.followers_total} followers")
+                if status.state in ("done", "pulled_at_read", "unknown"):
+                    break
+                await asyncio.sleep(0.5)
+            self.out.emit("fanout", f"fanout {status.state}", status=status)
+        return 0
+
+    async def follow(self) -> int:
+        target = await self.user_id(self.args.user)
+        changed = await self.client.feed.follow(target)
+        self.out.emit("followed", f"following {self.args.user}" +
+                      ("" if changed else " (already)"), user_id=target, changed=changed)
+        return 0
+
+    async def unfollow(self) -> int:
+        target = await self.user_id(self.args.user)
+        changed = await self.client.feed.unfollow(target)
+        self.out.emit("unfollowed", f"not following {self.args.user}" +
+                      ("" if changed else " (was not)"), user_id=target, changed=changed)
+        return 0
+
+    async def feed(self) -> int:
+        if self.args.watch:
+            return await self.watch()
+        token = self.args.page_token
+        for number in range(self.args.pages):
+            page = await self.client.feed.page(self.args.page_size, token)
+            if not page.posts and number == 0:
+                self.out.emit("empty", "your feed is empty (follow someone?)")
+            for post in page.posts:
+                self.out.post(post)
+            token = page.next_page_token
+            if not token:
+                break
+        if token:
+            self.out.emit("next_page", f"more: feedchat feed --page-token {token}",
+                          next_page_token=token)
+        return 0
+
+    async def watch(self) -> int:
+        def on_state(state: str, detail: str) -> None:
+            self.out.progress(f"{state}: {detail}")
+
+        async for post in self.client.feed.live(on_state=on_state):
+            self.out.post(post)
+        return 0
+
+    async def chat(self) -> int:
+        if self.args.group is not None:
+            channel_id, title = self.args.group, f"group {self.args.group}"
+        else:
+            peer = await self.user_id(self.args.user)
+            channel = await self.client.chat.open_direct(peer)
+            channel_id, title = channel.channel_id, self.args.user
+        me = self.client.session.tokens
+        if me is not None:
+            self._names[me.user_id] = me.username or "me"
+        return await run_chat(
+            self.client, self.out, channel_id=channel_id, title=title,
+            device_id=self.args.device, cursor_file=self.args.cursor_file,
+            history=self.args.history, linger=self.args.linger, names=self.name)
+
+    async def group(self) -> int:
+        members = [await self.user_id(u) for u in self.args.members]
+        group = await self.client.chat.create_group(self.args.name, members)
+        self.out.emit("group", f"group {group.name!r} is channel {group.channel_id} "
+                      f"({group.member_count} members): feedchat chat --group "
+                      f"{group.channel_id}", channel=group)
+        return 0
+
+    async def presence(self) -> int:
+        ids = [await self.user_id(u) for u in self.args.users]
+        for name, presence in zip(self.args.users, await self.client.presence.get(ids)):
+            self.out.presence(name, presence)
+        return 0
+
+
+async def _run(args: argparse.Namespace, out: Output) -> int:
+    discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout)
+    client = FeedchatClient(discovery, tokens=FileTokenStore(args.session), timeout=args.timeout)
+    try:
+        handler: Callable[[], Awaitable[int]] = getattr(Commands(args, client, out), args.command)
+        return await handler()
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one parsed client subcommand; errors are printed, not traced."""
+    out = Output(args.json, args.quiet)
+    # Chat cursors live beside the session file, one per user and device.
+    args.cursor_file = os.path.join(os.path.dirname(os.path.expanduser(args.session)),
+                                    "cursors.json")
+    try:
+        return asyncio.run(_run(args, out))
+    except KeyboardInterrupt:
+        return 130
+    except NotLoggedIn:
+        out.error("not logged in: run `feedchat login USERNAME` (or `feedchat signup`)")
+    except RpcError as exc:
+        if exc.code == grpc.StatusCode.UNAUTHENTICATED and exc.reason.startswith("REFRESH"):
+            out.error("session expired: log in again")
+        else:
+            text = f"{exc.code.name.lower()}: {exc.message}"
+            if exc.field_violations:
+                text += " (" + "; ".join(f"{f}: {d}" for f, d in exc.field_violations) + ")"
+            if exc.retry_after:
+                text += f" — retry in {exc.retry_after:.1f}s"
+            out.error(text)
+    except FeedchatClientError as exc:
+        out.error(str(exc))
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the client commands alone (``python -m feedchat_client.cli``)."""
+    parser = argparse.ArgumentParser(prog="feedchat", description=__doc__)
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""`feedchat chat`: an interactive chat with a user or a group.
+
+Typed lines are sent (each with its own client_msg_id, retried until acked); incoming
+messages of the channel are printed. With stdin not a terminal (a pipe), every line is
+sent and the command exits once all are acked (after ``--linger`` seconds of listening).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+
+from feedchat_client.cli_output import Output
+from feedchat_client.client import FeedchatClient
+from feedchat_client.cursors import FileCursorStore
+from feedchat_client.models import ChatMessage, SentMessage
+
+
+async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, title: str,
+                   device_id: str, cursor_file: str, history: int, linger: float,
+                   names: Callable[[int], str]) -> int:
+    me = client.session.user_id
+    shown: set[int] = set()
+    newest = 0
+    if history > 0:
+        page, _ = await client.chat.history(channel_id, page_size=history)
+        for message in reversed(page):
+            shown.add(message.message_id)
+            newest = max(newest, message.message_id)
+            out.message(message, names(message.sender_id))
+    out.progress(f"chat with {title} (channel {channel_id}); type a line and press Enter "
+                 "to send, Ctrl-D to leave")
+    sent_ids: set[str] = set()
+
+    def on_state(state: str, detail: str) -> None:
+        if state in ("connected", "redirected", "moved", "reconnecting", "failed"):
+            out.progress(f"{state}: {detail}")
+
+    connection = client.chat.connection(
+        device_id, cursors=FileCursorStore(cursor_file), on_state=on_state)
+    async with connection:
+        async def show_incoming() -> None:
+            async for message in connection.messages():
+                if message.channel_id != channel_id or message.message_id in shown:
+                    continue
+                if message.message_id <= newest:
+                    continue  # older than the history shown: a first sync's backlog
+                shown.add(message.message_id)
+                if message.sender_id == me and message.client_msg_id in sent_ids:
+                    continue  # our own line, already on screen / reported as sent
+                out.message(message, names(message.sender_id))
+
+        printer = asyncio.create_task(show_incoming())
+        sends: list[asyncio.Task[SentMessage]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                if not line:
+                    break
+                text = line.rstrip("\n")
+                if not text.strip():
+                    continue
+                task = asyncio.create_task(_send(connection.send, channel_id, text, sent_ids))
+                task.add_done_callback(lambda t: _report(out, t))
+                sends.append(task)
+            if sends:
+                out.progress(f"waiting for {sum(not t.done() for t in sends)} ack(s)")
+                await asyncio.gather(*sends, return_exceptions=True)
+            if linger > 0:
+                await asyncio.sleep(linger)
+        finally:
+            printer.cancel()
+    failed = [t for t in sends if t.exception() is not None]
+    return 1 if failed else 0
+
+
+async def _send(send: Callable[..., object], channel_id: int, text: str,
+                sent_ids: set[str]) -> SentMessage:
+    import uuid
+
+    cmid = uuid.uuid4().hex
+    sent_ids.add(cmid)
+    result = await send(channel_id, text, client_msg_id=cmid)  # type: ignore[misc]
+    assert isinstance(result, SentMessage)
+    return result
+
+
+def _report(out: Output, task: asyncio.Task[SentMessage]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        out.error(f"not sent: {error}")
+        return
+    sent = task.result()
+    if out.json_mode or not sys.stdin.isatty():
+        out.emit("sent", f"sent #{sent.message_id} (seq {sent.seq})", sent=sent)
+
+
+__all__ = ["run_chat", "ChatMessage"]

@@ -1,0 +1,78 @@
+"""The `feedchat` client commands, run as processes against a live in-process system."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.feedchat_client.system import System
+
+
+class Cli:
+    def __init__(self, system: System, session: Path) -> None:
+        self.base = ["--etcd", system.etcd, "--etcd-prefix", system.prefix,
+                     "--session", str(session)]
+
+    async def run(self, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+        command, *rest = argv
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "feedchat_runtime.cli", command, *self.base, *rest,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    async def json(self, *argv: str, stdin: str = "") -> list[dict[str, Any]]:
+        code, out, err = await self.run(*argv, "--json", stdin=stdin)
+        assert code == 0, err
+        return [json.loads(line) for line in out.splitlines()]
+
+
+async def test_two_users_sign_up_post_follow_read_feed_and_chat(
+    system: System, tmp_path: Path,
+) -> None:
+    await system.start(chat_servers=2, presence=True)
+    tag = uuid.uuid4().hex[:6]
+    alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
+    alice = Cli(system, tmp_path / "a" / "session.json")
+    bob = Cli(system, tmp_path / "b" / "session.json")
+    signed = await asyncio.gather(
+        alice.json("signup", alice_name, "--password", "password-123"),
+        bob.run("signup", bob_name, stdin="password-123\n"))
+    assert signed[0][0]["username"] == alice_name
+    code, out, _ = signed[1]
+    assert code == 0 and f"signed up and logged in as {bob_name}" in out
+
+    posted, fanout = await alice.json("post", "hello", "from", "the", "cli", "--wait")
+    assert fanout["status"]["state"] in ("done", "unknown")
+    assert posted["post"]["text"] == "hello from the cli"
+    [followed] = await bob.json("follow", alice_name)
+    assert followed["changed"] is True
+    feed = await bob.json("feed", "--page-size", "5")
+    assert [(e["event"], e["post"]["text"], e["post"]["author"]["username"]) for e in feed] == [
+        ("post", "hello from the cli", alice_name)]
+    code, out, _ = await bob.run("feed")
+    assert code == 0 and f"@{alice_name}: hello from the cli" in out
+
+    sent = await alice.json("chat", bob_name, stdin="hi bob\nsecond line\n")
+    assert [e["event"] for e in sent] == ["sent", "sent"]
+    seen = await bob.json("chat", alice_name, "--history", "5")
+    assert [(e["sender"], e["message"]["text"]) for e in seen] == [
+        (alice_name, "hi bob"), (alice_name, "second line")]
+
+    [presence] = await bob.json("presence", alice_name)
+    assert (presence["username"], presence["presence"]["status"]) == (alice_name, "offline")
+
+
+async def test_errors_are_short_messages_not_tracebacks(system: System, tmp_path: Path) -> None:
+    await system.start(chat_servers=0)
+    cli = Cli(system, tmp_path / "session.json")
+    code, _, err = await cli.run("feed")
+    assert code == 1 and "not logged in" in err and "Traceback" not in err
+    code, _, err = await cli.run("signup", "x", "--password", "password-123")
+    assert code == 1 and "invalid_argument" in err and "username" in err and "Traceback" not in err
