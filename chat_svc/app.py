@@ -97,7 +97,8 @@ async def build(config: ChatConfig) -> ChatApp:
         send_rate=config.send_rate, send_burst=config.send_burst,
     )
     sessions = Sessions(store=store, hub=hub, ring=ring, delivery=delivery,
-                        instance=config.instance, queue_capacity=config.outbound_queue)
+                        instance=config.instance, queue_capacity=config.outbound_queue,
+                        draining=host.draining.is_set)
     channels = Channels(store, ids, config.max_group_members)
 
     def on_ring(old: Ring, new: Ring) -> None:

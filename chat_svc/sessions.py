@@ -15,7 +15,7 @@ So each device sees its inbox exactly once, in inbox order, whatever order pushe
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from chat_svc.connections import ConnectionHub, DeviceStream, StreamClosed
 from chat_svc.delivery import Delivery
@@ -30,7 +30,12 @@ from chat_svc.model import (
     parse_cursor,
 )
 from chat_svc.store import ChatStore
-from feedchat_runtime.errors import FailedPrecondition, FeedchatError, InvalidArgument
+from feedchat_runtime.errors import (
+    FailedPrecondition,
+    FeedchatError,
+    InvalidArgument,
+    Unavailable,
+)
 from feedchat_runtime.status import translate
 from router.ring import RingWatch
 
@@ -53,7 +58,7 @@ class Sessions:
 
     def __init__(
         self, *, store: ChatStore, hub: ConnectionHub, ring: RingWatch, delivery: Delivery,
-        instance: str, queue_capacity: int,
+        instance: str, queue_capacity: int, draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -61,6 +66,7 @@ class Sessions:
         self.delivery = delivery
         self.instance = instance
         self.queue_capacity = queue_capacity
+        self.draining = draining
 
     def check_owner(self, user_id: int) -> None:
         """FAILED_PRECONDITION with the owner's address unless this server owns the user."""
@@ -85,6 +91,9 @@ class Sessions:
             cursor = await self.store.device_cursor(user_id, device_id) or ZERO_CURSOR
         # Ownership check and registration with no await in between: a ring change after
         # this point finds the stream registered and moves it like any other.
+        if self.draining():
+            raise Unavailable("this chat server is shutting down; ask the router again",
+                              reason="DRAINING")
         self.check_owner(user_id)
         stream = DeviceStream(user_id, device_id, self.queue_capacity)
         self.hub.register(stream)
