@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -400,6 +401,7 @@ async def run(seconds: float) -> None:
             proc.stop()
         redis.stop()
         etcd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     ratio = chat["peak"] / echo_results["peak"]
     print(f"chat bench ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> {PAIRS} "
           f"receivers on chat-1, 200 connected users)")

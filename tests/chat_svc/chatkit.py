@@ -173,8 +173,3 @@ class Device:
             with contextlib.suppress(BaseException):
                 await self._task
         await self._channel.close()
-
-
-async def stub_call(address: str, user_id: int) -> tuple[grpc.aio.Channel, Any]:
-    channel = grpc.aio.insecure_channel(address)
-    return channel, chat_pb2_grpc.ChatServiceStub(channel)
