@@ -143,15 +143,16 @@ class Session:
         """Backlog, SyncComplete, then live frames; ends after a Reconnect or sets error."""
         store = self._s.store
         replayed = 0
-        while True:
+        while not self.stream.closed:  # moved or cut off mid-replay: stop early
             page = await store.read_inbox(self.user_id, self.position, REPLAY_PAGE)
             for message in page:
                 self.position = message.inbox_cursor
                 replayed += 1
                 yield message
             if len(page) < REPLAY_PAGE:
+                yield SyncComplete(self.position, replayed, self._s.instance,
+                                   self._s.ring.ring.version)
                 break
-        yield SyncComplete(self.position, replayed, self._s.instance, self._s.ring.ring.version)
         while True:
             try:
                 item = await self.stream.take()
