@@ -124,8 +124,12 @@ class Commands:
         self._names[found.user_id] = found.username
         return found.user_id
 
-    def name(self, user_id: int) -> str:
-        return self._names.get(user_id, f"user {user_id}")
+    async def name(self, user_id: int) -> str:
+        """A user's name (looked up once, then cached)."""
+        if user_id not in self._names:
+            found = await self.client.account.users([user_id])
+            self._names[user_id] = found[0].username if found else f"user {user_id}"
+        return self._names[user_id]
 
     async def signup(self) -> int:
         password = _password(self.args, confirm=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from feedchat_client.cli_output import Output
 from feedchat_client.client import FeedchatClient
@@ -19,7 +19,7 @@ from feedchat_client.models import ChatMessage, SentMessage
 
 async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, title: str,
                    device_id: str, cursor_file: str, history: int, linger: float,
-                   names: Callable[[int], str]) -> int:
+                   names: Callable[[int], Awaitable[str]]) -> int:
     me = client.session.user_id
     shown: set[int] = set()
     newest = 0
@@ -28,7 +28,7 @@ async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, titl
         for message in reversed(page):
             shown.add(message.message_id)
             newest = max(newest, message.message_id)
-            out.message(message, names(message.sender_id))
+            out.message(message, await names(message.sender_id))
     out.progress(f"chat with {title} (channel {channel_id}); type a line and press Enter "
                  "to send, Ctrl-D to leave")
     sent_ids: set[str] = set()
@@ -49,7 +49,7 @@ async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, titl
                 shown.add(message.message_id)
                 if message.sender_id == me and message.client_msg_id in sent_ids:
                     continue  # our own line, already on screen / reported as sent
-                out.message(message, names(message.sender_id))
+                out.message(message, await names(message.sender_id))
 
         printer = asyncio.create_task(show_incoming())
         sends: list[asyncio.Task[SentMessage]] = []
@@ -65,8 +65,9 @@ async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, titl
                 task = asyncio.create_task(_send(connection.send, channel_id, text, sent_ids))
                 task.add_done_callback(lambda t: _report(out, t))
                 sends.append(task)
-            if sends:
-                out.progress(f"waiting for {sum(not t.done() for t in sends)} ack(s)")
+            unacked = sum(not t.done() for t in sends)
+            if unacked:
+                out.progress(f"waiting for {unacked} ack(s)")
                 await asyncio.gather(*sends, return_exceptions=True)
             if linger > 0:
                 await asyncio.sleep(linger)

@@ -65,6 +65,14 @@ async def test_two_users_sign_up_post_follow_read_feed_and_chat(
     assert [(e["sender"], e["message"]["text"]) for e in seen] == [
         (alice_name, "hi bob"), (alice_name, "second line")]
 
+    [group] = await alice.json("group", "friends", bob_name)
+    group_id = group["channel"]["channel_id"]
+    assert group["channel"]["member_count"] == 2
+    [said] = await bob.json("chat", "--group", group_id, stdin="hello group\n")
+    assert said["sent"]["channel_id"] == group_id
+    heard = await alice.json("chat", "--group", group_id)
+    assert [(e["sender"], e["message"]["text"]) for e in heard] == [(bob_name, "hello group")]
+
     [presence] = await bob.json("presence", alice_name)
     assert (presence["username"], presence["presence"]["status"]) == (alice_name, "offline")
 
