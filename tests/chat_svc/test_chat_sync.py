@@ -82,3 +82,24 @@ async def _until_cursor_saved(app, user: int, device: str, cursor: str) -> None:
         return await app.store.device_cursor(user, device) == cursor
 
     await eventually(saved, what="saved device cursor")
+
+
+async def test_pushes_arriving_out_of_order_are_delivered_in_inbox_order(
+    chat_cluster, devices
+) -> None:
+    apps = await chat_cluster(1)
+    app = apps[0]
+    channel = await _direct(apps, 1, 2)
+    bob = await devices(2, app.address)
+    stored = []
+    for i in range(4):  # store without pushing, then push the first three in reverse order
+        stored.append(await app.store.store_message(
+            sender_id=1, channel_id=channel, message_id=app.delivery.ids.next_id(),
+            client_msg_id=f"o{i}", text=f"m{i}", created_ms=1, rate=100.0, burst=100))
+    entries = [next(e for e in out.entries if e.user_id == 2) for out in stored]
+    for entry in reversed(entries[:3]):
+        app.hub.deliver(2, entry)
+    app.hub.deliver(2, entries[3])  # the queue is FIFO: once m3 is in, all earlier pushes are
+    await wait_until(lambda: "m3" in bob.texts(), what="the last message")
+    assert bob.texts() == ["m0", "m1", "m2", "m3"]
+    assert [m.inbox_cursor for m in bob.messages] == [e.message.inbox_cursor for e in entries]
