@@ -73,7 +73,7 @@ async def build(config: PresenceConfig, following: FollowingSource | None = None
         directory = ServiceDirectory(host.session, config, host.authority, SERVICE)
         host.on_stop(directory.close)
         following = FeedFollowing(directory, config.feed_timeout)
-    hub = SubscriptionHub(redis, config.instance)
+    hub = SubscriptionHub(redis, config.instance, store.states)
     await hub.start()
     host.on_stop(hub.close)
     tracker = PresenceTracker(store, config)

@@ -8,6 +8,12 @@ Each incoming transition is handed to that user's listeners.
 :meth:`SubscriptionHub.add` returns only once Redis has confirmed the subscription, so a
 caller that reads the current state afterwards cannot miss a transition made in between
 (it may see one twice; events carry versions for that).
+
+Pub/sub drops what is published while its connection is down. When the connection comes
+back, redis-py subscribes again; the hub notices those unasked-for confirmations and
+re-reads the stored state of the users concerned, handing it to their listeners like an
+event, so a transition missed during the outage still reaches the streams (listeners drop
+what their version shows they already have).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -29,14 +35,21 @@ logger = logging.getLogger(__name__)
 Listener = Callable[[StoredState], None]
 """Called (synchronously, on the hub's reader task) with each transition of a watched user."""
 
+Refetch = Callable[[Sequence[int]], Awaitable[list[StoredState]]]
+"""Reads the stored state of users (after a reconnect)."""
+
 SUBSCRIBE_TIMEOUT = 5.0
+RESYNC_DELAY = 0.05
 
 
 class SubscriptionHub:
     """Reference-counted channel subscriptions over one pub/sub connection."""
 
-    def __init__(self, redis: aioredis.Redis, instance: str) -> None:
+    def __init__(self, redis: aioredis.Redis, instance: str, refetch: Refetch) -> None:
         self._pubsub = redis.pubsub()
+        self._refetch = refetch
+        self._resync: set[int] = set()
+        self._resync_task: asyncio.Task[None] | None = None
         self._control = f"presence:instance:{instance}"
         self._listeners: dict[int, set[Listener]] = {}
         # The confirmation each user's current subscription resolves (done once confirmed).
@@ -64,6 +77,8 @@ class SubscriptionHub:
     async def close(self) -> None:
         # A flag as well as cancel(): redis-py may absorb a cancellation during a read.
         self._closed = True
+        if self._resync_task is not None:
+            self._resync_task.cancel()
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
@@ -135,12 +150,45 @@ class SubscriptionHub:
     def _confirmed(self, name: bytes) -> None:
         pending = self._inflight.get(name)
         if not pending:
-            return  # a resubscription after a reconnect, or the control channel
+            if name != self._control.encode():
+                self._resubscribed(name)  # redis-py resubscribed after a reconnect
+            return
         future = pending.popleft()
         if not pending:
             del self._inflight[name]
         if future is not None and not future.done():
             future.set_result(None)
+
+    def _resubscribed(self, name: bytes) -> None:
+        try:
+            uid = user_of_channel(name)
+        except ValueError:
+            return
+        if uid not in self._listeners:
+            return
+        self._resync.add(uid)
+        if self._resync_task is None or self._resync_task.done():
+            self._resync_task = asyncio.create_task(self._resync_soon(), name="presence-resync")
+
+    async def _resync_soon(self) -> None:
+        await asyncio.sleep(RESYNC_DELAY)  # gather the burst of resubscriptions
+        users, self._resync = sorted(self._resync), set()
+        try:
+            states = await self._refetch(users)
+        except (RedisError, OSError) as exc:
+            logger.warning("re-reading presence after a reconnect failed: %s", exc)
+            return
+        logger.info("pub/sub reconnected; re-read %s watched users", len(states))
+        for state in states:
+            if state.status is not None:
+                self._deliver(state.user_id, state)
+
+    def _deliver(self, uid: int, state: StoredState) -> None:
+        for listener in tuple(self._listeners.get(uid, ())):
+            try:
+                listener(state)
+            except Exception:
+                logger.exception("presence listener failed")
 
     def _dispatch(self, name: bytes, data: bytes) -> None:
         try:
@@ -150,11 +198,7 @@ class SubscriptionHub:
             logger.warning("unreadable presence event on %s", name)
             return
         self.events_received += 1
-        for listener in tuple(self._listeners.get(uid, ())):
-            try:
-                listener(state)
-            except Exception:
-                logger.exception("presence listener failed")
+        self._deliver(uid, state)
 
     async def _read(self) -> None:
         while not self._closed:

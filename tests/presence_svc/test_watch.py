@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -9,7 +10,7 @@ import redis.asyncio as aioredis
 
 from feedchat.presence.v1 import presence_pb2 as pb
 from feedchat_runtime.status import error_details
-from presence_svc.store import channel
+from presence_svc.store import Beat, PresenceStore, channel
 from tests.presence_svc.conftest import Cluster, eventually
 
 Start = Callable[..., Awaitable[Cluster]]
@@ -119,3 +120,27 @@ async def test_snapshot_comes_before_changes_and_no_change_is_lost(start_cluster
 
 async def _is_zero(redis: aioredis.Redis, user_id: int) -> bool:
     return await _subscribers(redis, user_id) == 0
+
+
+async def test_change_during_pubsub_outage_reaches_watcher_after_reconnect(
+    start_cluster: Start, redis: aioredis.Redis
+) -> None:
+    cluster = await start_cluster()
+    watcher = await cluster.connect(0, 1)
+    await watcher.snapshot()
+    watcher.watch([2])
+    await watcher.snapshot()
+    # Cut the pub/sub connections and keep them from coming back (no new clients), make
+    # the transition through a connection that is already open, then let them reconnect.
+    original = (await redis.config_get("maxclients"))["maxclients"]
+    clients = int((await redis.info("clients"))["connected_clients"])
+    await redis.config_set("maxclients", clients)
+    try:
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        store = PresenceStore(redis, max_devices=4)
+        now = int(time.time() * 1000)
+        await store.heartbeat(Beat(2, "outside-device", "online", now, now + 60_000))
+    finally:
+        await redis.config_set("maxclients", original)
+    change = await watcher.change(timeout=5.0)
+    assert (change.user_id, change.status, change.version) == (2, ONLINE, 1)
