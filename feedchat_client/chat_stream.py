@@ -243,6 +243,16 @@ class ChatConnection:
     # -- the stream loop ----------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug or NotLoggedIn: end visibly, not silently
+            logger.exception("chat connection %s failed", self.device_id)
+            self._state("failed", repr(exc))
+            self._finish(exc)
+
+    async def _loop(self) -> None:
         target = self._first_address
         while True:
             try:

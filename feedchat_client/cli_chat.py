@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 
 from feedchat_client.cli_output import Output
@@ -53,10 +54,10 @@ async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, titl
 
         printer = asyncio.create_task(show_incoming())
         sends: list[asyncio.Task[SentMessage]] = []
-        loop = asyncio.get_running_loop()
+        lines = _stdin_lines()
         try:
             while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
+                line = await lines.get()
                 if not line:
                     break
                 text = line.rstrip("\n")
@@ -75,6 +76,28 @@ async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, titl
             printer.cancel()
     failed = [t for t in sends if t.exception() is not None]
     return 1 if failed else 0
+
+
+def _stdin_lines() -> asyncio.Queue[str]:
+    """Lines typed (or piped) on stdin; "" at end of input.
+
+    A daemon thread reads them, so Ctrl-C never waits for a blocked ``readline`` (an
+    executor thread would keep the process alive until Enter is pressed)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def read() -> None:
+        while True:
+            line = sys.stdin.readline()
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+            except RuntimeError:  # the loop has closed: the command is over
+                return
+            if not line:
+                return
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return queue
 
 
 async def _send(send: Callable[..., object], channel_id: int, text: str,
