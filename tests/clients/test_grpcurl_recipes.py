@@ -68,17 +68,18 @@ class Runner:
 
 
 async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System) -> None:
-    await system.start(chat_servers=2, presence=True)
+    await system.start(chat_servers=2, presence=True, notify=True)
     bindir = str(Path(sys.executable).parent)
     runner = Runner({
         "PATH": f"{bindir}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp"),
         "ACCOUNT": system.address("account"), "FEED": system.address("feed"),
         "PRESENCE": system.address("presence"), "ROUTER": system.address("router"),
+        "NOTIFY": system.address("notify"),
         "PASSWORD": "correct horse",
     })
     assert set(runner.recipes) == {"signup", "login", "refresh", "lookup", "post", "follow",
                                    "feed", "presence", "route", "chat-send", "chat-read",
-                                   "login-token", "chat-address"}
+                                   "login-token", "chat-address", "notifications"}
     tag = uuid.uuid4().hex[:6]
     alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
 
@@ -135,3 +136,15 @@ async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System)
     assert [(m["sender_id"], m["text"], m["message_id"]) for m in messages] == [
         (alice["user_id"], said, ack["message_id"])]
     assert frames[-1]["sync_complete"]["replayed"] == 1
+
+    # Bob had no stream when alice wrote: notify_svc holds a notification for him (its
+    # worker takes the chat server's queue entry asynchronously, so poll for it).
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        [listed] = await runner.run("notifications", TOKEN=bob["access_token"])
+        notes = listed.get("notifications", [])
+        if notes or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert [(n["sender_id"], n["preview"], n["last_message_id"]) for n in notes] == [
+        (alice["user_id"], said, ack["message_id"])]

@@ -80,7 +80,7 @@ class System:
         self.clients.append(client)
         return client
 
-    async def start(self, chat_servers: int = 2, presence: bool = False,
+    async def start(self, chat_servers: int = 2, presence: bool = False, notify: bool = False,
                     account: dict[str, Any] | None = None) -> System:
         account_host = await build_account(self.make_config(
             AccountConfig, instance="account-0", **{**FAST_ACCOUNT, **(account or {})}))
@@ -103,6 +103,13 @@ class System:
             await app.start()
             self.hosts["presence"] = app.host
             self._stops.append(app.stop)
+        if notify:
+            from notify_svc.app import build as build_notify
+            from notify_svc.config import NotifyConfig
+            notifier = await build_notify(self.make_config(NotifyConfig, instance="notify-0"))
+            await notifier.start()
+            self.hosts["notify"] = notifier.host
+            self._stops.append(notifier.stop)
         for _ in range(chat_servers):
             await self.add_chat()
         return self
