@@ -31,7 +31,8 @@ def recipes() -> dict[str, str]:
 
 def json_objects(text: str) -> list[dict[str, Any]]:
     """Every JSON object grpcurl printed (one per response message)."""
-    decoder, objects, at = json.JSONDecoder(), [], 0
+    decoder, at = json.JSONDecoder(), 0
+    objects: list[dict[str, Any]] = []
     while True:
         at = text.find("{", at)
         if at < 0:
@@ -45,7 +46,12 @@ class Runner:
         self.env = env
         self.recipes = recipes()
 
-    async def run(self, name: str, streaming: bool = False, **env: str) -> list[dict[str, Any]]:
+    async def run(self, name: str, streaming: bool = False,
+                  **env: str) -> list[dict[str, Any]]:
+        return await self.run_env(name, env, streaming)
+
+    async def run_env(self, name: str, env: dict[str, str],
+                      streaming: bool = False) -> list[dict[str, Any]]:
         process = await asyncio.create_subprocess_exec(
             "bash", "-euo", "pipefail", "-c", self.recipes[name],
             env={**self.env, **env},
@@ -61,7 +67,7 @@ class Runner:
         """Run an ``export VAR=$(...)`` recipe and return what it set."""
         show = f'printf \'{{"value": "%s"}}\' "${variable}"'
         self.recipes[f"{name}+"] = f"{self.recipes[name]}\n{show}\n"
-        [result] = await self.run(f"{name}+", **env)
+        [result] = await self.run_env(f"{name}+", env)
         value = str(result["value"])
         assert value and value != "null", f"{name} set {variable} to {value!r}"
         return value
