@@ -90,3 +90,7 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
     assert int(by_kind["chat"]["sender_id"]) == py.session.user_id
     assert int(by_kind["chat"]["channel_id"]) == channel.channel_id
     assert int(by_kind["sent"]["message_id"]) == message.message_id
+    # Node started at the wrong chat server and followed the redirect to the owner.
+    assert by_kind["chat"]["redirects"] == 1
+    assert by_kind["chat"]["instance"] == by_kind["chat"]["owner"] == system.owner(
+        node_user).config.instance

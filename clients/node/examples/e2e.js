@@ -32,7 +32,10 @@ async function main() {
     emit('feed', { texts });
 
     const channel = await client.openDirect(cfg.peerUserId);
-    const conn = client.connectChat('node-e2e');
+    // Start at a chat server that does not own this user, to exercise the redirect.
+    const owner = await client.route(client.userId);
+    const wrong = (await client.chatServers()).find((s) => s.address !== owner.address);
+    const conn = client.connectChat('node-e2e', { address: wrong ? wrong.address : null });
     conn.on('state', (state, detail) => process.stderr.write(`chat ${state} ${detail}\n`));
     conn.on('error', (err) => { emit('error', { message: err.message }); process.exit(1); });
     const reply = conn.waitFor((m) => m.sender_id === cfg.peerUserId && m.text === cfg.expectReply,
@@ -40,7 +43,7 @@ async function main() {
     const ack = await conn.send(channel.channel_id, cfg.send);
     emit('sent', { message_id: ack.message_id, channel_id: ack.channel_id });
     const got = await reply;
-    emit('chat', { received: got.text, sender_id: got.sender_id, channel_id: got.channel_id, instance: conn.instance });
+    emit('chat', { received: got.text, sender_id: got.sender_id, channel_id: got.channel_id, instance: conn.instance, owner: owner.instance, redirects: conn.redirects });
     conn.close();
   } finally {
     client.close();

@@ -130,6 +130,7 @@ class FeedchatClient {
     return this._call('feed', 'GetFeed', { page_size: pageSize, page_token: pageToken });
   }
   route(userId) { return this._call('router', 'Route', { user_id: userId }); }
+  chatServers() { return this._call('router', 'ListChatServers', {}).then((r) => r.chat_servers); }
   presence(userIds) { return this._call('presence', 'GetPresence', { user_ids: userIds }); }
 
   /** Any chat server answers the unary chat RPCs: use the caller's own (from the router). */
@@ -174,7 +175,13 @@ function cursorAfter(a, b) {
  * message once), 'state' (state, detail), 'error' (fatal).
  */
 class ChatConnection extends EventEmitter {
-  constructor(client, deviceId, { cursor = '', baseDelayMs = 200, maxDelayMs = 10000, maxRedirects = 5 } = {}) {
+  /**
+   * @param {FeedchatClient} client
+   * @param {string} deviceId each device keeps its own inbox cursor
+   * @param {object} [options] cursor: resume point; address: first chat server to try
+   *   (skips the router; a wrong one redirects); baseDelayMs/maxDelayMs: backoff.
+   */
+  constructor(client, deviceId, { cursor = '', address = null, baseDelayMs = 200, maxDelayMs = 10000, maxRedirects = 5 } = {}) {
     super();
     this.client = client;
     this.deviceId = deviceId;
@@ -182,6 +189,7 @@ class ChatConnection extends EventEmitter {
     this.baseDelayMs = baseDelayMs;
     this.maxDelayMs = maxDelayMs;
     this.maxRedirects = maxRedirects;
+    this.firstAddress = address;
     this.instance = '';
     this.connected = false;
     this.redirects = 0;
@@ -203,7 +211,7 @@ class ChatConnection extends EventEmitter {
   }
 
   async start() {
-    let target = null;
+    let target = this.firstAddress;
     while (!this._closed) {
       let next;
       try {
