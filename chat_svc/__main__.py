@@ -1,23 +1,18 @@
-"""``python -m chat_svc``: run one chat server."""
+"""``python -m chat_svc``: run one chat server. Flags: ``python -m chat_svc --help``."""
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections.abc import Sequence
 
 from chat_svc.app import serve
 from chat_svc.config import ChatConfig
-from feedchat_runtime.config import load_config
-from feedchat_runtime.logs import setup_logging
+from feedchat_runtime.entry import run_service
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    config = load_config(ChatConfig, argv)
-    setup_logging("chat", config.log_level, config.log_format)
-    asyncio.run(serve(config))
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_service("chat", ChatConfig, serve, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import os
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -136,10 +137,12 @@ def load_config(
 ) -> C:
     """Build ``cls`` from flags, then FEEDCHAT_* variables, then defaults; validate it.
 
+    ``argv`` None means the process's own arguments (``sys.argv[1:]``).
+
     Keyword ``overrides`` win over everything (tests use them).
     """
     environ = os.environ if env is None else env
-    args = build_parser(cls).parse_args([] if argv is None else list(argv))
+    args = build_parser(cls).parse_args(sys.argv[1:] if argv is None else list(argv))
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         raw = getattr(args, f.name)

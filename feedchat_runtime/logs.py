@@ -51,3 +51,5 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO; our services log delivery outcomes themselves.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

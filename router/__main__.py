@@ -1,23 +1,18 @@
-"""``python -m router``: run the chat router."""
+"""``python -m router``: run the chat router. Flags: ``python -m router --help``."""
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections.abc import Sequence
 
-from feedchat_runtime.config import load_config
-from feedchat_runtime.logs import setup_logging
+from feedchat_runtime.entry import run_service
 from router.app import serve
 from router.config import RouterConfig
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    config = load_config(RouterConfig, argv)
-    setup_logging("router", config.log_level, config.log_format)
-    asyncio.run(serve(config))
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_service("router", RouterConfig, serve, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])
+    sys.exit(main())
