@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import socket
 import sys
@@ -244,7 +245,10 @@ class Commands:
 
 
 async def _run(args: argparse.Namespace, out: Output) -> int:
-    discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout)
+    # One-shot commands read the registry once; long-running ones follow it live.
+    long_running = args.command == "chat" or (args.command == "feed" and args.watch)
+    discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout,
+                              watch=long_running)
     client = FeedchatClient(discovery, tokens=FileTokenStore(args.session), timeout=args.timeout)
     try:
         handler: Callable[[], Awaitable[int]] = getattr(Commands(args, client, out), args.command)
@@ -256,6 +260,8 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run one parsed client subcommand; errors are printed, not traced."""
     out = Output(args.json, args.quiet)
+    # Library warnings (a broken etcd watch being retried) are noise for a person here.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     # Chat cursors live beside the session file, one per user and device.
     args.cursor_file = os.path.join(os.path.dirname(os.path.expanduser(args.session)),
                                     "cursors.json")

@@ -95,7 +95,8 @@ class EtcdDiscovery:
                     self._watches[service] = watch
         except (TimeoutError, OSError, aetcd.exceptions.ClientError) as exc:
             raise ServiceNotFound(
-                f"cannot read the registry at {self.endpoints} ({exc or 'timed out'})"
+                f"cannot read the registry at {self.endpoints} ({str(exc) or 'timed out'}); "
+                "is `feedchat up` running, and is --etcd right?"
             ) from exc
         return [m.address for m in sorted(watch.members.values(), key=lambda m: m.instance)]
 
