@@ -211,7 +211,11 @@ class ChatConnection:
     async def send(self, channel_id: int, text: str, *, client_msg_id: str | None = None,
                    timeout: float | None = None) -> SentMessage:  # noqa: ASYNC109
         """Send and wait for the server's ack. Re-sent with the same ``client_msg_id`` on
-        every new stream until acked; :class:`ChatSendError` if refused for good."""
+        every new stream until acked; :class:`ChatSendError` if refused for good.
+
+        A ``timeout`` only stops the waiting: the send stays pending and is still retried
+        until acked or the connection closes. Calling ``send`` again with the same
+        ``client_msg_id`` waits for that same pending send."""
         if self._done.is_set():
             raise self.error or ConnectionClosed("connection closed")
         cmid = client_msg_id or uuid.uuid4().hex

@@ -54,7 +54,8 @@ async def test_live_feed_yields_new_posts_once(system: System) -> None:
 
 async def test_presence_lookup_sees_connected_user_online(system: System) -> None:
     await system.start(chat_servers=0, presence=True)
-    alice, bob = await user(system, "alice"), await user(system, "bob")
+    # Fixed addresses this time (StaticDiscovery) instead of the registry.
+    alice, bob = await user(system, "alice", etcd=False), await user(system, "bob", etcd=False)
     before = await bob.presence.get([alice.session.user_id])
     assert [p.status for p in before] == ["offline"]
     session = await alice.presence.connect()
