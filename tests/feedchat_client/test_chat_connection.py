@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from feedchat_client import Backoff, ChatSendError, MemoryCursorStore
+from feedchat_runtime.registry import Member
+from router.ring import Ring
 from tests.feedchat_client.helpers import StateLog, texts, user
 from tests.feedchat_client.system import System, wait_until
 
@@ -154,3 +156,31 @@ async def test_new_device_resumes_from_its_stored_cursor(system: System) -> None
         with pytest.raises(TimeoutError):
             await tablet.next_message(timeout=0.3)
         assert cursors.load(bob.session.user_id, "tablet") == taken[2].inbox_cursor
+
+
+async def test_server_joining_moves_stream_to_new_owner_and_resumes(system: System) -> None:
+    await system.start(chat_servers=2)
+    current = system.live_chats[0].ring.ring
+    joined = Ring.build({**current.members, "chat-2": Member("chat", "chat-2", "x:1")})
+    alice = await user(system, "alice")
+    for _ in range(40):  # about a third of users move to a third server
+        mover = await user(system, "mover")
+        owner = joined.owner(mover.session.user_id)
+        if owner is not None and owner.instance == "chat-2":
+            break
+    else:
+        raise AssertionError("no user moves to chat-2")
+    channel = await alice.chat.open_direct(mover.session.user_id)
+    log = StateLog()
+    async with mover.chat.connection("m", on_state=log) as m, alice.chat.connection("a") as a:
+        await m.wait_connected(10)
+        await a.wait_connected(10)
+        await a.send(channel.channel_id, "before the join", timeout=10)
+        assert await texts(m, 1) == ["before the join"]
+        await system.add_chat()  # chat-2 joins: the ring moves the mover there
+        await a.send(channel.channel_id, "after the join", timeout=10)
+        assert await texts(m, 1, timeout=15) == ["after the join"]
+        await wait_until(lambda: m.instance == "chat-2", what="the move to chat-2")
+        assert m.moves == 1 and "moved" in log.states()
+        with pytest.raises(TimeoutError):
+            await m.next_message(timeout=0.3)
