@@ -238,7 +238,8 @@ def start_bare() -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def run_phase(name: str, procs: list[subprocess.Popen[bytes]], addresses: list[str],
-                    args: argparse.Namespace, presence: bool) -> dict[str, float]:
+                    args: argparse.Namespace, presence: bool,
+                    redis_pid: int | None = None) -> dict[str, float]:
     pids = [p.pid for p in procs]
     await asyncio.sleep(1.0)
     rss0 = sum(rss_bytes(pid) for pid in pids)
@@ -249,14 +250,17 @@ async def run_phase(name: str, procs: list[subprocess.Popen[bytes]], addresses: 
     await asyncio.sleep(2.0)  # settle: connect-time work done, heartbeats flowing
     rss1 = sum(rss_bytes(pid) for pid in pids)
     cpu0 = sum(cpu_seconds(pid) for pid in pids)
+    redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
     sent0, t0 = load.sent, time.monotonic()
     await asyncio.sleep(args.window)
     cpu1 = sum(cpu_seconds(pid) for pid in pids)
+    redis1 = cpu_seconds(redis_pid) if redis_pid else 0.0
     elapsed, sent = time.monotonic() - t0, load.sent - sent0
     result = {
         "cpu_share": (cpu1 - cpu0) / elapsed,
         "heartbeats_per_s": sent / elapsed,
         "rss_per_conn": (rss1 - rss0) / args.users,
+        "redis_share": (redis1 - redis0) / elapsed,
     }
     if presence:
         await load.measure_latency(args.latency_seconds, rate=20)
@@ -288,7 +292,9 @@ async def main(args: argparse.Namespace) -> None:
         started = [start_presence(etcd.address, redis_url, i, args.interval,
                                   tmp / f"presence-{i}.log") for i in range(2)]
         procs = [p for p, _ in started]
-        presence = await run_phase("presence", procs, [a for _, a in started], args, True)
+        assert redis.process is not None
+        presence = await run_phase("presence", procs, [a for _, a in started], args, True,
+                                   redis.process.pid)
         for proc in procs:
             proc.terminate()
             proc.wait(10)
@@ -311,6 +317,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"CPU per 1,000 users: presence {per_k:.2f}% of a core, bare grpc.aio {base_k:.2f}%"
           f", ratio {per_k / base_k:.2f}   (goal <= 5% at a 10 s interval: "
           f"{at_10s:.2f}%)")
+    print(f"Redis server CPU meanwhile (not counted above): "
+          f"{presence['redis_share'] * 100 / users_k:.2f}% of a core per 1,000 users")
     print(f"memory per connection: presence {presence['rss_per_conn'] / 1024:.1f} KiB, "
           f"bare {baseline['rss_per_conn'] / 1024:.1f} KiB, "
           f"ratio {presence['rss_per_conn'] / max(1.0, baseline['rss_per_conn']):.2f}")

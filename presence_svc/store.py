@@ -295,8 +295,13 @@ class PresenceStore:
         return Settled(int(reply[0]) == 1, _as_str(reply[1]), int(reply[2]), int(float(reply[3])))
 
     async def due(self, bucket: int, now_ms: int, limit: int) -> list[int]:
-        """Users of one sweep bucket whose index deadline is not after ``now_ms``."""
-        members = await self.redis.zrangebyscore(sweep_key(bucket), "-inf", now_ms, 0, limit)
+        """Users of one sweep bucket whose index deadline is before ``now_ms``.
+
+        Strictly before, like a device's expiry: a user the sweep re-indexes gets a
+        deadline of at least ``now_ms`` and is not due again in the same round.
+        """
+        members = await self.redis.zrangebyscore(
+            sweep_key(bucket), "-inf", f"({now_ms}", 0, limit)
         return [int(_as_str(m)) for m in members]
 
     async def sweep(self, bucket: int, user_ids: Sequence[int], now_ms: int) -> list[Settled]:
