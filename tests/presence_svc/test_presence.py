@@ -116,8 +116,9 @@ async def test_devices_of_a_stopped_instance_are_swept_by_the_other(start_cluste
 async def test_each_transition_is_published_once_with_two_instances(
     start_cluster: Start, redis_url: str
 ) -> None:
+    # sweep_batch=1: a sweep round needs several index reads per bucket.
     cluster = await start_cluster(offline_timeout=1.0, heartbeat_interval=0.3,
-                                  sweep_interval=0.05)
+                                  sweep_interval=0.05, sweep_batch=1)
     users = list(range(100, 120))
     listener = aioredis.Redis.from_url(redis_url).pubsub()
     await listener.subscribe(*(channel(u) for u in users))
@@ -189,6 +190,20 @@ async def test_online_device_outweighs_away_device(start_cluster: Start) -> None
     await eventually(lambda: _is(cluster, 2, AWAY))
     laptop.heartbeat(ONLINE)
     await eventually(lambda: _is(cluster, 2, ONLINE))
+
+
+async def test_devices_beyond_the_limit_are_refused(start_cluster: Start) -> None:
+    cluster = await start_cluster(max_devices=2)
+    for instance in (0, 1):
+        await (await cluster.connect(instance, 2)).snapshot()
+    third = await cluster.connect(0, 2)
+    try:
+        await third.read()
+        raise AssertionError("a third device was accepted")
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await error_details(err)).reason == "TOO_MANY_DEVICES"
+    assert await cluster.apps[0].store.device_count(2) == 2
 
 
 async def test_stream_acts_only_for_the_token_user(start_cluster: Start) -> None:
