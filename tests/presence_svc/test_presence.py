@@ -107,10 +107,15 @@ async def test_devices_of_a_stopped_instance_are_swept_by_the_other(start_cluste
     await watcher.snapshot()
     device = await cluster.connect(1, 2)
     await device.snapshot()
+    connected_at = time.monotonic()
     assert (await watcher.change()).status == ONLINE
     await cluster.apps[1].stop()
+    assert await device.call.read() is grpc.aio.EOF  # the drain ends the stream cleanly
+    # ...but does not say goodbye for the device: it goes offline by its deadline.
+    assert await cluster.status(2) == ONLINE
     change = await watcher.change(timeout=5.0)
     assert change.status == OFFLINE
+    assert time.monotonic() - connected_at >= 1.4
 
 
 async def test_each_transition_is_published_once_with_two_instances(
