@@ -1,4 +1,5 @@
-"""The default watch list comes from a real feed_svc (ListFollowing, service credential)."""
+"""presence_svc and its neighbours: the default watch list from a real feed_svc, and
+other services asking who is online."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from feed_svc.app import build as build_feed
 from feed_svc.authors import Author
 from feed_svc.config import FeedConfig
 from feedchat.feed.v1 import feed_pb2, feed_pb2_grpc
+from feedchat_runtime.directory import ServiceDirectory
+from feedchat_runtime.server import ServiceHost
 from presence_svc.app import build
+from presence_svc.client import PresenceClient
 from presence_svc.config import PresenceConfig
 from tests.presence_svc.conftest import FAST, DeviceClient, user_metadata
 
@@ -64,3 +68,22 @@ async def test_without_feed_svc_streams_start_with_an_empty_watch_list(
     finally:
         await client.shut()
         await presence.stop()
+
+
+async def test_another_service_asks_who_is_online(
+    make_config: Callable[..., Any], start_cluster: Any
+) -> None:
+    cluster = await start_cluster()
+    device = await cluster.connect(1, 2)
+    await device.snapshot()
+    host = ServiceHost(make_config(instance="chat-0"), "chat")
+    await host.open()
+    directory = ServiceDirectory(host.session, host.config, host.authority, "chat")
+    try:
+        presence = PresenceClient(directory)
+        assert await presence.online([2, 3]) == {2: True, 3: False}
+        many = await presence.online(range(1, 2501))  # three GetPresence calls
+        assert len(many) == 2500 and many[2] and not many[1]
+    finally:
+        await directory.close()
+        await host.session.close()
