@@ -102,6 +102,8 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             self._config.outbound_queue,
         )
         self._sessions.add(session)
+        if self._draining:  # the drain began while this stream was being set up
+            session.end(EndFrame())
         reader: asyncio.Task[None] | None = None
         end = EndFrame()
         try:
