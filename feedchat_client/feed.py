@@ -11,7 +11,7 @@ import grpc
 
 from feedchat.feed.v1 import feed_pb2, feed_pb2_grpc
 from feedchat_client.backoff import Backoff
-from feedchat_client.errors import RpcError
+from feedchat_client.errors import RpcError, ServiceNotFound
 from feedchat_client.models import FanoutStatus, FeedPage, FollowPage, Post
 from feedchat_client.rpc import ServiceClient
 
@@ -114,10 +114,19 @@ class FeedClient(ServiceClient):
                 while True:
                     yield await queue.get()
 
-            address = await self._transport.address(self.service)
+            try:
+                address = await self._transport.address(self.service)
+                metadata = await self._session.metadata()
+            except (ServiceNotFound, RpcError) as lookup:  # between instances; account down
+                if isinstance(lookup, RpcError) and lookup.code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+                delay = backoff.next_delay()
+                notify("reconnecting", f"{lookup}; retrying in {delay:.1f}s")
+                await asyncio.sleep(delay)
+                continue
             notify("connecting", address)
             stub = self._stub(self._transport.channel_to(address))
-            call = stub.StreamFeed(requests(), metadata=await self._session.metadata())
+            call = stub.StreamFeed(requests(), metadata=metadata)
             reason = "stream ended"
             try:
                 async for frame in call:

@@ -144,6 +144,15 @@ class System:
         crashed.host.draining.set()  # counts as gone for live_chats
         await self.rings_agree()
 
+    async def restart_feed(self) -> None:
+        """Stop feed_svc (it drains its streams) and start a new instance on a new port."""
+        await self.hosts["feed"].stop()
+        feed = await build_feed(self.make_config(
+            FeedConfig, instance="feed-1", fanout_workers=1, fanout_block=0.2))
+        await feed.host.start()
+        self.hosts["feed"] = feed.host
+        self._stops.append(feed.host.stop)
+
     def owner(self, user_id: int) -> ChatApp:
         member = self.live_chats[0].ring.ring.owner(user_id)
         assert member is not None

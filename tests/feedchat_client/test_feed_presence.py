@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import pytest
@@ -49,6 +50,44 @@ async def test_live_feed_yields_new_posts_once(system: System) -> None:
     await alice.feed.post("live two")
     got = [await asyncio.wait_for(first, 10), await asyncio.wait_for(live.__anext__(), 10)]
     assert [p.text for p in got] == ["live one", "live two"]
+    await live.aclose()
+
+
+async def test_live_feed_survives_feed_server_restart_without_loss_or_repeats(
+    system: System,
+) -> None:
+    await system.start(chat_servers=0)
+    alice, bob = await user(system, "alice"), await user(system, "bob")
+    await bob.feed.follow(alice.session.user_id)
+    states: list[tuple[str, str]] = []
+    subscribed = asyncio.Event()
+
+    def on_state(state: str, detail: str) -> None:
+        states.append((state, detail))
+        if state == "live":
+            subscribed.set()
+
+    live = bob.feed.live(backoff=Backoff(base=0.05, cap=0.5), on_state=on_state)
+    pending = asyncio.ensure_future(live.__anext__())
+    await asyncio.wait_for(subscribed.wait(), 10)
+    await alice.feed.post("before restart")
+    assert (await asyncio.wait_for(pending, 10)).text == "before restart"
+    pending = asyncio.ensure_future(live.__anext__())
+    old_address = system.address("feed")
+    await system.restart_feed()
+    await alice.feed.post("while away")  # lands before the stream is back: replayed
+    assert (await asyncio.wait_for(pending, 15)).text == "while away"
+    await alice.feed.post("after restart")
+    assert (await asyncio.wait_for(live.__anext__(), 10)).text == "after restart"
+    nothing_more = asyncio.ensure_future(live.__anext__())
+    done, _ = await asyncio.wait({nothing_more}, timeout=0.3)
+    assert not done  # no repeat of an earlier post
+    nothing_more.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await nothing_more
+    connects = [detail for state, detail in states if state == "connecting"]
+    assert connects[0] == old_address and connects[-1] == system.address("feed")
+    assert "reconnecting" in [state for state, _ in states]
     await live.aclose()
 
 
