@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from feed_svc.cursor import PageTokens, derive_key
 from feed_svc.fanout import BatchHook, FanoutPool, FanoutSettings
 from feed_svc.feed import Feed
 from feed_svc.live import LiveHub
+from feed_svc.redis_client import connect
 from feed_svc.servicer import SERVICE_NAME, FeedServicer
 from feed_svc.store import FeedStore
 from feedchat.feed.v1 import feed_pb2_grpc
@@ -58,7 +60,7 @@ async def build(
     await host.open()
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
-    redis = aioredis.Redis.from_url(config.redis_url)
+    redis = connect(config.redis_url)
     store = FeedStore(redis)
     directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)
     if authors is None:
@@ -85,11 +87,26 @@ async def build(
     async def stop_rebuilds() -> None:
         await asyncio.wait_for(feed.timeline.wait_rebuilds(), timeout=config.grace)
 
+    async def sweep() -> None:
+        """Forget streams that ended without a trace (their process died)."""
+        while True:
+            await asyncio.sleep(60)
+            with contextlib.suppress(Exception):
+                await store.sweep_streaming(feed.clock())
+
+    sweeper = asyncio.create_task(sweep(), name="feed-streaming-sweep")
+
+    async def stop_sweeper() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
     host.on_stop(close_redis)
     host.on_stop(directory.close)
     host.on_stop(hub.stop)
     host.on_stop(pool.stop)
     host.on_stop(stop_rebuilds)
+    host.on_stop(stop_sweeper)
     return FeedApp(host, feed, store, pool, hub, redis)
 
 

@@ -57,8 +57,10 @@ class FeedConfig(ServiceConfig):
             raise ConfigError("inactive_after must be positive")
         if self.fanout_workers < 0:
             raise ConfigError("fanout_workers must not be negative")
-        if not 1 <= self.fanout_batch <= self.fanout_chunk <= 100_000:
-            raise ConfigError("need 1 <= fanout_batch <= fanout_chunk <= 100000")
+        if not 1 <= self.fanout_batch <= min(self.fanout_chunk, 5000):
+            raise ConfigError("need 1 <= fanout_batch <= fanout_chunk and fanout_batch <= 5000")
+        if self.fanout_chunk > 100_000:
+            raise ConfigError("fanout_chunk must be at most 100000")
         if self.fanout_claim_idle <= 0 or self.fanout_block <= 0:
             raise ConfigError("fanout_claim_idle and fanout_block must be positive")
         if self.max_following < 1 or self.stream_queue < 8 or self.stream_resume_max < 1:

@@ -98,7 +98,8 @@ class FanoutWorker:
                 logger.info("claimed %s stale fanout jobs", len(jobs))
         if not jobs:
             block = min(self.settings.block_ms, max(50, int(self.settings.claim_idle_ms / 2)))
-            jobs = await self.store.read_jobs(self.consumer, 4, block)
+            # One job at a time: the chunks of a big post spread over all workers.
+            jobs = await self.store.read_jobs(self.consumer, 1, block)
         for job in jobs:
             await self.handle(job)
         return len(jobs)
@@ -127,21 +128,20 @@ class FanoutWorker:
         if post is not None:  # a post deleted before its fanout is simply not written
             member = entry(job.post_id, job.author_id)
             cutoff = self.clock() - self.settings.inactive_ms
-            start = job.start
-            while True:
-                batch = await self.store.follower_batch(
-                    job.author_id, start, job.end, self.settings.batch
-                )
-                if batch:
+            start, page = job.start, self.settings.chunk
+            while True:  # normally one page: the chunk (plus followers who joined since)
+                fans = await self.store.follower_batch(job.author_id, start, job.end, page)
+                for at in range(0, len(fans), self.settings.batch):
+                    batch = fans[at : at + self.settings.batch]
                     w, s = await self.store.fanout_insert(
-                        batch, member, self.settings.cache_size, cutoff
+                        batch, member, self.settings.cache_size, cutoff, self.clock()
                     )
                     written, skipped = written + w, skipped + s
                     if self.on_batch is not None:
                         await self.on_batch(job, len(batch))
-                if len(batch) < self.settings.batch:
+                if len(fans) < page or (job.end and pad(fans[-1]) == job.end):
                     break
-                start = pad(batch[-1])
+                start = pad(fans[-1])
         await self.store.ack_chunk(job, written, skipped, self.clock())
 
 

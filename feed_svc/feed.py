@@ -234,9 +234,17 @@ class Feed:
         if previous is None or previous < now - int(self.config.inactive_after * 1000):
             await self.store.set_stale(user, True)
 
-    async def context(self, user: int) -> ReadContext:
-        ctx = await self.timeline.context(user)
-        if ctx.meta.stale:
+    async def context(self, user: int, touch: bool = True) -> ReadContext:
+        """The reader's context; a read counts as activity, and a reader back from
+        inactivity (or new) gets a stale cache: pulled at read time, rebuilt behind."""
+        now = self.clock()
+        ctx = await self.timeline.context(user, now if touch else None)
+        previous = ctx.previous_seen
+        if touch and (previous is None
+                      or previous < now - int(self.config.inactive_after * 1000)):
+            await self.store.set_stale(user, True)
+            ctx.use_cache = False
+        if not ctx.use_cache:
             self.timeline.rebuild_soon(user)
         return ctx
 
@@ -267,7 +275,6 @@ class Feed:
     async def get_feed(self, user: int, size: int, token: str) -> Page:
         n = page_size(size)
         before = self.tokens.check(token, Listing.FEED, user)
-        await self.activity(user)
         ctx = await self.context(user)
         posts, next_id = await self.collect(ctx, before, None, n)
         next_token = self.tokens.issue(Listing.FEED, user, next_id) if next_id else ""

@@ -33,21 +33,30 @@ return {0, math.ceil((1 - tokens) * 1000 / rate)}
 """
 
 FANOUT_INSERT = """
--- Insert one feed entry into the cached feed of each ACTIVE follower of a batch.
--- KEYS: pairs (feed zset, last-active ms) per follower
+-- Insert one feed entry into the cached feed of each ACTIVE follower of a batch, and
+-- announce it to the followers who have a StreamFeed open.
+-- KEYS[1] last-active zset (user -> ms), KEYS[2] streaming zset (user -> ms its open
+-- streams are good until), KEYS[3..] feed zset per follower
 -- ARGV[1] entry member '<20-digit post id>:<author id>', ARGV[2] cache cap,
--- ARGV[3] active cutoff (ms; older last-active = inactive, skipped),
--- ARGV[4.. ] live channel per follower (same order as the pairs)
--- ZADD of the same member is a no-op, so a re-run job inserts nothing twice.
--- Returns {written, skipped}.
-local member, cap, cutoff = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+-- ARGV[3] active cutoff (ms: older = inactive, skipped), ARGV[4] now (ms),
+-- ARGV[5..] follower ids (same order as KEYS[3..])
+-- Activity and streams are read for the whole batch with one ZMSCORE each. ZADD of the
+-- same member is a no-op, so a re-run job inserts nothing twice. Returns {written, skipped}.
+local member, cap = ARGV[1], tonumber(ARGV[2])
+local cutoff, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+local users = {}
+for i = 5, #ARGV do users[#users + 1] = ARGV[i] end
+local seen = redis.call('ZMSCORE', KEYS[1], unpack(users))
+local live = redis.call('ZMSCORE', KEYS[2], unpack(users))
 local written, skipped = 0, 0
-for i = 1, #KEYS, 2 do
-  local seen = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
-  if seen >= cutoff then
-    redis.call('ZADD', KEYS[i], 0, member)
-    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -cap - 1)
-    redis.call('PUBLISH', ARGV[3 + (i + 1) / 2], member)
+for i, user in ipairs(users) do
+  if seen[i] and tonumber(seen[i]) >= cutoff then
+    local key = KEYS[i + 2]
+    redis.call('ZADD', key, 0, member)
+    redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+    if live[i] and tonumber(live[i]) >= now then
+      redis.call('PUBLISH', 'feed:live:' .. user, member)
+    end
     written = written + 1
   else
     skipped = skipped + 1
@@ -130,4 +139,32 @@ for i = 1, #KEYS do
   redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -tonumber(ARGV[2]) - 1)
 end
 return #KEYS
+"""
+
+MERGE_NEWEST = """
+-- The newest n distinct entries across a few newest-first id lists, merged server-side.
+-- KEYS: lex zsets (a feed cache: '<id>:<author>' members; an author's posts: '<id>')
+-- ARGV[1] upper bound ('+' or '(<id>'), ARGV[2] lower bound ('-' or '[<id>'), ARGV[3] n,
+-- ARGV[3 + i] author of KEYS[i]'s members, or '' when they carry it
+-- Returns '<20-digit id>:<author>' members, newest first.
+local n = tonumber(ARGV[3])
+local all = {}
+for i, key in ipairs(KEYS) do
+  local author = ARGV[3 + i]
+  for _, m in ipairs(redis.call('ZREVRANGEBYLEX', key, ARGV[1], ARGV[2], 'LIMIT', 0, n)) do
+    if author ~= '' then m = m .. ':' .. author end
+    all[#all + 1] = m
+  end
+end
+table.sort(all, function(a, b) return a > b end)
+local out, last = {}, nil
+for _, m in ipairs(all) do
+  local id = string.sub(m, 1, 20)
+  if id ~= last then
+    out[#out + 1] = m
+    last = id
+    if #out >= n then break end
+  end
+end
+return out
 """

@@ -58,10 +58,6 @@ def floor_key(user: int) -> str:
     return f"feed:{{u{user}}}:floor"
 
 
-def seen_key(user: int) -> str:
-    return f"feed:{{u{user}}}:seen"
-
-
 def stale_key(user: int) -> str:
     return f"feed:{{u{user}}}:stale"
 
@@ -83,6 +79,10 @@ def following_key(user: int) -> str:
 
 
 CELEBRITIES_KEY = "feed:celebrities"
+ACTIVE_KEY = "feed:active"
+"""Zset: user -> ms of their last feed read (fanout skips users not seen recently)."""
+STREAMING_KEY = "feed:streaming"
+"""Zset: user -> ms until which they have a StreamFeed open (refreshed while open)."""
 JOBS_KEY = "feed:{fanout}:jobs"
 
 
@@ -91,7 +91,8 @@ def progress_key(post_id: int) -> str:
 
 
 def live_channel(user: int) -> str:
-    """Fanned-out entries (and control notes) for one user's open streams."""
+    """Fanned-out entries (and control notes) for one user's open streams. (The fanout
+    script builds the same name: keep them in step.)"""
     return f"feed:live:{user}"
 
 
@@ -150,6 +151,7 @@ class FeedStore:
         self._remove_author = redis.register_script(scripts.REMOVE_AUTHOR)
         self._split = redis.register_script(scripts.SPLIT_JOB)
         self._ack_chunk = redis.register_script(scripts.ACK_CHUNK)
+        self._merge_newest = redis.register_script(scripts.MERGE_NEWEST)
 
     # --- rate limit -----------------------------------------------------------------
     async def take_token(self, user: int, rate: float, burst: int, now_ms: int) -> int:
@@ -214,6 +216,17 @@ class FeedStore:
             pipe.zrevrangebylex(key, hi, lo, start=0, num=limit)
         results = await pipe.execute()
         return [[m.decode() for m in members] for members in results]
+
+    async def merge_newest(
+        self, sources: Sequence[tuple[str, int | None]], upper: int | None,
+        lower: int | None, n: int,
+    ) -> list[str]:
+        """Newest ``n`` distinct entries over a few ``(key, author or None)`` lists, merged
+        in one script call; members come back as ``'<padded id>:<author>'``."""
+        hi, lo = _range_args(upper, lower)
+        args: list[Any] = [hi, lo, n, *("" if a is None else a for _, a in sources)]
+        found = await self._merge_newest(keys=[k for k, _ in sources], args=args)
+        return [m.decode() for m in found]
 
     # --- follow graph ----------------------------------------------------------------
     async def follow(self, follower: int, author: int) -> bool:
@@ -285,22 +298,48 @@ class FeedStore:
     # --- feed caches --------------------------------------------------------------------
     async def touch_seen(self, user: int, now_ms: int) -> int | None:
         """Record activity; the previous last-active time (ms), if any."""
-        old = await self.redis.set(seen_key(user), now_ms, get=True)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zscore(ACTIVE_KEY, str(user))
+        pipe.zadd(ACTIVE_KEY, {str(user): now_ms})
+        old, _ = await pipe.execute()
         return int(old) if old is not None else None
 
-    async def read_context(self, user: int) -> tuple[list[int], set[int], FeedMeta]:
-        """In one round trip: whom ``user`` follows, the celebrities, the cache's state."""
+    async def last_seen(self, user: int) -> int | None:
+        found = await self.redis.zscore(ACTIVE_KEY, str(user))
+        return int(found) if found is not None else None
+
+    async def mark_streaming(self, user: int, until_ms: int) -> None:
+        """The user has a stream open until at least ``until_ms`` (never shortened)."""
+        await self.redis.zadd(STREAMING_KEY, {str(user): until_ms}, gt=True)
+
+    async def sweep_streaming(self, now_ms: int) -> int:
+        return int(await self.redis.zremrangebyscore(STREAMING_KEY, "-inf", now_ms))
+
+    async def read_context(
+        self, user: int, touch_ms: int | None = None
+    ) -> tuple[list[int], set[int], FeedMeta, int | None]:
+        """In one round trip: whom ``user`` follows, the celebrities, the cache's state,
+        and (when ``touch_ms`` records activity) the previous last-active time."""
         pipe = self.redis.pipeline(transaction=False)
+        if touch_ms is not None:
+            pipe.zscore(ACTIVE_KEY, str(user))
+            pipe.zadd(ACTIVE_KEY, {str(user): touch_ms})
         pipe.zrange(following_key(user), 0, -1)
         pipe.smembers(CELEBRITIES_KEY)
         pipe.zcard(feed_key(user))
         pipe.get(floor_key(user))
         pipe.zrangebylex(feed_key(user), "-", "+", start=0, num=1)
         pipe.exists(stale_key(user))
-        following, celebs, size, floor, oldest, stale = await pipe.execute()
+        replies = await pipe.execute()
+        previous = None
+        if touch_ms is not None:
+            seen = replies.pop(0)
+            replies.pop(0)
+            previous = int(seen) if seen is not None else None
+        following, celebs, size, floor, oldest, stale = replies
         oldest_id = parse_entry(oldest[0].decode())[0] if oldest else None
         meta = FeedMeta(int(size), int(floor or 0), oldest_id, bool(stale))
-        return [int(m) for m in following], {int(m) for m in celebs}, meta
+        return [int(m) for m in following], {int(m) for m in celebs}, meta, previous
 
     async def set_stale(self, user: int, stale: bool) -> None:
         if stale:
@@ -320,17 +359,12 @@ class FeedStore:
         return int(await self._remove_author(keys=[feed_key(user)], args=[f":{author}"]))
 
     async def fanout_insert(
-        self, followers: Sequence[int], member: str, cap: int, cutoff_ms: int
+        self, followers: Sequence[int], member: str, cap: int, cutoff_ms: int, now_ms: int
     ) -> tuple[int, int]:
         """Insert an entry into each active follower's cache in one script call."""
-        keys: list[str] = []
-        channels: list[str] = []
-        for user in followers:
-            keys.append(feed_key(user))
-            keys.append(seen_key(user))
-            channels.append(live_channel(user))
+        keys = [ACTIVE_KEY, STREAMING_KEY, *(feed_key(user) for user in followers)]
         written, skipped = await self._fanout_insert(
-            keys=keys, args=[member, cap, cutoff_ms, *channels]
+            keys=keys, args=[member, cap, cutoff_ms, now_ms, *followers]
         )
         return int(written), int(skipped)
 

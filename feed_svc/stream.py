@@ -71,8 +71,8 @@ class FeedStream:
     # --- lifecycle ----------------------------------------------------------------------
     async def open(self, resume_after: int) -> None:
         self.hub.on_control(self._on_control)
-        await self.feed.activity(self.user)
-        await self._follow_channels()
+        await self._follow_channels()  # listen first, then ask fanout to publish to us
+        await self._mark_live()
         after = resume_after or await self.feed.store.get_ack(self.user)
         # Resyncs look for posts newer than the newest shown, or than the stream's start.
         self._newest = max(after, compose(self.feed.clock(), 0, 0))
@@ -112,8 +112,14 @@ class FeedStream:
                     self._wake.set()
                     return
                 await self.feed.activity(self.user)
+                await self._mark_live()
         finally:
             stop.cancel()
+
+    async def _mark_live(self) -> None:
+        """Tell fanout to publish this user's entries (for a few touch periods)."""
+        until = self.feed.clock() + int(3 * self.touch_every * 1000)
+        await self.feed.store.mark_streaming(self.user, until)
 
     # --- client frames ------------------------------------------------------------------
     async def ack(self, post_id: int) -> None:

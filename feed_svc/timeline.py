@@ -33,14 +33,21 @@ class FeedEntry:
     author_id: int
 
 
+SCRIPT_MERGE_MAX = 64
+"""Up to this many lists are merged by one server-side script (n ids read from each);
+more (a pull over every followed account) use rounds of pipelined reads instead."""
+
+
 @dataclass
 class Source:
     """A newest-first id list in Redis: a feed cache, or one author's own posts."""
 
     key: str
     author: int | None = None  # None: members carry their author ('<id>:<author>')
+    primary: bool = False  # expected to hold most of the answer: first fetch is the full n
     cursor: int | None = None  # exclusive upper bound of the next fetch
     exhausted: bool = False
+    limit: int = 0  # ids to fetch next round
 
     def parse(self, member: str) -> FeedEntry:
         if self.author is None:
@@ -49,7 +56,8 @@ class Source:
 
 
 async def merge_newest(
-    store: FeedStore, sources: Sequence[Source], upper: int | None, lower: int | None, n: int
+    store: FeedStore, sources: Sequence[Source], upper: int | None, lower: int | None, n: int,
+    script_max: int = SCRIPT_MERGE_MAX,
 ) -> list[FeedEntry]:
     """The newest ``n`` distinct entries with ``lower <= id < upper`` across ``sources``.
 
@@ -59,21 +67,26 @@ async def merge_newest(
     """
     if n <= 0 or not sources:
         return []
+    if len(sources) <= script_max:
+        merged = await store.merge_newest([(s.key, s.author) for s in sources], upper, lower, n)
+        return [FeedEntry(*parse_entry(m)) for m in merged]
+    share = max(1, min(n, -(-2 * n // len(sources))))
     for source in sources:
         source.cursor, source.exhausted = upper, False
+        source.limit = n if source.primary else share
     pool: dict[int, FeedEntry] = {}
-    per_source = max(1, min(n, -(-2 * n // len(sources))))
     todo = list(sources)
     while True:
-        found = await store.ranges([(s.key, s.cursor, lower, per_source) for s in todo])
+        found = await store.ranges([(s.key, s.cursor, lower, s.limit) for s in todo])
         for source, members in zip(todo, found, strict=True):
             for member in members:
                 item = source.parse(member)
                 pool.setdefault(item.post_id, item)
-            if len(members) < per_source:
+            if len(members) < source.limit:
                 source.exhausted = True
             else:
                 source.cursor = source.parse(members[-1]).post_id
+                source.limit = min(source.limit * 2, n)
         ordered = sorted(pool.values(), reverse=True)
         open_cursors = [s.cursor for s in sources if not s.exhausted and s.cursor is not None]
         if not open_cursors:
@@ -83,7 +96,6 @@ async def merge_newest(
             return ordered[:n]
         threshold = ordered[n - 1].post_id if len(ordered) >= n else -1
         todo = [s for s in sources if not s.exhausted and (s.cursor or 0) > threshold]
-        per_source = min(per_source * 2, n)
 
 
 @dataclass
@@ -97,6 +109,7 @@ class ReadContext:
     cap: int
     use_cache: bool = field(init=False)
     floor: int = field(init=False)
+    previous_seen: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.use_cache = not self.meta.stale
@@ -114,10 +127,14 @@ class Timeline:
         self.cap = cap
         self._rebuilds: dict[int, asyncio.Task[None]] = {}
 
-    async def context(self, user: int) -> ReadContext:
-        following, celebrities, meta = await self.store.read_context(user)
-        followed_celebs = [a for a in following if a in celebrities]
-        return ReadContext(user, set(following), followed_celebs, meta, self.cap)
+    async def context(self, user: int, touch_ms: int | None = None) -> ReadContext:
+        """The reader's context; with ``touch_ms`` it also records the read as activity."""
+        following, celebrities, meta, previous = await self.store.read_context(user, touch_ms)
+        followed = set(following)
+        followed_celebs = sorted(a for a in celebrities if a in followed)
+        ctx = ReadContext(user, followed, followed_celebs, meta, self.cap)
+        ctx.previous_seen = previous
+        return ctx
 
     def _pull_sources(self, ctx: ReadContext) -> list[Source]:
         return [Source(user_posts_key(a), author=a) for a in sorted(ctx.following)]
@@ -130,7 +147,7 @@ class Timeline:
             return await merge_newest(self.store, self._pull_sources(ctx), upper, lower, k)
         got: list[FeedEntry] = []
         if upper is None or upper > ctx.floor:
-            cached = [Source(feed_key(ctx.user))]
+            cached = [Source(feed_key(ctx.user), primary=True)]
             cached += [Source(user_posts_key(a), author=a) for a in ctx.celebrities]
             top_lower = max(ctx.floor, lower or 0)
             got = await merge_newest(self.store, cached, upper, top_lower, k)
@@ -185,7 +202,7 @@ class Timeline:
         """After a follow: the author's newest posts (up to the cap) into the cache."""
         if await self.store.is_celebrity(author):
             return  # merged at read time
-        source = Source(user_posts_key(author), author=author)
+        source = Source(user_posts_key(author), author=author, primary=True)
         posts = await merge_newest(self.store, [source], None, None, self.cap)
         if posts:
             await self.store.merge_entries(

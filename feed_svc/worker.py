@@ -13,10 +13,9 @@ import logging
 import signal
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-
 from feed_svc.config import FeedConfig
 from feed_svc.fanout import FanoutPool, FanoutSettings
+from feed_svc.redis_client import connect
 from feed_svc.store import FeedStore
 from feedchat_runtime.config import load_config
 from feedchat_runtime.logs import setup_logging
@@ -25,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 async def run_workers(config: FeedConfig) -> None:
-    redis = aioredis.Redis.from_url(config.redis_url)
+    redis = connect(config.redis_url)
     pool = FanoutPool(
         FeedStore(redis), FanoutSettings.from_config(config), f"{config.instance}-fanout",
         max(1, config.fanout_workers),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from feed_svc.store import feed_key, seen_key
+from feed_svc.store import feed_key
 from feedchat.feed.v1 import feed_pb2 as pb
 from tests.feed_svc.conftest import StartSystem, System, eventually, fanout_done
 
@@ -117,7 +117,7 @@ async def test_a_new_reader_sees_a_complete_feed_before_any_cache_exists(
     reader = await system.sign_up()
     for author in authors:
         await reader.follow(author.user_id)
-    assert not await system.feed_app.redis.exists(seen_key(reader.user_id))
+    assert await system.feed_app.store.last_seen(reader.user_id) is None
     page = await reader.feed(5)
     assert [p.post_id for p in page.posts] == sorted(posted, reverse=True)[:5]
     assert await reader.feed_ids(page_size=5) == sorted(posted, reverse=True)
