@@ -262,9 +262,8 @@ def run(args: argparse.Namespace) -> int:
     out = Output(args.json, args.quiet)
     # Library warnings (a broken etcd watch being retried) are noise for a person here.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    # Chat cursors live beside the session file, one per user and device.
-    args.cursor_file = os.path.join(os.path.dirname(os.path.expanduser(args.session)),
-                                    "cursors.json")
+    # Chat cursors live beside the session file: session.json -> session.cursors.json.
+    args.cursor_file = os.path.splitext(os.path.expanduser(args.session))[0] + ".cursors.json"
     try:
         return asyncio.run(_run(args, out))
     except KeyboardInterrupt:

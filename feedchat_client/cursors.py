@@ -57,6 +57,11 @@ class FileCursorStore:
         return self._cursors.get(f"{user_id}/{device_id}", "")
 
     def save(self, user_id: int, device_id: str, cursor: str) -> None:
+        # Merge with the file as it is now: another process may keep its cursors here too.
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(self.path.read_text())
+            if isinstance(loaded, dict):
+                self._cursors = {**{str(k): str(v) for k, v in loaded.items()}, **self._cursors}
         self._cursors[f"{user_id}/{device_id}"] = cursor
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cursors-")
