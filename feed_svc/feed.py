@@ -124,18 +124,25 @@ class Feed:
                 f"posting too fast; retry in {wait_ms / 1000:.3f}s",
                 reason="RATE_LIMITED", retry_after=wait_ms / 1000,
             )
-        celebrity = await self.store.is_celebrity(user)
+        celebrity, followers = await self.store.author_state(user)
         promoted = False
-        threshold = self.config.celebrity_threshold
-        if not celebrity and await self.store.follower_count(user) > threshold:
+        if not celebrity and followers > self.config.celebrity_threshold:
             # Promotion is one-way: pulling at read time stays correct if the count drops.
             promoted = await self.store.promote(user)
             celebrity = True
+        if celebrity:
+            plan = "pulled"
+        else:
+            plan = "whole" if followers <= self.config.fanout_chunk else "split"
         post = StoredPost(self.ids.next_id(), user, text)
-        await self.store.create_post(post, now, fan_out=not celebrity, celebrity=celebrity)
+        await self.store.create_post(post, now, plan, followers)
         if promoted:  # after the post is stored, so open streams that resync find it
             await self.store.publish(keys.CONTROL_CHANNEL, f"promoted:{user}")
-        return (await self.hydrate([FeedEntry(post.post_id, user)]))[0]
+        try:
+            author = (await self.authors.get_authors([user])).get(user, Author(user))
+        except Unavailable:
+            author = Author(user)
+        return PostView(post.post_id, author, text, timestamp_ms(post.post_id))
 
     async def delete_post(self, user: int, post_id: int) -> None:
         check_user_id(post_id, "post_id")

@@ -160,26 +160,42 @@ class FeedStore:
         return 0 if int(ok) else int(wait_ms)
 
     # --- posts ----------------------------------------------------------------------
-    async def create_post(
-        self, post: StoredPost, now_ms: int, fan_out: bool, celebrity: bool
-    ) -> None:
-        """Store a post and, in the same transaction, queue its fanout or announce it."""
+    async def create_post(self, post: StoredPost, now_ms: int, plan: str, followers: int) -> None:
+        """Store a post and, in the same transaction, queue its fanout or announce it.
+
+        ``plan``: ``pulled`` (a celebrity: announced on the author's channel, never fanned
+        out), ``whole`` (one chunk job for every follower), ``split`` (a job that splits
+        the follower list into chunk jobs).
+        """
         body = json.dumps({"a": post.author_id, "t": post.text})
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(post_key(post.post_id), body)
         pipe.zadd(user_posts_key(post.author_id), {pad(post.post_id): 0})
         progress = progress_key(post.post_id)
-        if fan_out:
-            pipe.hset(progress, mapping={"created_ms": now_ms, "state": "fanout"})
-            pipe.xadd(JOBS_KEY, {"kind": "split", "post": post.post_id,
-                                 "author": post.author_id, "from": "", "to": ""})
-        else:
-            pipe.hset(progress, mapping={"created_ms": now_ms, "state": "pulled",
-                                         "finished_ms": now_ms})
-        pipe.expire(progress, PROGRESS_TTL_S)
-        if celebrity:
+        record: Any = {"created_ms": now_ms, "state": "fanout"}
+        job: Any = {"kind": "split", "post": post.post_id, "author": post.author_id,
+               "from": "", "to": ""}
+        if plan == "pulled":
+            record.update(state="pulled", finished_ms=now_ms)
             pipe.publish(author_channel(post.author_id), entry(post.post_id, post.author_id))
+        elif plan == "whole" and followers == 0:
+            record.update(total=0, chunks=0, finished_ms=now_ms)
+        elif plan == "whole":
+            record.update(total=followers, chunks=1)
+            job["kind"] = "chunk"
+        pipe.hset(progress, mapping=record)
+        pipe.expire(progress, PROGRESS_TTL_S)
+        if "finished_ms" not in record:
+            pipe.xadd(JOBS_KEY, job)
         await pipe.execute()
+
+    async def author_state(self, author: int) -> tuple[bool, int]:
+        """(is a celebrity, follower count) in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(CELEBRITIES_KEY, str(author))
+        pipe.zcard(followers_key(author))
+        celebrity, count = await pipe.execute()
+        return bool(celebrity), int(count)
 
     async def get_posts(self, post_ids: Sequence[int]) -> list[StoredPost | None]:
         """The posts in order (None where deleted or unknown), in one MGET."""
