@@ -320,7 +320,7 @@ async def main() -> None:
             accounts = account_pb2_grpc.AccountServiceStub(
                 grpc.aio.insecure_channel(account.address))
             feed_args = [*common, "--post-burst", "100000", "--post-rate", "100000",
-                         "--fanout-workers", "4"]
+                         "--fanout-workers", "16"]
             server = Child("feed_svc", [*feed_args, "--instance", "feed-0",
                                         "--celebrity-threshold", "1000000"], Path(tmp) / "f.log")
             children.append(server)

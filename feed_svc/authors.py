@@ -98,7 +98,10 @@ class AccountAuthors:
                 self._cache.clear()
             for user_id in missing:
                 author = fetched.get(user_id)
-                self._cache[user_id] = (now + self._ttl, author)
+                # Unknown ids are remembered briefly only: a user who signs up right
+                # after a failed lookup can be followed a second later.
+                ttl = self._ttl if author is not None else min(self._ttl, 1.0)
+                self._cache[user_id] = (now + ttl, author)
                 if author is not None:
                     result[user_id] = author
         return result

@@ -30,7 +30,7 @@ class FeedConfig(ServiceConfig):
         7 * 86400.0,
         "Seconds without a feed read after which fanout skips a user (feed rebuilt on return).",
     )
-    fanout_workers: int = _opt(4, "Fanout worker tasks in this process (0: API only).")
+    fanout_workers: int = _opt(8, "Fanout worker tasks in this process (0: API only).")
     fanout_chunk: int = _opt(1000, "Followers per fanout job (a post's job is split in these).")
     fanout_batch: int = _opt(500, "Followers written per Redis round trip inside a job.")
     fanout_claim_idle: float = _opt(

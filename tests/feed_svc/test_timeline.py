@@ -1,0 +1,56 @@
+"""The exact merge behind every feed read, checked against a brute-force answer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import redis.asyncio as aioredis
+
+from feed_svc.redis_client import connect
+from feed_svc.store import FeedStore, entry, pad
+from feed_svc.timeline import FeedEntry, Source, merge_newest
+
+
+@pytest.fixture
+async def store(redis: aioredis.Redis, redis_url: str) -> FeedStore:
+    return FeedStore(connect(redis_url))
+
+
+async def test_merge_is_exact_for_few_and_many_sources(store: FeedStore) -> None:
+    rng = random.Random(7)
+    truth: list[FeedEntry] = []
+    sources: list[Source] = []
+    base = 2**60  # Snowflake-sized ids, far beyond float precision
+    pipe = store.redis.pipeline(transaction=False)
+    pool = rng.sample(range(base, base + 5000), 5000)  # post ids are unique
+    for author in range(1, 81):
+        count = rng.choice([0, 1, 3, 30, 120])
+        ids, pool = pool[:count], pool[count:]
+        key = f"test:posts:{author}"
+        if ids:
+            pipe.zadd(key, {pad(i): 0 for i in ids})
+        sources.append(Source(key, author=author))
+        truth += [FeedEntry(i, author) for i in ids]
+    cache_ids = rng.sample(truth, 200)  # a cache duplicating some authors' posts
+    pipe.zadd("test:cache", {entry(e.post_id, e.author_id): 0 for e in cache_ids})
+    await pipe.execute()
+    sources.append(Source("test:cache", primary=True))
+    truth.sort(reverse=True)
+    for upper, lower, n in [(None, None, 20), (base + 2500, None, 50), (None, base + 4000, 500),
+                            (base + 3000, base + 1000, 1), (base + 10, None, 20)]:
+        expected = [e for e in truth
+                    if (upper is None or e.post_id < upper)
+                    and (lower is None or e.post_id >= lower)][:n]
+        in_cache = set(cache_ids)
+        for picked in (sources[:5] + sources[-1:], sources[:40], sources):
+            authors = {s.author for s in picked}
+            cached = None in authors
+            want = [e for e in truth
+                    if (e.author_id in authors or (cached and e in in_cache))
+                    and (upper is None or e.post_id < upper)
+                    and (lower is None or e.post_id >= lower)][:n]
+            assert await merge_newest(store, picked, upper, lower, n, script_max=0) == want
+            assert await merge_newest(store, picked, upper, lower, n, script_max=1000) == want
+        assert await merge_newest(store, sources, upper, lower, n) == expected
+    await store.redis.aclose()
