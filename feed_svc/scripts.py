@@ -35,18 +35,18 @@ return {0, math.ceil((1 - tokens) * 1000 / rate)}
 FANOUT_INSERT = """
 -- Insert one feed entry into the cached feed of each ACTIVE follower of a batch, and
 -- announce it to the followers who have a StreamFeed open.
--- KEYS[1] last-active zset (user -> ms), KEYS[2] streaming zset (user -> ms its open
+-- KEYS[1] last-active hash (user -> ms), KEYS[2] streaming zset (user -> ms its open
 -- streams are good until), KEYS[3..] feed zset per follower
 -- ARGV[1] entry member '<20-digit post id>:<author id>', ARGV[2] cache cap,
 -- ARGV[3] active cutoff (ms: older = inactive, skipped), ARGV[4] now (ms),
 -- ARGV[5..] follower ids (same order as KEYS[3..])
--- Activity and streams are read for the whole batch with one ZMSCORE each. ZADD of the
+-- Activity and streams are read for the whole batch with one HMGET / ZMSCORE. ZADD of the
 -- same member is a no-op, so a re-run job inserts nothing twice. Returns {written, skipped}.
 local member, cap = ARGV[1], tonumber(ARGV[2])
 local cutoff, now = tonumber(ARGV[3]), tonumber(ARGV[4])
 local users = {}
 for i = 5, #ARGV do users[#users + 1] = ARGV[i] end
-local seen = redis.call('ZMSCORE', KEYS[1], unpack(users))
+local seen = redis.call('HMGET', KEYS[1], unpack(users))
 local live = redis.call('ZMSCORE', KEYS[2], unpack(users))
 local written, skipped = 0, 0
 for i, user in ipairs(users) do

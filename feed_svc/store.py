@@ -80,7 +80,7 @@ def following_key(user: int) -> str:
 
 CELEBRITIES_KEY = "feed:celebrities"
 ACTIVE_KEY = "feed:active"
-"""Zset: user -> ms of their last feed read (fanout skips users not seen recently)."""
+"""Hash: user -> ms of their last feed read (fanout skips users not seen recently)."""
 STREAMING_KEY = "feed:streaming"
 """Zset: user -> ms until which they have a StreamFeed open (refreshed while open)."""
 JOBS_KEY = "feed:{fanout}:jobs"
@@ -315,13 +315,13 @@ class FeedStore:
     async def touch_seen(self, user: int, now_ms: int) -> int | None:
         """Record activity; the previous last-active time (ms), if any."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zscore(ACTIVE_KEY, str(user))
-        pipe.zadd(ACTIVE_KEY, {str(user): now_ms})
+        pipe.hget(ACTIVE_KEY, str(user))
+        pipe.hset(ACTIVE_KEY, str(user), now_ms)
         old, _ = await pipe.execute()
         return int(old) if old is not None else None
 
     async def last_seen(self, user: int) -> int | None:
-        found = await self.redis.zscore(ACTIVE_KEY, str(user))
+        found = await self.redis.hget(ACTIVE_KEY, str(user))
         return int(found) if found is not None else None
 
     async def mark_streaming(self, user: int, until_ms: int) -> None:
@@ -338,8 +338,8 @@ class FeedStore:
         and (when ``touch_ms`` records activity) the previous last-active time."""
         pipe = self.redis.pipeline(transaction=False)
         if touch_ms is not None:
-            pipe.zscore(ACTIVE_KEY, str(user))
-            pipe.zadd(ACTIVE_KEY, {str(user): touch_ms})
+            pipe.hget(ACTIVE_KEY, str(user))
+            pipe.hset(ACTIVE_KEY, str(user), touch_ms)
         pipe.zrange(following_key(user), 0, -1)
         pipe.smembers(CELEBRITIES_KEY)
         pipe.zcard(feed_key(user))
