@@ -137,7 +137,15 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.StreamFeedResponse]:
         user = require_user()
-        first = await anext(aiter(request_iterator), None)
+        requests = aiter(request_iterator)
+        first_frame = asyncio.ensure_future(anext(requests, None))
+        drained = asyncio.ensure_future(self.draining.wait())
+        await asyncio.wait({first_frame, drained}, return_when=asyncio.FIRST_COMPLETED)
+        drained.cancel()
+        if not first_frame.done():  # the server drains before the client subscribed
+            first_frame.cancel()
+            return
+        first = first_frame.result()
         if first is None or first.WhichOneof("frame") != "subscribe":
             raise InvalidArgument.field(
                 "subscribe", "the first frame must be a subscribe", reason="SUBSCRIBE_FIRST"
@@ -147,7 +155,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             self.feed, self.hub, user, self.draining, config.stream_queue,
             config.stream_resume_max, touch_every=min(60.0, config.inactive_after / 4),
         )
-        pump = asyncio.create_task(self._pump(request_iterator, session))
+        pump = asyncio.create_task(self._pump(requests, session))
         try:
             await session.open(first.subscribe.resume_after_post_id)
             while True:

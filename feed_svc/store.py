@@ -1,5 +1,8 @@
 """Everything feed_svc keeps in Redis: key builders, reads and writes, the Lua scripts.
 
+(The fanout queue's part is in :mod:`feed_svc.store_queue`; the pub/sub listener that
+feeds open streams is :mod:`feed_svc.live`.)
+
 Per-user keys share the hash tag ``{u<id>}`` (feed cache, its floor, last-active time,
 posts, followers, following, rate bucket), so a script on one user's keys stays in one slot.
 The fanout stream and the progress hashes share ``{fanout}``, so acknowledging a job and
@@ -20,10 +23,16 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from feed_svc import scripts
+from feed_svc.store_queue import (
+    GROUP,
+    JOBS_KEY,
+    PROGRESS_TTL_S,
+    FanoutQueueStore,
+    Job,
+    progress_key,
+)
 
 WIDTH = 20
-GROUP = "fanout"
-PROGRESS_TTL_S = 86400
 
 
 def pad(value: int) -> str:
@@ -83,13 +92,6 @@ ACTIVE_KEY = "feed:active"
 """Hash: user -> ms of their last feed read (fanout skips users not seen recently)."""
 STREAMING_KEY = "feed:streaming"
 """Zset: user -> ms until which they have a StreamFeed open (refreshed while open)."""
-JOBS_KEY = "feed:{fanout}:jobs"
-
-
-def progress_key(post_id: int) -> str:
-    return f"feed:{{fanout}}:post:{post_id}"
-
-
 def live_channel(user: int) -> str:
     """Fanned-out entries (and control notes) for one user's open streams. (The fanout
     script builds the same name: keep them in step.)"""
@@ -113,18 +115,6 @@ class StoredPost:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One fanout job from the stream: a split job (whole post) or a chunk of followers."""
-
-    job_id: str
-    kind: str
-    post_id: int
-    author_id: int
-    start: str  # exclusive lower bound of follower ids ('' = from the first)
-    end: str  # inclusive upper bound ('' = to the last)
-
-
-@dataclass(frozen=True)
 class FeedMeta:
     """What a reader needs to know about a feed cache before using it."""
 
@@ -140,8 +130,8 @@ def _range_args(upper: int | None, lower: int | None) -> tuple[str, str]:
     return hi, lo
 
 
-class FeedStore:
-    """Typed access to feed_svc's Redis data."""
+class FeedStore(FanoutQueueStore):
+    """Typed access to feed_svc's Redis data (the fanout queue's part is inherited)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
@@ -149,8 +139,7 @@ class FeedStore:
         self._fanout_insert = redis.register_script(scripts.FANOUT_INSERT)
         self._merge = redis.register_script(scripts.MERGE_ENTRIES)
         self._remove_author = redis.register_script(scripts.REMOVE_AUTHOR)
-        self._split = redis.register_script(scripts.SPLIT_JOB)
-        self._ack_chunk = redis.register_script(scripts.ACK_CHUNK)
+        super().__init__(redis)
         self._merge_newest = redis.register_script(scripts.MERGE_NEWEST)
 
     # --- rate limit -----------------------------------------------------------------
@@ -393,77 +382,8 @@ class FeedStore:
     async def publish(self, channel: str, message: str) -> None:
         await self.redis.publish(channel, message)
 
-    # --- fanout queue --------------------------------------------------------------------
-    async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(JOBS_KEY, GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
-    async def read_jobs(self, consumer: str, count: int, block_ms: int) -> list[Job]:
-        reply: Any = await self.redis.xreadgroup(
-            GROUP, consumer, {JOBS_KEY: ">"}, count=count, block=block_ms
-        )
-        return [_job(i, f) for _, entries in reply or [] for i, f in entries]
-
-    async def claim_jobs(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
-        """Take over jobs another consumer read but left unacknowledged for too long."""
-        reply = await self.redis.xautoclaim(
-            JOBS_KEY, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
-        )
-        entries = reply[1]
-        return [_job(i, f) for i, f in entries if f]
-
-    async def split_job(
-        self, job: Job, total: int, chunks: Sequence[tuple[str, str]], now_ms: int
-    ) -> bool:
-        args: list[Any] = [GROUP, job.job_id, total, now_ms]
-        for start, end in chunks:
-            args += [job.post_id, job.author_id, start, end]
-        done = await self._split(keys=[JOBS_KEY, progress_key(job.post_id)], args=args)
-        return bool(done)
-
-    async def ack_chunk(self, job: Job, written: int, skipped: int, now_ms: int) -> bool:
-        done = await self._ack_chunk(
-            keys=[JOBS_KEY, progress_key(job.post_id)],
-            args=[GROUP, job.job_id, written, skipped, now_ms],
-        )
-        return bool(done)
-
-    async def progress(self, post_id: int) -> dict[str, str]:
-        raw: Any = await self.redis.hgetall(progress_key(post_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    async def queue_stats(self, now_ms: int) -> tuple[int, int, int]:
-        """(jobs in the stream, delivered but unacknowledged, age ms of the oldest unacked).
-
-        Acknowledged jobs are deleted from the stream, so its length is the backlog.
-        """
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xlen(JOBS_KEY)
-        pipe.xpending(JOBS_KEY, GROUP)
-        try:
-            length, summary = await pipe.execute()
-        except aioredis.ResponseError:  # no stream or group yet
-            return 0, 0, 0
-        oldest = summary.get("min")
-        age = 0
-        if oldest:
-            text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
-            age = max(0, now_ms - int(text.split("-")[0]))
-        return int(length), int(summary["pending"]), age
-
-
-def _job(job_id: Any, fields: dict[Any, Any]) -> Job:
-    get = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-           for k, v in fields.items()}
-    return Job(
-        job_id=job_id.decode() if isinstance(job_id, bytes) else str(job_id),
-        kind=str(get.get("kind", "chunk")),
-        post_id=int(get["post"]),
-        author_id=int(get["author"]),
-        start=str(get.get("from", "")),
-        end=str(get.get("to", "")),
-    )
-
+__all__ = [
+    "GROUP", "JOBS_KEY", "PROGRESS_TTL_S", "FanoutQueueStore", "FeedMeta", "FeedStore", "Job",
+    "StoredPost", "progress_key",
+]

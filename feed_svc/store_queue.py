@@ -1,0 +1,121 @@
+"""The fanout job queue in Redis: a stream with one consumer group, and per-post progress.
+
+Both live under the hash tag ``{fanout}``, so acknowledging a job and counting it in its
+post's progress is one script (:mod:`feed_svc.scripts`). Acknowledged jobs are deleted from
+the stream, so its length is the backlog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from feed_svc import scripts
+
+GROUP = "fanout"
+JOBS_KEY = "feed:{fanout}:jobs"
+PROGRESS_TTL_S = 86400
+"""Seconds a post's fanout progress record is kept."""
+
+
+def progress_key(post_id: int) -> str:
+    return f"feed:{{fanout}}:post:{post_id}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One fanout job from the stream: a split job (whole post) or a chunk of followers."""
+
+    job_id: str
+    kind: str
+    post_id: int
+    author_id: int
+    start: str  # exclusive lower bound of follower ids ('' = from the first)
+    end: str  # inclusive upper bound ('' = to the last)
+
+
+
+
+class FanoutQueueStore:
+    """The queue half of the store: read, claim, split and acknowledge fanout jobs."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._split = redis.register_script(scripts.SPLIT_JOB)
+        self._ack_chunk = redis.register_script(scripts.ACK_CHUNK)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(JOBS_KEY, GROUP, id="0", mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_jobs(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        reply: Any = await self.redis.xreadgroup(
+            GROUP, consumer, {JOBS_KEY: ">"}, count=count, block=block_ms
+        )
+        return [_job(i, f) for _, entries in reply or [] for i, f in entries]
+
+    async def claim_jobs(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
+        """Take over jobs another consumer read but left unacknowledged for too long."""
+        reply = await self.redis.xautoclaim(
+            JOBS_KEY, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
+        )
+        entries = reply[1]
+        return [_job(i, f) for i, f in entries if f]
+
+    async def split_job(
+        self, job: Job, total: int, chunks: Sequence[tuple[str, str]], now_ms: int
+    ) -> bool:
+        args: list[Any] = [GROUP, job.job_id, total, now_ms]
+        for start, end in chunks:
+            args += [job.post_id, job.author_id, start, end]
+        done = await self._split(keys=[JOBS_KEY, progress_key(job.post_id)], args=args)
+        return bool(done)
+
+    async def ack_chunk(self, job: Job, written: int, skipped: int, now_ms: int) -> bool:
+        done = await self._ack_chunk(
+            keys=[JOBS_KEY, progress_key(job.post_id)],
+            args=[GROUP, job.job_id, written, skipped, now_ms],
+        )
+        return bool(done)
+
+    async def progress(self, post_id: int) -> dict[str, str]:
+        raw: Any = await self.redis.hgetall(progress_key(post_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def queue_stats(self, now_ms: int) -> tuple[int, int, int]:
+        """(jobs in the stream, delivered but unacknowledged, age ms of the oldest unacked).
+
+        Acknowledged jobs are deleted from the stream, so its length is the backlog.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(JOBS_KEY)
+        pipe.xpending(JOBS_KEY, GROUP)
+        try:
+            length, summary = await pipe.execute()
+        except aioredis.ResponseError:  # no stream or group yet
+            return 0, 0, 0
+        oldest = summary.get("min")
+        age = 0
+        if oldest:
+            text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+            age = max(0, now_ms - int(text.split("-")[0]))
+        return int(length), int(summary["pending"]), age
+
+
+def _job(job_id: Any, fields: dict[Any, Any]) -> Job:
+    get = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+           for k, v in fields.items()}
+    return Job(
+        job_id=job_id.decode() if isinstance(job_id, bytes) else str(job_id),
+        kind=str(get.get("kind", "chunk")),
+        post_id=int(get["post"]),
+        author_id=int(get["author"]),
+        start=str(get.get("from", "")),
+        end=str(get.get("to", "")),
+    )
