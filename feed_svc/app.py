@@ -68,6 +68,7 @@ async def build(
     feed = Feed(config, store, authors, claim.generator(), PageTokens(page_token_key(config)))
     hub = LiveHub(redis)
     await hub.start()
+    await store.ensure_group()  # also without local workers: queue stats need the group
     pool = FanoutPool(
         store, FanoutSettings.from_config(config), f"{config.instance}-fanout",
         config.fanout_workers, on_batch,

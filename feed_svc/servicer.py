@@ -143,7 +143,9 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         await asyncio.wait({first_frame, drained}, return_when=asyncio.FIRST_COMPLETED)
         drained.cancel()
         if not first_frame.done():  # the server drains before the client subscribed
-            first_frame.cancel()
+            # Not cancelled: cancelling a pending read would cancel the whole RPC; it
+            # ends with the call.
+            first_frame.add_done_callback(lambda f: f.cancelled() or f.exception())
             return
         first = first_frame.result()
         if first is None or first.WhichOneof("frame") != "subscribe":

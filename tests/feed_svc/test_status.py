@@ -1,0 +1,47 @@
+"""GetFanoutStatus: who may read it, and what it shows while a fanout is stuck."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from feedchat.feed.v1 import feed_pb2 as pb
+from feedchat_runtime.status import error_details
+from tests.feed_svc.conftest import StartSystem, System, fanout_done, service_metadata
+
+
+async def test_only_the_author_or_a_service_reads_a_posts_fanout(system: System) -> None:
+    author, other = await system.sign_up(), await system.sign_up()
+    await other.follow(author.user_id)
+    post = await author.post("counted")
+    await fanout_done(system, post.post_id)
+    mine = await system.stub.GetFanoutStatus(
+        pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=author.md)
+    assert (mine.state, mine.followers_total) == (pb.FANOUT_STATE_DONE, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.GetFanoutStatus(
+            pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=other.md)
+    details = await error_details(caught.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                              "NOT_POST_AUTHOR")
+    unknown = await system.stub.GetFanoutStatus(
+        pb.GetFanoutStatusRequest(post_id=123), metadata=service_metadata())
+    assert unknown.state == pb.FANOUT_STATE_UNKNOWN
+
+
+async def test_a_backlog_shows_before_any_worker_runs(start_system: StartSystem) -> None:
+    system = await start_system(fanout_workers=0)
+    author = await system.sign_up()
+    for fan in range(300, 310):
+        await system.reader(fan).follow(author.user_id)
+    post = await author.post("nobody works the queue")
+    status = await system.stub.GetFanoutStatus(
+        pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=service_metadata())
+    assert status.state == pb.FANOUT_STATE_RUNNING
+    assert (status.followers_total, status.followers_done, status.followers_pending) == (
+        10, 0, 10)
+    assert status.queue_waiting_jobs == 1
+    assert status.queue_pending_jobs == 0
+    queue = await system.stub.GetFanoutStatus(
+        pb.GetFanoutStatusRequest(), metadata=service_metadata())
+    assert (queue.state, queue.queue_waiting_jobs) == (pb.FANOUT_STATE_UNKNOWN, 1)
