@@ -4,7 +4,6 @@ presence and N chat servers on the test etcd prefix and Redis, on port 0."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,12 +162,17 @@ class System:
         await self.rings_agree()
 
     async def stop(self) -> None:
-        for client in self.clients:
-            with contextlib.suppress(Exception):
-                await client.close()
-        for app in reversed(self.chats):
-            with contextlib.suppress(Exception):
-                await app.stop()
-        for stop in reversed(self._stops):
-            with contextlib.suppress(Exception):
-                await stop()
+        """Close clients, then servers; a step that hangs is reported, not waited on."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            (f"client {i}", c.close) for i, c in enumerate(self.clients)]
+        steps += [(f"chat {a.config.instance}", a.stop) for a in reversed(self.chats)]
+        steps += [(f"server {i}", stop) for i, stop in enumerate(reversed(self._stops))]
+        stuck = []
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), 15)
+            except TimeoutError:
+                stuck.append(name)
+            except Exception:  # noqa: BLE001 - already stopped, or a crash test's leftovers
+                pass
+        assert not stuck, f"teardown hung in {stuck}"
