@@ -178,12 +178,13 @@ async def bench_fanout(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redi
           f"(min {min(ratios):.2f}, max {max(ratios):.2f})  (goal >= 0.5)")
 
 
-async def read_latencies(feed: feed_pb2_grpc.FeedServiceStub, readers: list[int],
+async def read_latencies(feeds: list[feed_pb2_grpc.FeedServiceStub], readers: list[int],
                          seconds: float, interval: float | None) -> tuple[list[float], float]:
     deadline = time.perf_counter() + seconds
     samples: list[float] = []
 
     async def reader_loop(user: int, offset: float) -> None:
+        feed = feeds[user % len(feeds)]
         await asyncio.sleep(offset)
         token = ""
         while time.perf_counter() < deadline:
@@ -204,9 +205,10 @@ async def read_latencies(feed: feed_pb2_grpc.FeedServiceStub, readers: list[int]
     return samples, len(samples) / (time.perf_counter() - started)
 
 
-async def bench_reads(feed: feed_pb2_grpc.FeedServiceStub,
+async def bench_reads(feeds: list[feed_pb2_grpc.FeedServiceStub],
                       accounts: account_pb2_grpc.AccountServiceStub,
                       redis: aioredis.Redis, seconds: float) -> None:
+    feed = feeds[0]
     authors = await sign_up(accounts, "author", 1000)
     readers = await sign_up(accounts, "reader", 50)
     celebrities = authors[:20]
@@ -224,10 +226,10 @@ async def bench_reads(feed: feed_pb2_grpc.FeedServiceStub,
     await wait_idle_queue(redis)
     sizes = [await redis.zcard(feed_key(r)) for r in readers[:3]]
     print(f"\n[2] GetFeed, 50 readers x 1000 followed authors (20 celebrities); "
-          f"cache sizes {sizes}")
+          f"cache sizes {sizes}; {len(feeds)} feed_svc process(es)")
     for label, interval in (("every 250 ms per reader", 0.25),
                             ("every 100 ms per reader", 0.1), ("closed loop", None)):
-        samples, throughput = await read_latencies(feed, readers, seconds, interval)
+        samples, throughput = await read_latencies(feeds, readers, seconds, interval)
         print(f"    {label:24s}: {len(samples):6d} calls {throughput:7.0f}/s  "
               f"p50 {pct(samples, 50) * 1000:6.1f} ms  p99 {pct(samples, 99) * 1000:6.1f} ms"
               + ("  (goal p99 <= 25 ms)" if interval else ""))
@@ -303,6 +305,8 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--parts", default="1,2,3", help="which measurements to run")
+    parser.add_argument("--read-servers", type=int, default=1,
+                        help="feed_svc processes serving the GetFeed readers")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     began = time.perf_counter()
@@ -338,11 +342,14 @@ async def main() -> None:
             server.stop()
             children.remove(server)
             await redis.delete(JOBS_KEY)
-            server = Child("feed_svc", [*feed_args, "--instance", "feed-1",
-                                        "--celebrity-threshold", "100"], Path(tmp) / "f.log")
-            children.append(server)
-            feed = feed_pb2_grpc.FeedServiceStub(grpc.aio.insecure_channel(server.address))
-            await bench_reads(feed, accounts, redis, args.seconds)
+            feeds = []
+            for k in range(args.read_servers):
+                server = Child("feed_svc", [*feed_args, "--instance", f"feed-r{k}",
+                                            "--celebrity-threshold", "100"], Path(tmp) / "f.log")
+                children.append(server)
+                feeds.append(feed_pb2_grpc.FeedServiceStub(
+                    grpc.aio.insecure_channel(server.address)))
+            await bench_reads(feeds, accounts, redis, args.seconds)
         finally:
             await redis.aclose()
             for child in children:
