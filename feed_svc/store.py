@@ -322,9 +322,10 @@ class FeedStore(FanoutQueueStore):
 
     async def read_context(
         self, user: int, touch_ms: int | None = None
-    ) -> tuple[list[int], set[int], FeedMeta, int | None]:
-        """In one round trip: whom ``user`` follows, the celebrities, the cache's state,
-        and (when ``touch_ms`` records activity) the previous last-active time."""
+    ) -> tuple[list[bytes], set[int], FeedMeta, int | None]:
+        """In one round trip: whom ``user`` follows (padded ids, as stored), the
+        celebrities, the cache's state, and (when ``touch_ms`` records activity) the
+        previous last-active time."""
         pipe = self.redis.pipeline(transaction=False)
         if touch_ms is not None:
             pipe.hget(ACTIVE_KEY, str(user))
@@ -344,7 +345,7 @@ class FeedStore(FanoutQueueStore):
         following, celebs, size, floor, oldest, stale = replies
         oldest_id = parse_entry(oldest[0].decode())[0] if oldest else None
         meta = FeedMeta(int(size), int(floor or 0), oldest_id, bool(stale))
-        return [int(m) for m in following], {int(m) for m in celebs}, meta, previous
+        return list(following), {int(m) for m in celebs}, meta, previous
 
     async def set_stale(self, user: int, stale: bool) -> None:
         if stale:

@@ -17,10 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from feed_svc.store import FeedMeta, FeedStore, entry, feed_key, parse_entry, user_posts_key
+from feed_svc.store import (
+    FeedMeta,
+    FeedStore,
+    entry,
+    feed_key,
+    pad,
+    parse_entry,
+    user_posts_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +106,33 @@ async def merge_newest(
         todo = [s for s in sources if not s.exhausted and (s.cursor or 0) > threshold]
 
 
+class FollowSet:
+    """The accounts a reader follows, kept as read from Redis (padded ids), so a read
+    tests membership without converting thousands of ids it never looks at."""
+
+    def __init__(self, members: Iterable[bytes]) -> None:
+        self._raw = frozenset(members)
+        self._ids: list[int] | None = None
+
+    def __contains__(self, user: object) -> bool:
+        return isinstance(user, int) and pad(user).encode() in self._raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def ids(self) -> list[int]:
+        """Every followed id, ascending."""
+        if self._ids is None:
+            self._ids = sorted(int(m) for m in self._raw)
+        return self._ids
+
+
 @dataclass
 class ReadContext:
     """What one read knows about the reader: follows, celebrities followed, cache state."""
 
     user: int
-    following: set[int]
+    following: FollowSet
     celebrities: list[int]
     meta: FeedMeta
     cap: int
@@ -130,14 +159,14 @@ class Timeline:
     async def context(self, user: int, touch_ms: int | None = None) -> ReadContext:
         """The reader's context; with ``touch_ms`` it also records the read as activity."""
         following, celebrities, meta, previous = await self.store.read_context(user, touch_ms)
-        followed = set(following)
+        followed = FollowSet(following)
         followed_celebs = sorted(a for a in celebrities if a in followed)
         ctx = ReadContext(user, followed, followed_celebs, meta, self.cap)
         ctx.previous_seen = previous
         return ctx
 
     def _pull_sources(self, ctx: ReadContext) -> list[Source]:
-        return [Source(user_posts_key(a), author=a) for a in sorted(ctx.following)]
+        return [Source(user_posts_key(a), author=a) for a in ctx.following.ids()]
 
     async def entries(
         self, ctx: ReadContext, upper: int | None, lower: int | None, k: int
@@ -163,7 +192,8 @@ class Timeline:
         for _ in range(3):
             ctx = await self.context(user)
             ctx.use_cache = False
-            regular = [a for a in ctx.following if a not in set(ctx.celebrities)]
+            celebrities = set(ctx.celebrities)
+            regular = [a for a in ctx.following.ids() if a not in celebrities]
             sources = [Source(user_posts_key(a), author=a) for a in regular]
             newest = await merge_newest(self.store, sources, None, None, self.cap)
             floor = newest[-1].post_id if len(newest) >= self.cap else 0
@@ -172,7 +202,7 @@ class Timeline:
             )
             # A follow during the rebuild merged its author itself; an unfollow is
             # filtered at read time. Only a changed follow set needs another pass.
-            if set(await self.store.following_all(user)) == ctx.following:
+            if await self.store.following_all(user) == ctx.following.ids():
                 await self.store.set_stale(user, False)
                 return
         await self.store.set_stale(user, False)
