@@ -224,7 +224,7 @@ class Feed:
     async def list_graph(
         self, caller: int, user_id: int, followers: bool, size: int, token: str
     ) -> IdPage:
-        user = user_id or caller
+        user = check_user_id(user_id or caller)  # a service (caller 0) must name the user
         n = page_size(size, default=100, maximum=1000)
         listing = Listing.FOLLOWERS if followers else Listing.FOLLOWING
         after = self.tokens.check(token, listing, user)

@@ -54,6 +54,14 @@ def _status_pb(status: FanoutStatus) -> pb.GetFanoutStatusResponse:
     )
 
 
+def _graph_reader() -> int:
+    """The calling user, or 0 for a feedchat service (which must name the user listed)."""
+    caller = current_caller()
+    if caller is not None and caller.is_service:
+        return 0
+    return require_user()
+
+
 class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
     def __init__(self, feed: Feed, hub: LiveHub, draining: asyncio.Event) -> None:
         self.feed = feed
@@ -101,7 +109,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         self, request: pb.ListFollowersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFollowersResponse:
         page = await self.feed.list_graph(
-            require_user(), request.user_id, True, request.page_size, request.page_token
+            _graph_reader(), request.user_id, True, request.page_size, request.page_token
         )
         return pb.ListFollowersResponse(
             user_ids=page.user_ids, next_page_token=page.next_token, total_count=page.total
@@ -111,7 +119,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         self, request: pb.ListFollowingRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFollowingResponse:
         page = await self.feed.list_graph(
-            require_user(), request.user_id, False, request.page_size, request.page_token
+            _graph_reader(), request.user_id, False, request.page_size, request.page_token
         )
         return pb.ListFollowingResponse(
             user_ids=page.user_ids, next_page_token=page.next_token, total_count=page.total

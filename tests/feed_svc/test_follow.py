@@ -7,7 +7,13 @@ import pytest
 
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_runtime.status import error_details
-from tests.feed_svc.conftest import StartSystem, System, eventually, fanout_done
+from tests.feed_svc.conftest import (
+    StartSystem,
+    System,
+    eventually,
+    fanout_done,
+    service_metadata,
+)
 
 
 async def test_following_an_unknown_user_is_not_found(system: System) -> None:
@@ -98,3 +104,18 @@ async def test_follow_merges_recent_posts_and_unfollow_removes_them(system: Syst
 
     await reader.follow(bob.user_id)
     await eventually(refollowed, what="bob's posts back after a new follow")
+
+
+async def test_services_may_list_a_named_users_graph(system: System) -> None:
+    alice, bob = await system.sign_up(), await system.sign_up()
+    await alice.follow(bob.user_id)
+    following = await system.stub.ListFollowing(
+        pb.ListFollowingRequest(user_id=alice.user_id), metadata=service_metadata("presence"))
+    assert list(following.user_ids) == [bob.user_id]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.ListFollowers(pb.ListFollowersRequest(),
+                                        metadata=service_metadata("presence"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.GetFeed(pb.GetFeedRequest(), metadata=service_metadata("presence"))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -409,7 +409,7 @@ class ListFollowersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
-    """Whose followers; 0 means the calling user."""
+    """Whose followers; 0 means the calling user (required with a service credential)."""
     page_size: _builtins.int
     """Users per page: 1 to 1000; 0 means 100."""
     page_token: _builtins.str
@@ -471,7 +471,7 @@ class ListFollowingRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
-    """Whose followed accounts; 0 means the calling user."""
+    """Whose followed accounts; 0 means the calling user (required with a service credential)."""
     page_size: _builtins.int
     """Users per page: 1 to 1000; 0 means 100."""
     page_token: _builtins.str

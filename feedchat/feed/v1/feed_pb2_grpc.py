@@ -34,8 +34,8 @@ class FeedServiceStub:
     they come back. See docs/feed.md.
 
     Every RPC needs `authorization: Bearer <token>` metadata. The acting user is always the
-    token's user, never a request field. GetFanoutStatus also accepts a feedchat service
-    credential. Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
+    token's user, never a request field. GetFanoutStatus, ListFollowers and ListFollowing
+    also accept a feedchat service credential (the lists then need an explicit user_id). Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
     BadRequest; RESOURCE_EXHAUSTED carries a RetryInfo.
     """
 
@@ -111,8 +111,8 @@ class FeedServiceServicer:
     they come back. See docs/feed.md.
 
     Every RPC needs `authorization: Bearer <token>` metadata. The acting user is always the
-    token's user, never a request field. GetFanoutStatus also accepts a feedchat service
-    credential. Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
+    token's user, never a request field. GetFanoutStatus, ListFollowers and ListFollowing
+    also accept a feedchat service credential (the lists then need an explicit user_id). Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
     BadRequest; RESOURCE_EXHAUSTED carries a RetryInfo.
     """
 
@@ -289,8 +289,8 @@ class FeedService:
     they come back. See docs/feed.md.
 
     Every RPC needs `authorization: Bearer <token>` metadata. The acting user is always the
-    token's user, never a request field. GetFanoutStatus also accepts a feedchat service
-    credential. Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
+    token's user, never a request field. GetFanoutStatus, ListFollowers and ListFollowing
+    also accept a feedchat service credential (the lists then need an explicit user_id). Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
     BadRequest; RESOURCE_EXHAUSTED carries a RetryInfo.
     """
 

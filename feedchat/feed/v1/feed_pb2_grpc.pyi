@@ -37,8 +37,8 @@ class FeedServiceStub:
     they come back. See docs/feed.md.
 
     Every RPC needs `authorization: Bearer <token>` metadata. The acting user is always the
-    token's user, never a request field. GetFanoutStatus also accepts a feedchat service
-    credential. Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
+    token's user, never a request field. GetFanoutStatus, ListFollowers and ListFollowing
+    also accept a feedchat service credential (the lists then need an explicit user_id). Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
     BadRequest; RESOURCE_EXHAUSTED carries a RetryInfo.
     """
 
@@ -108,8 +108,8 @@ class FeedServiceAsyncStub(FeedServiceStub):
     they come back. See docs/feed.md.
 
     Every RPC needs `authorization: Bearer <token>` metadata. The acting user is always the
-    token's user, never a request field. GetFanoutStatus also accepts a feedchat service
-    credential. Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
+    token's user, never a request field. GetFanoutStatus, ListFollowers and ListFollowing
+    also accept a feedchat service credential (the lists then need an explicit user_id). Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
     BadRequest; RESOURCE_EXHAUSTED carries a RetryInfo.
     """
 
@@ -175,8 +175,8 @@ class FeedServiceServicer(metaclass=_abc_1.ABCMeta):
     they come back. See docs/feed.md.
 
     Every RPC needs `authorization: Bearer <token>` metadata. The acting user is always the
-    token's user, never a request field. GetFanoutStatus also accepts a feedchat service
-    credential. Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
+    token's user, never a request field. GetFanoutStatus, ListFollowers and ListFollowing
+    also accept a feedchat service credential (the lists then need an explicit user_id). Errors carry a google.rpc.ErrorInfo with a stable reason; bad fields carry a
     BadRequest; RESOURCE_EXHAUSTED carries a RetryInfo.
     """
 
