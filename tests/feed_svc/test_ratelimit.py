@@ -37,7 +37,7 @@ async def test_posting_succeeds_again_after_the_retry_delay(start_system: StartS
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await alice.post("too soon")
     delay = (await error_details(caught.value)).retry_after
-    assert delay is not None and 0.2 <= delay <= 0.25
+    assert delay is not None and 0 < delay <= 0.25  # 250 ms a token, minus time spent
     await bob.post("another user has their own bucket")
     await asyncio.sleep(delay)  # waiting is the behaviour under test
     await alice.post("on time")
