@@ -1,23 +1,19 @@
-"""``python -m feed_svc``: run a feed_svc process (API plus fanout workers)."""
+"""``python -m feed_svc``: run a feed_svc process (API plus fanout workers); ``--help``
+lists flags."""
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections.abc import Sequence
 
 from feed_svc.app import serve
 from feed_svc.config import FeedConfig
-from feedchat_runtime.config import load_config
-from feedchat_runtime.logs import setup_logging
+from feedchat_runtime.entry import run_service
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    config = load_config(FeedConfig, argv)
-    setup_logging("feed", config.log_level, config.log_format)
-    asyncio.run(serve(config))
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_service("feed", FeedConfig, serve, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])
+    sys.exit(main())

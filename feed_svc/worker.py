@@ -11,14 +11,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 
 from feed_svc.config import FeedConfig
 from feed_svc.fanout import FanoutPool, FanoutSettings
 from feed_svc.redis_client import connect
 from feed_svc.store import FeedStore
-from feedchat_runtime.config import load_config
-from feedchat_runtime.logs import setup_logging
+from feedchat_runtime.entry import run_service
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +45,9 @@ async def run_workers(config: FeedConfig) -> None:
         await redis.aclose()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    config = load_config(FeedConfig, argv)
-    setup_logging("feed-worker", config.log_level, config.log_format)
-    asyncio.run(run_workers(config))
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_service("feed-worker", FeedConfig, run_workers, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])
+    sys.exit(main())
