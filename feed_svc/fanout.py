@@ -83,7 +83,11 @@ class FanoutWorker:
                 await self.step()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if "NOGROUP" in str(exc):  # Redis lost the stream (restart without data)
+                    logger.warning("fanout group missing; creating it again")
+                    await self.store.ensure_group()
+                    continue
                 logger.exception("fanout worker %s failed; retrying", self.consumer)
                 await asyncio.sleep(1.0)
 

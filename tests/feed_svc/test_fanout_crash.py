@@ -125,3 +125,13 @@ async def test_sigkilled_worker_process_job_is_claimed_and_finished(
     for fan in fans:
         pipe.zrange(feed_key(fan), 0, -1)
     assert all(found == [member.encode()] for found in await pipe.execute())
+
+
+async def test_workers_recreate_a_lost_queue(system: System) -> None:
+    author = await system.sign_up()
+    fans = await followers(system, author.user_id, 5, 40000)
+    await system.feed_app.redis.delete(JOBS_KEY)  # as after a Redis restart without data
+    post = await author.post("after the queue was lost")
+    status = await fanout_done(system, post.post_id)
+    assert (status.followers_total, status.followers_done) == (5, 5)
+    assert all([await entries_of(system, f) for f in fans])
