@@ -37,6 +37,10 @@ class FeedConfig(ServiceConfig):
         30.0, "Seconds a job may stay unacknowledged before another worker claims it."
     )
     fanout_block: float = _opt(1.0, "Seconds a worker blocks waiting for a job per read.")
+    fanout_consumer_expiry: float = _opt(
+        3600.0, "Seconds after which an idle consumer without pending jobs (a dead worker's "
+        "name) is removed from the group.",
+    )
     author_cache_ttl: float = _opt(30.0, "Seconds author profiles are cached in process.")
     max_following: int = _opt(5000, "Accounts one user may follow.")
     stream_queue: int = _opt(256, "Frames queued per StreamFeed before it is cut off as slow.")
@@ -63,5 +67,7 @@ class FeedConfig(ServiceConfig):
             raise ConfigError("fanout_chunk must be at most 100000")
         if self.fanout_claim_idle <= 0 or self.fanout_block <= 0:
             raise ConfigError("fanout_claim_idle and fanout_block must be positive")
+        if self.fanout_consumer_expiry <= self.fanout_block:
+            raise ConfigError("fanout_consumer_expiry must exceed fanout_block")
         if self.max_following < 1 or self.stream_queue < 8 or self.stream_resume_max < 1:
             raise ConfigError("max_following, stream_queue and stream_resume_max are too small")

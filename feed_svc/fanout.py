@@ -41,6 +41,7 @@ class FanoutSettings:
     chunk: int
     batch: int
     claim_idle_ms: int
+    consumer_expiry_ms: int
     block_ms: int
     inactive_ms: int
 
@@ -51,6 +52,7 @@ class FanoutSettings:
             chunk=config.fanout_chunk,
             batch=config.fanout_batch,
             claim_idle_ms=int(config.fanout_claim_idle * 1000),
+            consumer_expiry_ms=int(config.fanout_consumer_expiry * 1000),
             block_ms=int(config.fanout_block * 1000),
             inactive_ms=int(config.inactive_after * 1000),
         )
@@ -98,6 +100,10 @@ class FanoutWorker:
         if now >= self._next_claim:
             self._next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
             jobs = await self.store.claim_jobs(self.consumer, self.settings.claim_idle_ms, 10)
+            gone = await self.store.forget_consumers(self.settings.consumer_expiry_ms,
+                                                     keep=self.consumer)
+            if gone:
+                logger.info("removed idle fanout consumers %s", gone)
             if jobs:
                 logger.info("claimed %s stale fanout jobs", len(jobs))
         if not jobs:

@@ -68,6 +68,17 @@ class FanoutQueueStore:
         entries = reply[1]
         return [_job(i, f) for i, f in entries if f]
 
+    async def forget_consumers(self, idle_ms: int, keep: str) -> list[str]:
+        """Remove consumers idle for ``idle_ms`` that hold no pending job (dead workers'
+        names; a live worker reading with BLOCK is never that idle)."""
+        gone = []
+        for info in await self.redis.xinfo_consumers(JOBS_KEY, GROUP):
+            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+            if name != keep and int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
+                await self.redis.xgroup_delconsumer(JOBS_KEY, GROUP, name)
+                gone.append(name)
+        return gone
+
     async def split_job(
         self, job: Job, total: int, chunks: Sequence[tuple[str, str]], now_ms: int
     ) -> bool:

@@ -135,3 +135,31 @@ async def test_workers_recreate_a_lost_queue(system: System) -> None:
     status = await fanout_done(system, post.post_id)
     assert (status.followers_total, status.followers_done) == (5, 5)
     assert all([await entries_of(system, f) for f in fans])
+
+
+async def test_dead_workers_names_leave_the_group(start_system: StartSystem) -> None:
+    system = await start_system(fanout_workers=0, fanout_claim_idle=0.3,
+                                fanout_consumer_expiry=0.5)
+    settings = FanoutSettings.from_config(system.config)
+    store = system.feed_app.store
+    author = await system.sign_up()
+    await followers(system, author.user_id, 1, 50000)
+    post = await author.post("worked by a worker that then dies")
+    ghost = FanoutWorker(store, settings, "ghost")
+    while not await ghost.step():  # it works the job (the group now knows its name)...
+        pass
+    assert (await fanout_done(system, post.post_id)).followers_done == 1  # ...then "dies"
+    names = [c["name"] for c in await store.redis.xinfo_consumers(JOBS_KEY, GROUP)]
+    assert names == [b"ghost"]
+    survivor = FanoutWorker(store, settings, "survivor")
+    task = asyncio.create_task(survivor.run())
+    try:
+        async def ghost_gone() -> bool:
+            consumers = await store.redis.xinfo_consumers(JOBS_KEY, GROUP)
+            return b"ghost" not in [c["name"] for c in consumers]
+
+        await eventually(ghost_gone, 10, "the idle ghost consumer removed")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
