@@ -28,6 +28,15 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     server.stop()
 
 
+@pytest.fixture
+def private_etcd(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """An etcd of the test's own, which the test may stop, wipe and restart."""
+    server = etcd_server(tmp_path / "etcd-private")
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     server = redis_server(tmp_path_factory.mktemp("redis"))

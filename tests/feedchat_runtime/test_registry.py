@@ -6,13 +6,11 @@ import asyncio
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from feedchat_runtime.embedded import EmbeddedServer, etcd_server
+from feedchat_runtime.embedded import EmbeddedServer
 from feedchat_runtime.registry import EtcdSession, Member, Registration, ServiceWatch, list_members
 from feedchat_runtime.server import ServiceHost
 from tests.feedchat_runtime import demo_server
@@ -27,14 +25,6 @@ async def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> None
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.1)
 
-
-@pytest.fixture
-async def private_etcd(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
-    """An etcd of this test's own, which the test may stop, wipe and restart."""
-    server = etcd_server(tmp_path / "etcd-private")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _restart_wiped(server: EmbeddedServer) -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from feedchat_runtime.embedded import EmbeddedServer, etcd_server
+from feedchat_runtime.embedded import EmbeddedServer
 from feedchat_runtime.errors import Unavailable
 from feedchat_runtime.registry import EtcdSession
 from feedchat_runtime.snowflake import (
@@ -81,13 +78,6 @@ def test_sequence_overflow_moves_to_next_millisecond() -> None:
     assert all(a < b for a, b in zip(ids, ids[1:]))
     assert ids[-1] > compose(1_800_000_000_000, 1, 4095)
 
-
-@pytest.fixture
-async def private_etcd(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
-    server = etcd_server(tmp_path / "etcd-private")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_ids_stop_while_claim_is_lost_and_resume(
