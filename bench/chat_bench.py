@@ -68,6 +68,34 @@ def now_ns() -> int:
     return time.perf_counter_ns()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by named processes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.used: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        self.used = {name: cpu_seconds(pid) - self._start[name]
+                     for name, pid in self.pids.items()}
+
+    def per_message_us(self, messages: int) -> dict[str, float]:
+        return {name: used / max(messages, 1) * 1e6 for name, used in self.used.items()}
+
+
 class Stream:
     """One bidi stream of the load generator: a queue of requests up, a callback down."""
 
@@ -123,6 +151,8 @@ class Load:
         self.inflight = [0] * PAIRS
         self.released = asyncio.Event()
         self.senders: list[Callable[[int, int], None]] = []
+        self.cpu: CpuMeter | None = None
+        self.peak_delivered = 0
 
     def arrived(self, pair: int, sent_ns: int) -> None:
         self.inflight[pair] -= 1
@@ -160,6 +190,8 @@ class Load:
         await asyncio.sleep(1.0)  # warm up
         self.latencies, self.delivered = [], 0
         self.recording = True
+        if self.cpu is not None:
+            self.cpu.start()
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             self.released.clear()
@@ -169,6 +201,9 @@ class Load:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.released.wait(), 0.05)
         self.recording = False
+        if self.cpu is not None:
+            self.cpu.stop()
+        self.peak_delivered = self.delivered
         rate = self.delivered / seconds
         while any(n > 0 for n in self.inflight):  # drain before the next phase
             self.released.clear()
@@ -190,7 +225,14 @@ def chat_stream(address: str, channel: grpc.aio.Channel, user_id: int, device: s
     return Stream(lambda it: stub.Connect(it, metadata=auth(user_id)), on_frame, hello)
 
 
-async def bench_chat(ring: RingWatch, seconds: float) -> dict[str, float]:
+def cpu_results(load: Load) -> dict[str, float]:
+    """``cpu_<process>``: CPU microseconds per delivered message in the peak phase."""
+    if load.cpu is None:
+        return {}
+    return {f"cpu_{name}": us for name, us in load.cpu.per_message_us(load.peak_delivered).items()}
+
+
+async def bench_chat(ring: RingWatch, seconds: float, pids: dict[str, int]) -> dict[str, float]:
     owners = {u: ring.ring.owner(u) for u in range(1, 5000)}
     senders = [u for u, m in owners.items() if m.instance == "chat-0"][:PAIRS]
     receivers = [u for u, m in owners.items() if m.instance == "chat-1"][:PAIRS]
@@ -204,6 +246,7 @@ async def bench_chat(ring: RingWatch, seconds: float) -> dict[str, float]:
             chat_pb2.OpenDirectChannelRequest(peer_user_id=r), metadata=auth(s))
         channels.append(reply.channel.channel_id)
     load = Load()
+    load.cpu = CpuMeter(pids)
     streams: list[Stream] = []
     counter = [0]
 
@@ -235,6 +278,7 @@ async def bench_chat(ring: RingWatch, seconds: float) -> dict[str, float]:
     p50, p99, _ = await load.open_loop(200, seconds)
     results.update(fixed_rate=200, fixed_p50=p50, fixed_p99=p99)
     results["peak"] = await load.closed_loop(4, seconds)
+    results.update(cpu_results(load))
     p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
     results.update(half_p50=p50, half_p99=p99, half_rate=got)
     for stream in streams:
@@ -244,12 +288,13 @@ async def bench_chat(ring: RingWatch, seconds: float) -> dict[str, float]:
     return results
 
 
-async def bench_echo(address: str, seconds: float) -> dict[str, float]:
+async def bench_echo(address: str, seconds: float, pids: dict[str, int]) -> dict[str, float]:
     channel = grpc.aio.insecure_channel(address)
     method = channel.stream_stream(
         ECHO_METHOD, request_serializer=chat_pb2.ConnectRequest.SerializeToString,
         response_deserializer=chat_pb2.ConnectRequest.FromString)
     load = Load()
+    load.cpu = CpuMeter(pids)
 
     def on_echo(frame: Any) -> None:
         if frame.WhichOneof("frame") == "send":
@@ -274,6 +319,7 @@ async def bench_echo(address: str, seconds: float) -> dict[str, float]:
     p50, p99, _ = await load.open_loop(200, seconds)
     results.update(fixed_p50=p50, fixed_p99=p99)
     results["peak"] = await load.closed_loop(4, seconds)
+    results.update(cpu_results(load))
     p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
     results.update(half_p50=p50, half_p99=p99, half_rate=got)
     for stream in streams:
@@ -356,6 +402,10 @@ async def bench_churn(ring: RingWatch, victim: EmbeddedServer) -> dict[str, floa
     return results
 
 
+def pid_of(server: EmbeddedServer) -> int:
+    return server.process.pid if server.process else 0
+
+
 def chat_process(tmp: Path, etcd: str, redis_url: str, name: str) -> EmbeddedServer:
     port = free_port()
     profile = os.environ.get("CHAT_BENCH_PROFILE", "")  # e.g. /tmp/prof: cProfile each server
@@ -389,8 +439,12 @@ async def run(seconds: float) -> None:
         await ring.start()
         await ring.wait_for(lambda r: len(r.members) == 3, 20)
         started = time.perf_counter()
-        chat = await bench_chat(ring, seconds)
-        echo_results = await bench_echo(echo.address, seconds)
+        client = os.getpid()
+        chat = await bench_chat(ring, seconds, {
+            "client": client, "chat-0": pid_of(procs[0]), "chat-1": pid_of(procs[1]),
+            "redis": pid_of(redis)})
+        echo_results = await bench_echo(echo.address, seconds,
+                                        {"client": client, "echo": pid_of(echo)})
         churn = await bench_churn(ring, procs[2])
         elapsed = time.perf_counter() - started
     finally:
@@ -413,6 +467,13 @@ async def run(seconds: float) -> None:
     print(f"  half peak ({chat['half_rate']:.0f} msg/s): chat p50 {chat['half_p50']:.2f} ms, "
           f"p99 {chat['half_p99']:.2f} ms (goal <= 20) | echo at its half peak "
           f"({echo_results['half_rate']:.0f} msg/s): p99 {echo_results['half_p99']:.2f} ms")
+    chat_cpu = {k[4:]: v for k, v in chat.items() if k.startswith("cpu_")}
+    echo_cpu = {k[4:]: v for k, v in echo_results.items() if k.startswith("cpu_")}
+    print("  CPU per delivered message at peak (us): chat " + ", ".join(
+        f"{k} {v:.0f}" for k, v in chat_cpu.items()) + f" = {sum(chat_cpu.values()):.0f}"
+        " | echo " + ", ".join(f"{k} {v:.0f}" for k, v in echo_cpu.items())
+        + f" = {sum(echo_cpu.values()):.0f} | CPU ratio "
+        f"{sum(echo_cpu.values()) / sum(chat_cpu.values()):.2f}")
     print(f"  reconnect churn: {churn['users']:.0f} users on a SIGKILLed server resynced "
           f"{churn['all_resynced_s']:.2f} s after the kill (ring dropped it after "
           f"{churn['detect_s']:.2f} s = lease TTL; reconnect + resync "
