@@ -1,69 +1,99 @@
 """Lua scripts of the chat store (run with EVALSHA through redis-py ``register_script``).
 
-On one Redis (the default setup) each script is atomic. The send script is the exception
-to "every key in KEYS": it reads the channel's members and derives each recipient's inbox
-key (``chat:inbox:{u:<id>}``) itself, so the recipient set is the membership at the instant
-of the write (no stale list from a separate read, and one round trip less). That makes it
-a single-instance script: on Redis Cluster it would have to split into a channel-slot step
-(seq, history, dedup) and per-recipient inbox appends; see docs/chat.md ("Scale-out").
+On one Redis (the default setup) each script is atomic. The send script (``SEND_MANY``) is
+the exception to "every key in KEYS": it reads the channel's members and derives each
+recipient's inbox key (``chat:inbox:{u:<id>}``) itself, so the recipient set is the
+membership at the instant of the write (no stale list from a separate read, and one round
+trip less). That makes it a single-instance script: on Redis Cluster it would have to
+split into a channel-slot step (seq, history, dedup) and per-recipient inbox appends;
+see docs/chat.md ("Scale-out").
 """
 
-SEND = """
--- Store one message: dedup check, rate limit, membership check, per-channel sequence,
--- channel history, every recipient's inbox, and the dedup record, in one atomic step.
--- KEYS[1]  chat:dedup:{u:<sender>}:<client_msg_id>  hash (digest, message_id, seq, ...)
--- KEYS[2]  chat:rate:{u:<sender>}                   hash token bucket (tokens, ts)
--- KEYS[3]  chat:chan:{c:<channel>}:members          set of member ids
--- KEYS[4]  chat:chan:{c:<channel>}:seq              counter (dense per-channel seq)
--- KEYS[5]  chat:chan:{c:<channel>}:hist             stream, entry id "<seq>-0"
--- (derived) chat:inbox:{u:<member>}                stream per member (auto ids)
--- ARGV[1] sender id     ARGV[2] content digest   ARGV[3] message id (Snowflake)
--- ARGV[4] channel id    ARGV[5] text             ARGV[6] client_msg_id
--- ARGV[7] created ms    ARGV[8] inbox cap        ARGV[9] history cap
--- ARGV[10] dedup ttl s  ARGV[11] rate per s      ARGV[12] burst
--- Returns {"dup", message_id, seq, created_ms} | {"conflict"} | {"rate", wait_ms}
---       | {"not_member"} | {"ok", seq, user_1, prev_1, id_1, user_2, ...} (one per member)
-local digest = redis.call('HGET', KEYS[1], 'digest')
-if digest then
-  if digest ~= ARGV[2] then return {'conflict'} end
-  local r = redis.call('HMGET', KEYS[1], 'message_id', 'seq', 'created_ms')
-  return {'dup', r[1], r[2], r[3]}
+SEND_KEYS = 5
+"""Keys per message in SEND_MANY."""
+SEND_ARGS = 12
+"""Arguments per message in SEND_MANY."""
+
+SEND_MANY = """
+-- Store a batch of messages (group commit: sends that arrived together, one round trip).
+-- Each message is handled exactly as if it were alone, in order: dedup check, rate limit,
+-- membership check, per-channel sequence, channel history, every recipient's inbox, and
+-- the dedup record. The batch is atomic on one Redis; a later message of the batch sees
+-- the earlier ones (same client_msg_id twice -> the second is a duplicate).
+-- ARGV[1] n = number of messages; message i (0-based) uses
+--   KEYS[5i+1 .. 5i+5] and ARGV[1+12i+1 .. 1+12i+12]:
+-- KEYS[+1]  chat:dedup:{u:<sender>}:<client_msg_id>  hash (digest, message_id, seq, ...)
+-- KEYS[+2]  chat:rate:{u:<sender>}                   hash token bucket (tokens, ts)
+-- KEYS[+3]  chat:chan:{c:<channel>}:members          set of member ids
+-- KEYS[+4]  chat:chan:{c:<channel>}:seq              counter (dense per-channel seq)
+-- KEYS[+5]  chat:chan:{c:<channel>}:hist             stream, entry id "<seq>-0"
+-- (derived) chat:inbox:{u:<member>}                  stream per member (auto ids)
+-- ARGV[+1] sender id     ARGV[+2] content digest   ARGV[+3] message id (Snowflake)
+-- ARGV[+4] channel id    ARGV[+5] text             ARGV[+6] client_msg_id
+-- ARGV[+7] created ms    ARGV[+8] inbox cap        ARGV[+9] history cap
+-- ARGV[+10] dedup ttl s  ARGV[+11] rate per s     ARGV[+12] burst
+-- Returns one reply per message, in order:
+--   {"dup", message_id, seq, created_ms} | {"conflict"} | {"rate", wait_ms}
+--   | {"not_member"} | {"ok", seq, user_1, prev_1, id_1, user_2, ...} (one per member)
+--   | {"error", text} (a Redis error on that message, e.g. WRONGTYPE; others unaffected)
+local function send_one(K, A)
+  local digest = redis.call('HGET', K[1], 'digest')
+  if digest then
+    if digest ~= A[2] then return {'conflict'} end
+    local r = redis.call('HMGET', K[1], 'message_id', 'seq', 'created_ms')
+    return {'dup', r[1], r[2], r[3]}
+  end
+  local now = tonumber(A[7])
+  local rate = tonumber(A[11])
+  local burst = tonumber(A[12])
+  local bucket = redis.call('HMGET', K[2], 'tokens', 'ts')
+  local tokens = tonumber(bucket[1]) or burst
+  local ts = tonumber(bucket[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  if tokens < 1 then
+    return {'rate', tostring(math.ceil((1 - tokens) * 1000 / rate))}
+  end
+  if redis.call('SISMEMBER', K[3], A[1]) == 0 then return {'not_member'} end
+  redis.call('HSET', K[2], 'tokens', tostring(tokens - 1), 'ts', A[7])
+  redis.call('PEXPIRE', K[2], math.ceil(burst * 1000 / rate) + 1000)
+  local seq = redis.call('INCR', K[4])
+  redis.call('XADD', K[5], 'MAXLEN', '~', A[9], seq .. '-0',
+    'message_id', A[3], 'sender_id', A[1], 'text', A[5],
+    'client_msg_id', A[6], 'created_ms', A[7])
+  local out = {'ok', tostring(seq)}
+  for _, member in ipairs(redis.call('SMEMBERS', K[3])) do
+    local inbox = 'chat:inbox:{u:' .. member .. '}'
+    local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
+    local prev = '0-0'
+    if #last > 0 then prev = last[1][1] end
+    local id = redis.call('XADD', inbox, 'MAXLEN', '~', A[8], '*',
+      'channel_id', A[4], 'message_id', A[3], 'seq', tostring(seq),
+      'sender_id', A[1], 'text', A[5], 'client_msg_id', A[6],
+      'created_ms', A[7])
+    out[#out + 1] = member
+    out[#out + 1] = prev
+    out[#out + 1] = id
+  end
+  redis.call('HSET', K[1], 'digest', A[2], 'message_id', A[3], 'seq', tostring(seq),
+    'created_ms', A[7], 'channel_id', A[4])
+  redis.call('EXPIRE', K[1], A[10])
+  return out
 end
-local now = tonumber(ARGV[7])
-local rate = tonumber(ARGV[11])
-local burst = tonumber(ARGV[12])
-local bucket = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
-local tokens = tonumber(bucket[1]) or burst
-local ts = tonumber(bucket[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-if tokens < 1 then
-  return {'rate', tostring(math.ceil((1 - tokens) * 1000 / rate))}
+
+local replies = {}
+for i = 0, tonumber(ARGV[1]) - 1 do
+  local K = {KEYS[5 * i + 1], KEYS[5 * i + 2], KEYS[5 * i + 3], KEYS[5 * i + 4],
+             KEYS[5 * i + 5]}
+  local A = {}
+  for j = 1, 12 do A[j] = ARGV[1 + 12 * i + j] end
+  local ok, reply = pcall(send_one, K, A)
+  if not ok then
+    if type(reply) == 'table' and reply.err then reply = reply.err end
+    reply = {'error', tostring(reply)}
+  end
+  replies[#replies + 1] = reply
 end
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then return {'not_member'} end
-redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - 1), 'ts', ARGV[7])
-redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
-local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], seq .. '-0',
-  'message_id', ARGV[3], 'sender_id', ARGV[1], 'text', ARGV[5],
-  'client_msg_id', ARGV[6], 'created_ms', ARGV[7])
-local out = {'ok', tostring(seq)}
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  local inbox = 'chat:inbox:{u:' .. member .. '}'
-  local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
-  local prev = '0-0'
-  if #last > 0 then prev = last[1][1] end
-  local id = redis.call('XADD', inbox, 'MAXLEN', '~', ARGV[8], '*',
-    'channel_id', ARGV[4], 'message_id', ARGV[3], 'seq', tostring(seq),
-    'sender_id', ARGV[1], 'text', ARGV[5], 'client_msg_id', ARGV[6],
-    'created_ms', ARGV[7])
-  out[#out + 1] = member
-  out[#out + 1] = prev
-  out[#out + 1] = id
-end
-redis.call('HSET', KEYS[1], 'digest', ARGV[2], 'message_id', ARGV[3], 'seq', tostring(seq),
-  'created_ms', ARGV[7], 'channel_id', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[10])
-return out
+return replies
 """
 
 ADD_MEMBERS = """

@@ -26,8 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from chat_svc import scripts
+from chat_svc.batching import GroupCommit
 from chat_svc.model import (
     DIRECT,
     GROUP,
@@ -106,6 +108,10 @@ def content_digest(channel_id: int, text: str) -> str:
     return hashlib.sha256(f"{channel_id}\n{text}".encode()).hexdigest()
 
 
+_SendCall = tuple[list[str], list[str | int | float]]
+"""Keys and arguments of one message in SEND_MANY."""
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -136,12 +142,15 @@ class ChatStore:
         inbox_cap: int = 10_000,
         history_cap: int = 100_000,
         dedup_ttl: int = 86_400,
+        send_batch: int = 128,
     ) -> None:
         self.redis = redis
         self.inbox_cap = inbox_cap
         self.history_cap = history_cap
         self.dedup_ttl = dedup_ttl
-        self._send = redis.register_script(scripts.SEND)
+        self._send_many = redis.register_script(scripts.SEND_MANY)
+        self._sends: GroupCommit[_SendCall, list[str]] = GroupCommit(
+            self._run_sends, max_batch=send_batch)
         self._add_members = redis.register_script(scripts.ADD_MEMBERS)
         self._set_cursor = redis.register_script(scripts.SET_CURSOR)
 
@@ -149,6 +158,20 @@ class ChatStore:
         return bool(await self.redis.ping())
 
     # -- messages ---------------------------------------------------------------------
+
+    async def _run_sends(self, calls: list[_SendCall]) -> list[list[str] | BaseException]:
+        """One SEND_MANY for sends that arrived together (see chat_svc.batching)."""
+        keys: list[str] = []
+        args: list[str | int | float] = [len(calls)]
+        for k, a in calls:
+            keys.extend(k)
+            args.extend(a)
+        replies = await self._send_many(keys=keys, args=args)
+        out: list[list[str] | BaseException] = []
+        for raw in replies:
+            reply = [_s(x) for x in raw]
+            out.append(ResponseError(reply[1]) if reply[0] == "error" else reply)
+        return out
 
     async def store_message(
         self,
@@ -179,7 +202,7 @@ class ChatStore:
             client_msg_id, created_ms, self.inbox_cap, self.history_cap, self.dedup_ttl,
             repr(float(rate)), burst,
         ]
-        reply = [_s(x) for x in await self._send(keys=keys, args=args)]
+        reply = await self._sends.call((keys, args))
         status = reply[0]
         if status == "conflict":
             raise AlreadyExists(

@@ -1,0 +1,70 @@
+"""Group commit: sends submitted together share one Redis call but keep their own outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chat_svc.groups import Channels
+from chat_svc.model import SendOutcome
+from feedchat_runtime.errors import AlreadyExists, PermissionDenied
+
+
+async def _store(app, sender: int, channel: int, cmid: str, text: str) -> SendOutcome:
+    return await app.store.store_message(
+        sender_id=sender, channel_id=channel, message_id=app.delivery.ids.next_id(),
+        client_msg_id=cmid, text=text, created_ms=1, rate=1000.0, burst=1000)
+
+
+async def test_sends_batched_together_keep_their_own_outcomes(chat_cluster) -> None:
+    (app,) = await chat_cluster(1)
+    channels = Channels(app.store, app.delivery.ids, 500)
+    channel = (await channels.open_direct(1, 2)).channel_id
+    other = (await channels.open_direct(3, 4)).channel_id
+    batches = 0
+    run = app.store._sends._run
+
+    async def counting(calls):
+        nonlocal batches
+        batches += 1
+        return await run(calls)
+
+    app.store._sends._run = counting
+    await _store(app, 1, channel, "taken", "first")
+    batches = 0
+    results = await asyncio.gather(
+        *(_store(app, 1, channel, f"c{i}", f"m{i}") for i in range(20)),
+        _store(app, 1, channel, "twice", "same"),
+        _store(app, 1, channel, "twice", "same"),  # same id in the same batch: one message
+        _store(app, 1, channel, "taken", "other text"),  # reused id, other content
+        _store(app, 1, other, "outsider", "not a member"),
+        return_exceptions=True,
+    )
+    assert batches == 1  # submitted in one tick: one round trip
+    fresh = results[:20]
+    assert all(isinstance(r, SendOutcome) and not r.duplicate for r in fresh)
+    assert [r.message.seq for r in fresh] == list(range(2, 22))  # dense, in submit order
+    first, again = results[20], results[21]
+    assert isinstance(first, SendOutcome) and isinstance(again, SendOutcome)
+    assert not first.duplicate and again.duplicate
+    assert again.message.message_id == first.message.message_id
+    assert isinstance(results[22], AlreadyExists)
+    assert isinstance(results[23], PermissionDenied)
+    inbox = await app.store.read_inbox(2, "0-0", 100)
+    assert [m.text for m in inbox] == ["first", *(f"m{i}" for i in range(20)), "same"]
+
+
+async def test_a_redis_error_fails_only_its_own_send(chat_cluster, redis) -> None:
+    (app,) = await chat_cluster(1)
+    channels = Channels(app.store, app.delivery.ids, 500)
+    good = (await channels.open_direct(1, 2)).channel_id
+    broken = (await channels.open_direct(5, 6)).channel_id
+    await redis.set(f"chat:chan:{{c:{broken}}}:seq", "not a number")  # INCR fails: ERR
+    ok, bad = await asyncio.gather(
+        _store(app, 1, good, "g", "fine"), _store(app, 5, broken, "b", "doomed"),
+        return_exceptions=True)
+    assert isinstance(ok, SendOutcome) and ok.message.seq == 1
+    assert isinstance(bad, Exception) and "not an integer" in str(bad)
+    with pytest.raises(Exception, match="not an integer"):
+        await _store(app, 5, broken, "b2", "doomed too")
