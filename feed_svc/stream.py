@@ -94,9 +94,10 @@ class FeedStream:
 
     async def close(self) -> None:
         self.hub.on_control(self._on_control, add=False)
-        for task in self._tasks:
+        tasks = list(self._tasks)  # resync tasks remove themselves when done
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.hub.unsubscribe(self._channels, self._on_message)
@@ -111,8 +112,11 @@ class FeedStream:
                 if stop.done():
                     self._wake.set()
                     return
-                await self.feed.activity(self.user)
-                await self._mark_live()
+                try:
+                    await self.feed.activity(self.user)
+                    await self._mark_live()
+                except Exception as exc:  # Redis briefly away: try again next period
+                    logger.warning("stream keep-alive for user %s failed: %s", self.user, exc)
         finally:
             stop.cancel()
 
