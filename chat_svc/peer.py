@@ -63,6 +63,15 @@ class PeerClient:
         self._pending: dict[str, list[tuple[list[Push], asyncio.Future[list[int]]]]] = {}
         self._flushing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stubs: dict[str, tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]] = {}
+
+    def _stub(self, address: str) -> chat_pb2_grpc.ChatPeerServiceStub:
+        channel = self._directory.channel_to(address)
+        cached = self._stubs.get(address)
+        if cached is None or cached[0] is not channel:
+            cached = (channel, chat_pb2_grpc.ChatPeerServiceStub(channel))
+            self._stubs[address] = cached
+        return cached[1]
 
     async def deliver(self, address: str, pushes: Sequence[Push]) -> list[int]:
         """Offline users among the pushes' inbox entries. Raises grpc errors on failure."""
@@ -104,7 +113,7 @@ class PeerClient:
             offline: set[int] = set()
             for start in range(0, len(pushes), MAX_PUSHES):
                 chunk = pushes[start : start + MAX_PUSHES]
-                stub = chat_pb2_grpc.ChatPeerServiceStub(self._directory.channel_to(address))
+                stub = self._stub(address)
                 reply = await stub.Deliver(
                     chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk]),
                     metadata=self._directory.metadata(),

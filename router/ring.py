@@ -27,6 +27,8 @@ CHAT_SERVICE = "chat"
 """Registry name of the chat servers that form the ring."""
 VNODES = 160
 """Virtual nodes per chat server (uhashring's default for its md5 ring)."""
+OWNER_CACHE = 100_000
+"""Owners remembered per ring snapshot (an md5 ring lookup per message recipient adds up)."""
 
 
 def ring_version(members: Mapping[str, Member]) -> int:
@@ -42,6 +44,7 @@ class Ring:
     members: dict[str, Member] = field(default_factory=dict)
     version: int = field(default_factory=lambda: ring_version({}))
     _ring: Any = field(default=None, repr=False, compare=False)
+    _owners: dict[int, Member] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, members: Mapping[str, Member]) -> Ring:
@@ -57,10 +60,16 @@ class Ring:
 
     def owner(self, user_id: int) -> Member | None:
         """The chat server that owns ``user_id``, or None when the ring is empty."""
+        member = self._owners.get(user_id)
+        if member is not None:
+            return member
         if self._ring is None:
             return None
-        name = str(self._ring.get_node(str(user_id)))
-        return self.members[name]
+        member = self.members[str(self._ring.get_node(str(user_id)))]
+        if len(self._owners) >= OWNER_CACHE:  # a snapshot is immutable: any entry stays right
+            self._owners.clear()
+        self._owners[user_id] = member
+        return member
 
     def without(self, instance: str) -> Ring:
         """The ring as it will be once ``instance`` has left (used while draining)."""

@@ -72,3 +72,16 @@ async def test_route_agrees_with_every_chat_server(make_config, redis) -> None:
         for app in chats:
             await app.stop()
         await router.stop()
+
+
+def test_remembered_owners_match_the_hash_ring() -> None:
+    from feedchat_runtime.registry import Member
+
+    members = {f"chat-{i}": Member("chat", f"chat-{i}", f"127.0.0.1:{7000 + i}")
+               for i in range(3)}
+    ring = Ring.build(members)
+    first = [ring.owner(u) for u in range(1, 500)]
+    again = [ring.owner(u) for u in range(1, 500)]  # from the snapshot's cache
+    direct = [members[str(ring._ring.get_node(str(u)))] for u in range(1, 500)]
+    assert first == again == direct
+    assert {m.instance for m in first} == set(members)
