@@ -145,6 +145,8 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.StreamFeedResponse]:
         user = require_user()
+        # Headers at once: a client knows its stream is accepted before any item exists.
+        await context.send_initial_metadata(())
         requests = aiter(request_iterator)
         first_frame = asyncio.ensure_future(anext(requests, None))
         drained = asyncio.ensure_future(self.draining.wait())

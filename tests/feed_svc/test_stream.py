@@ -190,7 +190,7 @@ async def test_a_stream_that_falls_behind_is_cut_off(start_system: StartSystem) 
 async def test_unsubscribed_stream_also_ends_when_the_server_drains(system: System) -> None:
     reader = await system.sign_up()
     call = reader.stub.StreamFeed(metadata=reader.md)
-    await asyncio.sleep(0)  # the call is open; the client never subscribes
+    await asyncio.wait_for(call.initial_metadata(), 5)  # accepted; it never subscribes
     stopping = asyncio.create_task(system.feed_app.host.stop())
     assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
