@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from account_svc.accounts import Accounts, LoginLimits
 from account_svc.config import AccountConfig
 from account_svc.passwords import PasswordHashing
 from account_svc.servicer import PUBLIC_METHODS, AccountServicer, add_account_service
 from account_svc.store import AccountStore
+from feedchat_runtime import redis_client
 from feedchat_runtime.auth import TokenAuthority, authority_from_config
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.server import ServiceHost
@@ -36,7 +35,7 @@ async def build(config: AccountConfig) -> ServiceHost:
     """
     host = ServiceHost(config, REGISTRY_NAME)
     await host.open()
-    redis = aioredis.Redis.from_url(config.redis_url)
+    redis = redis_client.connect(config.redis_url)
     passwords = PasswordHashing(
         config.argon2_time_cost,
         config.argon2_memory_kib,

@@ -40,7 +40,6 @@ import grpc
 import redis.asyncio as aioredis
 
 from feed_svc import scripts
-from feed_svc.redis_client import connect
 from feed_svc.store import (
     ACTIVE_KEY,
     JOBS_KEY,
@@ -55,6 +54,7 @@ from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.embedded import etcd_server, free_port, redis_server, wait_for_port
+from feedchat_runtime.redis_client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHORITY = authority_from_config("", "", dev=True)

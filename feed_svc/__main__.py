@@ -1,5 +1,4 @@
-"""``python -m feed_svc``: run a feed_svc process (API plus fanout workers); ``--help``
-lists flags."""
+"""``python -m feed_svc``: run a feed server (API plus fanout workers); ``--help`` lists flags."""
 
 from __future__ import annotations
 

@@ -16,13 +16,13 @@ from feed_svc.cursor import PageTokens, derive_key
 from feed_svc.fanout import BatchHook, FanoutPool, FanoutSettings
 from feed_svc.feed import Feed
 from feed_svc.live import LiveHub
-from feed_svc.redis_client import connect
 from feed_svc.servicer import SERVICE_NAME, FeedServicer
 from feed_svc.store import FeedStore
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import DEV_AUTH_SECRET
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.redis_client import connect
 from feedchat_runtime.server import ServiceHost
 from feedchat_runtime.snowflake import WorkerIdClaim
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from feed_svc.config import FeedConfig
 from feed_svc.fanout import FanoutPool, FanoutSettings
-from feed_svc.redis_client import connect
 from feed_svc.store import FeedStore
 from feedchat_runtime.entry import run_service
+from feedchat_runtime.redis_client import connect
 
 logger = logging.getLogger(__name__)
 

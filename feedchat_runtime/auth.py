@@ -146,20 +146,23 @@ class TokenAuthority:
             raise Unauthenticated("token is not valid", reason="TOKEN_INVALID") from exc
 
     def verify_bearer(self, token: str) -> Caller:
-        """A Caller from either kind of credential (tried by signature, then type)."""
-        header_ok = token.count(".") == 2
-        if not header_ok:
-            raise Unauthenticated("token is not valid", reason="TOKEN_INVALID")
+        """A Caller from either kind of credential.
+
+        The unverified ``typ`` claim only picks which key to verify with (one signature
+        check per call); the verified claims must then carry that same type, so a user
+        token can never pass for a service credential or the other way round.
+        """
         try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated("token is not valid", reason="TOKEN_INVALID") from exc
+        if unverified.get("typ") == "service":
             claims = self._decode(token, self._service_secret)
-        except Unauthenticated as service_error:
-            if service_error.reason == "TOKEN_EXPIRED":
-                raise
-            user_id, _ = self.verify_user(token, "access")
-            return Caller(user_id=user_id)
-        if claims.get("typ") != "service":
-            raise Unauthenticated("token is not valid", reason="TOKEN_INVALID")
-        return Caller(service=str(claims["sub"]))
+            if claims.get("typ") != "service":
+                raise Unauthenticated("token is not valid", reason="TOKEN_INVALID")
+            return Caller(service=str(claims["sub"]))
+        user_id, _ = self.verify_user(token, "access")
+        return Caller(user_id=user_id)
 
 
 def authority_from_config(auth_secret: str, service_secret: str, dev: bool) -> TokenAuthority:

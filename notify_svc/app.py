@@ -9,6 +9,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from feedchat.notify.v1 import notify_pb2_grpc
+from feedchat_runtime import redis_client
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.server import ServiceHost
 from notify_svc.allowlist import AllowList
@@ -51,7 +52,7 @@ async def build(config: NotifyConfig) -> NotifyApp:
     """Open the etcd session and Redis, build the server and the worker (not started)."""
     host = ServiceHost(config, REGISTRY_NAME)
     await host.open()
-    redis = aioredis.Redis.from_url(config.redis_url)
+    redis = redis_client.connect(config.redis_url)
     host.on_stop(redis.aclose)
     store = NotifyStore(redis)
     allow = AllowList.parse(config.webhook_allow, config.webhook_allow_http)

@@ -11,6 +11,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from feedchat.presence.v1 import presence_pb2, presence_pb2_grpc
+from feedchat_runtime import redis_client
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.server import ServiceHost
@@ -59,7 +60,10 @@ async def build(config: PresenceConfig, following: FollowingSource | None = None
     # A bounded pool: a burst of connecting streams waits for a connection instead of
     # opening hundreds (and running into file-descriptor or maxclients limits).
     pool = aioredis.BlockingConnectionPool.from_url(
-        config.redis_url, max_connections=config.redis_pool, timeout=5
+        config.redis_url,
+        max_connections=config.redis_pool,
+        timeout=5,
+        connection_class=redis_client.connection_class(config.redis_url),
     )
     redis = aioredis.Redis(connection_pool=pool)
 

@@ -7,9 +7,9 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
-from feed_svc.redis_client import connect
 from feed_svc.store import FeedStore, entry, pad
 from feed_svc.timeline import FeedEntry, Source, merge_newest
+from feedchat_runtime.redis_client import connect
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The Redis client feed_svc uses: redis-py asyncio, packing commands with hiredis.
+"""The Redis client every service uses: redis-py asyncio, packing commands with hiredis.
 
 redis-py's synchronous client packs commands with hiredis' C packer, but its asyncio
 connection packs them in Python, re-joining a growing buffer for every argument. A fanout
@@ -13,7 +13,11 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    UnixDomainSocketConnection,
+)
 
 
 def _pack(args: tuple[Any, ...]) -> list[bytes]:
@@ -36,7 +40,13 @@ class HiredisPackingUnixConnection(UnixDomainSocketConnection):
         return _pack(args)
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client for ``url`` (redis:// or unix://) with the hiredis packer."""
-    cls = HiredisPackingUnixConnection if url.startswith("unix://") else HiredisPackingConnection
-    return aioredis.Redis.from_url(url, connection_class=cls)
+def connection_class(url: str) -> type[AbstractConnection]:
+    """The hiredis-packing connection class for ``url`` (redis:// or unix://)."""
+    if url.startswith("unix://"):
+        return HiredisPackingUnixConnection
+    return HiredisPackingConnection
+
+
+def connect(url: str, **options: Any) -> aioredis.Redis:
+    """A client for ``url`` with the hiredis packer; ``options`` go to ``from_url``."""
+    return aioredis.Redis.from_url(url, connection_class=connection_class(url), **options)
