@@ -2,52 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-from pathlib import Path
-
 from tests.account_svc.conftest import Account
+from tests.grpcurl import call
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 SERVICE = "feedchat.account.v1.AccountService"
 
 
-async def grpcurl(address: str, method: str, body: dict[str, object],
-                  *headers: str) -> tuple[int, str, str]:
-    args = [GRPCURL, "-plaintext", "-max-time", "20"]
-    for header in headers:
-        args += ["-H", header]
-    args += ["-d", json.dumps(body), address, f"{SERVICE}/{method}"]
-    process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_grpcurl_sign_up_then_token_guarded_call(account: Account) -> None:
-    code, out, err = await grpcurl(
-        account.address, "SignUp", {"username": "curly", "password": "grpcurl pass"}
-    )
-    assert code == 0, err
-    signed = json.loads(out)
+    signed = (await call(account.address, f"{SERVICE}/SignUp",
+                         {"username": "curly", "password": "grpcurl pass"})).json()
     token = signed["access_token"]
     assert int(signed["user_id"]) > 0
 
-    code, out, err = await grpcurl(
-        account.address, "Login", {"username": "Curly", "password": "grpcurl pass"}
-    )
-    assert code == 0, err
-    assert json.loads(out)["user_id"] == signed["user_id"]
+    login = await call(account.address, f"{SERVICE}/Login",
+                       {"username": "Curly", "password": "grpcurl pass"})
+    assert login.json()["user_id"] == signed["user_id"]
 
-    code, out, err = await grpcurl(
-        account.address, "GetProfile", {}, f"authorization: Bearer {token}"
-    )
-    assert code == 0, err
-    assert json.loads(out)["user"]["username"] == "curly"
+    profile = await call(account.address, f"{SERVICE}/GetProfile", {}, str(token))
+    user = profile.json()["user"]
+    assert isinstance(user, dict) and user["username"] == "curly"
 
-    code, out, err = await grpcurl(account.address, "GetProfile", {})
-    assert code != 0
-    assert "Unauthenticated" in err
+    anonymous = await call(account.address, f"{SERVICE}/GetProfile", {})
+    assert anonymous.code != 0
+    assert "Unauthenticated" in anonymous.err

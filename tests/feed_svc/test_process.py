@@ -4,7 +4,6 @@ the registry, driven with grpcurl (reflection), stopped by SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -17,22 +16,9 @@ from feedchat_runtime.config import ConfigError, load_config
 from feedchat_runtime.embedded import free_port
 from feedchat_runtime.registry import EtcdSession, list_members
 from tests.feed_svc.conftest import System, user_metadata
+from tests.grpcurl import call
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 SERVICE = "feedchat.feed.v1.FeedService"
-
-
-async def grpcurl(address: str, method: str, body: dict[str, object], *headers: str
-                  ) -> tuple[int, str, str]:
-    args = [GRPCURL, "-plaintext", "-max-time", "20"]
-    for header in headers:
-        args += ["-H", header]
-    args += ["-d", json.dumps(body), address, f"{SERVICE}/{method}"]
-    process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_module_runs_with_feedchat_up_flags_and_answers_grpcurl(
@@ -58,17 +44,14 @@ async def test_module_runs_with_feedchat_up_flags_and_answers_grpcurl(
             raise AssertionError("feed-7 never registered")
         address = f"127.0.0.1:{port}"
         author = await system.sign_up("grpcurly")
-        token = user_metadata(author.user_id)[0][1]
-        code, out, err = await grpcurl(address, "CreatePost", {"text": "via grpcurl"},
-                                       f"authorization: {token}")
-        assert code == 0, err
-        post = json.loads(out)["post"]
-        assert post["text"] == "via grpcurl"
-        code, out, err = await grpcurl(address, "GetFeed", {"page_token": "nope"},
-                                       f"authorization: {token}")
-        assert code != 0 and "InvalidArgument" in err
-        code, out, err = await grpcurl(address, "GetFeed", {})
-        assert code != 0 and "Unauthenticated" in err
+        token = user_metadata(author.user_id)[0][1].removeprefix("Bearer ")
+        post = (await call(address, f"{SERVICE}/CreatePost", {"text": "via grpcurl"},
+                           token)).json()["post"]
+        assert isinstance(post, dict) and post["text"] == "via grpcurl"
+        bad = await call(address, f"{SERVICE}/GetFeed", {"page_token": "nope"}, token)
+        assert bad.code != 0 and "InvalidArgument" in bad.err
+        anonymous = await call(address, f"{SERVICE}/GetFeed", {})
+        assert anonymous.code != 0 and "Unauthenticated" in anonymous.err
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 15) == 0
         assert not [m for m in await list_members(session.client, config.etcd_prefix, "feed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 from feedchat_runtime.embedded import free_port
 from feedchat_runtime.registry import EtcdSession, Member, list_members
 from feedchat_runtime.services import SERVICES
+from tests.grpcurl import call
 
 
 async def _members(etcd: str) -> list[Member]:
@@ -22,16 +22,6 @@ async def _members(etcd: str) -> list[Member]:
         return await list_members(session.client, "/feedchat")
     finally:
         await session.client.close()
-
-
-async def _grpcurl(*args: str) -> str:
-    grpcurl = Path(sys.executable).parent / "grpcurl"
-    process = await asyncio.create_subprocess_exec(
-        str(grpcurl), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, out.decode()
-    return out.decode()
 
 
 async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
@@ -58,9 +48,8 @@ async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
         members = await _members(etcd)
         assert {m.service for m in members} == expected, "".join(output)
         for member in members:
-            health = json.loads(await _grpcurl("-plaintext", member.address,
-                                               "grpc.health.v1.Health/Check"))
-            assert health == {"status": "SERVING"}, member
+            health = await call(member.address, "grpc.health.v1.Health/Check")
+            assert health.json() == {"status": "SERVING"}, member
 
         # A crashed child is restarted and registers again under the same name.
         victim = members[0]

