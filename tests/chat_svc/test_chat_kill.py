@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 from chatkit import Device, wait_until
 
@@ -68,6 +69,22 @@ class Follower:
             await device.close()
 
 
+async def _open_on_owner(user_id: int, ring: RingWatch, timeout: float = 10) -> Device:
+    """Connect to the owner; the servers' own rings may still be converging at start-up
+    (each learns the others from etcd on its own), so a refusal is retried until then."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        device = Device(user_id, ring.ring.owner(user_id).address)
+        try:
+            return await device.open()
+        except grpc.aio.AioRpcError as exc:
+            await device.close()
+            if (exc.code() != grpc.StatusCode.FAILED_PRECONDITION
+                    or asyncio.get_running_loop().time() > deadline):
+                raise
+            await asyncio.sleep(0.05)
+
+
 @pytest.mark.timeout(90)
 async def test_killed_chat_server_loses_no_acked_message(
     tmp_path, etcd, etcd_prefix, redis_url, redis
@@ -89,8 +106,7 @@ async def test_killed_chat_server_loses_no_acked_message(
         store = ChatStore(redis)
         channels = Channels(store, SnowflakeGenerator(lambda: 1), 500)
         group = (await channels.create_group(sender_id, "g", victims + others)).channel_id
-        sender = Device(sender_id, ring.ring.owner(sender_id).address)
-        await sender.open()
+        sender = await _open_on_owner(sender_id, ring)
         followers = [Follower(u, ring) for u in victims + others]
         await wait_until(lambda: all(f.streams and f.streams[-1].synced for f in followers),
                          10, "receivers connected")
