@@ -41,6 +41,8 @@ class ServiceDirectory:
         self._token = ""
         self._token_expires = 0.0
         self._lock = asyncio.Lock()
+        self._seen: set[str] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def watch(self, service: str) -> ServiceWatch:
         """The live member view of ``service`` (started on first use)."""
@@ -49,8 +51,26 @@ class ServiceDirectory:
             if watch is None:
                 watch = ServiceWatch(self._session, service)
                 await watch.start()
+                watch.listeners.append(self._forget_departed)
                 self._watches[service] = watch
             return watch
+
+    def _forget_departed(self, members: dict[str, Member]) -> None:
+        """Close channels to addresses no watched service lists any more.
+
+        Without this a long-lived process keeps a channel (and its reconnect attempts) to
+        every peer that ever left. Addresses given to :meth:`channel_to` that no watch has
+        ever listed are left alone.
+        """
+        del members  # the watches' own views are current when listeners run
+        live = {m.address for w in self._watches.values() for m in w.members.values()}
+        for address in list(self._channels):
+            if address in self._seen and address not in live:
+                channel = self._channels.pop(address)
+                self._seen.discard(address)
+                self._closing.add(asyncio.create_task(channel.close(grace=1.0)))
+                self._closing = {task for task in self._closing if not task.done()}
+        self._seen |= live
 
     async def members(self, service: str) -> dict[str, Member]:
         return dict((await self.watch(service)).members)
@@ -65,7 +85,9 @@ class ServiceDirectory:
 
     async def channel(self, service: str) -> grpc.aio.Channel:
         """A channel to some live instance of ``service`` (round robin); UNAVAILABLE if none."""
-        members = sorted((await self.watch(service)).members.values(), key=lambda m: m.instance)
+        watch = await self.watch(service)
+        members = sorted(watch.members.values(), key=lambda m: m.instance)
+        self._seen |= {m.address for m in members}
         if not members:
             raise Unavailable(f"no {service} instance is registered", reason="NO_INSTANCE")
         counter = self._round_robin.setdefault(service, itertools.count())
@@ -79,7 +101,13 @@ class ServiceDirectory:
             self._token, self._token_expires = issued.token, issued.expires_at
         return (("authorization", f"Bearer {self._token}"),)
 
+    @property
+    def open_addresses(self) -> set[str]:
+        """Addresses this directory currently holds a channel to."""
+        return set(self._channels)
+
     async def close(self) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for watch in self._watches.values():
             await watch.stop()
         for channel in self._channels.values():
