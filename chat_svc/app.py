@@ -25,6 +25,7 @@ from chat_svc.servicer import ChatServicer
 from chat_svc.sessions import Sessions
 from chat_svc.store import ChatStore
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime import redis_client
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.server import ServiceHost
@@ -78,7 +79,7 @@ async def build(config: ChatConfig) -> ChatApp:
     """Connect to etcd and Redis, claim a worker id, watch the ring, build the server."""
     host = ServiceHost(config, CHAT_SERVICE)
     await host.open()
-    redis = aioredis.Redis.from_url(
+    redis = redis_client.connect(
         config.redis_url, socket_timeout=config.redis_timeout,
         socket_connect_timeout=config.redis_timeout, health_check_interval=10,
     )
@@ -103,6 +104,10 @@ async def build(config: ChatConfig) -> ChatApp:
 
     def on_ring(old: Ring, new: Ring) -> None:
         sessions.rebalance()
+        live = {member.address for member in new.members.values()}
+        for member in old.members.values():
+            if member.address not in live:  # a peer left: drop our channel to it
+                peers.forget(member.address)
 
     ring.listeners.append(on_ring)
 

@@ -73,6 +73,11 @@ class PeerClient:
             self._stubs[address] = cached
         return cached[1]
 
+    def forget(self, address: str) -> None:
+        """Drop the stub and channel of a chat server that left the ring."""
+        self._stubs.pop(address, None)
+        self._directory.forget(address)
+
     async def deliver(self, address: str, pushes: Sequence[Push]) -> list[int]:
         """Offline users among the pushes' inbox entries. Raises grpc errors on failure."""
         return await self.submit(address, pushes)

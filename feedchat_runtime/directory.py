@@ -66,11 +66,16 @@ class ServiceDirectory:
         live = {m.address for w in self._watches.values() for m in w.members.values()}
         for address in list(self._channels):
             if address in self._seen and address not in live:
-                channel = self._channels.pop(address)
-                self._seen.discard(address)
-                self._closing.add(asyncio.create_task(channel.close(grace=1.0)))
-                self._closing = {task for task in self._closing if not task.done()}
+                self.forget(address)
         self._seen |= live
+
+    def forget(self, address: str) -> None:
+        """Close the channel to ``address`` (a peer that left), letting calls finish briefly."""
+        self._seen.discard(address)
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            self._closing.add(asyncio.create_task(channel.close(grace=1.0)))
+            self._closing = {task for task in self._closing if not task.done()}
 
     async def members(self, service: str) -> dict[str, Member]:
         return dict((await self.watch(service)).members)
