@@ -43,6 +43,13 @@ class FeedConfig(ServiceConfig):
     )
     author_cache_ttl: float = _opt(30.0, "Seconds author profiles are cached in process.")
     max_following: int = _opt(5000, "Accounts one user may follow.")
+    max_post_alerts: int = _opt(1000, "Authors one user may turn post alerts on for.")
+    max_alerted_followers: int = _opt(
+        10_000, "Followers of one author who may turn post alerts on (read in one call per post)."
+    )
+    notify_queue_cap: int = _opt(
+        1_000_000, "Approximate MAXLEN of notify_svc's queue stream when writing post alerts."
+    )
     stream_queue: int = _opt(256, "Frames queued per StreamFeed before it is cut off as slow.")
     stream_resume_max: int = _opt(200, "Missed items replayed at most on StreamFeed resume.")
     cursor_secret: str = _opt(
@@ -71,3 +78,7 @@ class FeedConfig(ServiceConfig):
             raise ConfigError("fanout_consumer_expiry must exceed fanout_block")
         if self.max_following < 1 or self.stream_queue < 8 or self.stream_resume_max < 1:
             raise ConfigError("max_following, stream_queue and stream_resume_max are too small")
+        if self.max_post_alerts < 1 or self.max_alerted_followers < 1:
+            raise ConfigError("max_post_alerts and max_alerted_followers must be at least 1")
+        if self.notify_queue_cap < 1000:
+            raise ConfigError("notify_queue_cap must be at least 1000")

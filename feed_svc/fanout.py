@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from feed_svc.config import FeedConfig
 from feed_svc.store import FeedStore, Job, entry, pad
+from feed_svc.store_alerts import PREVIEW_CHARS
+from feedchat_runtime.snowflake import timestamp_ms
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class FanoutSettings:
     consumer_expiry_ms: int
     block_ms: int
     inactive_ms: int
+    notify_queue_cap: int = 1_000_000
 
     @classmethod
     def from_config(cls, config: FeedConfig) -> FanoutSettings:
@@ -55,6 +58,7 @@ class FanoutSettings:
             consumer_expiry_ms=int(config.fanout_consumer_expiry * 1000),
             block_ms=int(config.fanout_block * 1000),
             inactive_ms=int(config.inactive_after * 1000),
+            notify_queue_cap=config.notify_queue_cap,
         )
 
 
@@ -117,6 +121,8 @@ class FanoutWorker:
     async def handle(self, job: Job) -> None:
         if job.kind == "split":
             await self.split(job)
+        elif job.kind == "alerts":
+            await self.alerts(job)
         else:
             await self.chunk(job)
         self.jobs_done += 1
@@ -153,6 +159,24 @@ class FanoutWorker:
                     break
                 start = pad(fans[-1])
         await self.store.ack_chunk(job, written, skipped, self.clock())
+
+
+    async def alerts(self, job: Job) -> None:
+        """Queue a ``feed_post`` notify entry for each follower with alerts on for the
+        author (celebrities included), in batches; then acknowledge the job."""
+        (post,) = await self.store.get_posts([job.post_id])
+        recipients = await self.store.alert_recipients(job.author_id) if post else []
+        fields = {
+            "kind": "feed_post",
+            "channel_id": str(job.author_id),  # post alerts collapse/mute per author
+            "message_id": str(job.post_id),
+            "sender_id": str(job.author_id),
+            "preview": post.text[:PREVIEW_CHARS] if post else "",
+            "created_ms": str(timestamp_ms(job.post_id)),
+        }
+        await self.store.write_alerts(
+            job, recipients, fields, self.settings.batch, self.settings.notify_queue_cap
+        )
 
 
 class FanoutPool:

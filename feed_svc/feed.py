@@ -17,6 +17,7 @@ from feed_svc.cursor import Listing, PageTokens, page_size
 from feed_svc.store import FeedStore, StoredPost
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
 from feedchat_runtime.errors import (
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -124,7 +125,7 @@ class Feed:
                 f"posting too fast; retry in {wait_ms / 1000:.3f}s",
                 reason="RATE_LIMITED", retry_after=wait_ms / 1000,
             )
-        celebrity, followers = await self.store.author_state(user)
+        celebrity, followers, alerted = await self.store.author_state(user)
         promoted = False
         if not celebrity and followers > self.config.celebrity_threshold:
             # Promotion is one-way: pulling at read time stays correct if the count drops.
@@ -135,7 +136,7 @@ class Feed:
         else:
             plan = "whole" if followers <= self.config.fanout_chunk else "split"
         post = StoredPost(self.ids.next_id(), user, text)
-        await self.store.create_post(post, now, plan, followers)
+        await self.store.create_post(post, now, plan, followers, alerts=alerted > 0)
         if promoted:  # after the post is stored, so open streams that resync find it
             await self.store.publish(keys.CONTROL_CHANNEL, f"promoted:{user}")
         try:
@@ -220,6 +221,39 @@ class Feed:
             await self.timeline.remove_author(user, author)
             await self.store.publish(keys.live_channel(user), "ctl:following")
         return changed
+
+    async def set_post_alerts(self, user: int, author: int, enabled: bool) -> None:
+        """Turn ``user``'s alerts for ``author``'s new posts on or off (on needs a follow)."""
+        check_user_id(author, "author_id")
+        if author == user:
+            raise InvalidArgument.field(
+                "author_id", "a user cannot get alerts for their own posts",
+                reason="CANNOT_ALERT_SELF",
+            )
+        outcome = await self.store.set_alerts(
+            user, author, enabled, self.config.max_post_alerts,
+            self.config.max_alerted_followers,
+        )
+        if outcome == "not_following":
+            if not await self.authors.exists(author):  # asked only on the refusal path
+                raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
+            raise FailedPrecondition(
+                f"follow user {author} before turning on alerts for their posts",
+                reason="NOT_FOLLOWING", metadata={"author_id": str(author)},
+            )
+        if outcome == "too_many_user":
+            raise ResourceExhausted(
+                f"post alerts are on for {self.config.max_post_alerts} authors already",
+                reason="TOO_MANY_POST_ALERTS",
+            )
+        if outcome == "too_many_author":
+            raise ResourceExhausted(
+                f"user {author} has {self.config.max_alerted_followers} alerted followers "
+                "already", reason="TOO_MANY_POST_ALERTS",
+            )
+
+    async def list_post_alerts(self, user: int) -> list[int]:
+        return await self.store.alerting(user)
 
     async def list_graph(
         self, caller: int, user_id: int, followers: bool, size: int, token: str

@@ -105,6 +105,18 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         changed = await self.feed.unfollow(require_user(), request.user_id)
         return pb.UnfollowResponse(changed=changed)
 
+    async def SetPostAlerts(
+        self, request: pb.SetPostAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetPostAlertsResponse:
+        await self.feed.set_post_alerts(require_user(), request.author_id, request.enabled)
+        return pb.SetPostAlertsResponse()
+
+    async def ListPostAlerts(
+        self, request: pb.ListPostAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPostAlertsResponse:
+        authors = await self.feed.list_post_alerts(require_user())
+        return pb.ListPostAlertsResponse(author_ids=authors)
+
     async def ListFollowers(
         self, request: pb.ListFollowersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFollowersResponse:

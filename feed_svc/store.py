@@ -23,6 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from feed_svc import scripts
+from feed_svc.store_alerts import PostAlertStore, alerting_key, alerts_key
 from feed_svc.store_queue import (
     GROUP,
     JOBS_KEY,
@@ -130,7 +131,7 @@ def _range_args(upper: int | None, lower: int | None) -> tuple[str, str]:
     return hi, lo
 
 
-class FeedStore(FanoutQueueStore):
+class FeedStore(FanoutQueueStore, PostAlertStore):
     """Typed access to feed_svc's Redis data (the fanout queue's part is inherited)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
@@ -139,7 +140,8 @@ class FeedStore(FanoutQueueStore):
         self._fanout_insert = redis.register_script(scripts.FANOUT_INSERT)
         self._merge = redis.register_script(scripts.MERGE_ENTRIES)
         self._remove_author = redis.register_script(scripts.REMOVE_AUTHOR)
-        super().__init__(redis)
+        FanoutQueueStore.__init__(self, redis)
+        PostAlertStore.__init__(self, redis)
         self._merge_newest = redis.register_script(scripts.MERGE_NEWEST)
 
     # --- rate limit -----------------------------------------------------------------
@@ -149,8 +151,11 @@ class FeedStore(FanoutQueueStore):
         return 0 if int(ok) else int(wait_ms)
 
     # --- posts ----------------------------------------------------------------------
-    async def create_post(self, post: StoredPost, now_ms: int, plan: str, followers: int) -> None:
-        """Store a post and, in the same transaction, queue its fanout or announce it.
+    async def create_post(
+        self, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool = False
+    ) -> None:
+        """Store a post and, in the same transaction, queue its fanout or announce it
+        (and, when ``alerts``, a job that writes its post alerts, whatever the plan).
 
         ``plan``: ``pulled`` (a celebrity: announced on the author's channel, never fanned
         out), ``whole`` (one chunk job for every follower), ``split`` (a job that splits
@@ -176,15 +181,19 @@ class FeedStore(FanoutQueueStore):
         pipe.expire(progress, PROGRESS_TTL_S)
         if "finished_ms" not in record:
             pipe.xadd(JOBS_KEY, job)
+        if alerts:
+            pipe.xadd(JOBS_KEY, {**job, "kind": "alerts"})
         await pipe.execute()
 
-    async def author_state(self, author: int) -> tuple[bool, int]:
-        """(is a celebrity, follower count) in one round trip."""
+    async def author_state(self, author: int) -> tuple[bool, int, int]:
+        """(is a celebrity, follower count, followers with post alerts on) in one round
+        trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.sismember(CELEBRITIES_KEY, str(author))
         pipe.zcard(followers_key(author))
-        celebrity, count = await pipe.execute()
-        return bool(celebrity), int(count)
+        pipe.scard(alerts_key(author))
+        celebrity, count, alerted = await pipe.execute()
+        return bool(celebrity), int(count), int(alerted)
 
     async def get_posts(self, post_ids: Sequence[int]) -> list[StoredPost | None]:
         """The posts in order (None where deleted or unknown), in one MGET."""
@@ -245,7 +254,9 @@ class FeedStore(FanoutQueueStore):
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(following_key(follower), pad(author))
         pipe.zrem(followers_key(author), pad(follower))
-        removed, _ = await pipe.execute()
+        pipe.srem(alerting_key(follower), str(author))
+        pipe.srem(alerts_key(author), str(follower))
+        removed, *_ = await pipe.execute()
         return bool(removed)
 
     async def following_count(self, user: int) -> int:

@@ -843,3 +843,89 @@ class GetFanoutStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFanoutStatusResponse: _TypeAlias = GetFanoutStatusResponse  # noqa: Y015
+
+@_typing.final
+class SetPostAlertsRequest(_message.Message):
+    """SetPostAlertsRequest names the author and the wanted setting."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHOR_ID_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    author_id: _builtins.int
+    """Id of an author the caller follows; must not be the caller."""
+    enabled: _builtins.bool
+    """True to be alerted of the author's new posts, false to stop."""
+    def __init__(
+        self,
+        *,
+        author_id: _builtins.int = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "enabled", b"enabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPostAlertsRequest: _TypeAlias = SetPostAlertsRequest  # noqa: Y015
+
+@_typing.final
+class SetPostAlertsResponse(_message.Message):
+    """SetPostAlertsResponse is empty: the setting is stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPostAlertsResponse: _TypeAlias = SetPostAlertsResponse  # noqa: Y015
+
+@_typing.final
+class ListPostAlertsRequest(_message.Message):
+    """ListPostAlertsRequest has no fields: it lists the calling user's alert settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPostAlertsRequest: _TypeAlias = ListPostAlertsRequest  # noqa: Y015
+
+@_typing.final
+class ListPostAlertsResponse(_message.Message):
+    """ListPostAlertsResponse lists the authors with alerts on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHOR_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def author_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Ids of the authors whose new posts alert the caller, ascending (at most 1000 by
+        default).
+        """
+
+    def __init__(
+        self,
+        *,
+        author_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_ids", b"author_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPostAlertsResponse: _TypeAlias = ListPostAlertsResponse  # noqa: Y015

@@ -100,6 +100,16 @@ class FeedServiceStub:
                 request_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.GetFanoutStatusRequest.SerializeToString,
                 response_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.GetFanoutStatusResponse.FromString,
                 _registered_method=True)
+        self.SetPostAlerts = channel.unary_unary(
+                '/feedchat.feed.v1.FeedService/SetPostAlerts',
+                request_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.SetPostAlertsRequest.SerializeToString,
+                response_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.SetPostAlertsResponse.FromString,
+                _registered_method=True)
+        self.ListPostAlerts = channel.unary_unary(
+                '/feedchat.feed.v1.FeedService/ListPostAlerts',
+                request_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsRequest.SerializeToString,
+                response_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class FeedServiceServicer:
@@ -214,6 +224,27 @@ class FeedServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPostAlerts(self, request, context):
+        """SetPostAlerts turns push alerts (notify_svc, kind feed_post) for new posts of one
+        followed author on or off for the calling user. Idempotent. Enabling needs the caller
+        to follow the author: FAILED_PRECONDITION (reason NOT_FOLLOWING) otherwise;
+        INVALID_ARGUMENT (reason CANNOT_ALERT_SELF) for the caller's own id; NOT_FOUND for an
+        unknown user; RESOURCE_EXHAUSTED (reason TOO_MANY_POST_ALERTS) past the server's
+        limits (default 1000 authors per user, 10000 alerted followers per author).
+        Unfollowing an author turns its alerts off. Disabling always succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPostAlerts(self, request, context):
+        """ListPostAlerts lists the authors the calling user gets post alerts for (at most the
+        server's per-user limit, default 1000), by ascending user id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +302,16 @@ def add_FeedServiceServicer_to_server(servicer, server):
                     servicer.GetFanoutStatus,
                     request_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.GetFanoutStatusRequest.FromString,
                     response_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.GetFanoutStatusResponse.SerializeToString,
+            ),
+            'SetPostAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPostAlerts,
+                    request_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.SetPostAlertsRequest.FromString,
+                    response_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.SetPostAlertsResponse.SerializeToString,
+            ),
+            'ListPostAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPostAlerts,
+                    request_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsRequest.FromString,
+                    response_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -581,6 +622,60 @@ class FeedService:
             '/feedchat.feed.v1.FeedService/GetFanoutStatus',
             feedchat_dot_feed_dot_v1_dot_feed__pb2.GetFanoutStatusRequest.SerializeToString,
             feedchat_dot_feed_dot_v1_dot_feed__pb2.GetFanoutStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPostAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.feed.v1.FeedService/SetPostAlerts',
+            feedchat_dot_feed_dot_v1_dot_feed__pb2.SetPostAlertsRequest.SerializeToString,
+            feedchat_dot_feed_dot_v1_dot_feed__pb2.SetPostAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPostAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.feed.v1.FeedService/ListPostAlerts',
+            feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsRequest.SerializeToString,
+            feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

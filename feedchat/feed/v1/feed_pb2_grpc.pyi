@@ -97,6 +97,19 @@ class FeedServiceStub:
     lag) and the state of the fanout queue, so an operator sees a backlog before users
     do. Callable by the post's author or with a feedchat service credential.
     """
+    SetPostAlerts: _grpc.UnaryUnaryMultiCallable[_feed_pb2.SetPostAlertsRequest, _feed_pb2.SetPostAlertsResponse]
+    """SetPostAlerts turns push alerts (notify_svc, kind feed_post) for new posts of one
+    followed author on or off for the calling user. Idempotent. Enabling needs the caller
+    to follow the author: FAILED_PRECONDITION (reason NOT_FOLLOWING) otherwise;
+    INVALID_ARGUMENT (reason CANNOT_ALERT_SELF) for the caller's own id; NOT_FOUND for an
+    unknown user; RESOURCE_EXHAUSTED (reason TOO_MANY_POST_ALERTS) past the server's
+    limits (default 1000 authors per user, 10000 alerted followers per author).
+    Unfollowing an author turns its alerts off. Disabling always succeeds.
+    """
+    ListPostAlerts: _grpc.UnaryUnaryMultiCallable[_feed_pb2.ListPostAlertsRequest, _feed_pb2.ListPostAlertsResponse]
+    """ListPostAlerts lists the authors the calling user gets post alerts for (at most the
+    server's per-user limit, default 1000), by ascending user id.
+    """
 
 @_typing.type_check_only
 class FeedServiceAsyncStub(FeedServiceStub):
@@ -164,6 +177,19 @@ class FeedServiceAsyncStub(FeedServiceStub):
     """GetFanoutStatus shows the fanout progress of one post (followers done and pending,
     lag) and the state of the fanout queue, so an operator sees a backlog before users
     do. Callable by the post's author or with a feedchat service credential.
+    """
+    SetPostAlerts: _aio.UnaryUnaryMultiCallable[_feed_pb2.SetPostAlertsRequest, _feed_pb2.SetPostAlertsResponse]  # type: ignore[assignment]
+    """SetPostAlerts turns push alerts (notify_svc, kind feed_post) for new posts of one
+    followed author on or off for the calling user. Idempotent. Enabling needs the caller
+    to follow the author: FAILED_PRECONDITION (reason NOT_FOLLOWING) otherwise;
+    INVALID_ARGUMENT (reason CANNOT_ALERT_SELF) for the caller's own id; NOT_FOUND for an
+    unknown user; RESOURCE_EXHAUSTED (reason TOO_MANY_POST_ALERTS) past the server's
+    limits (default 1000 authors per user, 10000 alerted followers per author).
+    Unfollowing an author turns its alerts off. Disabling always succeeds.
+    """
+    ListPostAlerts: _aio.UnaryUnaryMultiCallable[_feed_pb2.ListPostAlertsRequest, _feed_pb2.ListPostAlertsResponse]  # type: ignore[assignment]
+    """ListPostAlerts lists the authors the calling user gets post alerts for (at most the
+    server's per-user limit, default 1000), by ascending user id.
     """
 
 class FeedServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -295,6 +321,31 @@ class FeedServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetFanoutStatus shows the fanout progress of one post (followers done and pending,
         lag) and the state of the fanout queue, so an operator sees a backlog before users
         do. Callable by the post's author or with a feedchat service credential.
+        """
+
+    @_abc_1.abstractmethod
+    def SetPostAlerts(
+        self,
+        request: _feed_pb2.SetPostAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feed_pb2.SetPostAlertsResponse, _abc.Awaitable[_feed_pb2.SetPostAlertsResponse]]:
+        """SetPostAlerts turns push alerts (notify_svc, kind feed_post) for new posts of one
+        followed author on or off for the calling user. Idempotent. Enabling needs the caller
+        to follow the author: FAILED_PRECONDITION (reason NOT_FOLLOWING) otherwise;
+        INVALID_ARGUMENT (reason CANNOT_ALERT_SELF) for the caller's own id; NOT_FOUND for an
+        unknown user; RESOURCE_EXHAUSTED (reason TOO_MANY_POST_ALERTS) past the server's
+        limits (default 1000 authors per user, 10000 alerted followers per author).
+        Unfollowing an author turns its alerts off. Disabling always succeeds.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPostAlerts(
+        self,
+        request: _feed_pb2.ListPostAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feed_pb2.ListPostAlertsResponse, _abc.Awaitable[_feed_pb2.ListPostAlertsResponse]]:
+        """ListPostAlerts lists the authors the calling user gets post alerts for (at most the
+        server's per-user limit, default 1000), by ascending user id.
         """
 
 def add_FeedServiceServicer_to_server(servicer: FeedServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
