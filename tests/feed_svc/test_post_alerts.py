@@ -9,6 +9,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feed_svc.store_alerts import NOTIFY_QUEUE
 from feed_svc.store_queue import JOBS_KEY
 from feedchat.feed.v1 import feed_pb2 as pb
@@ -179,3 +180,26 @@ async def test_alert_limit_per_user_is_enforced(start_system: StartSystem) -> No
     assert await _refused(set_alerts(fan, authors[2].user_id)) == (
         grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_POST_ALERTS")
     assert await list_alerts(fan) == sorted([authors[0].user_id, authors[1].user_id])
+
+
+async def test_alert_job_of_a_dead_worker_is_claimed_and_alerts_once(
+    start_system: StartSystem, redis: aioredis.Redis
+) -> None:
+    system = await start_system(fanout_workers=0, fanout_claim_idle=0.3)
+    store = system.feed_app.store
+    author, fan = await system.sign_up(), await system.sign_up()
+    await fan.follow(author.user_id)
+    await set_alerts(fan, author.user_id)
+    post = await author.post("survives a crash")
+    settings = FanoutSettings.from_config(system.config)
+    taken = await store.read_jobs("doomed", 10, 100)  # read, then "dies" without working
+    assert sorted(job.kind for job in taken) == ["alerts", "chunk"]
+    assert await alerts_for(redis, post.post_id) == []
+    rescuer = FanoutWorker(store, settings, "rescuer")
+
+    async def rescued() -> bool:
+        await rescuer.step()
+        return int(await redis.xlen(JOBS_KEY)) == 0
+
+    await eventually(rescued, what="the dead worker's jobs claimed and done")
+    assert [e["user_id"] for e in await alerts_for(redis, post.post_id)] == [str(fan.user_id)]
