@@ -13,6 +13,7 @@ from pathlib import Path
 from feedchat_runtime.cluster import Cluster, ClusterConfig, render_table
 from feedchat_runtime.logs import setup_logging
 from feedchat_runtime.registry import EtcdSession, list_members
+from feedchat_runtime.services import SERVICES
 
 
 def _env(name: str, default: str) -> str:
@@ -73,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         if args.chat_servers < 1:
             raise SystemExit("--chat-servers must be at least 1")
+        lowest = min(s.base_port for s in SERVICES) + args.port_offset
+        highest = max(s.base_port for s in SERVICES) + args.chat_servers + args.port_offset
+        if lowest < 1024 or highest > 65535:
+            raise SystemExit("--port-offset puts service ports outside 1024-65535")
         config = ClusterConfig(
             data_dir=Path(args.data_dir).resolve(),
             host=args.host,

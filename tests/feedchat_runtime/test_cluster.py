@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,23 @@ async def _members(etcd: str) -> list[Member]:
         await session.client.close()
 
 
+def _free_offset(chat_servers: int) -> int:
+    """A port offset whose every service port is free and below the kernel's ephemeral
+    range (32768+), so no client socket of this or another test can take one meanwhile."""
+    for _ in range(50):
+        offset = random.randrange(-40000, -20000, 10)
+        ports = [s.base_port + offset + i for s in SERVICES
+                 for i in range(chat_servers if s.name == "chat" else s.default_instances)]
+        try:
+            for port in ports:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return offset
+    raise AssertionError("no free block of service ports")
+
+
 async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
     etcd_port, redis_port = free_port(), free_port()
     etcd = f"127.0.0.1:{etcd_port}"
@@ -31,7 +49,7 @@ async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
     up = await asyncio.create_subprocess_exec(
         str(feedchat), "up", "--data-dir", str(tmp_path / "data"),
         "--etcd-port", str(etcd_port), "--redis-port", str(redis_port),
-        "--port-offset", str(random.randrange(2000, 9000, 10)), "--chat-servers", "2",
+        "--port-offset", str(_free_offset(chat_servers=2)), "--chat-servers", "2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "FEEDCHAT_LOG_FORMAT": "json"},
     )
