@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the chatkit helpers beside this file
-from chatkit import Device  # noqa: E402
-
 from chat_svc.app import ChatApp, build
 from chat_svc.config import ChatConfig
+from tests.chat_svc.chatkit import Device
 
 StartCluster = Callable[..., Awaitable[list[ChatApp]]]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import grpc
-from chatkit import auth, eventually, owner_of, users_on, wait_until
 
 from chat_svc.store import NOTIFY_QUEUE
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from tests.chat_svc.chatkit import auth, eventually, owner_of, users_on, wait_until
 
 
 async def open_direct(address: str, user: int, peer: int) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from chatkit import auth, users_on, wait_until
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.status import error_details
+from tests.chat_svc.chatkit import auth, users_on, wait_until
 
 
 async def _stub(address: str):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from chatkit import Device, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chat_svc.app import build
 from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
 from feedchat_runtime.embedded import etcd_server, redis_server
+from tests.chat_svc.chatkit import Device, wait_until
 
 
 async def _status(address: str) -> int:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from chatkit import Device, wait_until
 
 from chat_svc.groups import Channels
 from chat_svc.store import ChatStore
@@ -16,6 +15,7 @@ from feedchat_runtime.embedded import EmbeddedServer, free_port
 from feedchat_runtime.registry import EtcdSession
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from router.ring import RingWatch
+from tests.chat_svc.chatkit import Device, wait_until
 
 
 def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, name: str) -> EmbeddedServer:

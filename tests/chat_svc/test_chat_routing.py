@@ -10,13 +10,13 @@ import sys
 
 import grpc
 import pytest
-from chatkit import Device, auth, token, users_on, wait_until
 
 from chat_svc.groups import Channels
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.registry import Member
 from feedchat_runtime.status import error_details
 from router.ring import Ring
+from tests.chat_svc.chatkit import Device, auth, token, users_on, wait_until
 
 
 async def test_connect_to_non_owner_fails_with_owner_address(chat_cluster) -> None:

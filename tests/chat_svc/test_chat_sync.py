@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from chatkit import eventually, users_on, wait_until
-
 from chat_svc.groups import Channels
 from chat_svc.model import parse_cursor
+from tests.chat_svc.chatkit import eventually, users_on, wait_until
 
 
 async def test_device_resumes_after_its_cursor_in_order(chat_cluster, devices) -> None:

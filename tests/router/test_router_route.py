@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import grpc
 
@@ -14,9 +12,7 @@ from feedchat.router.v1 import router_pb2, router_pb2_grpc
 from router.app import build as build_router
 from router.config import RouterConfig
 from router.ring import Ring
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "chat_svc"))
-from chatkit import auth  # noqa: E402
+from tests.chat_svc.chatkit import auth
 
 
 def test_ring_is_a_function_of_membership_only() -> None:
