@@ -232,6 +232,22 @@ def cpu_results(load: Load) -> dict[str, float]:
     return {f"cpu_{name}": us for name, us in load.cpu.per_message_us(load.peak_delivered).items()}
 
 
+FIXED_RATE = 200
+"""Messages per second of the fixed-load phase (the same for chat and echo)."""
+
+
+async def run_phases(load: Load, seconds: float) -> dict[str, float]:
+    """Fixed load, then peak (closed loop, with CPU), then half the peak: the same for both."""
+    results: dict[str, float] = {"fixed_rate": FIXED_RATE}
+    p50, p99, _ = await load.open_loop(FIXED_RATE, seconds)
+    results.update(fixed_p50=p50, fixed_p99=p99)
+    results["peak"] = await load.closed_loop(4, seconds)
+    results.update(cpu_results(load))
+    p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
+    results.update(half_p50=p50, half_p99=p99, half_rate=got)
+    return results
+
+
 async def bench_chat(ring: RingWatch, seconds: float, pids: dict[str, int]) -> dict[str, float]:
     owners = {u: ring.ring.owner(u) for u in range(1, 5000)}
     senders = [u for u, m in owners.items() if m.instance == "chat-0"][:PAIRS]
@@ -274,13 +290,7 @@ async def bench_chat(ring: RingWatch, seconds: float, pids: dict[str, int]) -> d
 
     load.senders = [make_sender(i) for i in range(PAIRS)]
     await asyncio.sleep(1.0)
-    results: dict[str, float] = {}
-    p50, p99, _ = await load.open_loop(200, seconds)
-    results.update(fixed_rate=200, fixed_p50=p50, fixed_p99=p99)
-    results["peak"] = await load.closed_loop(4, seconds)
-    results.update(cpu_results(load))
-    p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
-    results.update(half_p50=p50, half_p99=p99, half_rate=got)
+    results = await run_phases(load, seconds)
     for stream in streams:
         await stream.close()
     await chan_a.close()
@@ -315,13 +325,7 @@ async def bench_echo(address: str, seconds: float, pids: dict[str, int]) -> dict
 
     load.senders = [make_sender(i) for i in range(PAIRS)]
     await asyncio.sleep(0.5)
-    results: dict[str, float] = {}
-    p50, p99, _ = await load.open_loop(200, seconds)
-    results.update(fixed_p50=p50, fixed_p99=p99)
-    results["peak"] = await load.closed_loop(4, seconds)
-    results.update(cpu_results(load))
-    p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
-    results.update(half_p50=p50, half_p99=p99, half_rate=got)
+    results = await run_phases(load, seconds)
     for stream in streams:
         await stream.close()
     await channel.close()

@@ -8,7 +8,6 @@ raises into a precise status through :mod:`feedchat_runtime.status`.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -89,10 +88,6 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
             await context.abort_with_status(status_for(exc, method))
 
-        def passthrough(exc: BaseException) -> bool:
-            # Cancellation, and aborts a handler issued itself, are already final.
-            return isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError))
-
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
@@ -100,9 +95,9 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     guard(method, context)
                     return await inner(request, context)
-                except BaseException as exc:
-                    if passthrough(exc) or not isinstance(exc, Exception):
-                        raise
+                except grpc.aio.AbortError:
+                    raise  # the handler chose its status itself
+                except Exception as exc:  # CancelledError is not an Exception: it passes
                     await fail(exc, context)
 
             factory = (
@@ -127,9 +122,9 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     guard(method, context)
                     async for item in inner_stream(request, context):
                         yield item
-                except BaseException as exc:
-                    if passthrough(exc) or not isinstance(exc, Exception):
-                        raise
+                except grpc.aio.AbortError:
+                    raise  # the handler chose its status itself
+                except Exception as exc:  # CancelledError is not an Exception: it passes
                     await fail(exc, context)
 
             behavior: Any = stream_response
@@ -139,9 +134,9 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     guard(method, context)
                     await inner_stream(request, context)
-                except BaseException as exc:
-                    if passthrough(exc) or not isinstance(exc, Exception):
-                        raise
+                except grpc.aio.AbortError:
+                    raise  # the handler chose its status itself
+                except Exception as exc:  # CancelledError is not an Exception: it passes
                     await fail(exc, context)
 
             behavior = write_response
