@@ -187,11 +187,8 @@ class ServiceHost:
         await self.session.close(revoke=True)
         logger.info("stopped")
 
-    def request_stop(self) -> None:
-        self._stop_requested.set()
-
     async def run(self) -> None:
-        """Start, then serve until SIGTERM/SIGINT (or :meth:`request_stop`), then stop."""
+        """Start, then serve until SIGTERM or SIGINT, then stop."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_requested.set)

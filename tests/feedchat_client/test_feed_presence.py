@@ -104,3 +104,6 @@ async def test_presence_lookup_sees_connected_user_online(system: System) -> Non
         assert after[0].user_id == alice.session.user_id and after[0].last_seen is not None
     finally:
         await session.close()
+    # close() said goodbye and waited for it: offline now, not after the 30 s timeout.
+    [gone] = await bob.presence.get([alice.session.user_id])
+    assert gone.status == "offline"
