@@ -202,7 +202,7 @@ class Feed:
             raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
         following = await self.store.following_count(user)
         if following >= self.config.max_following:
-            if author in set(await self.store.following_all(user)):
+            if await self.store.is_following(user, author):
                 return False
             raise ResourceExhausted(
                 f"already following {following} accounts (limit {self.config.max_following})",

@@ -265,6 +265,9 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
     async def follower_count(self, user: int) -> int:
         return int(await self.redis.zcard(followers_key(user)))
 
+    async def is_following(self, follower: int, author: int) -> bool:
+        return await self.redis.zscore(following_key(follower), pad(author)) is not None
+
     async def following_all(self, user: int) -> list[int]:
         members: Any = await self.redis.zrange(following_key(user), 0, -1)
         return [int(m) for m in members]
