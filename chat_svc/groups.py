@@ -24,6 +24,8 @@ MAX_IDS_PER_CALL = 500
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 DIRECT_BIT = 1 << 63
+MAX_SEQ = (1 << 64) - 1
+"""Largest stream id part Redis accepts (a channel seq never gets near it)."""
 
 
 def direct_channel_id(a: int, b: int) -> int:
@@ -146,6 +148,9 @@ class Channels:
             token_channel, before = decode_token(token, "h1", 2)
             if token_channel != channel_id:
                 raise InvalidArgument.field("page_token", "belongs to another channel",
+                                            reason="BAD_PAGE_TOKEN")
+            if not 1 < before <= MAX_SEQ:  # our tokens hold the seq of a page's last (>1)
+                raise InvalidArgument.field("page_token", "is not a token from this RPC",
                                             reason="BAD_PAGE_TOKEN")
         if not await self.store.is_member(channel_id, caller):
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")

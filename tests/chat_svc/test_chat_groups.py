@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from chat_svc.groups import encode_token
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.status import error_details
 from tests.chat_svc.chatkit import auth, users_on, wait_until
@@ -88,7 +89,7 @@ async def test_history_pages_backwards_and_channels_list_pages(chat_cluster, dev
         dev = await devices(5, apps[0].address)
         for i in range(7):
             await dev.sent(dev.send(groups[0], f"m{i}"))
-        seen, token = [], ""
+        seen, tokens, token = [], [], ""
         while True:
             page = await stub.GetHistory(chat_pb2.GetHistoryRequest(
                 channel_id=groups[0], page_size=3, page_token=token), metadata=auth(7))
@@ -96,11 +97,16 @@ async def test_history_pages_backwards_and_channels_list_pages(chat_cluster, dev
             token = page.next_page_token
             if not token:
                 break
+            tokens.append(token)
         assert seen == [[7, 6, 5], [4, 3, 2], [1]]
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.GetHistory(chat_pb2.GetHistoryRequest(
-                channel_id=groups[1], page_token=token or "bm9wZQ=="), metadata=auth(7))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        forged = [encode_token("h1", groups[1], seq) for seq in (0, -5, 1 << 64)]
+        for bad in [tokens[0], "bm9wZQ==", *forged]:  # another channel's, garbage, forged
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetHistory(chat_pb2.GetHistoryRequest(
+                    channel_id=groups[1], page_token=bad), metadata=auth(7))
+            details = await error_details(err.value)
+            assert (details.code, details.reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT, "BAD_PAGE_TOKEN"), bad
         listed, token = [], ""
         while True:
             page = await stub.ListChannels(chat_pb2.ListChannelsRequest(
