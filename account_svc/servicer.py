@@ -10,8 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from account_svc.accounts import Accounts, Profile, Session
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat.account.v1 import account_pb2_grpc
-from feedchat_runtime.auth import current_caller, require_user
-from feedchat_runtime.errors import Unauthenticated
+from feedchat_runtime.auth import require_user
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -89,15 +88,9 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def GetProfile(
         self, request: pb.GetProfileRequest, context: Context
     ) -> pb.GetProfileResponse:
-        user_id = request.user_id
-        if user_id == 0:
-            caller = current_caller()
-            if caller is not None and caller.is_service:
-                raise Unauthenticated(
-                    "user_id 0 means the calling user; a service must name one",
-                    reason="USER_TOKEN_REQUIRED",
-                )
-            user_id = require_user()
+        # user_id 0 means the calling user: a service credential has none, so
+        # require_user() answers UNAUTHENTICATED (USER_TOKEN_REQUIRED) for it.
+        user_id = request.user_id or require_user()
         profile = await self._accounts.profile(user_id)
         return pb.GetProfileResponse(user=user_pb(profile))
 

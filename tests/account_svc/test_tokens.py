@@ -140,7 +140,10 @@ async def test_service_credential_reads_users_but_cannot_act_as_a_user(
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
-        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        details = await error_details(caught.value)
+        assert (details.code, details.reason) == (
+            grpc.StatusCode.UNAUTHENTICATED, "USER_TOKEN_REQUIRED"
+        )
 
 
 async def test_expired_refresh_token_is_refused(account: Account) -> None:
