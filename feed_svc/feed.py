@@ -271,18 +271,20 @@ class Feed:
     async def activity(self, user: int) -> None:
         """Record a read; a user back from inactivity gets a stale cache (rebuilt)."""
         now = self.clock()
-        previous = await self.store.touch_seen(user, now)
-        if previous is None or previous < now - int(self.config.inactive_after * 1000):
+        if self._returning(await self.store.touch_seen(user, now), now):
             await self.store.set_stale(user, True)
+
+    def _returning(self, previous_seen: int | None, now: int) -> bool:
+        """True for a reader who is new or was away longer than ``inactive_after``."""
+        return previous_seen is None or previous_seen < now - int(
+            self.config.inactive_after * 1000)
 
     async def context(self, user: int, touch: bool = True) -> ReadContext:
         """The reader's context; a read counts as activity, and a reader back from
         inactivity (or new) gets a stale cache: pulled at read time, rebuilt behind."""
         now = self.clock()
         ctx = await self.timeline.context(user, now if touch else None)
-        previous = ctx.previous_seen
-        if touch and (previous is None
-                      or previous < now - int(self.config.inactive_after * 1000)):
+        if touch and self._returning(ctx.previous_seen, now):
             await self.store.set_stale(user, True)
             ctx.use_cache = False
         if not ctx.use_cache:
