@@ -78,12 +78,9 @@ class PeerClient:
         self._stubs.pop(address, None)
         self._directory.forget(address)
 
-    async def deliver(self, address: str, pushes: Sequence[Push]) -> list[int]:
-        """Offline users among the pushes' inbox entries. Raises grpc errors on failure."""
-        return await self.submit(address, pushes)
-
     def submit(self, address: str, pushes: Sequence[Push]) -> asyncio.Future[list[int]]:
-        """Queue pushes for ``address``; the future resolves like :meth:`deliver`."""
+        """Queue pushes for ``address``; the future resolves to the offline users among the
+        pushes' inbox entries, or fails with the grpc error of the Deliver call."""
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(address, []).append((list(pushes), future))
         if address not in self._flushing:
