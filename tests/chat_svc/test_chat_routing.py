@@ -68,7 +68,7 @@ async def test_new_chat_server_moves_users_who_reconnect_without_loss(
             await asyncio.sleep(0.004)
 
     sending = asyncio.create_task(send_all())
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(s.acks) >= 5, what="the conversation to start")
     apps = await chat_cluster(1)  # chat-2 joins mid-conversation
     moved = [uid for uid in receivers if apps[0].ring.ring.owner(uid).instance == "chat-2"]
     assert moved, "the new server should take over some users"
