@@ -74,9 +74,9 @@ end
 return marked
 """
 
-# Add or replace a hash field / set member unless the collection is full.
-# KEYS[1] the hash (or set)   ARGV[1] field (member)   ARGV[2] value (hash only)   ARGV[3] max
-# Returns 1 when stored (or already present), 0 when the limit refused it.
+# Add or replace a device unless the user already has the maximum.
+# KEYS[1] the devices hash   ARGV[1] device id   ARGV[2] device JSON   ARGV[3] max devices
+# Returns 1 when stored (or replaced), 0 when the limit refused it.
 PUT_DEVICE_LUA = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
    or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then
@@ -85,6 +85,9 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
 end
 return 0
 """
+# Mute a channel unless the user already mutes the maximum.
+# KEYS[1] the mutes set   ARGV[1] channel id (decimal)   ARGV[2] max muted channels
+# Returns 1 when stored (or already muted), 0 when the limit refused it.
 ADD_MUTE_LUA = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1
    or redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
