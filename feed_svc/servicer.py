@@ -17,7 +17,7 @@ from feed_svc.stream import FeedStream, Refreshed, Subscribed, second_subscribe
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import current_caller, require_user
-from feedchat_runtime.errors import FeedchatError, InvalidArgument, Unauthenticated
+from feedchat_runtime.errors import FeedchatError, InvalidArgument
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def _status_pb(status: FanoutStatus) -> pb.GetFanoutStatusResponse:
     )
 
 
-def _graph_reader() -> int:
-    """The calling user, or 0 for a feedchat service (which must name the user listed)."""
+def _user_or_service() -> int:
+    """The calling user, or 0 for a feedchat service (no user of its own)."""
     caller = current_caller()
     if caller is not None and caller.is_service:
         return 0
@@ -121,7 +121,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         self, request: pb.ListFollowersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFollowersResponse:
         page = await self.feed.list_graph(
-            _graph_reader(), request.user_id, True, request.page_size, request.page_token
+            _user_or_service(), request.user_id, True, request.page_size, request.page_token
         )
         return pb.ListFollowersResponse(
             user_ids=page.user_ids, next_page_token=page.next_token, total_count=page.total
@@ -131,7 +131,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         self, request: pb.ListFollowingRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFollowingResponse:
         page = await self.feed.list_graph(
-            _graph_reader(), request.user_id, False, request.page_size, request.page_token
+            _user_or_service(), request.user_id, False, request.page_size, request.page_token
         )
         return pb.ListFollowingResponse(
             user_ids=page.user_ids, next_page_token=page.next_token, total_count=page.total
@@ -146,11 +146,8 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
     async def GetFanoutStatus(
         self, request: pb.GetFanoutStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetFanoutStatusResponse:
-        caller = current_caller()
-        if caller is None:
-            raise Unauthenticated("credentials required", reason="TOKEN_MISSING")
-        user = None if caller.is_service else require_user()
-        return _status_pb(await self.feed.fanout_status(user, request.post_id))
+        reader = _user_or_service()  # 0: a service, which may read any post's fanout
+        return _status_pb(await self.feed.fanout_status(reader or None, request.post_id))
 
     async def StreamFeed(
         self, request_iterator: AsyncIterator[pb.StreamFeedRequest],
