@@ -90,8 +90,18 @@ class EtcdSession:
         self.valid_until = started + lease.ttl - self._margin()
         self._lease_ready.set()
         logger.info("etcd lease granted", extra={"lease": lease.id, "ttl": lease.ttl})
-        for callback in list(self._callbacks):
-            await callback(lease.id)
+        try:
+            for callback in list(self._callbacks):
+                await callback(lease.id)
+        except BaseException:
+            # A holder could not attach its key (etcd flaked mid-way). Drop this lease so
+            # the keep-alive loop grants a new one and runs every callback again; keeping it
+            # would leave a live lease with that key missing for good.
+            self.lease_id = None
+            self.valid_until = 0.0
+            with contextlib.suppress(Exception):
+                await self.client.revoke_lease(lease.id)
+            raise
 
     def _margin(self) -> float:
         return min(1.0, self.ttl / 4)
@@ -113,7 +123,7 @@ class EtcdSession:
                     await self._grant()
                 else:
                     self.valid_until = sent + reply.TTL - self._margin()
-            except (TimeoutError, aetcd.exceptions.ClientError, OSError) as exc:
+            except Exception as exc:  # etcd down, or a holder failed to re-attach: retry soon
                 logger.warning("etcd keep-alive failed: %s", exc)
                 interval = 1.0
                 continue

@@ -151,3 +151,33 @@ async def test_endpoint_list_fails_over_to_a_live_member(
         assert await _instances(etcd.address, etcd_prefix, "demo") == {"listed"}
     finally:
         await session.close()
+
+
+async def test_key_is_reattached_when_a_reattach_fails_once(
+    etcd: EmbeddedServer, etcd_prefix: str
+) -> None:
+    session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
+    await session.start()
+    failures = []
+
+    async def flaky(lease_id: int) -> None:
+        if not failures:  # the first re-attach after the lease is lost fails
+            failures.append(lease_id)
+            raise OSError("etcd flaked")
+
+    try:
+        await Registration(session, Member("demo", "sticky", "127.0.0.1:9", "v")).register()
+        session.on_new_lease(flaky)
+        first = session.lease_id
+        assert first is not None
+        await session.client.revoke_lease(first)  # the lease is gone, and the key with it
+
+        async def back_on_a_fresh_lease() -> bool:
+            fresh = session.lease_id not in (None, first, *failures)
+            listed = await _instances(etcd.address, etcd_prefix, "demo") == {"sticky"}
+            return fresh and listed
+
+        await _wait(back_on_a_fresh_lease, 10, "registration back after a failed re-attach")
+        assert len(failures) == 1
+    finally:
+        await session.close()
