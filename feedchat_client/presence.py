@@ -106,6 +106,13 @@ class PresenceSession:
                 await self._heartbeat
         self._outbox.put_nowait(None)
         if self._call is not None:
+            # Wait (briefly) for the server to end the stream: a cancel that overtook the
+            # half-close would leave the device online until the offline timeout. Frames
+            # nobody read hold the status back, so read them off.
             with contextlib.suppress(asyncio.TimeoutError, grpc.aio.AioRpcError):
-                await asyncio.wait_for(self._call.wait_for_connection(), 1)
+                await asyncio.wait_for(self._drain(), 2)
             self._call.cancel()
+
+    async def _drain(self) -> None:
+        while await self._call.read() is not grpc.aio.EOF:
+            pass

@@ -107,3 +107,17 @@ async def test_presence_lookup_sees_connected_user_online(system: System) -> Non
     # close() said goodbye and waited for it: offline now, not after the 30 s timeout.
     [gone] = await bob.presence.get([alice.session.user_id])
     assert gone.status == "offline"
+
+
+async def test_presence_close_with_unread_changes_takes_the_device_offline_at_once(
+    system: System,
+) -> None:
+    await system.start(chat_servers=0, presence=True)
+    alice, bob = await user(system, "alice", etcd=False), await user(system, "bob", etcd=False)
+    watcher = await alice.presence.connect(watch=[bob.session.user_id])
+    for _ in range(5):  # changes of bob that alice's session never reads
+        await (await bob.presence.connect()).close()
+    await watcher.close()
+    # The goodbye reached the server before close() returned: no 30 s offline timeout.
+    [gone] = await bob.presence.get([alice.session.user_id])
+    assert gone.status == "offline"
