@@ -54,30 +54,39 @@ async def build(config: NotifyConfig) -> NotifyApp:
     await host.open()
     redis = redis_client.connect(config.redis_url)
     host.on_stop(redis.aclose)
-    store = NotifyStore(redis)
-    allow = AllowList.parse(config.webhook_allow, config.webhook_allow_http)
     http = make_client(config.webhook_timeout, config.webhook_max_connections)
     host.on_stop(http.aclose)
     hub = EventHub(redis, config.stream_buffer)
-    await hub.start()
     host.on_stop(hub.close)
-    service = NotifyService(store, allow, config)
-    servicer = NotifyServicer(service, hub, host.draining)
+    try:
+        store = NotifyStore(redis)
+        allow = AllowList.parse(config.webhook_allow, config.webhook_allow_http)
+        await hub.start()
+        service = NotifyService(store, allow, config)
+        servicer = NotifyServicer(service, hub, host.draining)
 
-    def add_services(server: grpc.aio.Server) -> list[str]:
-        notify_pb2_grpc.add_NotifyServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
+        def add_services(server: grpc.aio.Server) -> list[str]:
+            notify_pb2_grpc.add_NotifyServiceServicer_to_server(servicer, server)
+            return [SERVICE_NAME]
 
-    host.build(add_services, AuthPolicy(service_only={STREAM_METHOD}))
-    worker = None
-    if config.worker:
-        sender = WebhookSender(http, allow, config.signing_secret, config.webhook_timeout)
-        collapser = Collapser(
-            store, config.collapse_window, config.dedup_ttl, config.max_notifications
-        )
-        dispatcher = Dispatcher(store, collapser, sender, config.dedup_ttl)
-        worker = QueueWorker(store, dispatcher, config, consumer=config.instance)
-        host.on_stop(worker.stop)  # runs first: hooks run in reverse order
+        host.build(add_services, AuthPolicy(service_only={STREAM_METHOD}))
+        worker = None
+        if config.worker:
+            sender = WebhookSender(http, allow, config.signing_secret, config.webhook_timeout)
+            collapser = Collapser(
+                store, config.collapse_window, config.dedup_ttl, config.max_notifications
+            )
+            dispatcher = Dispatcher(store, collapser, sender, config.dedup_ttl)
+            worker = QueueWorker(store, dispatcher, config, consumer=config.instance)
+            host.on_stop(worker.stop)  # runs first: hooks run in reverse order
+    except BaseException:
+        # host.stop() does nothing before build() succeeded: close what we opened here
+        # (e.g. the port was taken), so a failed build leaks no session or task.
+        await hub.close()
+        await http.aclose()
+        await redis.aclose()
+        await host.session.close(revoke=True)
+        raise
     return NotifyApp(config, host, redis, store, http, hub, worker)
 
 
