@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from feedchat.presence.v1 import presence_pb2 as pb
 from feedchat.presence.v1 import presence_pb2_grpc
 from feedchat_runtime.status import error_details
-from presence_svc.store import channel
+from presence_svc.store import channel, devices_key
 from tests.presence_svc.conftest import Cluster, eventually, service_metadata, user_metadata
 
 Start = Callable[..., Awaitable[Cluster]]
@@ -189,7 +189,7 @@ async def test_online_device_outweighs_away_device(start_cluster: Start) -> None
     laptop = await cluster.connect(1, 2)
     await laptop.snapshot()
     laptop.heartbeat(AWAY)
-    await asyncio.sleep(0)  # let the frame go; the status is polled below
+    await eventually(lambda: _device_statuses_are(cluster, 2, ["away", "online"]))
     assert await cluster.status(2) == ONLINE
     phone.heartbeat(AWAY)
     await eventually(lambda: _is(cluster, 2, AWAY))
@@ -277,6 +277,11 @@ async def test_batch_lookup_answers_each_id_in_order(start_cluster: Start) -> No
 
 async def _is(cluster: Cluster, user_id: int, status: int) -> bool:
     return await cluster.status(user_id) == status
+
+
+async def _device_statuses_are(cluster: Cluster, user_id: int, expected: list[str]) -> bool:
+    stored = await cluster.apps[0].store.redis.hvals(devices_key(user_id))
+    return sorted(v.decode() if isinstance(v, bytes) else v for v in stored) == expected
 
 
 async def _swept_twice_more(cluster: Cluster, before: list[int]) -> bool:
