@@ -121,3 +121,17 @@ async def test_presence_close_with_unread_changes_takes_the_device_offline_at_on
     # The goodbye reached the server before close() returned: no 30 s offline timeout.
     [gone] = await bob.presence.get([alice.session.user_id])
     assert gone.status == "offline"
+
+
+async def test_presence_session_watches_the_accounts_followed_in_feed_by_default(
+    system: System,
+) -> None:
+    await system.start(chat_servers=0, presence=True)
+    alice, bob = await user(system, "alice"), await user(system, "bob")
+    assert await bob.feed.follow(alice.session.user_id)
+    session = await bob.presence.connect()  # no watch list of its own
+    try:
+        first = await asyncio.wait_for(anext(session.events()), 10)
+        assert (first.user_id, first.status) == (alice.session.user_id, "offline")
+    finally:
+        await session.close()
