@@ -52,14 +52,6 @@ def presence_to_pb(p: Presence) -> presence_pb2.Presence:
     )
 
 
-def _user_credential(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
-    """The caller's own authorization metadata, to call feed_svc on the user's behalf."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return ((key, value.decode() if isinstance(value, bytes) else str(value)),)
-    return ()
-
-
 class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
     """PresenceService over a tracker, this instance's hub, and a following source."""
 
@@ -109,8 +101,7 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         try:
             initial: list[int] = []
             if self._config.default_watch:
-                initial = await self._following.following(
-                    user_id, self._config.max_watch, _user_credential(context))
+                initial = await self._following.following(user_id, self._config.max_watch)
             try:
                 await session.open(initial)
             except Exception:
