@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from feedchat.presence.v1 import presence_pb2, presence_pb2_grpc
+from feedchat_client.errors import RpcError
 from feedchat_client.models import Presence
 from feedchat_client.rpc import ServiceClient
 
@@ -32,8 +33,7 @@ class PresenceClient(ServiceClient):
     async def connect(self, watch: list[int] | None = None,
                       status: str = "online") -> PresenceSession:
         """Go online: open Connect, heartbeat in the background, watch ``watch``."""
-        address = await self._transport.address(self.service)
-        stub = self._stub(self._transport.channel_to(address))
+        stub = self._stub(await self._transport.channel(self.service))
         session = PresenceSession(stub, await self._session.metadata(), watch, status)
         await session.start()
         return session
@@ -69,7 +69,7 @@ class PresenceSession:
 
     async def start(self) -> None:
         self._call = self._stub.Connect(self._requests(), metadata=self._metadata)
-        self._first = await self._call.read()
+        self._first = await self._read()
         if self._first is not None and self._first.snapshot.session.heartbeat_interval_ms:
             self._interval = self._first.snapshot.session.heartbeat_interval_ms / 1000
         self._heartbeat = asyncio.create_task(self._beat())
@@ -88,15 +88,23 @@ class PresenceSession:
         self._outbox.put_nowait(presence_pb2.ConnectRequest(
             watch=presence_pb2.Watch(user_ids=user_ids, replace=replace)))
 
+    async def _read(self) -> presence_pb2.ConnectResponse | None:
+        """The next frame; None at the stream's end; :class:`RpcError` if it failed."""
+        try:
+            frame = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise await RpcError.from_call(exc) from None
+        return None if frame is grpc.aio.EOF else frame
+
     async def events(self) -> AsyncIterator[Presence]:
         frame, self._first = self._first, None
-        while frame is not None and frame is not grpc.aio.EOF:
+        while frame is not None:
             if frame.WhichOneof("frame") == "snapshot":
                 for entry in frame.snapshot.presences:
                     yield Presence.from_pb(entry)
             elif frame.WhichOneof("frame") == "change":
                 yield Presence.from_pb(frame.change.presence)
-            frame = await self._call.read()
+            frame = await self._read()
 
     async def close(self) -> None:
         """Close cleanly: the device goes offline at once."""

@@ -135,3 +135,19 @@ async def test_presence_session_watches_the_accounts_followed_in_feed_by_default
         assert (first.user_id, first.status) == (alice.session.user_id, "offline")
     finally:
         await session.close()
+
+
+async def test_presence_connect_refusal_surfaces_as_rpc_error_with_reason(
+    system: System,
+) -> None:
+    await system.start(chat_servers=0, presence=True)
+    alice = await user(system, "alice", etcd=False)
+    sessions = [await alice.presence.connect() for _ in range(16)]  # the default limit
+    try:
+        with pytest.raises(RpcError) as refused:
+            await alice.presence.connect()
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.value.reason == "TOO_MANY_DEVICES"
+    finally:
+        for session in sessions:
+            await session.close()
