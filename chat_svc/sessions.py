@@ -45,12 +45,19 @@ REPLAY_PAGE = 500
 MAX_DEVICE_ID = 64
 
 
+MAX_STREAM_PART = (1 << 64) - 1
+"""Largest part of a Redis stream id."""
+
+
 def check_cursor(cursor: str, field: str) -> None:
+    """A client's cursor must be a stream id Redis accepts after ``(`` (so not the top id)."""
     try:
-        parse_cursor(cursor)
+        ms, seq = parse_cursor(cursor)
     except ValueError:
+        ms = seq = MAX_STREAM_PART
+    if not cursor.isascii() or max(ms, seq) > MAX_STREAM_PART or ms == seq == MAX_STREAM_PART:
         raise InvalidArgument.field(field, "must be an inbox cursor like 1712345678901-0",
-                                    reason="BAD_CURSOR") from None
+                                    reason="BAD_CURSOR")
 
 
 class Sessions:

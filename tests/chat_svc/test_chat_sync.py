@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+import pytest
+
 from chat_svc.groups import Channels
 from chat_svc.model import parse_cursor
+from feedchat_runtime.status import error_details
 from tests.chat_svc.chatkit import eventually, users_on, wait_until
 
 
@@ -102,3 +106,15 @@ async def test_pushes_arriving_out_of_order_are_delivered_in_inbox_order(
     await wait_until(lambda: "m3" in bob.texts(), what="the last message")
     assert bob.texts() == ["m0", "m1", "m2", "m3"]
     assert [m.inbox_cursor for m in bob.messages] == [e.message.inbox_cursor for e in entries]
+
+
+async def test_hello_cursor_that_is_no_stream_id_is_bad_cursor(chat_cluster, devices) -> None:
+    apps = await chat_cluster(1)
+    user = users_on(apps, "chat-0", 1)[0]
+    top = (1 << 64) - 1  # Redis's largest stream id part; nothing follows the top id
+    for n, cursor in enumerate(["nope", f"{top + 1}-0", f"{top}-{top}", "\u0663-0"]):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await devices(user, apps[0].address, device_id=f"d{n}", cursor=cursor)
+        details = await error_details(err.value)
+        assert (details.code, details.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT, "BAD_CURSOR"), cursor
