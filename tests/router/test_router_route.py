@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 
 from chat_svc.app import build as build_chat
 from chat_svc.config import ChatConfig
@@ -59,11 +60,10 @@ async def test_route_agrees_with_every_chat_server(make_config, redis) -> None:
                     assert (owner.instance, owner.address) == (route.instance, route.address)
                 owners.add(route.instance)
             assert owners == {"chat-0", "chat-1", "chat-2"}
-            try:
-                await stub.Route(router_pb2.RouteRequest(user_id=0), metadata=auth(1))
-                raise AssertionError("user 0 must be refused")
-            except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+            for bad in (0, 1 << 63):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.Route(router_pb2.RouteRequest(user_id=bad), metadata=auth(1))
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
     finally:
         for app in chats:
             await app.stop()
