@@ -181,5 +181,7 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             raise InvalidArgument.field(
                 "user_ids", f"at most {self._config.max_batch} ids per call",
                 reason="BATCH_TOO_LARGE")
+        if 0 in ids:
+            raise InvalidArgument.field("user_ids", "ids must be positive")
         presences = await self._tracker.lookup(ids)
         return pb.GetPresenceResponse(presences=[presence_to_pb(p) for p in presences])
