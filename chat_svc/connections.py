@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable
 
 from chat_svc.model import OutFrame, PushEvent, Reconnect
 from feedchat_runtime.errors import FeedchatError, ResourceExhausted
@@ -109,10 +108,6 @@ class ConnectionHub:
     def users(self) -> list[int]:
         return list(self._by_user)
 
-    @property
-    def stream_count(self) -> int:
-        return sum(len(s) for s in self._by_user.values())
-
     def deliver(self, user_id: int, event: PushEvent) -> int:
         """Offer ``event`` to every live device of ``user_id``; how many accepted it.
 
@@ -124,11 +119,11 @@ class ConnectionHub:
             stream.offer(event)
         return len(streams)
 
-    def close_users(self, user_ids: Iterable[int], terminal_for: dict[int, Reconnect]) -> int:
-        """Close every stream of the given users with their Reconnect frame."""
+    def close_users(self, reconnects: dict[int, Reconnect]) -> int:
+        """Close every stream of each user with that user's Reconnect frame; how many."""
         closed = 0
-        for uid in user_ids:
+        for uid, reconnect in reconnects.items():
             for stream in self.devices(uid):
-                stream.close(terminal_for[uid])
+                stream.close(reconnect)
                 closed += 1
         return closed

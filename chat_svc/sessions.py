@@ -37,7 +37,7 @@ from feedchat_runtime.errors import (
     Unavailable,
 )
 from feedchat_runtime.status import translate
-from router.ring import RingWatch
+from router.ring import Ring, RingWatch
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +109,9 @@ class Sessions:
     def rebalance(self) -> int:
         """Send every stream whose user this server no longer owns to the new owner."""
         ring = self.ring.ring
-        moved: dict[int, Reconnect] = {}
-        for uid in self.hub.users():
-            owner = ring.owner(uid)
-            if owner is None or owner.instance != self.instance:
-                moved[uid] = Reconnect(
-                    owner.address if owner else "", owner.instance if owner else "", ring.version)
-        closed = self.hub.close_users(moved, moved)
+        moved = {uid: reconnect for uid in self.hub.users()
+                 if (reconnect := _reconnect(ring, uid)).instance != self.instance}
+        closed = self.hub.close_users(moved)
         if closed:
             logger.info("ring moved %s users (%s streams) away", len(moved), closed)
         return closed
@@ -123,12 +119,14 @@ class Sessions:
     def drain(self) -> None:
         """Shutting down: send everyone to where they will live without this server."""
         ring = self.ring.ring.without(self.instance)
-        for uid in self.hub.users():
-            owner = ring.owner(uid)
-            reconnect = Reconnect(owner.address if owner else "",
-                                  owner.instance if owner else "", ring.version)
-            for stream in self.hub.devices(uid):
-                stream.close(reconnect)
+        self.hub.close_users({uid: _reconnect(ring, uid) for uid in self.hub.users()})
+
+
+def _reconnect(ring: Ring, user_id: int) -> Reconnect:
+    """Where ``user_id`` lives on ``ring`` (empty address and instance: nowhere)."""
+    owner = ring.owner(user_id)
+    return Reconnect(owner.address if owner else "", owner.instance if owner else "",
+                     ring.version)
 
 
 class Session:
