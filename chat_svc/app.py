@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 
 import grpc
@@ -28,7 +27,7 @@ from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime import redis_client
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
-from feedchat_runtime.server import ServiceHost
+from feedchat_runtime.server import ServiceHost, run_until_signal
 from feedchat_runtime.snowflake import WorkerIdClaim
 from router.ring import CHAT_SERVICE, Ring, RingWatch
 
@@ -133,10 +132,4 @@ async def build(config: ChatConfig) -> ChatApp:
 
 async def serve(config: ChatConfig) -> None:
     app = await build(config)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    await stop.wait()
-    await app.stop()
+    await run_until_signal(app.start, app.stop)

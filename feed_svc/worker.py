@@ -7,10 +7,7 @@ and is claimed by another worker after ``--fanout-claim-idle`` seconds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +16,7 @@ from feed_svc.fanout import FanoutPool, FanoutSettings
 from feed_svc.store import FeedStore
 from feedchat_runtime.entry import run_service
 from feedchat_runtime.redis_client import connect
+from feedchat_runtime.server import run_until_signal
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +27,16 @@ async def run_workers(config: FeedConfig) -> None:
         FeedStore(redis), FanoutSettings.from_config(config), f"{config.instance}-fanout",
         max(1, config.fanout_workers),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await pool.start()
-    logger.info("fanout workers running", extra={"workers": len(pool.workers)})
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
+
+    async def start() -> None:
+        await pool.start()
+        logger.info("fanout workers running", extra={"workers": len(pool.workers)})
+
+    async def stop() -> None:
         await pool.stop()
         await redis.aclose()
+
+    await run_until_signal(start, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,7 +114,6 @@ class ServiceHost:
         self.built: BuiltServer | None = None
         self.registration: Registration | None = None
         self._stop_hooks: list[Callable[[], Awaitable[object]]] = []
-        self._stop_requested = asyncio.Event()
         self._stopped = False
 
     @property
@@ -189,17 +188,25 @@ class ServiceHost:
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM or SIGINT, then stop."""
-        loop = asyncio.get_running_loop()
+        await run_until_signal(self.start, self.stop)
+
+
+async def run_until_signal(
+    start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]]
+) -> None:
+    """``start()``, wait for SIGTERM or SIGINT, then ``stop()`` (also when start fails)."""
+    loop = asyncio.get_running_loop()
+    requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, requested.set)
+    try:
+        await start()
+        await requested.wait()
+    finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop_requested.set)
-        try:
-            await self.start()
-            await self._stop_requested.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(sig)
-            await self.stop()
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await stop()
 
 
 def client_credentials(config: ServiceConfig) -> grpc.ChannelCredentials | None:
