@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ import grpc
 from chat_svc.app import ChatApp
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
+from tests.waiting import wait_until
 
 AUTHORITY = authority_from_config("", "", dev=True)
 
@@ -43,24 +44,8 @@ def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1)
     return found
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,  # noqa: ASYNC109
-                     what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0,  # noqa: ASYNC109
-                     what: str = "condition") -> None:
-    """Poll an async ``check`` until it returns True; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Device:

@@ -8,7 +8,8 @@ import grpc
 
 from chat_svc.store import NOTIFY_QUEUE
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from tests.chat_svc.chatkit import auth, eventually, owner_of, users_on, wait_until
+from tests.chat_svc.chatkit import auth, owner_of, users_on
+from tests.waiting import eventually, wait_until
 
 
 async def open_direct(address: str, user: int, peer: int) -> int:

@@ -8,7 +8,8 @@ import pytest
 from chat_svc.groups import encode_token
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.status import error_details
-from tests.chat_svc.chatkit import auth, users_on, wait_until
+from tests.chat_svc.chatkit import auth, users_on
+from tests.waiting import wait_until
 
 
 async def _stub(address: str):

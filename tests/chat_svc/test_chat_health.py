@@ -11,7 +11,8 @@ from chat_svc.app import build
 from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
 from feedchat_runtime.embedded import etcd_server, redis_server
-from tests.chat_svc.chatkit import Device, wait_until
+from tests.chat_svc.chatkit import Device
+from tests.waiting import wait_until
 
 
 async def _status(address: str) -> int:

@@ -15,7 +15,8 @@ from feedchat_runtime.embedded import EmbeddedServer, free_port
 from feedchat_runtime.registry import EtcdSession
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from router.ring import RingWatch
-from tests.chat_svc.chatkit import Device, wait_until
+from tests.chat_svc.chatkit import Device
+from tests.waiting import wait_until
 
 
 def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, name: str) -> EmbeddedServer:

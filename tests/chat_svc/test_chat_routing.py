@@ -16,7 +16,8 @@ from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.registry import Member
 from feedchat_runtime.status import error_details
 from router.ring import Ring
-from tests.chat_svc.chatkit import Device, auth, token, users_on, wait_until
+from tests.chat_svc.chatkit import Device, auth, token, users_on
+from tests.waiting import wait_until
 
 
 async def test_connect_to_non_owner_fails_with_owner_address(chat_cluster) -> None:

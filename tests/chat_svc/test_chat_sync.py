@@ -10,7 +10,8 @@ import pytest
 from chat_svc.groups import Channels
 from chat_svc.model import parse_cursor
 from feedchat_runtime.status import error_details
-from tests.chat_svc.chatkit import eventually, users_on, wait_until
+from tests.chat_svc.chatkit import users_on
+from tests.waiting import eventually, wait_until
 
 
 async def test_device_resumes_after_its_cursor_in_order(chat_cluster, devices) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +21,7 @@ from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.server import ServiceHost
+from tests.waiting import eventually
 
 AUTHORITY = authority_from_config("", "", dev=True)
 
@@ -48,16 +47,6 @@ def user_metadata(user_id: int) -> tuple[tuple[str, str], ...]:
 def service_metadata(name: str = "ops") -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {AUTHORITY.issue_service(name).token}"),)
 
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

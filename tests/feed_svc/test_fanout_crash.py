@@ -14,7 +14,8 @@ from pathlib import Path
 from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feed_svc.store import GROUP, JOBS_KEY, Job, feed_key
 from feedchat.feed.v1 import feed_pb2 as pb
-from tests.feed_svc.conftest import StartSystem, System, eventually, fanout_done
+from tests.feed_svc.conftest import StartSystem, System, fanout_done
+from tests.waiting import eventually
 
 
 async def entries_of(system: System, user: int) -> list[str]:

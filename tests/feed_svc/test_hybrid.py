@@ -7,7 +7,8 @@ import asyncio
 
 from feed_svc.store import feed_key
 from feedchat.feed.v1 import feed_pb2 as pb
-from tests.feed_svc.conftest import StartSystem, System, eventually, fanout_done
+from tests.feed_svc.conftest import StartSystem, System, fanout_done
+from tests.waiting import eventually
 
 
 async def cached_ids(system: System, user: int) -> list[int]:

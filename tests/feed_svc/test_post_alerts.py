@@ -15,7 +15,8 @@ from feed_svc.store_queue import JOBS_KEY
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_runtime.snowflake import timestamp_ms
 from feedchat_runtime.status import error_details
-from tests.feed_svc.conftest import Client, StartSystem, System, eventually, fanout_done
+from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done
+from tests.waiting import eventually
 
 
 async def set_alerts(client: Client, author: int, enabled: bool = True) -> None:

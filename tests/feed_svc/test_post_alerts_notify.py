@@ -16,7 +16,8 @@ from tests.notify_svc.conftest import (  # noqa: F401 - fixtures used by name
     register_webhook,
     start_notify,
 )
-from tests.notify_svc.receiver import Receiver, wait_until
+from tests.notify_svc.receiver import Receiver
+from tests.waiting import wait_until
 
 
 async def test_post_alert_reaches_the_opted_in_followers_webhook(

@@ -23,31 +23,15 @@ from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.server import ServiceHost
 from router.app import build as build_router
 from router.config import RouterConfig
+from tests.waiting import eventually
 
 DEV_AUTHORITY = authority_from_config("", "", dev=True)
 FAST_ACCOUNT = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1,
                 "hash_workers": 1}
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,  # noqa: ASYNC109
-                     what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0,  # noqa: ASYNC109
-                     what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

@@ -10,7 +10,8 @@ from feedchat_client import Backoff, ChatSendError, MemoryCursorStore
 from feedchat_runtime.registry import Member
 from router.ring import Ring
 from tests.feedchat_client.helpers import StateLog, texts, user
-from tests.feedchat_client.system import System, wait_until
+from tests.feedchat_client.system import System
+from tests.waiting import wait_until
 
 
 async def test_connect_to_wrong_server_follows_redirect_to_owner(system: System) -> None:

@@ -10,7 +10,8 @@ import pytest
 from feedchat.feed.v1 import feed_pb2, feed_pb2_grpc
 from feedchat_client import FileTokenStore, NotLoggedIn, RpcError
 from tests.feedchat_client.helpers import user
-from tests.feedchat_client.system import System, eventually
+from tests.feedchat_client.system import System
+from tests.waiting import eventually
 
 
 class Clock:

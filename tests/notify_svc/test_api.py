@@ -21,7 +21,8 @@ from tests.notify_svc.conftest import (
     service_metadata,
     user_metadata,
 )
-from tests.notify_svc.receiver import Receiver, wait_until
+from tests.notify_svc.receiver import Receiver
+from tests.waiting import wait_until
 
 Start = Callable[..., Awaitable[NotifyApp]]
 

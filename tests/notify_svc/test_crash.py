@@ -20,7 +20,8 @@ from tests.notify_svc.conftest import (
     queue_drained,
     register_webhook,
 )
-from tests.notify_svc.receiver import STALL, Receiver, wait_until
+from tests.notify_svc.receiver import STALL, Receiver
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,8 @@ from tests.notify_svc.conftest import (
     register_webhook,
     user_metadata,
 )
-from tests.notify_svc.receiver import STALL, Receiver, wait_until
+from tests.notify_svc.receiver import STALL, Receiver
+from tests.waiting import wait_until
 
 Start = Callable[..., Awaitable[NotifyApp]]
 SECRET = b"test-webhook-secret"

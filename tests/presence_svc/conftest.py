@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,14 +34,6 @@ def user_metadata(user_id: int) -> tuple[tuple[str, str], ...]:
 def service_metadata(service: str = "chat") -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {AUTHORITY.issue_service(service).token}"),)
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 class DeviceClient:

@@ -13,7 +13,8 @@ from feedchat.presence.v1 import presence_pb2 as pb
 from feedchat.presence.v1 import presence_pb2_grpc
 from feedchat_runtime.status import error_details
 from presence_svc.store import channel, devices_key
-from tests.presence_svc.conftest import Cluster, eventually, service_metadata, user_metadata
+from tests.presence_svc.conftest import Cluster, service_metadata, user_metadata
+from tests.waiting import eventually
 
 Start = Callable[..., Awaitable[Cluster]]
 ONLINE, AWAY, OFFLINE = (

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from feedchat.presence.v1 import presence_pb2 as pb
 from feedchat_runtime.status import error_details
 from presence_svc.store import Beat, PresenceStore, channel
-from tests.presence_svc.conftest import Cluster, eventually
+from tests.presence_svc.conftest import Cluster
+from tests.waiting import eventually
 
 Start = Callable[..., Awaitable[Cluster]]
 ONLINE, AWAY, OFFLINE = (
