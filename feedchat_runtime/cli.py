@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="list the instances registered in etcd")
     status.add_argument("--etcd", default=_env("ETCD", "127.0.0.1:2379"))
     status.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
+    status.add_argument("--json", dest="status_json", action="store_true",
+                        help="one JSON object per instance (address, metrics URL, ...)")
     # signup, login, post, follow, feed, chat, presence, ...: feedchat_client's commands.
     from feedchat_client import cli as client_cli
 
@@ -51,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _status(etcd: str, prefix: str) -> int:
+async def _status(etcd: str, prefix: str, as_json: bool) -> int:
     session = EtcdSession(etcd, prefix)
     try:
         members = await asyncio.wait_for(list_members(session.client, prefix), 5)
@@ -60,7 +64,11 @@ async def _status(etcd: str, prefix: str) -> int:
         return 1
     finally:
         await session.client.close()
-    print(render_table(members, etcd, ""))
+    if as_json:
+        for member in members:
+            print(json.dumps(dataclasses.asdict(member), sort_keys=True))
+    else:
+        print(render_table(members, etcd, ""))
     return 0
 
 
@@ -91,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port_offset=args.port_offset,
         )
         return asyncio.run(Cluster(config, dict(os.environ)).run())
-    return asyncio.run(_status(args.etcd, args.etcd_prefix))
+    return asyncio.run(_status(args.etcd, args.etcd_prefix, args.status_json))
 
 
 if __name__ == "__main__":

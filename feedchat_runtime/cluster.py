@@ -231,8 +231,10 @@ class Cluster:
 
 
 def render_table(members: list[Member], etcd: str, redis_url: str) -> str:
-    rows = [("SERVICE", "INSTANCE", "ADDRESS", "PID", "VERSION")]
-    rows += [(m.service, m.instance, m.address, str(m.pid), m.version) for m in members]
+    rows = [("SERVICE", "INSTANCE", "ADDRESS", "METRICS", "PID", "VERSION")]
+    rows += [
+        (m.service, m.instance, m.address, m.metrics, str(m.pid), m.version) for m in members
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     return "\n".join([f"etcd {etcd}   redis {redis_url}", *lines])

@@ -66,11 +66,16 @@ class ServiceConfig:
     tls_cert: str = _opt("", "PEM server certificate; with --tls-key turns TLS on.")
     tls_key: str = _opt("", "PEM private key of --tls-cert.")
     tls_ca: str = _opt("", "PEM CA bundle to verify peers this process calls over TLS.")
+    metrics_port: int = _opt(
+        0, "Port of the Prometheus /metrics HTTP endpoint (on --host); 0 picks a free one."
+    )
 
     def validate(self) -> None:
         """Fail early on settings that cannot work. Subclasses extend this."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port {self.metrics_port} is out of range")
         if self.lease_ttl < 2:
             raise ConfigError("lease_ttl must be at least 2 seconds")
         for endpoint in self.etcd.split(","):

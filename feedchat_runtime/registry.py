@@ -153,6 +153,8 @@ class Member:
     version: str = ""
     started_at: float = 0.0
     pid: int = 0
+    metrics: str = ""
+    """URL of the instance's Prometheus endpoint (``http://host:port/metrics``)."""
 
     @classmethod
     def from_json(cls, service: str, instance: str, raw: bytes) -> Member:
@@ -164,6 +166,7 @@ class Member:
             version=str(data.get("version", "")),
             started_at=float(data.get("started_at", 0.0)),
             pid=int(data.get("pid", 0)),
+            metrics=str(data.get("metrics", "")),
         )
 
 
@@ -190,6 +193,7 @@ class Registration:
                 "version": self.member.version,
                 "started_at": self.member.started_at,
                 "pid": self.member.pid,
+                "metrics": self.member.metrics,
             }
         ).encode()
         await self.session.client.put(self._key, value, lease=lease_id)

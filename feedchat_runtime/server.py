@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from feedchat_runtime.auth import TokenAuthority, authority_from_config
 from feedchat_runtime.config import ServiceConfig
 from feedchat_runtime.interceptors import AuthPolicy, RpcGuard
+from feedchat_runtime.metrics import MetricsInterceptor, MetricsServer
 from feedchat_runtime.registry import EtcdSession, Member, Registration
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def create_server(
 ) -> BuiltServer:
     """Build and bind a server with the feedchat guard, health and reflection."""
     server = grpc.aio.server(
-        interceptors=[RpcGuard(authority, policy)],
+        # Metrics outermost: it sees the status the guard chose and times the whole call.
+        interceptors=[MetricsInterceptor(), RpcGuard(authority, policy)],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.keepalive_time_ms", 20_000),
@@ -113,6 +115,7 @@ class ServiceHost:
         self.draining = asyncio.Event()
         self.built: BuiltServer | None = None
         self.registration: Registration | None = None
+        self.metrics: MetricsServer | None = None
         self._stop_hooks: list[Callable[[], Awaitable[object]]] = []
         self._stopped = False
 
@@ -125,6 +128,14 @@ class ServiceHost:
     def address(self) -> str:
         host = self.config.advertise_host or self.config.host
         return f"{host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where Prometheus scrapes this process ('' before start)."""
+        if self.metrics is None:
+            return ""
+        host = self.config.advertise_host or self.config.host
+        return f"http://{host}:{self.metrics.port}/metrics"
 
     async def open(self) -> None:
         await self.session.start()
@@ -154,6 +165,7 @@ class ServiceHost:
         if self.registration is not None:
             return
         await self.built.server.start()
+        self.metrics = MetricsServer(self.config.host, self.config.metrics_port)
         member = Member(
             service=self.service,
             instance=self.config.instance,
@@ -161,6 +173,7 @@ class ServiceHost:
             version=package_version(),
             started_at=time.time(),
             pid=os.getpid(),
+            metrics=self.metrics_url,
         )
         self.registration = Registration(self.session, member)
         await self.registration.register()
@@ -183,6 +196,8 @@ class ServiceHost:
                 await hook()
             except Exception:
                 logger.exception("stop hook failed")
+        if self.metrics is not None:
+            self.metrics.close()
         await self.session.close(revoke=True)
         logger.info("stopped")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -10,6 +11,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+import httpx
 
 from feedchat_runtime.embedded import free_port
 from feedchat_runtime.registry import EtcdSession, Member, list_members
@@ -68,6 +71,23 @@ async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
         for member in members:
             health = await call(member.address, "grpc.health.v1.Health/Check")
             assert health.json() == {"status": "SERVING"}, member
+
+        # `feedchat status --json` names each instance's metrics URL; each one serves
+        # Prometheus text with the request histograms (the health checks above count).
+        status = await asyncio.create_subprocess_exec(
+            str(feedchat), "status", "--json", "--etcd", etcd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        listed, errors = await asyncio.wait_for(status.communicate(), 30)
+        assert status.returncode == 0, errors.decode()
+        instances = [json.loads(line) for line in listed.decode().splitlines()]
+        assert {i["instance"] for i in instances} == {m.instance for m in members}
+        async with httpx.AsyncClient() as http:
+            for instance in instances:
+                scraped = await http.get(instance["metrics"], timeout=5)
+                assert scraped.status_code == 200, instance
+                assert "feedchat_rpc_duration_seconds_bucket{" in scraped.text, instance
+                assert 'method="/grpc.health.v1.Health/Check"' in scraped.text, instance
 
         # A crashed child is restarted and registers again under the same name.
         victim = members[0]

@@ -1,0 +1,168 @@
+"""Prometheus metrics: one registry per process, served over HTTP beside the gRPC port.
+
+Every server installs :class:`MetricsInterceptor` outside the RPC guard, so it sees the
+final status of each call (including the ones the guard turned into a precise status) and
+times the whole handler. Services add their own gauges and counters with the constructors
+re-exported here (``Counter``, ``Gauge``, ``Histogram``); they all land in the default
+registry that :func:`start_metrics_server` serves at ``/metrics``.
+
+Label sets are bounded: ``method`` is the full gRPC method path (a fixed set per server:
+unknown methods never reach an interceptor's handler) and ``code`` a gRPC status name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RPCS = Counter(
+    "feedchat_rpc_requests",
+    "Finished RPCs by full method name and gRPC status code.",
+    ["method", "code"],
+)
+RPC_SECONDS = Histogram(
+    "feedchat_rpc_duration_seconds",
+    "Time from a unary RPC's arrival to its response (streams are not timed here).",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OPEN_STREAMS = Gauge(
+    "feedchat_open_streams",
+    "Server-streaming and bidirectional RPCs in progress, by method.",
+    ["method"],
+)
+DEPENDENCY_UP = Gauge(
+    "feedchat_dependency_up",
+    "1 while this process reaches the dependency (redis, etcd, postgres), else 0.",
+    ["dependency"],
+)
+
+
+def set_dependency_up(name: str, up: bool) -> None:
+    """Record whether dependency ``name`` answered this process's last probe."""
+    DEPENDENCY_UP.labels(name).set(1 if up else 0)
+
+
+def _code_name(context: grpc.aio.ServicerContext, failed: bool) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):  # grpc.aio reports an int when a handler set it by number
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == code:
+                return str(candidate.name)
+    return "UNKNOWN" if failed else "OK"
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts every RPC by method and status; times unary RPCs; gauges open streams."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                failed = True
+                try:
+                    response = await inner(request, context)
+                    failed = False
+                    return response
+                finally:
+                    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+                    RPCS.labels(method, _code_name(context, failed)).inc()
+
+            factory = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+            return factory(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        inner_stream = handler.unary_stream or handler.stream_stream
+        gauge = OPEN_STREAMS.labels(method)
+
+        def finished(context: grpc.aio.ServicerContext, failed: bool) -> None:
+            gauge.dec()
+            RPCS.labels(method, _code_name(context, failed)).inc()
+
+        behavior: Any
+        if inspect.isasyncgenfunction(inner_stream):
+
+            async def yielding(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                gauge.inc()
+                failed = True
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                    failed = False
+                finally:
+                    finished(context, failed)
+
+            behavior = yielding
+        else:
+
+            async def writing(request: Any, context: grpc.aio.ServicerContext) -> None:
+                gauge.inc()
+                failed = True
+                try:
+                    await inner_stream(request, context)
+                    failed = False
+                finally:
+                    finished(context, failed)
+
+            behavior = writing
+
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return factory(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class MetricsServer:
+    """The process's ``/metrics`` HTTP endpoint (prometheus-client's threaded server)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._server, self._thread = start_http_server(port, addr=host)
+        self.port: int = self._server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+__all__ = [
+    "Counter",
+    "DEPENDENCY_UP",
+    "Gauge",
+    "Histogram",
+    "MetricsInterceptor",
+    "MetricsServer",
+    "set_dependency_up",
+]
