@@ -36,6 +36,7 @@ async def build(config: AccountConfig) -> ServiceHost:
     host = ServiceHost(config, REGISTRY_NAME)
     await host.open()
     redis = redis_client.connect(config.redis_url)
+    host.dependencies.add("redis", redis.ping)
     passwords = PasswordHashing(
         config.argon2_time_cost,
         config.argon2_memory_kib,

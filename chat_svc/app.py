@@ -18,7 +18,6 @@ from chat_svc.config import ChatConfig
 from chat_svc.connections import ConnectionHub
 from chat_svc.delivery import Delivery
 from chat_svc.groups import Channels
-from chat_svc.health import HealthMonitor
 from chat_svc.peer import PeerClient, PeerServicer
 from chat_svc.servicer import ChatServicer
 from chat_svc.sessions import Sessions
@@ -50,7 +49,6 @@ class ChatApp:
     hub: ConnectionHub
     sessions: Sessions
     delivery: Delivery
-    health: HealthMonitor
     _drain_task: asyncio.Task[None] | None = None
 
     @property
@@ -59,7 +57,6 @@ class ChatApp:
 
     async def start(self) -> None:
         await self.host.start()
-        self.health.start()
         self._drain_task = asyncio.create_task(self._drain_on_stop())
 
     async def _drain_on_stop(self) -> None:
@@ -110,11 +107,7 @@ async def build(config: ChatConfig) -> ChatApp:
 
     ring.listeners.append(on_ring)
 
-    async def etcd_ok() -> bool:
-        return host.session.valid
-
-    health = HealthMonitor({"redis": store.ping, "etcd": etcd_ok}, host.set_serving,
-                           config.health_interval)
+    host.dependencies.add("redis", store.ping)
 
     def add_services(server: grpc.aio.Server) -> list[str]:
         chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(sessions, channels), server)
@@ -126,8 +119,7 @@ async def build(config: ChatConfig) -> ChatApp:
     host.on_stop(directory.close)
     host.on_stop(ring.stop)
     host.on_stop(delivery.close)
-    host.on_stop(health.stop)
-    return ChatApp(config, host, redis, store, ring, hub, sessions, delivery, health)
+    return ChatApp(config, host, redis, store, ring, hub, sessions, delivery)
 
 
 async def serve(config: ChatConfig) -> None:

@@ -32,9 +32,6 @@ class ChatConfig(ServiceConfig):
     outbound_queue: int = _opt(
         1024, "Frames buffered per stream before a slow consumer is cut off."
     )
-    health_interval: float = _opt(
-        1.0, "Seconds between background Redis/etcd health checks."
-    )
     redis_timeout: float = _opt(
         2.0, "Seconds a Redis command may take before it counts as failed."
     )
@@ -56,5 +53,5 @@ class ChatConfig(ServiceConfig):
             raise ConfigError("send_rate must be positive and send_burst at least 1")
         if self.outbound_queue < 8:
             raise ConfigError("outbound_queue must be at least 8")
-        if self.health_interval <= 0 or self.redis_timeout <= 0 or self.peer_timeout <= 0:
-            raise ConfigError("health_interval, redis_timeout and peer_timeout must be positive")
+        if self.redis_timeout <= 0 or self.peer_timeout <= 0:
+            raise ConfigError("redis_timeout and peer_timeout must be positive")

@@ -61,6 +61,7 @@ async def build(
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
     redis = connect(config.redis_url)
+    host.dependencies.add("redis", redis.ping)
     store = FeedStore(redis)
     directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)
     if authors is None:

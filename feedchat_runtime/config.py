@@ -55,6 +55,12 @@ class ServiceConfig:
     lease_ttl: int = _opt(5, "Seconds a registration outlives its last keep-alive.")
     redis_url: str = _opt("redis://127.0.0.1:6379/0", "Redis URL (redis:// or unix://).")
     grace: float = _opt(5.0, "Seconds open RPCs get to finish on shutdown.")
+    health_interval: float = _opt(
+        1.0, "Seconds between checks of every dependency (etcd, Redis, ...) for health."
+    )
+    health_timeout: float = _opt(
+        2.0, "Seconds a dependency check may take before the server reports NOT_SERVING."
+    )
     max_message_bytes: int = _opt(1 << 20, "Largest request message the server accepts.")
     log_level: str = _opt("INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: str = _opt("json", "Log format: json (one object a line) or text.")
@@ -82,6 +88,8 @@ class ServiceConfig:
             host, _, port = endpoint.strip().rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"etcd endpoint {endpoint!r} is not host:port")
+        if self.health_interval <= 0 or self.health_timeout <= 0:
+            raise ConfigError("health_interval and health_timeout must be positive")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
         if self.log_format not in ("json", "text"):

@@ -2,7 +2,9 @@
 
 :func:`create_server` builds and binds (servicers, health, reflection, the RPC guard) and
 returns the server and its port. :class:`ServiceHost` owns one process's lifetime: its etcd
-session, start-up (start, register after start, mark SERVING), and shutdown on
+session, its dependency health (:mod:`feedchat_runtime.health`: SERVING only while etcd
+and every dependency the service added is reachable), start-up (start, register after
+start, report health), and shutdown on
 SIGTERM/SIGINT in the order the architecture asks for — mark NOT_SERVING, deregister, let
 streams drain (handlers watch :attr:`ServiceHost.draining`), then ``stop(grace)``.
 """
@@ -26,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from feedchat_runtime.auth import TokenAuthority, authority_from_config
 from feedchat_runtime.config import ServiceConfig
+from feedchat_runtime.health import DependencyHealth
 from feedchat_runtime.interceptors import AuthPolicy, RpcGuard
 from feedchat_runtime.metrics import MetricsInterceptor, MetricsServer
 from feedchat_runtime.registry import EtcdSession, Member, Registration
@@ -101,6 +104,7 @@ class ServiceHost:
         host = ServiceHost(config, "account")
         await host.open()                  # etcd session (ids, watches need it)
         host.build(add_services, policy)   # create_server
+        host.dependencies.add("redis", redis.ping)  # NOT_SERVING while Redis is gone
         host.on_stop(redis.aclose)
         await host.run()                   # start, register, wait for a signal, stop
     """
@@ -118,6 +122,14 @@ class ServiceHost:
         self.metrics: MetricsServer | None = None
         self._stop_hooks: list[Callable[[], Awaitable[object]]] = []
         self._stopped = False
+        self.dependencies = DependencyHealth(
+            self.set_serving, config.health_interval, config.health_timeout
+        )
+
+        async def etcd_lease_valid() -> bool:
+            return self.session.valid
+
+        self.dependencies.add("etcd", etcd_lease_valid)
 
     @property
     def port(self) -> int:
@@ -160,7 +172,7 @@ class ServiceHost:
             await self.built.health.set(name, status)
 
     async def start(self) -> None:
-        """Start serving, register in etcd (after start), mark SERVING. Idempotent."""
+        """Start serving, register in etcd (after start), report health. Idempotent."""
         assert self.built is not None, "build() first"
         if self.registration is not None:
             return
@@ -177,7 +189,7 @@ class ServiceHost:
         )
         self.registration = Registration(self.session, member)
         await self.registration.register()
-        await self.set_serving(True)
+        await self.dependencies.start()
         logger.info("serving", extra={"address": self.address, "instance": self.config.instance})
 
     async def stop(self) -> None:
@@ -186,6 +198,7 @@ class ServiceHost:
             return
         self._stopped = True
         logger.info("shutting down", extra={"grace": self.config.grace})
+        await self.dependencies.stop()
         await self.built.health.enter_graceful_shutdown()
         if self.registration is not None:
             await self.registration.deregister()

@@ -53,6 +53,7 @@ async def build(config: NotifyConfig) -> NotifyApp:
     host = ServiceHost(config, REGISTRY_NAME)
     await host.open()
     redis = redis_client.connect(config.redis_url)
+    host.dependencies.add("redis", redis.ping)
     host.on_stop(redis.aclose)
     http = make_client(config.webhook_timeout, config.webhook_max_connections)
     host.on_stop(http.aclose)

@@ -66,6 +66,7 @@ async def build(config: PresenceConfig, following: FollowingSource | None = None
         connection_class=redis_client.connection_class(config.redis_url),
     )
     redis = aioredis.Redis(connection_pool=pool)
+    host.dependencies.add("redis", redis.ping)
 
     async def close_redis() -> None:
         await redis.aclose(close_connection_pool=True)
