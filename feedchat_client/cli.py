@@ -245,10 +245,7 @@ class Commands:
 
 
 async def _run(args: argparse.Namespace, out: Output) -> int:
-    # One-shot commands read the registry once; long-running ones follow it live.
-    long_running = args.command == "chat" or (args.command == "feed" and args.watch)
-    discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout,
-                              watch=long_running)
+    discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout)
     client = FeedchatClient(discovery, tokens=FileTokenStore(args.session), timeout=args.timeout)
     try:
         handler: Callable[[], Awaitable[int]] = getattr(Commands(args, client, out), args.command)

@@ -9,10 +9,46 @@ the ``RetryInfo`` delay and the ``BadRequest`` field violations. Callers branch 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
-from feedchat_runtime.status import error_details
+
+@dataclass
+class ErrorDetails:
+    """What a client can read back from a failed call's rich status."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
+    field_violations: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def error_details(call_error: grpc.aio.AioRpcError) -> ErrorDetails:
+    """Parse ErrorInfo, RetryInfo and BadRequest from a failed aio call."""
+    details = ErrorDetails(code=call_error.code(), message=call_error.details() or "")
+    for key, value in call_error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            retry = error_details_pb2.RetryInfo()
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(info):
+                details.reason = info.reason
+                details.metadata = dict(info.metadata)
+            elif detail.Unpack(retry):
+                delay = retry.retry_delay
+                details.retry_after = delay.seconds + delay.nanos / 1e9
+            elif detail.Unpack(bad):
+                details.field_violations = [
+                    (v.field, v.description) for v in bad.field_violations
+                ]
+    return details
 
 
 class FeedchatClientError(Exception):

@@ -28,7 +28,8 @@ class ServiceClient:
     async def _call(self, method: str, request: Any, *, auth: bool = True,
                     address: str | None = None) -> Any:
         """Call ``method``; refresh and retry once on an expired token, try another
-        instance once when one is UNAVAILABLE; failures raise :class:`RpcError`."""
+        instance once when one is UNAVAILABLE and the registry names another; failures
+        raise :class:`RpcError`."""
         refreshed = moved = False
         while True:
             target = address or await self._transport.address(self.service)
@@ -44,8 +45,11 @@ class ServiceClient:
                 refreshed = True
                 await self._session.refresh(spent=metadata[0][1].removeprefix("Bearer "))
                 continue
-            if (error.code == grpc.StatusCode.UNAVAILABLE and address is None and not moved
-                    and len(await self._transport.discovery.addresses(self.service)) > 1):
-                moved = True
-                continue
+            if error.code == grpc.StatusCode.UNAVAILABLE and address is None and not moved:
+                # The instance may be gone: ask the registry afresh and try once more when
+                # it names another instance (a restarted server, or one of several).
+                now = await self._transport.discovery.addresses(self.service, fresh=True)
+                if len(now) > 1 or (now and now != [target]):
+                    moved = True
+                    continue
             raise error

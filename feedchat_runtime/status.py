@@ -1,5 +1,7 @@
 """The one mapping from domain errors to rich gRPC statuses, and back for clients.
 
+(The client side, reading these details back, is ``feedchat_client.errors``.)
+
 A :class:`~feedchat_runtime.errors.FeedchatError` becomes a ``google.rpc.Status`` with an
 ``ErrorInfo`` (stable reason, domain ``feedchat``, metadata), plus ``RetryInfo`` when it
 carries a retry delay and ``BadRequest`` when it names bad fields. Dependency failures
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 
 import aetcd.exceptions
 import grpc
@@ -100,37 +101,8 @@ def status_for(exc: BaseException, method: str) -> grpc.Status:
     return to_rich_status(error)
 
 
-@dataclass
-class ErrorDetails:
-    """What a client can read back from a failed call's rich status."""
+# Tests read statuses back with the client's decoder; re-exported here until they import it
+# from feedchat_client.errors directly.
+from feedchat_client.errors import ErrorDetails, error_details  # noqa: E402
 
-    code: grpc.StatusCode
-    message: str
-    reason: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    retry_after: float | None = None
-    field_violations: list[tuple[str, str]] = field(default_factory=list)
-
-
-async def error_details(call_error: grpc.aio.AioRpcError) -> ErrorDetails:
-    """Parse ErrorInfo, RetryInfo and BadRequest from a failed aio call."""
-    details = ErrorDetails(code=call_error.code(), message=call_error.details() or "")
-    for key, value in call_error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            retry = error_details_pb2.RetryInfo()
-            bad = error_details_pb2.BadRequest()
-            if detail.Unpack(info):
-                details.reason = info.reason
-                details.metadata = dict(info.metadata)
-            elif detail.Unpack(retry):
-                delay = retry.retry_delay
-                details.retry_after = delay.seconds + delay.nanos / 1e9
-            elif detail.Unpack(bad):
-                details.field_violations = [
-                    (v.field, v.description) for v in bad.field_violations
-                ]
-    return details
+__all__ = ["ErrorDetails", "error_details", "status_for", "to_rich_status", "translate"]
