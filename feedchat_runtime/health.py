@@ -8,7 +8,8 @@ only while every probe passes, NOT_SERVING while any fails or takes longer than
 ``--health-timeout``, and SERVING again by itself once they all pass. A new dependency
 (PostgreSQL, ...) is one more ``add`` line.
 
-A probe is an async callable; it fails by raising or by returning ``False``.
+A probe is an async callable; it fails by raising or by returning ``False``. Each check
+also sets the ``feedchat_dependency_up{dependency=<name>}`` gauge.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+
+from feedchat_runtime.metrics import set_dependency_up
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class DependencyHealth:
         """Run every probe concurrently; report when the outcome changed; return it."""
         names = list(self._probes)
         results = await asyncio.gather(*(self._passes(self._probes[n]) for n in names))
+        for name, ok in zip(names, results, strict=True):
+            set_dependency_up(name, ok)
         self.failing = [name for name, ok in zip(names, results, strict=True) if not ok]
         serving = not self.failing
         if serving != self.serving:
