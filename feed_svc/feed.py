@@ -218,7 +218,7 @@ class Feed:
         check_user_id(author)
         changed = await self.store.unfollow(user, author)
         if changed:
-            await self.timeline.remove_author(user, author)
+            await self.timeline.remove(user, author=author)
             await self.store.publish(keys.live_channel(user), "ctl:following")
         return changed
 

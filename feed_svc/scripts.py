@@ -82,15 +82,36 @@ if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
 return redis.call('ZCARD', KEYS[1])
 """
 
-REMOVE_AUTHOR = """
--- Remove every entry of one author from a feed cache.
--- KEYS[1] feed zset; ARGV[1] ':<author id>' (the members' suffix)
-local suffix = ARGV[1]
-local removed = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.sub(member, -#suffix) == suffix then
-    removed = removed + redis.call('ZREM', KEYS[1], member)
+REMOVE_ENTRIES = """
+-- Remove entries from one feed cache without changing what it is complete for.
+-- KEYS[1] feed zset, KEYS[2] floor string (cache complete for ids >= floor)
+-- ARGV[1] cache cap, ARGV[2] ':<author id>' to remove every entry of that author ('' none),
+-- ARGV[3..] members to remove as well ('<20-digit post id>:<author id>')
+-- A full cache is complete for ids at or above its oldest entry (older ones were trimmed).
+-- A removal leaves it below the cap, so that bound is first made the stored floor (never
+-- lowered); otherwise reads would take the shrunk cache as complete down to the old floor.
+-- Returns the number of entries removed.
+local size = redis.call('ZCARD', KEYS[1])
+if size == 0 then return 0 end
+local full_from = nil
+if size >= tonumber(ARGV[1]) then
+  full_from = string.sub(redis.call('ZRANGE', KEYS[1], 0, 0)[1], 1, 20)
+end
+local doomed = {}
+local suffix = ARGV[2]
+if suffix ~= '' then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if string.sub(member, -#suffix) == suffix then doomed[#doomed + 1] = member end
   end
+end
+for i = 3, #ARGV do doomed[#doomed + 1] = ARGV[i] end
+local removed = 0
+for i = 1, #doomed, 500 do
+  removed = removed + redis.call('ZREM', KEYS[1], unpack(doomed, i, math.min(i + 499, #doomed)))
+end
+if removed > 0 and full_from then
+  local floor = redis.call('GET', KEYS[2])
+  if not floor or full_from > floor then redis.call('SET', KEYS[2], full_from) end
 end
 return removed
 """

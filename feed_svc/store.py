@@ -139,7 +139,7 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         self._take_token = redis.register_script(scripts.TAKE_TOKEN)
         self._fanout_insert = redis.register_script(scripts.FANOUT_INSERT)
         self._merge = redis.register_script(scripts.MERGE_ENTRIES)
-        self._remove_author = redis.register_script(scripts.REMOVE_AUTHOR)
+        self._remove_entries = redis.register_script(scripts.REMOVE_ENTRIES)
         FanoutQueueStore.__init__(self, redis)
         PostAlertStore.__init__(self, redis)
         self._merge_newest = redis.register_script(scripts.MERGE_NEWEST)
@@ -375,8 +375,16 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         size = await self._merge(keys=[feed_key(user), floor_key(user)], args=args)
         return int(size)
 
-    async def remove_author(self, user: int, author: int) -> int:
-        return int(await self._remove_author(keys=[feed_key(user)], args=[f":{author}"]))
+    async def remove_entries(
+        self, user: int, cap: int, author: int | None = None, members: Sequence[str] = ()
+    ) -> int:
+        """Remove every entry of ``author`` and/or the given members from a feed cache,
+        keeping the range it is complete for (see ``scripts.REMOVE_ENTRIES``)."""
+        suffix = f":{author}" if author is not None else ""
+        removed = await self._remove_entries(
+            keys=[feed_key(user), floor_key(user)], args=[cap, suffix, *members]
+        )
+        return int(removed)
 
     async def fanout_insert(
         self, followers: Sequence[int], member: str, cap: int, cutoff_ms: int, now_ms: int

@@ -10,7 +10,9 @@ once the cache is full (trimming drops the oldest). Reads merge, newest first:
   lists of every followed account, pulled and merged at read time.
 
 So the timeline never cuts out at the cache's cap, and a stale cache still gives a complete
-page while :meth:`Timeline.rebuild` refills it in the background.
+page while :meth:`Timeline.rebuild` refills it in the background. Removing entries
+(:meth:`Timeline.remove`) first pins the floor at the full cache's oldest entry, so a cache
+shrunk below the cap is never taken as complete further down than it is.
 """
 
 from __future__ import annotations
@@ -239,5 +241,12 @@ class Timeline:
                 user, [entry(e.post_id, e.author_id) for e in posts], self.cap
             )
 
-    async def remove_author(self, user: int, author: int) -> None:
-        await self.store.remove_author(user, author)
+    async def remove(
+        self, user: int, author: int | None = None, entries: Sequence[FeedEntry] = ()
+    ) -> int:
+        """Take entries out of a user's cache: every entry of ``author`` (unfollow; a block
+        or a deleted account would do the same) and/or ``entries``. Every removal goes
+        through here: it keeps the range the cache is complete for, so reads go on pulling
+        older posts below it instead of taking the shrunk cache as the whole feed."""
+        members = [entry(e.post_id, e.author_id) for e in entries]
+        return await self.store.remove_entries(user, self.cap, author, members)
