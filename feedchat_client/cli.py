@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import math
 import os
 import socket
 import sys
@@ -30,8 +31,8 @@ from feedchat_client.discovery import EtcdDiscovery
 from feedchat_client.errors import FeedchatClientError, NotLoggedIn, RpcError
 from feedchat_client.tokens import FileTokenStore
 
-COMMANDS = ("signup", "login", "logout", "whoami", "post", "follow", "unfollow", "feed",
-            "chat", "group", "presence")
+COMMANDS = ("signup", "login", "logout", "whoami", "token", "post", "follow", "unfollow",
+            "feed", "chat", "group", "presence", "online", "notifications")
 DEFAULT_SESSION = "~/.config/feedchat/session.json"
 
 
@@ -70,6 +71,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             p.add_argument("--display-name", default="")
     add("logout", "forget the saved session")
     add("whoami", "show the logged-in user")
+    add("token", "print a fresh access token (for grpcurl: -H \"authorization: Bearer $(feedchat "
+                 "token)\")")
     p = add("post", "publish a post")
     p.add_argument("text", nargs="+")
     p.add_argument("--wait", action="store_true",
@@ -96,6 +99,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("members", nargs="*", help="usernames to add")
     p = add("presence", "show whether users are online")
     p.add_argument("users", nargs="+")
+    p = add("online", "be online (a presence session with heartbeats) until Ctrl-C")
+    p.add_argument("--status", choices=("online", "away"), default="online")
+    p.add_argument("--for", dest="duration", type=float, default=0.0,
+                   help="seconds to stay online, then go offline (0: until Ctrl-C)")
+    p = add("notifications", "list your notifications, newest first, or mark them read")
+    p.add_argument("--page-size", type=int, default=20)
+    p.add_argument("--page-token", default="", help="continue from a previous page")
+    p.add_argument("--read", type=int, nargs="+", metavar="ID", default=[],
+                   help="mark these notification ids read instead of listing")
 
 
 def _password(args: argparse.Namespace, confirm: bool) -> str:
@@ -158,6 +170,11 @@ class Commands:
     async def whoami(self) -> int:
         me = await self.client.account.me()
         self.out.emit("user", f"{me.username} (user {me.user_id})", user=me)
+        return 0
+
+    async def token(self) -> int:
+        token = await self.client.session.access_token()
+        self.out.emit("token", token, access_token=token)
         return 0
 
     async def post(self) -> int:
@@ -243,6 +260,34 @@ class Commands:
             self.out.presence(name, presence)
         return 0
 
+    async def online(self) -> int:
+        session = await self.client.presence.connect(status=self.args.status)
+        me = self.client.session.user_id
+        self.out.emit("online", f"{self.args.status} as user {me}; Ctrl-C goes offline",
+                      user_id=me, status=self.args.status)
+        try:
+            # Heartbeats run in the session; closing it (also on Ctrl-C) goes offline at once.
+            await asyncio.sleep(self.args.duration if self.args.duration > 0 else math.inf)
+        finally:
+            await session.close()
+        self.out.emit("offline", "offline", user_id=me, status="offline")
+        return 0
+
+    async def notifications(self) -> int:
+        if self.args.read:
+            marked = await self.client.notify.mark_read(self.args.read)
+            self.out.emit("marked_read", f"{marked} marked read", marked_count=marked)
+            return 0
+        page = await self.client.notify.page(self.args.page_size, self.args.page_token)
+        if not page.notifications and not self.args.page_token:
+            self.out.emit("empty", "no notifications")
+        for item in page.notifications:
+            self.out.notification(item, await self.name(item.sender_id))
+        if page.next_page_token:
+            self.out.emit("next_page", f"more: feedchat notifications --page-token "
+                          f"{page.next_page_token}", next_page_token=page.next_page_token)
+        return 0
+
 
 async def _run(args: argparse.Namespace, out: Output) -> int:
     discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout)
@@ -269,14 +314,18 @@ def run(args: argparse.Namespace) -> int:
         out.error("not logged in: run `feedchat login USERNAME` (or `feedchat signup`)")
     except RpcError as exc:
         if exc.code == grpc.StatusCode.UNAUTHENTICATED and exc.reason.startswith("REFRESH"):
-            out.error("session expired: log in again")
+            out.error("session expired: log in again", code=exc.code.name, reason=exc.reason)
         else:
             text = f"{exc.code.name.lower()}: {exc.message}"
-            if exc.field_violations:
-                text += " (" + "; ".join(f"{f}: {d}" for f, d in exc.field_violations) + ")"
+            # A field error's message already names the field; add only what it lacks.
+            missing = [f"{f}: {d}" for f, d in exc.field_violations
+                       if f"{f}: {d}" not in exc.message]
+            if missing:
+                text += " (" + "; ".join(missing) + ")"
             if exc.retry_after:
                 text += f" — retry in {exc.retry_after:.1f}s"
-            out.error(text)
+            out.error(text, code=exc.code.name, reason=exc.reason,
+                      field_violations=exc.field_violations, retry_after=exc.retry_after)
     except FeedchatClientError as exc:
         out.error(str(exc))
     return 1

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, is_dataclass
 from typing import Any, TextIO
 
-from feedchat_client.models import ChatMessage, Post, Presence
+from feedchat_client.models import ChatMessage, Notification, Post, Presence
 
 
 def _plain(value: Any) -> Any:
@@ -57,8 +57,14 @@ class Output:
         if not self.quiet:
             print(f"… {text}", file=self.err, flush=True)
 
-    def error(self, text: str) -> None:
-        print(f"error: {text}", file=self.err, flush=True)
+    def error(self, text: str, **fields: Any) -> None:
+        """A failure: ``error: text`` on stderr, or under ``--json`` one
+        ``{"event": "error", "message": ..., **fields}`` line on stdout."""
+        if self.json_mode:
+            print(json.dumps({"event": "error", "message": text, **_plain(fields)}),
+                  file=self.out, flush=True)
+        else:
+            print(f"error: {text}", file=self.err, flush=True)
 
     def post(self, post: Post) -> None:
         who = post.author.username or f"user {post.author.user_id}"
@@ -74,3 +80,9 @@ class Output:
         clock = time.strftime("%H:%M:%S", time.localtime(message.created_ms / 1000))
         self.emit("message", f"[{clock}] {sender}: {message.text}", message=message,
                   sender=sender)
+
+    def notification(self, item: Notification, sender: str) -> None:
+        mark = " " if item.read else "*"
+        times = f" x{item.count}" if item.count > 1 else ""
+        self.emit("notification", f"{mark} #{item.notification_id} [{ago(item.updated_at)}] "
+                  f"{sender}{times}: {item.preview}", notification=item, sender=sender)

@@ -9,6 +9,7 @@ from feedchat_client.auth import Session
 from feedchat_client.chat import ChatClient, RouterClient
 from feedchat_client.discovery import Discovery, EtcdDiscovery, StaticDiscovery
 from feedchat_client.feed import FeedClient
+from feedchat_client.notify import NotifyClient
 from feedchat_client.presence import PresenceClient
 from feedchat_client.tokens import TokenStore
 from feedchat_client.transport import Transport
@@ -26,7 +27,7 @@ class FeedchatClient:
                 print(post.author.username, post.text)
 
     Attributes: ``session`` (sign-up, login, tokens), ``account``, ``feed``, ``presence``,
-    ``router`` and ``chat`` (typed wrappers of each service).
+    ``router``, ``chat`` and ``notify`` (typed wrappers of each service).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class FeedchatClient:
         self.presence = PresenceClient(self.transport, self.session, timeout)
         self.router = RouterClient(self.transport, self.session, timeout)
         self.chat = ChatClient(self.transport, self.session, timeout, router=self.router)
+        self.notify = NotifyClient(self.transport, self.session, timeout)
 
     @classmethod
     def from_etcd(cls, endpoints: str = "127.0.0.1:2379", prefix: str = "/feedchat",

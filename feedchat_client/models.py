@@ -154,3 +154,36 @@ class SentMessage:
     channel_id: int
     seq: int
     duplicate: bool
+
+
+NOTIFICATION_KINDS = {1: "chat_message", 2: "feed_post"}
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One notification: new messages of a channel collapsed together, or a post alert."""
+
+    notification_id: int
+    kind: str
+    channel_id: int
+    sender_id: int
+    last_message_id: int
+    count: int
+    preview: str
+    created_at: float | None = None
+    updated_at: float | None = None
+    read: bool = False
+
+    @classmethod
+    def from_pb(cls, pb: Any) -> Notification:
+        return cls(pb.notification_id, NOTIFICATION_KINDS.get(pb.kind, "unknown"),
+                   pb.channel_id, pb.sender_id, pb.last_message_id, pb.count, pb.preview,
+                   _seconds(pb.created_at), _seconds(pb.updated_at), pb.read)
+
+
+@dataclass(frozen=True)
+class NotificationPage:
+    """One page of notifications, newest first; ``next_page_token`` empty on the last."""
+
+    notifications: list[Notification]
+    next_page_token: str

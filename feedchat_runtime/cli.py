@@ -24,6 +24,8 @@ def _env(name: str, default: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feedchat", description=__doc__)
+    parser.add_argument("--json", dest="json_first", action="store_true",
+                        help="JSON lines output (also accepted after the command)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="start etcd, Redis and every service, supervised")
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="list the instances registered in etcd")
     status.add_argument("--etcd", default=_env("ETCD", "127.0.0.1:2379"))
     status.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
-    status.add_argument("--json", dest="status_json", action="store_true",
+    status.add_argument("--json", action="store_true",
                         help="one JSON object per instance (address, metrics URL, ...)")
     # signup, login, post, follow, feed, chat, presence, ...: feedchat_client's commands.
     from feedchat_client import cli as client_cli
@@ -74,6 +76,8 @@ async def _status(etcd: str, prefix: str, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "json"):
+        args.json = args.json or args.json_first
     if args.command not in ("up", "status"):
         from feedchat_client import cli as client_cli
 
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port_offset=args.port_offset,
         )
         return asyncio.run(Cluster(config, dict(os.environ)).run())
-    return asyncio.run(_status(args.etcd, args.etcd_prefix, args.status_json))
+    return asyncio.run(_status(args.etcd, args.etcd_prefix, args.json))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.feedchat_client.system import System
+from tests.grpcurl import call
+from tests.waiting import wait_until
 
 
 class Cli:
@@ -84,3 +86,88 @@ async def test_errors_are_short_messages_not_tracebacks(system: System, tmp_path
     assert code == 1 and "not logged in" in err and "Traceback" not in err
     code, _, err = await cli.run("signup", "x", "--password", "password-123")
     assert code == 1 and "invalid_argument" in err and "username" in err and "Traceback" not in err
+
+
+async def test_json_goes_before_or_after_the_command_and_errors_come_as_json(
+    system: System, tmp_path: Path,
+) -> None:
+    await system.start(chat_servers=0)
+    cli = Cli(system, tmp_path / "session.json")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "feedchat_runtime.cli", "--json", "feed", *cli.base,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    [error] = [json.loads(line) for line in out.decode().splitlines()]
+    assert error["event"] == "error" and "not logged in" in error["message"]
+
+    code, out_text, _ = await cli.run("signup", "x", "--password", "password-123", "--json")
+    assert code == 1
+    [refused] = [json.loads(line) for line in out_text.splitlines()]
+    assert (refused["code"], refused["reason"]) == ("INVALID_ARGUMENT", "USERNAME_INVALID")
+    assert [field for field, _ in refused["field_violations"]] == ["username"]
+
+    code, _, err = await cli.run("signup", "x", "--password", "password-123")
+    assert code == 1
+    # The field's problem is said once, not repeated in parentheses.
+    [line] = [text for text in err.splitlines() if text.startswith("error:")]
+    assert line.count("username:") == 1, line
+
+
+async def test_token_command_mints_a_token_grpcurl_can_use(
+    system: System, tmp_path: Path,
+) -> None:
+    await system.start(chat_servers=0)
+    cli = Cli(system, tmp_path / "session.json")
+    name = f"tok_{uuid.uuid4().hex[:6]}"
+    await cli.json("signup", name, "--password", "password-123")
+    code, out, err = await cli.run("token")
+    assert code == 0, err
+    profile = await call(system.address("account"), "feedchat.account.v1.AccountService/GetProfile",
+                         token=out.strip())
+    assert profile.json()["user"]["username"] == name  # type: ignore[index]
+
+
+async def test_online_command_shows_the_user_online_until_it_ends(
+    system: System, tmp_path: Path,
+) -> None:
+    await system.start(chat_servers=0, presence=True)
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = Cli(system, tmp_path / "a.json"), Cli(system, tmp_path / "b.json")
+    await alice.json("signup", f"alice_{tag}", "--password", "password-123")
+    await bob.json("signup", f"bob_{tag}", "--password", "password-123")
+    online = asyncio.ensure_future(alice.run("online", "--for", "4"))
+
+    async def alice_is(status: str) -> bool:
+        [seen] = await bob.json("presence", f"alice_{tag}")
+        return bool(seen["presence"]["status"] == status)
+
+    await wait_until(lambda: alice_is("online"), what="alice online while `online` runs")
+    code, out, err = await online
+    assert code == 0, err
+    assert "online as user" in out
+    await wait_until(lambda: alice_is("offline"), what="alice offline after `online` ended")
+
+
+async def test_notifications_command_lists_and_marks_read(
+    system: System, tmp_path: Path,
+) -> None:
+    await system.start(chat_servers=1, notify=True)
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = Cli(system, tmp_path / "a.json"), Cli(system, tmp_path / "b.json")
+    await alice.json("signup", f"alice_{tag}", "--password", "password-123")
+    await bob.json("signup", f"bob_{tag}", "--password", "password-123")
+    await alice.json("chat", f"bob_{tag}", stdin="are you there?\n")  # bob is offline
+
+    async def listed() -> list[dict[str, Any]]:
+        return [e for e in await bob.json("notifications") if e["event"] == "notification"]
+
+    [item] = await wait_until(listed, what="bob's notification")
+    assert item["sender"] == f"alice_{tag}"
+    assert item["notification"]["preview"] == "are you there?"
+    assert item["notification"]["read"] is False
+    [marked] = await bob.json("notifications", "--read",
+                              str(item["notification"]["notification_id"]))
+    assert marked["marked_count"] == 1
+    [again] = await listed()
+    assert again["notification"]["read"] is True
