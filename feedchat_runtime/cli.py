@@ -32,16 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=_env("DATA_DIR", ".feedchat-data"),
                     help="data, logs and secrets folder, kept between runs [FEEDCHAT_DATA_DIR]")
     up.add_argument("--host", default="127.0.0.1", help="interface every server listens on")
-    up.add_argument("--etcd", default=_env("ETCD", ""),
-                    help="external etcd host:port instead of the embedded one [FEEDCHAT_ETCD]")
-    up.add_argument("--etcd-port", type=int, default=2379, help="embedded etcd's client port")
+    # No FEEDCHAT_ETCD default here: that variable tells the client commands where a
+    # cluster is; `up` starts its own etcd unless --etcd names an external one.
+    up.add_argument("--etcd", default="",
+                    help="external etcd host:port instead of the embedded one")
+    up.add_argument("--etcd-port", type=int, default=None,
+                    help="embedded etcd's client port (default 2379 + --port-offset)")
     up.add_argument("--redis-url", default=_env("REDIS_URL", ""),
                     help="external Redis URL instead of the embedded one [FEEDCHAT_REDIS_URL]")
-    up.add_argument("--redis-port", type=int, default=6379, help="embedded Redis's port")
+    up.add_argument("--redis-port", type=int, default=None,
+                    help="embedded Redis's port (default 6379 + --port-offset)")
     up.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
     up.add_argument("--chat-servers", type=int, default=3, help="number of chat servers")
     up.add_argument("--port-offset", type=int, default=0,
-                    help="added to every service port (account 50051, feed 50052, ...)")
+                    help="added to every port: services (account 50051, feed 50052, ...) and "
+                         "the embedded etcd and Redis; a second cluster on one machine needs "
+                         "only this and its own --data-dir")
     up.add_argument("--only", default="",
                     help="comma-separated services to start (account,feed,...); default all")
 
@@ -90,13 +96,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         highest = max(s.base_port for s in SERVICES) + args.chat_servers + args.port_offset
         if lowest < 1024 or highest > 65535:
             raise SystemExit("--port-offset puts service ports outside 1024-65535")
+        if args.etcd and args.etcd_port is not None:
+            raise SystemExit("--etcd-port is the embedded etcd's port; --etcd names an "
+                             "external one: give one of them")
+        if args.redis_url and args.redis_port is not None:
+            raise SystemExit("--redis-port is the embedded Redis's port; --redis-url names "
+                             "an external one: give one of them")
+        etcd_port = 2379 + args.port_offset if args.etcd_port is None else args.etcd_port
+        redis_port = 6379 + args.port_offset if args.redis_port is None else args.redis_port
+        for name, port in (("etcd", etcd_port), ("redis", redis_port)):
+            if not 1024 <= port <= 65535:
+                raise SystemExit(f"the embedded {name} port {port} is outside 1024-65535")
         config = ClusterConfig(
             data_dir=Path(args.data_dir).resolve(),
             host=args.host,
             etcd=args.etcd,
-            etcd_port=args.etcd_port,
+            etcd_port=etcd_port,
             redis_url=args.redis_url,
-            redis_port=args.redis_port,
+            redis_port=redis_port,
             etcd_prefix=args.etcd_prefix,
             chat_servers=args.chat_servers,
             only=tuple(s for s in args.only.split(",") if s),

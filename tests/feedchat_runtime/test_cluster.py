@@ -105,3 +105,18 @@ async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
         output.append(rest.decode())
     assert up.returncode == 0, "".join(output)
     assert "stopped." in "".join(output)
+
+
+async def test_up_refuses_an_external_etcd_together_with_an_embedded_port(
+    tmp_path: Path,
+) -> None:
+    feedchat = Path(sys.executable).parent / "feedchat"
+    up = await asyncio.create_subprocess_exec(
+        str(feedchat), "up", "--data-dir", str(tmp_path), "--etcd", "127.0.0.1:1",
+        "--etcd-port", "23790", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(up.communicate(), 30)
+    assert up.returncode == 1
+    assert err.decode().splitlines() == [
+        "--etcd-port is the embedded etcd's port; --etcd names an external one: give one of them"
+    ]
