@@ -72,6 +72,12 @@ class ServiceConfig:
     tls_cert: str = _opt("", "PEM server certificate; with --tls-key turns TLS on.")
     tls_key: str = _opt("", "PEM private key of --tls-cert.")
     tls_ca: str = _opt("", "PEM CA bundle to verify peers this process calls over TLS.")
+    trace_exporter: str = _opt(
+        "none", "Where spans go: none, console (JSON on stdout) or otlp (--otlp-endpoint)."
+    )
+    otlp_endpoint: str = _opt(
+        "", "OTLP/gRPC collector for --trace-exporter otlp, e.g. http://127.0.0.1:4317."
+    )
     metrics_port: int = _opt(
         0, "Port of the Prometheus /metrics HTTP endpoint (on --host); 0 picks a free one."
     )
@@ -80,6 +86,10 @@ class ServiceConfig:
         """Fail early on settings that cannot work. Subclasses extend this."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        if self.trace_exporter not in ("none", "console", "otlp"):
+            raise ConfigError(
+                f"trace_exporter {self.trace_exporter!r} is not none, console or otlp"
+            )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port {self.metrics_port} is out of range")
         if self.lease_ttl < 2:

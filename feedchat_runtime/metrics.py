@@ -1,6 +1,7 @@
-"""Prometheus metrics: one registry per process, served over HTTP beside the gRPC port.
+"""Prometheus metrics (one registry per process, served over HTTP beside the gRPC port)
+and, when tracing is on, one OpenTelemetry SERVER span per RPC.
 
-Every server installs :class:`MetricsInterceptor` outside the RPC guard, so it sees the
+Every server installs :class:`TelemetryInterceptor` outside the RPC guard, so it sees the
 final status of each call (including the ones the guard turned into a precise status) and
 times the whole handler. Services add their own gauges and counters with the constructors
 re-exported here (``Counter``, ``Gauge``, ``Histogram``); they all land in the default
@@ -18,7 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from feedchat_runtime import tracing
 
 RPCS = Counter(
     "feedchat_rpc_requests",
@@ -59,8 +64,27 @@ def _code_name(context: grpc.aio.ServicerContext, failed: bool) -> str:
     return "UNKNOWN" if failed else "OK"
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts every RPC by method and status; times unary RPCs; gauges open streams."""
+def _span(method: str, context: grpc.aio.ServicerContext) -> Span | None:
+    if not tracing.enabled():
+        return None
+    return tracing.server_span(method, context.invocation_metadata())
+
+
+def _finish(
+    method: str, context: grpc.aio.ServicerContext, failed: bool, span: Span | None
+) -> None:
+    code = _code_name(context, failed)
+    RPCS.labels(method, code).inc()
+    if span is not None:
+        span.set_attribute("rpc.grpc.status_code", code)
+        if code != "OK":
+            span.set_status(StatusCode.ERROR, code)
+        span.end()
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts every RPC by method and status; times unary RPCs; gauges open streams;
+    opens a SERVER span per RPC while tracing is on (:mod:`feedchat_runtime.tracing`)."""
 
     async def intercept_service(
         self,
@@ -77,13 +101,18 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
                 failed = True
+                span = _span(method, context)
                 try:
-                    response = await inner(request, context)
+                    if span is None:
+                        response = await inner(request, context)
+                    else:
+                        with trace.use_span(span, end_on_exit=False):
+                            response = await inner(request, context)
                     failed = False
                     return response
                 finally:
                     RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
-                    RPCS.labels(method, _code_name(context, failed)).inc()
+                    _finish(method, context, failed, span)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler
@@ -99,9 +128,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         inner_stream = handler.unary_stream or handler.stream_stream
         gauge = OPEN_STREAMS.labels(method)
 
-        def finished(context: grpc.aio.ServicerContext, failed: bool) -> None:
+        def finished(context: grpc.aio.ServicerContext, failed: bool, span: Span | None) -> None:
             gauge.dec()
-            RPCS.labels(method, _code_name(context, failed)).inc()
+            _finish(method, context, failed, span)
 
         behavior: Any
         if inspect.isasyncgenfunction(inner_stream):
@@ -111,12 +140,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             ) -> AsyncIterator[Any]:
                 gauge.inc()
                 failed = True
+                span = _span(method, context)
                 try:
                     async for item in inner_stream(request, context):
                         yield item
                     failed = False
                 finally:
-                    finished(context, failed)
+                    finished(context, failed, span)
 
             behavior = yielding
         else:
@@ -124,11 +154,12 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def writing(request: Any, context: grpc.aio.ServicerContext) -> None:
                 gauge.inc()
                 failed = True
+                span = _span(method, context)
                 try:
                     await inner_stream(request, context)
                     failed = False
                 finally:
-                    finished(context, failed)
+                    finished(context, failed, span)
 
             behavior = writing
 
@@ -162,7 +193,7 @@ __all__ = [
     "DEPENDENCY_UP",
     "Gauge",
     "Histogram",
-    "MetricsInterceptor",
+    "TelemetryInterceptor",
     "MetricsServer",
     "set_dependency_up",
 ]

@@ -26,11 +26,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from feedchat_runtime import tracing
 from feedchat_runtime.auth import TokenAuthority, authority_from_config
 from feedchat_runtime.config import ServiceConfig
 from feedchat_runtime.health import DependencyHealth
 from feedchat_runtime.interceptors import AuthPolicy, RpcGuard
-from feedchat_runtime.metrics import MetricsInterceptor, MetricsServer
+from feedchat_runtime.metrics import MetricsServer, TelemetryInterceptor
 from feedchat_runtime.registry import EtcdSession, Member, Registration
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ def create_server(
 ) -> BuiltServer:
     """Build and bind a server with the feedchat guard, health and reflection."""
     server = grpc.aio.server(
-        # Metrics outermost: it sees the status the guard chose and times the whole call.
-        interceptors=[MetricsInterceptor(), RpcGuard(authority, policy)],
+        # Telemetry outermost: it sees the status the guard chose and times the whole call.
+        interceptors=[TelemetryInterceptor(), RpcGuard(authority, policy)],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.keepalive_time_ms", 20_000),
@@ -113,6 +114,7 @@ class ServiceHost:
         self.config = config
         self.service = service
         self.session = EtcdSession(config.etcd, config.etcd_prefix, config.lease_ttl)
+        tracing.configure(service, config.trace_exporter, config.otlp_endpoint)
         self.authority = authority_from_config(
             config.auth_secret, config.service_secret, config.dev
         )
@@ -211,6 +213,7 @@ class ServiceHost:
                 logger.exception("stop hook failed")
         if self.metrics is not None:
             self.metrics.close()
+        tracing.shutdown()
         await self.session.close(revoke=True)
         logger.info("stopped")
 
@@ -249,6 +252,9 @@ def open_channel(config: ServiceConfig, address: str) -> grpc.aio.Channel:
     """A channel to another feedchat server, TLS when the config names a CA."""
     credentials = client_credentials(config)
     options = [("grpc.max_receive_message_length", config.max_message_bytes)]
+    interceptors = tracing.client_interceptors()
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        address, credentials, options=options, interceptors=interceptors
+    )
