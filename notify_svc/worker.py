@@ -26,12 +26,23 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
+from feedchat_runtime.metrics import Counter
 from notify_svc.config import NotifyConfig
 from notify_svc.delivery import Dispatcher
 from notify_svc.models import MalformedJob, parse_job
 from notify_svc.store import NotifyStore
 
 logger = logging.getLogger(__name__)
+
+JOBS = Counter(
+    "feedchat_notify_jobs",
+    "notify:queue entries finished by this instance: delivered, or dead_lettered.",
+    ["outcome"],
+)
+RETRIES = Counter(
+    "feedchat_notify_retries",
+    "Pushes of a notify:queue entry that failed and are tried again after a backoff.",
+)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float]) -> float:
@@ -208,12 +219,14 @@ class QueueWorker:
             failures = await self._dispatcher.handle(job)
             if not failures:
                 await self._store.finish(self._group, entry_id)
+                JOBS.labels("delivered").inc()
                 return
             error = "; ".join(failures)
             if attempts >= config.max_attempts:
                 await self._dead(entry_id, fields, error, attempts)
                 return
             delay = backoff_delay(attempts, config.retry_base, config.retry_max, self._rand)
+            RETRIES.inc()
             logger.info(
                 "push of entry %s failed (attempt %d/%d): %s; retrying in %.2fs",
                 entry_id, attempts, config.max_attempts, error, delay,
@@ -233,3 +246,4 @@ class QueueWorker:
             entry_id, fields, error, attempts, int(self._clock() * 1000)
         )
         await self._store.finish(self._group, entry_id)
+        JOBS.labels("dead_lettered").inc()

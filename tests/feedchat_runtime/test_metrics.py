@@ -6,30 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from feedchat_runtime.registry import EtcdSession, list_members
 from feedchat_runtime.server import ServiceHost
 from tests.feedchat_runtime import demo_server
+from tests.metrics import sample, scrape
 from tests.waiting import wait_until
-
-
-async def _scrape(url: str) -> str:
-    async with httpx.AsyncClient() as client:
-        reply = await client.get(url, timeout=5)
-    reply.raise_for_status()
-    return reply.text
-
-
-def _sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of the sample ``name`` carrying ``labels``, or None when it is absent."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
 
 
 async def test_registered_metrics_url_counts_rpcs_by_code_and_open_streams(
@@ -49,10 +32,10 @@ async def test_registered_metrics_url_counts_rpcs_by_code_and_open_streams(
         assert member.metrics.startswith("http://127.0.0.1:")
         assert member.metrics.endswith("/metrics")
 
-        before = await _scrape(member.metrics)
+        before = await scrape(member.metrics)
         method = "/demo.Demo/Fail"
         invalid_before = (
-            _sample(before, "feedchat_rpc_requests_total", method=method, code="INVALID_ARGUMENT")
+            sample(before, "feedchat_rpc_requests_total", method=method, code="INVALID_ARGUMENT")
             or 0.0
         )
         async with grpc.aio.insecure_channel(host.address) as channel:
@@ -62,27 +45,27 @@ async def test_registered_metrics_url_counts_rpcs_by_code_and_open_streams(
             stream = channel.stream_stream("/demo.Demo/Echo")()
             await stream.write(b"hi")
             assert await stream.read() == b"hi"
-            during = await _scrape(member.metrics)
-            assert _sample(during, "feedchat_open_streams", method="/demo.Demo/Echo") == 1.0
+            during = await scrape(member.metrics)
+            assert sample(during, "feedchat_open_streams", method="/demo.Demo/Echo") == 1.0
             await stream.done_writing()
             while await stream.read() != grpc.aio.EOF:
                 pass
 
-        after = await _scrape(member.metrics)
+        after = await scrape(member.metrics)
         assert (
-            _sample(after, "feedchat_rpc_requests_total", method=method, code="INVALID_ARGUMENT")
+            sample(after, "feedchat_rpc_requests_total", method=method, code="INVALID_ARGUMENT")
             == invalid_before + 3
         )
-        assert (_sample(after, "feedchat_rpc_duration_seconds_count", method=method) or 0) >= 3
+        assert (sample(after, "feedchat_rpc_duration_seconds_count", method=method) or 0) >= 3
         assert 'feedchat_rpc_duration_seconds_bucket{le="0.005",method="/demo.Demo/Fail"}' in after
 
         async def stream_closed() -> str | None:
-            text = await _scrape(member.metrics)
-            gauge = _sample(text, "feedchat_open_streams", method="/demo.Demo/Echo")
+            text = await scrape(member.metrics)
+            gauge = sample(text, "feedchat_open_streams", method="/demo.Demo/Echo")
             return text if gauge == 0.0 else None
 
         after = await wait_until(stream_closed, what="the Echo stream to be counted closed")
-        assert _sample(after, "feedchat_rpc_requests_total", method="/demo.Demo/Echo", code="OK")
-        assert _sample(after, "feedchat_dependency_up", dependency="etcd") == 1.0
+        assert sample(after, "feedchat_rpc_requests_total", method="/demo.Demo/Echo", code="OK")
+        assert sample(after, "feedchat_dependency_up", dependency="etcd") == 1.0
     finally:
         await host.stop()

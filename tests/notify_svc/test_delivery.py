@@ -12,6 +12,7 @@ from feedchat.notify.v1 import notify_pb2 as pb
 from notify_svc.app import NotifyApp
 from notify_svc.store import ATTEMPTS_KEY, DEAD_KEY
 from notify_svc.webhook import verify
+from tests.metrics import value
 from tests.notify_svc.conftest import (
     StubFor,
     enqueue,
@@ -63,6 +64,9 @@ async def test_receiver_failing_twice_gets_it_on_the_third_try(
     receiver.plan = [500, 503]
     app = await start_notify(webhook_secret=SECRET.decode(), max_attempts=5)
     await register_webhook(channel_to(app), 42, receiver.url)
+    metrics = app.host.metrics_url
+    retries = await value(metrics, "feedchat_notify_retries_total")
+    delivered = await value(metrics, "feedchat_notify_jobs_total", outcome="delivered")
 
     await enqueue(redis, user_id=42, message_id=7002)
     await wait_until(lambda: queue_drained(redis))
@@ -71,6 +75,9 @@ async def test_receiver_failing_twice_gets_it_on_the_third_try(
     assert all(verify(SECRET, r.headers, r.body) for r in receiver.requests)
     assert {r.headers["x-feedchat-delivery"] for r in receiver.requests} == {"7002.phone"}
     assert await redis.xlen(DEAD_KEY) == 0
+    assert await value(metrics, "feedchat_notify_retries_total") == retries + 2
+    assert await value(
+        metrics, "feedchat_notify_jobs_total", outcome="delivered") == delivered + 1
 
 
 async def test_receiver_always_failing_sends_job_to_dead_letter_stream(
@@ -79,6 +86,8 @@ async def test_receiver_always_failing_sends_job_to_dead_letter_stream(
     receiver.default = 500
     app = await start_notify(max_attempts=3)
     await register_webhook(channel_to(app), 42, receiver.url)
+    metrics = app.host.metrics_url
+    dead_before = await value(metrics, "feedchat_notify_jobs_total", outcome="dead_lettered")
 
     entry_id = await enqueue(redis, user_id=42, message_id=7003, preview="lost?")
     await wait_until(lambda: queue_drained(redis))
@@ -91,6 +100,8 @@ async def test_receiver_always_failing_sends_job_to_dead_letter_stream(
     assert (fields["user_id"], fields["message_id"], fields["preview"]) == ("42", "7003", "lost?")
     assert "HTTP 500" in fields["error"]
     assert await redis.hlen(ATTEMPTS_KEY) == 0
+    assert await value(
+        metrics, "feedchat_notify_jobs_total", outcome="dead_lettered") == dead_before + 1
 
 
 async def test_malformed_entry_goes_to_dead_letter_stream_at_once(
