@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON lines output (also accepted after the command)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="start etcd, Redis and every service, supervised")
+    up = commands.add_parser(
+        "up", help="start etcd, Redis, PostgreSQL and every service, supervised"
+    )
     up.add_argument("--data-dir", default=_env("DATA_DIR", ".feedchat-data"),
                     help="data, logs and secrets folder, kept between runs [FEEDCHAT_DATA_DIR]")
     up.add_argument("--host", default="127.0.0.1", help="interface every server listens on")
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="external Redis URL instead of the embedded one [FEEDCHAT_REDIS_URL]")
     up.add_argument("--redis-port", type=int, default=None,
                     help="embedded Redis's port (default 6379 + --port-offset)")
+    up.add_argument("--postgres-url", default=_env("POSTGRES_URL", ""),
+                    help="external PostgreSQL URL instead of the embedded one "
+                         "[FEEDCHAT_POSTGRES_URL]")
+    up.add_argument("--postgres-port", type=int, default=None,
+                    help="embedded PostgreSQL's port (default 5432 + --port-offset)")
     up.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
     up.add_argument("--chat-servers", type=int, default=3, help="number of chat servers")
     up.add_argument("--port-offset", type=int, default=0,
@@ -102,9 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.redis_url and args.redis_port is not None:
             raise SystemExit("--redis-port is the embedded Redis's port; --redis-url names "
                              "an external one: give one of them")
+        if args.postgres_url and args.postgres_port is not None:
+            raise SystemExit("--postgres-port is the embedded PostgreSQL's port; --postgres-url "
+                             "names an external one: give one of them")
         etcd_port = 2379 + args.port_offset if args.etcd_port is None else args.etcd_port
         redis_port = 6379 + args.port_offset if args.redis_port is None else args.redis_port
-        for name, port in (("etcd", etcd_port), ("redis", redis_port)):
+        postgres_port = (5432 + args.port_offset if args.postgres_port is None
+                         else args.postgres_port)
+        for name, port in (("etcd", etcd_port), ("redis", redis_port),
+                           ("postgres", postgres_port)):
             if not 1024 <= port <= 65535:
                 raise SystemExit(f"the embedded {name} port {port} is outside 1024-65535")
         config = ClusterConfig(
@@ -114,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             etcd_port=etcd_port,
             redis_url=args.redis_url,
             redis_port=redis_port,
+            postgres_url=args.postgres_url,
+            postgres_port=postgres_port,
             etcd_prefix=args.etcd_prefix,
             chat_servers=args.chat_servers,
             only=tuple(s for s in args.only.split(",") if s),

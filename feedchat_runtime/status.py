@@ -5,8 +5,8 @@
 A :class:`~feedchat_runtime.errors.FeedchatError` becomes a ``google.rpc.Status`` with an
 ``ErrorInfo`` (stable reason, domain ``feedchat``, metadata), plus ``RetryInfo`` when it
 carries a retry delay and ``BadRequest`` when it names bad fields. Dependency failures
-(Redis, etcd) become UNAVAILABLE; anything else is logged with its traceback and answered
-as INTERNAL with a generic message.
+(Redis, etcd, PostgreSQL) become UNAVAILABLE; anything else is logged with its traceback
+and answered as INTERNAL with a generic message.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import math
 
 import aetcd.exceptions
+import asyncpg
 import grpc
 import redis.exceptions
 from google.protobuf import any_pb2, duration_pb2
@@ -79,6 +80,14 @@ def translate(exc: BaseException) -> FeedchatError | None:
         return Unavailable("storage is unavailable; retry shortly", reason="STORAGE_UNAVAILABLE")
     if isinstance(exc, redis.exceptions.BusyLoadingError):
         return Unavailable("storage is loading; retry shortly", reason="STORAGE_UNAVAILABLE")
+    if isinstance(
+        exc,
+        (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+         asyncpg.AdminShutdownError, asyncpg.InterfaceError),
+    ):
+        return Unavailable(
+            "the database is unavailable; retry shortly", reason="DATABASE_UNAVAILABLE"
+        )
     if isinstance(
         exc,
         (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError),

@@ -1,7 +1,9 @@
-"""Session-wide real servers: one etcd and one Redis on free ports in temporary folders.
+"""Session-wide real servers: one etcd, one Redis and one PostgreSQL on free ports in
+temporary folders.
 
-Each test gets a fresh key space: Redis is flushed before it, and it gets its own etcd
-prefix, so tests never see each other's registrations or worker ids.
+Each test gets a fresh key space: Redis is flushed before it, it gets its own etcd prefix,
+and its own empty PostgreSQL schema (the services migrate it on start), so tests never see
+each other's registrations, worker ids or rows.
 """
 
 from __future__ import annotations
@@ -11,11 +13,19 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from feedchat_runtime.config import ServiceConfig, load_config
-from feedchat_runtime.embedded import EmbeddedServer, etcd_server, redis_server
+from feedchat_runtime.embedded import (
+    EmbeddedServer,
+    etcd_server,
+    postgres_server,
+    postgres_url,
+    redis_server,
+)
+from tests.tempdirs import outside_pytest_tmp
 
 _counter = itertools.count()
 
@@ -59,6 +69,44 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.fixture(scope="session")
+def postgres_proc() -> Iterator[EmbeddedServer]:
+    with outside_pytest_tmp() as folder:
+        server = postgres_server(folder, durable=False)
+        server.start()
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[EmbeddedServer]:
+    """A PostgreSQL of the test's own, which the test may stop and restart."""
+    with outside_pytest_tmp() as folder:
+        server = postgres_server(folder, durable=False)
+        server.start()
+        yield server
+        server.stop()
+
+
+async def _admin(server: EmbeddedServer) -> asyncpg.Connection:
+    return await asyncpg.connect(postgres_url(server))
+
+
+@pytest.fixture
+async def database_url(postgres_proc: EmbeddedServer) -> AsyncIterator[str]:
+    """The URL of a fresh, empty schema of the test's own (dropped after the test).
+
+    The schema rides in the URL as ``search_path``, so every connection a service opens
+    works inside it; the query string is how the services take it too.
+    """
+    schema = f"t{next(_counter)}"
+    admin = await _admin(postgres_proc)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    yield f"{postgres_url(postgres_proc)}?search_path={schema}"
+    await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    await admin.close()
+
+
 @pytest.fixture
 def etcd_prefix() -> str:
     return f"/feedchat-test/{next(_counter)}"
@@ -66,15 +114,17 @@ def etcd_prefix() -> str:
 
 @pytest.fixture
 def make_config(
-    etcd: EmbeddedServer, redis_url: str, etcd_prefix: str
+    etcd: EmbeddedServer, redis_url: str, etcd_prefix: str, database_url: str
 ) -> Callable[..., Any]:
-    """Build a service config pointing at the test etcd, Redis and this test's prefix."""
+    """Build a service config pointing at the test etcd, Redis, PostgreSQL schema and this
+    test's prefix."""
 
     def build(cls: type[ServiceConfig] = ServiceConfig, **overrides: Any) -> Any:
         values: dict[str, Any] = {
             "etcd": etcd.address,
             "etcd_prefix": etcd_prefix,
             "redis_url": redis_url,
+            "postgres_url": database_url,
             "lease_ttl": 2,
             "grace": 2.0,
             "dev": True,

@@ -1,4 +1,5 @@
-"""`feedchat up` end to end: every installed service registered, healthy, supervised."""
+"""`feedchat up` end to end: every installed service registered, healthy, supervised; a
+data folder from before PostgreSQL is set aside with one line."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from feedchat_runtime.embedded import free_port
 from feedchat_runtime.registry import EtcdSession, Member, list_members
 from feedchat_runtime.services import SERVICES
 from tests.grpcurl import call
+from tests.tempdirs import outside_pytest_tmp
 
 
 async def _members(etcd: str) -> list[Member]:
@@ -45,13 +47,22 @@ def _free_offset(chat_servers: int) -> int:
     raise AssertionError("no free block of service ports")
 
 
-async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
-    etcd_port, redis_port = free_port(), free_port()
+async def test_feedchat_up_runs_supervises_and_stops() -> None:
+    with outside_pytest_tmp() as folder:
+        await _up_runs_supervises_and_stops(folder)
+
+
+async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
+    etcd_port, redis_port, postgres_port = free_port(), free_port(), free_port()
     etcd = f"127.0.0.1:{etcd_port}"
     feedchat = Path(sys.executable).parent / "feedchat"
+    # A data folder from before PostgreSQL: Redis data, no PostgreSQL data.
+    (tmp_path / "data" / "redis").mkdir(parents=True)
+    (tmp_path / "data" / "redis" / "appendonly.aof").write_text("old")
     up = await asyncio.create_subprocess_exec(
         str(feedchat), "up", "--data-dir", str(tmp_path / "data"),
         "--etcd-port", str(etcd_port), "--redis-port", str(redis_port),
+        "--postgres-port", str(postgres_port),
         "--port-offset", str(_free_offset(chat_servers=2)), "--chat-servers", "2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "FEEDCHAT_LOG_FORMAT": "json"},
@@ -65,6 +76,8 @@ async def test_feedchat_up_runs_supervises_and_stops(tmp_path: Path) -> None:
             output.append(line)
             if line.startswith("Ctrl-C stops everything."):
                 break
+        assert any("from before PostgreSQL became the record" in line for line in output)
+        assert (tmp_path / "data" / "redis-before-postgres" / "appendonly.aof").exists()
         expected = {s.name for s in SERVICES if s.available()}
         members = await _members(etcd)
         assert {m.service for m in members} == expected, "".join(output)
