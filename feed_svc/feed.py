@@ -14,6 +14,7 @@ from feed_svc import store as keys
 from feed_svc.authors import Author, AuthorDirectory
 from feed_svc.config import MAX_POST_CHARS, FeedConfig
 from feed_svc.cursor import Listing, PageTokens, page_size
+from feed_svc.post_requests import PostRequest, check_request_id
 from feed_svc.store import FeedStore, StoredPost
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
 from feedchat_runtime.errors import (
@@ -114,8 +115,14 @@ class Feed:
         self.timeline = Timeline(store, config.feed_cache_size)
 
     # --- posts ------------------------------------------------------------------------
-    async def create_post(self, user: int, text: str) -> PostView:
+    async def create_post(self, user: int, text: str, request_id: str = "") -> PostView:
         check_text(text)
+        request = None
+        if check_request_id(request_id):
+            request = PostRequest.of(user, request_id, text)
+            original = request.original(await self.store.recorded(request))
+            if original is not None:  # a retry: the post the first call stored
+                return await self._created_view(original, user, text)
         now = self.clock()
         wait_ms = await self.store.take_token(
             user, self.config.post_rate, self.config.post_burst, now
@@ -136,14 +143,21 @@ class Feed:
         else:
             plan = "whole" if followers <= self.config.fanout_chunk else "split"
         post = StoredPost(self.ids.next_id(), user, text)
-        await self.store.create_post(post, now, plan, followers, alerts=alerted > 0)
+        earlier = await self.store.create_post(
+            post, now, plan, followers, alerts=alerted > 0, request=request
+        )
+        if request is not None and earlier is not None:  # a concurrent call stored it first
+            return await self._created_view(request.post_of(earlier), user, text)
         if promoted:  # after the post is stored, so open streams that resync find it
             await self.store.publish(keys.CONTROL_CHANNEL, f"promoted:{user}")
+        return await self._created_view(post.post_id, user, text)
+
+    async def _created_view(self, post_id: int, user: int, text: str) -> PostView:
         try:
             author = (await self.authors.get_authors([user])).get(user, Author(user))
         except Unavailable:
             author = Author(user)
-        return PostView(post.post_id, author, text, timestamp_ms(post.post_id))
+        return PostView(post_id, author, text, timestamp_ms(post_id))
 
     async def delete_post(self, user: int, post_id: int) -> None:
         check_user_id(post_id, "post_id")

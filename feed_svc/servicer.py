@@ -71,7 +71,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
     async def CreatePost(
         self, request: pb.CreatePostRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreatePostResponse:
-        view = await self.feed.create_post(require_user(), request.text)
+        view = await self.feed.create_post(require_user(), request.text, request.request_id)
         return pb.CreatePostResponse(post=post_pb(view))
 
     async def DeletePost(

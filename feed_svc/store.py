@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from feed_svc import scripts
+from feed_svc.post_requests import REQUEST_TTL_S, PostRequest, PostRequestStore, as_record
 from feed_svc.store_alerts import PostAlertStore, alerting_key, alerts_key
 from feed_svc.store_queue import (
     GROUP,
@@ -131,7 +133,7 @@ def _range_args(upper: int | None, lower: int | None) -> tuple[str, str]:
     return hi, lo
 
 
-class FeedStore(FanoutQueueStore, PostAlertStore):
+class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
     """Typed access to feed_svc's Redis data (the fanout queue's part is inherited)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
@@ -142,6 +144,7 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         self._remove_entries = redis.register_script(scripts.REMOVE_ENTRIES)
         FanoutQueueStore.__init__(self, redis)
         PostAlertStore.__init__(self, redis)
+        PostRequestStore.__init__(self, redis)
         self._merge_newest = redis.register_script(scripts.MERGE_NEWEST)
 
     # --- rate limit -----------------------------------------------------------------
@@ -152,17 +155,39 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
 
     # --- posts ----------------------------------------------------------------------
     async def create_post(
-        self, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool = False
-    ) -> None:
+        self, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool = False,
+        request: PostRequest | None = None,
+    ) -> str | None:
         """Store a post and, in the same transaction, queue its fanout or announce it
         (and, when ``alerts``, a job that writes its post alerts, whatever the plan).
 
         ``plan``: ``pulled`` (a celebrity: announced on the author's channel, never fanned
         out), ``whole`` (one chunk job for every follower), ``split`` (a job that splits
-        the follower list into chunk jobs).
+        the follower list into chunk jobs). With ``request``, its de-duplication record is
+        part of the transaction; when an earlier call with that request id stored one
+        (seen, or caught by WATCH), nothing is written and that record is returned.
         """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:  # a WatchError means the record was written: the next pass finds it
+                if request is not None:
+                    await pipe.watch(request.key)
+                    found = as_record(await pipe.get(request.key))
+                    if found is not None:
+                        return found
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(request.key, request.record(post.post_id), ex=REQUEST_TTL_S)
+                self._post_writes(pipe, post, now_ms, plan, followers, alerts)
+                try:
+                    await pipe.execute()
+                    return None
+                except WatchError:  # a concurrent call with the same request id
+                    await pipe.reset()  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def _post_writes(
+        pipe: Any, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool
+    ) -> None:
         body = json.dumps({"a": post.author_id, "t": post.text})
-        pipe = self.redis.pipeline(transaction=True)
         pipe.set(post_key(post.post_id), body)
         pipe.zadd(user_posts_key(post.author_id), {pad(post.post_id): 0})
         progress = progress_key(post.post_id)
@@ -183,7 +208,6 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
             pipe.xadd(JOBS_KEY, job)
         if alerts:
             pipe.xadd(JOBS_KEY, {**job, "kind": "alerts"})
-        await pipe.execute()
 
     async def author_state(self, author: int) -> tuple[bool, int, int]:
         """(is a celebrity, follower count, followers with post alerts on) in one round

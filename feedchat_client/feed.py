@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -28,9 +29,14 @@ class FeedClient(ServiceClient):
     def _stub(self, channel: grpc.aio.Channel) -> Any:
         return feed_pb2_grpc.FeedServiceStub(channel)
 
-    async def post(self, text: str) -> Post:
-        """Publish a post (RpcError RESOURCE_EXHAUSTED with ``retry_after`` when limited)."""
-        reply = await self._call("CreatePost", feed_pb2.CreatePostRequest(text=text))
+    async def post(self, text: str, request_id: str = "") -> Post:
+        """Publish a post (RpcError RESOURCE_EXHAUSTED with ``retry_after`` when limited).
+
+        Every call carries a request id (a fresh one unless ``request_id`` is given), so
+        the retry on another instance after UNAVAILABLE never stores the post twice; to
+        retry a call whose outcome you did not learn, call again with the same id."""
+        reply = await self._call("CreatePost", feed_pb2.CreatePostRequest(
+            text=text, request_id=request_id or uuid.uuid4().hex))
         return Post.from_pb(reply.post)
 
     async def delete_post(self, post_id: int) -> None:

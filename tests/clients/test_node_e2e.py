@@ -86,6 +86,10 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
     by_kind = {e["event"]: e for e in seen}
     assert "error" not in by_kind, (by_kind, stderr)
     assert post.text in by_kind["feed"]["texts"]
+    posted = by_kind["posted"]
+    assert posted["first"] == posted["retried"]
+    node_posts = await py.feed.user_posts(node_user)
+    assert [str(p.post_id) for p in node_posts.posts] == [posted["first"]]
     assert by_kind["chat"]["received"] == config["expectReply"]
     assert int(by_kind["chat"]["sender_id"]) == py.session.user_id
     assert int(by_kind["chat"]["channel_id"]) == channel.channel_id

@@ -33,6 +33,22 @@ async def test_feed_iterator_pages_through_followed_posts_newest_first(system: S
     assert [p async for p in bob.feed.iterate()] == []
 
 
+async def test_post_retried_with_its_request_id_after_a_restart_is_stored_once(
+    system: System,
+) -> None:
+    await system.start(chat_servers=0)
+    alice = await user(system, "alice")
+    first = await alice.feed.post("only once", request_id="client-retry-1")
+    await system.restart_feed()
+    again = await alice.feed.post("only once", request_id="client-retry-1")
+    assert (again.post_id, again.text) == (first.post_id, "only once")
+    assert [p.post_id for p in (await alice.feed.user_posts()).posts] == [first.post_id]
+    with pytest.raises(RpcError) as reused:
+        await alice.feed.post("other words", request_id="client-retry-1")
+    assert (reused.value.code, reused.value.reason) == (
+        grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+
+
 async def test_live_feed_yields_new_posts_once(system: System) -> None:
     await system.start(chat_servers=0)
     alice, bob = await user(system, "alice"), await user(system, "bob")

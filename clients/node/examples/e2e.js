@@ -1,11 +1,12 @@
 'use strict';
 // End-to-end scenario run by tests/clients/test_node_e2e.py (and usable by hand):
 // a Node user signs up, follows a Python user, reads a feed holding that user's post,
-// then chats with them: sends one message and waits for the reply.
+// posts once with a retried request id, then chats with them: sends one message and waits
+// for the reply.
 //
 // Input: one JSON argument {account, feed, router, username, password, peerUserId,
 // expectPost, send, expectReply}. Output: one JSON object per line on stdout
-// ({"event": "ready" | "feed" | "sent" | "chat" | "error", ...}); exit code 0 on success.
+// ({"event": "ready" | "feed" | "posted" | "sent" | "chat" | "error", ...}); exit code 0 on success.
 
 const { FeedchatClient } = require('../src');
 
@@ -30,6 +31,11 @@ async function main() {
       if (!texts.includes(cfg.expectPost)) await new Promise((r) => setTimeout(r, 100));
     }
     emit('feed', { texts });
+
+    // A post retried with the same request id (as after a cut-off call) is stored once.
+    const first = await client.post('node posts once', { requestId: 'node-e2e-post' });
+    const retried = await client.post('node posts once', { requestId: 'node-e2e-post' });
+    emit('posted', { first: first.post_id, retried: retried.post_id });
 
     const channel = await client.openDirect(cfg.peerUserId);
     // Start at a chat server that does not own this user, to exercise the redirect.

@@ -123,7 +123,14 @@ class FeedchatClient {
   }
 
   lookup(username) { return this._call('account', 'LookupUsername', { username }).then((r) => r.user); }
-  post(text) { return this._call('feed', 'CreatePost', { text }).then((r) => r.post); }
+  /**
+   * Publish a post. Every call carries a request id (a fresh UUID unless given): to retry a
+   * call whose outcome is unknown, call again with the same `requestId` and get the first
+   * call's post instead of a second one.
+   */
+  post(text, { requestId = crypto.randomUUID() } = {}) {
+    return this._call('feed', 'CreatePost', { text, request_id: requestId }).then((r) => r.post);
+  }
   follow(userId) { return this._call('feed', 'Follow', { user_id: userId }); }
   unfollow(userId) { return this._call('feed', 'Unfollow', { user_id: userId }); }
   getFeed({ pageSize = 20, pageToken = '' } = {}) {

@@ -129,16 +129,27 @@ class CreatePostRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Text: 1 to 2000 Unicode characters, not only whitespace."""
+    request_id: _builtins.str
+    """Optional client request id: 1 to 64 printable ASCII characters (no spaces), unique per
+    post the client means to create (e.g. a UUID). A CreatePost retried with the same
+    request_id (the first call's outcome unknown: a timeout, a connection reset, a server
+    restart) returns the post the first call stored instead of creating another, for 24
+    hours after it. The same request_id with a different text is ALREADY_EXISTS (reason
+    REQUEST_ID_REUSED); a malformed one is INVALID_ARGUMENT (reason REQUEST_ID_INVALID).
+    Empty: no de-duplication.
+    """
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

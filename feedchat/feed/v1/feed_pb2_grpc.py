@@ -130,7 +130,9 @@ class FeedServiceServicer:
         """CreatePost publishes a post by the calling user. The text must hold 1 to 2000
         characters (INVALID_ARGUMENT, reason POST_EMPTY or POST_TOO_LONG). Posting is rate
         limited per user (token bucket): over the limit, RESOURCE_EXHAUSTED (reason
-        RATE_LIMITED) with a RetryInfo delay after which a post will be accepted.
+        RATE_LIMITED) with a RetryInfo delay after which a post will be accepted. With a
+        request_id, a retried call returns the post the first call created (see
+        CreatePostRequest.request_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

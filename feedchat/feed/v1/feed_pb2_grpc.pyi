@@ -50,7 +50,9 @@ class FeedServiceStub:
     """CreatePost publishes a post by the calling user. The text must hold 1 to 2000
     characters (INVALID_ARGUMENT, reason POST_EMPTY or POST_TOO_LONG). Posting is rate
     limited per user (token bucket): over the limit, RESOURCE_EXHAUSTED (reason
-    RATE_LIMITED) with a RetryInfo delay after which a post will be accepted.
+    RATE_LIMITED) with a RetryInfo delay after which a post will be accepted. With a
+    request_id, a retried call returns the post the first call created (see
+    CreatePostRequest.request_id).
     """
     DeletePost: _grpc.UnaryUnaryMultiCallable[_feed_pb2.DeletePostRequest, _feed_pb2.DeletePostResponse]
     """DeletePost deletes one of the calling user's posts. It disappears from every feed at
@@ -131,7 +133,9 @@ class FeedServiceAsyncStub(FeedServiceStub):
     """CreatePost publishes a post by the calling user. The text must hold 1 to 2000
     characters (INVALID_ARGUMENT, reason POST_EMPTY or POST_TOO_LONG). Posting is rate
     limited per user (token bucket): over the limit, RESOURCE_EXHAUSTED (reason
-    RATE_LIMITED) with a RetryInfo delay after which a post will be accepted.
+    RATE_LIMITED) with a RetryInfo delay after which a post will be accepted. With a
+    request_id, a retried call returns the post the first call created (see
+    CreatePostRequest.request_id).
     """
     DeletePost: _aio.UnaryUnaryMultiCallable[_feed_pb2.DeletePostRequest, _feed_pb2.DeletePostResponse]  # type: ignore[assignment]
     """DeletePost deletes one of the calling user's posts. It disappears from every feed at
@@ -215,7 +219,9 @@ class FeedServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreatePost publishes a post by the calling user. The text must hold 1 to 2000
         characters (INVALID_ARGUMENT, reason POST_EMPTY or POST_TOO_LONG). Posting is rate
         limited per user (token bucket): over the limit, RESOURCE_EXHAUSTED (reason
-        RATE_LIMITED) with a RetryInfo delay after which a post will be accepted.
+        RATE_LIMITED) with a RetryInfo delay after which a post will be accepted. With a
+        request_id, a retried call returns the post the first call created (see
+        CreatePostRequest.request_id).
         """
 
     @_abc_1.abstractmethod
