@@ -17,6 +17,9 @@ gRPC from this process:
 3. Sustained: authors with 100 active followers each post as fast as 16 clients can for a
    few seconds, then at 80% of the fanout rate measured there; the fanout queue's length is
    printed every second (it must level off, not grow).
+4. Worker death: a chunk job (1,000 followers) read by a consumer that never acknowledges
+   (a worker killed right after reading it) until another worker claimed and finished it,
+   against the same job worked at once (``--claim-idle`` sets feed_svc's claim idle).
 
 Setup writes the follow graph straight into Redis (through feed_svc.store's key builders)
 instead of 60,000 Follow RPCs; everything measured goes through the services.
@@ -42,6 +45,7 @@ import redis.asyncio as aioredis
 from feed_svc import scripts
 from feed_svc.store import (
     ACTIVE_KEY,
+    GROUP,
     JOBS_KEY,
     feed_key,
     followers_key,
@@ -299,12 +303,53 @@ async def bench_sustained(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.R
     print(f"    queue length after draining: {await redis.xlen(JOBS_KEY)}")
 
 
+async def bench_claim(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redis,
+                      accounts: account_pb2_grpc.AccountServiceStub, rounds: int) -> None:
+    """A fanout job whose worker died right after reading it (as after a SIGKILL): time
+    until another worker claimed and finished it, against the same job worked at once."""
+    (author,) = await sign_up(accounts, "claimed", 1)
+    reply = await feed.CreatePost(pb.CreatePostRequest(text="claimed"), metadata=md(author))
+    post = reply.post.post_id  # posted before it had followers: no job of its own
+    fans = list(range(40_000_000, 40_001_000))
+    await follow_bulk(redis, [(f, author) for f in fans])
+    await mark_active(redis, fans)
+    key = progress_key(post)
+    delays: dict[str, list[float]] = {"live": [], "dead": []}
+    for _ in range(rounds):
+        for kind in ("live", "dead"):
+            await wait_idle_queue(redis)
+            pipe = redis.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping={"created_ms": now_ms(), "state": "fanout",
+                                    "total": len(fans), "chunks": 1})
+            pipe.xadd(JOBS_KEY, {"kind": "chunk", "post": post, "author": author,
+                                 "from": "", "to": ""})
+            if kind == "dead":  # read by a consumer that never comes back
+                pipe.xreadgroup(GROUP, "dead-worker", {JOBS_KEY: ">"}, count=1)
+            started = now_ms()
+            await pipe.execute()
+            while True:  # polled: the finish time itself comes from the worker's record
+                finished = await redis.hget(key, "finished_ms")
+                if finished is not None:
+                    break
+                await asyncio.sleep(0.005)
+            delays[kind].append((int(finished) - started) / 1000)
+    live, dead = statistics.median(delays["live"]), statistics.median(delays["dead"])
+    print(f"\n[4] a fanout job (1,000 followers) whose worker died after reading it "
+          f"(median of {rounds})")
+    print(f"    worked at once by a live worker      {live * 1000:8.0f} ms")
+    print(f"    claimed from the dead worker, done   {dead * 1000:8.0f} ms "
+          f"(min {min(delays['dead']) * 1000:.0f}, max {max(delays['dead']) * 1000:.0f})")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--followers", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--parts", default="1,2,3", help="which measurements to run")
+    parser.add_argument("--parts", default="1,2,3,4", help="which measurements to run")
+    parser.add_argument("--claim-idle", type=float, default=0.0,
+                        help="feed_svc --fanout-claim-idle for part 4 (0: its default)")
     parser.add_argument("--read-servers", type=int, default=1,
                         help="feed_svc processes serving the GetFeed readers")
     args = parser.parse_args()
@@ -328,6 +373,8 @@ async def main() -> None:
                 grpc.aio.insecure_channel(account.address))
             feed_args = [*common, "--post-burst", "100000", "--post-rate", "100000",
                          "--fanout-workers", "16"]
+            if args.claim_idle:
+                feed_args += ["--fanout-claim-idle", str(args.claim_idle)]
             server = Child("feed_svc", [*feed_args, "--instance", "feed-0",
                                         "--celebrity-threshold", "1000000"], Path(tmp) / "f.log")
             children.append(server)
@@ -337,6 +384,8 @@ async def main() -> None:
                 await bench_fanout(feed, redis, author, args.followers, args.rounds)
             if "3" in parts:
                 await bench_sustained(feed, redis, accounts, args.seconds / 2)
+            if "4" in parts:
+                await bench_claim(feed, redis, accounts, 3)
             if "2" not in parts:
                 return
             server.stop()

@@ -7,9 +7,10 @@ never becomes one giant job and several workers share it. A chunk job reads its 
 only; an inactive one is skipped and rebuilt on return).
 
 At-least-once: a job is acknowledged (and counted in the post's progress) only after its
-writes, in one script that counts it only if its XACK wins. A worker that dies mid-job
-leaves the job pending; another worker claims it with XAUTOCLAIM after
-``fanout_claim_idle`` seconds and does it again. Re-inserting is a no-op (feed entries are
+writes, in one script that counts it only if its XACK wins. A live worker touches the job
+it works on every ``fanout_claim_idle / 3`` seconds, so only a dead worker's job goes
+idle: another worker claims it with XAUTOCLAIM after ``fanout_claim_idle`` seconds
+(default 5) and does it again. Re-inserting is a no-op (feed entries are
 keyed by post id), so every feed gets the post exactly once.
 """
 
@@ -119,13 +120,31 @@ class FanoutWorker:
         return len(jobs)
 
     async def handle(self, job: Job) -> None:
-        if job.kind == "split":
-            await self.split(job)
-        elif job.kind == "alerts":
-            await self.alerts(job)
-        else:
-            await self.chunk(job)
+        beat = asyncio.create_task(self._hold(job), name=f"fanout-hold-{job.job_id}")
+        try:
+            if job.kind == "split":
+                await self.split(job)
+            elif job.kind == "alerts":
+                await self.alerts(job)
+            else:
+                await self.chunk(job)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
         self.jobs_done += 1
+
+    async def _hold(self, job: Job) -> None:
+        """While the job runs, touch it every claim_idle/3 so a slow job of a live worker
+        is never claimed; only a dead worker's job goes idle long enough."""
+        while True:
+            await asyncio.sleep(self.settings.claim_idle_ms / 3000)
+            try:
+                if not await self.store.touch_job(job, self.consumer):
+                    logger.warning("fanout job %s was claimed by another worker", job.job_id)
+                    return  # finishing it anyway is harmless: writes are idempotent
+            except Exception as exc:  # Redis briefly away: the next period tries again
+                logger.warning("touching fanout job %s failed: %s", job.job_id, exc)
 
     async def split(self, job: Job) -> None:
         total, ends = await self.store.follower_boundaries(job.author_id, self.settings.chunk)

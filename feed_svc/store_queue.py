@@ -46,6 +46,7 @@ class FanoutQueueStore:
         self.redis = redis
         self._split = redis.register_script(scripts.SPLIT_JOB)
         self._ack_chunk = redis.register_script(scripts.ACK_CHUNK)
+        self._touch = redis.register_script(scripts.TOUCH_JOB)
 
     async def ensure_group(self) -> None:
         try:
@@ -67,6 +68,12 @@ class FanoutQueueStore:
         )
         entries = reply[1]
         return [_job(i, f) for i, f in entries if f]
+
+    async def touch_job(self, job: Job, consumer: str) -> bool:
+        """Reset the idle time of a job ``consumer`` still works on; False when another
+        worker has claimed it meanwhile."""
+        touched = await self._touch(keys=[JOBS_KEY], args=[GROUP, job.job_id, consumer])
+        return bool(touched)
 
     async def forget_consumers(self, idle_ms: int, keep: str) -> list[str]:
         """Remove consumers idle for ``idle_ms`` that hold no pending job (dead workers'

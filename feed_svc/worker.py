@@ -2,7 +2,7 @@
 
 Takes the same flags as ``python -m feed_svc``; ``--fanout-workers`` sets the pool size and
 ``--instance`` names its consumers. SIGTERM stops it; a job it was working on stays pending
-and is claimed by another worker after ``--fanout-claim-idle`` seconds.
+and is claimed by another worker after ``--fanout-claim-idle`` seconds (default 5).
 """
 
 from __future__ import annotations

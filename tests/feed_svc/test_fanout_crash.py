@@ -164,3 +164,32 @@ async def test_dead_workers_names_leave_the_group(start_system: StartSystem) -> 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_slow_job_of_a_live_worker_is_not_claimed(start_system: StartSystem) -> None:
+    system = await start_system(fanout_workers=0, fanout_claim_idle=0.3)
+    settings = FanoutSettings.from_config(system.config)
+    store = system.feed_app.store
+    author = await system.sign_up()
+    await followers(system, author.user_id, 40, 60000)  # 4 batches of 10
+    started = asyncio.Event()
+
+    async def slow_batches(job: Job, size: int) -> None:
+        started.set()
+        await asyncio.sleep(0.4)  # each batch outlasts the claim idle time: 1.6 s in all
+
+    slow = FanoutWorker(store, settings, "slow", on_batch=slow_batches)
+    other = FanoutWorker(store, settings, "other")
+    tasks = [asyncio.create_task(slow.run())]
+    try:
+        post = await author.post("slow but alive")
+        await asyncio.wait_for(started.wait(), 5)
+        tasks.append(asyncio.create_task(other.run()))  # claims anything idle 0.3 s
+        status = await fanout_done(system, post.post_id)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert (status.followers_total, status.followers_done) == (40, 40)
+    assert (slow.jobs_done, other.jobs_done) == (1, 0)  # never claimed from the live worker
