@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from feedchat_runtime.cluster import Cluster, ClusterConfig, render_table
+from feedchat_runtime.cluster import Cluster, ClusterConfig, StartupError, render_table
 from feedchat_runtime.logs import setup_logging
 from feedchat_runtime.registry import EtcdSession, list_members
 from feedchat_runtime.services import SERVICES
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     # cluster is; `up` starts its own etcd unless --etcd names an external one.
     up.add_argument("--etcd", default="",
                     help="external etcd host:port instead of the embedded one")
+    up.add_argument("--etcd-members", type=int, default=1,
+                    help="members of the embedded etcd (3: a local etcd cluster on "
+                         "consecutive ports from --etcd-port)")
     up.add_argument("--etcd-port", type=int, default=None,
                     help="embedded etcd's client port (default 2379 + --port-offset)")
     up.add_argument("--redis-url", default=_env("REDIS_URL", ""),
@@ -99,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         if args.chat_servers < 1:
             raise SystemExit("--chat-servers must be at least 1")
+        if args.etcd_members not in (1, 3, 5):
+            raise SystemExit("--etcd-members must be 1, 3 or 5")
         lowest = min(s.base_port for s in SERVICES) + args.port_offset
         highest = max(s.base_port for s in SERVICES) + args.chat_servers + args.port_offset
         if lowest < 1024 or highest > 65535:
@@ -133,8 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             chat_servers=args.chat_servers,
             only=tuple(s for s in args.only.split(",") if s),
             port_offset=args.port_offset,
+            etcd_members=args.etcd_members,
         )
-        return asyncio.run(Cluster(config, dict(os.environ)).run())
+        try:
+            return asyncio.run(Cluster(config, dict(os.environ)).run())
+        except StartupError as exc:
+            print(f"feedchat up: {exc}", file=sys.stderr)
+            return 1
     return asyncio.run(_status(args.etcd, args.etcd_prefix, args.json))
 
 

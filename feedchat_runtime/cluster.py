@@ -14,6 +14,7 @@ import logging
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from feedchat_runtime.embedded import (
     postgres_url,
     redis_server,
 )
+from feedchat_runtime.embedded_cluster import EtcdMembers
 from feedchat_runtime.registry import EtcdSession, Member, list_members
 from feedchat_runtime.services import SERVICES, ServiceSpec
 
@@ -64,6 +66,40 @@ class ClusterConfig:
     """Start only these services (registry names); empty means all installed."""
     port_offset: int = 0
     """Added to every service's local port (two clusters on one machine)."""
+    etcd_members: int = 1
+    """Members of the embedded etcd; more than 1 starts a static cluster on consecutive
+    ports from etcd_port (client and peer port per member)."""
+
+
+class StartupError(RuntimeError):
+    """`feedchat up` cannot start: the message is one line naming the cause and the log."""
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _start(server: EmbeddedServer, what: str) -> None:
+    """Start one store with a progress line; any failure becomes one StartupError line."""
+    if _port_taken(server.host, server.port):
+        raise StartupError(
+            f"{what} port {server.port} on {server.host} is already in use (another "
+            f"`feedchat up`? give --port-offset N, or --{server.name}-port)"
+        )
+    print(f"starting {what} on {server.address} ...", end=" ", flush=True)
+    began = time.monotonic()
+    try:
+        server.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print("failed", flush=True)
+        raise StartupError(f"{what} did not start ({exc}); see {server.log_path}") from exc
+    print(f"ok ({time.monotonic() - began:.1f}s)", flush=True)
 
 
 @dataclass
@@ -129,6 +165,7 @@ class Cluster:
         self.config = config
         self.base_env = base_env
         self.etcd: EmbeddedServer | None = None
+        self.etcd_cluster: EtcdMembers | None = None
         self.redis: EmbeddedServer | None = None
         self.postgres: EmbeddedServer | None = None
         self.children: list[Child] = []
@@ -136,7 +173,11 @@ class Cluster:
 
     @property
     def etcd_address(self) -> str:
-        return self.config.etcd or (self.etcd.address if self.etcd else "")
+        if self.config.etcd:
+            return self.config.etcd
+        if self.etcd_cluster is not None:
+            return self.etcd_cluster.endpoints
+        return self.etcd.address if self.etcd else ""
 
     @property
     def redis_url(self) -> str:
@@ -162,17 +203,36 @@ class Cluster:
         if not self.config.postgres_url:
             _set_aside_pre_postgres_data(data)
         (data / "logs").mkdir(parents=True, exist_ok=True)
-        if not self.config.etcd:
+        self._check_service_ports()
+        if not self.config.etcd and self.config.etcd_members > 1:
+            self.etcd_cluster = EtcdMembers(
+                data / "etcd-cluster", self.config.etcd_members, self.config.host,
+                self.config.etcd_port,
+            )
+            for index, member in enumerate(self.etcd_cluster.plan()):
+                _start(member, f"etcd member {index}")
+        elif not self.config.etcd:
             self.etcd = etcd_server(data, self.config.host, self.config.etcd_port)
-            self.etcd.start()
+            _start(self.etcd, "etcd")
         if not self.config.redis_url:
             self.redis = redis_server(data / "redis", self.config.host, self.config.redis_port)
-            self.redis.start()
+            _start(self.redis, "Redis")
         if not self.config.postgres_url:
             self.postgres = postgres_server(
                 data / "postgres", self.config.host, self.config.postgres_port
             )
-            self.postgres.start()
+            _start(self.postgres, "PostgreSQL")
+
+    def _check_service_ports(self) -> None:
+        for spec in self.specs():
+            count = self.config.chat_servers if spec.name == "chat" else spec.default_instances
+            for index in range(count):
+                port = spec.base_port + self.config.port_offset + index
+                if _port_taken(self.config.host, port):
+                    raise StartupError(
+                        f"{spec.name}-{index}'s port {port} on {self.config.host} is already "
+                        "in use (another `feedchat up`? give --port-offset N)"
+                    )
 
     async def create_database(self) -> None:
         """Create the embedded PostgreSQL's ``feedchat`` database on the first run."""
@@ -243,9 +303,20 @@ class Cluster:
         finally:
             await session.client.close()
 
+    def stop_stores(self) -> None:
+        for server in (self.postgres, self.redis, self.etcd):
+            if server is not None:
+                server.stop()
+        if self.etcd_cluster is not None:
+            self.etcd_cluster.stop()
+
     async def run(self) -> int:
-        self.start_stores()
-        await self.create_database()
+        try:
+            self.start_stores()
+            await self.create_database()
+        except BaseException:
+            self.stop_stores()  # what did start must not outlive a failed start
+            raise
         self.children = self.plan()
         tasks = [asyncio.create_task(self._supervise(child)) for child in self.children]
         loop = asyncio.get_running_loop()
@@ -267,9 +338,7 @@ class Cluster:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for server in (self.postgres, self.redis, self.etcd):
-                if server is not None:
-                    server.stop()
+            self.stop_stores()
             print("stopped.", flush=True)
         return 0
 

@@ -186,7 +186,10 @@ class EtcdMembers:
         """``--etcd`` for the services: every member's client address."""
         return ",".join(m.address for m in self.members)
 
-    def _plan(self) -> list[EmbeddedServer]:
+    def plan(self) -> list[EmbeddedServer]:
+        """The members (not started), kept in ``members``."""
+        if self.members:
+            return self.members
         ports = (
             [(self.base_port + 2 * i, self.base_port + 2 * i + 1) for i in range(self.size)]
             if self.base_port
@@ -216,12 +219,11 @@ class EtcdMembers:
             members.append(
                 EmbeddedServer("etcd", self.host, client, folder, argv, folder / "etcd.log")
             )
+        self.members = members
         return members
 
     def start(self) -> None:
-        if not self.members:
-            self.members = self._plan()
-        for member in self.members:
+        for member in self.plan():
             member.start()
 
     def leader(self) -> int:

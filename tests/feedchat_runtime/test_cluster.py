@@ -133,3 +133,67 @@ async def test_up_refuses_an_external_etcd_together_with_an_embedded_port(
     assert err.decode().splitlines() == [
         "--etcd-port is the embedded etcd's port; --etcd names an external one: give one of them"
     ]
+
+
+async def test_up_with_its_etcd_port_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    feedchat = Path(sys.executable).parent / "feedchat"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        up = await asyncio.create_subprocess_exec(
+            str(feedchat), "up", "--data-dir", str(tmp_path), "--etcd-port", str(taken),
+            "--redis-port", str(free_port()), "--postgres-port", str(free_port()),
+            "--port-offset", str(_free_offset(chat_servers=1)), "--chat-servers", "1",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(up.communicate(), 60)
+    assert up.returncode == 1, out.decode() + err.decode()
+    [line] = err.decode().splitlines()
+    assert f"etcd port {taken}" in line and "already in use" in line, line
+    assert "Traceback" not in out.decode()
+
+
+def _free_block(size: int) -> int:
+    """The first of ``size`` consecutive free ports below the ephemeral range."""
+    for _ in range(100):
+        first = random.randrange(12000, 30000)
+        try:
+            for port in range(first, first + size):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError("no free block of ports")
+
+
+async def test_up_with_three_etcd_members_registers_through_any_member() -> None:
+    with outside_pytest_tmp() as folder:
+        feedchat = Path(sys.executable).parent / "feedchat"
+        etcd_port = _free_block(6)
+        up = await asyncio.create_subprocess_exec(
+            str(feedchat), "up", "--data-dir", str(folder / "data"), "--etcd-members", "3",
+            "--etcd-port", str(etcd_port), "--redis-port", str(free_port()),
+            "--postgres-port", str(free_port()), "--only", "router",
+            "--port-offset", str(_free_offset(chat_servers=1)),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        assert up.stdout is not None
+        output = []
+        try:
+            while True:
+                line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()
+                assert line, "feedchat up exited early:\n" + "".join(output)
+                output.append(line)
+                if line.startswith("Ctrl-C stops everything."):
+                    break
+            text = "".join(output)
+            assert text.count("starting etcd member") == 3, text
+            for member in range(3):  # every member answers with the same registry
+                routers = await _members(f"127.0.0.1:{etcd_port + 2 * member}")
+                assert [m.service for m in routers] == ["router"], text
+        finally:
+            up.send_signal(signal.SIGINT)
+            await asyncio.wait_for(up.communicate(), 60)
+        assert up.returncode == 0
