@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import grpc
 
@@ -29,10 +30,11 @@ from feedchat_client.cli_output import Output
 from feedchat_client.client import FeedchatClient
 from feedchat_client.discovery import EtcdDiscovery
 from feedchat_client.errors import FeedchatClientError, NotLoggedIn, RpcError
+from feedchat_client.ids import decode
 from feedchat_client.tokens import FileTokenStore
 
 COMMANDS = ("signup", "login", "logout", "whoami", "token", "post", "follow", "unfollow",
-            "feed", "chat", "group", "presence", "online", "notifications")
+            "feed", "chat", "group", "presence", "online", "notifications", "id")
 DEFAULT_SESSION = "~/.config/feedchat/session.json"
 
 
@@ -103,6 +105,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--status", choices=("online", "away"), default="online")
     p.add_argument("--for", dest="duration", type=float, default=0.0,
                    help="seconds to stay online, then go offline (0: until Ctrl-C)")
+    p = add("id", "decode feedchat ids (message, post, user, group): time, worker, sequence")
+    p.add_argument("ids", nargs="+", metavar="ID")
     p = add("notifications", "list your notifications, newest first, or mark them read")
     p.add_argument("--page-size", type=int, default=20)
     p.add_argument("--page-token", default="", help="continue from a previous page")
@@ -170,6 +174,20 @@ class Commands:
     async def whoami(self) -> int:
         me = await self.client.account.me()
         self.out.emit("user", f"{me.username} (user {me.user_id})", user=me)
+        return 0
+
+    async def id(self) -> int:
+        for text in self.args.ids:
+            try:
+                parts = decode(int(text))
+            except ValueError:
+                self.out.error(f"{text!r} is not a feedchat id (a number from 1 to 2^63-1)")
+                return 1
+            when = datetime.fromtimestamp(parts.unix_ms / 1000, UTC)
+            stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            self.out.emit("id", f"{text}: {stamp}  worker {parts.worker}  "
+                          f"sequence {parts.sequence}", id=int(text), time=stamp,
+                          unix_ms=parts.unix_ms, worker=parts.worker, sequence=parts.sequence)
         return 0
 
     async def token(self) -> int:
