@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -98,3 +99,28 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
     assert by_kind["chat"]["redirects"] == 1
     assert by_kind["chat"]["instance"] == by_kind["chat"]["owner"] == system.owner(
         node_user).config.instance
+
+
+async def test_the_node_snippet_in_the_docs_runs_as_written(
+    system: System, node_client: Path,
+) -> None:
+    doc = (NODE_DIR.parents[1] / "docs" / "clients.md").read_text()
+    snippet = doc.split("<!-- node-snippet -->\n```js\n", 1)[1].split("```", 1)[0]
+    await system.start(chat_servers=1)
+    carol, bob = system.client(), system.client()
+    await carol.session.sign_up("carol", "correct horse")
+    await bob.session.sign_up("bob", "correct horse")
+    process = await asyncio.create_subprocess_exec(
+        "node", "-e", snippet, cwd=NODE_DIR.parents[1],
+        env={**os.environ, "FEEDCHAT_ACCOUNT": system.address("account"),
+             "FEEDCHAT_FEED": system.address("feed"), "FEEDCHAT_ROUTER": system.address("router")},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 40)
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0] == "carol's feed has 0 posts" and lines[-1].startswith("sent, message id ")
+    channel = await bob.chat.open_direct(carol.session.user_id)
+    [message], _ = await bob.chat.history(channel.channel_id)
+    assert (message.sender_id, message.text) == (carol.session.user_id, "hi bob")
+    assert [p.text for p in (await bob.feed.user_posts(carol.session.user_id)).posts] == [
+        "hello from node"]
