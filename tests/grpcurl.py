@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
@@ -40,3 +41,16 @@ async def call(address: str, method: str, body: object = None, token: str = "") 
     args = ["-H", f"authorization: Bearer {token}"] if token else []
     args += ["-d", json.dumps({} if body is None else body), address, method]
     return await grpcurl(*args)
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object in ``text``, in order (grpcurl prints one per response message;
+    OpenTelemetry's console exporter one per span)."""
+    decoder, at = json.JSONDecoder(), 0
+    objects: list[dict[str, Any]] = []
+    while True:
+        at = text.find("{", at)
+        if at < 0:
+            return objects
+        obj, at = decoder.raw_decode(text, at)
+        objects.append(obj)

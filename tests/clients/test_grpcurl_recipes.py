@@ -7,7 +7,6 @@ checks what it prints (parsed JSON), so a recipe that drifts from the API fails 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.feedchat_client.system import System
+from tests.grpcurl import json_objects
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 RECIPE = re.compile(r"<!-- recipe: ([\w-]+) -->\s*```sh\n(.*?)```", re.S)
@@ -27,18 +27,6 @@ assert GRPCURL.exists(), "grpcurl comes with the [test] extra (grpcurl-binary-wr
 
 def recipes() -> dict[str, str]:
     return dict(RECIPE.findall(DOC.read_text()))
-
-
-def json_objects(text: str) -> list[dict[str, Any]]:
-    """Every JSON object grpcurl printed (one per response message)."""
-    decoder, at = json.JSONDecoder(), 0
-    objects: list[dict[str, Any]] = []
-    while True:
-        at = text.find("{", at)
-        if at < 0:
-            return objects
-        obj, at = decoder.raw_decode(text, at)
-        objects.append(obj)
 
 
 class Runner:

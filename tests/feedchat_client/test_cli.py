@@ -128,14 +128,20 @@ async def test_token_command_mints_a_token_grpcurl_can_use(
     assert profile.json()["user"]["username"] == name  # type: ignore[index]
 
 
-async def test_online_command_shows_the_user_online_until_it_ends(
-    system: System, tmp_path: Path,
-) -> None:
-    await system.start(chat_servers=0, presence=True)
+async def _alice_and_bob(system: System, tmp_path: Path) -> tuple[str, Cli, Cli]:
+    """Two signed-up CLI sessions, alice_<tag> and bob_<tag>."""
     tag = uuid.uuid4().hex[:6]
     alice, bob = Cli(system, tmp_path / "a.json"), Cli(system, tmp_path / "b.json")
     await alice.json("signup", f"alice_{tag}", "--password", "password-123")
     await bob.json("signup", f"bob_{tag}", "--password", "password-123")
+    return tag, alice, bob
+
+
+async def test_online_command_shows_the_user_online_until_it_ends(
+    system: System, tmp_path: Path,
+) -> None:
+    await system.start(chat_servers=0, presence=True)
+    tag, alice, bob = await _alice_and_bob(system, tmp_path)
     online = asyncio.ensure_future(alice.run("online", "--for", "4"))
 
     async def alice_is(status: str) -> bool:
@@ -153,10 +159,7 @@ async def test_notifications_command_lists_and_marks_read(
     system: System, tmp_path: Path,
 ) -> None:
     await system.start(chat_servers=1, notify=True)
-    tag = uuid.uuid4().hex[:6]
-    alice, bob = Cli(system, tmp_path / "a.json"), Cli(system, tmp_path / "b.json")
-    await alice.json("signup", f"alice_{tag}", "--password", "password-123")
-    await bob.json("signup", f"bob_{tag}", "--password", "password-123")
+    tag, alice, bob = await _alice_and_bob(system, tmp_path)
     await alice.json("chat", f"bob_{tag}", stdin="are you there?\n")  # bob is offline
 
     async def listed() -> list[dict[str, Any]]:

@@ -37,14 +37,19 @@ def _free_offset(chat_servers: int) -> int:
         offset = random.randrange(-40000, -20000, 10)
         ports = [s.base_port + offset + i for s in SERVICES
                  for i in range(chat_servers if s.name == "chat" else s.default_instances)]
-        try:
-            for port in ports:
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return offset
+        if _all_free(ports):
+            return offset
     raise AssertionError("no free block of service ports")
+
+
+def _all_free(ports: list[int] | range) -> bool:
+    try:
+        for port in ports:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 async def test_feedchat_up_runs_supervises_and_stops() -> None:
@@ -158,13 +163,8 @@ def _free_block(size: int) -> int:
     """The first of ``size`` consecutive free ports below the ephemeral range."""
     for _ in range(100):
         first = random.randrange(12000, 30000)
-        try:
-            for port in range(first, first + size):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
+        if _all_free(range(first, first + size)):
+            return first
     raise AssertionError("no free block of ports")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -13,19 +12,8 @@ from typing import Any
 
 from feedchat_runtime.config import ServiceConfig
 from feedchat_runtime.embedded import free_port
-from tests.grpcurl import call
+from tests.grpcurl import call, json_objects
 from tests.waiting import wait_until
-
-
-def _spans(text: str) -> list[dict[str, Any]]:
-    """The JSON objects the console exporter printed, one after another."""
-    decoder, spans, at = json.JSONDecoder(), [], 0
-    while True:
-        at = text.find("{", at)
-        if at < 0:
-            return spans
-        span, at = decoder.raw_decode(text, at)
-        spans.append(span)
 
 
 async def test_a_post_is_one_trace_across_feed_and_account(
@@ -66,7 +54,7 @@ async def test_a_post_is_one_trace_across_feed_and_account(
         for process in processes.values():
             await asyncio.wait_for(process.wait(), 20)
 
-    by_service = {s: _spans((tmp_path / f"{s}.out").read_text()) for s in ports}
+    by_service = {s: json_objects((tmp_path / f"{s}.out").read_text()) for s in ports}
     [create] = [s for s in by_service["feed"]
                 if s["name"] == "feedchat.feed.v1.FeedService/CreatePost"]
     trace_id = create["context"]["trace_id"]
