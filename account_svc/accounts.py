@@ -5,14 +5,15 @@ No transport code here: callers pass plain values, errors are feedchat_runtime.e
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from account_svc.models import UserRecord
 from account_svc.passwords import PasswordHashing
-from account_svc.store import AccountStore, UserRecord, login_peer_key, login_user_key
+from account_svc.store import AccountStore
+from account_svc.store_limits import Scope
 from account_svc.validation import (
     GET_USERS_MAX,
     PASSWORD_MAX,
@@ -30,7 +31,6 @@ from feedchat_runtime.errors import (
     NotFound,
     ResourceExhausted,
     Unauthenticated,
-    Unavailable,
 )
 from feedchat_runtime.snowflake import timestamp_ms
 
@@ -91,19 +91,17 @@ class Accounts:
         passwords: PasswordHashing,
         next_id: Callable[[], int],
         limits: LoginLimits,
-        claim_ttl: float,
     ) -> None:
         self._store = store
         self._authority = authority
         self._passwords = passwords
         self._next_id = next_id
         self._limits = limits
-        self._claim_ttl_ms = _ms(claim_ttl)
 
     async def _new_session(self, user_id: int) -> Session:
         access = self._authority.issue_access(user_id)
         refresh = self._authority.issue_refresh(user_id)
-        await self._store.store_refresh(
+        await self._store.tokens.issue(
             user_id, refresh.token_id, _ms(self._authority.refresh_ttl)
         )
         return Session(
@@ -117,32 +115,22 @@ class Accounts:
         name = normalize_username(username)
         check_password(password)
         check_display_name(display_name)
-        # Hash before claiming, so the claim is held only for the short Redis writes.
         password_hash = await self._passwords.hash(password)
         user_id = self._next_id()
-        if not await self._store.claim_username(name, user_id, self._claim_ttl_ms):
-            raise AlreadyExists(f"username {name!r} is taken", reason="USERNAME_TAKEN")
         record = UserRecord(
             user_id, name, display_name, "", timestamp_ms(user_id), password_hash
         )
-        try:
-            await self._store.write_user(record)
-            confirmed = await self._store.confirm_username(name, user_id)
-        except BaseException:
-            # Best effort; if Redis is gone the claim still expires on its own.
-            with contextlib.suppress(Exception):
-                await self._store.release_username(name, user_id)
-                await self._store.delete_user(user_id)
-            raise
-        if not confirmed:
-            # The claim expired before we confirmed it (a very slow write); give up cleanly.
-            await self._store.delete_user(user_id)
-            raise Unavailable("sign-up timed out; retry", reason="SIGNUP_TIMED_OUT")
+        # One transaction writes the user, credential and profile; the unique index on the
+        # case-folded name decides between concurrent sign-ups.
+        if not await self._store.users.create(record):
+            raise AlreadyExists(f"username {name!r} is taken", reason="USERNAME_TAKEN")
         logger.info("signed up", extra={"user_id": user_id})
         return await self._new_session(user_id)
 
-    async def _hit(self, key: str, limit: int) -> None:
-        allowed, left_ms = await self._store.hit_limit(key, limit, _ms(self._limits.window))
+    async def _hit(self, scope: Scope, subject: str, limit: int) -> None:
+        allowed, left_ms = await self._store.limits.hit(
+            scope, subject, limit, _ms(self._limits.window)
+        )
         if not allowed:
             raise ResourceExhausted(
                 "too many login attempts; retry later",
@@ -156,25 +144,24 @@ class Accounts:
         if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX or not username.isascii():
             raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
         name = username.lower()
-        peer_key, user_key = login_peer_key(peer), login_user_key(name)
-        await self._hit(peer_key, self._limits.per_peer)
+        await self._hit("peer", peer, self._limits.per_peer)
         try:
-            await self._hit(user_key, self._limits.per_username)
+            await self._hit("user", name, self._limits.per_username)
         except ResourceExhausted:
-            await self._store.refund_limit(peer_key)  # refused before trying: no charge
+            await self._store.limits.refund("peer", peer)  # refused before trying: no charge
             raise
-        user_id = await self._store.user_id_for(name)
-        record = await self._store.get_user(user_id) if user_id is not None else None
+        user_id = await self._store.users.id_for(name)
+        record = await self._store.users.with_password(user_id) if user_id else None
         if record is None:
             await self._passwords.verify_nothing(password)
             raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
         if not await self._passwords.verify(record.password_hash, password):
             raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
-        await self._store.refund_limit(user_key)
-        await self._store.refund_limit(peer_key)
+        await self._store.limits.refund("user", name)
+        await self._store.limits.refund("peer", peer)
         if self._passwords.needs_rehash(record.password_hash):
             new_hash = await self._passwords.hash(password)
-            await self._store.update_user(record.user_id, {"password": new_hash})
+            await self._store.users.set_password_hash(record.user_id, new_hash)
         return await self._new_session(record.user_id)
 
     async def refresh(self, refresh_token: str) -> Session:
@@ -186,7 +173,7 @@ class Accounts:
         if not isinstance(token_id, str) or not token_id:
             raise Unauthenticated("token is not valid", reason="TOKEN_INVALID")
         replacement = self._authority.issue_refresh(user_id)
-        result = await self._store.rotate_refresh(
+        result = await self._store.tokens.rotate(
             user_id, token_id, replacement.token_id, _ms(self._authority.refresh_ttl)
         )
         if result == "reused":
@@ -211,7 +198,8 @@ class Accounts:
     # --- profiles ----------------------------------------------------------------------
 
     async def profile(self, user_id: int) -> Profile:
-        record = await self._store.get_user(user_id) if user_id > 0 else None
+        records = await self._store.users.get_many([user_id]) if user_id > 0 else [None]
+        record = records[0]
         if record is None:
             raise NotFound(f"no user {user_id}", reason="USER_NOT_FOUND")
         return Profile.of(record)
@@ -225,7 +213,7 @@ class Accounts:
             fields["display_name"] = check_display_name(display_name)
         if bio is not None:
             fields["bio"] = check_bio(bio)
-        if not await self._store.update_user(user_id, fields):
+        if not await self._store.users.update_profile(user_id, fields):
             raise NotFound(f"no user {user_id}", reason="USER_NOT_FOUND")
         return await self.profile(user_id)
 
@@ -238,12 +226,12 @@ class Accounts:
         wanted = [uid for uid in dict.fromkeys(user_ids) if uid > 0]
         if not wanted:
             return []
-        records = await self._store.get_users(wanted)
+        records = await self._store.users.get_many(wanted)
         return [Profile.of(r) for r in records if r is not None]
 
     async def lookup(self, username: str) -> Profile:
         name = normalize_username(username)
-        user_id = await self._store.user_id_for(name)
+        user_id = await self._store.users.id_for(name)
         if user_id is None:
             raise NotFound(f"no user named {name!r}", reason="USER_NOT_FOUND")
         return await self.profile(user_id)

@@ -1,4 +1,5 @@
-"""account_svc process wiring: Redis, worker id, hashing pool, servicer, ServiceHost."""
+"""account_svc process wiring: PostgreSQL (migrated at start), Redis, worker id, hashing
+pool, servicer, ServiceHost."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from account_svc.store import AccountStore
 from feedchat_runtime import redis_client
 from feedchat_runtime.auth import TokenAuthority, authority_from_config
 from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.postgres import open_database
 from feedchat_runtime.server import ServiceHost
 from feedchat_runtime.snowflake import WorkerIdClaim
 
@@ -35,6 +37,15 @@ async def build(config: AccountConfig) -> ServiceHost:
     """
     host = ServiceHost(config, REGISTRY_NAME)
     await host.open()
+    try:
+        db = await open_database(
+            config.postgres_url, REGISTRY_NAME, "account_svc", config.postgres_pool_size
+        )
+    except BaseException:
+        await host.session.close(revoke=True)
+        raise
+    host.on_stop(db.close)
+    host.dependencies.add("postgres", db.ping)
     redis = redis_client.connect(config.redis_url)
     host.dependencies.add("redis", redis.ping)
     passwords = PasswordHashing(
@@ -49,19 +60,19 @@ async def build(config: AccountConfig) -> ServiceHost:
         claim = WorkerIdClaim(host.session)
         await claim.acquire()
         accounts = Accounts(
-            store=AccountStore(redis),
+            store=AccountStore.over(db, redis),
             authority=token_authority(config),
             passwords=passwords,
             next_id=claim.generator().next_id,
             limits=LoginLimits(
                 config.login_window, config.login_max_per_username, config.login_max_per_peer
             ),
-            claim_ttl=config.signup_claim_ttl,
         )
         servicer = AccountServicer(accounts)
         host.build(lambda server: add_account_service(server, servicer), POLICY)
     except BaseException:
         await redis.aclose()
+        await db.close()
         await passwords.close()
         await host.session.close(revoke=True)
         raise

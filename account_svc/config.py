@@ -36,9 +36,6 @@ class AccountConfig(ServiceConfig):
     login_max_per_peer: int = _opt(
         50, "Failed or in-flight logins allowed per client address per window."
     )
-    signup_claim_ttl: float = _opt(
-        30.0, "Seconds a half-done sign-up holds its username before it is freed again."
-    )
 
     def validate(self) -> None:
         super().validate()
@@ -56,8 +53,6 @@ class AccountConfig(ServiceConfig):
             raise ConfigError("login_window must be positive")
         if self.login_max_per_username < 1 or self.login_max_per_peer < 1:
             raise ConfigError("login limits must be at least 1")
-        if self.signup_claim_ttl < 1:
-            raise ConfigError("signup_claim_ttl must be at least 1 second")
         if not self.dev:
             for name in ("auth_secret", "service_secret"):
                 if len(getattr(self, name)) < MIN_SECRET_CHARS:

@@ -3,14 +3,17 @@
 
     .venv/bin/python bench/account_bench.py [--seconds 5] [--concurrency 8]
 
-Starts its own etcd and Redis (temporary folder, loopback) and one account_svc in this
+Starts its own etcd, Redis and PostgreSQL (temporary folder, loopback) and one account_svc in this
 process with the production argon2id defaults, then measures, each for ``--seconds``:
 
 1. raw argon2id verifications/s in a pool of ``hash_workers`` threads (baseline) vs Login
    RPCs/s through gRPC, the guard, the rate-limit scripts and token signing;
 2. sequential GetProfile calls (baseline, one user per call) vs GetUsers with 100 ids:
    users hydrated per second;
-3. latency of GetProfile vs the gRPC health check (baseline: an RPC that does nothing).
+3. latency of GetProfile vs the gRPC health check (baseline: an RPC that does nothing);
+4. SignUp RPCs/s with cheap argon2 (so the figure is the storage path: one PostgreSQL
+   transaction for user, credential and profile, one for the refresh token) vs single-row
+   INSERTs, one transaction each, on the same PostgreSQL at the same concurrency (baseline).
 Client and server share this process and the machine's cores, so absolute numbers are
 conservative; the ratios are the point.
 """
@@ -24,9 +27,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import argon2
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -35,7 +40,7 @@ from account_svc.config import AccountConfig
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat.account.v1 import account_pb2_grpc
 from feedchat_runtime.config import load_config
-from feedchat_runtime.embedded import etcd_server, redis_server
+from feedchat_runtime.embedded import etcd_server, postgres_server, postgres_url, redis_server
 
 PASSWORD = "benchmark password"
 USERS = 100
@@ -73,12 +78,15 @@ def pct(samples: list[float], q: float) -> float:
 
 async def run(seconds: float, concurrency: int, folder: Path) -> None:
     etcd, redis = etcd_server(folder), redis_server(folder, appendonly=True)
+    postgres = postgres_server(folder)
     etcd.start()
     redis.start()
+    postgres.start()
     try:
         config = load_config(
             AccountConfig, [], env={},
             etcd=etcd.address, redis_url=f"redis://{redis.address}/0", dev=True,
+            postgres_url=postgres_url(postgres),
             log_level="WARNING", log_format="text",
             login_max_per_peer=10**9, login_max_per_username=10**9,
         )
@@ -88,7 +96,17 @@ async def run(seconds: float, concurrency: int, folder: Path) -> None:
             await measure(config, host.address, seconds, concurrency)
         finally:
             await host.stop()
+        # Sign-up's storage path: cheap hashing, so the figure is PostgreSQL's share.
+        cheap = replace(config, argon2_time_cost=1, argon2_memory_kib=64, argon2_parallelism=1,
+                        instance="bench-cheap")
+        host = await build(cheap)
+        await host.start()
+        try:
+            await measure_signup(host.address, postgres_url(postgres), seconds, concurrency)
+        finally:
+            await host.stop()
     finally:
+        postgres.stop()
         etcd.stop()
         redis.stop()
 
@@ -153,6 +171,36 @@ async def measure(config: AccountConfig, address: str, seconds: float, concurren
               " ms (baseline)")
         print(f"GetProfile latency:          p50 {pct(prof, 50):6.2f} ms  p99 {pct(prof, 99):6.2f}"
               f" ms  p50 ratio {pct(prof, 50) / pct(base, 50):.2f}")
+
+
+async def measure_signup(address: str, url: str, seconds: float, concurrency: int) -> None:
+    """SignUp (one transaction: user, credential, profile; then the refresh token) against
+    single-row INSERTs, each its own transaction, on the same PostgreSQL."""
+    db = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
+    assert db is not None
+    await db.execute("CREATE TABLE bench_rows (id bigint PRIMARY KEY, name text NOT NULL)")
+    ids = iter(range(1, 10**9))
+
+    async def insert() -> int:
+        row = next(ids)
+        await db.execute("INSERT INTO bench_rows VALUES ($1, $2)", row, f"row{row}")
+        return 1
+
+    try:
+        bare = await rate(seconds, concurrency, insert)
+    finally:
+        await db.close()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = account_pb2_grpc.AccountServiceStub(channel)
+        names = iter(range(10**9))
+
+        async def sign_up() -> int:
+            await stub.SignUp(pb.SignUpRequest(username=f"new{next(names):07d}",
+                                               password=PASSWORD))
+            return 1
+        signups = await rate(seconds, concurrency, sign_up)
+    print(f"bare INSERT, 1 row/txn:      {bare:8.1f} /s   (baseline, same PostgreSQL)")
+    print(f"SignUp (argon2 t=1 m=64KiB): {signups:8.1f} /s   ratio {signups / bare:.2f}")
 
 
 def main() -> None:

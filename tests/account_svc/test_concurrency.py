@@ -1,15 +1,15 @@
-"""Races the Redis scripts must win: one owner per name, one use per refresh token,
-and login limits that hold when guesses arrive all at once."""
+"""Races the stores must win: one owner per name, one use per refresh token (PostgreSQL
+constraints and row locks), and login limits that hold when guesses arrive all at once
+(Redis scripts)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
 
+import asyncpg
 import grpc
-import redis.asyncio as aioredis
 
-from account_svc.store import user_key
 from feedchat.account.v1 import account_pb2 as pb
 from tests.account_svc.conftest import FAST, PASSWORD, Account, StartAccount
 
@@ -60,20 +60,26 @@ async def test_simultaneous_guesses_cannot_exceed_the_username_limit(
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 16
 
 
-async def _stored_hash(redis: aioredis.Redis, user_id: int) -> bytes:
-    stored = await redis.hget(user_key(user_id), "password")
-    assert isinstance(stored, bytes)
+async def _stored_hash(database_url: str, user_id: int) -> str:
+    db = await asyncpg.connect(database_url)
+    try:
+        stored = await db.fetchval(
+            "SELECT password_hash FROM credentials WHERE user_id = $1", user_id
+        )
+    finally:
+        await db.close()
+    assert isinstance(stored, str)
     return stored
 
 
 async def test_login_upgrades_a_hash_made_with_older_parameters(
-    start_account: StartAccount, redis: aioredis.Redis
+    start_account: StartAccount, database_url: str
 ) -> None:
     old = await start_account()
     user = await old.sign_up("upgrade")
-    assert b"t=1," in await _stored_hash(redis, user.user_id)
+    assert "t=1," in await _stored_hash(database_url, user.user_id)
     stronger = await start_account(argon2_time_cost=FAST["argon2_time_cost"] + 1)
     await stronger.stub.Login(pb.LoginRequest(username="upgrade", password=PASSWORD))
-    assert b"t=2," in await _stored_hash(redis, user.user_id)
+    assert "t=2," in await _stored_hash(database_url, user.user_id)
     # An instance with the old parameters still verifies the new hash.
     await old.stub.Login(pb.LoginRequest(username="upgrade", password=PASSWORD))

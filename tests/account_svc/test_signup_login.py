@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
-from account_svc.store import AccountStore
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.status import error_details
@@ -65,25 +64,21 @@ async def test_short_password_and_long_display_name_are_refused(account: Account
     assert (await error_details(caught.value)).field_violations[0][0] == "display_name"
 
 
-async def test_orphaned_username_claim_frees_itself(
-    account: Account, redis: aioredis.Redis
+async def test_username_is_stored_case_folded_and_unique_in_the_record(
+    account: Account, database_url: str
 ) -> None:
-    # A sign-up that died after claiming the name and before writing the user.
-    assert await AccountStore(redis).claim_username("ghost", 1234, ttl_ms=300)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account.sign_up("ghost")
-    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            reply = await account.sign_up("ghost")
-            break
-        except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.ALREADY_EXISTS
-            assert time.monotonic() < deadline, "claim never expired"
-            await asyncio.sleep(0.05)
-    assert await AccountStore(redis).user_id_for("ghost") == reply.user_id
-    assert await redis.pttl("account:uname:{ghost}") == -1  # confirmed claims never expire
+    reply = await account.sign_up("MixedCase")
+    db = await asyncpg.connect(database_url)
+    try:
+        rows = await db.fetch("SELECT user_id, username FROM users")
+        assert [(r["user_id"], r["username"]) for r in rows] == [(reply.user_id, "mixedcase")]
+        # The constraint holds even for a row written by hand.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await db.execute(
+                "INSERT INTO users (user_id, username, created_ms) VALUES (2, 'mixedcase', 0)"
+            )
+    finally:
+        await db.close()
 
 
 async def test_login_succeeds_case_insensitively(account: Account) -> None:

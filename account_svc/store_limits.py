@@ -1,0 +1,35 @@
+"""Login attempt counters in Redis (fixed windows, one per username and per address)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import redis.asyncio as aioredis
+
+from account_svc.keys import login_peer_key, login_user_key
+from account_svc.scripts import HIT_LIMIT, REFUND_LIMIT
+
+Scope = Literal["user", "peer"]
+
+
+def _key(scope: Scope, subject: str) -> str:
+    return login_user_key(subject) if scope == "user" else login_peer_key(subject)
+
+
+class LoginLimitStore:
+    """Counts login attempts per (scope, subject) in a fixed window."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._hit = redis.register_script(HIT_LIMIT)
+        self._refund = redis.register_script(REFUND_LIMIT)
+
+    async def hit(
+        self, scope: Scope, subject: str, limit: int, window_ms: int
+    ) -> tuple[bool, int]:
+        """Count one attempt: (counted, ms left in the window / until it frees)."""
+        allowed, left_ms = await self._hit(keys=[_key(scope, subject)], args=[limit, window_ms])
+        return bool(allowed), int(left_ms)
+
+    async def refund(self, scope: Scope, subject: str) -> None:
+        """Give one attempt back (it succeeded, or was refused before it was tried)."""
+        await self._refund(keys=[_key(scope, subject)])
