@@ -3,9 +3,9 @@
 
     .venv/bin/python bench/feed_bench.py [--followers 10000] [--seconds 8]
 
-Starts its own etcd and Redis (temporary folder, loopback), account_svc and feed_svc as
-child processes (``python -m ...``, 4 fanout workers in feed_svc), and drives them over
-gRPC from this process:
+Starts its own etcd, Redis and PostgreSQL (temporary folder, loopback), account_svc and
+feed_svc as child processes (``python -m ...``, 4 fanout workers in feed_svc), and drives
+them over gRPC from this process:
 
 1. Fanout: one post to 10,000 active followers, CreatePost to the last feed written (the
    worker's finish time in the post's progress record). Baseline, same run: one Lua script
@@ -57,7 +57,14 @@ from feedchat.account.v1 import account_pb2, account_pb2_grpc
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
-from feedchat_runtime.embedded import etcd_server, free_port, redis_server, wait_for_port
+from feedchat_runtime.embedded import (
+    etcd_server,
+    free_port,
+    postgres_server,
+    postgres_url,
+    redis_server,
+    wait_for_port,
+)
 from feedchat_runtime.redis_client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,10 +364,13 @@ async def main() -> None:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         etcd, redis_proc = etcd_server(Path(tmp) / "etcd"), redis_server(Path(tmp) / "redis")
+        postgres = postgres_server(Path(tmp) / "postgres")
         etcd.start()
         redis_proc.start()
+        postgres.start()
         redis_url = f"redis://{redis_proc.address}/0"
-        common = ["--etcd", etcd.address, "--redis-url", redis_url, "--dev"]
+        common = ["--etcd", etcd.address, "--redis-url", redis_url, "--dev",
+                  "--postgres-url", postgres_url(postgres)]
         children: list[Child] = []
         redis = connect(redis_url)  # the same client (hiredis packer) as feed_svc
         try:
@@ -404,6 +414,7 @@ async def main() -> None:
             for child in children:
                 child.stop()
             redis_proc.stop()
+            postgres.stop()
             etcd.stop()
     print(f"\ntotal {time.perf_counter() - began:.0f} s")
 

@@ -27,7 +27,8 @@ async def test_a_post_is_one_trace_across_feed_and_account(
         processes[service] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"{service}_svc", "--port", str(port),
             "--etcd", config.etcd, "--etcd-prefix", config.etcd_prefix,
-            "--redis-url", config.redis_url, "--dev", "--grace", "1",
+            "--redis-url", config.redis_url, "--postgres-url", config.postgres_url,
+            "--dev", "--grace", "1",
             cwd=repo_root, stdout=out, stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ, "FEEDCHAT_TRACE_EXPORTER": "console"},
         )
