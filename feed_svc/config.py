@@ -54,6 +54,9 @@ class FeedConfig(ServiceConfig):
     )
     stream_queue: int = _opt(256, "Frames queued per StreamFeed before it is cut off as slow.")
     stream_resume_max: int = _opt(200, "Missed items replayed at most on StreamFeed resume.")
+    stream_resume_window: float = _opt(
+        600.0, "Seconds a StreamFeed resume token stays good (the landed log keeps this long)."
+    )
     cursor_secret: str = _opt(
         "", "HMAC key signing page tokens; defaults to one derived from --auth-secret."
     )
@@ -80,6 +83,8 @@ class FeedConfig(ServiceConfig):
             raise ConfigError("fanout_consumer_expiry must exceed fanout_block")
         if self.max_following < 1 or self.stream_queue < 8 or self.stream_resume_max < 1:
             raise ConfigError("max_following, stream_queue and stream_resume_max are too small")
+        if self.stream_resume_window < 10:
+            raise ConfigError("stream_resume_window must be at least 10 seconds")
         if self.max_post_alerts < 1 or self.max_alerted_followers < 1:
             raise ConfigError("max_post_alerts and max_alerted_followers must be at least 1")
         if self.notify_queue_cap < 1000:

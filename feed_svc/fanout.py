@@ -48,6 +48,7 @@ class FanoutSettings:
     block_ms: int
     inactive_ms: int
     notify_queue_cap: int = 1_000_000
+    resume_window_ms: int = 600_000
 
     @classmethod
     def from_config(cls, config: FeedConfig) -> FanoutSettings:
@@ -60,6 +61,7 @@ class FanoutSettings:
             block_ms=int(config.fanout_block * 1000),
             inactive_ms=int(config.inactive_after * 1000),
             notify_queue_cap=config.notify_queue_cap,
+            resume_window_ms=int(config.stream_resume_window * 1000),
         )
 
 
@@ -177,7 +179,8 @@ class FanoutWorker:
                 if len(fans) < page or (job.end and pad(fans[-1]) == job.end):
                     break
                 start = pad(fans[-1])
-        await self.store.ack_chunk(job, written, skipped, self.clock())
+        now = self.clock()
+        await self.store.ack_chunk(job, written, skipped, now, now - self.settings.resume_window_ms)
 
 
     async def alerts(self, job: Job) -> None:

@@ -144,7 +144,8 @@ class Feed:
             plan = "whole" if followers <= self.config.fanout_chunk else "split"
         post = StoredPost(self.ids.next_id(), user, text)
         earlier = await self.store.create_post(
-            post, now, plan, followers, alerts=alerted > 0, request=request
+            post, now, plan, followers, alerts=alerted > 0, request=request,
+            log_min_ms=now - int(self.config.stream_resume_window * 1000),
         )
         if request is not None and earlier is not None:  # a concurrent call stored it first
             return await self._created_view(request.post_of(earlier), user, text)

@@ -4,6 +4,11 @@ Channels are reference counted: the first stream that wants ``feed:live:<user>``
 ``feed:celebrity:<author>`` subscribes it, the last one to leave unsubscribes it. Messages
 are handed to the streams' callbacks synchronously (they only queue), so one slow stream
 never holds up another.
+
+The hub also keeps :attr:`LiveHub.landed`, the newest landed-log position announced on the
+control channel. One connection delivers messages in publish order, so once the hub has
+it, every live message of every post logged up to it has been handed out. When the
+connection fails (messages may be lost) control listeners get ``reset:``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class LiveHub:
         self._control: set[Listener] = set()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.landed: str | None = None
+        """Newest landed-log position heard (None: none since the hub started)."""
 
     async def start(self) -> None:
         await self._pubsub.subscribe(CONTROL_CHANNEL)
@@ -77,6 +84,9 @@ class LiveHub:
                     await self._pubsub.unsubscribe(*gone)
 
     def _dispatch(self, channel: str, data: str) -> None:
+        if channel == CONTROL_CHANNEL and data.startswith("landed:"):
+            self.landed = data.removeprefix("landed:")
+            return
         targets = self._control if channel == CONTROL_CHANNEL else self._listeners.get(channel, ())
         for listener in list(targets):
             try:
@@ -94,6 +104,7 @@ class LiveHub:
                 raise
             except Exception as exc:  # connection lost: redis-py resubscribes on reconnect
                 logger.warning("feed pub/sub read failed: %s", exc)
+                self._dispatch(CONTROL_CHANNEL, "reset:")  # live messages may be lost
                 await asyncio.sleep(0.5)
                 continue
             if message is None or message.get("type") != "message":

@@ -147,12 +147,27 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
 """
 
-ACK_CHUNK = """
--- Acknowledge a chunk job and count its followers, once.
--- KEYS[1] job stream, KEYS[2] post progress hash
--- ARGV[1] group, ARGV[2] job id, ARGV[3] written, ARGV[4] skipped, ARGV[5] now ms
+_LOG_LANDED = """
+-- A post landed in its readers' feeds: append it to the landed log (entries older than the
+-- resume window trimmed) and announce the log position on the control channel. The
+-- announcement follows the post's own live messages, so a feed_svc process that hears
+-- 'landed:<position>' has heard every live message of every post logged up to there.
+local function log_landed(log, member, min_ms, control)
+  local position = redis.call('XADD', log, 'MINID', '~', min_ms, '*', 'e', member)
+  redis.call('PUBLISH', control, 'landed:' .. position)
+end
+"""
+
+ACK_CHUNK = _LOG_LANDED + """
+-- Acknowledge a chunk job and count its followers, once; log the post as landed when it
+-- was written into any feed.
+-- KEYS[1] job stream, KEYS[2] post progress hash, KEYS[3] landed log
+-- ARGV[1] group, ARGV[2] job id, ARGV[3] written, ARGV[4] skipped, ARGV[5] now ms,
+-- ARGV[6] feed entry '<20-digit post id>:<author>', ARGV[7] log trim bound (ms),
+-- ARGV[8] control channel
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then log_landed(KEYS[3], ARGV[6], ARGV[7], ARGV[8]) end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
 redis.call('HINCRBY', KEYS[2], 'written', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'skipped', ARGV[4])
@@ -161,6 +176,54 @@ if done >= tonumber(redis.call('HGET', KEYS[2], 'chunks') or '-1') then
   redis.call('HSET', KEYS[2], 'finished_ms', ARGV[5])
 end
 return 1
+"""
+
+LOG_LANDED = _LOG_LANDED + """
+-- A celebrity's post lands at once (pulled at read time): log it (part of CreatePost's MULTI,
+-- after the post's announcement on the author's channel).
+-- KEYS[1] landed log; ARGV[1] feed entry, ARGV[2] log trim bound (ms), ARGV[3] control channel
+log_landed(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+
+RESUME_STATE = """
+-- What a resuming StreamFeed must replay besides the feed's newer ids, read in one step.
+-- KEYS[1] landed log, KEYS[2] job stream
+-- ARGV[1] group, ARGV[2] log position the client resumes after ('' : read no log),
+-- ARGV[3] most log entries to return, ARGV[4] most pending jobs to read
+-- Returns {mark, landed, more, pending}: mark = the log's newest position ('0-0' if none);
+-- landed = members logged after ARGV[2] (so up to mark: one atomic step); more = 1 when
+-- there were more than ARGV[3], or more than ARGV[4] pending jobs; pending = '<post>:<author>'
+-- of chunk jobs delivered to a worker but not acknowledged (their writes may have begun
+-- before the stream listened, and they are logged only later).
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local mark = newest[1] and newest[1][1] or '0-0'
+local landed, more = {}, 0
+if ARGV[2] ~= '' then
+  local found = redis.pcall('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', tonumber(ARGV[3]) + 1)
+  if type(found) == 'table' and not found.err then
+    for i, item in ipairs(found) do
+      if i > tonumber(ARGV[3]) then more = 1 break end
+      landed[#landed + 1] = item[2][2]
+    end
+  end
+end
+local pending = {}
+local held = redis.pcall('XPENDING', KEYS[2], ARGV[1], '-', '+', tonumber(ARGV[4]) + 1)
+if type(held) == 'table' and not held.err then
+  if #held > tonumber(ARGV[4]) then more = 1 end
+  for _, job in ipairs(held) do
+    local found = redis.call('XRANGE', KEYS[2], job[1], job[1])
+    if found[1] then
+      local f = {}
+      for i = 1, #found[1][2], 2 do f[found[1][2][i]] = found[1][2][i + 1] end
+      if f['kind'] == 'chunk' and f['post'] and f['author'] then
+        pending[#pending + 1] = f['post'] .. ':' .. f['author']
+      end
+    end
+  end
+end
+return {mark, landed, more, pending}
 """
 
 RAW_INSERT_BASELINE = """

@@ -13,7 +13,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from feed_svc.feed import FanoutStatus, Feed, Page, PostView
 from feed_svc.live import LiveHub
-from feed_svc.stream import FeedStream, Refreshed, Subscribed, second_subscribe
+from feed_svc.stream import (
+    Checkpoint,
+    FeedStream,
+    Frame,
+    Refreshed,
+    Subscribed,
+    second_subscribe,
+)
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import current_caller, require_user
@@ -178,13 +185,16 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         )
         pump = asyncio.create_task(self._pump(requests, session))
         try:
-            await session.open(first.subscribe.resume_after_post_id)
+            await session.open(first.subscribe.resume_after_post_id,
+                               first.subscribe.resume_token)
             while True:
                 frames = await session.next_frames()
                 if frames is None:
                     return
-                for frame in frames:
-                    yield self._frame_pb(frame)
+                for frame, token in frames:
+                    reply = self._frame_pb(frame)
+                    reply.resume_token = token
+                    yield reply
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,7 +202,9 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             await session.close()
 
     @staticmethod
-    def _frame_pb(frame: PostView | Subscribed | Refreshed) -> pb.StreamFeedResponse:
+    def _frame_pb(frame: Frame) -> pb.StreamFeedResponse:
+        if isinstance(frame, Checkpoint):
+            return pb.StreamFeedResponse(checkpoint=pb.StreamFeedResponse.Checkpoint())
         if isinstance(frame, Subscribed):
             return pb.StreamFeedResponse(subscribed=pb.StreamFeedResponse.Subscribed(
                 resumed_count=frame.resumed, resume_truncated=frame.truncated))

@@ -27,8 +27,10 @@ from feed_svc import scripts
 from feed_svc.post_requests import REQUEST_TTL_S, PostRequest, PostRequestStore, as_record
 from feed_svc.store_alerts import PostAlertStore, alerting_key, alerts_key
 from feed_svc.store_queue import (
+    CONTROL_CHANNEL,
     GROUP,
     JOBS_KEY,
+    LANDED_KEY,
     PROGRESS_TTL_S,
     FanoutQueueStore,
     Job,
@@ -106,8 +108,6 @@ def author_channel(author: int) -> str:
     return f"feed:celebrity:{author}"
 
 
-CONTROL_CHANNEL = "feed:control"
-"""Process-wide notes, e.g. ``promoted:<author>`` when an author becomes a celebrity."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,7 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
         self._take_token = redis.register_script(scripts.TAKE_TOKEN)
         self._fanout_insert = redis.register_script(scripts.FANOUT_INSERT)
         self._merge = redis.register_script(scripts.MERGE_ENTRIES)
+        self._log_landed = redis.register_script(scripts.LOG_LANDED)
         self._remove_entries = redis.register_script(scripts.REMOVE_ENTRIES)
         FanoutQueueStore.__init__(self, redis)
         PostAlertStore.__init__(self, redis)
@@ -156,14 +157,15 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
     # --- posts ----------------------------------------------------------------------
     async def create_post(
         self, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool = False,
-        request: PostRequest | None = None,
+        request: PostRequest | None = None, log_min_ms: int = 0,
     ) -> str | None:
         """Store a post and, in the same transaction, queue its fanout or announce it
         (and, when ``alerts``, a job that writes its post alerts, whatever the plan).
 
         ``plan``: ``pulled`` (a celebrity: announced on the author's channel, never fanned
         out), ``whole`` (one chunk job for every follower), ``split`` (a job that splits
-        the follower list into chunk jobs). With ``request``, its de-duplication record is
+        the follower list into chunk jobs); a pulled post is logged as landed at once
+        (``log_min_ms`` trims the log). With ``request``, its de-duplication record is
         part of the transaction; when an earlier call with that request id stored one
         (seen, or caught by WATCH), nothing is written and that record is returned.
         """
@@ -177,6 +179,10 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(request.key, request.record(post.post_id), ex=REQUEST_TTL_S)
                 self._post_writes(pipe, post, now_ms, plan, followers, alerts)
+                if plan == "pulled":
+                    member = entry(post.post_id, post.author_id)
+                    await self._log_landed(keys=[LANDED_KEY], client=pipe,
+                                           args=[member, log_min_ms, CONTROL_CHANNEL])
                 try:
                     await pipe.execute()
                     return None
@@ -431,6 +437,6 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
 
 
 __all__ = [
-    "GROUP", "JOBS_KEY", "PROGRESS_TTL_S", "FanoutQueueStore", "FeedMeta", "FeedStore", "Job",
-    "StoredPost", "progress_key",
+    "CONTROL_CHANNEL", "GROUP", "JOBS_KEY", "LANDED_KEY", "PROGRESS_TTL_S", "FanoutQueueStore",
+    "FeedMeta", "FeedStore", "Job", "StoredPost", "progress_key",
 ]

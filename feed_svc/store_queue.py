@@ -17,6 +17,12 @@ from feed_svc import scripts
 
 GROUP = "fanout"
 JOBS_KEY = "feed:{fanout}:jobs"
+LANDED_KEY = "feed:{fanout}:landed"
+"""Stream: feed entries in the order they landed (chunk acknowledged, celebrity post
+created), kept for the StreamFeed resume window; its positions are resume tokens."""
+CONTROL_CHANNEL = "feed:control"
+"""Process-wide notes: ``promoted:<author>`` when an author becomes a celebrity,
+``landed:<log position>`` after each landed-log entry."""
 PROGRESS_TTL_S = 86400
 """Seconds a post's fanout progress record is kept."""
 
@@ -47,6 +53,7 @@ class FanoutQueueStore:
         self._split = redis.register_script(scripts.SPLIT_JOB)
         self._ack_chunk = redis.register_script(scripts.ACK_CHUNK)
         self._touch = redis.register_script(scripts.TOUCH_JOB)
+        self._resume_state = redis.register_script(scripts.RESUME_STATE)
 
     async def ensure_group(self) -> None:
         try:
@@ -95,12 +102,31 @@ class FanoutQueueStore:
         done = await self._split(keys=[JOBS_KEY, progress_key(job.post_id)], args=args)
         return bool(done)
 
-    async def ack_chunk(self, job: Job, written: int, skipped: int, now_ms: int) -> bool:
+    async def ack_chunk(
+        self, job: Job, written: int, skipped: int, now_ms: int, log_min_ms: int
+    ) -> bool:
+        """Acknowledge a chunk job, count it, and (when it wrote any feed) log the post as
+        landed; ``log_min_ms`` trims the log to the resume window."""
+        member = f"{job.post_id:020d}:{job.author_id}"
         done = await self._ack_chunk(
-            keys=[JOBS_KEY, progress_key(job.post_id)],
-            args=[GROUP, job.job_id, written, skipped, now_ms],
+            keys=[JOBS_KEY, progress_key(job.post_id), LANDED_KEY],
+            args=[GROUP, job.job_id, written, skipped, now_ms, member, log_min_ms,
+                  CONTROL_CHANNEL],
         )
         return bool(done)
+
+    async def resume_state(
+        self, after: str | None, most_landed: int, most_pending: int
+    ) -> ResumeState:
+        """The landed log's newest position, what was logged after ``after``, and the
+        posts of chunk jobs in workers' hands, in one atomic step."""
+        mark, landed, more, pending = await self._resume_state(
+            keys=[LANDED_KEY, JOBS_KEY],
+            args=[GROUP, after or "", most_landed, most_pending],
+        )
+        return ResumeState(
+            _text(mark), [_text(m) for m in landed], bool(more), [_text(m) for m in pending]
+        )
 
     async def progress(self, post_id: int) -> dict[str, str]:
         raw: Any = await self.redis.hgetall(progress_key(post_id))
@@ -124,6 +150,20 @@ class FanoutQueueStore:
             text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
             age = max(0, now_ms - int(text.split("-")[0]))
         return int(length), int(summary["pending"]), age
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """See :meth:`FanoutQueueStore.resume_state`; members are ``'<post>:<author>'``."""
+
+    mark: str
+    landed: list[str]
+    more: bool
+    pending: list[str]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _job(job_id: Any, fields: dict[Any, Any]) -> Job:

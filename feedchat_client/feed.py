@@ -105,16 +105,19 @@ class FeedClient(ServiceClient):
     async def live(self, resume_after_post_id: int = 0, *, backoff: Backoff | None = None,
                    on_state: StateCallback | None = None) -> AsyncGenerator[Post, None]:
         """New feed items as they land, forever; reconnects (backoff + jitter) after a
-        drop or a server shutdown, resuming after the last post it yielded, and never
-        yields a post twice."""
+        drop or a server shutdown, resuming after the newest post it yielded with the last
+        resume token received (items land out of id order: the token makes the server
+        also replay older posts that landed meanwhile), and never yields a post twice."""
         backoff = backoff or Backoff()
         last = resume_after_post_id
+        token = ""
         seen: OrderedDict[int, None] = OrderedDict()
         notify = on_state or (lambda state, detail: None)
         while True:
             outbox: asyncio.Queue[feed_pb2.StreamFeedRequest] = asyncio.Queue()
             outbox.put_nowait(feed_pb2.StreamFeedRequest(
-                subscribe=feed_pb2.StreamFeedRequest.Subscribe(resume_after_post_id=last)))
+                subscribe=feed_pb2.StreamFeedRequest.Subscribe(
+                    resume_after_post_id=last, resume_token=token)))
 
             async def requests(queue: asyncio.Queue[Any] = outbox) -> AsyncIterator[Any]:
                 while True:
@@ -136,6 +139,8 @@ class FeedClient(ServiceClient):
             reason = "stream ended"
             try:
                 async for frame in call:
+                    if frame.resume_token:  # good once this frame is handled
+                        token = frame.resume_token
                     which = frame.WhichOneof("frame")
                     if which == "subscribed":
                         backoff.reset()

@@ -176,7 +176,8 @@ async def test_a_stream_that_falls_behind_is_cut_off(start_system: StartSystem) 
     session = FeedStream(app.feed, app.hub, reader.user_id, asyncio.Event(), 8, 10, 60.0)
     await session.open(0)
     try:
-        assert isinstance((await session.next_frames() or [None])[0], Subscribed)
+        frames = await session.next_frames()
+        assert frames is not None and isinstance(frames[0][0], Subscribed)
         for i in range(9):  # nobody takes frames off the queue meanwhile
             await fanout_done(system, (await author.post(f"p{i}")).post_id)
         with pytest.raises(ResourceExhausted) as caught:

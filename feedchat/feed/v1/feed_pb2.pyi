@@ -601,19 +601,31 @@ class StreamFeedRequest(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         RESUME_AFTER_POST_ID_FIELD_NUMBER: _builtins.int
+        RESUME_TOKEN_FIELD_NUMBER: _builtins.int
         resume_after_post_id: _builtins.int
-        """Id of the last post the client saw; the server first sends the feed items newer
-        than it (at most 200, oldest first). 0 means the post last acknowledged on an
-        earlier stream, or only new items when there is none.
+        """Id of the newest post the client saw; the server first sends the feed items newer
+        than it (oldest first; at most 200 in all with those of resume_token). 0 means the
+        post last acknowledged on an earlier stream, or only new items when there is none.
+        """
+        resume_token: _builtins.str
+        """The resume_token of the last frame the client received on its previous stream
+        (opaque, at most 64 characters; empty: none). The server then also sends the items
+        that landed after that frame with ids at or below resume_after_post_id (an older
+        post whose fanout finished while the client was away), so a resume skips nothing;
+        some of those the client may have received already. INVALID_ARGUMENT (reason
+        RESUME_TOKEN_INVALID) for a token the server did not issue. A token older than the
+        server's resume window (default 10 minutes) cannot be honoured: the subscribed
+        frame then says resume_truncated (page the feed with GetFeed).
         """
         def __init__(
             self,
             *,
             resume_after_post_id: _builtins.int = ...,
+            resume_token: _builtins.str = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_post_id", b"resume_after_post_id"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_post_id", b"resume_after_post_id", "resume_token", b"resume_token"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -722,6 +734,21 @@ class StreamFeedResponse(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     @_typing.final
+    class Checkpoint(_message.Message):
+        """Checkpoint carries nothing but the frame's resume_token."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        def __init__(
+            self,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class Refreshed(_message.Message):
         """Refreshed is the newest page of the feed."""
 
@@ -750,6 +777,12 @@ class StreamFeedResponse(_message.Message):
     SUBSCRIBED_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
     REFRESHED_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """Where a resume after this frame starts: pass the one of the last frame received as
+    Subscribe.resume_token. Set on subscribed, item and checkpoint frames.
+    """
     @_builtins.property
     def subscribed(self) -> Global___StreamFeedResponse.Subscribed:
         """The subscription is live (sent once, after the missed items were queued)."""
@@ -762,18 +795,26 @@ class StreamFeedResponse(_message.Message):
     def refreshed(self) -> Global___StreamFeedResponse.Refreshed:
         """The answer to a refresh: the newest page of the feed."""
 
+    @_builtins.property
+    def checkpoint(self) -> Global___StreamFeedResponse.Checkpoint:
+        """Nothing new: only a newer resume_token (sent now and then while the feed is quiet,
+        so a resume has little to replay).
+        """
+
     def __init__(
         self,
         *,
         subscribed: Global___StreamFeedResponse.Subscribed | None = ...,
         item: Global___Post | None = ...,
         refreshed: Global___StreamFeedResponse.Refreshed | None = ...,
+        checkpoint: Global___StreamFeedResponse.Checkpoint | None = ...,
+        resume_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "item", b"item", "refreshed", b"refreshed", "subscribed", b"subscribed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "frame", b"frame", "item", b"item", "refreshed", b"refreshed", "subscribed", b"subscribed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "item", b"item", "refreshed", b"refreshed", "subscribed", b"subscribed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "frame", b"frame", "item", b"item", "refreshed", b"refreshed", "resume_token", b"resume_token", "subscribed", b"subscribed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["subscribed", "item", "refreshed"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["subscribed", "item", "refreshed", "checkpoint"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 

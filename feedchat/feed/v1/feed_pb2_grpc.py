@@ -207,11 +207,16 @@ class FeedServiceServicer:
 
     def StreamFeed(self, request_iterator, context):
         """StreamFeed pushes new feed items to the calling user as they land, without polling,
-        celebrity posts included. The client's first frame must be a subscribe; with
-        resume_after_post_id it first receives the items it missed. The stream ends with OK
-        when the server shuts down, and with RESOURCE_EXHAUSTED (reason STREAM_TOO_SLOW) when
-        the client falls more than the server's queue bound (default 256 frames) behind; in
-        both cases the client reconnects with the last post id it saw.
+        celebrity posts included. Items come in the order they land, which is not always id
+        order (a celebrity's post lands at once, an older ordinary post after its fanout).
+        The client's first frame must be a subscribe; with resume_after_post_id and the last
+        resume_token it received it first receives the items it missed, including older ones
+        that landed while it was away; items it already had may come again (de-duplicate by
+        post_id). The stream ends with OK when the server shuts down, with RESOURCE_EXHAUSTED
+        (reason STREAM_TOO_SLOW) when the client falls more than the server's queue bound
+        (default 256 frames) behind, and with UNAVAILABLE (reason STREAM_RESET) when the
+        server lost its live connection; in every case the client reconnects with the last
+        post id it saw and the last resume_token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -88,11 +88,16 @@ class FeedServiceStub:
     """
     StreamFeed: _grpc.StreamStreamMultiCallable[_feed_pb2.StreamFeedRequest, _feed_pb2.StreamFeedResponse]
     """StreamFeed pushes new feed items to the calling user as they land, without polling,
-    celebrity posts included. The client's first frame must be a subscribe; with
-    resume_after_post_id it first receives the items it missed. The stream ends with OK
-    when the server shuts down, and with RESOURCE_EXHAUSTED (reason STREAM_TOO_SLOW) when
-    the client falls more than the server's queue bound (default 256 frames) behind; in
-    both cases the client reconnects with the last post id it saw.
+    celebrity posts included. Items come in the order they land, which is not always id
+    order (a celebrity's post lands at once, an older ordinary post after its fanout).
+    The client's first frame must be a subscribe; with resume_after_post_id and the last
+    resume_token it received it first receives the items it missed, including older ones
+    that landed while it was away; items it already had may come again (de-duplicate by
+    post_id). The stream ends with OK when the server shuts down, with RESOURCE_EXHAUSTED
+    (reason STREAM_TOO_SLOW) when the client falls more than the server's queue bound
+    (default 256 frames) behind, and with UNAVAILABLE (reason STREAM_RESET) when the
+    server lost its live connection; in every case the client reconnects with the last
+    post id it saw and the last resume_token.
     """
     GetFanoutStatus: _grpc.UnaryUnaryMultiCallable[_feed_pb2.GetFanoutStatusRequest, _feed_pb2.GetFanoutStatusResponse]
     """GetFanoutStatus shows the fanout progress of one post (followers done and pending,
@@ -171,11 +176,16 @@ class FeedServiceAsyncStub(FeedServiceStub):
     """
     StreamFeed: _aio.StreamStreamMultiCallable[_feed_pb2.StreamFeedRequest, _feed_pb2.StreamFeedResponse]  # type: ignore[assignment]
     """StreamFeed pushes new feed items to the calling user as they land, without polling,
-    celebrity posts included. The client's first frame must be a subscribe; with
-    resume_after_post_id it first receives the items it missed. The stream ends with OK
-    when the server shuts down, and with RESOURCE_EXHAUSTED (reason STREAM_TOO_SLOW) when
-    the client falls more than the server's queue bound (default 256 frames) behind; in
-    both cases the client reconnects with the last post id it saw.
+    celebrity posts included. Items come in the order they land, which is not always id
+    order (a celebrity's post lands at once, an older ordinary post after its fanout).
+    The client's first frame must be a subscribe; with resume_after_post_id and the last
+    resume_token it received it first receives the items it missed, including older ones
+    that landed while it was away; items it already had may come again (de-duplicate by
+    post_id). The stream ends with OK when the server shuts down, with RESOURCE_EXHAUSTED
+    (reason STREAM_TOO_SLOW) when the client falls more than the server's queue bound
+    (default 256 frames) behind, and with UNAVAILABLE (reason STREAM_RESET) when the
+    server lost its live connection; in every case the client reconnects with the last
+    post id it saw and the last resume_token.
     """
     GetFanoutStatus: _aio.UnaryUnaryMultiCallable[_feed_pb2.GetFanoutStatusRequest, _feed_pb2.GetFanoutStatusResponse]  # type: ignore[assignment]
     """GetFanoutStatus shows the fanout progress of one post (followers done and pending,
@@ -311,11 +321,16 @@ class FeedServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_feed_pb2.StreamFeedResponse], _abc.AsyncIterator[_feed_pb2.StreamFeedResponse]]:
         """StreamFeed pushes new feed items to the calling user as they land, without polling,
-        celebrity posts included. The client's first frame must be a subscribe; with
-        resume_after_post_id it first receives the items it missed. The stream ends with OK
-        when the server shuts down, and with RESOURCE_EXHAUSTED (reason STREAM_TOO_SLOW) when
-        the client falls more than the server's queue bound (default 256 frames) behind; in
-        both cases the client reconnects with the last post id it saw.
+        celebrity posts included. Items come in the order they land, which is not always id
+        order (a celebrity's post lands at once, an older ordinary post after its fanout).
+        The client's first frame must be a subscribe; with resume_after_post_id and the last
+        resume_token it received it first receives the items it missed, including older ones
+        that landed while it was away; items it already had may come again (de-duplicate by
+        post_id). The stream ends with OK when the server shuts down, with RESOURCE_EXHAUSTED
+        (reason STREAM_TOO_SLOW) when the client falls more than the server's queue bound
+        (default 256 frames) behind, and with UNAVAILABLE (reason STREAM_RESET) when the
+        server lost its live connection; in every case the client reconnects with the last
+        post id it saw and the last resume_token.
         """
 
     @_abc_1.abstractmethod
