@@ -4,9 +4,9 @@ grpc.aio bidirectional echo server driven by the same load generator, plus recon
 
     .venv/bin/python bench/chat_bench.py            # about 1.5 minutes
 
-Starts its own etcd and Redis (AOF on) and three chat servers as separate processes
-(``python -m chat_svc``): senders are owned by chat-0, receivers by chat-1, and the churn
-users by chat-2, which is SIGKILLed at the end. The load generator runs in this process.
+Starts its own etcd, Redis (AOF on) and PostgreSQL, and three chat servers as separate
+processes (``python -m chat_svc``): senders are owned by chat-0, receivers by chat-1, and
+the churn users by chat-2, which is SIGKILLed at the end. The load generator runs in this process.
 Everything is on loopback.
 """
 
@@ -35,6 +35,8 @@ from feedchat_runtime.embedded import (  # noqa: E402
     EmbeddedServer,
     etcd_server,
     free_port,
+    postgres_server,
+    postgres_url,
     redis_server,
 )
 from feedchat_runtime.registry import EtcdSession  # noqa: E402
@@ -410,12 +412,14 @@ def pid_of(server: EmbeddedServer) -> int:
     return server.process.pid if server.process else 0
 
 
-def chat_process(tmp: Path, etcd: str, redis_url: str, name: str) -> EmbeddedServer:
+def chat_process(tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str
+                 ) -> EmbeddedServer:
     port = free_port()
     profile = os.environ.get("CHAT_BENCH_PROFILE", "")  # e.g. /tmp/prof: cProfile each server
     runner = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
     argv = [sys.executable, *runner, "-m", "chat_svc", "--port", str(port), "--instance", name,
             "--etcd", etcd, "--etcd-prefix", "/bench", "--redis-url", redis_url, "--dev",
+            "--postgres-url", pg_url,
             "--lease-ttl", "2", "--log-level", "WARNING", "--log-format", "text",
             "--send-rate", "100000", "--send-burst", "100000", "--outbound-queue", "4096"]
     return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
@@ -425,10 +429,12 @@ async def run(seconds: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     etcd = etcd_server(tmp / "etcd")
     redis = redis_server(tmp / "redis")
+    postgres = postgres_server(tmp / "postgres")
     etcd.start()
     redis.start()
-    procs = [chat_process(tmp, etcd.address, f"redis://{redis.address}/0", f"chat-{i}")
-             for i in range(3)]
+    postgres.start()
+    procs = [chat_process(tmp, etcd.address, f"redis://{redis.address}/0",
+                          postgres_url(postgres), f"chat-{i}") for i in range(3)]
     echo_port = free_port()
     echo = EmbeddedServer("echo", "127.0.0.1", echo_port, tmp / "echo",
                           [sys.executable, "-c", ECHO_SERVER, str(echo_port)],
@@ -458,6 +464,7 @@ async def run(seconds: float) -> None:
         for proc in [*procs, echo]:
             proc.stop()
         redis.stop()
+        postgres.stop()
         etcd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = chat["peak"] / echo_results["peak"]

@@ -22,10 +22,12 @@ from chat_svc.peer import PeerClient, PeerServicer
 from chat_svc.servicer import ChatServicer
 from chat_svc.sessions import Sessions
 from chat_svc.store import ChatStore
+from chat_svc.store_channels import ChannelRecords
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime import redis_client
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.postgres import open_database
 from feedchat_runtime.server import ServiceHost, run_until_signal
 from feedchat_runtime.snowflake import WorkerIdClaim
 from router.ring import CHAT_SERVICE, Ring, RingWatch
@@ -45,6 +47,7 @@ class ChatApp:
     host: ServiceHost
     redis: aioredis.Redis
     store: ChatStore
+    records: ChannelRecords
     ring: RingWatch
     hub: ConnectionHub
     sessions: Sessions
@@ -79,7 +82,19 @@ async def build(config: ChatConfig) -> ChatApp:
         config.redis_url, socket_timeout=config.redis_timeout,
         socket_connect_timeout=config.redis_timeout, health_check_interval=10,
     )
-    store = ChatStore(redis, config.inbox_cap, config.history_cap, config.dedup_ttl)
+    try:
+        db = await open_database(
+            config.postgres_url, CHAT_SERVICE, "chat_svc", config.postgres_pool_size
+        )
+    except BaseException:
+        await redis.aclose()
+        await host.session.close(revoke=True)
+        raise
+    host.on_stop(db.close)
+    host.dependencies.add("postgres", db.ping)
+    records = ChannelRecords(db)
+    store = ChatStore(redis, config.inbox_cap, config.history_cap, config.dedup_ttl,
+                      load_members=records.members)
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
     ids = claim.generator()
@@ -96,7 +111,7 @@ async def build(config: ChatConfig) -> ChatApp:
     sessions = Sessions(store=store, hub=hub, ring=ring, delivery=delivery,
                         instance=config.instance, queue_capacity=config.outbound_queue,
                         draining=host.draining.is_set)
-    channels = Channels(store, ids, config.max_group_members)
+    channels = Channels(store, records, ids, config.max_group_members)
 
     def on_ring(old: Ring, new: Ring) -> None:
         sessions.rebalance()
@@ -119,7 +134,7 @@ async def build(config: ChatConfig) -> ChatApp:
     host.on_stop(directory.close)
     host.on_stop(ring.stop)
     host.on_stop(delivery.close)
-    return ChatApp(config, host, redis, store, ring, hub, sessions, delivery)
+    return ChatApp(config, host, redis, store, records, ring, hub, sessions, delivery)
 
 
 async def serve(config: ChatConfig) -> None:

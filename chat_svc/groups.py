@@ -7,9 +7,11 @@ import binascii
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from chat_svc.model import DIRECT, GROUP, ChannelInfo, StoredMessage
 from chat_svc.store import ChatStore
+from chat_svc.store_channels import ChannelRecords
 from feedchat_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -67,15 +69,30 @@ def _user_ids(ids: Sequence[int], field: str) -> list[int]:
 
 
 class Channels:
-    """Channel rules; membership is checked on every history read."""
+    """Channel rules; membership is checked on every history read.
 
-    def __init__(self, store: ChatStore, ids: SnowflakeGenerator, max_members: int) -> None:
+    Channels and membership are recorded in PostgreSQL first (``records``); then the
+    Redis copy of the member set that the send path checks is updated (``store``).
+    """
+
+    def __init__(self, store: ChatStore, records: ChannelRecords, ids: SnowflakeGenerator,
+                 max_members: int) -> None:
         self.store = store
+        self.records = records
         self.ids = ids
         self.max_members = max_members
 
+    async def _infos(self, channel_ids: Sequence[int], with_members: bool = False
+                     ) -> list[ChannelInfo]:
+        """Existing channels in input order, with their last sequence numbers from Redis."""
+        found = await self.records.channels(channel_ids, with_members)
+        present = [cid for cid in channel_ids if cid in found]
+        seqs = await self.store.last_seqs(present)
+        return [replace(found[cid], last_seq=seq) for cid, seq in zip(present, seqs,
+                                                                       strict=True)]
+
     async def _info(self, channel_id: int) -> ChannelInfo:
-        found = await self.store.channels([channel_id], with_members=True)
+        found = await self._infos([channel_id], with_members=True)
         if not found:
             raise NotFound("no such channel", reason="CHANNEL_NOT_FOUND")
         return found[0]
@@ -86,7 +103,8 @@ class Channels:
         if peer == caller:
             raise InvalidArgument.field("peer_user_id", "must not be the caller")
         channel_id = direct_channel_id(caller, peer)
-        await self.store.create_channel(channel_id, DIRECT, "", 0, _now_ms(), [caller, peer])
+        await self.records.create(channel_id, DIRECT, "", 0, _now_ms(), [caller, peer])
+        await self.store.cache_channel(channel_id, [caller, peer])
         return await self._info(channel_id)
 
     async def create_group(self, caller: int, name: str, members: Sequence[int]) -> ChannelInfo:
@@ -98,7 +116,8 @@ class Channels:
                 f"a group has at most {self.max_members} members", reason="GROUP_FULL",
                 metadata={"member_limit": str(self.max_members)})
         channel_id = self.ids.next_id()
-        await self.store.create_channel(channel_id, GROUP, name, caller, _now_ms(), everyone)
+        await self.records.create(channel_id, GROUP, name, caller, _now_ms(), everyone)
+        await self.store.cache_channel(channel_id, everyone)
         return await self._info(channel_id)
 
     async def _require_group_member(self, caller: int, channel_id: int) -> ChannelInfo:
@@ -115,7 +134,8 @@ class Channels:
         if not ids:
             raise InvalidArgument.field("user_ids", "must name at least one user")
         await self._require_group_member(caller, channel_id)
-        await self.store.add_members(channel_id, ids, self.max_members)
+        await self.records.add_members(channel_id, ids, self.max_members)
+        await self.store.cache_members(channel_id, ids, add=True)
         return await self._info(channel_id)
 
     async def remove_members(self, caller: int, channel_id: int, user_ids: Sequence[int]
@@ -127,17 +147,18 @@ class Channels:
         if caller != info.owner_id and ids != [caller]:
             raise PermissionDenied("only the group's owner may remove others",
                                    reason="NOT_GROUP_OWNER")
-        await self.store.remove_members(channel_id, ids)
+        await self.records.remove_members(channel_id, ids)
+        await self.store.cache_members(channel_id, ids, add=False)
         return await self._info(channel_id)
 
     async def list_channels(self, caller: int, size: int, token: str
                             ) -> tuple[list[ChannelInfo], str]:
         count = page_size(size)
         after = decode_token(token, "c1", 1)[0] if token else None
-        ids = await self.store.user_channel_ids(caller, after, count + 1)
+        ids = await self.records.user_channel_ids(caller, after, count + 1)
         more = len(ids) > count
         ids = ids[:count]
-        infos = await self.store.channels(ids)
+        infos = await self._infos(ids)
         return infos, (encode_token("c1", ids[-1]) if more and ids else "")
 
     async def history(self, caller: int, channel_id: int, size: int, token: str
@@ -152,7 +173,7 @@ class Channels:
             if not 1 < before <= MAX_SEQ:  # our tokens hold the seq of a page's last (>1)
                 raise InvalidArgument.field("page_token", "is not a token from this RPC",
                                             reason="BAD_PAGE_TOKEN")
-        if not await self.store.is_member(channel_id, caller):
+        if not await self.records.is_member(channel_id, caller):
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
         messages = await self.store.history(channel_id, before, count + 1)
         more = len(messages) > count

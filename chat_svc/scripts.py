@@ -96,23 +96,17 @@ end
 return replies
 """
 
-ADD_MEMBERS = """
--- Add users to a group within its member limit, atomically.
--- KEYS[1] chat:chan:{c:<channel>}:meta     hash (kind, name, owner_id, created_ms)
--- KEYS[2] chat:chan:{c:<channel>}:members  set of member ids
--- ARGV[1] member limit   ARGV[2..] user ids to add
--- Returns {"not_found"} | {"not_group"} | {"full", current_count} | {"ok", added_count}
-local kind = redis.call('HGET', KEYS[1], 'kind')
-if not kind then return {'not_found'} end
-if kind ~= 'group' then return {'not_group'} end
-local new = 0
-for i = 2, #ARGV do
-  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then new = new + 1 end
-end
-local count = redis.call('SCARD', KEYS[2])
-if count + new > tonumber(ARGV[1]) then return {'full', tostring(count)} end
-if #ARGV > 1 then redis.call('SADD', KEYS[2], unpack(ARGV, 2)) end
-return {'ok', tostring(new)}
+CACHE_MEMBERS = """
+-- Add users to a channel's cached member set (a copy of PostgreSQL's), conditionally:
+-- ARGV[1] = 1 adds only to a cached set (keeping it in step; adding to a missing set would
+-- make a partial one), ARGV[1] = 0 fills only a missing set (never over a cached one,
+-- which writers keep in step).
+-- KEYS[1] chat:chan:{c:<channel>}:members  set of member ids
+-- ARGV[1] 1 or 0 (see above)   ARGV[2..] user ids
+-- Returns 1 when added, 0 when not.
+if redis.call('EXISTS', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+return 1
 """
 
 SET_CURSOR = """

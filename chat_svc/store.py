@@ -1,14 +1,14 @@
-"""The chat store: the only module that talks to Redis.
+"""The chat store: the only module that talks to Redis (channels and membership are
+recorded in PostgreSQL by :mod:`chat_svc.store_channels`).
 
 Key families (hash tags keep each channel's keys in one slot, and each user's):
 
-- ``chat:chan:{c:<id>}:meta``      hash: kind, name, owner_id, created_ms
-- ``chat:chan:{c:<id>}:members``   set of member user ids
+- ``chat:chan:{c:<id>}:members``   set of member user ids: a copy of the record's
+                                   (PostgreSQL, chat_svc.store_channels) for the send
+                                   script, refilled from it when missing
 - ``chat:chan:{c:<id>}:seq``       counter: last per-channel sequence number
 - ``chat:chan:{c:<id>}:hist``      stream of messages, entry id ``<seq>-0`` (exact paging)
 - ``chat:inbox:{u:<id>}``          stream: the user's inbox, one entry per message received
-- ``chat:user:{u:<id>}:channels``  sorted set, all scores 0, members = 20-digit channel ids
-                                   (lexicographic order = numeric order, paged by ZRANGEBYLEX)
 - ``chat:dedup:{u:<id>}:<cmid>``   hash: the send's digest and ids (expires after dedup_ttl)
 - ``chat:rate:{u:<id>}``           hash: the user's send token bucket
 - ``chat:cursor:{u:<id>}``         hash: device id -> last acked inbox cursor
@@ -16,13 +16,13 @@ Key families (hash tags keep each channel's keys in one slot, and each user's):
 - ``notify:queue``                 stream consumed by notify_svc (see NOTIFY_QUEUE)
 
 Snowflake ids (> 2^53) are never sorted-set scores: history is ordered by the dense
-sequence (stream ids ``<seq>-0``) and channel lists lexicographically by fixed-width ids.
+sequence (stream ids ``<seq>-0``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,15 +33,12 @@ from chat_svc.batching import GroupCommit
 from chat_svc.model import (
     DIRECT,
     GROUP,
-    ChannelInfo,
     InboxEntry,
     SendOutcome,
     StoredMessage,
 )
 from feedchat_runtime.errors import (
     AlreadyExists,
-    FailedPrecondition,
-    NotFound,
     PermissionDenied,
     ResourceExhausted,
 )
@@ -57,10 +54,6 @@ All values are decimal strings / UTF-8 text.
 """
 NOTIFY_QUEUE_CAP = 1_000_000
 NOTIFY_PREVIEW_CHARS = 140
-
-
-def chan_meta_key(channel_id: int) -> str:
-    return f"chat:chan:{{c:{channel_id}}}:meta"
 
 
 def chan_members_key(channel_id: int) -> str:
@@ -79,10 +72,6 @@ def inbox_key(user_id: int) -> str:
     return f"chat:inbox:{{u:{user_id}}}"
 
 
-def user_channels_key(user_id: int) -> str:
-    return f"chat:user:{{u:{user_id}}}:channels"
-
-
 def dedup_key(user_id: int, client_msg_id: str) -> str:
     return f"chat:dedup:{{u:{user_id}}}:{client_msg_id}"
 
@@ -97,11 +86,6 @@ def cursor_key(user_id: int) -> str:
 
 def read_key(user_id: int) -> str:
     return f"chat:read:{{u:{user_id}}}"
-
-
-def channel_member(channel_id: int) -> str:
-    """Fixed-width member for the per-user channel index (lexicographic = numeric)."""
-    return f"{channel_id:020d}"
 
 
 def content_digest(channel_id: int, text: str) -> str:
@@ -143,7 +127,10 @@ class ChatStore:
         history_cap: int = 100_000,
         dedup_ttl: int = 86_400,
         send_batch: int = 128,
+        load_members: Callable[[int], Awaitable[Sequence[int]]] | None = None,
     ) -> None:
+        """``load_members`` reads a channel's members from the record (to refill the
+        cached set after Redis lost it)."""
         self.redis = redis
         self.inbox_cap = inbox_cap
         self.history_cap = history_cap
@@ -151,7 +138,8 @@ class ChatStore:
         self._send_many = redis.register_script(scripts.SEND_MANY)
         self._sends: GroupCommit[_SendCall, list[str]] = GroupCommit(
             self._run_sends, max_batch=send_batch)
-        self._add_members = redis.register_script(scripts.ADD_MEMBERS)
+        self._cache_members = redis.register_script(scripts.CACHE_MEMBERS)
+        self._load_members = load_members
         self._set_cursor = redis.register_script(scripts.SET_CURSOR)
 
     async def ping(self) -> bool:
@@ -203,6 +191,8 @@ class ChatStore:
             repr(float(rate)), burst,
         ]
         reply = await self._sends.call((keys, args))
+        if reply[0] == "not_member" and await self._refill_members(channel_id):
+            reply = await self._sends.call((keys, args))
         status = reply[0]
         if status == "conflict":
             raise AlreadyExists(
@@ -289,94 +279,48 @@ class ChatStore:
             )
         await pipe.execute()
 
-    # -- channels ----------------------------------------------------------------------
+    # -- cached member sets (the record is chat_svc.store_channels) ---------------------
 
-    async def create_channel(
-        self, channel_id: int, kind: str, name: str, owner_id: int, created_ms: int,
-        members: Sequence[int],
-    ) -> None:
-        """Create (or, for an existing direct channel, re-create identically) a channel."""
-        pipe = self.redis.pipeline(transaction=True)
-        meta = chan_meta_key(channel_id)
-        pipe.hsetnx(meta, "created_ms", str(created_ms))
-        pipe.hset(meta, mapping={"kind": kind, "name": name, "owner_id": str(owner_id)})
-        pipe.sadd(chan_members_key(channel_id), *[str(m) for m in members])
-        await pipe.execute()
-        await self._index(channel_id, members, add=True)
+    async def cache_members(self, channel_id: int, user_ids: Sequence[int], add: bool) -> None:
+        """Keep the cached member set in step after the record changed. Adding to a set
+        that is not cached would make a partial one: it is left to the next refill."""
+        if not user_ids:
+            return
+        key = chan_members_key(channel_id)
+        if add:
+            await self._cache_members(keys=[key], args=[1, *(str(u) for u in user_ids)])
+        else:
+            await self.redis.srem(key, *[str(u) for u in user_ids])
 
-    async def add_members(self, channel_id: int, user_ids: Sequence[int], limit: int) -> int:
-        """Add to a group within ``limit``; returns how many were new."""
-        reply = [_s(x) for x in await self._add_members(
-            keys=[chan_meta_key(channel_id), chan_members_key(channel_id)],
-            args=[limit, *(str(u) for u in user_ids)],
-        )]
-        if reply[0] == "not_found":
-            raise NotFound("no such channel", reason="CHANNEL_NOT_FOUND")
-        if reply[0] == "not_group":
-            raise FailedPrecondition("direct channels have fixed members", reason="NOT_A_GROUP")
-        if reply[0] == "full":
-            raise FailedPrecondition(
-                f"the group would exceed its {limit} member limit", reason="GROUP_FULL",
-                metadata={"member_limit": str(limit), "member_count": reply[1]},
-            )
-        await self._index(channel_id, user_ids, add=True)
-        return int(reply[1])
+    async def cache_channel(self, channel_id: int, user_ids: Sequence[int]) -> None:
+        """Cache a new (or reopened) channel's whole member set, unless it is cached."""
+        await self._cache_members(
+            keys=[chan_members_key(channel_id)], args=[0, *(str(u) for u in user_ids)]
+        )
 
-    async def remove_members(self, channel_id: int, user_ids: Sequence[int]) -> None:
-        await self.redis.srem(chan_members_key(channel_id), *[str(u) for u in user_ids])
-        await self._index(channel_id, user_ids, add=False)
-
-    async def _index(self, channel_id: int, user_ids: Iterable[int], add: bool) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        member = channel_member(channel_id)
-        for uid in user_ids:
-            if add:
-                pipe.zadd(user_channels_key(uid), {member: 0})
-            else:
-                pipe.zrem(user_channels_key(uid), member)
-        await pipe.execute()
-
-    async def is_member(self, channel_id: int, user_id: int) -> bool:
-        return bool(await self.redis.sismember(chan_members_key(channel_id), str(user_id)))
+    async def _refill_members(self, channel_id: int) -> bool:
+        """Refill a channel's member set from the record when it is missing from Redis;
+        True when it was filled."""
+        key = chan_members_key(channel_id)
+        if self._load_members is None or await self.redis.exists(key):
+            return False
+        members = await self._load_members(channel_id)
+        if not members:
+            return False
+        return bool(await self._cache_members(keys=[key], args=[0, *(str(m) for m in members)]))
 
     async def members(self, channel_id: int) -> list[int]:
-        return sorted(int(_s(m)) for m in await self.redis.smembers(chan_members_key(channel_id)))
+        found = await self.redis.smembers(chan_members_key(channel_id))
+        if not found and await self._refill_members(channel_id):
+            found = await self.redis.smembers(chan_members_key(channel_id))
+        return sorted(int(_s(m)) for m in found)
 
-    async def channels(
-        self, channel_ids: Sequence[int], with_members: bool = False
-    ) -> list[ChannelInfo]:
-        """Descriptions of existing channels (missing ones are left out), in input order."""
-        pipe = self.redis.pipeline(transaction=False)
-        for cid in channel_ids:
-            pipe.hgetall(chan_meta_key(cid))
-            pipe.scard(chan_members_key(cid))
-            pipe.get(chan_seq_key(cid))
-            if with_members:
-                pipe.smembers(chan_members_key(cid))
-        replies = await pipe.execute()
-        step = 4 if with_members else 3
-        out = []
-        for i, cid in enumerate(channel_ids):
-            meta = _fields(replies[i * step])
-            if not meta.get("kind"):
-                continue
-            members: tuple[int, ...] = ()
-            if with_members:
-                members = tuple(sorted(int(_s(m)) for m in replies[i * step + 3]))
-            last = replies[i * step + 2]
-            out.append(ChannelInfo(
-                channel_id=cid, kind=meta["kind"], name=meta.get("name", ""),
-                owner_id=int(meta.get("owner_id", "0") or 0),
-                member_count=int(replies[i * step + 1]),
-                last_seq=int(_s(last)) if last is not None else 0, member_ids=members,
-            ))
-        return out
-
-    async def user_channel_ids(self, user_id: int, after: int | None, count: int) -> list[int]:
-        """Up to ``count`` of the user's channel ids greater than ``after``, ascending."""
-        low = "-" if after is None else f"({channel_member(after)}"
-        rows = await self.redis.zrangebylex(user_channels_key(user_id), low, "+", 0, count)
-        return [int(_s(r)) for r in rows]
+    async def last_seqs(self, channel_ids: Sequence[int]) -> list[int]:
+        """Each channel's last message sequence number (0 before its first message)."""
+        if not channel_ids:
+            return []
+        found = await self.redis.mget([chan_seq_key(c) for c in channel_ids])
+        return [int(_s(v)) if v is not None else 0 for v in found]
 
 
 def _with_cursor(message: StoredMessage, cursor: str) -> StoredMessage:

@@ -19,7 +19,7 @@ async def _store(app, sender: int, channel: int, cmid: str, text: str) -> SendOu
 
 async def test_sends_batched_together_keep_their_own_outcomes(chat_cluster) -> None:
     (app,) = await chat_cluster(1)
-    channels = Channels(app.store, app.delivery.ids, 500)
+    channels = Channels(app.store, app.records, app.delivery.ids, 500)
     channel = (await channels.open_direct(1, 2)).channel_id
     other = (await channels.open_direct(3, 4)).channel_id
     batches = 0
@@ -57,7 +57,7 @@ async def test_sends_batched_together_keep_their_own_outcomes(chat_cluster) -> N
 
 async def test_a_redis_error_fails_only_its_own_send(chat_cluster, redis) -> None:
     (app,) = await chat_cluster(1)
-    channels = Channels(app.store, app.delivery.ids, 500)
+    channels = Channels(app.store, app.records, app.delivery.ids, 500)
     good = (await channels.open_direct(1, 2)).channel_id
     broken = (await channels.open_direct(5, 6)).channel_id
     await redis.set(f"chat:chan:{{c:{broken}}}:seq", "not a number")  # INCR fails: ERR

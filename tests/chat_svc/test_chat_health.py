@@ -34,7 +34,7 @@ async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(
     device: Device | None = None
     try:
         await app.ring.wait_for(lambda r: "chat-0" in r.members, 10)
-        group = (await Channels(app.store, app.delivery.ids, 500).create_group(
+        group = (await Channels(app.store, app.records, app.delivery.ids, 500).create_group(
             1, "g", [2])).channel_id
         device = Device(1, app.address)
         await device.open()

@@ -11,7 +11,9 @@ import pytest
 
 from chat_svc.groups import Channels
 from chat_svc.store import ChatStore
+from chat_svc.store_channels import ChannelRecords
 from feedchat_runtime.embedded import EmbeddedServer, free_port
+from feedchat_runtime.postgres import open_database
 from feedchat_runtime.registry import EtcdSession
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from router.ring import RingWatch
@@ -19,11 +21,13 @@ from tests.chat_svc.chatkit import Device
 from tests.waiting import wait_until
 
 
-def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, name: str) -> EmbeddedServer:
+def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, postgres_url: str,
+                 name: str) -> EmbeddedServer:
     port = free_port()
     argv = [
         sys.executable, "-m", "chat_svc", "--port", str(port), "--instance", name,
         "--etcd", etcd, "--etcd-prefix", prefix, "--redis-url", redis_url, "--dev",
+        "--postgres-url", postgres_url,
         "--lease-ttl", "2", "--grace", "1", "--log-format", "text",
         "--send-rate", "1000", "--send-burst", "1000",
     ]
@@ -88,10 +92,11 @@ async def _open_on_owner(user_id: int, ring: RingWatch, timeout: float = 10) -> 
 
 @pytest.mark.timeout(90)
 async def test_killed_chat_server_loses_no_acked_message(
-    tmp_path, etcd, etcd_prefix, redis_url, redis
+    tmp_path, etcd, etcd_prefix, redis_url, redis, database_url
 ) -> None:
-    procs = [chat_process(tmp_path, etcd.address, etcd_prefix, redis_url, f"chat-{i}")
-             for i in range(3)]
+    procs = [chat_process(tmp_path, etcd.address, etcd_prefix, redis_url, database_url,
+                          f"chat-{i}") for i in range(3)]
+    db = await open_database(database_url, "chat", "chat_svc", 2)
     session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
     await session.start()
     ring = RingWatch(session)
@@ -104,8 +109,9 @@ async def test_killed_chat_server_loses_no_acked_message(
         sender_id = next(u for u, o in owner.items() if o == "chat-0")
         victims = [u for u, o in owner.items() if o == "chat-1"][:4]
         others = [u for u, o in owner.items() if o == "chat-2"][:2]
-        store = ChatStore(redis)
-        channels = Channels(store, SnowflakeGenerator(lambda: 1), 500)
+        records = ChannelRecords(db)
+        store = ChatStore(redis, load_members=records.members)
+        channels = Channels(store, records, SnowflakeGenerator(lambda: 1), 500)
         group = (await channels.create_group(sender_id, "g", victims + others)).channel_id
         sender = await _open_on_owner(sender_id, ring)
         followers = [Follower(u, ring) for u in victims + others]
@@ -140,3 +146,4 @@ async def test_killed_chat_server_loses_no_acked_message(
             p.stop()
         await ring.stop()
         await session.close()
+        await db.close()

@@ -57,7 +57,7 @@ async def test_new_chat_server_moves_users_who_reconnect_without_loss(
     sender = next(u for u in users_on(apps, "chat-0", 50)
                   if future.owner(u).instance == "chat-0")
     receivers = users_on(apps, "chat-1", 12, start=1000)
-    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     group = (await channels.create_group(sender, "all", receivers)).channel_id
     s = await devices(sender, apps[0].address)
     streams = {uid: [await devices(uid, apps[1].address)] for uid in receivers}
@@ -115,7 +115,7 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(
     apps = await chat_cluster(1, outbound_queue=8, send_rate=10_000.0, send_burst=10_000,
                               max_message_chars=60_000)
     sender, fast, slow = 1, 2, 3
-    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     group = (await channels.create_group(sender, "g", [fast, slow])).channel_id
     s = await devices(sender, apps[0].address)
     f = await devices(fast, apps[0].address)

@@ -77,7 +77,7 @@ async def test_catch_up_and_live_pushes_give_each_message_once_in_order(
 
 
 async def _direct(apps, user: int, peer: int) -> int:
-    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     return (await channels.open_direct(user, peer)).channel_id
 
 
