@@ -1,17 +1,21 @@
-"""Health tells the truth: Redis gone → NOT_SERVING and sends refused; back → SERVING."""
+"""Health tells the truth: Redis gone → NOT_SERVING and sends refused; PostgreSQL gone →
+NOT_SERVING and channel changes UNAVAILABLE; back → SERVING."""
 
 from __future__ import annotations
 
 import asyncio
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chat_svc.app import build
 from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
-from feedchat_runtime.embedded import etcd_server, redis_server
-from tests.chat_svc.chatkit import Device
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.embedded import etcd_server, postgres_url, redis_server
+from feedchat_runtime.status import error_details
+from tests.chat_svc.chatkit import Device, auth
 from tests.waiting import wait_until
 
 
@@ -102,3 +106,40 @@ async def _poll_status(address: str, want: int, seconds: float) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"health stayed {seen}, wanted {want}")
+
+
+async def test_lost_postgres_means_not_serving_and_unavailable_then_recovery(
+    make_config, private_postgres, redis
+) -> None:
+    app = await build(make_config(
+        ChatConfig, instance="chat-0", postgres_url=postgres_url(private_postgres),
+        health_interval=0.1))
+    await app.start()
+    device: Device | None = None
+    try:
+        await app.ring.wait_for(lambda r: "chat-0" in r.members, 10)
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            group = (await stub.CreateGroup(chat_pb2.CreateGroupRequest(
+                name="g", member_ids=[2]), metadata=auth(1))).channel
+            device = Device(1, app.address)
+            await device.open()
+            await asyncio.to_thread(private_postgres.stop)
+            await _poll_status(app.address, health_pb2.HealthCheckResponse.NOT_SERVING, 10)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.CreateGroup(chat_pb2.CreateGroupRequest(
+                    name="h", member_ids=[2]), metadata=auth(1))
+            details = await error_details(caught.value)
+            assert (details.code, details.reason) == (
+                grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            # The member set is cached: sends to the group go on without PostgreSQL.
+            await device.sent(device.send(group.channel_id, "still sending"))
+
+            await asyncio.to_thread(private_postgres.start)
+            await _poll_status(app.address, health_pb2.HealthCheckResponse.SERVING, 20)
+            listed = await stub.ListChannels(chat_pb2.ListChannelsRequest(), metadata=auth(1))
+            assert [c.name for c in listed.channels] == ["g"]  # the failed one left nothing
+    finally:
+        if device is not None:
+            await device.close()
+        await app.stop()
