@@ -2,8 +2,10 @@
 
 For each call it (1) authenticates the ``authorization: Bearer <token>`` metadata unless
 the method is public, setting the :class:`~feedchat_runtime.auth.Caller` for the handler,
-(2) refuses user tokens on service-only methods, and (3) turns whatever the handler
-raises into a precise status through :mod:`feedchat_runtime.status`.
+(2) refuses user tokens on service-only methods, (3) answers a request body protobuf
+cannot parse with INVALID_ARGUMENT ``MALFORMED_REQUEST`` (:mod:`feedchat_runtime.decoding`),
+and (4) turns whatever the handler raises into a precise status through
+:mod:`feedchat_runtime.status`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import grpc
 
 from feedchat_runtime.auth import Caller, TokenAuthority, set_caller
+from feedchat_runtime.decoding import Undecodable, malformed, tolerant_deserializer
 from feedchat_runtime.errors import FeedchatError, PermissionDenied, Unauthenticated
 from feedchat_runtime.status import status_for
 
@@ -83,7 +86,15 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = handler_call_details.method
-        guard = self._authenticate
+        authenticate = self._authenticate
+        request_deserializer = tolerant_deserializer(
+            handler.request_deserializer, method, streaming=handler.request_streaming
+        )
+
+        def guard(method: str, context: grpc.aio.ServicerContext, request: Any) -> None:
+            authenticate(method, context)
+            if isinstance(request, Undecodable):
+                raise malformed(method)
 
         async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
             await context.abort_with_status(status_for(exc, method))
@@ -93,7 +104,7 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    guard(method, context)
+                    guard(method, context, request)
                     return await inner(request, context)
                 except grpc.aio.AbortError:
                     raise  # the handler chose its status itself
@@ -107,7 +118,7 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
             return factory(
                 unary_response,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=request_deserializer,
                 response_serializer=handler.response_serializer,
             )
 
@@ -119,7 +130,7 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
                 try:
-                    guard(method, context)
+                    guard(method, context, request)
                     async for item in inner_stream(request, context):
                         yield item
                 except grpc.aio.AbortError:
@@ -132,7 +143,7 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def write_response(request: Any, context: grpc.aio.ServicerContext) -> None:
                 try:
-                    guard(method, context)
+                    guard(method, context, request)
                     await inner_stream(request, context)
                 except grpc.aio.AbortError:
                     raise  # the handler chose its status itself
@@ -148,7 +159,7 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         return factory(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=request_deserializer,
             response_serializer=handler.response_serializer,
         )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from feedchat_runtime.embedded import etcd_server, redis_server
 from feedchat_runtime.server import ServiceHost
@@ -115,8 +116,10 @@ async def test_an_added_probe_is_one_more_dependency(make_config: Callable[..., 
         reachable = False
         await wait_until(lambda: _is(host.address, NOT_SERVING), 5, "NOT_SERVING")
         assert host.dependencies.failing == ["database"]
+        assert _up("database") == 0.0
         reachable = True
         await wait_until(lambda: _is(host.address, SERVING), 5, "SERVING again")
+        assert _up("database") == 1.0
     finally:
         await host.stop()
 
@@ -143,3 +146,8 @@ async def test_a_probe_that_hangs_counts_as_unreachable(make_config: Callable[..
 
 async def _is(address: str, want: int) -> bool:
     return await _status(address) == want
+
+
+def _up(dependency: str) -> float | None:
+    """The feedchat_dependency_up gauge /metrics shows for ``dependency``."""
+    return REGISTRY.get_sample_value("feedchat_dependency_up", {"dependency": dependency})
