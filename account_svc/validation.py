@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from feedchat_runtime.errors import InvalidArgument
+from feedchat_runtime.text import TextRule
 
 USERNAME_MIN = 3
 USERNAME_MAX = 32
@@ -44,29 +44,13 @@ def check_password(password: str) -> None:
         )
 
 
-def _has_control(text: str, allowed: str = "") -> bool:
-    return any(unicodedata.category(c) == "Cc" and c not in allowed for c in text)
+DISPLAY_NAME = TextRule("display_name", DISPLAY_NAME_MAX, "PROFILE", required=False)
+BIO = TextRule("bio", BIO_MAX, "PROFILE", multiline=True, required=False)
 
 
 def check_display_name(value: str) -> str:
-    if len(value) > DISPLAY_NAME_MAX:
-        raise InvalidArgument.field(
-            "display_name", f"must be at most {DISPLAY_NAME_MAX} characters", "PROFILE_INVALID"
-        )
-    if _has_control(value):
-        raise InvalidArgument.field(
-            "display_name", "must not contain control characters", "PROFILE_INVALID"
-        )
-    return value
+    return DISPLAY_NAME.check(value)
 
 
 def check_bio(value: str) -> str:
-    if len(value) > BIO_MAX:
-        raise InvalidArgument.field(
-            "bio", f"must be at most {BIO_MAX} characters", "PROFILE_INVALID"
-        )
-    if _has_control(value, allowed="\n"):
-        raise InvalidArgument.field(
-            "bio", "must not contain control characters other than newline", "PROFILE_INVALID"
-        )
-    return value
+    return BIO.check(value)

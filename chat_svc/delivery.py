@@ -28,6 +28,7 @@ from chat_svc.peer import deliver_local
 from chat_svc.store import ChatStore
 from feedchat_runtime.errors import InvalidArgument, PermissionDenied
 from feedchat_runtime.snowflake import SnowflakeGenerator
+from feedchat_runtime.text import TextRule
 from router.ring import RingWatch
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Delivery:
         self.ids = ids
         self.forward = forward
         self.max_message_chars = max_message_chars
+        self.message_text = TextRule("text", max_message_chars, "MESSAGE", multiline=True)
         self.send_rate = send_rate
         self.send_burst = send_burst
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,12 +73,7 @@ class Delivery:
                 "client_msg_id", f"must be 1..{MAX_CLIENT_MSG_ID} characters")
         if channel_id <= 0:
             raise InvalidArgument.field("channel_id", "is required")
-        if not text:
-            raise InvalidArgument.field("text", "must not be empty", reason="MESSAGE_EMPTY")
-        if len(text) > self.max_message_chars:
-            raise InvalidArgument.field(
-                "text", f"longer than {self.max_message_chars} characters",
-                reason="MESSAGE_TOO_LONG")
+        self.message_text.check(text)
 
     async def send(
         self, sender_id: int, client_msg_id: str, channel_id: int, text: str

@@ -19,9 +19,11 @@ from feedchat_runtime.errors import (
     PermissionDenied,
 )
 from feedchat_runtime.snowflake import SnowflakeGenerator
+from feedchat_runtime.text import TextRule
 
 MAX_USER_ID = (1 << 63) - 1
 MAX_NAME = 100
+GROUP_NAME = TextRule("name", MAX_NAME, "GROUP_NAME")
 MAX_IDS_PER_CALL = 500
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -108,8 +110,7 @@ class Channels:
         return await self._info(channel_id)
 
     async def create_group(self, caller: int, name: str, members: Sequence[int]) -> ChannelInfo:
-        if not 0 < len(name) <= MAX_NAME:
-            raise InvalidArgument.field("name", f"must be 1..{MAX_NAME} characters")
+        GROUP_NAME.check(name)
         everyone = sorted(set(_user_ids(members, "member_ids")) | {caller})
         if len(everyone) > self.max_members:
             raise FailedPrecondition(

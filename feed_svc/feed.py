@@ -26,6 +26,7 @@ from feedchat_runtime.errors import (
     Unavailable,
 )
 from feedchat_runtime.snowflake import SnowflakeGenerator, timestamp_ms
+from feedchat_runtime.text import TextRule
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +74,7 @@ class FanoutStatus:
     queue_oldest_ms: int = 0
 
 
-def check_text(text: str) -> str:
-    if not text.strip():
-        raise InvalidArgument.field("text", "must not be empty", reason="POST_EMPTY")
-    if len(text) > MAX_POST_CHARS:
-        raise InvalidArgument.field(
-            "text", f"at most {MAX_POST_CHARS} characters (got {len(text)})",
-            reason="POST_TOO_LONG",
-        )
-    if any(ord(c) < 32 and c not in "\n\t\r" for c in text):
-        raise InvalidArgument.field(
-            "text", "control characters are not allowed", reason="POST_INVALID_CHARACTERS"
-        )
-    return text
+POST_TEXT = TextRule("text", MAX_POST_CHARS, "POST", multiline=True)
 
 
 def check_user_id(user_id: int, name: str = "user_id") -> int:
@@ -116,7 +105,7 @@ class Feed:
 
     # --- posts ------------------------------------------------------------------------
     async def create_post(self, user: int, text: str, request_id: str = "") -> PostView:
-        check_text(text)
+        POST_TEXT.check(text)
         request = None
         if check_request_id(request_id):
             request = PostRequest.of(user, request_id, text)

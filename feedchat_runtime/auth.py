@@ -16,6 +16,7 @@ The interceptor (:mod:`feedchat_runtime.interceptors`) verifies the credential a
 from __future__ import annotations
 
 import contextvars
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,11 +24,24 @@ from dataclasses import dataclass
 import jwt
 
 from feedchat_runtime.errors import PermissionDenied, Unauthenticated
+from feedchat_runtime.ids import MAX_ID, is_valid_id
 
 ISSUER = "feedchat"
 ALGORITHM = "HS256"
 DEV_AUTH_SECRET = "feedchat-dev-only-auth-secret-do-not-use-in-production"
 DEV_SERVICE_SECRET = "feedchat-dev-only-service-secret-do-not-use-in-production"
+_USER_SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
+"""A user token's ``sub``: a user id in canonical decimal (no sign, spaces or zeros first)."""
+
+
+def _user_id(subject: object) -> int:
+    """The user id a verified token's ``sub`` names; UNAUTHENTICATED when it names none."""
+    if not isinstance(subject, str) or not _USER_SUBJECT.fullmatch(subject):
+        raise Unauthenticated("token subject is not a user id", reason="TOKEN_INVALID")
+    user_id = int(subject)
+    if user_id > MAX_ID:
+        raise Unauthenticated("token subject is not a user id", reason="TOKEN_INVALID")
+    return user_id
 
 
 @dataclass(frozen=True)
@@ -110,11 +124,16 @@ class TokenAuthority:
         }
         return IssuedToken(jwt.encode(claims, secret, algorithm=ALGORITHM), now + ttl, token_id)
 
+    def _sign_user(self, user_id: int, typ: str, ttl: float) -> IssuedToken:
+        if not is_valid_id(user_id):
+            raise ValueError(f"{user_id} is not a user id")
+        return self._sign(self._auth_secret, str(user_id), typ, ttl)
+
     def issue_access(self, user_id: int) -> IssuedToken:
-        return self._sign(self._auth_secret, str(user_id), "access", self.access_ttl)
+        return self._sign_user(user_id, "access", self.access_ttl)
 
     def issue_refresh(self, user_id: int) -> IssuedToken:
-        return self._sign(self._auth_secret, str(user_id), "refresh", self.refresh_ttl)
+        return self._sign_user(user_id, "refresh", self.refresh_ttl)
 
     def issue_service(self, service: str, ttl: float = 3600.0) -> IssuedToken:
         return self._sign(self._service_secret, service, "service", ttl)
@@ -140,10 +159,7 @@ class TokenAuthority:
         claims = self._decode(token, self._auth_secret)
         if claims.get("typ") != typ:
             raise Unauthenticated(f"expected an {typ} token", reason="TOKEN_WRONG_TYPE")
-        try:
-            return int(str(claims["sub"])), claims
-        except ValueError as exc:
-            raise Unauthenticated("token is not valid", reason="TOKEN_INVALID") from exc
+        return _user_id(claims.get("sub")), claims
 
     def verify_bearer(self, token: str) -> Caller:
         """A Caller from either kind of credential.

@@ -9,10 +9,10 @@ import grpc
 from feedchat.router.v1 import router_pb2, router_pb2_grpc
 from feedchat_runtime.auth import current_caller
 from feedchat_runtime.errors import InvalidArgument, Unauthenticated, Unavailable
+from feedchat_runtime.ids import is_valid_id
 from router.ring import RingWatch
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-MAX_USER_ID = (1 << 63) - 1
 
 
 def _require_caller() -> None:
@@ -29,7 +29,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.RouteRequest, context: Context
     ) -> router_pb2.RouteResponse:
         _require_caller()
-        if not 0 < request.user_id <= MAX_USER_ID:
+        if not is_valid_id(request.user_id):
             raise InvalidArgument.field("user_id", "must be between 1 and 2^63-1")
         ring = self._ring.ring
         owner = ring.owner(request.user_id)

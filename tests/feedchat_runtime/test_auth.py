@@ -54,3 +54,23 @@ def test_garbage_is_not_a_token(authority: TokenAuthority) -> None:
     with pytest.raises(Unauthenticated) as caught:
         authority.verify_bearer("not-a-jwt")
     assert caught.value.reason == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["0", "-1", "9223372036854775808", "99999999999999999999999", "abc", "", " 12", "+5",
+     "1_0", "007", "\u0663", "1.5"],
+)
+def test_a_subject_that_is_not_a_user_id_is_unauthenticated(
+    authority: TokenAuthority, subject: str
+) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        authority.verify_bearer(_forge(AUTH, "access", sub=subject))
+    assert caught.value.reason == "TOKEN_INVALID"
+
+
+def test_the_largest_user_id_is_a_subject(authority: TokenAuthority) -> None:
+    top = (1 << 63) - 1
+    assert authority.verify_bearer(_forge(AUTH, "access", sub=str(top))) == Caller(user_id=top)
+    with pytest.raises(ValueError):
+        authority.issue_access(0)
