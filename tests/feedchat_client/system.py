@@ -47,6 +47,9 @@ class System:
     clients: list[FeedchatClient] = field(default_factory=list)
 
     def address(self, service: str) -> str:
+        """A service's address ("chat": the first live chat server's)."""
+        if service == "chat":
+            return self.live_chats[0].address
         return self.hosts[service].address
 
     @property

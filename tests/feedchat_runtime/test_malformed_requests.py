@@ -4,7 +4,7 @@ method of every service, unary and stream frames alike, and logs no traceback.""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,8 +20,8 @@ from feedchat.notify.v1 import notify_pb2
 from feedchat.presence.v1 import presence_pb2
 from feedchat.router.v1 import router_pb2
 from feedchat_runtime.decoding import REASON
-from feedchat_runtime.status import error_details
 from tests.feedchat_client.system import DEV_AUTHORITY, System
+from tests.rpc_errors import failure
 
 USER = 7
 SERVICE_ONLY = {"/feedchat.chat.v1.ChatPeerService/Deliver",
@@ -99,13 +99,7 @@ def _metadata(path: str) -> tuple[tuple[str, str], ...]:
 
 
 async def _expect_malformed(call: Any) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        if isinstance(call, grpc.aio.UnaryUnaryCall):
-            await call
-        else:
-            async for _ in call:
-                pass
-    details = await error_details(raised.value)
+    details = await failure(call)
     assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, REASON)
 
 
@@ -114,51 +108,37 @@ async def _frames(*frames: bytes) -> AsyncIterator[bytes]:
         yield frame
 
 
-@pytest.fixture
-async def system(make_config: Callable[..., Any], etcd: Any, etcd_prefix: str,
-                 redis: Any) -> AsyncIterator[System]:
-    started = await System(make_config, etcd.address, etcd_prefix).start(
-        chat_servers=1, presence=True, notify=True)
-    yield started
-    await started.stop()
-
-
-def _address(system: System, service: str) -> str:
-    return system.chats[0].address if service == "chat" else system.address(service)
+def _call(channel: grpc.aio.Channel, method: MethodDescriptor, *frames: bytes) -> Any:
+    """The call of ``method`` with raw request bytes (one message, or client frames)."""
+    path = _path(method)
+    metadata = _metadata(path)
+    if not method.client_streaming and not method.server_streaming:
+        return channel.unary_unary(path)(frames[0], metadata=metadata, timeout=5)
+    if not method.client_streaming:
+        return channel.unary_stream(path)(frames[0], metadata=metadata, timeout=5)
+    return channel.stream_stream(path)(_frames(*frames), metadata=metadata, timeout=5)
 
 
 async def test_every_method_answers_an_undecodable_body_with_invalid_argument(
-    system: System, caplog: pytest.LogCaptureFixture
+    whole_system: System, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     for service, method in _methods():
-        path = _path(method)
-        async with grpc.aio.insecure_channel(_address(system, service)) as channel:
+        async with grpc.aio.insecure_channel(whole_system.address(service)) as channel:
             for body in _bad_bodies(method).values():
-                metadata = _metadata(path)
-                if not method.client_streaming and not method.server_streaming:
-                    call: Any = channel.unary_unary(path)(body, metadata=metadata, timeout=5)
-                elif not method.client_streaming:
-                    call = channel.unary_stream(path)(body, metadata=metadata, timeout=5)
-                else:
-                    call = channel.stream_stream(path)(
-                        _frames(body), metadata=metadata, timeout=5)
-                await _expect_malformed(call)
+                await _expect_malformed(_call(channel, method, body))
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
 async def test_a_bad_frame_after_a_good_start_ends_each_stream_with_invalid_argument(
-    system: System, caplog: pytest.LogCaptureFixture
+    whole_system: System, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    for service, method in _methods():
-        path = _path(method)
-        if path not in GOOD_FIRST_FRAME:
-            continue
-        good = GOOD_FIRST_FRAME[path].SerializeToString()
-        async with grpc.aio.insecure_channel(_address(system, service)) as channel:
+    streams = [(s, m) for s, m in _methods() if _path(m) in GOOD_FIRST_FRAME]
+    assert len(streams) == len(GOOD_FIRST_FRAME)
+    for service, method in streams:
+        good = GOOD_FIRST_FRAME[_path(method)].SerializeToString()
+        async with grpc.aio.insecure_channel(whole_system.address(service)) as channel:
             for body in _bad_bodies(method).values():
-                call = channel.stream_stream(path)(
-                    _frames(good, body), metadata=_metadata(path), timeout=5)
-                await _expect_malformed(call)
+                await _expect_malformed(_call(channel, method, good, body))
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"

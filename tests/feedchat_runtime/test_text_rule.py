@@ -4,7 +4,6 @@ field is multi-line."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -14,10 +13,10 @@ from feedchat.account.v1 import account_pb2, account_pb2_grpc
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat.feed.v1 import feed_pb2, feed_pb2_grpc
 from feedchat_runtime.errors import InvalidArgument
-from feedchat_runtime.status import error_details
 from feedchat_runtime.text import TextRule
 from tests.chat_svc.chatkit import Device, auth
 from tests.feedchat_client.system import System
+from tests.rpc_errors import failure
 from tests.waiting import wait_until
 
 CONTROLS = ["nul\x00", "esc\x1b[31m", "del\x7f", "csi\x9b31m", "c1\x85"]
@@ -52,26 +51,16 @@ def test_length_emptiness_and_plain_unicode() -> None:
     assert _reason(TextRule("t", 5, "T", required=False), "") is None
 
 
-@pytest.fixture
-async def system(make_config: Callable[..., Any], etcd: Any, etcd_prefix: str,
-                 redis: Any) -> AsyncIterator[System]:
-    started = await System(make_config, etcd.address, etcd_prefix).start(chat_servers=1)
-    yield started
-    await started.stop()
-
-
 async def _reason_of(call: Any) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    details = await error_details(raised.value)
+    details = await failure(call)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     return details.reason
 
 
-async def test_every_text_field_refuses_c1_nul_and_esc(system: System) -> None:
+async def test_every_text_field_refuses_c1_nul_and_esc(whole_system: System) -> None:
     user = 11
     bad = ["csi\x9b2J", "nul\x00", "esc\x1b[2J"]
-    async with grpc.aio.insecure_channel(system.address("feed")) as channel:
+    async with grpc.aio.insecure_channel(whole_system.address("feed")) as channel:
         feed = feed_pb2_grpc.FeedServiceStub(channel)
         for text in bad:
             assert await _reason_of(feed.CreatePost(
@@ -79,7 +68,7 @@ async def test_every_text_field_refuses_c1_nul_and_esc(system: System) -> None:
                 == "POST_INVALID_CHARACTERS"
         # multi-line text keeps its newlines
         await feed.CreatePost(feed_pb2.CreatePostRequest(text="a\nb"), metadata=auth(user))
-    async with grpc.aio.insecure_channel(system.address("account")) as channel:
+    async with grpc.aio.insecure_channel(whole_system.address("account")) as channel:
         account = account_pb2_grpc.AccountServiceStub(channel)
         session = await account.SignUp(account_pb2.SignUpRequest(
             username="texter", password="password-123"))
@@ -92,7 +81,7 @@ async def test_every_text_field_refuses_c1_nul_and_esc(system: System) -> None:
             assert await _reason_of(account.UpdateProfile(
                 account_pb2.UpdateProfileRequest(bio=text), metadata=mine)) \
                 == "PROFILE_INVALID_CHARACTERS"
-    chat_address = system.chats[0].address
+    chat_address = whole_system.address("chat")
     async with grpc.aio.insecure_channel(chat_address) as channel:
         chat = chat_pb2_grpc.ChatServiceStub(channel)
         for name in [*bad, "two\nlines"]:

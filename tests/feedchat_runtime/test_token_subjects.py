@@ -4,12 +4,10 @@ service, for user calls, streams and refreshes alike -- never INTERNAL."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import jwt
-import pytest
 
 from feedchat.account.v1 import account_pb2
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -17,8 +15,8 @@ from feedchat.feed.v1 import feed_pb2
 from feedchat.presence.v1 import presence_pb2
 from feedchat.router.v1 import router_pb2
 from feedchat_runtime.auth import ALGORITHM, DEV_AUTH_SECRET, ISSUER
-from feedchat_runtime.status import error_details
 from tests.feedchat_client.system import System
+from tests.rpc_errors import failure
 
 SUBJECTS = ["0", "-3", str(1 << 63), "1e3", "12 "]
 
@@ -43,42 +41,27 @@ def _token(subject: str, typ: str = "access") -> str:
     return jwt.encode(claims, DEV_AUTH_SECRET, algorithm=ALGORITHM)
 
 
-@pytest.fixture
-async def system(make_config: Callable[..., Any], etcd: Any, etcd_prefix: str,
-                 redis: Any) -> AsyncIterator[System]:
-    started = await System(make_config, etcd.address, etcd_prefix).start(
-        chat_servers=1, presence=True)
-    yield started
-    await started.stop()
-
-
 async def _refused(call: Any) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        if isinstance(call, grpc.aio.UnaryUnaryCall):
-            await call
-        else:
-            async for _ in call:
-                pass
-    details = await error_details(raised.value)
+    details = await failure(call)
     return details.code, details.reason
 
 
-async def test_out_of_range_subjects_are_unauthenticated_everywhere(system: System) -> None:
+async def test_out_of_range_subjects_are_unauthenticated_everywhere(whole_system: System) -> None:
     unauthenticated = (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
     for subject in SUBJECTS:
         metadata = (("authorization", f"Bearer {_token(subject)}"),)
         for service, path, request in USER_CALLS:
-            address = system.chats[0].address if service == "chat" else system.address(service)
+            address = whole_system.address(service)
             async with grpc.aio.insecure_channel(address) as channel:
                 call = channel.unary_unary(
                     path, request_serializer=lambda m: m.SerializeToString())
                 assert await _refused(call(request, metadata=metadata)) == unauthenticated, path
-        async with grpc.aio.insecure_channel(system.chats[0].address) as channel:
+        async with grpc.aio.insecure_channel(whole_system.address("chat")) as channel:
             hello = chat_pb2.ConnectRequest(hello=chat_pb2.Hello(device_id="d"))
             stream = chat_pb2_grpc.ChatServiceStub(channel).Connect(
                 iter([hello]), metadata=metadata)
             assert await _refused(stream) == unauthenticated
-        async with grpc.aio.insecure_channel(system.address("account")) as channel:
+        async with grpc.aio.insecure_channel(whole_system.address("account")) as channel:
             refresh = channel.unary_unary(
                 "/feedchat.account.v1.AccountService/RefreshToken",
                 request_serializer=lambda m: m.SerializeToString())
@@ -88,19 +71,19 @@ async def test_out_of_range_subjects_are_unauthenticated_everywhere(system: Syst
 
 
 async def test_a_token_for_an_account_that_does_not_exist_acts_until_it_expires(
-    system: System,
+    whole_system: System,
 ) -> None:
     """As documented (README, "A token for an account that no longer exists")."""
     ghost = 4242  # never signed up
     metadata = (("authorization", f"Bearer {_token(str(ghost))}"),)
     serialize = {"request_serializer": lambda m: m.SerializeToString()}
-    async with grpc.aio.insecure_channel(system.address("feed")) as channel:
+    async with grpc.aio.insecure_channel(whole_system.address("feed")) as channel:
         create = channel.unary_unary(
             "/feedchat.feed.v1.FeedService/CreatePost", **serialize,
             response_deserializer=feed_pb2.CreatePostResponse.FromString)
         reply = await create(feed_pb2.CreatePostRequest(text="still me"), metadata=metadata)
         assert reply.post.author.user_id == ghost
-    async with grpc.aio.insecure_channel(system.address("account")) as channel:
+    async with grpc.aio.insecure_channel(whole_system.address("account")) as channel:
         update = channel.unary_unary(
             "/feedchat.account.v1.AccountService/UpdateProfile", **serialize)
         assert await _refused(update(account_pb2.UpdateProfileRequest(), metadata=metadata)) \
