@@ -70,11 +70,14 @@ class Session:
 
 @dataclass(frozen=True)
 class LoginLimits:
-    """Attempts allowed per ``window`` seconds, per username and per client address."""
+    """Login attempts allowed per ``window`` seconds, per username and per client address;
+    sign-up attempts per ``signup_window`` seconds per client address."""
 
     window: float
     per_username: int
     per_peer: int
+    signup_window: float = 3600.0
+    signup_per_peer: int = 50
 
 
 def _ms(seconds: float) -> int:
@@ -110,8 +113,20 @@ class Accounts:
 
     # --- sign-up and login ---------------------------------------------------------------
 
-    async def sign_up(self, username: str, password: str, display_name: str) -> Session:
-        """Create a user and log it in; ALREADY_EXISTS when the name is taken in any case."""
+    async def sign_up(
+        self, username: str, password: str, display_name: str, peer: str
+    ) -> Session:
+        """Create a user and log it in; ALREADY_EXISTS when the name is taken in any case.
+        Every attempt counts against the client address (``peer``)."""
+        allowed, left_ms = await self._store.limits.hit(
+            "signup_peer", peer, self._limits.signup_per_peer, _ms(self._limits.signup_window)
+        )
+        if not allowed:
+            raise ResourceExhausted(
+                "too many sign-ups from this address; retry later",
+                reason="SIGNUP_RATE_LIMITED",
+                retry_after=left_ms / 1000,
+            )
         name = normalize_username(username)
         check_password(password)
         check_display_name(display_name)

@@ -65,7 +65,8 @@ async def build(config: AccountConfig) -> ServiceHost:
             passwords=passwords,
             next_id=claim.generator().next_id,
             limits=LoginLimits(
-                config.login_window, config.login_max_per_username, config.login_max_per_peer
+                config.login_window, config.login_max_per_username, config.login_max_per_peer,
+                config.signup_window, config.signup_max_per_peer,
             ),
         )
         servicer = AccountServicer(accounts)

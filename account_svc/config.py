@@ -36,6 +36,10 @@ class AccountConfig(ServiceConfig):
     login_max_per_peer: int = _opt(
         50, "Failed or in-flight logins allowed per client address per window."
     )
+    signup_window: float = _opt(3600.0, "Seconds of the sign-up rate-limit window.")
+    signup_max_per_peer: int = _opt(
+        50, "Sign-up attempts allowed per client address per window."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -53,6 +57,8 @@ class AccountConfig(ServiceConfig):
             raise ConfigError("login_window must be positive")
         if self.login_max_per_username < 1 or self.login_max_per_peer < 1:
             raise ConfigError("login limits must be at least 1")
+        if self.signup_window <= 0 or self.signup_max_per_peer < 1:
+            raise ConfigError("signup_window must be positive and signup_max_per_peer >= 1")
         if not self.dev:
             for name in ("auth_secret", "service_secret"):
                 if len(getattr(self, name)) < MIN_SECRET_CHARS:

@@ -67,7 +67,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: pb.SignUpRequest, context: Context
     ) -> pb.SignUpResponse:
         session = await self._accounts.sign_up(
-            request.username, request.password, request.display_name
+            request.username, request.password, request.display_name,
+            peer_host(context.peer()),
         )
         return pb.SignUpResponse(**_session_fields(session))  # type: ignore[arg-type]
 

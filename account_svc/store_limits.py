@@ -1,4 +1,5 @@
-"""Login attempt counters in Redis (fixed windows, one per username and per address)."""
+"""Attempt counters in Redis (fixed windows): logins per username and per client address,
+sign-ups per client address."""
 
 from __future__ import annotations
 
@@ -6,18 +7,19 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 
-from account_svc.keys import login_peer_key, login_user_key
+from account_svc.keys import login_peer_key, login_user_key, signup_peer_key
 from account_svc.scripts import HIT_LIMIT, REFUND_LIMIT
 
-Scope = Literal["user", "peer"]
+Scope = Literal["user", "peer", "signup_peer"]
+_KEYS = {"user": login_user_key, "peer": login_peer_key, "signup_peer": signup_peer_key}
 
 
 def _key(scope: Scope, subject: str) -> str:
-    return login_user_key(subject) if scope == "user" else login_peer_key(subject)
+    return _KEYS[scope](subject)
 
 
 class LoginLimitStore:
-    """Counts login attempts per (scope, subject) in a fixed window."""
+    """Counts attempts per (scope, subject) in a fixed window."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._hit = redis.register_script(HIT_LIMIT)

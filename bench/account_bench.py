@@ -89,6 +89,7 @@ async def run(seconds: float, concurrency: int, folder: Path) -> None:
             postgres_url=postgres_url(postgres),
             log_level="WARNING", log_format="text",
             login_max_per_peer=10**9, login_max_per_username=10**9,
+            signup_max_per_peer=10**9,
         )
         host = await build(config)
         await host.start()

@@ -29,6 +29,9 @@ class ChatConfig(ServiceConfig):
     )
     send_rate: float = _opt(20.0, "Sustained sends per second allowed per user.")
     send_burst: int = _opt(40, "Sends a user may burst above the sustained rate.")
+    max_streams_per_user: int = _opt(
+        16, "Connect streams one user may have open at once (on its owning server)."
+    )
     outbound_queue: int = _opt(
         1024, "Frames buffered per stream before a slow consumer is cut off."
     )
@@ -51,6 +54,8 @@ class ChatConfig(ServiceConfig):
             raise ConfigError("dedup_ttl must be at least 60 seconds")
         if self.send_rate <= 0 or self.send_burst < 1:
             raise ConfigError("send_rate must be positive and send_burst at least 1")
+        if self.max_streams_per_user < 1:
+            raise ConfigError("max_streams_per_user must be at least 1")
         if self.outbound_queue < 8:
             raise ConfigError("outbound_queue must be at least 8")
         if self.redis_timeout <= 0 or self.peer_timeout <= 0:

@@ -57,12 +57,17 @@ class FeedConfig(ServiceConfig):
     stream_resume_window: float = _opt(
         600.0, "Seconds a StreamFeed resume token stays good (the landed log keeps this long)."
     )
+    max_streams_per_user: int = _opt(
+        16, "StreamFeed calls one user may have open at once on this server."
+    )
     cursor_secret: str = _opt(
         "", "HMAC key signing page tokens; defaults to one derived from --auth-secret."
     )
 
     def validate(self) -> None:
         super().validate()
+        if self.max_streams_per_user < 1:
+            raise ConfigError("max_streams_per_user must be at least 1")
         if self.post_rate <= 0 or self.post_burst < 1:
             raise ConfigError("post_rate must be > 0 and post_burst >= 1")
         if not 10 <= self.feed_cache_size <= 100_000:

@@ -2,7 +2,8 @@
 
 For each call it (1) authenticates the ``authorization: Bearer <token>`` metadata unless
 the method is public, setting the :class:`~feedchat_runtime.auth.Caller` for the handler,
-(2) refuses user tokens on service-only methods, (3) answers a request body protobuf
+(2) refuses user tokens on service-only methods, bounds the concurrent streams of a user
+(:mod:`feedchat_runtime.limits`), (3) answers a request body protobuf
 cannot parse with INVALID_ARGUMENT ``MALFORMED_REQUEST`` (:mod:`feedchat_runtime.decoding`),
 and (4) turns whatever the handler raises into a precise status through
 :mod:`feedchat_runtime.status`.
@@ -10,16 +11,18 @@ and (4) turns whatever the handler raises into a precise status through
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from feedchat_runtime.auth import Caller, TokenAuthority, set_caller
+from feedchat_runtime.auth import Caller, TokenAuthority, current_caller, set_caller
 from feedchat_runtime.decoding import Undecodable, malformed, tolerant_deserializer
 from feedchat_runtime.errors import FeedchatError, PermissionDenied, Unauthenticated
+from feedchat_runtime.limits import UserStreamSlots
 from feedchat_runtime.status import status_for
 
 ALWAYS_PUBLIC_PREFIXES = (
@@ -31,13 +34,15 @@ ALWAYS_PUBLIC_PREFIXES = (
 
 @dataclass(frozen=True)
 class AuthPolicy:
-    """Which methods skip authentication and which only services may call.
+    """Which methods skip authentication, which only services may call, and how many
+    concurrent calls of a streaming method one user may hold (``stream_limits``).
 
     Method names are full gRPC paths, e.g. ``/feedchat.account.v1.AccountService/Login``.
     """
 
     public: Collection[str] = field(default_factory=frozenset)
     service_only: Collection[str] = field(default_factory=frozenset)
+    stream_limits: Mapping[str, int] = field(default_factory=dict)
 
     def is_public(self, method: str) -> bool:
         return method in self.public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
@@ -62,6 +67,7 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authority: TokenAuthority | None, policy: AuthPolicy | None = None):
         self._authority = authority
         self._policy = policy or AuthPolicy()
+        self.streams = UserStreamSlots(self._policy.stream_limits)
 
     def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
         if self._authority is None or self._policy.is_public(method):
@@ -91,10 +97,16 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler.request_deserializer, method, streaming=handler.request_streaming
         )
 
+        streams = self.streams
+
         def guard(method: str, context: grpc.aio.ServicerContext, request: Any) -> None:
             authenticate(method, context)
             if isinstance(request, Undecodable):
                 raise malformed(method)
+
+        def stream_slot() -> contextlib.AbstractContextManager[None]:
+            caller = current_caller()
+            return streams.hold(method, caller.user_id if caller is not None else None)
 
         async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
             await context.abort_with_status(status_for(exc, method))
@@ -131,8 +143,9 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             ) -> AsyncIterator[Any]:
                 try:
                     guard(method, context, request)
-                    async for item in inner_stream(request, context):
-                        yield item
+                    with stream_slot():
+                        async for item in inner_stream(request, context):
+                            yield item
                 except grpc.aio.AbortError:
                     raise  # the handler chose its status itself
                 except Exception as exc:  # CancelledError is not an Exception: it passes
@@ -144,7 +157,8 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def write_response(request: Any, context: grpc.aio.ServicerContext) -> None:
                 try:
                     guard(method, context, request)
-                    await inner_stream(request, context)
+                    with stream_slot():
+                        await inner_stream(request, context)
                 except grpc.aio.AbortError:
                     raise  # the handler chose its status itself
                 except Exception as exc:  # CancelledError is not an Exception: it passes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import asyncpg
@@ -160,3 +161,18 @@ async def test_login_limit_window_frees_after_retry_delay(start_account: StartAc
             assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert time.monotonic() < deadline, "login window never freed"
             await asyncio.sleep(0.05)
+
+
+async def test_sign_ups_per_client_address_are_rate_limited(start_account: StartAccount) -> None:
+    account = await start_account(signup_max_per_peer=3, signup_window=60)
+    for name in ("ann", "ann", "bob"):  # a refused attempt (name taken) counts too
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await account.sign_up(name)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await account.sign_up("cid")
+    details = await error_details(raised.value)
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "SIGNUP_RATE_LIMITED")
+    assert details.retry_after is not None and 0 < details.retry_after <= 60
+    # logging in is a separate budget
+    await account.stub.Login(pb.LoginRequest(username="ann", password=PASSWORD))
