@@ -27,6 +27,7 @@ from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime import redis_client
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.pages import page_tokens
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.server import ServiceHost, run_until_signal
 from feedchat_runtime.snowflake import WorkerIdClaim
@@ -36,7 +37,14 @@ logger = logging.getLogger(__name__)
 
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 PEER_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatPeerService"].full_name
-POLICY = AuthPolicy(service_only=frozenset({f"/{PEER_SERVICE_NAME}/Deliver"}))
+CONNECT_METHOD = f"/{CHAT_SERVICE_NAME}/Connect"
+
+
+def policy(config: ChatConfig) -> AuthPolicy:
+    return AuthPolicy(
+        service_only=frozenset({f"/{PEER_SERVICE_NAME}/Deliver"}),
+        stream_limits={CONNECT_METHOD: config.max_streams_per_user},
+    )
 
 
 @dataclass
@@ -125,11 +133,12 @@ async def build(config: ChatConfig) -> ChatApp:
     host.dependencies.add("redis", store.ping)
 
     def add_services(server: grpc.aio.Server) -> list[str]:
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(sessions, channels), server)
+        chat = ChatServicer(sessions, channels, page_tokens(config))
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
         chat_pb2_grpc.add_ChatPeerServiceServicer_to_server(PeerServicer(hub), server)
         return [CHAT_SERVICE_NAME, PEER_SERVICE_NAME]
 
-    host.build(add_services, POLICY)
+    host.build(add_services, policy(config))
     host.on_stop(redis.aclose)
     host.on_stop(directory.close)
     host.on_stop(ring.stop)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import time
 from collections.abc import Sequence
@@ -18,6 +16,7 @@ from feedchat_runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from feedchat_runtime.pages import page_size
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from feedchat_runtime.text import TextRule
 
@@ -37,28 +36,6 @@ def direct_channel_id(a: int, b: int) -> int:
     low, high = sorted((a, b))
     digest = hashlib.sha256(f"feedchat-direct:{low}:{high}".encode()).digest()
     return DIRECT_BIT | (int.from_bytes(digest[:8], "big") >> 1)
-
-
-def page_size(requested: int) -> int:
-    if requested < 0 or requested > MAX_PAGE:
-        raise InvalidArgument.field("page_size", f"must be 0..{MAX_PAGE}")
-    return requested or DEFAULT_PAGE
-
-
-def encode_token(*parts: object) -> str:
-    return base64.urlsafe_b64encode(":".join(str(p) for p in parts).encode()).decode()
-
-
-def decode_token(token: str, kind: str, count: int) -> list[int]:
-    """The integers of a page token of ``kind``; INVALID_ARGUMENT if it is not ours."""
-    try:
-        fields = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if len(fields) != count + 1 or fields[0] != kind:
-            raise ValueError(token)
-        return [int(f) for f in fields[1:]]
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.field("page_token", "is not a token from this RPC",
-                                    reason="BAD_PAGE_TOKEN") from None
 
 
 def _user_ids(ids: Sequence[int], field: str) -> list[int]:
@@ -152,35 +129,28 @@ class Channels:
         await self.store.cache_members(channel_id, ids, add=False)
         return await self._info(channel_id)
 
-    async def list_channels(self, caller: int, size: int, token: str
-                            ) -> tuple[list[ChannelInfo], str]:
-        count = page_size(size)
-        after = decode_token(token, "c1", 1)[0] if token else None
+    async def list_channels(self, caller: int, size: int, after: int | None
+                            ) -> tuple[list[ChannelInfo], int | None]:
+        """A page of the caller's channels after channel id ``after``, and where the next
+        page starts (None: this was the last)."""
+        count = page_size(size, DEFAULT_PAGE, MAX_PAGE)
         ids = await self.records.user_channel_ids(caller, after, count + 1)
         more = len(ids) > count
         ids = ids[:count]
         infos = await self._infos(ids)
-        return infos, (encode_token("c1", ids[-1]) if more and ids else "")
+        return infos, (ids[-1] if more and ids else None)
 
-    async def history(self, caller: int, channel_id: int, size: int, token: str
-                      ) -> tuple[list[StoredMessage], str]:
-        count = page_size(size)
-        before: int | None = None
-        if token:
-            token_channel, before = decode_token(token, "h1", 2)
-            if token_channel != channel_id:
-                raise InvalidArgument.field("page_token", "belongs to another channel",
-                                            reason="BAD_PAGE_TOKEN")
-            if not 1 < before <= MAX_SEQ:  # our tokens hold the seq of a page's last (>1)
-                raise InvalidArgument.field("page_token", "is not a token from this RPC",
-                                            reason="BAD_PAGE_TOKEN")
+    async def history(self, caller: int, channel_id: int, size: int, before: int | None
+                      ) -> tuple[list[StoredMessage], int | None]:
+        """A page of messages older than seq ``before`` (newest first), and where the next
+        page starts (None: this was the last)."""
+        count = page_size(size, DEFAULT_PAGE, MAX_PAGE)
         if not await self.records.is_member(channel_id, caller):
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
         messages = await self.store.history(channel_id, before, count + 1)
         more = len(messages) > count
         messages = messages[:count]
-        next_token = encode_token("h1", channel_id, messages[-1].seq) if more else ""
-        return messages, next_token
+        return messages, (messages[-1].seq if more else None)
 
 
 def _now_ms() -> int:

@@ -16,16 +16,19 @@ from chat_svc.sessions import Session, Sessions
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.auth import require_user
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, PermissionDenied
+from feedchat_runtime.pages import PageTokens
 
 logger = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+LIST_CHANNELS, GET_HISTORY = "chat.ListChannels", "chat.GetHistory"  # page token listings
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, sessions: Sessions, channels: Channels) -> None:
+    def __init__(self, sessions: Sessions, channels: Channels, tokens: PageTokens) -> None:
         self._sessions = sessions
         self._channels = channels
+        self._tokens = tokens
 
     async def Connect(
         self, request_iterator: AsyncIterator[chat_pb2.ConnectRequest], context: Context
@@ -113,15 +116,22 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def ListChannels(
         self, request: chat_pb2.ListChannelsRequest, context: Context
     ) -> chat_pb2.ListChannelsResponse:
-        infos, token = await self._channels.list_channels(
-            require_user(), request.page_size, request.page_token)
+        caller = require_user()
+        after = self._tokens.check(request.page_token, LIST_CHANNELS, caller)
+        infos, next_after = await self._channels.list_channels(caller, request.page_size, after)
+        token = "" if next_after is None else self._tokens.issue(
+            LIST_CHANNELS, caller, next_after)
         return chat_pb2.ListChannelsResponse(
             channels=[channel_pb(i) for i in infos], next_page_token=token)
 
     async def GetHistory(
         self, request: chat_pb2.GetHistoryRequest, context: Context
     ) -> chat_pb2.GetHistoryResponse:
-        messages, token = await self._channels.history(
-            require_user(), request.channel_id, request.page_size, request.page_token)
+        caller, channel = require_user(), request.channel_id
+        before = self._tokens.check(request.page_token, GET_HISTORY, caller, scope=channel)
+        messages, next_before = await self._channels.history(
+            caller, channel, request.page_size, before)
+        token = "" if next_before is None else self._tokens.issue(
+            GET_HISTORY, caller, next_before, scope=channel)
         return chat_pb2.GetHistoryResponse(
             messages=[message_pb(m) for m in messages], next_page_token=token)

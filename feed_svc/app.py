@@ -12,16 +12,15 @@ import redis.asyncio as aioredis
 
 from feed_svc.authors import AccountAuthors, AuthorDirectory
 from feed_svc.config import FeedConfig
-from feed_svc.cursor import PageTokens, derive_key
 from feed_svc.fanout import BatchHook, FanoutPool, FanoutSettings
 from feed_svc.feed import Feed
 from feed_svc.live import LiveHub
 from feed_svc.servicer import SERVICE_NAME, FeedServicer
 from feed_svc.store import FeedStore
 from feedchat.feed.v1 import feed_pb2_grpc
-from feedchat_runtime.auth import DEV_AUTH_SECRET
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.pages import page_tokens
 from feedchat_runtime.redis_client import connect
 from feedchat_runtime.server import ServiceHost
 from feedchat_runtime.snowflake import WorkerIdClaim
@@ -39,11 +38,6 @@ class FeedApp:
     pool: FanoutPool
     hub: LiveHub
     redis: aioredis.Redis
-
-
-def page_token_key(config: FeedConfig) -> bytes:
-    auth_secret = config.auth_secret or (DEV_AUTH_SECRET if config.dev else "")
-    return derive_key(config.cursor_secret, auth_secret)
 
 
 async def build(
@@ -66,7 +60,7 @@ async def build(
     directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)
     if authors is None:
         authors = AccountAuthors(directory, ttl=config.author_cache_ttl)
-    feed = Feed(config, store, authors, claim.generator(), PageTokens(page_token_key(config)))
+    feed = Feed(config, store, authors, claim.generator(), page_tokens(config))
     hub = LiveHub(redis)
     await hub.start()
     await store.ensure_group()  # also without local workers: queue stats need the group
@@ -81,7 +75,8 @@ async def build(
         feed_pb2_grpc.add_FeedServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    host.build(add_services, AuthPolicy())
+    stream_feed = f"/{SERVICE_NAME}/StreamFeed"
+    host.build(add_services, AuthPolicy(stream_limits={stream_feed: config.max_streams_per_user}))
 
     async def close_redis() -> None:
         await redis.aclose()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from feed_svc import store as keys
 from feed_svc.authors import Author, AuthorDirectory
 from feed_svc.config import MAX_POST_CHARS, FeedConfig
-from feed_svc.cursor import Listing, PageTokens, page_size
 from feed_svc.post_requests import PostRequest, check_request_id
 from feed_svc.store import FeedStore, StoredPost
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
@@ -25,12 +24,18 @@ from feedchat_runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from feedchat_runtime.pages import PageTokens, page_size
 from feedchat_runtime.snowflake import SnowflakeGenerator, timestamp_ms
 from feedchat_runtime.text import TextRule
 
 logger = logging.getLogger(__name__)
 
 MAX_HYDRATE_ROUNDS = 10
+# Page token listings (feedchat_runtime.pages) and page sizes (default, maximum).
+FEED, USER_POSTS = "feed.GetFeed", "feed.ListUserPosts"
+FOLLOWERS, FOLLOWING = "feed.ListFollowers", "feed.ListFollowing"
+POSTS_PAGE, MAX_POSTS_PAGE = 20, 100
+GRAPH_PAGE, MAX_GRAPH_PAGE = 100, 1000
 """Rounds a page read may spend skipping deleted/unfollowed entries before it pages on."""
 
 
@@ -182,8 +187,8 @@ class Feed:
 
     async def list_user_posts(self, caller: int, user_id: int, size: int, token: str) -> Page:
         user = user_id or caller
-        n = page_size(size)
-        before = self.tokens.check(token, Listing.USER_POSTS, user)
+        n = page_size(size, POSTS_PAGE, MAX_POSTS_PAGE)
+        before = self.tokens.check(token, USER_POSTS, caller, scope=user)
         source = Source(keys.user_posts_key(user), author=user)
         found = await merge_newest(self.store, [source], before, None, n + 1)
         if not found and before is None and not await self.authors.exists(user):
@@ -191,7 +196,8 @@ class Feed:
         views = await self.hydrate(found[:n])
         more = len(found) > n
         next_token = (
-            self.tokens.issue(Listing.USER_POSTS, user, found[n - 1].post_id) if more else ""
+            self.tokens.issue(USER_POSTS, caller, found[n - 1].post_id, scope=user)
+            if more else ""
         )
         return Page(views, next_token)
 
@@ -263,12 +269,12 @@ class Feed:
         self, caller: int, user_id: int, followers: bool, size: int, token: str
     ) -> IdPage:
         user = check_user_id(user_id or caller)  # a service (caller 0) must name the user
-        n = page_size(size, default=100, maximum=1000)
-        listing = Listing.FOLLOWERS if followers else Listing.FOLLOWING
-        after = self.tokens.check(token, listing, user)
+        n = page_size(size, GRAPH_PAGE, MAX_GRAPH_PAGE)
+        listing = FOLLOWERS if followers else FOLLOWING
+        after = self.tokens.check(token, listing, caller, scope=user)
         ids, total = await self.store.graph_page(user, followers, after, n + 1)
         more = len(ids) > n
-        next_token = self.tokens.issue(listing, user, ids[n - 1]) if more else ""
+        next_token = self.tokens.issue(listing, caller, ids[n - 1], scope=user) if more else ""
         return IdPage(ids[:n], next_token, total)
 
     # --- feed reads -------------------------------------------------------------------
@@ -320,11 +326,11 @@ class Feed:
         return out, None
 
     async def get_feed(self, user: int, size: int, token: str) -> Page:
-        n = page_size(size)
-        before = self.tokens.check(token, Listing.FEED, user)
+        n = page_size(size, POSTS_PAGE, MAX_POSTS_PAGE)
+        before = self.tokens.check(token, FEED, user)
         ctx = await self.context(user)
         posts, next_id = await self.collect(ctx, before, None, n)
-        next_token = self.tokens.issue(Listing.FEED, user, next_id) if next_id else ""
+        next_token = self.tokens.issue(FEED, user, next_id) if next_id else ""
         return Page(posts, next_token)
 
     # --- operators ----------------------------------------------------------------------

@@ -6,46 +6,23 @@ No grpc here: the servicer converts protobuf to these calls and back; errors are
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from collections.abc import Callable, Sequence
 
 from feedchat_runtime.errors import InvalidArgument, ResourceExhausted
+from feedchat_runtime.pages import page_size, page_tokens
 from notify_svc.allowlist import AllowList
 from notify_svc.config import NotifyConfig
 from notify_svc.models import MAX_UINT64, Device, DeviceKind, Notification
-from notify_svc.store import NotifyStore, pad
+from notify_svc.store import NotifyStore
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_MARK_READ = 100
 MAX_STREAM_USERS = 1000
-_TOKEN_VERSION = "n1"
-
-
-def encode_page_token(user_id: int, last_nid: int) -> str:
-    raw = f"{_TOKEN_VERSION}:{user_id}:{pad(last_nid)}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(user_id: int, token: str) -> int:
-    """The notification id a page token continues after; INVALID_ARGUMENT if not ours."""
-    bad = InvalidArgument.field("page_token", "is not a token this service issued to you",
-                                reason="INVALID_PAGE_TOKEN")
-    if len(token) > 100:
-        raise bad
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        raise bad from None
-    version, _, rest = raw.partition(":")
-    owner, _, nid = rest.partition(":")
-    if version != _TOKEN_VERSION or owner != str(user_id) or len(nid) != 20 or not nid.isdigit():
-        raise bad
-    return int(nid)
+LIST_NOTIFICATIONS = "notify.ListNotifications"  # page token listing
 
 
 def _check_device_id(device_id: str) -> None:
@@ -74,6 +51,7 @@ class NotifyService:
         self._allow = allow
         self._config = config
         self._clock = clock
+        self._tokens = page_tokens(config)
 
     async def register_device(
         self, user_id: int, device_id: str, kind: DeviceKind | None, webhook_url: str
@@ -102,14 +80,14 @@ class NotifyService:
         return await self._store.devices(user_id)
 
     async def list_notifications(
-        self, user_id: int, page_size: int, page_token: str
+        self, user_id: int, size: int, page_token: str
     ) -> tuple[list[Notification], str]:
-        if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument.field("page_size", f"must be 0 to {MAX_PAGE_SIZE}")
-        size = page_size or DEFAULT_PAGE_SIZE
-        before = decode_page_token(user_id, page_token) if page_token else None
-        found, after = await self._store.page(user_id, before, size)
-        return found, (encode_page_token(user_id, after) if after is not None else "")
+        count = page_size(size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = self._tokens.check(page_token, LIST_NOTIFICATIONS, user_id)
+        found, after = await self._store.page(user_id, before, count)
+        next_token = "" if after is None else self._tokens.issue(
+            LIST_NOTIFICATIONS, user_id, after)
+        return found, next_token
 
     async def mark_read(self, user_id: int, notification_ids: Sequence[int]) -> int:
         if not 0 < len(notification_ids) <= MAX_MARK_READ:

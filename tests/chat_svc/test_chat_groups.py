@@ -5,8 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from chat_svc.groups import encode_token
+from chat_svc.servicer import GET_HISTORY
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.pages import PageTokens, derive_key
 from feedchat_runtime.status import error_details
 from tests.chat_svc.chatkit import auth, users_on
 from tests.waiting import wait_until
@@ -100,14 +101,17 @@ async def test_history_pages_backwards_and_channels_list_pages(chat_cluster, dev
                 break
             tokens.append(token)
         assert seen == [[7, 6, 5], [4, 3, 2], [1]]
-        forged = [encode_token("h1", groups[1], seq) for seq in (0, -5, 1 << 64)]
-        for bad in [tokens[0], "bm9wZQ==", *forged]:  # another channel's, garbage, forged
+        forged = PageTokens(derive_key("", "not our key")).issue(
+            GET_HISTORY, 7, 5, scope=groups[1])
+        for caller, bad in [(7, tokens[0]), (7, "bm9wZQ=="), (7, forged),  # other channel's,
+                            (5, tokens[0])]:  # garbage, forged; another member's (of groups[0])
+            channel = groups[0] if caller == 5 else groups[1]
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.GetHistory(chat_pb2.GetHistoryRequest(
-                    channel_id=groups[1], page_token=bad), metadata=auth(7))
+                    channel_id=channel, page_token=bad), metadata=auth(caller))
             details = await error_details(err.value)
             assert (details.code, details.reason) == (
-                grpc.StatusCode.INVALID_ARGUMENT, "BAD_PAGE_TOKEN"), bad
+                grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID"), bad
         listed, token = [], ""
         while True:
             page = await stub.ListChannels(chat_pb2.ListChannelsRequest(

@@ -146,7 +146,7 @@ async def test_notification_pages_have_no_gaps_or_repeats_and_tokens_are_checked
             pb.ListNotificationsRequest(page_token=first.next_page_token),
             metadata=user_metadata(43),
         )
-    assert (await error_details(caught.value)).reason == "INVALID_PAGE_TOKEN"
+    assert (await error_details(caught.value)).reason == "PAGE_TOKEN_INVALID"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListNotifications(pb.ListNotificationsRequest(page_size=101), metadata=meta)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
