@@ -117,15 +117,16 @@ class Accounts:
         self, username: str, password: str, display_name: str, peer: str
     ) -> Session:
         """Create a user and log it in; ALREADY_EXISTS when the name is taken in any case.
-        Every attempt counts against the client address (``peer``)."""
-        allowed, left_ms = await self._store.limits.hit(
+        Every attempt counts against the client address (``peer``); while Redis is out of
+        reach sign-ups go on uncounted (the record is in PostgreSQL)."""
+        counted = await self._store.limits.hit_if_reachable(
             "signup_peer", peer, self._limits.signup_per_peer, _ms(self._limits.signup_window)
         )
-        if not allowed:
+        if counted is not None and not counted[0]:
             raise ResourceExhausted(
                 "too many sign-ups from this address; retry later",
                 reason="SIGNUP_RATE_LIMITED",
-                retry_after=left_ms / 1000,
+                retry_after=counted[1] / 1000,
             )
         name = normalize_username(username)
         check_password(password)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from account_svc.keys import login_peer_key, login_user_key, signup_peer_key
 from account_svc.scripts import HIT_LIMIT, REFUND_LIMIT
@@ -31,6 +32,15 @@ class LoginLimitStore:
         """Count one attempt: (counted, ms left in the window / until it frees)."""
         allowed, left_ms = await self._hit(keys=[_key(scope, subject)], args=[limit, window_ms])
         return bool(allowed), int(left_ms)
+
+    async def hit_if_reachable(
+        self, scope: Scope, subject: str, limit: int, window_ms: int
+    ) -> tuple[bool, int] | None:
+        """Like :meth:`hit`, but None (nothing counted) when Redis cannot be reached."""
+        try:
+            return await self.hit(scope, subject, limit, window_ms)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            return None
 
     async def refund(self, scope: Scope, subject: str) -> None:
         """Give one attempt back (it succeeded, or was refused before it was tried)."""
