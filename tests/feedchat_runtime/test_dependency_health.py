@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from feedchat_runtime.embedded import etcd_server, redis_server
+from feedchat_runtime.registry import etcd_client
 from feedchat_runtime.server import ServiceHost
 from tests.feedchat_client.system import System
 from tests.feedchat_runtime import demo_server
@@ -84,6 +85,7 @@ async def test_lost_etcd_turns_every_service_not_serving_then_back(
 ) -> None:
     own_etcd = etcd_server(tmp_path / "etcd")
     await asyncio.to_thread(own_etcd.start)
+    await wait_until(lambda: _grants_leases(own_etcd.address), 20, "the new etcd to answer")
     system = await _whole_system(make_config, etcd_prefix, own_etcd.address, redis_url)
     try:
         names = (*REDIS_USERS, "router")
@@ -142,6 +144,18 @@ async def test_a_probe_that_hangs_counts_as_unreachable(make_config: Callable[..
         await wait_until(lambda: _is(host.address, NOT_SERVING), 5, "NOT_SERVING")
     finally:
         await host.stop()
+
+
+async def _grants_leases(address: str) -> bool:
+    """A freshly started etcd answers ports before it grants leases (leader election)."""
+    client = etcd_client(address, timeout=1)
+    try:
+        await client.lease(2)
+        return True
+    except Exception:  # noqa: BLE001 - not ready yet
+        return False
+    finally:
+        await client.close()
 
 
 async def _is(address: str, want: int) -> bool:
