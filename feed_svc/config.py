@@ -60,9 +60,6 @@ class FeedConfig(ServiceConfig):
     max_streams_per_user: int = _opt(
         16, "StreamFeed calls one user may have open at once on this server."
     )
-    cursor_secret: str = _opt(
-        "", "HMAC key signing page tokens; defaults to one derived from --auth-secret."
-    )
 
     def validate(self) -> None:
         super().validate()
