@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,8 +101,6 @@ class EmbeddedServer:
     argv: list[str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    user: str | None = None
-    """System user the process runs as (None: this process's own)."""
     prepare: Callable[[], None] | None = field(default=None, repr=False)
     """Run before every start (e.g. initialise an empty data folder)."""
     ready: Callable[[], bool] | None = field(default=None, repr=False)
@@ -124,9 +123,6 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             cwd=self.data_dir,
             start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor only
-            user=self.user,
-            group=_group_of(self.user),
-            extra_groups=[] if self.user else None,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -158,8 +154,22 @@ class EmbeddedServer:
             self.process.wait()
 
 
-def _group_of(user: str | None) -> int | None:
-    return pwd.getpwnam(user).pw_gid if user else None
+_DROP_TO_USER = (
+    "import os, pwd, sys; u = pwd.getpwnam(sys.argv[1]); os.setgroups([]); "
+    "os.setgid(u.pw_gid); os.setuid(u.pw_uid); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def as_user(user: str | None, argv: list[str]) -> list[str]:
+    """``argv`` run as ``user`` (None: as ourselves).
+
+    The switch happens in a small exec'd Python, not through Popen's ``user=``: that makes
+    Popen fork() the whole process, and in a process running gRPC its fork handlers can
+    crash the child (seen as a SIGSEGV'd server); without it Popen can use vfork.
+    """
+    if user is None:
+        return argv
+    return [sys.executable, "-c", _DROP_TO_USER, user, *argv]
 
 
 def etcd_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
@@ -237,7 +247,7 @@ def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     user = _postgres_user()
     pgdata = data_dir / "pgdata"
     argv = [
-        find_postgres("postgres"),
+        *as_user(user, [find_postgres("postgres")]),
         "-D", str(pgdata),
         "-h", host,
         "-p", str(port),
@@ -259,10 +269,10 @@ def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
             record = pwd.getpwnam(user)
             os.chown(pgdata, record.pw_uid, record.pw_gid)
         done = subprocess.run(
-            [find_postgres("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C", *([] if durable else ["--no-sync"])],
-            capture_output=True, user=user, group=_group_of(user),
-            extra_groups=[] if user else None, cwd=data_dir,
+            as_user(user, [find_postgres("initdb"), "-D", str(pgdata), "-U", "postgres",
+                           "--auth=trust", "--encoding=UTF8", "--locale=C",
+                           *([] if durable else ["--no-sync"])]),
+            capture_output=True, cwd=data_dir,
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')}")
@@ -272,7 +282,7 @@ def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         return subprocess.run(probe, check=False).returncode == 0
 
     return EmbeddedServer("postgres", host, port, data_dir, argv, data_dir / "postgres.log",
-                          user=user, prepare=prepare, ready=ready, stop_signal=signal.SIGINT)
+                          prepare=prepare, ready=ready, stop_signal=signal.SIGINT)
 
 
 def postgres_url(server: EmbeddedServer, database: str = "postgres") -> str:
