@@ -12,7 +12,6 @@ and (4) turns whatever the handler raises into a precise status through
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import grpc
 from feedchat_runtime.auth import Caller, TokenAuthority, current_caller, set_caller
 from feedchat_runtime.decoding import Undecodable, malformed, tolerant_deserializer
 from feedchat_runtime.errors import FeedchatError, PermissionDenied, Unauthenticated
+from feedchat_runtime.handlers import wrap_handler
 from feedchat_runtime.limits import UserStreamSlots
 from feedchat_runtime.status import status_for
 
@@ -98,84 +98,26 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
         streams = self.streams
+        @contextlib.asynccontextmanager
+        async def guarded(
+            request: Any, context: grpc.aio.ServicerContext, streaming: bool
+        ) -> AsyncIterator[None]:
+            try:
+                authenticate(method, context)
+                if isinstance(request, Undecodable):
+                    raise malformed(method)
+                if streaming:
+                    caller = current_caller()
+                    with streams.hold(method, caller.user_id if caller is not None else None):
+                        yield
+                else:
+                    yield
+            except grpc.aio.AbortError:
+                raise  # the handler chose its status itself
+            except Exception as exc:  # CancelledError is not an Exception: it passes
+                await context.abort_with_status(status_for(exc, method))
 
-        def guard(method: str, context: grpc.aio.ServicerContext, request: Any) -> None:
-            authenticate(method, context)
-            if isinstance(request, Undecodable):
-                raise malformed(method)
-
-        def stream_slot() -> contextlib.AbstractContextManager[None]:
-            caller = current_caller()
-            return streams.hold(method, caller.user_id if caller is not None else None)
-
-        async def fail(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
-            await context.abort_with_status(status_for(exc, method))
-
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    guard(method, context, request)
-                    return await inner(request, context)
-                except grpc.aio.AbortError:
-                    raise  # the handler chose its status itself
-                except Exception as exc:  # CancelledError is not an Exception: it passes
-                    await fail(exc, context)
-
-            factory = (
-                grpc.unary_unary_rpc_method_handler
-                if handler.unary_unary
-                else grpc.stream_unary_rpc_method_handler
-            )
-            return factory(
-                unary_response,
-                request_deserializer=request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        inner_stream = handler.unary_stream or handler.stream_stream
-
-        if inspect.isasyncgenfunction(inner_stream):
-
-            async def stream_response(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                try:
-                    guard(method, context, request)
-                    with stream_slot():
-                        async for item in inner_stream(request, context):
-                            yield item
-                except grpc.aio.AbortError:
-                    raise  # the handler chose its status itself
-                except Exception as exc:  # CancelledError is not an Exception: it passes
-                    await fail(exc, context)
-
-            behavior: Any = stream_response
-        else:
-
-            async def write_response(request: Any, context: grpc.aio.ServicerContext) -> None:
-                try:
-                    guard(method, context, request)
-                    with stream_slot():
-                        await inner_stream(request, context)
-                except grpc.aio.AbortError:
-                    raise  # the handler chose its status itself
-                except Exception as exc:  # CancelledError is not an Exception: it passes
-                    await fail(exc, context)
-
-            behavior = write_response
-
-        factory = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.unary_stream
-            else grpc.stream_stream_rpc_method_handler
-        )
-        return factory(
-            behavior,
-            request_deserializer=request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return wrap_handler(handler, guarded, request_deserializer)
 
 
 __all__ = ["AuthPolicy", "RpcGuard", "FeedchatError"]

@@ -13,7 +13,7 @@ unknown methods never reach an interceptor's handler) and ``code`` a gRPC status
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from feedchat_runtime import tracing
+from feedchat_runtime.handlers import wrap_handler
 
 RPCS = Counter(
     "feedchat_rpc_requests",
@@ -95,84 +96,32 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = handler_call_details.method
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                failed = True
-                span = _span(method, context)
-                try:
-                    if span is None:
-                        response = await inner(request, context)
-                    else:
-                        with trace.use_span(span, end_on_exit=False):
-                            response = await inner(request, context)
-                    failed = False
-                    return response
-                finally:
+        @contextlib.asynccontextmanager
+        async def observed(
+            request: Any, context: grpc.aio.ServicerContext, streaming: bool
+        ) -> AsyncIterator[None]:
+            started = time.perf_counter()
+            gauge = OPEN_STREAMS.labels(method) if streaming else None
+            if gauge is not None:
+                gauge.inc()
+            span = _span(method, context)
+            failed = True
+            try:
+                if span is None or streaming:  # a stream's span is not made current
+                    yield
+                else:
+                    with trace.use_span(span, end_on_exit=False):
+                        yield
+                failed = False
+            finally:
+                if gauge is None:
                     RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
-                    _finish(method, context, failed, span)
+                else:
+                    gauge.dec()
+                _finish(method, context, failed, span)
 
-            factory = (
-                grpc.unary_unary_rpc_method_handler
-                if handler.unary_unary
-                else grpc.stream_unary_rpc_method_handler
-            )
-            return factory(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        inner_stream = handler.unary_stream or handler.stream_stream
-        gauge = OPEN_STREAMS.labels(method)
-
-        def finished(context: grpc.aio.ServicerContext, failed: bool, span: Span | None) -> None:
-            gauge.dec()
-            _finish(method, context, failed, span)
-
-        behavior: Any
-        if inspect.isasyncgenfunction(inner_stream):
-
-            async def yielding(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                gauge.inc()
-                failed = True
-                span = _span(method, context)
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                    failed = False
-                finally:
-                    finished(context, failed, span)
-
-            behavior = yielding
-        else:
-
-            async def writing(request: Any, context: grpc.aio.ServicerContext) -> None:
-                gauge.inc()
-                failed = True
-                span = _span(method, context)
-                try:
-                    await inner_stream(request, context)
-                    failed = False
-                finally:
-                    finished(context, failed, span)
-
-            behavior = writing
-
-        factory = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.unary_stream
-            else grpc.stream_stream_rpc_method_handler
-        )
-        return factory(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return wrap_handler(handler, observed)
 
 
 class MetricsServer:
