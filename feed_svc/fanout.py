@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from feed_svc.config import FeedConfig
 from feed_svc.store import FeedStore, Job, entry, pad
 from feed_svc.store_alerts import PREVIEW_CHARS
+from feedchat_runtime import tracing
 from feedchat_runtime.snowflake import timestamp_ms
 
 logger = logging.getLogger(__name__)
@@ -124,12 +125,13 @@ class FanoutWorker:
     async def handle(self, job: Job) -> None:
         beat = asyncio.create_task(self._hold(job), name=f"fanout-hold-{job.job_id}")
         try:
-            if job.kind == "split":
-                await self.split(job)
-            elif job.kind == "alerts":
-                await self.alerts(job)
-            else:
-                await self.chunk(job)
+            with tracing.continued(f"fanout {job.kind}", job.trace):
+                if job.kind == "split":
+                    await self.split(job)
+                elif job.kind == "alerts":
+                    await self.alerts(job)
+                else:
+                    await self.chunk(job)
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -195,6 +197,7 @@ class FanoutWorker:
             "sender_id": str(job.author_id),
             "preview": post.text[:PREVIEW_CHARS] if post else "",
             "created_ms": str(timestamp_ms(job.post_id)),
+            **tracing.carrier(),  # notify_svc's work continues this post's trace
         }
         await self.store.write_alerts(
             job, recipients, fields, self.settings.batch, self.settings.notify_queue_cap

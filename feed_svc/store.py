@@ -36,6 +36,7 @@ from feed_svc.store_queue import (
     Job,
     progress_key,
 )
+from feedchat_runtime import tracing
 
 WIDTH = 20
 
@@ -199,7 +200,7 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
         progress = progress_key(post.post_id)
         record: Any = {"created_ms": now_ms, "state": "fanout"}
         job: Any = {"kind": "split", "post": post.post_id, "author": post.author_id,
-               "from": "", "to": ""}
+               "from": "", "to": "", **tracing.carrier()}
         if plan == "pulled":
             record.update(state="pulled", finished_ms=now_ms)
             pipe.publish(author_channel(post.author_id), entry(post.post_id, post.author_id))

@@ -8,12 +8,13 @@ the stream, so its length is the backlog.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from feed_svc import scripts
+from feedchat_runtime import tracing
 
 GROUP = "fanout"
 JOBS_KEY = "feed:{fanout}:jobs"
@@ -41,6 +42,8 @@ class Job:
     author_id: int
     start: str  # exclusive lower bound of follower ids ('' = from the first)
     end: str  # inclusive upper bound ('' = to the last)
+    trace: dict[str, str] = field(default_factory=dict)
+    """The producer's trace context (``traceparent``), when tracing was on."""
 
 
 
@@ -176,4 +179,5 @@ def _job(job_id: Any, fields: dict[Any, Any]) -> Job:
         author_id=int(get["author"]),
         start=str(get.get("from", "")),
         end=str(get.get("to", "")),
+        trace={k: str(get[k]) for k in tracing.FIELDS if k in get},
     )

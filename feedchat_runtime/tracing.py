@@ -28,6 +28,8 @@ from opentelemetry.trace import Span, SpanKind
 logger = logging.getLogger(__name__)
 
 EXPORTERS = ("none", "console", "otlp")
+FIELDS = ("traceparent", "tracestate")
+"""The W3C trace-context fields a queued job carries beside its own."""
 _enabled = False
 
 tracer = trace.get_tracer("feedchat")
@@ -87,7 +89,7 @@ def server_span(method: str, metadata: Any) -> Span:
     """A started SERVER span for one RPC, child of the caller's ``traceparent`` if any."""
     carrier = {}
     for key, value in metadata or ():
-        if key in ("traceparent", "tracestate") and isinstance(value, str):
+        if key in FIELDS and isinstance(value, str):
             carrier[key] = value
     return tracer.start_span(
         method.lstrip("/"), context=propagate.extract(carrier), kind=SpanKind.SERVER,

@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
+from feedchat_runtime import tracing
 from feedchat_runtime.metrics import Counter
 from notify_svc.config import NotifyConfig
 from notify_svc.delivery import Dispatcher
@@ -193,8 +194,14 @@ class QueueWorker:
         task.add_done_callback(done)
 
     async def _run(self, entry_id: str, fields: Mapping[bytes, bytes] | None) -> None:
+        trace = {
+            name: raw.decode(errors="replace")
+            for name in tracing.FIELDS
+            if (raw := (fields or {}).get(name.encode())) is not None
+        }
         try:
-            await self._work(entry_id, fields)
+            with tracing.continued("notify job", trace):
+                await self._work(entry_id, fields)
         except asyncio.CancelledError:
             raise
         except Exception:
