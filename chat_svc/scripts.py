@@ -20,6 +20,9 @@ SEND_MANY = """
 -- membership check, per-channel sequence, channel history, every recipient's inbox, and
 -- the dedup record. The batch is atomic on one Redis; a later message of the batch sees
 -- the earlier ones (same client_msg_id twice -> the second is a duplicate).
+-- All-or-nothing per message: every read and check (key types, the seq counter, the
+-- history's newest id, each inbox's newest id) comes before the first write, so an error
+-- leaves nothing behind (no seq, history entry, inbox entry, token or dedup record).
 -- ARGV[1] n = number of messages; message i (0-based) uses
 --   KEYS[5i+1 .. 5i+5] and ARGV[1+12i+1 .. 1+12i+12]:
 -- KEYS[+1]  chat:dedup:{u:<sender>}:<client_msg_id>  hash (digest, message_id, seq, ...)
@@ -37,6 +40,9 @@ SEND_MANY = """
 --   | {"not_member"} | {"ok", seq, user_1, prev_1, id_1, user_2, ...} (one per member)
 --   | {"error", text} (a Redis error on that message, e.g. WRONGTYPE; others unaffected)
 local function send_one(K, A)
+  -- Phase 1: every read and every check. A key of the wrong type, a corrupt counter or a
+  -- history ahead of the counter fails here, before anything is written, so a failed send
+  -- leaves no trace and a retry with the same client_msg_id stores the message once.
   local digest = redis.call('HGET', K[1], 'digest')
   if digest then
     if digest ~= A[2] then return {'conflict'} end
@@ -54,24 +60,38 @@ local function send_one(K, A)
     return {'rate', tostring(math.ceil((1 - tokens) * 1000 / rate))}
   end
   if redis.call('SISMEMBER', K[3], A[1]) == 0 then return {'not_member'} end
+  local last = redis.call('GET', K[4])
+  if last and not (string.match(last, '^%d+$') and #last <= 15) then
+    error('chat seq counter ' .. K[4] .. ' is not an integer')
+  end
+  local seq = (tonumber(last) or 0) + 1
+  local top = redis.call('XREVRANGE', K[5], '+', '-', 'COUNT', 1)
+  if #top > 0 and tonumber(string.match(top[1][1], '^(%d+)-')) >= seq then
+    error('chat history ' .. K[5] .. ' is ahead of its seq counter')
+  end
+  local members = redis.call('SMEMBERS', K[3])
+  local prevs = {}
+  for i, member in ipairs(members) do
+    local newest = redis.call('XREVRANGE', 'chat:inbox:{u:' .. member .. '}', '+', '-',
+      'COUNT', 1)
+    prevs[i] = '0-0'
+    if #newest > 0 then prevs[i] = newest[1][1] end
+  end
+  -- Phase 2: the writes; with the checks above none of them can fail part-way.
   redis.call('HSET', K[2], 'tokens', tostring(tokens - 1), 'ts', A[7])
   redis.call('PEXPIRE', K[2], math.ceil(burst * 1000 / rate) + 1000)
-  local seq = redis.call('INCR', K[4])
+  seq = redis.call('INCR', K[4])
   redis.call('XADD', K[5], 'MAXLEN', '~', A[9], seq .. '-0',
     'message_id', A[3], 'sender_id', A[1], 'text', A[5],
     'client_msg_id', A[6], 'created_ms', A[7])
   local out = {'ok', tostring(seq)}
-  for _, member in ipairs(redis.call('SMEMBERS', K[3])) do
-    local inbox = 'chat:inbox:{u:' .. member .. '}'
-    local last = redis.call('XREVRANGE', inbox, '+', '-', 'COUNT', 1)
-    local prev = '0-0'
-    if #last > 0 then prev = last[1][1] end
-    local id = redis.call('XADD', inbox, 'MAXLEN', '~', A[8], '*',
+  for i, member in ipairs(members) do
+    local id = redis.call('XADD', 'chat:inbox:{u:' .. member .. '}', 'MAXLEN', '~', A[8], '*',
       'channel_id', A[4], 'message_id', A[3], 'seq', tostring(seq),
       'sender_id', A[1], 'text', A[5], 'client_msg_id', A[6],
       'created_ms', A[7])
     out[#out + 1] = member
-    out[#out + 1] = prev
+    out[#out + 1] = prevs[i]
     out[#out + 1] = id
   end
   redis.call('HSET', K[1], 'digest', A[2], 'message_id', A[3], 'seq', tostring(seq),
