@@ -115,6 +115,7 @@ async def build(config: ChatConfig) -> ChatApp:
         store=store, hub=hub, ring=ring, instance=config.instance, ids=ids,
         forward=peers.submit, max_message_chars=config.max_message_chars,
         send_rate=config.send_rate, send_burst=config.send_burst,
+        retry_window=config.push_retry_window,
     )
     sessions = Sessions(store=store, hub=hub, ring=ring, delivery=delivery,
                         instance=config.instance, queue_capacity=config.outbound_queue,

@@ -2,8 +2,15 @@
 
 Durable before ack: :meth:`Delivery.send` returns only after the one store script has
 written the channel history, every recipient's inbox and the dedup record; the caller acks
-the sender with what it returns. Pushing to devices happens after, and may fail without
-loss: every device resyncs from its inbox cursor.
+the sender with what it returns. Pushing to devices happens after.
+
+Pushes converge: a push whose Deliver call fails (the owner's server restarted and our
+channel to it sits in gRPC's reconnect backoff, or it is down for a moment) is retried
+with a fresh channel (see :class:`~chat_svc.peer.PeerClient`) and the owner re-resolved
+from the current ring each time, until a chat server answers for the user or
+``retry_window`` seconds have passed. Only then is the user treated as offline (queued for
+notify_svc). Without this a connected, synced device could miss an acked message until a
+later one in the same inbox carried it along.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ Forward = Callable[[str, Sequence[Push]], "asyncio.Future[list[int]]"]
 """Sends pushes to the chat server at an address; resolves to users with no live device."""
 
 MAX_CLIENT_MSG_ID = 64
+RETRY_FIRST = 0.05
+"""Seconds before the first retry of a failed push; doubled per attempt up to RETRY_CAP."""
+RETRY_CAP = 0.5
+"""Longest pause between retries of a failed push (bounds how late a push lands once its
+owner answers again)."""
 
 
 class Delivery:
@@ -54,6 +66,7 @@ class Delivery:
         max_message_chars: int,
         send_rate: float,
         send_burst: int,
+        retry_window: float = 15.0,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -65,6 +78,10 @@ class Delivery:
         self.message_text = TextRule("text", max_message_chars, "MESSAGE", multiline=True)
         self.send_rate = send_rate
         self.send_burst = send_burst
+        self.retry_window = retry_window
+        self.retried = 0
+        """Pushes that needed more than one attempt (observability, tests)."""
+        self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def validate_send(self, client_msg_id: str, channel_id: int, text: str) -> None:
@@ -92,7 +109,8 @@ class Delivery:
         """Push a fresh message to its recipients (after the ack), without waiting.
 
         Local devices get it at once; remote owners through the (coalescing) peer client,
-        whose answer says who was offline; they are queued for notify_svc.
+        whose answer says who was offline; they are queued for notify_svc. The common case
+        (every peer answers) needs no task; a failed forward continues in a retry task.
         """
         if outcome.duplicate or not outcome.entries:
             return
@@ -103,11 +121,20 @@ class Delivery:
         gathered = self._forward_all(remote)
 
         def forwarded(future: asyncio.Future[list[list[int] | BaseException]]) -> None:
-            if not future.cancelled():
-                self._notify_offline(
-                    outcome, offline | self._offline_from(remote, future.result()))
+            if future.cancelled():
+                return
+            answered, failed = self._settle(remote, future.result())
+            if failed:
+                self._spawn(self._converge_then_notify(outcome, offline | answered, failed))
+            else:
+                self._notify_offline(outcome, offline | answered)
 
         gathered.add_done_callback(forwarded)
+
+    async def _converge_then_notify(
+        self, outcome: SendOutcome, offline: set[int], failed: list[Push]
+    ) -> None:
+        self._notify_offline(outcome, offline | await self._retry(failed))
 
     def _notify_offline(self, outcome: SendOutcome, offline: set[int]) -> None:
         offline.discard(outcome.message.sender_id)
@@ -146,24 +173,51 @@ class Delivery:
         )
 
     @staticmethod
-    def _offline_from(
+    def _settle(
         remote: dict[str, list[Push]], results: list[list[int] | BaseException]
-    ) -> set[int]:
-        """Offline users per the peers' answers; an unreachable peer's users all count."""
+    ) -> tuple[set[int], list[Push]]:
+        """(offline users per the peers that answered, pushes whose peer did not answer)."""
         offline: set[int] = set()
+        failed: list[Push] = []
         for (address, batch), result in zip(remote.items(), results, strict=True):
             if isinstance(result, BaseException):
-                logger.warning("push to %s failed: %s", address, result)
-                offline.update(p.user_id for p in batch if isinstance(p.event, InboxEntry))
+                logger.debug("push to %s failed (will retry): %s", address, result)
+                failed.extend(batch)
             else:
                 offline.update(result)
+        return offline, failed
+
+    async def _retry(self, pushes: list[Push]) -> set[int]:
+        """Re-route failed pushes until each lands on its user's owner of the moment, or
+        the retry window ends; the users of inbox entries found (or left) offline."""
+        self.retried += len(pushes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_window
+        delay = RETRY_FIRST
+        offline: set[int] = set()
+        while pushes:
+            if self._closing or loop.time() >= deadline:
+                logger.warning("gave up pushing to %s users after %.1fs; treating as offline",
+                               len({p.user_id for p in pushes}), self.retry_window)
+                offline.update(p.user_id for p in pushes if isinstance(p.event, InboxEntry))
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_CAP)
+            local_offline, remote = self._route(pushes)  # the ring may have moved them
+            offline |= local_offline
+            answered, pushes = self._settle(remote, await self._forward_all(remote))
+            offline |= answered
         return offline
 
     async def push(self, pushes: Sequence[Push]) -> set[int]:
-        """Route pushes to each user's owner; the users of inbox entries found offline."""
+        """Route pushes to each user's owner (retrying failures, see the module docstring);
+        the users of inbox entries found offline."""
         offline, remote = self._route(pushes)
         if remote:
-            offline |= self._offline_from(remote, await self._forward_all(remote))
+            answered, failed = self._settle(remote, await self._forward_all(remote))
+            offline |= answered
+            if failed:
+                offline |= await self._retry(failed)
         return offline
 
     def push_events(self, user_ids: Sequence[int], event: PushEvent) -> None:
@@ -218,7 +272,8 @@ class Delivery:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Wait for pushes still in flight (bounded by the peer timeout)."""
+        """Stop retrying; wait for pushes still in flight (bounded by the peer timeout)."""
+        self._closing = True
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -20,6 +21,9 @@ from feedchat_runtime.errors import InvalidArgument
 logger = logging.getLogger(__name__)
 
 MAX_PUSHES = 1000
+RENEW_INTERVAL = 0.2
+"""Seconds between two renewals of the channel to one address (a dead server would
+otherwise get a fresh channel per failed call)."""
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -64,18 +68,36 @@ class PeerClient:
         self._flushing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stubs: dict[str, tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]] = {}
+        self._renewed: dict[str, float] = {}
 
-    def _stub(self, address: str) -> chat_pb2_grpc.ChatPeerServiceStub:
+    def _stub(self, address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]:
         channel = self._directory.channel_to(address)
         cached = self._stubs.get(address)
         if cached is None or cached[0] is not channel:
             cached = (channel, chat_pb2_grpc.ChatPeerServiceStub(channel))
             self._stubs[address] = cached
-        return cached[1]
+        return cached
+
+    def _renew(self, address: str, channel: grpc.aio.Channel) -> None:
+        """Drop a channel that answered UNAVAILABLE so the next call dials afresh.
+
+        A server restarted on the same address leaves our channel in gRPC's reconnect
+        backoff (a second or more, growing), failing every call at once meanwhile; the
+        ring does not change, so nothing else would replace it.
+        """
+        cached = self._stubs.get(address)
+        now = time.monotonic()
+        if (cached is not None and cached[0] is channel
+                and now - self._renewed.get(address, 0.0) >= RENEW_INTERVAL):
+            logger.debug("renewing the channel to %s after UNAVAILABLE", address)
+            self._renewed[address] = now
+            self._stubs.pop(address, None)
+            self._directory.forget(address)
 
     def forget(self, address: str) -> None:
         """Drop the stub and channel of a chat server that left the ring."""
         self._stubs.pop(address, None)
+        self._renewed.pop(address, None)
         self._directory.forget(address)
 
     def submit(self, address: str, pushes: Sequence[Push]) -> asyncio.Future[list[int]]:
@@ -115,12 +137,17 @@ class PeerClient:
             offline: set[int] = set()
             for start in range(0, len(pushes), MAX_PUSHES):
                 chunk = pushes[start : start + MAX_PUSHES]
-                stub = self._stub(address)
-                reply = await stub.Deliver(
-                    chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk]),
-                    metadata=self._directory.metadata(),
-                    timeout=self._timeout,
-                )
+                channel, stub = self._stub(address)
+                try:
+                    reply = await stub.Deliver(
+                        chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk]),
+                        metadata=self._directory.metadata(),
+                        timeout=self._timeout,
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        self._renew(address, channel)
+                    raise
                 offline.update(reply.offline_user_ids)
         except Exception as exc:
             for _, future in batch:

@@ -140,6 +140,8 @@ class ChatStore:
             self._run_sends, max_batch=send_batch)
         self._cache_members = redis.register_script(scripts.CACHE_MEMBERS)
         self._load_members = load_members
+        self._notifications: GroupCommit[tuple[StoredMessage, list[int]], None] = GroupCommit(
+            self._run_notifications, max_batch=256)
         self._set_cursor = redis.register_script(scripts.SET_CURSOR)
 
     async def ping(self) -> bool:
@@ -260,24 +262,36 @@ class ChatStore:
         await self.redis.hset(read_key(user_id), str(channel_id), str(seq))
 
     async def enqueue_notifications(self, message: StoredMessage, user_ids: Iterable[int]) -> None:
-        """Hand offline recipients to notify_svc (the NOTIFY_QUEUE contract)."""
+        """Hand offline recipients to notify_svc (the NOTIFY_QUEUE contract).
+
+        Coalesced like sends: when many pushes come back "offline" at once (a restarted
+        server answering a backlog of retries), they share a few pipelines instead of
+        taking one pooled connection each.
+        """
+        await self._notifications.call((message, list(user_ids)))
+
+    async def _run_notifications(
+        self, items: list[tuple[StoredMessage, list[int]]]
+    ) -> list[None | BaseException]:
         pipe = self.redis.pipeline(transaction=False)
-        for uid in user_ids:
-            pipe.xadd(
-                NOTIFY_QUEUE,
-                {
-                    "kind": "chat_message",
-                    "user_id": str(uid),
-                    "channel_id": str(message.channel_id),
-                    "message_id": str(message.message_id),
-                    "sender_id": str(message.sender_id),
-                    "preview": message.text[:NOTIFY_PREVIEW_CHARS],
-                    "created_ms": str(message.created_ms),
-                },
-                maxlen=NOTIFY_QUEUE_CAP,
-                approximate=True,
-            )
+        for message, user_ids in items:
+            for uid in user_ids:
+                pipe.xadd(
+                    NOTIFY_QUEUE,
+                    {
+                        "kind": "chat_message",
+                        "user_id": str(uid),
+                        "channel_id": str(message.channel_id),
+                        "message_id": str(message.message_id),
+                        "sender_id": str(message.sender_id),
+                        "preview": message.text[:NOTIFY_PREVIEW_CHARS],
+                        "created_ms": str(message.created_ms),
+                    },
+                    maxlen=NOTIFY_QUEUE_CAP,
+                    approximate=True,
+                )
         await pipe.execute()
+        return [None] * len(items)
 
     # -- cached member sets (the record is chat_svc.store_channels) ---------------------
 

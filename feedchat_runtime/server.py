@@ -249,9 +249,17 @@ def client_credentials(config: ServiceConfig) -> grpc.ChannelCredentials | None:
 
 
 def open_channel(config: ServiceConfig, address: str) -> grpc.aio.Channel:
-    """A channel to another feedchat server, TLS when the config names a CA."""
+    """A channel to another feedchat server, TLS when the config names a CA.
+
+    Each channel has its own subchannels (``grpc.use_local_subchannel_pool``): by default
+    gRPC shares them between channels to the same target, so a channel opened to replace
+    one whose server restarted would inherit its reconnect backoff instead of dialling.
+    """
     credentials = client_credentials(config)
-    options = [("grpc.max_receive_message_length", config.max_message_bytes)]
+    options: list[tuple[str, int]] = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
     interceptors = tracing.client_interceptors()
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

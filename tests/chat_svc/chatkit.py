@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,6 +14,8 @@ import grpc
 from chat_svc.app import ChatApp
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
+from feedchat_runtime.embedded import EmbeddedServer, free_port
+from router.ring import RingWatch
 from tests.waiting import wait_until
 
 AUTHORITY = authority_from_config("", "", dev=True)
@@ -42,10 +46,6 @@ def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1)
             found.append(uid)
         uid += 1
     return found
-
-
-
-
 
 
 class Device:
@@ -158,3 +158,73 @@ class Device:
             with contextlib.suppress(BaseException):
                 await self._task
         await self._channel.close()
+
+
+def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, postgres_url: str,
+                 name: str, port: int = 0, lease_ttl: int = 2) -> EmbeddedServer:
+    """A chat server as a separate process (``port``: reuse an address after a kill)."""
+    port = port or free_port()
+    argv = [
+        sys.executable, "-m", "chat_svc", "--port", str(port), "--instance", name,
+        "--etcd", etcd, "--etcd-prefix", prefix, "--redis-url", redis_url, "--dev",
+        "--postgres-url", postgres_url,
+        "--lease-ttl", str(lease_ttl), "--grace", "1", "--log-format", "text",
+        "--send-rate", "1000", "--send-burst", "1000",
+    ]
+    return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
+
+
+class Follower:
+    """A device that follows its user around: reconnects (with its cursor) wherever the
+    ring says, after redirects, kills and rebalancing."""
+
+    def __init__(self, user_id: int, ring: RingWatch) -> None:
+        self.user_id = user_id
+        self.ring = ring
+        self.streams: list[Device] = []
+        self.cursor = ""
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def texts(self) -> list[str]:
+        return [m.text for d in self.streams for m in d.messages]
+
+    async def _run(self) -> None:
+        while True:
+            owner = self.ring.ring.owner(self.user_id)
+            if owner is None:
+                await asyncio.sleep(0.05)
+                continue
+            device = Device(self.user_id, owner.address, cursor=self.cursor)
+            self.streams.append(device)
+            try:
+                await device.open(synced=False)
+                await wait_until(lambda d=device: d.ended, timeout=3600)
+            finally:
+                self.cursor = device.cursor or self.cursor
+                await device.close()
+            if not device.messages and device.error is not None:
+                self.streams.remove(device)
+            await asyncio.sleep(0.05)  # refused or cut: ask the ring again
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        for device in self.streams:
+            await device.close()
+
+
+async def open_on_owner(user_id: int, ring: RingWatch, timeout: float = 10) -> Device:
+    """Connect to the owner; the servers' own rings may still be converging at start-up
+    (each learns the others from etcd on its own), so a refusal is retried until then."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        device = Device(user_id, ring.ring.owner(user_id).address)
+        try:
+            return await device.open()
+        except grpc.aio.AioRpcError as exc:
+            await device.close()
+            if (exc.code() != grpc.StatusCode.FAILED_PRECONDITION
+                    or asyncio.get_running_loop().time() > deadline):
+                raise
+            await asyncio.sleep(0.05)

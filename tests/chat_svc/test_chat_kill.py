@@ -3,91 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
-import grpc
 import pytest
 
 from chat_svc.groups import Channels
 from chat_svc.store import ChatStore
 from chat_svc.store_channels import ChannelRecords
-from feedchat_runtime.embedded import EmbeddedServer, free_port
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.registry import EtcdSession
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from router.ring import RingWatch
-from tests.chat_svc.chatkit import Device
+from tests.chat_svc.chatkit import Device, Follower, chat_process, open_on_owner
 from tests.waiting import wait_until
-
-
-def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, postgres_url: str,
-                 name: str) -> EmbeddedServer:
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "chat_svc", "--port", str(port), "--instance", name,
-        "--etcd", etcd, "--etcd-prefix", prefix, "--redis-url", redis_url, "--dev",
-        "--postgres-url", postgres_url,
-        "--lease-ttl", "2", "--grace", "1", "--log-format", "text",
-        "--send-rate", "1000", "--send-burst", "1000",
-    ]
-    return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
-
-
-class Follower:
-    """A device that follows its user around: reconnects (with its cursor) wherever the
-    ring says, after redirects, kills and rebalancing."""
-
-    def __init__(self, user_id: int, ring: RingWatch) -> None:
-        self.user_id = user_id
-        self.ring = ring
-        self.streams: list[Device] = []
-        self.cursor = ""
-        self._task = asyncio.create_task(self._run())
-
-    @property
-    def texts(self) -> list[str]:
-        return [m.text for d in self.streams for m in d.messages]
-
-    async def _run(self) -> None:
-        while True:
-            owner = self.ring.ring.owner(self.user_id)
-            if owner is None:
-                await asyncio.sleep(0.05)
-                continue
-            device = Device(self.user_id, owner.address, cursor=self.cursor)
-            self.streams.append(device)
-            try:
-                await device.open(synced=False)
-                await wait_until(lambda d=device: d.ended, timeout=3600)
-            finally:
-                self.cursor = device.cursor or self.cursor
-                await device.close()
-            if not device.messages and device.error is not None:
-                self.streams.remove(device)
-            await asyncio.sleep(0.05)  # refused or cut: ask the ring again
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        for device in self.streams:
-            await device.close()
-
-
-async def _open_on_owner(user_id: int, ring: RingWatch, timeout: float = 10) -> Device:
-    """Connect to the owner; the servers' own rings may still be converging at start-up
-    (each learns the others from etcd on its own), so a refusal is retried until then."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        device = Device(user_id, ring.ring.owner(user_id).address)
-        try:
-            return await device.open()
-        except grpc.aio.AioRpcError as exc:
-            await device.close()
-            if (exc.code() != grpc.StatusCode.FAILED_PRECONDITION
-                    or asyncio.get_running_loop().time() > deadline):
-                raise
-            await asyncio.sleep(0.05)
 
 
 @pytest.mark.timeout(90)
@@ -113,7 +40,7 @@ async def test_killed_chat_server_loses_no_acked_message(
         store = ChatStore(redis, load_members=records.members)
         channels = Channels(store, records, SnowflakeGenerator(lambda: 1), 500)
         group = (await channels.create_group(sender_id, "g", victims + others)).channel_id
-        sender = await _open_on_owner(sender_id, ring)
+        sender = await open_on_owner(sender_id, ring)
         followers = [Follower(u, ring) for u in victims + others]
         await wait_until(lambda: all(f.streams and f.streams[-1].synced for f in followers),
                          10, "receivers connected")
