@@ -62,7 +62,7 @@ def channel_pb(c: ChannelInfo) -> chat_pb2.Channel:
         channel_id=c.channel_id,
         kind=chat_pb2.CHANNEL_KIND_DIRECT if c.kind == DIRECT else chat_pb2.CHANNEL_KIND_GROUP,
         name=c.name, owner_id=c.owner_id, member_count=c.member_count, last_seq=c.last_seq,
-        member_ids=list(c.member_ids),
+        member_ids=list(c.member_ids), read_seq=c.read_seq, unread_count=c.unread,
     )
 
 

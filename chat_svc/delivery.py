@@ -246,13 +246,15 @@ class Delivery:
             self._spawn(self._push_quietly(pushes))
 
     async def read(self, user_id: int, channel_id: int, seq: int) -> None:
-        """Record a read marker and tell the channel's other members."""
+        """Move the read marker forward (clamped to the channel's last seq); when it moved,
+        tell the channel's other members with a READ receipt up to the new marker."""
         members = await self.store.members(channel_id)
         if user_id not in members:
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
-        await self.store.save_read(user_id, channel_id, seq)
-        receipt = Receipt("read", channel_id, 0, seq, user_id)
-        self.push_events([m for m in members if m != user_id], receipt)
+        moved, marker = await self.store.save_read(user_id, channel_id, seq)
+        if moved:
+            receipt = Receipt("read", channel_id, 0, marker, user_id)
+            self.push_events([m for m in members if m != user_id], receipt)
 
     async def typing(self, user_id: int, channel_id: int) -> None:
         members = await self.store.members(channel_id)

@@ -61,14 +61,16 @@ class Channels:
         self.ids = ids
         self.max_members = max_members
 
-    async def _infos(self, channel_ids: Sequence[int], with_members: bool = False
-                     ) -> list[ChannelInfo]:
-        """Existing channels in input order, with their last sequence numbers from Redis."""
+    async def _infos(self, channel_ids: Sequence[int], with_members: bool = False,
+                     reader: int = 0) -> list[ChannelInfo]:
+        """Existing channels in input order, with their last sequence numbers from Redis
+        (and, with ``reader``, that user's read marker of each)."""
         found = await self.records.channels(channel_ids, with_members)
         present = [cid for cid in channel_ids if cid in found]
         seqs = await self.store.last_seqs(present)
-        return [replace(found[cid], last_seq=seq) for cid, seq in zip(present, seqs,
-                                                                       strict=True)]
+        reads = await self.store.read_seqs(reader, present) if reader else [0] * len(present)
+        return [replace(found[cid], last_seq=seq, read_seq=read)
+                for cid, seq, read in zip(present, seqs, reads, strict=True)]
 
     async def _info(self, channel_id: int) -> ChannelInfo:
         found = await self._infos([channel_id], with_members=True)
@@ -137,7 +139,7 @@ class Channels:
         ids = await self.records.user_channel_ids(caller, after, count + 1)
         more = len(ids) > count
         ids = ids[:count]
-        infos = await self._infos(ids)
+        infos = await self._infos(ids, reader=caller)
         return infos, (ids[-1] if more and ids else None)
 
     async def history(self, caller: int, channel_id: int, size: int, before: int | None

@@ -61,6 +61,13 @@ class ChannelInfo:
     member_count: int
     last_seq: int
     member_ids: tuple[int, ...] = ()
+    read_seq: int = 0
+    """The asking user's read marker (ListChannels only)."""
+
+    @property
+    def unread(self) -> int:
+        """Messages after the read marker (the user's own sends move the marker)."""
+        return max(0, self.last_seq - self.read_seq)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ split into a channel-slot step (seq, history, dedup) and per-recipient inbox app
 see docs/chat.md ("Scale-out").
 """
 
-SEND_KEYS = 5
+SEND_KEYS = 6
 """Keys per message in SEND_MANY."""
 SEND_ARGS = 12
 """Arguments per message in SEND_MANY."""
@@ -24,12 +24,14 @@ SEND_MANY = """
 -- history's newest id, each inbox's newest id) comes before the first write, so an error
 -- leaves nothing behind (no seq, history entry, inbox entry, token or dedup record).
 -- ARGV[1] n = number of messages; message i (0-based) uses
---   KEYS[5i+1 .. 5i+5] and ARGV[1+12i+1 .. 1+12i+12]:
+--   KEYS[6i+1 .. 6i+6] and ARGV[1+12i+1 .. 1+12i+12]:
 -- KEYS[+1]  chat:dedup:{u:<sender>}:<client_msg_id>  hash (digest, message_id, seq, ...)
 -- KEYS[+2]  chat:rate:{u:<sender>}                   hash token bucket (tokens, ts)
 -- KEYS[+3]  chat:chan:{c:<channel>}:members          set of member ids
 -- KEYS[+4]  chat:chan:{c:<channel>}:seq              counter (dense per-channel seq)
 -- KEYS[+5]  chat:chan:{c:<channel>}:hist             stream, entry id "<seq>-0"
+-- KEYS[+6]  chat:read:{u:<sender>}                   hash channel id -> seq read (the
+--           sender has read its own message: its marker moves up to it, forward only)
 -- (derived) chat:inbox:{u:<member>}                  stream per member (auto ids)
 -- ARGV[+1] sender id     ARGV[+2] content digest   ARGV[+3] message id (Snowflake)
 -- ARGV[+4] channel id    ARGV[+5] text             ARGV[+6] client_msg_id
@@ -69,6 +71,7 @@ local function send_one(K, A)
   if #top > 0 and tonumber(string.match(top[1][1], '^(%d+)-')) >= seq then
     error('chat history ' .. K[5] .. ' is ahead of its seq counter')
   end
+  local read = tonumber(redis.call('HGET', K[6], A[4])) or 0
   local members = redis.call('SMEMBERS', K[3])
   local prevs = {}
   for i, member in ipairs(members) do
@@ -94,6 +97,7 @@ local function send_one(K, A)
     out[#out + 1] = prevs[i]
     out[#out + 1] = id
   end
+  if seq > read then redis.call('HSET', K[6], A[4], tostring(seq)) end
   redis.call('HSET', K[1], 'digest', A[2], 'message_id', A[3], 'seq', tostring(seq),
     'created_ms', A[7], 'channel_id', A[4])
   redis.call('EXPIRE', K[1], A[10])
@@ -102,8 +106,8 @@ end
 
 local replies = {}
 for i = 0, tonumber(ARGV[1]) - 1 do
-  local K = {KEYS[5 * i + 1], KEYS[5 * i + 2], KEYS[5 * i + 3], KEYS[5 * i + 4],
-             KEYS[5 * i + 5]}
+  local K = {}
+  for j = 1, 6 do K[j] = KEYS[6 * i + j] end
   local A = {}
   for j = 1, 12 do A[j] = ARGV[1 + 12 * i + j] end
   local ok, reply = pcall(send_one, K, A)
@@ -142,4 +146,17 @@ if old then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '-' .. ARGV[3])
 return 1
+"""
+
+SET_READ = """
+-- Move a user's read marker of one channel forward only, never past the channel's end.
+-- KEYS[1] chat:read:{u:<user>}  hash channel id -> highest seq read
+-- ARGV[1] channel id   ARGV[2] seq read   ARGV[3] the channel's last seq (read just before;
+--   it only grows, so clamping to it is safe)
+-- Returns {moved (1/0), marker after the call}.
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1])) or 0
+local new = math.min(tonumber(ARGV[2]), tonumber(ARGV[3]))
+if new <= old then return {0, tostring(old)} end
+redis.call('HSET', KEYS[1], ARGV[1], tostring(new))
+return {1, tostring(new)}
 """

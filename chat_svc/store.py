@@ -143,6 +143,7 @@ class ChatStore:
         self._notifications: GroupCommit[tuple[StoredMessage, list[int]], None] = GroupCommit(
             self._run_notifications, max_batch=256)
         self._set_cursor = redis.register_script(scripts.SET_CURSOR)
+        self._set_read = redis.register_script(scripts.SET_READ)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -186,6 +187,7 @@ class ChatStore:
             chan_members_key(channel_id),
             chan_seq_key(channel_id),
             chan_history_key(channel_id),
+            read_key(sender_id),
         ]
         args: list[str | int | float] = [
             sender_id, content_digest(channel_id, text), message_id, channel_id, text,
@@ -258,8 +260,20 @@ class ChatStore:
         ms, _, seq = cursor.partition("-")
         await self._set_cursor(keys=[cursor_key(user_id)], args=[device_id, ms, seq])
 
-    async def save_read(self, user_id: int, channel_id: int, seq: int) -> None:
-        await self.redis.hset(read_key(user_id), str(channel_id), str(seq))
+    async def save_read(self, user_id: int, channel_id: int, seq: int) -> tuple[bool, int]:
+        """Move the read marker forward, clamped to the channel's last seq (SET_READ);
+        (whether it moved, the marker now)."""
+        last = await self.redis.get(chan_seq_key(channel_id))
+        moved, marker = await self._set_read(
+            keys=[read_key(user_id)], args=[channel_id, seq, int(_s(last)) if last else 0])
+        return bool(int(moved)), int(_s(marker))
+
+    async def read_seqs(self, user_id: int, channel_ids: Sequence[int]) -> list[int]:
+        """The user's read marker of each channel (0 where none), in input order."""
+        if not channel_ids:
+            return []
+        found = await self.redis.hmget(read_key(user_id), [str(c) for c in channel_ids])
+        return [int(_s(v)) if v is not None else 0 for v in found]
 
     async def enqueue_notifications(self, message: StoredMessage, user_ids: Iterable[int]) -> None:
         """Hand offline recipients to notify_svc (the NOTIFY_QUEUE contract).

@@ -118,12 +118,16 @@ class Channel:
     member_count: int = 0
     last_seq: int = 0
     member_ids: list[int] = field(default_factory=list)
+    read_seq: int = 0
+    """Your read marker (from ``channels()`` only)."""
+    unread_count: int = 0
+    """Messages after your read marker (from ``channels()`` only)."""
 
     @classmethod
     def from_pb(cls, pb: Any) -> Channel:
         kind = {1: "direct", 2: "group"}.get(pb.kind, "unknown")
         return cls(pb.channel_id, kind, pb.name, pb.owner_id, pb.member_count, pb.last_seq,
-                   list(pb.member_ids))
+                   list(pb.member_ids), pb.read_seq, pb.unread_count)
 
 
 @dataclass(frozen=True)

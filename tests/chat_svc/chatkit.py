@@ -138,6 +138,10 @@ class Device:
         self._outbox.put_nowait(chat_pb2.ConnectRequest(ack=chat_pb2.Ack(
             inbox_cursor=cursor or self.cursor)))
 
+    def read(self, channel_id: int, seq: int) -> None:
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(read=chat_pb2.Read(
+            channel_id=channel_id, seq=seq)))
+
     async def sent(self, cmid: str, timeout: float = 5.0) -> chat_pb2.SendAck:  # noqa: ASYNC109
         """Wait for the ack (or fail on the error) of one send."""
         def done() -> bool:

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x65\x64\x63hat/chat/v1/chat.proto\x12\x10\x66\x65\x65\x64\x63hat.chat.v1\x1a\x1egoogle/protobuf/duration.proto\"\xec\x01\n\x0e\x43onnectRequest\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.feedchat.chat.v1.HelloH\x00\x12-\n\x04send\x18\x02 \x01(\x0b\x32\x1d.feedchat.chat.v1.SendMessageH\x00\x12$\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x15.feedchat.chat.v1.AckH\x00\x12&\n\x04read\x18\x04 \x01(\x0b\x32\x16.feedchat.chat.v1.ReadH\x00\x12*\n\x06typing\x18\x05 \x01(\x0b\x32\x18.feedchat.chat.v1.TypingH\x00\x42\x07\n\x05\x66rame\"0\n\x05Hello\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x14\n\x0cinbox_cursor\x18\x02 \x01(\t\"F\n\x0bSendMessage\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\x04\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x1b\n\x03\x41\x63k\x12\x14\n\x0cinbox_cursor\x18\x01 \x01(\t\"\'\n\x04Read\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\x1c\n\x06Typing\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\"\xfd\x02\n\x0f\x43onnectResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.MessageH\x00\x12-\n\x08send_ack\x18\x02 \x01(\x0b\x32\x19.feedchat.chat.v1.SendAckH\x00\x12\x31\n\nsend_error\x18\x03 \x01(\x0b\x32\x1b.feedchat.chat.v1.SendErrorH\x00\x12,\n\x07receipt\x18\x04 \x01(\x0b\x32\x19.feedchat.chat.v1.ReceiptH\x00\x12/\n\x06typing\x18\x05 \x01(\x0b\x32\x1d.feedchat.chat.v1.TypingEventH\x00\x12\x37\n\rsync_complete\x18\x06 \x01(\x0b\x32\x1e.feedchat.chat.v1.SyncCompleteH\x00\x12\x39\n\treconnect\x18\x07 \x01(\x0b\x32$.feedchat.chat.v1.ReconnectElsewhereH\x00\x42\x07\n\x05\x66rame\"\xa0\x01\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\x12\x12\n\nchannel_id\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\tsender_id\x18\x04 \x01(\x04\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x15\n\rclient_msg_id\x18\x06 \x01(\t\x12\x12\n\ncreated_ms\x18\x07 \x01(\x03\x12\x14\n\x0cinbox_cursor\x18\x08 \x01(\t\"h\n\x07SendAck\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\x12\x12\n\nchannel_id\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x11\n\tduplicate\x18\x05 \x01(\x08\"\x81\x01\n\tSendError\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa6\x01\n\x07Receipt\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.feedchat.chat.v1.ReceiptKind\x12\x12\n\nchannel_id\x18\x02 \x01(\x04\x12\x12\n\nmessage_id\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07user_id\x18\x05 \x01(\x04\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12\x15\n\rclient_msg_id\x18\x07 \x01(\t\"2\n\x0bTypingEvent\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\"^\n\x0cSyncComplete\x12\x14\n\x0cinbox_cursor\x18\x01 \x01(\t\x12\x10\n\x08replayed\x18\x02 \x01(\r\x12\x10\n\x08instance\x18\x03 \x01(\t\x12\x14\n\x0cring_version\x18\x04 \x01(\x04\"M\n\x12ReconnectElsewhere\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x14\n\x0cring_version\x18\x03 \x01(\x04\"0\n\x18OpenDirectChannelRequest\x12\x14\n\x0cpeer_user_id\x18\x01 \x01(\x04\"G\n\x19OpenDirectChannelResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"\xa6\x01\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.feedchat.chat.v1.ChannelKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08owner_id\x18\x04 \x01(\x04\x12\x14\n\x0cmember_count\x18\x05 \x01(\r\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x12\n\nmember_ids\x18\x07 \x03(\x04\"6\n\x12\x43reateGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmember_ids\x18\x02 \x03(\x04\"A\n\x13\x43reateGroupResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"9\n\x11\x41\x64\x64MembersRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x10\n\x08user_ids\x18\x02 \x03(\x04\"@\n\x12\x41\x64\x64MembersResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"<\n\x14RemoveMembersRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x10\n\x08user_ids\x18\x02 \x03(\x04\"C\n\x15RemoveMembersResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"<\n\x13ListChannelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListChannelsResponse\x12+\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x19.feedchat.chat.v1.Channel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x11GetHistoryRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x12GetHistoryResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.feedchat.chat.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x0e\x44\x65liverRequest\x12&\n\x06pushes\x18\x01 \x03(\x0b\x32\x16.feedchat.chat.v1.Push\"\xae\x01\n\x04Push\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1c.feedchat.chat.v1.InboxEntryH\x00\x12,\n\x07receipt\x18\x03 \x01(\x0b\x32\x19.feedchat.chat.v1.ReceiptH\x00\x12/\n\x06typing\x18\x04 \x01(\x0b\x32\x1d.feedchat.chat.v1.TypingEventH\x00\x42\x07\n\x05\x65vent\"S\n\nInboxEntry\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Message\x12\x19\n\x11prev_inbox_cursor\x18\x02 \x01(\t\"+\n\x0f\x44\x65liverResponse\x12\x18\n\x10offline_user_ids\x18\x01 \x03(\x04*^\n\x0bReceiptKind\x12\x1c\n\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n\x11RECEIPT_KIND_READ\x10\x02*\\\n\x0b\x43hannelKind\x12\x1c\n\x18\x43HANNEL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANNEL_KIND_DIRECT\x10\x01\x12\x16\n\x12\x43HANNEL_KIND_GROUP\x10\x02\x32\x9e\x05\n\x0b\x43hatService\x12R\n\x07\x43onnect\x12 .feedchat.chat.v1.ConnectRequest\x1a!.feedchat.chat.v1.ConnectResponse(\x01\x30\x01\x12l\n\x11OpenDirectChannel\x12*.feedchat.chat.v1.OpenDirectChannelRequest\x1a+.feedchat.chat.v1.OpenDirectChannelResponse\x12Z\n\x0b\x43reateGroup\x12$.feedchat.chat.v1.CreateGroupRequest\x1a%.feedchat.chat.v1.CreateGroupResponse\x12W\n\nAddMembers\x12#.feedchat.chat.v1.AddMembersRequest\x1a$.feedchat.chat.v1.AddMembersResponse\x12`\n\rRemoveMembers\x12&.feedchat.chat.v1.RemoveMembersRequest\x1a\'.feedchat.chat.v1.RemoveMembersResponse\x12]\n\x0cListChannels\x12%.feedchat.chat.v1.ListChannelsRequest\x1a&.feedchat.chat.v1.ListChannelsResponse\x12W\n\nGetHistory\x12#.feedchat.chat.v1.GetHistoryRequest\x1a$.feedchat.chat.v1.GetHistoryResponse2a\n\x0f\x43hatPeerService\x12N\n\x07\x44\x65liver\x12 .feedchat.chat.v1.DeliverRequest\x1a!.feedchat.chat.v1.DeliverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x65\x64\x63hat/chat/v1/chat.proto\x12\x10\x66\x65\x65\x64\x63hat.chat.v1\x1a\x1egoogle/protobuf/duration.proto\"\xec\x01\n\x0e\x43onnectRequest\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.feedchat.chat.v1.HelloH\x00\x12-\n\x04send\x18\x02 \x01(\x0b\x32\x1d.feedchat.chat.v1.SendMessageH\x00\x12$\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x15.feedchat.chat.v1.AckH\x00\x12&\n\x04read\x18\x04 \x01(\x0b\x32\x16.feedchat.chat.v1.ReadH\x00\x12*\n\x06typing\x18\x05 \x01(\x0b\x32\x18.feedchat.chat.v1.TypingH\x00\x42\x07\n\x05\x66rame\"0\n\x05Hello\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x14\n\x0cinbox_cursor\x18\x02 \x01(\t\"F\n\x0bSendMessage\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\x04\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x1b\n\x03\x41\x63k\x12\x14\n\x0cinbox_cursor\x18\x01 \x01(\t\"\'\n\x04Read\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\x1c\n\x06Typing\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\"\xfd\x02\n\x0f\x43onnectResponse\x12,\n\x07message\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.MessageH\x00\x12-\n\x08send_ack\x18\x02 \x01(\x0b\x32\x19.feedchat.chat.v1.SendAckH\x00\x12\x31\n\nsend_error\x18\x03 \x01(\x0b\x32\x1b.feedchat.chat.v1.SendErrorH\x00\x12,\n\x07receipt\x18\x04 \x01(\x0b\x32\x19.feedchat.chat.v1.ReceiptH\x00\x12/\n\x06typing\x18\x05 \x01(\x0b\x32\x1d.feedchat.chat.v1.TypingEventH\x00\x12\x37\n\rsync_complete\x18\x06 \x01(\x0b\x32\x1e.feedchat.chat.v1.SyncCompleteH\x00\x12\x39\n\treconnect\x18\x07 \x01(\x0b\x32$.feedchat.chat.v1.ReconnectElsewhereH\x00\x42\x07\n\x05\x66rame\"\xa0\x01\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\x12\x12\n\nchannel_id\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x11\n\tsender_id\x18\x04 \x01(\x04\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x15\n\rclient_msg_id\x18\x06 \x01(\t\x12\x12\n\ncreated_ms\x18\x07 \x01(\x03\x12\x14\n\x0cinbox_cursor\x18\x08 \x01(\t\"h\n\x07SendAck\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\x12\x12\n\nchannel_id\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x11\n\tduplicate\x18\x05 \x01(\x08\"\x81\x01\n\tSendError\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa6\x01\n\x07Receipt\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.feedchat.chat.v1.ReceiptKind\x12\x12\n\nchannel_id\x18\x02 \x01(\x04\x12\x12\n\nmessage_id\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07user_id\x18\x05 \x01(\x04\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12\x15\n\rclient_msg_id\x18\x07 \x01(\t\"2\n\x0bTypingEvent\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\"^\n\x0cSyncComplete\x12\x14\n\x0cinbox_cursor\x18\x01 \x01(\t\x12\x10\n\x08replayed\x18\x02 \x01(\r\x12\x10\n\x08instance\x18\x03 \x01(\t\x12\x14\n\x0cring_version\x18\x04 \x01(\x04\"M\n\x12ReconnectElsewhere\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x14\n\x0cring_version\x18\x03 \x01(\x04\"0\n\x18OpenDirectChannelRequest\x12\x14\n\x0cpeer_user_id\x18\x01 \x01(\x04\"G\n\x19OpenDirectChannelResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"\xce\x01\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.feedchat.chat.v1.ChannelKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08owner_id\x18\x04 \x01(\x04\x12\x14\n\x0cmember_count\x18\x05 \x01(\r\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x12\n\nmember_ids\x18\x07 \x03(\x04\x12\x10\n\x08read_seq\x18\x08 \x01(\x04\x12\x14\n\x0cunread_count\x18\t \x01(\x04\"6\n\x12\x43reateGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmember_ids\x18\x02 \x03(\x04\"A\n\x13\x43reateGroupResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"9\n\x11\x41\x64\x64MembersRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x10\n\x08user_ids\x18\x02 \x03(\x04\"@\n\x12\x41\x64\x64MembersResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"<\n\x14RemoveMembersRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x10\n\x08user_ids\x18\x02 \x03(\x04\"C\n\x15RemoveMembersResponse\x12*\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Channel\"<\n\x13ListChannelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListChannelsResponse\x12+\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x19.feedchat.chat.v1.Channel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x11GetHistoryRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x12GetHistoryResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.feedchat.chat.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x0e\x44\x65liverRequest\x12&\n\x06pushes\x18\x01 \x03(\x0b\x32\x16.feedchat.chat.v1.Push\"\xae\x01\n\x04Push\x12\x0f\n\x07user_id\x18\x01 \x01(\x04\x12-\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1c.feedchat.chat.v1.InboxEntryH\x00\x12,\n\x07receipt\x18\x03 \x01(\x0b\x32\x19.feedchat.chat.v1.ReceiptH\x00\x12/\n\x06typing\x18\x04 \x01(\x0b\x32\x1d.feedchat.chat.v1.TypingEventH\x00\x42\x07\n\x05\x65vent\"S\n\nInboxEntry\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.feedchat.chat.v1.Message\x12\x19\n\x11prev_inbox_cursor\x18\x02 \x01(\t\"+\n\x0f\x44\x65liverResponse\x12\x18\n\x10offline_user_ids\x18\x01 \x03(\x04*^\n\x0bReceiptKind\x12\x1c\n\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n\x11RECEIPT_KIND_READ\x10\x02*\\\n\x0b\x43hannelKind\x12\x1c\n\x18\x43HANNEL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANNEL_KIND_DIRECT\x10\x01\x12\x16\n\x12\x43HANNEL_KIND_GROUP\x10\x02\x32\x9e\x05\n\x0b\x43hatService\x12R\n\x07\x43onnect\x12 .feedchat.chat.v1.ConnectRequest\x1a!.feedchat.chat.v1.ConnectResponse(\x01\x30\x01\x12l\n\x11OpenDirectChannel\x12*.feedchat.chat.v1.OpenDirectChannelRequest\x1a+.feedchat.chat.v1.OpenDirectChannelResponse\x12Z\n\x0b\x43reateGroup\x12$.feedchat.chat.v1.CreateGroupRequest\x1a%.feedchat.chat.v1.CreateGroupResponse\x12W\n\nAddMembers\x12#.feedchat.chat.v1.AddMembersRequest\x1a$.feedchat.chat.v1.AddMembersResponse\x12`\n\rRemoveMembers\x12&.feedchat.chat.v1.RemoveMembersRequest\x1a\'.feedchat.chat.v1.RemoveMembersResponse\x12]\n\x0cListChannels\x12%.feedchat.chat.v1.ListChannelsRequest\x1a&.feedchat.chat.v1.ListChannelsResponse\x12W\n\nGetHistory\x12#.feedchat.chat.v1.GetHistoryRequest\x1a$.feedchat.chat.v1.GetHistoryResponse2a\n\x0f\x43hatPeerService\x12N\n\x07\x44\x65liver\x12 .feedchat.chat.v1.DeliverRequest\x1a!.feedchat.chat.v1.DeliverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedchat.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECEIPTKIND']._serialized_start=3087
-  _globals['_RECEIPTKIND']._serialized_end=3181
-  _globals['_CHANNELKIND']._serialized_start=3183
-  _globals['_CHANNELKIND']._serialized_end=3275
+  _globals['_RECEIPTKIND']._serialized_start=3127
+  _globals['_RECEIPTKIND']._serialized_end=3221
+  _globals['_CHANNELKIND']._serialized_start=3223
+  _globals['_CHANNELKIND']._serialized_end=3315
   _globals['_CONNECTREQUEST']._serialized_start=82
   _globals['_CONNECTREQUEST']._serialized_end=318
   _globals['_HELLO']._serialized_start=320
@@ -69,37 +69,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENDIRECTCHANNELRESPONSE']._serialized_start=1773
   _globals['_OPENDIRECTCHANNELRESPONSE']._serialized_end=1844
   _globals['_CHANNEL']._serialized_start=1847
-  _globals['_CHANNEL']._serialized_end=2013
-  _globals['_CREATEGROUPREQUEST']._serialized_start=2015
-  _globals['_CREATEGROUPREQUEST']._serialized_end=2069
-  _globals['_CREATEGROUPRESPONSE']._serialized_start=2071
-  _globals['_CREATEGROUPRESPONSE']._serialized_end=2136
-  _globals['_ADDMEMBERSREQUEST']._serialized_start=2138
-  _globals['_ADDMEMBERSREQUEST']._serialized_end=2195
-  _globals['_ADDMEMBERSRESPONSE']._serialized_start=2197
-  _globals['_ADDMEMBERSRESPONSE']._serialized_end=2261
-  _globals['_REMOVEMEMBERSREQUEST']._serialized_start=2263
-  _globals['_REMOVEMEMBERSREQUEST']._serialized_end=2323
-  _globals['_REMOVEMEMBERSRESPONSE']._serialized_start=2325
-  _globals['_REMOVEMEMBERSRESPONSE']._serialized_end=2392
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=2394
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=2454
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=2456
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=2548
-  _globals['_GETHISTORYREQUEST']._serialized_start=2550
-  _globals['_GETHISTORYREQUEST']._serialized_end=2628
-  _globals['_GETHISTORYRESPONSE']._serialized_start=2630
-  _globals['_GETHISTORYRESPONSE']._serialized_end=2720
-  _globals['_DELIVERREQUEST']._serialized_start=2722
-  _globals['_DELIVERREQUEST']._serialized_end=2778
-  _globals['_PUSH']._serialized_start=2781
-  _globals['_PUSH']._serialized_end=2955
-  _globals['_INBOXENTRY']._serialized_start=2957
-  _globals['_INBOXENTRY']._serialized_end=3040
-  _globals['_DELIVERRESPONSE']._serialized_start=3042
-  _globals['_DELIVERRESPONSE']._serialized_end=3085
-  _globals['_CHATSERVICE']._serialized_start=3278
-  _globals['_CHATSERVICE']._serialized_end=3948
-  _globals['_CHATPEERSERVICE']._serialized_start=3950
-  _globals['_CHATPEERSERVICE']._serialized_end=4047
+  _globals['_CHANNEL']._serialized_end=2053
+  _globals['_CREATEGROUPREQUEST']._serialized_start=2055
+  _globals['_CREATEGROUPREQUEST']._serialized_end=2109
+  _globals['_CREATEGROUPRESPONSE']._serialized_start=2111
+  _globals['_CREATEGROUPRESPONSE']._serialized_end=2176
+  _globals['_ADDMEMBERSREQUEST']._serialized_start=2178
+  _globals['_ADDMEMBERSREQUEST']._serialized_end=2235
+  _globals['_ADDMEMBERSRESPONSE']._serialized_start=2237
+  _globals['_ADDMEMBERSRESPONSE']._serialized_end=2301
+  _globals['_REMOVEMEMBERSREQUEST']._serialized_start=2303
+  _globals['_REMOVEMEMBERSREQUEST']._serialized_end=2363
+  _globals['_REMOVEMEMBERSRESPONSE']._serialized_start=2365
+  _globals['_REMOVEMEMBERSRESPONSE']._serialized_end=2432
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=2434
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=2494
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=2496
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=2588
+  _globals['_GETHISTORYREQUEST']._serialized_start=2590
+  _globals['_GETHISTORYREQUEST']._serialized_end=2668
+  _globals['_GETHISTORYRESPONSE']._serialized_start=2670
+  _globals['_GETHISTORYRESPONSE']._serialized_end=2760
+  _globals['_DELIVERREQUEST']._serialized_start=2762
+  _globals['_DELIVERREQUEST']._serialized_end=2818
+  _globals['_PUSH']._serialized_start=2821
+  _globals['_PUSH']._serialized_end=2995
+  _globals['_INBOXENTRY']._serialized_start=2997
+  _globals['_INBOXENTRY']._serialized_end=3080
+  _globals['_DELIVERRESPONSE']._serialized_start=3082
+  _globals['_DELIVERRESPONSE']._serialized_end=3125
+  _globals['_CHATSERVICE']._serialized_start=3318
+  _globals['_CHATSERVICE']._serialized_end=3988
+  _globals['_CHATPEERSERVICE']._serialized_start=3990
+  _globals['_CHATPEERSERVICE']._serialized_end=4087
 # @@protoc_insertion_point(module_scope)

@@ -205,7 +205,13 @@ Global___Ack: _TypeAlias = Ack  # noqa: Y015
 
 @_typing.final
 class Read(_message.Message):
-    """Read records that the user has read a channel up to a sequence number."""
+    """Read records that the user has read a channel up to a sequence number. The marker only
+    moves forward: a seq at or below the stored marker changes nothing, a seq past the
+    channel's newest message is clamped to it. The other members' live devices get a
+    RECEIPT_KIND_READ receipt (with the new marker) only when it moved, so re-sending the
+    latest Read after a reconnect is harmless. ListChannels returns the marker (read_seq) and
+    the unread count.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -642,6 +648,8 @@ class Channel(_message.Message):
     MEMBER_COUNT_FIELD_NUMBER: _builtins.int
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     MEMBER_IDS_FIELD_NUMBER: _builtins.int
+    READ_SEQ_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.int
     """Channel id. Direct channels have the top bit set; groups use Snowflake ids."""
     kind: Global___ChannelKind.ValueType
@@ -654,6 +662,14 @@ class Channel(_message.Message):
     """Current number of members."""
     last_seq: _builtins.int
     """Sequence number of the newest message (0: no messages yet)."""
+    read_seq: _builtins.int
+    """The caller's read marker: the highest seq it marked read (Read frames, forward only,
+    never past last_seq; sending a message marks it read). Only filled by ListChannels.
+    """
+    unread_count: _builtins.int
+    """Messages after the caller's read marker: last_seq - read_seq. Only filled by
+    ListChannels.
+    """
     @_builtins.property
     def member_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Member ids, sorted; only filled by OpenDirectChannel, CreateGroup, AddMembers and
@@ -670,10 +686,12 @@ class Channel(_message.Message):
         member_count: _builtins.int = ...,
         last_seq: _builtins.int = ...,
         member_ids: _abc.Iterable[_builtins.int] | None = ...,
+        read_seq: _builtins.int = ...,
+        unread_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "kind", b"kind", "last_seq", b"last_seq", "member_count", b"member_count", "member_ids", b"member_ids", "name", b"name", "owner_id", b"owner_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "kind", b"kind", "last_seq", b"last_seq", "member_count", b"member_count", "member_ids", b"member_ids", "name", b"name", "owner_id", b"owner_id", "read_seq", b"read_seq", "unread_count", b"unread_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -133,7 +133,8 @@ class ChatServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListChannels(self, request, context):
-        """ListChannels pages through the caller's channels in channel-id order.
+        """ListChannels pages through the caller's channels in channel-id order, each with the
+        caller's read marker and unread count.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,7 +64,9 @@ class ChatServiceStub:
     may only remove themselves (leave).
     """
     ListChannels: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListChannelsRequest, _chat_pb2.ListChannelsResponse]
-    """ListChannels pages through the caller's channels in channel-id order."""
+    """ListChannels pages through the caller's channels in channel-id order, each with the
+    caller's read marker and unread count.
+    """
     GetHistory: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetHistoryRequest, _chat_pb2.GetHistoryResponse]
     """GetHistory pages backwards (newest first) through a channel's messages; members only."""
 
@@ -104,7 +106,9 @@ class ChatServiceAsyncStub(ChatServiceStub):
     may only remove themselves (leave).
     """
     ListChannels: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListChannelsRequest, _chat_pb2.ListChannelsResponse]  # type: ignore[assignment]
-    """ListChannels pages through the caller's channels in channel-id order."""
+    """ListChannels pages through the caller's channels in channel-id order, each with the
+    caller's read marker and unread count.
+    """
     GetHistory: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetHistoryRequest, _chat_pb2.GetHistoryResponse]  # type: ignore[assignment]
     """GetHistory pages backwards (newest first) through a channel's messages; members only."""
 
@@ -177,7 +181,9 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.ListChannelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.ListChannelsResponse, _abc.Awaitable[_chat_pb2.ListChannelsResponse]]:
-        """ListChannels pages through the caller's channels in channel-id order."""
+        """ListChannels pages through the caller's channels in channel-id order, each with the
+        caller's read marker and unread count.
+        """
 
     @_abc_1.abstractmethod
     def GetHistory(

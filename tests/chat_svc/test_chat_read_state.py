@@ -1,0 +1,54 @@
+"""Read state: markers move forward only, stop at the channel's last message, are listed
+with unread counts, and READ receipts reach the sender across chat servers."""
+
+from __future__ import annotations
+
+import grpc
+
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from tests.chat_svc.chatkit import auth, users_on
+from tests.waiting import wait_until
+
+
+async def _unread(address: str, user: int, channel: int) -> tuple[int, int]:
+    """(read_seq, unread_count) of ``channel`` in ``user``'s ListChannels."""
+    async with grpc.aio.insecure_channel(address) as ch:
+        reply = await chat_pb2_grpc.ChatServiceStub(ch).ListChannels(
+            chat_pb2.ListChannelsRequest(), metadata=auth(user))
+    [found] = [c for c in reply.channels if c.channel_id == channel]
+    return found.read_seq, found.unread_count
+
+
+async def test_read_markers_never_move_backwards_and_receipts_cross_servers(
+    chat_cluster, devices
+) -> None:
+    apps = await chat_cluster(2)
+    alice = users_on(apps, "chat-0", 1)[0]
+    bob = users_on(apps, "chat-1", 1)[0]
+    async with grpc.aio.insecure_channel(apps[0].address) as ch:
+        channel = (await chat_pb2_grpc.ChatServiceStub(ch).OpenDirectChannel(
+            chat_pb2.OpenDirectChannelRequest(peer_user_id=bob),
+            metadata=auth(alice))).channel.channel_id
+    a = await devices(alice, apps[0].address)
+    b = await devices(bob, apps[1].address)
+    for i in range(5):
+        await a.sent(a.send(channel, f"m{i}"))
+    assert await _unread(apps[1].address, bob, channel) == (0, 5)
+    assert await _unread(apps[0].address, alice, channel) == (5, 0)  # own sends are read
+
+    def reads() -> list[int]:
+        return [r.seq for r in a.receipts if r.kind == chat_pb2.RECEIPT_KIND_READ]
+
+    b.read(channel, 50)  # past the newest message: clamped to it
+    await wait_until(lambda: reads() == [5], what="READ receipt on alice's server")
+    assert a.receipts[-1].user_id == bob
+    b.read(channel, 2)  # backwards: ignored
+    b.read(channel, 5)  # no move: ignored, no second receipt
+    await wait_until(lambda: len(b.texts()) == 5, what="bob's messages")
+    assert await _unread(apps[1].address, bob, channel) == (5, 0)
+    await a.sent(a.send(channel, "m5"))
+    assert await _unread(apps[1].address, bob, channel) == (5, 1)
+    b.read(channel, 3)  # still backwards after a new message
+    b.read(channel, 6)
+    await wait_until(lambda: reads() == [5, 6], what="the second READ receipt")
+    assert await _unread(apps[1].address, bob, channel) == (6, 0)
