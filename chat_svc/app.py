@@ -119,7 +119,7 @@ async def build(config: ChatConfig) -> ChatApp:
     )
     sessions = Sessions(store=store, hub=hub, ring=ring, delivery=delivery,
                         instance=config.instance, queue_capacity=config.outbound_queue,
-                        draining=host.draining.is_set)
+                        draining=host.draining.is_set, ring_settle=config.ring_settle)
     channels = Channels(store, records, ids, config.max_group_members)
 
     def on_ring(old: Ring, new: Ring) -> None:

@@ -41,6 +41,10 @@ class ChatConfig(ServiceConfig):
     peer_timeout: float = _opt(
         2.0, "Seconds a delivery RPC to another chat server may take."
     )
+    ring_settle: float = _opt(
+        2.0, "Seconds a chat server waits for its ring to reach the ring version a client "
+        "was sent with (hello.ring_version) before redirecting it."
+    )
     push_retry_window: float = _opt(
         15.0, "Seconds a failed push to a user's owner is retried (fresh channel, owner "
         "re-resolved from the ring) before the user counts as offline."
@@ -62,6 +66,7 @@ class ChatConfig(ServiceConfig):
             raise ConfigError("max_streams_per_user must be at least 1")
         if self.outbound_queue < 8:
             raise ConfigError("outbound_queue must be at least 8")
-        if min(self.redis_timeout, self.peer_timeout, self.push_retry_window) <= 0:
-            raise ConfigError("redis_timeout, peer_timeout and push_retry_window must be "
-                              "positive")
+        if min(self.redis_timeout, self.peer_timeout, self.push_retry_window,
+               self.ring_settle) <= 0:
+            raise ConfigError("redis_timeout, peer_timeout, push_retry_window and "
+                              "ring_settle must be positive")

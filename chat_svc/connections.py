@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections import deque
 
-from chat_svc.model import OutFrame, PushEvent, Reconnect
+from chat_svc.model import OutFrame, PushEvent, Reconnect, SendAck, SendFailure
 from feedchat_runtime.errors import FeedchatError, ResourceExhausted
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class DeviceStream:
         self.capacity = capacity
         self.terminal: Reconnect | FeedchatError | None = None
         self._items: deque[QueueItem] = deque()
+        self._final: list[OutFrame] = []
         self._wake = asyncio.Event()
 
     @property
@@ -45,8 +46,15 @@ class DeviceStream:
         return self.terminal is not None
 
     def offer(self, item: QueueItem) -> bool:
-        """Queue ``item`` without waiting; False when closed or just cut off for overflow."""
+        """Queue ``item`` without waiting; False when closed or just cut off for overflow.
+
+        A stream being moved (closed with a Reconnect) still takes send replies: they go
+        out before the ``reconnect`` frame (see :meth:`final_frames`).
+        """
         if self.terminal is not None:
+            if isinstance(self.terminal, Reconnect) and isinstance(item, SendAck | SendFailure):
+                self._final.append(item)
+                return True
             return False
         if len(self._items) >= self.capacity:
             logger.warning(
@@ -64,11 +72,23 @@ class DeviceStream:
         return True
 
     def close(self, terminal: Reconnect | FeedchatError) -> None:
-        """End the stream: a Reconnect frame is sent, an error becomes the status."""
+        """End the stream: a Reconnect frame is sent, an error becomes the status.
+
+        On a Reconnect the queued send replies (acks among them) are kept and sent before
+        it; queued inbox entries, receipts and typing are dropped (the device resyncs its
+        inbox from its cursor; receipts and typing are best effort).
+        """
         if self.terminal is None:
             self.terminal = terminal
+            if isinstance(terminal, Reconnect):
+                self._final = [i for i in self._items if isinstance(i, SendAck | SendFailure)]
             self._items.clear()
             self._wake.set()
+
+    def final_frames(self) -> list[OutFrame]:
+        """The send replies a moved stream still owes its device (each returned once)."""
+        taken, self._final = self._final, []
+        return taken
 
     async def take(self) -> QueueItem:
         """The next queued item (waiting for one); StreamClosed once closed.

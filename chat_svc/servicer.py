@@ -34,7 +34,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request_iterator: AsyncIterator[chat_pb2.ConnectRequest], context: Context
     ) -> AsyncIterator[chat_pb2.ConnectResponse]:
         user_id = require_user()
-        self._sessions.check_owner(user_id)  # redirect before waiting for hello
         requests = request_iterator.__aiter__()
         try:
             first = await requests.__anext__()
@@ -43,7 +42,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         if first.WhichOneof("frame") != "hello":
             raise InvalidArgument.field("hello", "the first frame must be hello")
         session = await self._sessions.open(
-            user_id, first.hello.device_id, first.hello.inbox_cursor)
+            user_id, first.hello.device_id, first.hello.inbox_cursor, first.hello.ring_version)
         reader = asyncio.create_task(self._read(requests, session))
         try:
             async for frame in session.frames():

@@ -14,6 +14,8 @@ So each device sees its inbox exactly once, in inbox order, whatever order pushe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -43,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
 MAX_DEVICE_ID = 64
+MOVE_FLUSH = 3.0
+"""Seconds a moved stream waits for its send in flight, so the ack goes out before the
+``reconnect`` frame (a Redis call is bounded by --redis-timeout, 2 s by default)."""
 
 
 MAX_STREAM_PART = (1 << 64) - 1
@@ -66,6 +71,7 @@ class Sessions:
     def __init__(
         self, *, store: ChatStore, hub: ConnectionHub, ring: RingWatch, delivery: Delivery,
         instance: str, queue_capacity: int, draining: Callable[[], bool] = lambda: False,
+        ring_settle: float = 2.0,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -74,6 +80,7 @@ class Sessions:
         self.instance = instance
         self.queue_capacity = queue_capacity
         self.draining = draining
+        self.ring_settle = ring_settle
 
     def check_owner(self, user_id: int) -> None:
         """FAILED_PRECONDITION with the owner's address unless this server owns the user."""
@@ -89,13 +96,36 @@ class Sessions:
             reason="WRONG_CHAT_SERVER", metadata=metadata,
         )
 
-    async def open(self, user_id: int, device_id: str, cursor: str) -> Session:
+    def _owns(self, ring: Ring, user_id: int) -> bool:
+        owner = ring.owner(user_id)
+        return owner is not None and owner.instance == self.instance
+
+    async def settle(self, user_id: int, ring_version: int) -> None:
+        """Before refusing a client, let our ring reach the version that sent it here.
+
+        A joining server learns of itself from etcd like everyone else, and its peers may
+        see it first and move clients to it; redirecting those back would bounce them
+        between servers. So when the client names a ring version this server has never
+        been at and our ring does not give us the user, wait (at most ``ring_settle``
+        seconds) until it does, or until our ring has been at that version. A client with
+        a version we already passed is stale: it is redirected at once.
+        """
+        def settled(ring: Ring) -> bool:
+            return not ring_version or self.ring.seen(ring_version) or self._owns(ring, user_id)
+
+        if not settled(self.ring.ring):
+            with contextlib.suppress(TimeoutError):
+                await self.ring.wait_for(settled, self.ring_settle)
+
+    async def open(self, user_id: int, device_id: str, cursor: str,
+                   ring_version: int = 0) -> Session:
         if not 0 < len(device_id) <= MAX_DEVICE_ID:
             raise InvalidArgument.field("hello.device_id", f"must be 1..{MAX_DEVICE_ID} characters")
         if cursor:
             check_cursor(cursor, "hello.inbox_cursor")
         else:
             cursor = await self.store.device_cursor(user_id, device_id) or ZERO_CURSOR
+        await self.settle(user_id, ring_version)
         # Ownership check and registration with no await in between: a ring change after
         # this point finds the stream registered and moves it like any other.
         if self.draining():
@@ -140,6 +170,8 @@ class Session:
         self.position = cursor
         self.acked = cursor
         self.error: FeedchatError | None = None
+        self._idle = asyncio.Event()  # no send in flight
+        self._idle.set()
 
     def close(self) -> None:
         self._s.hub.unregister(self.stream)
@@ -164,6 +196,12 @@ class Session:
             except StreamClosed:
                 terminal = self.stream.terminal
                 if isinstance(terminal, Reconnect):
+                    # moved: the send in flight (if any) and every queued reply go first
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(MOVE_FLUSH):
+                            await self._idle.wait()
+                    for frame in self.stream.final_frames():
+                        yield frame
                     yield terminal
                 elif terminal is not None:
                     self.error = terminal
@@ -192,8 +230,15 @@ class Session:
     # -- client frames ------------------------------------------------------------------
 
     async def send(self, client_msg_id: str, channel_id: int, text: str) -> None:
-        """Store and ack (or refuse with a SendFailure frame); then push to recipients."""
+        """Store and ack (or refuse with a SendFailure frame); then push to recipients.
+
+        Once the stream is closed (moved or cut off) nothing more is stored: the device
+        resends every send without a reply on its next stream.
+        """
+        if self.stream.closed:
+            return
         delivery = self._s.delivery
+        self._idle.clear()
         try:
             outcome = await delivery.send(self.user_id, client_msg_id, channel_id, text)
         except Exception as exc:
@@ -204,6 +249,8 @@ class Session:
             self.stream.offer(SendFailure(client_msg_id, error.code, error.reason, error.message,
                                           error.retry_after))
             return
+        finally:
+            self._idle.set()
         m = outcome.message
         self.stream.offer(SendAck(client_msg_id, m.message_id, m.channel_id, m.seq,
                                   outcome.duplicate))

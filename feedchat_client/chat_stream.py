@@ -3,14 +3,17 @@
 One background task keeps the device's ``ChatService.Connect`` stream open:
 
 1. ask the router which chat server owns the user (or use the address a redirect or a
-   ``reconnect`` frame named);
-2. open Connect there with ``hello{device_id, inbox_cursor}``; the server replays the
+   ``reconnect`` frame named), keeping the ring version of that answer;
+2. open Connect there with ``hello{device_id, inbox_cursor, ring_version}``, then re-send
+   every unanswered send and the newest ``read`` of each channel; the server replays the
    inbox after the cursor, then pushes live messages;
 3. when the server answers FAILED_PRECONDITION ``WRONG_CHAT_SERVER``, go straight to the
    ``owner_address`` in its ErrorInfo metadata; when it sends ``reconnect`` (the user
    moved in a rebalance, or the server is draining), go to the address in the frame;
 4. after any other drop, wait with exponential backoff and full jitter, route again, and
    resume from the cursor — nothing persisted is lost.
+
+This is the algorithm docs/chat.md ("The client algorithm") spells out for any client.
 
 Messages are de-duplicated by message id (a bounded window), the cursor only moves
 forward and is saved in a :class:`~feedchat_client.cursors.CursorStore` and acked to the
@@ -71,6 +74,7 @@ class _Next:
     address: str | None  # None: ask the router
     immediate: bool  # a redirect/move: no backoff (only a little jitter)
     reason: str
+    ring_version: int = 0  # of the answer that named ``address``
 
 
 _ACK = object()
@@ -121,6 +125,8 @@ class ChatConnection:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._inbox: asyncio.Queue[ChatMessage | None] = asyncio.Queue()
         self._pending: dict[str, _Pending] = {}
+        self._reads: dict[int, int] = {}  # channel -> newest seq marked read
+        self._ring_version = 0
         self._outbox: asyncio.Queue[Any] | None = None
         self._ack_queued = False
         self._connected = asyncio.Event()
@@ -230,7 +236,11 @@ class ChatConnection:
         return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
 
     def mark_read(self, channel_id: int, seq: int) -> bool:
-        """Tell the server the user read a channel up to ``seq`` (best effort)."""
+        """Tell the server the user read a channel up to ``seq``; the newest mark per
+        channel is sent again on every new stream (markers only move forward, so that is
+        harmless). False while no stream is open (it goes out on the next one)."""
+        if seq > self._reads.get(channel_id, 0):
+            self._reads[channel_id] = seq
         return self._put(chat_pb2.ConnectRequest(read=chat_pb2.Read(
             channel_id=channel_id, seq=seq)))
 
@@ -262,7 +272,8 @@ class ChatConnection:
             try:
                 if target is None:
                     self._state("routing", f"user {self._user_id}")
-                    target = (await self._router.route(self._user_id)).address
+                    route = await self._router.route(self._user_id)
+                    target, self._ring_version = route.address, route.ring_version
                 after = await self._stream(target)
             except RpcError as error:
                 if error.code in FATAL_CODES:
@@ -274,7 +285,7 @@ class ChatConnection:
                 after = _Next(None, False, str(error))
             except grpc.aio.AioRpcError as exc:  # e.g. the channel broke mid-setup
                 after = _Next(None, False, f"{exc.code().name}: {exc.details()}")
-            target = after.address
+            target, self._ring_version = after.address, after.ring_version
             if after.immediate and self._streak < self._max_redirects:
                 self._streak += 1
                 delay = random.uniform(0, self._move_jitter) if self._streak > 1 else 0.0
@@ -288,7 +299,8 @@ class ChatConnection:
     async def _requests(self, outbox: asyncio.Queue[Any]) -> AsyncIterator[
             chat_pb2.ConnectRequest]:
         yield chat_pb2.ConnectRequest(hello=chat_pb2.Hello(
-            device_id=self.device_id, inbox_cursor=self.cursor))
+            device_id=self.device_id, inbox_cursor=self.cursor,
+            ring_version=self._ring_version))
         while True:
             item = await outbox.get()
             if item is None:
@@ -309,6 +321,9 @@ class ChatConnection:
         self._outbox, self._ack_queued = outbox, False
         for pending in self._pending.values():  # unacked sends: same client_msg_id again
             outbox.put_nowait(pending.request)
+        for channel_id, seq in self._reads.items():  # forward-only: no receipt unless moved
+            outbox.put_nowait(chat_pb2.ConnectRequest(read=chat_pb2.Read(
+                channel_id=channel_id, seq=seq)))
         try:
             async for frame in call:
                 which = frame.WhichOneof("frame")
@@ -331,7 +346,8 @@ class ChatConnection:
                     self.moves += 1
                     self._state("moved", moved.instance or "owner unknown")
                     return _Next(moved.address or None, True,
-                                 f"moved to {moved.instance or 'another server'}")
+                                 f"moved to {moved.instance or 'another server'}",
+                                 moved.ring_version)
             return _Next(None, False, "stream ended")
         except grpc.aio.AioRpcError as exc:
             error = await RpcError.from_call(exc)
@@ -341,10 +357,11 @@ class ChatConnection:
                 owner = error.metadata.get("owner_address") or None
                 self._state("redirected", f"{error.metadata.get('owner_instance', '?')} "
                             f"({owner or 'ask the router'})")
-                return _Next(owner, True, "redirected")
+                return _Next(owner, True, "redirected",
+                             _version(error.metadata.get("ring_version", "")))
             if error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == "TOKEN_EXPIRED":
                 await self._session.refresh(spent=metadata[0][1].removeprefix("Bearer "))
-                return _Next(address, True, "token refreshed")
+                return _Next(address, True, "token refreshed", self._ring_version)
             if error.code in FATAL_CODES:
                 raise error from None
             return _Next(None, False, str(error))
@@ -395,3 +412,8 @@ class ChatConnection:
         if not pending.future.done():
             pending.future.set_exception(
                 ChatSendError(error.client_msg_id, error.code, error.reason, error.message))
+
+
+def _version(text: str) -> int:
+    """A ring version from ErrorInfo metadata (0 when absent or malformed)."""
+    return int(text) if text.isdigit() else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ VNODES = 160
 """Virtual nodes per chat server (uhashring's default for its md5 ring)."""
 OWNER_CACHE = 100_000
 """Owners remembered per ring snapshot (an md5 ring lookup per message recipient adds up)."""
+VERSIONS_KEPT = 64
+"""Past ring versions a :class:`RingWatch` remembers (to tell a stale version from a new one)."""
 
 
 def ring_version(members: Mapping[str, Member]) -> int:
@@ -88,9 +91,16 @@ class RingWatch:
         self.ring = Ring()
         self.listeners: list[RingListener] = []
         self.watch.listeners.append(self._on_members)
+        self._versions: deque[int] = deque([self.ring.version], maxlen=VERSIONS_KEPT)
+
+    def seen(self, version: int) -> bool:
+        """Whether this process's ring is, or recently was, at ``version``."""
+        return version in self._versions
 
     def _on_members(self, members: dict[str, Member]) -> None:
         old, self.ring = self.ring, Ring.build(members)
+        if self.ring.version != old.version:
+            self._versions.append(self.ring.version)
         logger.info(
             "chat ring changed: %s (version %s)", ",".join(sorted(members)), self.ring.version
         )

@@ -26,14 +26,21 @@ DELIVERY_BOUND = 2.0
 docs/chat.md documents (pushes retry at most RETRY_CAP = 0.5 s apart, plus one RPC)."""
 
 
-async def _keep_sending(sender: Device, channels: list[int], tag: str) -> None:
+async def _keep_sending(sender: Device, channels: list[int], tag: str, sent: list[str]) -> None:
     """Traffic towards the restarting server's users (its channel goes into backoff)."""
     i = 0
     while True:
         for channel in channels:
-            sender.send(channel, f"{tag}-{i}", client_msg_id=f"{tag}-{i}-{channel % 997}")
+            sent.append(sender.send(channel, f"{tag}-{i}",
+                                    client_msg_id=f"{tag}-{i}-{channel % 997}"))
         i += 1
         await asyncio.sleep(0.02)
+
+
+def _answered(sender: Device, sent: list[str]) -> bool:
+    replied = {a.client_msg_id for a in sender.acks} | {
+        e.client_msg_id for e in sender.send_errors}
+    return replied.issuperset(sent)
 
 
 @pytest.mark.timeout(240)
@@ -72,9 +79,10 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
         loop = asyncio.get_running_loop()
         for r in range(ROUNDS):
             before = {id(d) for f in followers for d in f.streams}
+            sent: dict[int, list[str]] = {d.user_id: [] for d in senders}
             traffic = [asyncio.create_task(_keep_sending(
-                d, [c for (s, _), c in direct.items() if s == d.user_id], f"r{r}s{d.user_id}"))
-                for d in senders]
+                d, [c for (s, _), c in direct.items() if s == d.user_id], f"r{r}s{d.user_id}",
+                sent[d.user_id])) for d in senders]
             await asyncio.to_thread(procs[1].kill)
             await asyncio.sleep(0.3)  # sends keep failing to reach chat-1 meanwhile
             await asyncio.to_thread(procs[1].start)
@@ -83,6 +91,9 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
             for task in traffic:
                 task.cancel()
             await asyncio.gather(*traffic, return_exceptions=True)
+            for d in senders:  # the senders' own streams have worked off their backlog
+                await wait_until(lambda d=d, c=sent[d.user_id]: _answered(d, c), 60,
+                                 f"round {r}: replies to sender {d.user_id}")
             # now one message each, and nothing after it that could carry it along
             for sender in senders:
                 for f in followers:

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from chat_svc.groups import Channels
+from chat_svc.model import Reconnect
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.registry import Member
 from feedchat_runtime.status import error_details
@@ -158,3 +159,27 @@ async def test_draining_server_sends_its_users_to_their_next_owner(chat_cluster,
     await apps[0].ring.wait_for(lambda r: set(r.members) == {"chat-0"}, 10)
     again = await devices(user, apps[0].address, cursor=device.cursor)
     assert again.synced
+
+
+async def test_moved_stream_sends_every_ack_of_what_it_stored_before_reconnect(
+    chat_cluster, devices
+) -> None:
+    apps = await chat_cluster(2, send_rate=100_000.0, send_burst=100_000)
+    user = users_on(apps, "chat-0", 1)[0]
+    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    channel = (await channels.open_direct(user, user + 1)).channel_id
+    device = await devices(user, apps[0].address)
+    total = 400
+    for i in range(total):
+        device.send(channel, f"m{i}", client_msg_id=f"m{i}")
+    await wait_until(lambda: len(device.acks) >= 10, what="the burst to be under way")
+    apps[0].hub.close_users({user: Reconnect(apps[1].address, "chat-1", 1)})  # moved mid-burst
+    await wait_until(lambda: device.ended, what="the move")
+    # (the client may see its own late writes fail once the server ended the call; the
+    # frames it read are what counts)
+    assert device.frames[-1].WhichOneof("frame") == "reconnect"
+    history = await apps[0].store.history(channel, None, total + 1)
+    stored = {m.client_msg_id for m in history}
+    acked = {a.client_msg_id for a in device.acks}
+    assert len(stored) < total, "the move should interrupt the burst"
+    assert acked == stored  # nothing stored without its ack reaching the device

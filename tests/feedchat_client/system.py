@@ -100,10 +100,24 @@ class System:
             await self.add_chat()
         return self
 
-    async def add_chat(self) -> ChatApp:
-        """Start one more chat server and wait until every live one sees the same ring."""
+    async def add_chat(self, watch_delay: float = 0.0) -> ChatApp:
+        """Start one more chat server and wait until every live one sees the same ring.
+
+        ``watch_delay``: the new server applies every membership change that much later
+        than it arrives (a slow ring watch, as on a busy machine: its peers see it join
+        before it sees itself).
+        """
         app = await build_chat(self.make_config(
             ChatConfig, instance=f"chat-{len(self.chats)}", health_interval=0.5))
+        if watch_delay:
+            watch = app.ring.watch
+            publish = watch._publish
+
+            async def late(members: dict[str, Any]) -> None:
+                await asyncio.sleep(watch_delay)
+                await publish(members)
+
+            watch._publish = late  # type: ignore[method-assign]
         await app.start()
         self.chats.append(app)
         await self.rings_agree()

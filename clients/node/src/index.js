@@ -1,7 +1,8 @@
 'use strict';
 // feedchat's Node.js client: sign-up/login with token refresh, feed, router and a
 // self-healing chat connection (redirects, moves, reconnect with backoff + jitter,
-// cursor resume, de-duplication, send retries with the same client_msg_id).
+// cursor resume, de-duplication, send retries with the same client_msg_id). The chat
+// connection follows docs/chat.md "The client algorithm".
 
 const crypto = require('crypto');
 const { EventEmitter } = require('events');
@@ -204,6 +205,8 @@ class ChatConnection extends EventEmitter {
     this._streak = 0;
     this._seen = new Set();
     this._pending = new Map(); // client_msg_id -> {request, resolve, reject}
+    this._reads = new Map(); // channel_id (string) -> newest seq marked read
+    this._ringVersion = 0; // of the answer that named the server we connect to
     this._call = null;
     this._closed = false;
   }
@@ -224,7 +227,9 @@ class ChatConnection extends EventEmitter {
       try {
         if (!target) {
           this._state('routing', this.client.userId);
-          target = (await this.client.route(this.client.userId)).address;
+          const route = await this.client.route(this.client.userId);
+          target = route.address;
+          this._ringVersion = route.ring_version || 0;
         }
         next = await this._stream(target);
       } catch (err) {
@@ -236,6 +241,7 @@ class ChatConnection extends EventEmitter {
         next = { address: null, immediate: false, reason: err.message };
       }
       target = next.address;
+      this._ringVersion = next.ringVersion || 0;
       let delay = 0;
       if (next.immediate && this._streak < this.maxRedirects) {
         this._streak += 1;
@@ -259,8 +265,11 @@ class ChatConnection extends EventEmitter {
         this._call = call;
         let settled = false;
         const settle = (value) => { if (!settled) { settled = true; this._call = null; this.connected = false; resolve(value); } };
-        call.write({ hello: { device_id: this.deviceId, inbox_cursor: this.cursor } });
+        call.write({ hello: { device_id: this.deviceId, inbox_cursor: this.cursor, ring_version: this._ringVersion } });
+        // everything without a reply goes again: sends are idempotent (same client_msg_id),
+        // read markers only move forward (no receipt unless they move)
         for (const pending of this._pending.values()) call.write(pending.request);
+        for (const [channelId, seq] of this._reads) call.write({ read: { channel_id: channelId, seq } });
         call.on('data', (frame) => {
           switch (frame.frame) {
             case 'message': this._take(call, frame.message); break;
@@ -279,7 +288,7 @@ class ChatConnection extends EventEmitter {
             case 'reconnect':
               this._state('moved', frame.reconnect.instance);
               call.cancel();
-              settle({ address: frame.reconnect.address || null, immediate: true, reason: 'moved' });
+              settle({ address: frame.reconnect.address || null, immediate: true, reason: 'moved', ringVersion: frame.reconnect.ring_version });
               break;
             default: break;
           }
@@ -289,9 +298,9 @@ class ChatConnection extends EventEmitter {
           if (details.code === grpc.status.FAILED_PRECONDITION && details.reason === 'WRONG_CHAT_SERVER') {
             this.redirects += 1;
             this._state('redirected', details.metadata.owner_address || '');
-            settle({ address: details.metadata.owner_address || null, immediate: true, reason: 'redirected' });
+            settle({ address: details.metadata.owner_address || null, immediate: true, reason: 'redirected', ringVersion: details.metadata.ring_version || 0 });
           } else if (details.reason === 'TOKEN_EXPIRED') {
-            this.client.refresh().then(() => settle({ address, immediate: true, reason: 'token refreshed' }), reject);
+            this.client.refresh().then(() => settle({ address, immediate: true, reason: 'token refreshed', ringVersion: this._ringVersion }), reject);
           } else if ([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT].includes(details.code)) {
             const fatal = new FeedchatError(details);
             fatal.fatal = true;
@@ -336,6 +345,16 @@ class ChatConnection extends EventEmitter {
       this._pending.set(clientMsgId, { request, resolve, reject });
       if (this._call) this._call.write(request);
     });
+  }
+
+  /**
+   * Mark a channel read up to `seq` (forward only on the server; the newest mark per channel
+   * is sent again on every new stream).
+   */
+  markRead(channelId, seq) {
+    const key = String(channelId);
+    if (Number(seq) > Number(this._reads.get(key) || 0)) this._reads.set(key, seq);
+    if (this._call) this._call.write({ read: { channel_id: channelId, seq } });
   }
 
   /** Resolves with the first message (from now on) that satisfies `predicate`. */

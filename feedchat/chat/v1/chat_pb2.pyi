@@ -126,6 +126,7 @@ class Hello(_message.Message):
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     INBOX_CURSOR_FIELD_NUMBER: _builtins.int
+    RING_VERSION_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """Stable id of this device, 1..64 characters; each device keeps its own cursor."""
     inbox_cursor: _builtins.str
@@ -133,15 +134,24 @@ class Hello(_message.Message):
     server replays every later entry. Empty: the cursor the device last acked, or the
     start of the retained inbox for a new device. "0-0" replays the whole retained inbox.
     """
+    ring_version: _builtins.int
+    """Ring version of the answer that sent the client here: RouteResponse.ring_version,
+    the redirect's ErrorInfo metadata "ring_version", or ReconnectElsewhere.ring_version;
+    0 if unknown. A chat server whose ring has not yet been at that version (it joined a
+    moment ago and its peers saw it first) waits up to --ring-settle (2 s) for its ring
+    before deciding, instead of redirecting the client back: joins cost at most one
+    redirect.
+    """
     def __init__(
         self,
         *,
         device_id: _builtins.str = ...,
         inbox_cursor: _builtins.str = ...,
+        ring_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "inbox_cursor", b"inbox_cursor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "inbox_cursor", b"inbox_cursor", "ring_version", b"ring_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -559,7 +569,12 @@ Global___SyncComplete: _TypeAlias = SyncComplete  # noqa: Y015
 
 @_typing.final
 class ReconnectElsewhere(_message.Message):
-    """ReconnectElsewhere moves the stream to another chat server."""
+    """ReconnectElsewhere moves the stream to another chat server. Every send_ack and
+    send_error this stream owes comes before it (a send still being stored is waited for,
+    up to 3 s); a send with no reply by now was not stored through this stream (or its reply
+    was lost with a timeout): re-send it, with the same client_msg_id, on the next stream
+    (a retry of a stored message is answered duplicate=true). Then the stream ends with OK.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -573,7 +588,7 @@ class ReconnectElsewhere(_message.Message):
     instance: _builtins.str
     """Instance name of the new owner."""
     ring_version: _builtins.int
-    """Ring version that moved the user."""
+    """Ring version that moved the user; pass it in the next hello."""
     def __init__(
         self,
         *,

@@ -30,9 +30,22 @@ class ChatServiceStub:
     (`authorization: Bearer <token>`); the acting user is always the token's user.
 
     Connect only works on the chat server that owns the caller on the consistent-hash ring
-    (ask RouterService.Route). Elsewhere it fails with FAILED_PRECONDITION, reason
-    WRONG_CHAT_SERVER and ErrorInfo metadata {"owner_address", "owner_instance"}.
-    The unary RPCs work on any chat server.
+    (ask RouterService.Route). Elsewhere it fails, once hello has arrived, with
+    FAILED_PRECONDITION, reason WRONG_CHAT_SERVER and ErrorInfo metadata {"owner_address",
+    "owner_instance", "ring_version"}. The unary RPCs work on any chat server.
+
+    The client algorithm (docs/chat.md, "The client algorithm", has it in full):
+    1. Route(user) -> address, ring_version. 2. Connect there; first frame
+    hello{device_id, inbox_cursor, ring_version}; then re-send every send without a reply
+    (same client_msg_id and content) and the newest `read` per channel. 3. On
+    WRONG_CHAT_SERVER connect at once to owner_address with that ring_version; on a
+    `reconnect` frame connect at once to its address with its ring_version (after a few
+    redirects in a row, go back to 1 with backoff). 4. On UNAVAILABLE, a broken stream or
+    an end without `reconnect`: back off (exponential, full jitter, e.g. uniform(0,
+    min(10 s, 0.2 s * 2^attempt))), then go back to 1; the router keeps naming a dead
+    server until its registration lease expires (5 s by default), so keep backing off.
+    5. Stop on UNAUTHENTICATED (after one token refresh), PERMISSION_DENIED,
+    INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -83,9 +96,22 @@ class ChatServiceServicer:
     (`authorization: Bearer <token>`); the acting user is always the token's user.
 
     Connect only works on the chat server that owns the caller on the consistent-hash ring
-    (ask RouterService.Route). Elsewhere it fails with FAILED_PRECONDITION, reason
-    WRONG_CHAT_SERVER and ErrorInfo metadata {"owner_address", "owner_instance"}.
-    The unary RPCs work on any chat server.
+    (ask RouterService.Route). Elsewhere it fails, once hello has arrived, with
+    FAILED_PRECONDITION, reason WRONG_CHAT_SERVER and ErrorInfo metadata {"owner_address",
+    "owner_instance", "ring_version"}. The unary RPCs work on any chat server.
+
+    The client algorithm (docs/chat.md, "The client algorithm", has it in full):
+    1. Route(user) -> address, ring_version. 2. Connect there; first frame
+    hello{device_id, inbox_cursor, ring_version}; then re-send every send without a reply
+    (same client_msg_id and content) and the newest `read` per channel. 3. On
+    WRONG_CHAT_SERVER connect at once to owner_address with that ring_version; on a
+    `reconnect` frame connect at once to its address with its ring_version (after a few
+    redirects in a row, go back to 1 with backoff). 4. On UNAVAILABLE, a broken stream or
+    an end without `reconnect`: back off (exponential, full jitter, e.g. uniform(0,
+    min(10 s, 0.2 s * 2^attempt))), then go back to 1; the router keeps naming a dead
+    server until its registration lease expires (5 s by default), so keep backing off.
+    5. Stop on UNAUTHENTICATED (after one token refresh), PERMISSION_DENIED,
+    INVALID_ARGUMENT.
     """
 
     def Connect(self, request_iterator, context):
@@ -198,9 +224,22 @@ class ChatService:
     (`authorization: Bearer <token>`); the acting user is always the token's user.
 
     Connect only works on the chat server that owns the caller on the consistent-hash ring
-    (ask RouterService.Route). Elsewhere it fails with FAILED_PRECONDITION, reason
-    WRONG_CHAT_SERVER and ErrorInfo metadata {"owner_address", "owner_instance"}.
-    The unary RPCs work on any chat server.
+    (ask RouterService.Route). Elsewhere it fails, once hello has arrived, with
+    FAILED_PRECONDITION, reason WRONG_CHAT_SERVER and ErrorInfo metadata {"owner_address",
+    "owner_instance", "ring_version"}. The unary RPCs work on any chat server.
+
+    The client algorithm (docs/chat.md, "The client algorithm", has it in full):
+    1. Route(user) -> address, ring_version. 2. Connect there; first frame
+    hello{device_id, inbox_cursor, ring_version}; then re-send every send without a reply
+    (same client_msg_id and content) and the newest `read` per channel. 3. On
+    WRONG_CHAT_SERVER connect at once to owner_address with that ring_version; on a
+    `reconnect` frame connect at once to its address with its ring_version (after a few
+    redirects in a row, go back to 1 with backoff). 4. On UNAVAILABLE, a broken stream or
+    an end without `reconnect`: back off (exponential, full jitter, e.g. uniform(0,
+    min(10 s, 0.2 s * 2^attempt))), then go back to 1; the router keeps naming a dead
+    server until its registration lease expires (5 s by default), so keep backing off.
+    5. Stop on UNAUTHENTICATED (after one token refresh), PERMISSION_DENIED,
+    INVALID_ARGUMENT.
     """
 
     @staticmethod
