@@ -57,6 +57,7 @@ class EtcdSession:
         self.lease_id: int | None = None
         self.valid_until = 0.0
         self._callbacks: list[LeaseCallback] = []
+        self._ticks: list[Callable[[], Awaitable[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._lease_ready = asyncio.Event()
 
@@ -71,6 +72,11 @@ class EtcdSession:
     def on_new_lease(self, callback: LeaseCallback) -> None:
         """Run ``callback(lease_id)`` now (if a lease is held) and after every re-grant."""
         self._callbacks.append(callback)
+
+    def on_keepalive(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback()`` after every successful keep-alive (every ttl/3 seconds) while
+        the session lives; it should not raise (failures are logged)."""
+        self._ticks.append(callback)
 
     async def start(self) -> None:
         """Connect, grant the first lease, start keeping it alive."""
@@ -123,6 +129,11 @@ class EtcdSession:
                     await self._grant()
                 else:
                     self.valid_until = sent + reply.TTL - self._margin()
+                    for tick in list(self._ticks):
+                        try:
+                            await tick()
+                        except Exception:
+                            logger.exception("keep-alive callback failed")
             except Exception as exc:  # etcd down, or a holder failed to re-attach: retry soon
                 logger.warning("etcd keep-alive failed: %s", exc)
                 interval = 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from feedchat_runtime.embedded import EmbeddedServer
@@ -18,6 +19,7 @@ from feedchat_runtime.snowflake import (
     worker_of,
 )
 from tests.feedchat_runtime import snowflake_worker
+from tests.waiting import wait_until
 
 WORKER = Path(snowflake_worker.__file__)
 
@@ -111,3 +113,61 @@ async def test_ids_stop_while_claim_is_lost_and_resume(
         assert resumed > last
     finally:
         await session.close()
+
+
+async def test_restart_on_a_clock_that_went_back_never_reissues_an_id(
+    etcd: EmbeddedServer, etcd_prefix: str
+) -> None:
+    now = 1_900_000_000_000
+    first = EtcdSession(etcd.address, etcd_prefix, ttl=2)
+    await first.start()
+    claim = WorkerIdClaim(first, clock=lambda: now, worker_ids=[7])
+    await claim.acquire()
+    issued = [claim.generator().next_id() for _ in range(10_000)]  # runs ~2 ms ahead
+    await first.close()  # the worker id is free again at once (a crash frees it after the TTL)
+
+    second = EtcdSession(etcd.address, etcd_prefix, ttl=2)
+    await second.start()
+    try:
+        # the next holder of worker id 7 runs on a clock a minute behind
+        again = WorkerIdClaim(second, clock=lambda: now - 60_000, worker_ids=[7])
+        assert await again.acquire() == 7
+        generator = again.generator()
+        later = [generator.next_id() for _ in range(10_000)]
+        assert min(later) > max(issued)
+        assert {worker_of(i) for i in later} == {7}
+        assert all(a < b for a, b in zip(later, later[1:]))
+    finally:
+        await second.close()
+
+
+async def test_ids_wait_for_the_high_water_mark_when_the_clock_jumps_past_it(
+    etcd: EmbeddedServer, etcd_prefix: str
+) -> None:
+    clock = [1_900_000_000_000]
+    session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
+    await session.start()
+    try:
+        claim = WorkerIdClaim(session, clock=lambda: clock[0], window_ms=5_000)
+        await claim.acquire()
+        generator = claim.generator()
+        before = generator.next_id()
+        clock[0] += 6_000  # past the persisted mark: not an id until etcd holds a new one
+        try:
+            generator.next_id()
+            raise AssertionError("an id beyond the persisted high-water mark was issued")
+        except Unavailable as exc:
+            assert exc.reason == "ID_GENERATOR_UNAVAILABLE"
+        after = await wait_until(_next_id_or_none(generator), 10, "the mark to move on")
+        assert after > before and timestamp_ms(after) == clock[0]
+    finally:
+        await session.close()
+
+
+def _next_id_or_none(generator: SnowflakeGenerator) -> Callable[[], int | None]:
+    def attempt() -> int | None:
+        try:
+            return generator.next_id()
+        except Unavailable:
+            return None
+    return attempt
