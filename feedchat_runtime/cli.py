@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from feedchat_runtime.cluster import Cluster, ClusterConfig, StartupError, render_table
+from feedchat_runtime.embedded import FSYNC_POLICIES
 from feedchat_runtime.logs import setup_logging
 from feedchat_runtime.registry import EtcdSession, list_members
 from feedchat_runtime.services import SERVICES
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "[FEEDCHAT_POSTGRES_URL]")
     up.add_argument("--postgres-port", type=int, default=None,
                     help="embedded PostgreSQL's port (default 5432 + --port-offset)")
+    up.add_argument("--fsync", choices=FSYNC_POLICIES, default="everysec",
+                    help="embedded Redis appendfsync: everysec (default; a power cut can lose "
+                    "about the last second of acked messages) or always (none, slower; "
+                    "see docs/operations.md)")
     up.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
     up.add_argument("--chat-servers", type=int, default=3, help="number of chat servers")
     up.add_argument("--port-offset", type=int, default=0,
@@ -139,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             only=tuple(s for s in args.only.split(",") if s),
             port_offset=args.port_offset,
             etcd_members=args.etcd_members,
+            fsync=args.fsync,
         )
         try:
             return asyncio.run(Cluster(config, dict(os.environ)).run())

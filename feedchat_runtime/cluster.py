@@ -69,6 +69,8 @@ class ClusterConfig:
     etcd_members: int = 1
     """Members of the embedded etcd; more than 1 starts a static cluster on consecutive
     ports from etcd_port (client and peer port per member)."""
+    fsync: str = "everysec"
+    """The embedded Redis's ``appendfsync``: ``everysec`` or ``always``."""
 
 
 class StartupError(RuntimeError):
@@ -215,7 +217,8 @@ class Cluster:
             self.etcd = etcd_server(data, self.config.host, self.config.etcd_port)
             _start(self.etcd, "etcd")
         if not self.config.redis_url:
-            self.redis = redis_server(data / "redis", self.config.host, self.config.redis_port)
+            self.redis = redis_server(data / "redis", self.config.host, self.config.redis_port,
+                                      fsync=self.config.fsync)
             _start(self.redis, "Redis")
         if not self.config.postgres_url:
             self.postgres = postgres_server(

@@ -194,8 +194,17 @@ def etcd_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     return EmbeddedServer("etcd", host, port, data_dir, argv, data_dir / "etcd.log")
 
 
+FSYNC_POLICIES = ("everysec", "always")
+"""Redis ``appendfsync`` settings `feedchat up --fsync` offers (see docs/operations.md)."""
+
+
 def redis_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
-                 appendonly: bool = True) -> EmbeddedServer:
+                 appendonly: bool = True, fsync: str = "everysec") -> EmbeddedServer:
+    """Redis with the append-only file on. ``fsync``: ``everysec`` (a power cut or kernel
+    crash can lose about the last second of acknowledged writes) or ``always`` (each write
+    reaches the disk before Redis answers)."""
+    if fsync not in FSYNC_POLICIES:
+        raise ValueError(f"fsync must be one of {FSYNC_POLICIES}")
     port = port or free_port(host)
     argv = [
         find_redis_server(),
@@ -203,7 +212,7 @@ def redis_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         "--port", str(port),
         "--dir", str(data_dir),
         "--appendonly", "yes" if appendonly else "no",
-        "--appendfsync", "everysec",
+        "--appendfsync", fsync,
         "--save", "",
         "--protected-mode", "yes",
         "--loglevel", "warning",

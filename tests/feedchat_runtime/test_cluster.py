@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import redis.asyncio as aioredis
 
 from feedchat_runtime.embedded import free_port
 from feedchat_runtime.registry import EtcdSession, Member, list_members
@@ -69,6 +70,7 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
         "--etcd-port", str(etcd_port), "--redis-port", str(redis_port),
         "--postgres-port", str(postgres_port),
         "--port-offset", str(_free_offset(chat_servers=2)), "--chat-servers", "2",
+        "--fsync", "always",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "FEEDCHAT_LOG_FORMAT": "json"},
     )
@@ -83,6 +85,11 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
                 break
         assert any("from before PostgreSQL became the record" in line for line in output)
         assert (tmp_path / "data" / "redis-before-postgres" / "appendonly.aof").exists()
+        redis = aioredis.Redis(port=redis_port, decode_responses=True)
+        try:  # --fsync always reached the embedded Redis
+            assert await redis.config_get("appendfsync") == {"appendfsync": "always"}
+        finally:
+            await redis.aclose()
         expected = {s.name for s in SERVICES if s.available()}
         members = await _members(etcd)
         assert {m.service for m in members} == expected, "".join(output)
