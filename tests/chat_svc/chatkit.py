@@ -36,6 +36,14 @@ def owner_of(apps: Sequence[ChatApp], user_id: int) -> ChatApp:
     return next(a for a in apps if a.config.instance == member.instance)
 
 
+async def open_direct(address: str, user: int, peer: int) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        reply = await stub.OpenDirectChannel(
+            chat_pb2.OpenDirectChannelRequest(peer_user_id=peer), metadata=auth(user))
+        return reply.channel.channel_id
+
+
 def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1) -> list[int]:
     """``count`` user ids the ring gives to ``instance``."""
     ring = apps[0].ring.ring

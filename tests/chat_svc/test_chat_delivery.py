@@ -8,16 +8,8 @@ import grpc
 
 from chat_svc.store import NOTIFY_QUEUE
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from tests.chat_svc.chatkit import auth, owner_of, users_on
+from tests.chat_svc.chatkit import auth, open_direct, owner_of, users_on
 from tests.waiting import eventually, wait_until
-
-
-async def open_direct(address: str, user: int, peer: int) -> int:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = chat_pb2_grpc.ChatServiceStub(channel)
-        reply = await stub.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=peer), metadata=auth(user))
-        return reply.channel.channel_id
 
 
 async def test_direct_message_between_users_on_different_servers_arrives_once(

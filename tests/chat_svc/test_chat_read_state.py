@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from tests.chat_svc.chatkit import auth, users_on
+from tests.chat_svc.chatkit import auth, open_direct, users_on
 from tests.waiting import wait_until
 
 
@@ -25,10 +25,7 @@ async def test_read_markers_never_move_backwards_and_receipts_cross_servers(
     apps = await chat_cluster(2)
     alice = users_on(apps, "chat-0", 1)[0]
     bob = users_on(apps, "chat-1", 1)[0]
-    async with grpc.aio.insecure_channel(apps[0].address) as ch:
-        channel = (await chat_pb2_grpc.ChatServiceStub(ch).OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=bob),
-            metadata=auth(alice))).channel.channel_id
+    channel = await open_direct(apps[0].address, alice, bob)
     a = await devices(alice, apps[0].address)
     b = await devices(bob, apps[1].address)
     for i in range(5):
