@@ -124,6 +124,7 @@ async def build(config: ChatConfig) -> ChatApp:
 
     def on_ring(old: Ring, new: Ring) -> None:
         sessions.rebalance()
+        delivery.ring_changed(old, new)
         live = {member.address for member in new.members.values()}
         for member in old.members.values():
             if member.address not in live:  # a peer left: drop our channel to it

@@ -11,6 +11,12 @@ from the current ring each time, until a chat server answers for the user or
 ``retry_window`` seconds have passed. Only then is the user treated as offline (queued for
 notify_svc). Without this a connected, synced device could miss an acked message until a
 later one in the same inbox carried it along.
+
+Rings converge, pushes follow: while chat servers' rings disagree (a server joined or left
+a moment ago), a push can reach a server that has no device for the user although the
+device is already synced on its new owner. So inbox entries found offline are remembered
+for ``RECENT_OFFLINE`` seconds, and when this server's ring changes, those whose owner
+changed are pushed again to the new owner (a device that already has one drops it).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from chat_svc.connections import ConnectionHub
@@ -36,7 +42,7 @@ from chat_svc.store import ChatStore
 from feedchat_runtime.errors import InvalidArgument, PermissionDenied
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from feedchat_runtime.text import TextRule
-from router.ring import RingWatch
+from router.ring import Ring, RingWatch
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,10 @@ RETRY_FIRST = 0.05
 RETRY_CAP = 0.5
 """Longest pause between retries of a failed push (bounds how late a push lands once its
 owner answers again)."""
+RECENT_OFFLINE = 5.0
+"""Seconds an inbox entry found offline is kept for a re-push after a ring change."""
+RECENT_OFFLINE_MAX = 10_000
+"""Most such entries kept (the oldest go first)."""
 
 
 class Delivery:
@@ -83,6 +93,7 @@ class Delivery:
         """Pushes that needed more than one attempt (observability, tests)."""
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recent: deque[tuple[float, Push]] = deque(maxlen=RECENT_OFFLINE_MAX)
 
     def validate_send(self, client_msg_id: str, channel_id: int, text: str) -> None:
         if not 0 < len(client_msg_id) <= MAX_CLIENT_MSG_ID:
@@ -137,6 +148,10 @@ class Delivery:
         self._notify_offline(outcome, offline | await self._retry(failed))
 
     def _notify_offline(self, outcome: SendOutcome, offline: set[int]) -> None:
+        if offline:
+            now = time.monotonic()
+            self._recent.extend((now, Push(e.user_id, e)) for e in outcome.entries
+                                if e.user_id in offline)
         offline.discard(outcome.message.sender_id)
         if offline:
             self._spawn(self._enqueue(outcome, sorted(offline)))
@@ -209,6 +224,17 @@ class Delivery:
             offline |= answered
         return offline
 
+    def ring_changed(self, old: Ring, new: Ring) -> None:
+        """Push recent offline entries again whose owner the ring change moved."""
+        horizon = time.monotonic() - RECENT_OFFLINE
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        again = [push for _, push in self._recent
+                 if _instance(old, push.user_id) != _instance(new, push.user_id)]
+        if again:
+            logger.info("ring change: pushing %s recent offline entries again", len(again))
+            self._spawn(self._push_quietly(again))
+
     async def push(self, pushes: Sequence[Push]) -> set[int]:
         """Route pushes to each user's owner (retrying failures, see the module docstring);
         the users of inbox entries found offline."""
@@ -278,6 +304,11 @@ class Delivery:
         self._closing = True
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _instance(ring: Ring, user_id: int) -> str:
+    owner = ring.owner(user_id)
+    return owner.instance if owner is not None else ""
 
 
 def _after(cursor: str, bound: str) -> bool:

@@ -44,6 +44,19 @@ async def open_direct(address: str, user: int, peer: int) -> int:
         return reply.channel.channel_id
 
 
+def slow_ring_watch(app: ChatApp, delay: float) -> None:
+    """Make ``app`` apply every chat membership change ``delay`` seconds late (a slow ring
+    watch, as on a busy machine), so its ring lags its peers'. Call before ``start()``."""
+    watch = app.ring.watch
+    publish = watch._publish
+
+    async def late(members: dict[str, Any]) -> None:
+        await asyncio.sleep(delay)
+        await publish(members)
+
+    watch._publish = late  # type: ignore[method-assign]
+
+
 def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1) -> list[int]:
     """``count`` user ids the ring gives to ``instance``."""
     ring = apps[0].ring.ring

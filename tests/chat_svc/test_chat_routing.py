@@ -11,13 +11,15 @@ import sys
 import grpc
 import pytest
 
+from chat_svc.app import build
+from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
 from chat_svc.model import Reconnect
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.registry import Member
 from feedchat_runtime.status import error_details
 from router.ring import Ring
-from tests.chat_svc.chatkit import Device, auth, token, users_on
+from tests.chat_svc.chatkit import Device, auth, open_direct, slow_ring_watch, token, users_on
 from tests.waiting import wait_until
 
 
@@ -183,3 +185,31 @@ async def test_moved_stream_sends_every_ack_of_what_it_stored_before_reconnect(
     acked = {a.client_msg_id for a in device.acks}
     assert len(stored) < total, "the move should interrupt the burst"
     assert acked == stored  # nothing stored without its ack reaching the device
+
+
+async def test_message_routed_by_a_lagging_ring_still_reaches_the_device_on_its_new_owner(
+    chat_cluster, devices, make_config
+) -> None:
+    apps = await chat_cluster(2)
+    future = Ring.build({**apps[0].ring.ring.members,
+                         "chat-2": Member("chat", "chat-2", "unknown:0")})
+    sender = next(u for u in users_on(apps, "chat-0", 50)
+                  if future.owner(u).instance == "chat-0")
+    mover = next(u for u in users_on(apps, "chat-1", 200)
+                 if future.owner(u).instance == "chat-2")
+    channel = await open_direct(apps[0].address, sender, mover)
+    s = await devices(sender, apps[0].address)
+    slow_ring_watch(apps[0], 3.0)  # chat-0 (the sender's server) learns of chat-2 late
+    joiner = await build(make_config(ChatConfig, instance="chat-2"))
+    await joiner.start()
+    try:
+        for app in (apps[1], joiner):
+            await app.ring.wait_for(lambda r: "chat-2" in r.members, 10)
+        m = await devices(mover, joiner.address)  # synced on its new owner
+        assert "chat-2" not in apps[0].ring.ring.members, "chat-0's ring should still lag"
+        await s.sent(s.send(channel, "routed by an old ring"))  # pushed to chat-1: no device
+        await wait_until(lambda: m.texts() == ["routed by an old ring"], 10,
+                         "the re-push once chat-0's ring moved on")
+        assert "chat-2" in apps[0].ring.ring.members
+    finally:
+        await joiner.stop()

@@ -23,6 +23,7 @@ from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.server import ServiceHost
 from router.app import build as build_router
 from router.config import RouterConfig
+from tests.chat_svc.chatkit import slow_ring_watch
 from tests.waiting import eventually
 
 DEV_AUTHORITY = authority_from_config("", "", dev=True)
@@ -110,14 +111,7 @@ class System:
         app = await build_chat(self.make_config(
             ChatConfig, instance=f"chat-{len(self.chats)}", health_interval=0.5))
         if watch_delay:
-            watch = app.ring.watch
-            publish = watch._publish
-
-            async def late(members: dict[str, Any]) -> None:
-                await asyncio.sleep(watch_delay)
-                await publish(members)
-
-            watch._publish = late  # type: ignore[method-assign]
+            slow_ring_watch(app, watch_delay)
         await app.start()
         self.chats.append(app)
         await self.rings_agree()
