@@ -237,8 +237,14 @@ class Session:
         """
         if self.stream.closed:
             return
-        delivery = self._s.delivery
         self._idle.clear()
+        try:
+            await self._send(client_msg_id, channel_id, text)
+        finally:
+            self._idle.set()  # after the reply was offered: a move flushes it
+
+    async def _send(self, client_msg_id: str, channel_id: int, text: str) -> None:
+        delivery = self._s.delivery
         try:
             outcome = await delivery.send(self.user_id, client_msg_id, channel_id, text)
         except Exception as exc:
@@ -249,8 +255,6 @@ class Session:
             self.stream.offer(SendFailure(client_msg_id, error.code, error.reason, error.message,
                                           error.retry_after))
             return
-        finally:
-            self._idle.set()
         m = outcome.message
         self.stream.offer(SendAck(client_msg_id, m.message_id, m.channel_id, m.seq,
                                   outcome.duplicate))
