@@ -89,8 +89,6 @@ class Delivery:
         self.send_rate = send_rate
         self.send_burst = send_burst
         self.retry_window = retry_window
-        self.retried = 0
-        """Pushes that needed more than one attempt (observability, tests)."""
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._recent: deque[tuple[float, Push]] = deque(maxlen=RECENT_OFFLINE_MAX)
@@ -205,7 +203,6 @@ class Delivery:
     async def _retry(self, pushes: list[Push]) -> set[int]:
         """Re-route failed pushes until each lands on its user's owner of the moment, or
         the retry window ends; the users of inbox entries found (or left) offline."""
-        self.retried += len(pushes)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_window
         delay = RETRY_FIRST
