@@ -168,7 +168,7 @@ async def test_moved_stream_sends_every_ack_of_what_it_stored_before_reconnect(
 ) -> None:
     apps = await chat_cluster(2, send_rate=100_000.0, send_burst=100_000)
     user = users_on(apps, "chat-0", 1)[0]
-    channels = Channels(apps[0].store, apps[0].delivery.ids, 500)
+    channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     channel = (await channels.open_direct(user, user + 1)).channel_id
     device = await devices(user, apps[0].address)
     total = 400

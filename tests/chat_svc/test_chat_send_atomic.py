@@ -23,7 +23,7 @@ async def test_redis_fault_part_way_leaves_no_partial_message_and_retry_stores_o
     chat_cluster, devices, redis, fault
 ) -> None:
     (app,) = await chat_cluster(1)
-    channels = Channels(app.store, app.delivery.ids, 500)
+    channels = Channels(app.store, app.records, app.delivery.ids, 500)
     group = (await channels.create_group(SENDER, "g", [FIRST, LAST])).channel_id
     sender = await devices(SENDER, app.address)
     if fault == "last_inbox_wrong_type":
