@@ -53,3 +53,13 @@ async def test_notify_tour_runs(system: System, tmp_path: Path) -> None:
     out = await run_tour(system, tmp_path, "notify.md", "notify-tour")
     assert "feedchat.notify.v1.NotifyService is a service:" in out
     assert {"channel_ids": ["500"]} in json_objects(out.split(" is a service:")[0])
+
+
+async def test_account_tour_runs(system: System, tmp_path: Path) -> None:
+    await system.start(chat_servers=0)
+    out = await run_tour(system, tmp_path, "account.md", "account-tour")
+    replies = json_objects(out)
+    profiles = [r["user"] for r in replies if "user" in r]
+    assert [p.get("display_name") for p in profiles] == [None, "Erin", "Erin"]
+    assert [u.get("display_name") for r in replies for u in r.get("users", [])] == ["Erin"]
+    assert replies[-1]["access_token"] and replies[-1]["refresh_token"]
