@@ -63,3 +63,15 @@ async def test_account_tour_runs(system: System, tmp_path: Path) -> None:
     assert [p.get("display_name") for p in profiles] == [None, "Erin", "Erin"]
     assert [u.get("display_name") for r in replies for u in r.get("users", [])] == ["Erin"]
     assert replies[-1]["access_token"] and replies[-1]["refresh_token"]
+
+
+async def test_feed_tour_runs(system: System, tmp_path: Path) -> None:
+    await system.start(chat_servers=0)
+    out = await run_tour(system, tmp_path, "feed.md", "feed-tour")
+    replies = json_objects(out)
+    first, retried = (r["post"] for r in replies[:2])
+    assert first["post_id"] == retried["post_id"]
+    [page] = [r for r in replies if "posts" in r]
+    assert [p["post_id"] for p in page["posts"]] == [first["post_id"]]
+    assert [r["state"] for r in replies if "state" in r]
+    assert [r for r in replies if "author_ids" in r]
