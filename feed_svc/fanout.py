@@ -27,6 +27,7 @@ from feed_svc.config import FeedConfig
 from feed_svc.store import FeedStore, Job, entry, pad
 from feed_svc.store_alerts import PREVIEW_CHARS
 from feedchat_runtime import tracing
+from feedchat_runtime.metrics import Gauge
 from feedchat_runtime.snowflake import timestamp_ms
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,15 @@ class FanoutSettings:
             notify_queue_cap=config.notify_queue_cap,
             resume_window_ms=int(config.stream_resume_window * 1000),
         )
+
+
+QUEUE_JOBS = Gauge(
+    "feedchat_fanout_queue_jobs", "Fanout jobs queued or being worked (all workers)."
+)
+QUEUE_LAG = Gauge(
+    "feedchat_fanout_queue_lag_seconds",
+    "Age of the oldest fanout job not yet done (0 when the queue is empty).",
+)
 
 
 class FanoutWorker:
@@ -114,6 +124,9 @@ class FanoutWorker:
                 logger.info("removed idle fanout consumers %s", gone)
             if jobs:
                 logger.info("claimed %s stale fanout jobs", len(jobs))
+            waiting, oldest_ms = await self.store.backlog()
+            QUEUE_JOBS.set(waiting)
+            QUEUE_LAG.set(0.0 if oldest_ms is None else max(0, self.clock() - oldest_ms) / 1000)
         if not jobs:
             block = min(self.settings.block_ms, max(50, int(self.settings.claim_idle_ms / 2)))
             # One job at a time: the chunks of a big post spread over all workers.

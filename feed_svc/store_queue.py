@@ -79,6 +79,19 @@ class FanoutQueueStore:
         entries = reply[1]
         return [_job(i, f) for i, f in entries if f]
 
+    async def backlog(self) -> tuple[int, int | None]:
+        """(jobs not yet done, Unix ms of the oldest one or None) -- done jobs are deleted,
+        so the stream holds exactly the waiting and running ones."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(JOBS_KEY)
+        pipe.xrange(JOBS_KEY, "-", "+", count=1)
+        length, oldest = await pipe.execute()
+        if not oldest:
+            return int(length), None
+        first_id = oldest[0][0]
+        text = first_id.decode() if isinstance(first_id, bytes) else str(first_id)
+        return int(length), int(text.partition("-")[0])
+
     async def touch_job(self, job: Job, consumer: str) -> bool:
         """Reset the idle time of a job ``consumer`` still works on; False when another
         worker has claimed it meanwhile."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_runtime.status import error_details
 from tests.feed_svc.conftest import StartSystem, System, fanout_done, service_metadata
+from tests.metrics import value
 
 
 async def test_only_the_author_or_a_service_reads_a_posts_fanout(system: System) -> None:
@@ -45,3 +47,17 @@ async def test_a_backlog_shows_before_any_worker_runs(start_system: StartSystem)
     queue = await system.stub.GetFanoutStatus(
         pb.GetFanoutStatusRequest(), metadata=service_metadata())
     assert (queue.state, queue.queue_waiting_jobs) == (pb.FANOUT_STATE_UNKNOWN, 1)
+
+
+async def test_fanout_backlog_and_lag_are_exported_as_metrics(
+    start_system: StartSystem,
+) -> None:
+    system = await start_system(fanout_workers=0)
+    author = await system.sign_up()
+    await system.reader(311).follow(author.user_id)
+    await author.post("waits in the queue")
+    settings = FanoutSettings.from_config(system.config)
+    await FanoutWorker(system.feed_app.store, settings, "probe").step()  # reports, then works
+    metrics = system.feed_app.host.metrics_url
+    assert await value(metrics, "feedchat_fanout_queue_jobs") == 1
+    assert await value(metrics, "feedchat_fanout_queue_lag_seconds") > 0
