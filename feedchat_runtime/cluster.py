@@ -213,6 +213,11 @@ class Cluster:
             )
             for index, member in enumerate(self.etcd_cluster.plan()):
                 _start(member, f"etcd member {index}")
+            try:
+                self.etcd_cluster.wait_healthy()
+            except TimeoutError as exc:
+                raise StartupError(f"the etcd cluster did not form ({exc}); see "
+                                   f"{self.etcd_cluster.members[0].log_path}") from exc
         elif not self.config.etcd:
             self.etcd = etcd_server(data, self.config.host, self.config.etcd_port)
             _start(self.etcd, "etcd")

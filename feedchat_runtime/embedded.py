@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -20,6 +21,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +193,18 @@ def etcd_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         "--auto-compaction-mode", "revision",
         "--auto-compaction-retention", "10000",
     ]
-    return EmbeddedServer("etcd", host, port, data_dir, argv, data_dir / "etcd.log")
+    return EmbeddedServer("etcd", host, port, data_dir, argv, data_dir / "etcd.log",
+                          ready=lambda: etcd_healthy(host, port))
+
+
+def etcd_healthy(host: str, port: int) -> bool:
+    """Whether the etcd member at host:port serves requests (it listens before its raft
+    is ready: a lease asked for before then can time out)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=1) as reply:
+            return bool(json.load(reply).get("health") == "true")
+    except (OSError, ValueError):
+        return False
 
 
 FSYNC_POLICIES = ("everysec", "always")

@@ -24,7 +24,13 @@ from pathlib import Path
 import httpx
 import redis
 
-from feedchat_runtime.embedded import EmbeddedServer, find_etcd, find_redis_server, free_port
+from feedchat_runtime.embedded import (
+    EmbeddedServer,
+    etcd_healthy,
+    find_etcd,
+    find_redis_server,
+    free_port,
+)
 
 SLOTS = 16384
 CLUSTER_URL_SCHEME = "redis+cluster://"
@@ -222,9 +228,21 @@ class EtcdMembers:
         self.members = members
         return members
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         for member in self.plan():
             member.start()
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every running member serves requests (the cluster has a leader)."""
+        deadline = time.monotonic() + timeout
+        for member in self.members:
+            if member.process is None or member.process.poll() is not None:
+                continue
+            while not etcd_healthy(member.host, member.port):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"etcd member {member.address} is not healthy")
+                time.sleep(0.05)
 
     def leader(self) -> int:
         """Index of the member that is the raft leader now (asked over the HTTP gateway)."""
