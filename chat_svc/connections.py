@@ -12,14 +12,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 
-from chat_svc.model import OutFrame, PushEvent, Reconnect, SendAck, SendFailure
+from chat_svc.model import InboxEntry, OutFrame, PushEvent, Reconnect, SendAck, SendFailure
 from feedchat_runtime.errors import FeedchatError, ResourceExhausted
+from feedchat_runtime.metrics import Histogram
 
 logger = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+
+DELIVERY_SECONDS = Histogram(
+    "feedchat_chat_delivery_seconds",
+    "From a message's creation to its push reaching the queues of a recipient's "
+    "live devices on their chat server (live pushes only, not syncs).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
+)
 
 QueueItem = PushEvent | OutFrame
 
@@ -137,6 +146,9 @@ class ConnectionHub:
         streams = self.devices(user_id)
         for stream in streams:
             stream.offer(event)
+        if streams and isinstance(event, InboxEntry):
+            waited_ms = time.time_ns() // 1_000_000 - event.message.created_ms
+            DELIVERY_SECONDS.observe(max(0, waited_ms) / 1000)
         return len(streams)
 
     def close_users(self, reconnects: dict[int, Reconnect]) -> int:
