@@ -75,3 +75,15 @@ async def test_feed_tour_runs(system: System, tmp_path: Path) -> None:
     assert [p["post_id"] for p in page["posts"]] == [first["post_id"]]
     assert [r["state"] for r in replies if "state" in r]
     assert [r for r in replies if "author_ids" in r]
+
+
+async def test_chat_tour_runs(system: System, tmp_path: Path) -> None:
+    await system.start(chat_servers=2)
+    out = await run_tour(system, tmp_path, "chat.md", "chat-tour")
+    replies = json_objects(out)
+    kinds = [next(iter(r)) for r in replies]
+    assert "sync_complete" in kinds and "send_ack" in kinds, replies
+    [history] = [r for r in replies if "messages" in r]
+    assert [m["text"] for m in history["messages"]] == ["hi"]
+    [listed] = [r for r in replies if "channels" in r]
+    assert len(listed["channels"]) == 1
