@@ -12,7 +12,7 @@ and (4) turns whatever the handler raises into a precise status through
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import grpc
 from feedchat_runtime.auth import Caller, TokenAuthority, current_caller, set_caller
 from feedchat_runtime.decoding import Undecodable, malformed, tolerant_deserializer
 from feedchat_runtime.errors import FeedchatError, PermissionDenied, Unauthenticated
-from feedchat_runtime.handlers import wrap_handler
+from feedchat_runtime.handlers import WrappingInterceptor, wrap_handler
 from feedchat_runtime.limits import UserStreamSlots
 from feedchat_runtime.status import status_for
 
@@ -61,7 +61,7 @@ def _bearer(metadata: Any) -> str | None:
     return None
 
 
-class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RpcGuard(WrappingInterceptor):
     """Authentication plus error mapping around every handler."""
 
     def __init__(self, authority: TokenAuthority | None, policy: AuthPolicy | None = None):
@@ -83,15 +83,7 @@ class RpcGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise PermissionDenied("only feedchat services may call this", reason="SERVICE_ONLY")
         set_caller(caller)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         authenticate = self._authenticate
         request_deserializer = tolerant_deserializer(
             handler.request_deserializer, method, streaming=handler.request_streaming

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from feedchat_runtime import tracing
-from feedchat_runtime.handlers import wrap_handler
+from feedchat_runtime.handlers import WrappingInterceptor, wrap_handler
 
 RPCS = Counter(
     "feedchat_rpc_requests",
@@ -83,19 +83,11 @@ def _finish(
         span.end()
 
 
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TelemetryInterceptor(WrappingInterceptor):
     """Counts every RPC by method and status; times unary RPCs; gauges open streams;
     opens a SERVER span per RPC while tracing is on (:mod:`feedchat_runtime.tracing`)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
         @contextlib.asynccontextmanager
         async def observed(

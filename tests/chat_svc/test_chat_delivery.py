@@ -23,9 +23,13 @@ async def test_direct_message_between_users_on_different_servers_arrives_once(
     assert channel == await open_direct(apps[0].address, bob, alice)
     a = await devices(alice, owner_of(apps, alice).address)
     b = await devices(bob, owner_of(apps, bob).address)
+    metrics = owner_of(apps, bob).host.metrics_url
+    timed = await value(metrics, "feedchat_chat_delivery_seconds_count")
     ack = await a.sent(a.send(channel, "hello bob"))
     assert ack.seq == 1 and ack.message_id > 0 and not ack.duplicate
     await wait_until(lambda: b.texts() == ["hello bob"], what="bob's message")
+    # live pushes are timed (creation -> device queue) on the recipients' servers
+    assert await value(metrics, "feedchat_chat_delivery_seconds_count") >= timed + 1
     # the sender's own devices see it in their inbox too (multi-device sync)
     await wait_until(lambda: a.texts() == ["hello bob"], what="alice's copy")
     b.ack()
@@ -112,21 +116,3 @@ async def test_offline_recipient_is_queued_for_notification(chat_cluster, device
     b = await devices(bob, apps[1].address)
     assert b.texts() == ["x" * 200]
 
-
-async def test_live_delivery_latency_is_exported_by_the_recipients_server(
-    chat_cluster, devices
-) -> None:
-    apps = await chat_cluster(2)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await open_direct(apps[1].address, alice, bob)
-    a = await devices(alice, owner_of(apps, alice).address)
-    b = await devices(bob, owner_of(apps, bob).address)
-    metrics = owner_of(apps, bob).host.metrics_url
-    before = await value(metrics, "feedchat_chat_delivery_seconds_count")
-    await a.sent(a.send(channel, "timed"))
-    await wait_until(lambda: b.texts() == ["timed"], what="bob's message")
-    # bob's server counts bob's push; alice's own copy counts there too (same process
-    # registry in this test), so at least one more observation, all under the top bucket
-    assert await value(metrics, "feedchat_chat_delivery_seconds_count") >= before + 1
-    assert await value(metrics, "feedchat_chat_delivery_seconds_bucket", le="15.0") >= before + 1
