@@ -9,7 +9,9 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
+from account_svc.content import ContentRemover
 from account_svc.models import UserRecord
 from account_svc.passwords import PasswordHashing
 from account_svc.store import AccountStore
@@ -31,6 +33,7 @@ from feedchat_runtime.errors import (
     NotFound,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 from feedchat_runtime.snowflake import timestamp_ms
 
@@ -94,12 +97,16 @@ class Accounts:
         passwords: PasswordHashing,
         next_id: Callable[[], int],
         limits: LoginLimits,
+        content: ContentRemover,
+        username_hold: float,
     ) -> None:
         self._store = store
         self._authority = authority
         self._passwords = passwords
         self._next_id = next_id
         self._limits = limits
+        self._content = content
+        self._username_hold = username_hold
 
     async def _new_session(self, user_id: int) -> Session:
         access = self._authority.issue_access(user_id)
@@ -138,8 +145,14 @@ class Accounts:
         )
         # One transaction writes the user, credential and profile; the unique index on the
         # case-folded name decides between concurrent sign-ups.
-        if not await self._store.users.create(record):
+        created = await self._store.users.create(record)
+        if created == "taken":
             raise AlreadyExists(f"username {name!r} is taken", reason="USERNAME_TAKEN")
+        if created == "held":
+            raise AlreadyExists(
+                f"username {name!r} belonged to a deleted account and is not free yet",
+                reason="USERNAME_HELD",
+            )
         logger.info("signed up", extra={"user_id": user_id})
         return await self._new_session(user_id)
 
@@ -251,3 +264,72 @@ class Accounts:
         if user_id is None:
             raise NotFound(f"no user named {name!r}", reason="USER_NOT_FOUND")
         return await self.profile(user_id)
+
+    # --- password change, sign-out everywhere, deletion ---------------------------------
+
+    async def _reauthenticate(self, user_id: int, password: str, field: str) -> UserRecord:
+        """The user's record once ``password`` is theirs. Failures count against the
+        per-username login limit, so a stolen access token cannot guess the password."""
+        if len(password) > PASSWORD_MAX:
+            raise InvalidArgument.field(field, f"at most {PASSWORD_MAX} characters",
+                                        "PASSWORD_INVALID")
+        record = await self._store.users.with_password(user_id)
+        if record is None:
+            raise NotFound(f"no user {user_id}", reason="USER_NOT_FOUND")
+        await self._hit("user", record.username, self._limits.per_username)
+        if not await self._passwords.verify(record.password_hash, password):
+            raise Unauthenticated("the password is wrong", reason="WRONG_PASSWORD")
+        await self._store.limits.refund("user", record.username)
+        return record
+
+    async def change_password(self, user_id: int, current: str, new: str) -> Session:
+        """Replace the password, revoke every refresh token, and log this device in."""
+        check_password(new, "new_password")
+        await self._reauthenticate(user_id, current, "current_password")
+        if new == current:
+            raise InvalidArgument.field(
+                "new_password", "must differ from the current password", "PASSWORD_UNCHANGED"
+            )
+        revoked = await self._store.tokens.revoke_all(
+            user_id, await self._passwords.hash(new)
+        )
+        logger.info("password changed", extra={"user_id": user_id, "revoked": revoked})
+        return await self._new_session(user_id)
+
+    async def sign_out_everywhere(self, user_id: int) -> int:
+        """Revoke every refresh token of the user; how many were live."""
+        revoked = await self._store.tokens.revoke_all(user_id)
+        logger.info("signed out everywhere", extra={"user_id": user_id, "revoked": revoked})
+        return revoked
+
+    async def delete_account(self, user_id: int, password: str) -> datetime:
+        """Delete the account (the username held until the returned time), then have the
+        feed remove its posts; when the feed cannot be reached now, the removal is retried
+        by :meth:`remove_pending_content` until it succeeds."""
+        record = await self._reauthenticate(user_id, password, "password")
+        free_at = await self._store.deletions.delete(
+            user_id, record.username, _ms(self._username_hold)
+        )
+        if free_at is None:  # a concurrent deletion won
+            raise NotFound(f"no user {user_id}", reason="USER_NOT_FOUND")
+        logger.info("account deleted", extra={"user_id": user_id})
+        await self._remove_content(user_id)
+        return free_at
+
+    async def _remove_content(self, user_id: int) -> bool:
+        try:
+            await self._content.remove(user_id)
+        except Unavailable as exc:
+            logger.warning("feed removal of user %s deferred: %s", user_id, exc.message)
+            return False
+        await self._store.deletions.content_removed(user_id)
+        return True
+
+    async def remove_pending_content(self, limit: int = 100) -> int:
+        """Retry the feed removals still owed for deleted accounts; how many succeeded."""
+        done = 0
+        for user_id in await self._store.deletions.pending_removals(limit):
+            if not await self._remove_content(user_id):
+                break  # the feed is still unreachable: try again next round
+            done += 1
+        return done

@@ -3,17 +3,25 @@ pool, servicer, ServiceHost."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from account_svc.accounts import Accounts, LoginLimits
 from account_svc.config import AccountConfig
+from account_svc.content import FeedContent
 from account_svc.passwords import PasswordHashing
 from account_svc.servicer import PUBLIC_METHODS, AccountServicer, add_account_service
 from account_svc.store import AccountStore
 from feedchat_runtime import redis_client
 from feedchat_runtime.auth import TokenAuthority, authority_from_config
+from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.server import ServiceHost
 from feedchat_runtime.snowflake import WorkerIdClaim
+
+logger = logging.getLogger(__name__)
 
 REGISTRY_NAME = "account"
 
@@ -56,6 +64,8 @@ async def build(config: AccountConfig) -> ServiceHost:
     )
     host.on_stop(redis.aclose)
     host.on_stop(passwords.close)
+    directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)
+    host.on_stop(directory.close)
     try:
         claim = WorkerIdClaim(host.session)
         await claim.acquire()
@@ -68,6 +78,8 @@ async def build(config: AccountConfig) -> ServiceHost:
                 config.login_window, config.login_max_per_username, config.login_max_per_peer,
                 config.signup_window, config.signup_max_per_peer,
             ),
+            content=FeedContent(directory),
+            username_hold=config.username_hold,
         )
         servicer = AccountServicer(accounts)
         host.build(lambda server: add_account_service(server, servicer), POLICY)
@@ -75,9 +87,33 @@ async def build(config: AccountConfig) -> ServiceHost:
         await redis.aclose()
         await db.close()
         await passwords.close()
+        await directory.close()
         await host.session.close(revoke=True)
         raise
+    _retry_content_removals(host, accounts, config.content_retry_interval)
     return host
+
+
+def _retry_content_removals(host: ServiceHost, accounts: Accounts, interval: float) -> None:
+    """Retry, every ``interval`` seconds, the feed removals deleted accounts still owe
+    (the feed was unreachable when the account was deleted)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await accounts.remove_pending_content()
+            except Exception:
+                logger.exception("retrying feed removals failed")
+
+    task = asyncio.create_task(loop(), name="account-content-removals")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    host.on_stop(stop)
 
 
 async def serve(config: AccountConfig) -> None:

@@ -40,6 +40,12 @@ class AccountConfig(ServiceConfig):
     signup_max_per_peer: int = _opt(
         50, "Sign-up attempts allowed per client address per window."
     )
+    username_hold: float = _opt(
+        30 * 86400.0, "Seconds a deleted account's username stays reserved."
+    )
+    content_retry_interval: float = _opt(
+        30.0, "Seconds between retries of feed removals owed for deleted accounts."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -59,6 +65,10 @@ class AccountConfig(ServiceConfig):
             raise ConfigError("login limits must be at least 1")
         if self.signup_window <= 0 or self.signup_max_per_peer < 1:
             raise ConfigError("signup_window must be positive and signup_max_per_peer >= 1")
+        if self.username_hold < 0:
+            raise ConfigError("username_hold must not be negative")
+        if self.content_retry_interval <= 0:
+            raise ConfigError("content_retry_interval must be positive")
         if not self.dev:
             for name in ("auth_secret", "service_secret"):
                 if len(getattr(self, name)) < MIN_SECRET_CHARS:

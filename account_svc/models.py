@@ -9,6 +9,10 @@ RotateResult = Literal["ok", "unknown", "revoked", "reused"]
 """What rotating a refresh token found: spent and replaced, never issued (or expired),
 issued before the user's tokens were revoked, or already spent (then all are revoked)."""
 
+CreateResult = Literal["created", "taken", "held"]
+"""What a sign-up's insert found: done, the name owned by a user, or the name still held
+after its account was deleted."""
+
 
 @dataclass(frozen=True)
 class UserRecord:

@@ -118,6 +118,28 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         profile = await self._accounts.lookup(request.username)
         return pb.LookupUsernameResponse(user=user_pb(profile))
 
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: Context
+    ) -> pb.ChangePasswordResponse:
+        session = await self._accounts.change_password(
+            require_user(), request.current_password, request.new_password
+        )
+        return pb.ChangePasswordResponse(**_session_fields(session))  # type: ignore[arg-type]
+
+    async def SignOutEverywhere(
+        self, request: pb.SignOutEverywhereRequest, context: Context
+    ) -> pb.SignOutEverywhereResponse:
+        revoked = await self._accounts.sign_out_everywhere(require_user())
+        return pb.SignOutEverywhereResponse(revoked_refresh_tokens=revoked)
+
+    async def DeleteAccount(
+        self, request: pb.DeleteAccountRequest, context: Context
+    ) -> pb.DeleteAccountResponse:
+        free_at = await self._accounts.delete_account(require_user(), request.password)
+        username_free_at = Timestamp()
+        username_free_at.FromDatetime(free_at)
+        return pb.DeleteAccountResponse(username_free_at=username_free_at)
+
 
 def add_account_service(server: grpc.aio.Server, servicer: AccountServicer) -> list[str]:
     account_pb2_grpc.add_AccountServiceServicer_to_server(servicer, server)

@@ -6,6 +6,8 @@ Redis (a cache and counters). Only these modules talk to either.
 - :class:`~account_svc.store_tokens.RefreshTokenStore`: refresh-token families
   (PostgreSQL).
 - :class:`~account_svc.store_limits.LoginLimitStore`: login attempt counters (Redis).
+- :class:`~account_svc.store_deletions.DeletedAccountStore`: deleted accounts, their held
+  usernames and the feed removals still owed (PostgreSQL).
 
 Redis keys are built in :mod:`account_svc.keys`, Lua lives in :mod:`account_svc.scripts`.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from account_svc.store_cache import UserCache
+from account_svc.store_deletions import DeletedAccountStore
 from account_svc.store_limits import LoginLimitStore
 from account_svc.store_tokens import RefreshTokenStore
 from account_svc.store_users import UserStore
@@ -32,11 +35,14 @@ class AccountStore:
     users: UserStore
     tokens: RefreshTokenStore
     limits: LoginLimitStore
+    deletions: DeletedAccountStore
 
     @classmethod
     def over(cls, db: Database, redis: aioredis.Redis) -> AccountStore:
+        cache = UserCache(redis, USER_CACHE_TTL_MS)
         return cls(
-            users=UserStore(db, UserCache(redis, USER_CACHE_TTL_MS)),
+            users=UserStore(db, cache),
             tokens=RefreshTokenStore(db),
             limits=LoginLimitStore(redis),
+            deletions=DeletedAccountStore(db, cache),
         )

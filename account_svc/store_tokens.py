@@ -25,6 +25,12 @@ SELECT $1, $2, refresh_epoch, $3 FROM credentials WHERE user_id = $2
 """
 
 
+_LIVE = """
+SELECT count(*) FROM refresh_tokens r JOIN credentials c USING (user_id)
+WHERE r.user_id = $1 AND NOT r.used AND r.expires_at > now() AND r.epoch = c.refresh_epoch
+"""
+
+
 class RefreshTokenStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -67,3 +73,22 @@ class RefreshTokenStore:
             )
             await conn.execute(_INSERT, new_token_id, user_id, _expiry(ttl_ms))
             return "ok"
+
+    async def revoke_all(self, user_id: int, password_hash: str | None = None) -> int:
+        """Revoke every refresh token of the user (bump the epoch, forget the rows) and,
+        when given, set a new password hash in the same transaction. Returns how many
+        tokens were live. A rotation racing this one issues its token under the old
+        epoch, so that token is refused too."""
+        async with self._db.transaction() as conn:
+            live = int(await conn.fetchval(_LIVE, user_id))
+            if password_hash is not None:
+                await conn.execute(
+                    "UPDATE credentials SET password_hash = $2 WHERE user_id = $1",
+                    user_id, password_hash,
+                )
+            await conn.execute(
+                "UPDATE credentials SET refresh_epoch = refresh_epoch + 1 WHERE user_id = $1",
+                user_id,
+            )
+            await conn.execute("DELETE FROM refresh_tokens WHERE user_id = $1", user_id)
+        return live

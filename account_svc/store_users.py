@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from account_svc.models import UserRecord
+from account_svc.models import CreateResult, UserRecord
 from account_svc.store_cache import UserCache
 from feedchat_runtime.postgres import Database
 
@@ -18,6 +18,14 @@ FROM users u JOIN profiles p USING (user_id)
 """
 
 PROFILE_COLUMNS = frozenset({"display_name", "bio"})
+
+_HELD = """
+SELECT 1 FROM deleted_accounts WHERE username = $1 AND username_free_at > now() LIMIT 1
+"""
+
+
+class _Held(Exception):
+    """Rolls a sign-up back: its username is held by a deleted account."""
 
 
 def _record(row: asyncpg.Record, password_hash: str = "") -> UserRecord:
@@ -32,15 +40,19 @@ class UserStore:
         self._db = db
         self._cache = cache
 
-    async def create(self, record: UserRecord) -> bool:
-        """Insert a user with its credential and profile in one transaction; False when
-        the (case-folded) username is taken."""
+    async def create(self, record: UserRecord) -> CreateResult:
+        """Insert a user with its credential and profile in one transaction; "taken" when
+        the (case-folded) username is, "held" while a deleted account still holds it."""
         try:
             async with self._db.transaction() as conn:
                 await conn.execute(
                     "INSERT INTO users (user_id, username, created_ms) VALUES ($1, $2, $3)",
                     record.user_id, record.username, record.created_ms,
                 )
+                # After the insert: an insert racing the name's deletion waited on the
+                # unique index, so this statement sees the hold the deletion committed.
+                if await conn.fetchval(_HELD, record.username):
+                    raise _Held
                 await conn.execute(
                     "INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)",
                     record.user_id, record.password_hash,
@@ -49,11 +61,13 @@ class UserStore:
                     "INSERT INTO profiles (user_id, display_name, bio) VALUES ($1, $2, $3)",
                     record.user_id, record.display_name, record.bio,
                 )
+        except _Held:
+            return "held"
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "users_username_folded":
-                return False
+                return "taken"
             raise
-        return True
+        return "created"
 
     async def id_for(self, username: str) -> int | None:
         """The id owning a (lowercase) username."""

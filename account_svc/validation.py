@@ -37,10 +37,10 @@ def normalize_username(raw: str, field: str = "username") -> str:
     return name
 
 
-def check_password(password: str) -> None:
+def check_password(password: str, field: str = "password") -> None:
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise InvalidArgument.field(
-            "password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters", "PASSWORD_INVALID"
+            field, f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters", "PASSWORD_INVALID"
         )
 
 

@@ -15,7 +15,7 @@ from feed_svc.config import FeedConfig
 from feed_svc.fanout import BatchHook, FanoutPool, FanoutSettings
 from feed_svc.feed import Feed
 from feed_svc.live import LiveHub
-from feed_svc.servicer import SERVICE_NAME, FeedServicer
+from feed_svc.servicer import SERVICE_NAME, SERVICE_ONLY, FeedServicer
 from feed_svc.store import FeedStore
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.directory import ServiceDirectory
@@ -76,7 +76,10 @@ async def build(
         return [SERVICE_NAME]
 
     stream_feed = f"/{SERVICE_NAME}/StreamFeed"
-    host.build(add_services, AuthPolicy(stream_limits={stream_feed: config.max_streams_per_user}))
+    host.build(add_services, AuthPolicy(
+        service_only=SERVICE_ONLY,
+        stream_limits={stream_feed: config.max_streams_per_user},
+    ))
 
     async def close_redis() -> None:
         await redis.aclose()

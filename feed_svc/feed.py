@@ -14,7 +14,9 @@ from feed_svc import store as keys
 from feed_svc.authors import Author, AuthorDirectory
 from feed_svc.config import MAX_POST_CHARS, FeedConfig
 from feed_svc.post_requests import PostRequest, check_request_id
+from feed_svc.removal import UserRemoval, account_deleted
 from feed_svc.store import FeedStore, StoredPost
+from feed_svc.store_removal import RemovalStore
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
 from feedchat_runtime.errors import (
     FailedPrecondition,
@@ -107,6 +109,7 @@ class Feed:
         self.tokens = tokens
         self.clock = clock
         self.timeline = Timeline(store, config.feed_cache_size)
+        self.removal = UserRemoval(store, RemovalStore(store.redis), self.timeline)
 
     # --- posts ------------------------------------------------------------------------
     async def create_post(self, user: int, text: str, request_id: str = "") -> PostView:
@@ -143,6 +146,11 @@ class Feed:
         )
         if request is not None and earlier is not None:  # a concurrent call stored it first
             return await self._created_view(request.post_of(earlier), user, text)
+        if await self.removal.removals.is_removed(user):
+            # Checked after storing: the account's removal either swept this post or is
+            # seen here (see feed_svc.removal), so no post outlives a deleted account.
+            await self.store.delete_post(post.post_id, user)
+            raise account_deleted(user)
         if promoted:  # after the post is stored, so open streams that resync find it
             await self.store.publish(keys.CONTROL_CHANNEL, f"promoted:{user}")
         return await self._created_view(post.post_id, user, text)
@@ -208,6 +216,7 @@ class Feed:
             raise InvalidArgument.field(
                 "user_id", "a user cannot follow themselves", reason="CANNOT_FOLLOW_SELF"
             )
+        await self.removal.refuse_if_removed(user)
         if not await self.authors.exists(author):
             raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
         following = await self.store.following_count(user)

@@ -29,6 +29,7 @@ from feedchat_runtime.errors import FeedchatError, InvalidArgument
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeedService"].full_name
+SERVICE_ONLY = frozenset({f"/{SERVICE_NAME}/DeleteUserContent"})
 
 
 def post_pb(view: PostView) -> pb.Post:
@@ -155,6 +156,14 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
     ) -> pb.GetFanoutStatusResponse:
         reader = _user_or_service()  # 0: a service, which may read any post's fanout
         return _status_pb(await self.feed.fanout_status(reader or None, request.post_id))
+
+    async def DeleteUserContent(
+        self, request: pb.DeleteUserContentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteUserContentResponse:
+        removed = await self.feed.removal.remove(request.user_id)
+        return pb.DeleteUserContentResponse(
+            posts_deleted=removed.posts, followers_removed=removed.followers
+        )
 
     async def StreamFeed(
         self, request_iterator: AsyncIterator[pb.StreamFeedRequest],

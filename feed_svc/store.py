@@ -93,6 +93,11 @@ def following_key(user: int) -> str:
     return f"feed:{{u{user}}}:following"
 
 
+def removed_key(user: int) -> str:
+    """Set when the user's account was deleted: their posts and follows are refused."""
+    return f"feed:{{u{user}}}:removed"
+
+
 CELEBRITIES_KEY = "feed:celebrities"
 ACTIVE_KEY = "feed:active"
 """Hash: user -> ms of their last feed read (fanout skips users not seen recently)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import grpc
 
@@ -171,3 +172,36 @@ class Session:
     async def metadata(self) -> Metadata:
         """Call metadata: ``authorization: Bearer <fresh access token>``."""
         return (("authorization", f"Bearer {await self.access_token()}"),)
+
+    async def _authorized(self, method: str, request: object) -> Any:
+        stub = await self._stub()
+        try:
+            return await getattr(stub, method)(
+                request, metadata=await self.metadata(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise await RpcError.from_call(exc) from None
+
+    async def change_password(self, current: str, new: str) -> Tokens:
+        """Change the password. Every other device's refresh token is revoked; this
+        session keeps the fresh pair the server hands back."""
+        reply = await self._authorized("ChangePassword", account_pb2.ChangePasswordRequest(
+            current_password=current, new_password=new))
+        username = self._tokens.username if self._tokens is not None else ""
+        return self._keep(_tokens(reply, username))
+
+    async def sign_out_everywhere(self) -> int:
+        """Revoke every refresh token of the user (this session's too, so it is
+        forgotten here); how many were live."""
+        reply = await self._authorized(
+            "SignOutEverywhere", account_pb2.SignOutEverywhereRequest())
+        self.log_out()
+        return int(reply.revoked_refresh_tokens)
+
+    async def delete_account(self, password: str) -> datetime:
+        """Delete the account (re-authenticated by ``password``) and forget the session;
+        when the username becomes free again."""
+        reply = await self._authorized(
+            "DeleteAccount", account_pb2.DeleteAccountRequest(password=password))
+        self.log_out()
+        free_at: datetime = reply.username_free_at.ToDatetime(tzinfo=UTC)
+        return free_at

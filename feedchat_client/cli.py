@@ -71,6 +71,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="password [FEEDCHAT_PASSWORD]; asked for when not given")
         if name == "signup":
             p.add_argument("--display-name", default="")
+    p = add("passwd", "change your password (other devices must log in again)")
+    p.add_argument("--password", default=_env("PASSWORD", ""),
+                   help="current password [FEEDCHAT_PASSWORD]; asked for when not given")
+    p.add_argument("--new-password", default=_env("NEW_PASSWORD", ""),
+                   help="new password [FEEDCHAT_NEW_PASSWORD]; asked for when not given")
+    add("signout-all", "sign out on every device (every refresh token is revoked)")
+    p = add("delete-account", "delete your account: profile, login and posts")
+    p.add_argument("--password", default=_env("PASSWORD", ""),
+                   help="password [FEEDCHAT_PASSWORD]; asked for when not given")
+    p.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     add("logout", "forget the saved session")
     add("whoami", "show the logged-in user")
     add("token", "print a fresh access token (for grpcurl: -H \"authorization: Bearer $(feedchat "
@@ -114,15 +124,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="mark these notification ids read instead of listing")
 
 
-def _password(args: argparse.Namespace, confirm: bool) -> str:
-    if args.password:
-        return str(args.password)
+def _ask(given: str, prompt: str, confirm: bool) -> str:
+    """``given``, else the next line of piped stdin, else asked for on the terminal."""
+    if given:
+        return given
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("password: ")
+    first = getpass.getpass(prompt)
     if confirm and getpass.getpass("again: ") != first:
         raise SystemExit("passwords differ")
     return first
+
+
+def _password(args: argparse.Namespace, confirm: bool, prompt: str = "password: ") -> str:
+    return _ask(str(args.password or ""), prompt, confirm)
 
 
 class Commands:
@@ -169,6 +184,33 @@ class Commands:
     async def logout(self) -> int:
         self.client.session.log_out()
         self.out.emit("logged_out", "logged out")
+        return 0
+
+    async def passwd(self) -> int:
+        current = _password(self.args, confirm=False, prompt="current password: ")
+        new = _ask(self.args.new_password, "new password: ", confirm=True)
+        self.out.progress("changing the password")
+        tokens = await self.client.session.change_password(current, new)
+        self.out.emit("password_changed", "password changed; other devices must log in again",
+                      user_id=tokens.user_id)
+        return 0
+
+    async def signout_all(self) -> int:
+        revoked = await self.client.session.sign_out_everywhere()
+        self.out.emit("signed_out_everywhere",
+                      f"signed out everywhere ({revoked} sessions revoked); log in again",
+                      revoked_refresh_tokens=revoked)
+        return 0
+
+    async def delete_account(self) -> int:
+        if not self.args.yes:
+            self.out.error("deleting an account cannot be undone: add --yes to confirm")
+            return 2
+        password = _password(self.args, confirm=False)
+        free_at = await self.client.session.delete_account(password)
+        stamp = free_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+        self.out.emit("account_deleted", f"account deleted; the username is free again "
+                      f"from {stamp}", username_free_at=stamp)
         return 0
 
     async def whoami(self) -> int:
@@ -311,7 +353,8 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
     discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout)
     client = FeedchatClient(discovery, tokens=FileTokenStore(args.session), timeout=args.timeout)
     try:
-        handler: Callable[[], Awaitable[int]] = getattr(Commands(args, client, out), args.command)
+        handler: Callable[[], Awaitable[int]] = getattr(
+            Commands(args, client, out), args.command.replace("-", "_"))
         return await handler()
     finally:
         await client.close()

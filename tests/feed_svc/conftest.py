@@ -130,14 +130,18 @@ StartSystem = Callable[..., Awaitable[System]]
 async def start_system(
     make_config: Callable[..., Any], redis: aioredis.Redis
 ) -> AsyncIterator[StartSystem]:
-    """Start account_svc and feed_svc with feed config overrides; stopped after the test."""
+    """Start account_svc and feed_svc with feed config overrides (``account``: account_svc
+    config overrides); stopped after the test."""
     running: list[System] = []
     hosts: list[ServiceHost] = []
 
-    async def start(on_batch: BatchHook | None = None, **overrides: Any) -> System:
+    async def start(
+        on_batch: BatchHook | None = None, account: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> System:
         account_config = make_config(
             AccountConfig, argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1,
-            instance=f"account-{next(_names)}",
+            instance=f"account-{next(_names)}", **(account or {}),
         )
         account_host = await build_account(account_config)
         await account_host.start()

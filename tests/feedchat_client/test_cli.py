@@ -174,3 +174,34 @@ async def test_notifications_command_lists_and_marks_read(
     assert marked["marked_count"] == 1
     [again] = await listed()
     assert again["notification"]["read"] is True
+
+
+async def test_passwd_signout_all_and_delete_account_commands(
+    system: System, tmp_path: Path,
+) -> None:
+    await system.start(chat_servers=0)
+    name = f"carol_{uuid.uuid4().hex[:6]}"
+    phone = Cli(system, tmp_path / "phone" / "session.json")
+    laptop = Cli(system, tmp_path / "laptop" / "session.json")
+    await phone.json("signup", name, "--password", "password-123")
+    await laptop.json("login", name, "--password", "password-123")
+
+    [changed] = await laptop.json("passwd", stdin="password-123\npassword-456\n")
+    assert changed["event"] == "password_changed"
+    await laptop.json("whoami")  # this device goes on
+    code, _, err = await phone.run("login", name, "--password", "password-123")
+    assert code == 1 and "unauthenticated" in err
+    await phone.json("login", name, "--password", "password-456")
+
+    [signed_out] = await phone.json("signout-all")
+    assert signed_out["revoked_refresh_tokens"] == 2
+    code, _, err = await phone.run("whoami")
+    assert code == 1 and "not logged in" in err
+
+    code, _, err = await laptop.run("delete-account", "--password", "password-456")
+    assert code == 2 and "--yes" in err
+    await laptop.json("login", name, "--password", "password-456")
+    [deleted] = await laptop.json("delete-account", "--yes", stdin="password-456\n")
+    assert deleted["event"] == "account_deleted" and deleted["username_free_at"]
+    code, _, err = await laptop.run("login", name, "--password", "password-456")
+    assert code == 1 and "unauthenticated" in err

@@ -73,6 +73,21 @@ class AccountServiceStub:
                 request_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.LookupUsernameRequest.SerializeToString,
                 response_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.LookupUsernameResponse.FromString,
                 _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/feedchat.account.v1.AccountService/ChangePassword',
+                request_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.SignOutEverywhere = channel.unary_unary(
+                '/feedchat.account.v1.AccountService/SignOutEverywhere',
+                request_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.SignOutEverywhereRequest.SerializeToString,
+                response_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.SignOutEverywhereResponse.FromString,
+                _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/feedchat.account.v1.AccountService/DeleteAccount',
+                request_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -140,6 +155,39 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangePassword(self, request, context):
+        """ChangePassword replaces the calling user's password after checking the current one
+        (needs a user access token). Every refresh token of the user is revoked, so other
+        devices must log in again; the response carries a fresh token pair for this device.
+        A wrong current password is UNAUTHENTICATED (reason WRONG_PASSWORD) and counts against
+        the per-username login limit (RESOURCE_EXHAUSTED LOGIN_RATE_LIMITED beyond it).
+        Access tokens already issued stay valid until they expire (see access_token_expires_at).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignOutEverywhere(self, request, context):
+        """SignOutEverywhere revokes every refresh token of the calling user (needs a user access
+        token): every device, this one included, must log in again once its access token
+        expires. Access tokens already issued stay valid until they expire.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAccount(self, request, context):
+        """DeleteAccount removes the calling user's credentials, profile and refresh tokens after
+        checking the password (needs a user access token; wrong password: UNAUTHENTICATED
+        WRONG_PASSWORD, counted like a failed login). The user's posts are deleted and taken
+        out of followers' feeds and the follow edges dropped; chat messages are kept and show
+        a sender id that no longer resolves to a user ("deleted user"). The username stays
+        reserved until username_free_at, then anyone may sign up with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +225,21 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.LookupUsername,
                     request_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.LookupUsernameRequest.FromString,
                     response_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.LookupUsernameResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'SignOutEverywhere': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOutEverywhere,
+                    request_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.SignOutEverywhereRequest.FromString,
+                    response_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.SignOutEverywhereResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=feedchat_dot_account_dot_v1_dot_account__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=feedchat_dot_account_dot_v1_dot_account__pb2.DeleteAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -372,6 +435,87 @@ class AccountService:
             '/feedchat.account.v1.AccountService/LookupUsername',
             feedchat_dot_account_dot_v1_dot_account__pb2.LookupUsernameRequest.SerializeToString,
             feedchat_dot_account_dot_v1_dot_account__pb2.LookupUsernameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.account.v1.AccountService/ChangePassword',
+            feedchat_dot_account_dot_v1_dot_account__pb2.ChangePasswordRequest.SerializeToString,
+            feedchat_dot_account_dot_v1_dot_account__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOutEverywhere(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.account.v1.AccountService/SignOutEverywhere',
+            feedchat_dot_account_dot_v1_dot_account__pb2.SignOutEverywhereRequest.SerializeToString,
+            feedchat_dot_account_dot_v1_dot_account__pb2.SignOutEverywhereResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.account.v1.AccountService/DeleteAccount',
+            feedchat_dot_account_dot_v1_dot_account__pb2.DeleteAccountRequest.SerializeToString,
+            feedchat_dot_account_dot_v1_dot_account__pb2.DeleteAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,27 @@ class AccountServiceStub:
     """LookupUsername finds a user by username (case-insensitive). NOT_FOUND when none.
     Callable with a user access token or a service credential.
     """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_account_pb2.ChangePasswordRequest, _account_pb2.ChangePasswordResponse]
+    """ChangePassword replaces the calling user's password after checking the current one
+    (needs a user access token). Every refresh token of the user is revoked, so other
+    devices must log in again; the response carries a fresh token pair for this device.
+    A wrong current password is UNAUTHENTICATED (reason WRONG_PASSWORD) and counts against
+    the per-username login limit (RESOURCE_EXHAUSTED LOGIN_RATE_LIMITED beyond it).
+    Access tokens already issued stay valid until they expire (see access_token_expires_at).
+    """
+    SignOutEverywhere: _grpc.UnaryUnaryMultiCallable[_account_pb2.SignOutEverywhereRequest, _account_pb2.SignOutEverywhereResponse]
+    """SignOutEverywhere revokes every refresh token of the calling user (needs a user access
+    token): every device, this one included, must log in again once its access token
+    expires. Access tokens already issued stay valid until they expire.
+    """
+    DeleteAccount: _grpc.UnaryUnaryMultiCallable[_account_pb2.DeleteAccountRequest, _account_pb2.DeleteAccountResponse]
+    """DeleteAccount removes the calling user's credentials, profile and refresh tokens after
+    checking the password (needs a user access token; wrong password: UNAUTHENTICATED
+    WRONG_PASSWORD, counted like a failed login). The user's posts are deleted and taken
+    out of followers' feeds and the follow edges dropped; chat messages are kept and show
+    a sender id that no longer resolves to a user ("deleted user"). The username stays
+    reserved until username_free_at, then anyone may sign up with it.
+    """
 
 @_typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -104,6 +125,27 @@ class AccountServiceAsyncStub(AccountServiceStub):
     LookupUsername: _aio.UnaryUnaryMultiCallable[_account_pb2.LookupUsernameRequest, _account_pb2.LookupUsernameResponse]  # type: ignore[assignment]
     """LookupUsername finds a user by username (case-insensitive). NOT_FOUND when none.
     Callable with a user access token or a service credential.
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_account_pb2.ChangePasswordRequest, _account_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """ChangePassword replaces the calling user's password after checking the current one
+    (needs a user access token). Every refresh token of the user is revoked, so other
+    devices must log in again; the response carries a fresh token pair for this device.
+    A wrong current password is UNAUTHENTICATED (reason WRONG_PASSWORD) and counts against
+    the per-username login limit (RESOURCE_EXHAUSTED LOGIN_RATE_LIMITED beyond it).
+    Access tokens already issued stay valid until they expire (see access_token_expires_at).
+    """
+    SignOutEverywhere: _aio.UnaryUnaryMultiCallable[_account_pb2.SignOutEverywhereRequest, _account_pb2.SignOutEverywhereResponse]  # type: ignore[assignment]
+    """SignOutEverywhere revokes every refresh token of the calling user (needs a user access
+    token): every device, this one included, must log in again once its access token
+    expires. Access tokens already issued stay valid until they expire.
+    """
+    DeleteAccount: _aio.UnaryUnaryMultiCallable[_account_pb2.DeleteAccountRequest, _account_pb2.DeleteAccountResponse]  # type: ignore[assignment]
+    """DeleteAccount removes the calling user's credentials, profile and refresh tokens after
+    checking the password (needs a user access token; wrong password: UNAUTHENTICATED
+    WRONG_PASSWORD, counted like a failed login). The user's posts are deleted and taken
+    out of followers' feeds and the follow edges dropped; chat messages are kept and show
+    a sender id that no longer resolves to a user ("deleted user"). The username stays
+    reserved until username_free_at, then anyone may sign up with it.
     """
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +224,45 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_account_pb2.LookupUsernameResponse, _abc.Awaitable[_account_pb2.LookupUsernameResponse]]:
         """LookupUsername finds a user by username (case-insensitive). NOT_FOUND when none.
         Callable with a user access token or a service credential.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _account_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ChangePasswordResponse, _abc.Awaitable[_account_pb2.ChangePasswordResponse]]:
+        """ChangePassword replaces the calling user's password after checking the current one
+        (needs a user access token). Every refresh token of the user is revoked, so other
+        devices must log in again; the response carries a fresh token pair for this device.
+        A wrong current password is UNAUTHENTICATED (reason WRONG_PASSWORD) and counts against
+        the per-username login limit (RESOURCE_EXHAUSTED LOGIN_RATE_LIMITED beyond it).
+        Access tokens already issued stay valid until they expire (see access_token_expires_at).
+        """
+
+    @_abc_1.abstractmethod
+    def SignOutEverywhere(
+        self,
+        request: _account_pb2.SignOutEverywhereRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.SignOutEverywhereResponse, _abc.Awaitable[_account_pb2.SignOutEverywhereResponse]]:
+        """SignOutEverywhere revokes every refresh token of the calling user (needs a user access
+        token): every device, this one included, must log in again once its access token
+        expires. Access tokens already issued stay valid until they expire.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAccount(
+        self,
+        request: _account_pb2.DeleteAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.DeleteAccountResponse, _abc.Awaitable[_account_pb2.DeleteAccountResponse]]:
+        """DeleteAccount removes the calling user's credentials, profile and refresh tokens after
+        checking the password (needs a user access token; wrong password: UNAUTHENTICATED
+        WRONG_PASSWORD, counted like a failed login). The user's posts are deleted and taken
+        out of followers' feeds and the follow edges dropped; chat messages are kept and show
+        a sender id that no longer resolves to a user ("deleted user"). The username stays
+        reserved until username_free_at, then anyone may sign up with it.
         """
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

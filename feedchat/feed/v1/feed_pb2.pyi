@@ -981,3 +981,51 @@ class ListPostAlertsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPostAlertsResponse: _TypeAlias = ListPostAlertsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserContentRequest(_message.Message):
+    """DeleteUserContentRequest names the deleted account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """Id of the deleted user; must be positive."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserContentRequest: _TypeAlias = DeleteUserContentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserContentResponse(_message.Message):
+    """DeleteUserContentResponse says what was removed (0s when a retry found nothing left)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSTS_DELETED_FIELD_NUMBER: _builtins.int
+    FOLLOWERS_REMOVED_FIELD_NUMBER: _builtins.int
+    posts_deleted: _builtins.int
+    """Posts of the user deleted by this call."""
+    followers_removed: _builtins.int
+    """Followers whose follow edge (and feed-cache entries of the user) were removed."""
+    def __init__(
+        self,
+        *,
+        posts_deleted: _builtins.int = ...,
+        followers_removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["followers_removed", b"followers_removed", "posts_deleted", b"posts_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserContentResponse: _TypeAlias = DeleteUserContentResponse  # noqa: Y015

@@ -110,6 +110,11 @@ class FeedServiceStub:
                 request_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsRequest.SerializeToString,
                 response_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsResponse.FromString,
                 _registered_method=True)
+        self.DeleteUserContent = channel.unary_unary(
+                '/feedchat.feed.v1.FeedService/DeleteUserContent',
+                request_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.DeleteUserContentRequest.SerializeToString,
+                response_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.DeleteUserContentResponse.FromString,
+                _registered_method=True)
 
 
 class FeedServiceServicer:
@@ -252,6 +257,17 @@ class FeedServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUserContent(self, request, context):
+        """DeleteUserContent removes a deleted account from the feed: every post of the user is
+        deleted (and taken out of followers' feed caches), every follow edge from and to the
+        user is dropped, and the user's CreatePost and Follow are refused from then on
+        (PERMISSION_DENIED, reason ACCOUNT_DELETED). Idempotent. Only a feedchat service
+        credential may call it (account_svc, on DeleteAccount).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +335,11 @@ def add_FeedServiceServicer_to_server(servicer, server):
                     servicer.ListPostAlerts,
                     request_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsRequest.FromString,
                     response_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsResponse.SerializeToString,
+            ),
+            'DeleteUserContent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserContent,
+                    request_deserializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.DeleteUserContentRequest.FromString,
+                    response_serializer=feedchat_dot_feed_dot_v1_dot_feed__pb2.DeleteUserContentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -683,6 +704,33 @@ class FeedService:
             '/feedchat.feed.v1.FeedService/ListPostAlerts',
             feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsRequest.SerializeToString,
             feedchat_dot_feed_dot_v1_dot_feed__pb2.ListPostAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.feed.v1.FeedService/DeleteUserContent',
+            feedchat_dot_feed_dot_v1_dot_feed__pb2.DeleteUserContentRequest.SerializeToString,
+            feedchat_dot_feed_dot_v1_dot_feed__pb2.DeleteUserContentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -117,6 +117,13 @@ class FeedServiceStub:
     """ListPostAlerts lists the authors the calling user gets post alerts for (at most the
     server's per-user limit, default 1000), by ascending user id.
     """
+    DeleteUserContent: _grpc.UnaryUnaryMultiCallable[_feed_pb2.DeleteUserContentRequest, _feed_pb2.DeleteUserContentResponse]
+    """DeleteUserContent removes a deleted account from the feed: every post of the user is
+    deleted (and taken out of followers' feed caches), every follow edge from and to the
+    user is dropped, and the user's CreatePost and Follow are refused from then on
+    (PERMISSION_DENIED, reason ACCOUNT_DELETED). Idempotent. Only a feedchat service
+    credential may call it (account_svc, on DeleteAccount).
+    """
 
 @_typing.type_check_only
 class FeedServiceAsyncStub(FeedServiceStub):
@@ -204,6 +211,13 @@ class FeedServiceAsyncStub(FeedServiceStub):
     ListPostAlerts: _aio.UnaryUnaryMultiCallable[_feed_pb2.ListPostAlertsRequest, _feed_pb2.ListPostAlertsResponse]  # type: ignore[assignment]
     """ListPostAlerts lists the authors the calling user gets post alerts for (at most the
     server's per-user limit, default 1000), by ascending user id.
+    """
+    DeleteUserContent: _aio.UnaryUnaryMultiCallable[_feed_pb2.DeleteUserContentRequest, _feed_pb2.DeleteUserContentResponse]  # type: ignore[assignment]
+    """DeleteUserContent removes a deleted account from the feed: every post of the user is
+    deleted (and taken out of followers' feed caches), every follow edge from and to the
+    user is dropped, and the user's CreatePost and Follow are refused from then on
+    (PERMISSION_DENIED, reason ACCOUNT_DELETED). Idempotent. Only a feedchat service
+    credential may call it (account_svc, on DeleteAccount).
     """
 
 class FeedServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -367,6 +381,19 @@ class FeedServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feed_pb2.ListPostAlertsResponse, _abc.Awaitable[_feed_pb2.ListPostAlertsResponse]]:
         """ListPostAlerts lists the authors the calling user gets post alerts for (at most the
         server's per-user limit, default 1000), by ascending user id.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUserContent(
+        self,
+        request: _feed_pb2.DeleteUserContentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feed_pb2.DeleteUserContentResponse, _abc.Awaitable[_feed_pb2.DeleteUserContentResponse]]:
+        """DeleteUserContent removes a deleted account from the feed: every post of the user is
+        deleted (and taken out of followers' feed caches), every follow edge from and to the
+        user is dropped, and the user's CreatePost and Follow are refused from then on
+        (PERMISSION_DENIED, reason ACCOUNT_DELETED). Idempotent. Only a feedchat service
+        credential may call it (account_svc, on DeleteAccount).
         """
 
 def add_FeedServiceServicer_to_server(servicer: FeedServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,71 @@
+"""Removing a deleted account from the feed (DeleteUserContent, called by account_svc).
+
+Order matters. The account is marked removed first, so a CreatePost or Follow that is
+still in flight with the user's last access token either lands before the sweep below
+(and is swept) or sees the mark (and is refused; CreatePost checks after storing and
+takes its post back). Posts are deleted through the store's post deletion, and every
+follower's cache loses the user's entries through :meth:`Timeline.remove` (the one
+removal path, which keeps the range the cache is complete for) before the follow edge
+goes. Everything is idempotent: account_svc retries until a call succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from feed_svc.store import FeedStore, live_channel
+from feed_svc.store_removal import RemovalStore
+from feed_svc.timeline import Timeline
+from feedchat_runtime.errors import InvalidArgument, PermissionDenied
+
+logger = logging.getLogger(__name__)
+
+BATCH = 200
+"""Posts or follow edges read (and removed) per round."""
+
+
+def account_deleted(user: int) -> PermissionDenied:
+    return PermissionDenied(f"account {user} was deleted", reason="ACCOUNT_DELETED")
+
+
+@dataclass(frozen=True)
+class Removed:
+    posts: int
+    followers: int
+
+
+class UserRemoval:
+    """Deletes a removed account's posts and follow edges, and guards its writes."""
+
+    def __init__(self, store: FeedStore, removals: RemovalStore, timeline: Timeline) -> None:
+        self.store = store
+        self.removals = removals
+        self.timeline = timeline
+
+    async def refuse_if_removed(self, user: int) -> None:
+        if await self.removals.is_removed(user):
+            raise account_deleted(user)
+
+    async def remove(self, user: int) -> Removed:
+        if user <= 0:
+            raise InvalidArgument.field("user_id", "a user id is required")
+        await self.removals.mark(user)
+        posts = 0
+        while ids := await self.removals.post_ids(user, BATCH):
+            for post_id in ids:
+                await self.store.delete_post(post_id, user)
+            posts += len(ids)
+        followers = 0
+        while batch := await self.removals.followers(user, BATCH):
+            for follower in batch:
+                await self.timeline.remove(follower, author=user)
+                await self.store.unfollow(follower, user)
+                await self.store.publish(live_channel(follower), "ctl:following")
+            followers += len(batch)
+        while authors := await self.removals.following(user, BATCH):
+            for author in authors:
+                await self.store.unfollow(user, author)
+        logger.info("removed deleted account from the feed",
+                    extra={"user_id": user, "posts": posts, "followers": followers})
+        return Removed(posts, followers)
