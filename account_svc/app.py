@@ -4,7 +4,6 @@ pool, servicer, ServiceHost."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from account_svc.accounts import Accounts, LoginLimits
@@ -106,14 +105,7 @@ def _retry_content_removals(host: ServiceHost, accounts: Accounts, interval: flo
             except Exception:
                 logger.exception("retrying feed removals failed")
 
-    task = asyncio.create_task(loop(), name="account-content-removals")
-
-    async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    host.on_stop(stop)
+    host.background(loop(), "account-content-removals")
 
 
 async def serve(config: AccountConfig) -> None:

@@ -94,19 +94,12 @@ async def build(
             with contextlib.suppress(Exception):
                 await store.sweep_streaming(feed.clock())
 
-    sweeper = asyncio.create_task(sweep(), name="feed-streaming-sweep")
-
-    async def stop_sweeper() -> None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
-
+    host.background(sweep(), "feed-streaming-sweep")
     host.on_stop(close_redis)
     host.on_stop(directory.close)
     host.on_stop(hub.stop)
     host.on_stop(pool.stop)
     host.on_stop(stop_rebuilds)
-    host.on_stop(stop_sweeper)
     return FeedApp(host, feed, store, pool, hub, redis)
 
 

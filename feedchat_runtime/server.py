@@ -162,6 +162,18 @@ class ServiceHost:
         """Run ``hook`` after the server has stopped (close pools, stop workers)."""
         self._stop_hooks.append(hook)
 
+    def background(self, work: Awaitable[None], name: str) -> None:
+        """Run ``work`` (a loop: sweeps, retries) as a task cancelled when the host stops."""
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self.on_stop(cancel)
+
     async def set_serving(self, serving: bool) -> None:
         """Report (NOT_)SERVING for the whole server and each of its services."""
         assert self.built is not None
