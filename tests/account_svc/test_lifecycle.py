@@ -167,3 +167,29 @@ async def test_delete_account_with_a_wrong_password_deletes_nothing(account: Acc
     ))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "WRONG_PASSWORD")
     assert (await _login(account, "uma", PASSWORD)).user_id == user.user_id
+
+
+async def test_access_token_works_after_sign_out_everywhere_until_it_expires(
+    start_account: StartAccount,
+) -> None:
+    account = await start_account(access_token_ttl=2.0, refresh_token_ttl=60.0)
+    user = await account.sign_up("vic")
+    lifetime = user.access_token_expires_at.seconds - user.refresh_token_expires_at.seconds
+    assert -59 <= lifetime <= -57  # the access token lives the configured 2 s, not longer
+    md = bearer(user.access_token)
+    await account.stub.SignOutEverywhere(pb.SignOutEverywhereRequest(), metadata=md)
+    # Documented: no per-call revocation lookup, so the access token still works...
+    me = await account.stub.GetProfile(pb.GetProfileRequest(), metadata=md)
+    assert me.user.user_id == user.user_id
+
+    async def refused() -> str:
+        try:
+            await account.stub.GetProfile(pb.GetProfileRequest(), metadata=md)
+        except grpc.aio.AioRpcError as exc:
+            return (await error_details(exc)).reason
+        return ""
+
+    # ...until its expiry, and nothing renews it.
+    assert await eventually(refused, 10.0, "the access token to expire",
+                            interval=0.2) == "TOKEN_EXPIRED"
+    assert await _refresh_error(account, user.refresh_token) == "REFRESH_TOKEN_REVOKED"
