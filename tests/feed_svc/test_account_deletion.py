@@ -117,3 +117,23 @@ async def test_posts_are_removed_once_a_down_feed_is_back(start_system: StartSys
         await back.close()
     finally:
         await app.host.stop()
+
+
+async def test_delete_user_content_is_service_only_and_needs_a_user_id(
+    system: System,
+) -> None:
+    user = await system.sign_up()
+    await user.post("still here")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.DeleteUserContent(
+            pb.DeleteUserContentRequest(user_id=user.user_id), metadata=user.md)
+    details = await error_details(caught.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                              "SERVICE_ONLY")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.DeleteUserContent(
+            pb.DeleteUserContentRequest(user_id=0), metadata=service_metadata())
+    details = await error_details(caught.value)
+    assert (details.code, details.field_violations[0][0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "user_id")
+    await user.post("the refused calls removed nothing")
