@@ -25,7 +25,8 @@ from tests.rpc_errors import failure
 
 USER = 7
 SERVICE_ONLY = {"/feedchat.chat.v1.ChatPeerService/Deliver",
-                "/feedchat.notify.v1.NotifyService/StreamNotifications"}
+                "/feedchat.notify.v1.NotifyService/StreamNotifications",
+                "/feedchat.feed.v1.FeedService/DeleteUserContent"}
 SERVICES = {
     "account": [account_pb2.DESCRIPTOR.services_by_name["AccountService"]],
     "feed": [feed_pb2.DESCRIPTOR.services_by_name["FeedService"]],
