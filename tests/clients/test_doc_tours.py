@@ -62,7 +62,11 @@ async def test_account_tour_runs(system: System, tmp_path: Path) -> None:
     profiles = [r["user"] for r in replies if "user" in r]
     assert [p.get("display_name") for p in profiles] == [None, "Erin", "Erin"]
     assert [u.get("display_name") for r in replies for u in r.get("users", [])] == ["Erin"]
-    assert replies[-1]["access_token"] and replies[-1]["refresh_token"]
+    refreshed, changed, signed_out, deleted = replies[-4:]
+    assert refreshed["access_token"] and refreshed["refresh_token"]
+    assert changed["access_token"] and changed["refresh_token"]  # ChangePassword
+    assert signed_out == {"revoked_refresh_tokens": 1}  # the pair ChangePassword issued
+    assert deleted["username_free_at"]
 
 
 async def test_feed_tour_runs(system: System, tmp_path: Path) -> None:
