@@ -162,8 +162,9 @@ class RedisClusterNodes:
                     time.sleep(0.05)
 
     def master_of(self, key: str) -> EmbeddedServer:
-        """The node serving ``key``'s slot right now."""
-        with self._client(self.nodes[0]) as client:
+        """The node serving ``key``'s slot, as the first running node sees it now."""
+        alive = next(n for n in self.nodes if n.process is not None and n.process.poll() is None)
+        with self._client(alive) as client:
             slot = int(client.execute_command("CLUSTER KEYSLOT", key))
             for first, last, primary, *_ in client.execute_command("CLUSTER SLOTS"):
                 if int(first) <= slot <= int(last):

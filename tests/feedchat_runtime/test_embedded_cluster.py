@@ -15,6 +15,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from feedchat_runtime.embedded_cluster import EtcdMembers, RedisClusterNodes
 from feedchat_runtime.registry import EtcdSession, Member, Registration, list_members
 from feedchat_runtime.snowflake import WorkerIdClaim
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -88,7 +89,9 @@ async def test_redis_cluster_forms_and_a_replica_takes_over_a_killed_master(
                 except (RedisClusterException, RedisError):
                     assert time.monotonic() - started < 15, "no replica took over"
                     await asyncio.sleep(0.2)
-            assert nodes.master_of("key-7") is not victim
+            # The nodes' views converge by gossip: the one asked may lag the client's.
+            await wait_until(lambda: nodes.master_of("key-7") is not victim, timeout=15,
+                             what="the replica promoted in every node's view")
             assert await client.get("key-7") == b"after failover"
             assert await client.get("key-8") == b"8"
         finally:
