@@ -17,6 +17,7 @@ from feedchat_runtime.embedded import FSYNC_POLICIES
 from feedchat_runtime.logs import setup_logging
 from feedchat_runtime.registry import EtcdSession, list_members
 from feedchat_runtime.services import SERVICES
+from feedchat_runtime.topology import topology_lines
 
 
 def _env(name: str, default: str) -> str:
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="external Redis URL instead of the embedded one [FEEDCHAT_REDIS_URL]")
     up.add_argument("--redis-port", type=int, default=None,
                     help="embedded Redis's port (default 6379 + --port-offset)")
+    up.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                    help="start a local Redis Cluster instead: N masters with one replica "
+                         "each on 2N consecutive ports from --redis-port; only the "
+                         "services that run on a cluster are started")
     up.add_argument("--postgres-url", default=_env("POSTGRES_URL", ""),
                     help="external PostgreSQL URL instead of the embedded one "
                          "[FEEDCHAT_POSTGRES_URL]")
@@ -82,6 +87,9 @@ async def _status(etcd: str, prefix: str, as_json: bool) -> int:
     session = EtcdSession(etcd, prefix)
     try:
         members = await asyncio.wait_for(list_members(session.client, prefix), 5)
+        topology = [] if as_json else await asyncio.wait_for(
+            topology_lines(session.client, prefix), 5
+        )
     except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not trace
         print(f"cannot read the registry at {etcd}: {exc}", file=sys.stderr)
         return 1
@@ -91,7 +99,7 @@ async def _status(etcd: str, prefix: str, as_json: bool) -> int:
         for member in members:
             print(json.dumps(dataclasses.asdict(member), sort_keys=True))
     else:
-        print(render_table(members, etcd, ""))
+        print("\n".join([*topology, "", render_table(members, etcd, "")]))
     return 0
 
 
@@ -116,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.etcd and args.etcd_port is not None:
             raise SystemExit("--etcd-port is the embedded etcd's port; --etcd names an "
                              "external one: give one of them")
+        if args.redis_cluster and args.redis_url:
+            raise SystemExit("--redis-cluster starts a local Redis Cluster; --redis-url names "
+                             "an external Redis: give one of them")
+        if args.redis_cluster < 0 or args.redis_cluster in (1, 2):
+            raise SystemExit("--redis-cluster needs at least 3 masters (a cluster elects a "
+                             "failed master's replica by a majority of masters)")
         if args.redis_url and args.redis_port is not None:
             raise SystemExit("--redis-port is the embedded Redis's port; --redis-url names "
                              "an external one: give one of them")
@@ -130,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            ("postgres", postgres_port)):
             if not 1024 <= port <= 65535:
                 raise SystemExit(f"the embedded {name} port {port} is outside 1024-65535")
+        if args.redis_cluster and redis_port + 2 * args.redis_cluster - 1 + 10000 > 65535:
+            raise SystemExit("--redis-cluster's cluster bus ports (Redis port + 10000) would "
+                             "pass 65535: give a lower --redis-port")
         config = ClusterConfig(
             data_dir=Path(args.data_dir).resolve(),
             host=args.host,
@@ -145,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port_offset=args.port_offset,
             etcd_members=args.etcd_members,
             fsync=args.fsync,
+            redis_cluster=args.redis_cluster,
         )
         try:
             return asyncio.run(Cluster(config, dict(os.environ)).run())

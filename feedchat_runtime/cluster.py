@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from redis.exceptions import RedisError
 
 from feedchat_runtime.embedded import (
     EmbeddedServer,
@@ -29,9 +30,11 @@ from feedchat_runtime.embedded import (
     postgres_url,
     redis_server,
 )
-from feedchat_runtime.embedded_cluster import EtcdMembers
+from feedchat_runtime.embedded_cluster import EtcdMembers, RedisClusterNodes
+from feedchat_runtime.redis_client import is_cluster
 from feedchat_runtime.registry import EtcdSession, Member, list_members
 from feedchat_runtime.services import SERVICES, ServiceSpec
+from feedchat_runtime.topology import forget_redis_url, record_redis_url
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ class ClusterConfig:
     ports from etcd_port (client and peer port per member)."""
     fsync: str = "everysec"
     """The embedded Redis's ``appendfsync``: ``everysec`` or ``always``."""
+    redis_cluster: int = 0
+    """Masters of an embedded Redis Cluster, one replica each, on 2N consecutive ports from
+    redis_port (cluster bus: port + 10000); 0 starts one Redis."""
 
 
 class StartupError(RuntimeError):
@@ -169,6 +175,7 @@ class Cluster:
         self.etcd: EmbeddedServer | None = None
         self.etcd_cluster: EtcdMembers | None = None
         self.redis: EmbeddedServer | None = None
+        self.redis_nodes: RedisClusterNodes | None = None
         self.postgres: EmbeddedServer | None = None
         self.children: list[Child] = []
         self._stopping = asyncio.Event()
@@ -183,7 +190,15 @@ class Cluster:
 
     @property
     def redis_url(self) -> str:
-        return self.config.redis_url or (f"redis://{self.redis.address}/0" if self.redis else "")
+        if self.config.redis_url:
+            return self.config.redis_url
+        if self.redis_nodes is not None:
+            return self.redis_nodes.url
+        return f"redis://{self.redis.address}/0" if self.redis else ""
+
+    @property
+    def on_redis_cluster(self) -> bool:
+        return self.config.redis_cluster > 0 or is_cluster(self.config.redis_url)
 
     @property
     def postgres_url(self) -> str:
@@ -198,7 +213,16 @@ class Cluster:
             if unknown:
                 raise SystemExit(f"unknown service(s): {', '.join(sorted(unknown))}")
             chosen = [s for s in chosen if s.name in self.config.only]
+        if self.on_redis_cluster:
+            chosen = [s for s in chosen if s.redis_cluster]
         return chosen
+
+    def left_out(self) -> list[str]:
+        """Installed services not started because they do not run on Redis Cluster yet."""
+        if not self.on_redis_cluster:
+            return []
+        return [s.name for s in SERVICES if s.available() and not s.redis_cluster
+                and (not self.config.only or s.name in self.config.only)]
 
     def start_stores(self) -> None:
         data = self.config.data_dir
@@ -221,7 +245,9 @@ class Cluster:
         elif not self.config.etcd:
             self.etcd = etcd_server(data, self.config.host, self.config.etcd_port)
             _start(self.etcd, "etcd")
-        if not self.config.redis_url:
+        if not self.config.redis_url and self.config.redis_cluster:
+            self._start_redis_cluster(data / "redis-cluster")
+        elif not self.config.redis_url:
             self.redis = redis_server(data / "redis", self.config.host, self.config.redis_port,
                                       fsync=self.config.fsync)
             _start(self.redis, "Redis")
@@ -230,6 +256,39 @@ class Cluster:
                 data / "postgres", self.config.host, self.config.postgres_port
             )
             _start(self.postgres, "PostgreSQL")
+
+    def _start_redis_cluster(self, folder: Path) -> None:
+        """N masters and N replicas; a folder with a formed cluster restarts as it is."""
+        masters = self.config.redis_cluster
+        shape = folder / "masters"
+        if shape.exists() and shape.read_text().strip() != str(masters):
+            raise StartupError(
+                f"{folder} holds a Redis Cluster of {shape.read_text().strip()} masters, not "
+                f"{masters} (give --redis-cluster {shape.read_text().strip()}, or another "
+                "--data-dir)"
+            )
+        self.redis_nodes = RedisClusterNodes(
+            folder, masters=masters, replicas=1, host=self.config.host,
+            base_port=self.config.redis_port, fsync=self.config.fsync,
+        )
+        for index, node in enumerate(self.redis_nodes.plan()):
+            if _port_taken(node.host, node.port + 10000):
+                raise StartupError(
+                    f"Redis node {index}'s cluster bus port {node.port + 10000} on "
+                    f"{node.host} is already in use (give --redis-port or --port-offset)"
+                )
+            role = "master" if index < masters else "replica"
+            _start(node, f"Redis Cluster node {index} ({role})")
+        print(f"joining the Redis Cluster ({masters} masters) ...", end=" ", flush=True)
+        try:
+            self.redis_nodes.join()
+        except (TimeoutError, OSError, RedisError) as exc:
+            print("failed", flush=True)
+            raise StartupError(
+                f"the Redis Cluster did not form ({exc}); see {folder}/node-*/redis.log"
+            ) from exc
+        shape.write_text(f"{masters}\n")
+        print("ok", flush=True)
 
     def _check_service_ports(self) -> None:
         for spec in self.specs():
@@ -311,7 +370,23 @@ class Cluster:
         finally:
             await session.client.close()
 
+    async def record_topology(self, forget: bool = False) -> None:
+        """Record (or forget) in etcd the Redis URL the services got, for `feedchat status`."""
+        session = EtcdSession(self.etcd_address, self.config.etcd_prefix)
+        try:
+            await session.client.connect()
+            if forget:
+                await forget_redis_url(session.client, self.config.etcd_prefix)
+            else:
+                await record_redis_url(session.client, self.config.etcd_prefix, self.redis_url)
+        except Exception as exc:  # noqa: BLE001 - status shows less; nothing else depends on it
+            logger.warning("could not record the Redis topology in etcd: %s", exc)
+        finally:
+            await session.client.close()
+
     def stop_stores(self) -> None:
+        if self.redis_nodes is not None:
+            self.redis_nodes.stop()
         for server in (self.postgres, self.redis, self.etcd):
             if server is not None:
                 server.stop()
@@ -325,6 +400,11 @@ class Cluster:
         except BaseException:
             self.stop_stores()  # what did start must not outlive a failed start
             raise
+        left_out = self.left_out()
+        if left_out:
+            print(f"not started: {', '.join(left_out)} (they do not run on Redis Cluster "
+                  "yet: their scripts span hash slots)", flush=True)
+        await self.record_topology()
         self.children = self.plan()
         tasks = [asyncio.create_task(self._supervise(child)) for child in self.children]
         loop = asyncio.get_running_loop()
@@ -346,6 +426,7 @@ class Cluster:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.record_topology(forget=True)
             self.stop_stores()
             print("stopped.", flush=True)
         return 0

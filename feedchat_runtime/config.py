@@ -53,7 +53,11 @@ class ServiceConfig:
     )
     etcd_prefix: str = _opt("/feedchat", "Root of every feedchat key in etcd.")
     lease_ttl: int = _opt(5, "Seconds a registration outlives its last keep-alive.")
-    redis_url: str = _opt("redis://127.0.0.1:6379/0", "Redis URL (redis:// or unix://).")
+    redis_url: str = _opt(
+        "redis://127.0.0.1:6379/0",
+        "Redis URL: one node (redis://, unix://) or a cluster "
+        "(redis+cluster://host:port,host:port).",
+    )
     postgres_url: str = _opt(
         "postgresql://postgres@127.0.0.1:5432/feedchat",
         "PostgreSQL URL of the record (users, graph, posts, channels).",

@@ -86,31 +86,41 @@ class RedisClusterNodes:
     """First node's port (the others follow); 0 picks free ports."""
     fsync: str = "everysec"
     nodes: list[EmbeddedServer] = field(default_factory=list)
+    _formed: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
         return redis_cluster_url([n.address for n in self.nodes[: self.masters]])
 
-    def _plan(self) -> list[EmbeddedServer]:
+    def plan(self) -> list[EmbeddedServer]:
+        """The nodes (not started), kept in ``nodes``; notes whether the data folder
+        already holds a formed cluster (every node has its ``nodes.conf``)."""
+        if self.nodes:
+            return self.nodes
         count = self.masters * (1 + self.replicas)
         ports = (
             [self.base_port + i for i in range(count)]
             if self.base_port
             else [free_cluster_port(self.host) for _ in range(count)]
         )
-        return [
+        self.nodes = [
             _cluster_node(self.data_dir / f"node-{i}", self.host, port, self.fsync)
             for i, port in enumerate(ports)
         ]
+        self._formed = all((n.data_dir / "nodes.conf").exists() for n in self.nodes)
+        return self.nodes
 
     def start(self, timeout: float = 30.0) -> None:
-        if not self.nodes:
-            self.nodes = self._plan()
-        formed = all((n.data_dir / "nodes.conf").exists() for n in self.nodes)
-        for node in self.nodes:
+        for node in self.plan():
             node.start()
-        if not formed:
+        self.join(timeout)
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Once every planned node runs: form the cluster if the folder was new, then wait
+        until it is ok (a formed cluster's nodes find each other from ``nodes.conf``)."""
+        if not self._formed:
             self._form(timeout)
+            self._formed = True
         self.wait_ok(timeout)
 
     def _client(self, node: EmbeddedServer) -> redis.Redis:

@@ -22,16 +22,19 @@ class ServiceSpec:
     base_port: int
     """Local port of the first instance; instance i listens on ``base_port + i``."""
     default_instances: int = 1
+    redis_cluster: bool = True
+    """Runs on a Redis Cluster (every script and MULTI in one hash slot); `feedchat up`
+    with a cluster starts only these."""
 
     def available(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("account", "account_svc", 50051),
-    ServiceSpec("feed", "feed_svc", 50052),
+    ServiceSpec("account", "account_svc", 50051, redis_cluster=False),
+    ServiceSpec("feed", "feed_svc", 50052, redis_cluster=False),
     ServiceSpec("presence", "presence_svc", 50053),
     ServiceSpec("router", "router", 50054),
     ServiceSpec("notify", "notify_svc", 50055),
-    ServiceSpec("chat", "chat_svc", 50061, default_instances=3),
+    ServiceSpec("chat", "chat_svc", 50061, default_instances=3, redis_cluster=False),
 )

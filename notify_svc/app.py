@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import grpc
 import httpx
-import redis.asyncio as aioredis
 
 from feedchat.notify.v1 import notify_pb2_grpc
 from feedchat_runtime import redis_client
@@ -32,7 +31,7 @@ class NotifyApp:
 
     config: NotifyConfig
     host: ServiceHost
-    redis: aioredis.Redis
+    redis: redis_client.RedisClient
     store: NotifyStore
     http: httpx.AsyncClient
     hub: EventHub
@@ -52,7 +51,7 @@ async def build(config: NotifyConfig) -> NotifyApp:
     """Open the etcd session and Redis, build the server and the worker (not started)."""
     host = ServiceHost(config, REGISTRY_NAME)
     await host.open()
-    redis = redis_client.connect(config.redis_url)
+    redis = redis_client.connect_any(config.redis_url)
     host.dependencies.add("redis", redis.ping)
     host.on_stop(redis.aclose)
     http = make_client(config.webhook_timeout, config.webhook_max_connections)

@@ -16,8 +16,9 @@ import json
 import logging
 from collections.abc import Collection
 
-import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
+from feedchat_runtime.redis_client import RedisClient, open_pubsub
 from notify_svc.models import Event, EventKind, Notification
 from notify_svc.store import EVENTS_CHANNEL
 
@@ -80,7 +81,7 @@ def parse_event(raw: bytes) -> Event:
 class EventHub:
     """Fans ``notify:events`` out to this process's subscribers."""
 
-    def __init__(self, redis: aioredis.Redis, buffer: int) -> None:
+    def __init__(self, redis: RedisClient, buffer: int) -> None:
         self._redis = redis
         self._buffer = buffer
         self._subs: set[Subscription] = set()
@@ -107,9 +108,11 @@ class EventHub:
 
     async def _run(self) -> None:
         backoff = 0.2
+        attempt = 0
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub: PubSub | None = None
             try:
+                pubsub = await open_pubsub(self._redis, attempt)
                 await pubsub.subscribe(EVENTS_CHANNEL)
                 backoff = 0.2
                 async for message in pubsub.listen():
@@ -129,8 +132,10 @@ class EventHub:
             except Exception as exc:
                 logger.warning("notification event reader broke (%s); reconnecting", exc)
                 self._ready.set()  # never hold start-up hostage to Redis
+                attempt += 1  # on a cluster: another node
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]

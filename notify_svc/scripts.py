@@ -1,19 +1,27 @@
 """The Lua scripts of notify_svc's store, each commented with its KEYS and ARGV.
 
 Every script touches keys of one user only, all carrying that user's hash tag, so each
-runs on one Redis Cluster slot. Keys a script derives itself (the open notification's
-hash) are built from a prefix passed in ARGV that carries the same tag.
+runs on one Redis Cluster slot, and every key it touches comes in KEYS. A key that
+depends on what the script finds (the open notification's hash, the hashes a full list
+trims) is named by the caller from a first answer: the script checks that what it finds
+matches what the caller declared and otherwise changes nothing and answers ``retry`` with
+what it found, for the caller's next call (see NotifyStore.apply).
 """
 
 # Apply one queue job to the user's notifications, exactly once per (user, message).
 # KEYS[1] seen marker   KEYS[2] mutes   KEYS[3] open key of (kind, channel)
 # KEYS[4] list          KEYS[5] hash of the notification this message would open
+# KEYS[6 .. 5+n] hashes of the notifications the caller expects a full list to drop
+# KEYS[6+n] (when ARGV[10] is not '') hash of the open notification ARGV[10]
 # ARGV[1] padded message id (the new notification's id)   ARGV[2] kind   ARGV[3] channel_id
 # ARGV[4] sender_id   ARGV[5] preview   ARGV[6] message time ms   ARGV[7] collapse window ms
-# ARGV[8] marker ttl ms   ARGV[9] notifications kept   ARGV[10] notification key prefix
-# (same hash tag: the open notification's key is built from it).
+# ARGV[8] marker ttl ms   ARGV[9] notifications kept   ARGV[10] padded id of the open
+# notification the caller expects ('' none)   ARGV[11] n   ARGV[12 .. 11+n] padded ids
+# of the notifications it expects to be dropped (their hashes are KEYS[6 .. 5+n]).
 # Returns {outcome, padded nid, fresh}: outcome created|collapsed|muted; fresh 0 when the
 # marker already existed (a retried job: nothing changes, the first outcome is replayed).
+# Or, having changed nothing, {'retry', open id or '', 0, ids to drop...}: call again
+# declaring those keys.
 APPLY_LUA = """
 local seen = redis.call('GET', KEYS[1])
 if seen then
@@ -25,9 +33,11 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then
   redis.call('SET', KEYS[1], 'muted:', 'PX', ttl)
   return {'muted', '', 1}
 end
+local n = tonumber(ARGV[11])
 local open = redis.call('GET', KEYS[3])
+if open and open ~= ARGV[10] then return {'retry', open, 0} end
 if open then
-  local nkey = ARGV[10] .. open
+  local nkey = KEYS[6 + n]
   if redis.call('HGET', nkey, 'read') == '0' then
     redis.call('HINCRBY', nkey, 'count', 1)
     -- fixed-width ids: string order is numeric order; late arrivals keep the newest preview
@@ -39,14 +49,36 @@ if open then
     return {'collapsed', open, 1}
   end
 end
+-- A full list drops its oldest: the smallest ids of the list plus the new one (all
+-- scores are 0, so ZRANGE's order is the ids' order).
+local over = redis.call('ZCARD', KEYS[4]) + 1 - tonumber(ARGV[9])
+local drop = {}
+local declared = {}
+for j = 1, n do declared[ARGV[11 + j]] = KEYS[5 + j] end
+if over > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[4], 0, over - 1)
+  table.insert(oldest, ARGV[1])
+  table.sort(oldest)
+  local missing = false
+  for i = 1, over do
+    local id = oldest[i]
+    if id ~= ARGV[1] then
+      table.insert(drop, id)
+      if not declared[id] then missing = true end
+    end
+  end
+  if missing then return {'retry', open or '', 0, unpack(drop)} end
+end
 redis.call('HSET', KEYS[5], 'kind', ARGV[2], 'channel_id', ARGV[3], 'sender_id', ARGV[4],
            'first_message_id', ARGV[1], 'last_message_id', ARGV[1], 'count', 1,
            'preview', ARGV[5], 'created_ms', ARGV[6], 'updated_ms', ARGV[6], 'read', 0)
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
-local over = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[9])
 if over > 0 then
   local dropped = redis.call('ZPOPMIN', KEYS[4], over)
-  for i = 1, #dropped, 2 do redis.call('DEL', ARGV[10] .. dropped[i]) end
+  for i = 1, #dropped, 2 do
+    if dropped[i] == ARGV[1] then redis.call('DEL', KEYS[5])
+    else redis.call('DEL', declared[dropped[i]]) end
+  end
 end
 if tonumber(ARGV[7]) > 0 then
   redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[7])
@@ -56,19 +88,17 @@ return {'created', ARGV[1], 1}
 """
 
 # Mark notifications read and stop them collapsing new messages.
-# KEYS[1] the user's list key (only to route the script to the user's slot)
-# ARGV[1] notification key prefix   ARGV[2] open key prefix   ARGV[3..] padded nids
+# KEYS[1 .. n] the notifications' hashes   KEYS[n+1 .. 2n] the open key of each one's
+# (kind, channel)   ARGV[1 .. n] their padded ids.
 # Returns how many were unread before.
 MARK_READ_LUA = """
+local n = #ARGV
 local marked = 0
-for i = 3, #ARGV do
-  local nkey = ARGV[1] .. ARGV[i]
-  if redis.call('HGET', nkey, 'read') == '0' then
-    redis.call('HSET', nkey, 'read', 1)
+for i = 1, n do
+  if redis.call('HGET', KEYS[i], 'read') == '0' then
+    redis.call('HSET', KEYS[i], 'read', 1)
     marked = marked + 1
-    local fields = redis.call('HMGET', nkey, 'kind', 'channel_id')
-    local okey = ARGV[2] .. fields[1] .. ':' .. fields[2]
-    if redis.call('GET', okey) == ARGV[i] then redis.call('DEL', okey) end
+    if redis.call('GET', KEYS[n + i]) == ARGV[i] then redis.call('DEL', KEYS[n + i]) end
   end
 end
 return marked

@@ -31,9 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from feedchat_runtime.errors import Unavailable
+from feedchat_runtime.redis_client import RedisClient
 from notify_svc.models import Device, DeviceKind, Notification, NotificationKind
 from notify_svc.scripts import ADD_MUTE_LUA, APPLY_LUA, MARK_READ_LUA, PUT_DEVICE_LUA
 
@@ -41,6 +42,8 @@ QUEUE_KEY = "notify:queue"
 DEAD_KEY = "notify:dead"
 ATTEMPTS_KEY = "notify:attempts"
 EVENTS_CHANNEL = "notify:events"
+APPLY_CALLS = 4
+"""Calls of the apply script per job before giving up (the job is then retried)."""
 DEAD_MAXLEN = 100_000
 """The dead-letter stream keeps about this many newest entries."""
 
@@ -141,7 +144,7 @@ def _devices(raw: Mapping[Any, Any]) -> list[Device]:
 class NotifyStore:
     """Redis access for devices, mutes, notifications, and the queue."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._apply = redis.register_script(APPLY_LUA)
         self._mark_read = redis.register_script(MARK_READ_LUA)
@@ -182,22 +185,39 @@ class NotifyStore:
         sender_id: int, preview: str, at_ms: int, window_ms: int, marker_ttl_ms: int,
         keep: int,
     ) -> ApplyResult:
-        """Run the apply script (see APPLY_LUA) for one job."""
-        outcome, nid, fresh = await self._apply(
-            keys=[
-                seen_key(job_user, message_id),
-                mutes_key(job_user),
-                open_key(job_user, kind, channel_id),
-                list_key(job_user),
-                notification_key(job_user, message_id),
-            ],
-            args=[
-                pad(message_id), kind.value, channel_id, sender_id, preview, at_ms,
-                window_ms, marker_ttl_ms, keep, notification_prefix(job_user),
-            ],
+        """Run the apply script (see APPLY_LUA) for one job.
+
+        The script names the open notification and the ones a full list drops in a
+        ``retry`` answer when this call did not declare their keys; the next call declares
+        them. Two calls in the usual case (a collapse, or a create on a full list), one
+        when neither applies; more only while other jobs of the same user and channel
+        change the list in between, up to APPLY_CALLS.
+        """
+        fixed = [
+            seen_key(job_user, message_id), mutes_key(job_user),
+            open_key(job_user, kind, channel_id), list_key(job_user),
+            notification_key(job_user, message_id),
+        ]
+        args = [pad(message_id), kind.value, channel_id, sender_id, preview, at_ms,
+                window_ms, marker_ttl_ms, keep]
+        open_id, drop = "", list[str]()
+        prefix = notification_prefix(job_user)
+        for _ in range(APPLY_CALLS):
+            tail = [prefix + open_id] if open_id else []
+            reply = await self._apply(
+                keys=[*fixed, *(prefix + nid for nid in drop), *tail],
+                args=[*args, open_id, len(drop), *drop],
+            )
+            outcome = _s(reply[0])
+            if outcome == "retry":
+                open_id, drop = _s(reply[1]), [_s(nid) for nid in reply[3:]]
+                continue
+            nid_text = _s(reply[1])
+            return ApplyResult(outcome, int(nid_text) if nid_text else 0, bool(int(reply[2])))
+        raise Unavailable(
+            f"notifications of user {job_user} keep changing; the job is retried",
+            reason="STORAGE_CONTENDED",
         )
-        nid_text = _s(nid)
-        return ApplyResult(_s(outcome), int(nid_text) if nid_text else 0, bool(int(fresh)))
 
     async def notification(self, user_id: int, nid: int) -> Notification | None:
         raw = await self.redis.hgetall(notification_key(user_id, nid))
@@ -223,9 +243,22 @@ class NotifyStore:
         return found, (int(_s(ids[-1])) if more else None)
 
     async def mark_read(self, user_id: int, nids: Sequence[int]) -> int:
+        """Mark ``nids`` read; how many were unread. Their (kind, channel), which never
+        change, are read first to name each one's open key."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for nid in nids:
+                pipe.hmget(notification_key(user_id, nid), ["kind", "channel_id"])
+            rows = await pipe.execute()
+        found = [(nid, NotificationKind(_s(kind)), int(chan))
+                 for nid, (kind, chan) in zip(nids, rows, strict=True) if kind is not None]
+        if not found:
+            return 0
         marked = await self._mark_read(
-            keys=[list_key(user_id)],
-            args=[notification_prefix(user_id), open_prefix(user_id), *(pad(n) for n in nids)],
+            keys=[
+                *(notification_key(user_id, nid) for nid, _, _ in found),
+                *(open_key(user_id, kind, chan) for _, kind, chan in found),
+            ],
+            args=[pad(nid) for nid, _, _ in found],
         )
         return int(marked)
 

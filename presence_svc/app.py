@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-import redis.asyncio as aioredis
 
 from feedchat.presence.v1 import presence_pb2, presence_pb2_grpc
 from feedchat_runtime import redis_client
@@ -33,7 +32,7 @@ class PresenceApp:
     """A built (not yet started) presence server and its parts."""
 
     host: ServiceHost
-    redis: aioredis.Redis
+    redis: redis_client.RedisClient
     store: PresenceStore
     hub: SubscriptionHub
     tracker: PresenceTracker
@@ -59,19 +58,11 @@ async def build(config: PresenceConfig, following: FollowingSource | None = None
     await host.open()
     # A bounded pool: a burst of connecting streams waits for a connection instead of
     # opening hundreds (and running into file-descriptor or maxclients limits).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        config.redis_url,
-        max_connections=config.redis_pool,
-        timeout=5,
-        connection_class=redis_client.connection_class(config.redis_url),
+    redis = redis_client.connect_any(
+        config.redis_url, max_connections=config.redis_pool, pool_timeout=5
     )
-    redis = aioredis.Redis(connection_pool=pool)
     host.dependencies.add("redis", redis.ping)
-
-    async def close_redis() -> None:
-        await redis.aclose(close_connection_pool=True)
-
-    host.on_stop(close_redis)
+    host.on_stop(redis.aclose)
     store = PresenceStore(redis, config.max_devices)
     await store.load_scripts()
     if following is None:

@@ -9,11 +9,13 @@ Each incoming transition is handed to that user's listeners.
 caller that reads the current state afterwards cannot miss a transition made in between
 (it may see one twice; events carry versions for that).
 
-Pub/sub drops what is published while its connection is down. When the connection comes
-back, redis-py subscribes again; the hub notices those unasked-for confirmations and
-re-reads the stored state of the users concerned, handing it to their listeners like an
-event, so a transition missed during the outage still reaches the streams (listeners drop
-what their version shows they already have).
+Pub/sub drops what is published while its connection is down. When the connection
+breaks, the hub opens a new one (on a Redis Cluster: on another node, as the old one may
+be a dead master) and subscribes again to every watched user; when redis-py reconnects by
+itself it subscribes again too. Either way the hub notices those unasked-for
+confirmations and re-reads the stored state of the users concerned, handing it to their
+listeners like an event, so a transition missed during the outage still reaches the
+streams (listeners drop what their version shows they already have).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from feedchat_runtime.errors import Unavailable
+from feedchat_runtime.redis_client import RedisClient, open_pubsub
 from presence_svc.store import StoredState, channel, parse_event, user_of_channel
 
 logger = logging.getLogger(__name__)
@@ -45,8 +48,10 @@ RESYNC_DELAY = 0.05
 class SubscriptionHub:
     """Reference-counted channel subscriptions over one pub/sub connection."""
 
-    def __init__(self, redis: aioredis.Redis, instance: str, refetch: Refetch) -> None:
-        self._pubsub = redis.pubsub()
+    def __init__(self, redis: RedisClient, instance: str, refetch: Refetch) -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._attempt = 0
         self._refetch = refetch
         self._resync: set[int] = set()
         self._resync_task: asyncio.Task[None] | None = None
@@ -71,6 +76,7 @@ class SubscriptionHub:
     async def start(self) -> None:
         # A control channel of its own gives the connection a first subscription, so the
         # reader has something to read before any stream watches anyone.
+        self._pubsub = await open_pubsub(self._redis)
         await self._pubsub.subscribe(self._control)
         self._task = asyncio.create_task(self._read(), name="presence-hub")
 
@@ -82,8 +88,9 @@ class SubscriptionHub:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         for future in self._ready.values():
             if not future.done():
                 future.cancel()
@@ -110,6 +117,7 @@ class SubscriptionHub:
                 for uid in live:
                     self._queue(channel(uid).encode(), self._ready[uid])
                 if live:
+                    assert self._pubsub is not None, "start() first"
                     await self._pubsub.subscribe(*(channel(uid) for uid in live))
         if waits:
             try:
@@ -140,7 +148,7 @@ class SubscriptionHub:
             still = [uid for uid in gone if uid not in self._listeners]
             for uid in still:
                 self._queue(channel(uid).encode(), None)
-            if still:
+            if still and self._pubsub is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self._pubsub.unsubscribe(*(channel(uid) for uid in still))
 
@@ -200,12 +208,40 @@ class SubscriptionHub:
         self.events_received += 1
         self._deliver(uid, state)
 
+    async def _reopen(self) -> None:
+        """Replace a broken pub/sub connection and subscribe again to every watched user.
+
+        Only the newest unanswered SUBSCRIBE of a still-watched user stays in flight (the
+        new connection's confirmation answers it); the other users' confirmations arrive
+        unasked and make the hub re-read them.
+        """
+        async with self._lock:
+            if self._pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._attempt += 1
+            inflight: dict[bytes, deque[asyncio.Future[None] | None]] = {}
+            for uid in self._listeners:
+                name = channel(uid).encode()
+                waiting = [f for f in self._inflight.get(name, ()) if f is not None]
+                if waiting:
+                    inflight[name] = deque(waiting[-1:])
+            self._inflight = inflight
+            self._pubsub = await open_pubsub(self._redis, self._attempt)
+            await self._pubsub.subscribe(self._control, *(channel(u) for u in self._listeners))
+
     async def _read(self) -> None:
+        broken = False
         while not self._closed:
             try:
+                if broken:
+                    await self._reopen()
+                    broken = False
+                assert self._pubsub is not None, "start() first"
                 message = await self._pubsub.get_message(timeout=1.0)
             except (RedisError, OSError) as exc:
                 logger.warning("presence pub/sub connection failed: %s", exc)
+                broken = True
                 await asyncio.sleep(0.5)
                 continue
             if message is None:

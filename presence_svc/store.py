@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
+
+from feedchat_runtime.redis_client import RedisClient
 
 SWEEP_BUCKETS = 16
 
@@ -218,6 +219,12 @@ def parse_event(data: bytes) -> StoredState:
     return StoredState(int(uid), status.decode(), int(seen), int(since), int(version))
 
 
+def _queue_script(pipe: Any, sha: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+    """Queue EVALSHA on a pipeline of either topology. redis-py's cluster pipeline refuses
+    its ``evalsha`` method, but routes the command itself by its keys like any other."""
+    pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
 def _as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -225,7 +232,7 @@ def _as_str(value: Any) -> str:
 class PresenceStore:
     """Presence rows, device deadlines, the sweep index, and transition events in Redis."""
 
-    def __init__(self, redis: aioredis.Redis, max_devices: int) -> None:
+    def __init__(self, redis: RedisClient, max_devices: int) -> None:
         self.redis = redis
         self._max_devices = max_devices
         self._sources = {"hb": HEARTBEAT, "disc": DISCONNECT, "sweep": SWEEP, "unidx": UNINDEX}
@@ -273,8 +280,8 @@ class PresenceStore:
                 for beat in beats:
                     pipe.zadd(sweep_key_of(beat.user_id),
                               {str(beat.user_id): beat.deadline_ms}, gt=True)
-                    pipe.evalsha(self._sha["hb"], 3, *_user_keys(beat.user_id),
-                                 *self._beat_args(beat))
+                    _queue_script(pipe, self._sha["hb"], _user_keys(beat.user_id),
+                                  self._beat_args(beat))
                 replies = await pipe.execute(raise_on_error=attempt == 1)
             if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
                 await self.load_scripts()
@@ -313,8 +320,8 @@ class PresenceStore:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for uid in user_ids:
-                    pipe.evalsha(self._sha["sweep"], 3, *_user_keys(uid), now_ms, channel(uid),
-                                 uid)
+                    _queue_script(pipe, self._sha["sweep"], _user_keys(uid),
+                                  [now_ms, channel(uid), uid])
                 replies = await pipe.execute()
         except NoScriptError:
             await self.load_scripts()  # Redis lost its scripts; the next sweep retries
@@ -330,7 +337,7 @@ class PresenceStore:
                 else:
                     gone.append(uid)
             if gone:
-                pipe.evalsha(self._sha["unidx"], 1, sweep_key(bucket), now_ms, *gone)
+                _queue_script(pipe, self._sha["unidx"], [sweep_key(bucket)], [now_ms, *gone])
             await pipe.execute()
         return results
 

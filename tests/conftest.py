@@ -1,5 +1,6 @@
 """Session-wide real servers: one etcd, one Redis and one PostgreSQL on free ports in
-temporary folders.
+temporary folders, and (for the suites that run on both Redis topologies) a Redis Cluster
+of 3 masters with a replica each, started the first time a test asks for it.
 
 Each test gets a fresh key space: Redis is flushed before it, it gets its own etcd prefix,
 and its own empty PostgreSQL schema (the services migrate it on start), so tests never see
@@ -15,7 +16,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from feedchat_runtime.config import ServiceConfig, load_config
 from feedchat_runtime.embedded import (
@@ -25,7 +25,21 @@ from feedchat_runtime.embedded import (
     postgres_url,
     redis_server,
 )
+from feedchat_runtime.embedded_cluster import RedisClusterNodes
+from feedchat_runtime.redis_client import RedisClient, connect_any
 from tests.tempdirs import outside_pytest_tmp
+
+TOPOLOGIES = ("node", "cluster")
+"""The values of ``redis_url``'s parameter: one Redis node, or the 3-master cluster."""
+
+
+def run_on_both_topologies(metafunc: pytest.Metafunc) -> None:
+    """For a suite's ``pytest_generate_tests``: every test that uses Redis runs twice,
+    on one node (``[node]``) and on the Redis Cluster (``[cluster]``)."""
+    if "redis_url" in metafunc.fixturenames and not any(
+        "redis_url" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
+    ):
+        metafunc.parametrize("redis_url", TOPOLOGIES, indirect=True)
 
 _counter = itertools.count()
 
@@ -55,15 +69,30 @@ def redis_server_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embe
     server.stop()
 
 
-@pytest.fixture
-def redis_url(redis_server_proc: EmbeddedServer) -> str:
-    return f"redis://{redis_server_proc.address}/0"
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """3 masters with one replica each (started on first use, shared by the session)."""
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"), masters=3, replicas=1)
+    nodes.start()
+    yield nodes
+    nodes.stop()
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client on a freshly flushed Redis."""
-    client = aioredis.Redis.from_url(redis_url)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The Redis the test's services use: one node unless parametrized with "cluster"
+    (see :func:`run_on_both_topologies`)."""
+    if getattr(request, "param", "node") == "cluster":
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    server: EmbeddedServer = request.getfixturevalue("redis_server_proc")
+    return f"redis://{server.address}/0"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client on a freshly flushed Redis (every master of a cluster)."""
+    client = connect_any(redis_url)
     await client.flushall()
     yield client
     await client.aclose()

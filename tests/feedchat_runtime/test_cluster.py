@@ -166,11 +166,13 @@ async def test_up_with_its_etcd_port_taken_says_so_in_one_line(tmp_path: Path) -
     assert "Traceback" not in out.decode()
 
 
-def _free_block(size: int) -> int:
-    """The first of ``size`` consecutive free ports below the ephemeral range."""
+def _free_block(size: int, bus: bool = False) -> int:
+    """The first of ``size`` consecutive free ports below the ephemeral range (with
+    ``bus``: Redis Cluster ports, whose bus ports +10000 must be free and below it too)."""
     for _ in range(100):
-        first = random.randrange(12000, 30000)
-        if _all_free(range(first, first + size)):
+        first = random.randrange(10000, 22000) if bus else random.randrange(12000, 30000)
+        ports = range(first, first + size)
+        if _all_free([*ports, *(p + 10000 for p in ports)] if bus else ports):
             return first
     raise AssertionError("no free block of ports")
 
@@ -204,3 +206,59 @@ async def test_up_with_three_etcd_members_registers_through_any_member() -> None
             up.send_signal(signal.SIGINT)
             await asyncio.wait_for(up.communicate(), 60)
         assert up.returncode == 0
+
+
+async def _up_until_ready(*argv: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start `feedchat up` and read its output until it prints that it is up."""
+    feedchat = Path(sys.executable).parent / "feedchat"
+    up = await asyncio.create_subprocess_exec(
+        str(feedchat), "up", *argv,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert up.stdout is not None
+    output = []
+    while True:
+        line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()
+        assert line, "feedchat up exited early:\n" + "".join(output)
+        output.append(line)
+        if line.startswith("Ctrl-C stops everything."):
+            return up, "".join(output)
+
+
+async def _status(etcd: str) -> str:
+    feedchat = Path(sys.executable).parent / "feedchat"
+    status = await asyncio.create_subprocess_exec(
+        str(feedchat), "status", "--etcd", etcd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(status.communicate(), 30)
+    assert status.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_up_with_a_redis_cluster_starts_the_services_that_run_on_it_and_restarts_it(
+) -> None:
+    with outside_pytest_tmp() as folder:
+        etcd_port, redis_port = free_port(), _free_block(6, bus=True)
+        argv = (
+            "--data-dir", str(folder / "data"), "--redis-cluster", "3",
+            "--etcd-port", str(etcd_port), "--redis-port", str(redis_port),
+            "--postgres-port", str(free_port()), "--only", "presence,chat",
+            "--port-offset", str(_free_offset(chat_servers=3)),
+        )
+        for run in ("first", "restart"):
+            up, text = await _up_until_ready(*argv)
+            try:
+                assert text.count("starting Redis Cluster node") == 6, text
+                assert "not started: chat (they do not run on Redis Cluster yet" in text, text
+                assert f"redis+cluster://127.0.0.1:{redis_port}," in text, text
+                members = await _members(f"127.0.0.1:{etcd_port}")
+                assert [m.service for m in members] == ["presence"], (run, text)
+                shown = await _status(f"127.0.0.1:{etcd_port}")
+                assert shown.count(" master   slots ") == 3, shown
+                assert shown.count(" replica  of ") == 3, shown
+                assert "FAILED" not in shown and "leader" in shown, shown
+            finally:
+                up.send_signal(signal.SIGINT)
+                await asyncio.wait_for(up.communicate(), 60)
+            assert up.returncode == 0

@@ -15,7 +15,12 @@ from feedchat_runtime.auth import authority_from_config
 from notify_svc.app import NotifyApp, build
 from notify_svc.config import NotifyConfig
 from notify_svc.store import QUEUE_KEY
+from tests.conftest import run_on_both_topologies
 from tests.notify_svc.receiver import Receiver
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    run_on_both_topologies(metafunc)
 
 AUTHORITY = authority_from_config("", "", dev=True)
 StubFor = Callable[[NotifyApp], notify_pb2_grpc.NotifyServiceStub]

@@ -16,6 +16,11 @@ from feedchat_runtime.auth import authority_from_config
 from presence_svc.app import PresenceApp, build
 from presence_svc.config import PresenceConfig
 from presence_svc.following import StaticFollowing
+from tests.conftest import run_on_both_topologies
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    run_on_both_topologies(metafunc)
 
 AUTHORITY = authority_from_config("", "", dev=True)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import grpc
+import pytest
 import redis.asyncio as aioredis
 
 from feed_svc.app import build as build_feed
@@ -31,6 +32,8 @@ class EveryoneExists:
         return True
 
 
+# feed_svc does not run on Redis Cluster yet: one node only.
+@pytest.mark.parametrize("redis_url", ["node"], indirect=True)
 async def test_default_watch_list_is_read_from_feed_svc(
     make_config: Callable[..., Any], redis: aioredis.Redis
 ) -> None:

@@ -7,10 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import grpc
-import redis.asyncio as aioredis
 
 from feedchat.presence.v1 import presence_pb2 as pb
 from feedchat.presence.v1 import presence_pb2_grpc
+from feedchat_runtime.redis_client import connect_any, open_pubsub
 from feedchat_runtime.status import error_details
 from presence_svc.store import channel, devices_key
 from tests.presence_svc.conftest import Cluster, service_metadata, user_metadata
@@ -126,7 +126,7 @@ async def test_each_transition_is_published_once_with_two_instances(
     cluster = await start_cluster(offline_timeout=1.0, heartbeat_interval=0.3,
                                   sweep_interval=0.05, sweep_batch=1)
     users = list(range(100, 120))
-    listener = aioredis.Redis.from_url(redis_url).pubsub()
+    listener = await open_pubsub(connect_any(redis_url))
     await listener.subscribe(*(channel(u) for u in users))
     for _ in users:
         assert (await listener.get_message(timeout=5.0))["type"] == "subscribe"

@@ -6,16 +6,17 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from feedchat_runtime.redis_client import connect_any, open_pubsub
 from presence_svc.store import SWEEP_BUCKETS, Beat, PresenceStore, channel, sweep_key_of
 
 
 async def test_concurrent_sweeps_flip_and_publish_once(
     redis: aioredis.Redis, redis_url: str
 ) -> None:
-    listener = redis.pubsub()
+    listener = await open_pubsub(redis)
     await listener.subscribe(channel(7))
     await listener.get_message(timeout=5.0)
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(4)]
+    clients = [connect_any(redis_url) for _ in range(4)]
     stores = [PresenceStore(c, max_devices=4) for c in clients]
     try:
         await stores[0].heartbeat(Beat(7, "dev-a", "online", 1_000, 2_000))
