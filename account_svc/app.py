@@ -53,7 +53,7 @@ async def build(config: AccountConfig) -> ServiceHost:
         raise
     host.on_stop(db.close)
     host.dependencies.add("postgres", db.ping)
-    redis = redis_client.connect(config.redis_url)
+    redis = redis_client.connect_any(config.redis_url)
     host.dependencies.add("redis", redis.ping)
     passwords = PasswordHashing(
         config.argon2_time_cost,

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from account_svc.store_cache import UserCache
 from account_svc.store_deletions import DeletedAccountStore
 from account_svc.store_limits import LoginLimitStore
 from account_svc.store_tokens import RefreshTokenStore
 from account_svc.store_users import UserStore
 from feedchat_runtime.postgres import Database
+from feedchat_runtime.redis_client import RedisClient
 
 USER_CACHE_TTL_MS = 3_600_000
 """An hour: bounds how long a cache refilled by a reader racing a profile update can be
@@ -38,7 +37,7 @@ class AccountStore:
     deletions: DeletedAccountStore
 
     @classmethod
-    def over(cls, db: Database, redis: aioredis.Redis) -> AccountStore:
+    def over(cls, db: Database, redis: RedisClient) -> AccountStore:
         cache = UserCache(redis, USER_CACHE_TTL_MS)
         return cls(
             users=UserStore(db, cache),

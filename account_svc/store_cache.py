@@ -12,12 +12,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from account_svc.keys import user_cache_key
 from account_svc.models import UserRecord
 from account_svc.scripts import FILL_CACHE
+from feedchat_runtime.redis_client import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _text(value: bytes | None) -> str:
 class UserCache:
     """Public user fields by id, in Redis hashes with a TTL."""
 
-    def __init__(self, redis: aioredis.Redis, ttl_ms: int) -> None:
+    def __init__(self, redis: RedisClient, ttl_ms: int) -> None:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._fill = redis.register_script(FILL_CACHE)

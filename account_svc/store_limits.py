@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from account_svc.keys import login_peer_key, login_user_key, signup_peer_key
 from account_svc.scripts import HIT_LIMIT, REFUND_LIMIT
+from feedchat_runtime.redis_client import RedisClient
 
 Scope = Literal["user", "peer", "signup_peer"]
 _KEYS = {"user": login_user_key, "peer": login_peer_key, "signup_peer": signup_peer_key}
@@ -22,7 +22,7 @@ def _key(scope: Scope, subject: str) -> str:
 class LoginLimitStore:
     """Counts attempts per (scope, subject) in a fixed window."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._hit = redis.register_script(HIT_LIMIT)
         self._refund = redis.register_script(REFUND_LIMIT)
 

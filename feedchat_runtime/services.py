@@ -31,7 +31,7 @@ class ServiceSpec:
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("account", "account_svc", 50051, redis_cluster=False),
+    ServiceSpec("account", "account_svc", 50051),
     ServiceSpec("feed", "feed_svc", 50052, redis_cluster=False),
     ServiceSpec("presence", "presence_svc", 50053),
     ServiceSpec("router", "router", 50054),

@@ -15,6 +15,7 @@ from account_svc.config import AccountConfig
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat.account.v1 import account_pb2_grpc
 from feedchat_runtime.server import ServiceHost
+from tests.conftest import run_on_both_topologies
 
 # Cheap argon2 parameters: the tests check behaviour, not hashing cost.
 FAST: dict[str, Any] = {
@@ -24,6 +25,15 @@ FAST: dict[str, Any] = {
 }
 
 PASSWORD = "correct horse battery"
+
+# The modules whose behaviour rests on Redis (login limits, the user cache) also run on
+# the Redis Cluster; the rest (tokens, TLS, config, hashing) do not depend on its topology.
+ON_BOTH_TOPOLOGIES = {"test_signup_login", "test_record", "test_user_cache", "test_profiles"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in ON_BOTH_TOPOLOGIES:
+        run_on_both_topologies(metafunc)
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
