@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from account_svc.keys import user_cache_key
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat_runtime.embedded import EmbeddedServer, postgres_url
 from feedchat_runtime.postgres import load_migrations
@@ -52,7 +53,7 @@ async def test_get_users_fills_the_cache_and_a_profile_update_replaces_it(
     auth = bearer(user.access_token)
     request = pb.GetUsersRequest(user_ids=[user.user_id])
     await account.stub.GetUsers(request, metadata=auth)
-    assert await redis.keys("account:*:user") != []
+    assert await redis.exists(user_cache_key(user.user_id))
     await account.stub.UpdateProfile(pb.UpdateProfileRequest(bio="new"), metadata=auth)
     users = await account.stub.GetUsers(request, metadata=auth)
     assert users.users[0].bio == "new"
