@@ -79,6 +79,16 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 @pytest.fixture
+def private_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    """A Redis Cluster (3 masters, 1 replica each) of the test's own, whose nodes it may
+    kill."""
+    nodes = RedisClusterNodes(tmp_path / "redis-cluster", masters=3, replicas=1)
+    nodes.start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
 def redis_url(request: pytest.FixtureRequest) -> str:
     """The Redis the test's services use: one node unless parametrized with "cluster"
     (see :func:`run_on_both_topologies`)."""

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -42,14 +41,6 @@ RECOVERY_BOUND = 15.0
 """Seconds from the kill until enqueues and calls on the killed master's slots succeed:
 cluster-node-timeout (2 s) + the replica's election + the clients re-reading the slot map,
 with a wide margin for a loaded CI machine."""
-
-
-@pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
-    nodes = RedisClusterNodes(tmp_path / "redis-cluster", masters=3, replicas=1)
-    nodes.start()
-    yield nodes
-    nodes.stop()
 
 
 async def _queue_master(nodes: RedisClusterNodes) -> aioredis.Redis:
@@ -134,11 +125,11 @@ async def _list_ok(stub: Any, user_id: int) -> bool:
 
 @pytest.mark.parametrize("redis_url", ["node"], indirect=True)  # unused: own cluster below
 async def test_killed_queue_master_fails_over_and_every_acknowledged_job_applies_once(
-    own_cluster: RedisClusterNodes,
+    private_redis_cluster: RedisClusterNodes,
     start_notify: Callable[..., Awaitable[NotifyApp]],
     channel_to: StubFor,
 ) -> None:
-    nodes = own_cluster
+    nodes = private_redis_cluster
     settings = {"redis_url": nodes.url, "collapse_window": 600.0, "max_attempts": 50}
     first = await start_notify(**settings)
     await start_notify(**settings)

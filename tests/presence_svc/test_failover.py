@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -23,14 +22,6 @@ Start = Callable[..., Awaitable[Cluster]]
 RECOVERY_BOUND = 15.0
 """Seconds from the kill until the watcher hears the change: the replica's promotion (when
 the node was a master holding the user's keys) plus the hub's reconnect and re-read."""
-
-
-@pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
-    nodes = RedisClusterNodes(tmp_path / "redis-cluster", masters=3, replicas=1)
-    nodes.start()
-    yield nodes
-    nodes.stop()
 
 
 async def _listening_node(nodes: RedisClusterNodes, user_id: int) -> EmbeddedServer:
@@ -63,14 +54,14 @@ async def _come_online(cluster: Cluster, user_id: int, deadline: float) -> None:
 
 @pytest.mark.parametrize("redis_url", ["node"], indirect=True)  # unused: own cluster below
 async def test_watcher_hears_a_change_made_after_its_pubsub_node_died(
-    own_cluster: RedisClusterNodes, start_cluster: Start
+    private_redis_cluster: RedisClusterNodes, start_cluster: Start
 ) -> None:
-    cluster = await start_cluster(redis_url=own_cluster.url)
+    cluster = await start_cluster(redis_url=private_redis_cluster.url)
     watcher = await cluster.connect(0, 1)
     await watcher.snapshot()
     watcher.watch([2])
     await watcher.snapshot()
-    victim = await _listening_node(own_cluster, 2)
+    victim = await _listening_node(private_redis_cluster, 2)
     victim.kill()
     killed_at = time.monotonic()
     await _come_online(cluster, 2, killed_at + RECOVERY_BOUND)  # through the other instance
