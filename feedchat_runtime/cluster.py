@@ -98,7 +98,8 @@ def _start(server: EmbeddedServer, what: str) -> None:
     if _port_taken(server.host, server.port):
         raise StartupError(
             f"{what} port {server.port} on {server.host} is already in use (another "
-            f"`feedchat up`? give --port-offset N, or --{server.name}-port)"
+            f"`feedchat up`? give --port-offset N, or --{server.name}-port); "
+            f"{what}'s log: {server.log_path}"
         )
     print(f"starting {what} on {server.address} ...", end=" ", flush=True)
     began = time.monotonic()

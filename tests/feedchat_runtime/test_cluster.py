@@ -163,6 +163,7 @@ async def test_up_with_its_etcd_port_taken_says_so_in_one_line(tmp_path: Path) -
     assert up.returncode == 1, out.decode() + err.decode()
     [line] = err.decode().splitlines()
     assert f"etcd port {taken}" in line and "already in use" in line, line
+    assert "etcd.log" in line, line
     assert "Traceback" not in out.decode()
 
 
