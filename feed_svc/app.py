@@ -15,6 +15,7 @@ from feed_svc.config import FeedConfig
 from feed_svc.fanout import BatchHook, FanoutPool, FanoutSettings
 from feed_svc.feed import Feed
 from feed_svc.live import LiveHub
+from feed_svc.records import FeedRecords, open_records
 from feed_svc.servicer import SERVICE_NAME, SERVICE_ONLY, FeedServicer
 from feed_svc.store import FeedStore
 from feedchat.feed.v1 import feed_pb2_grpc
@@ -52,11 +53,18 @@ async def build(
     """
     host = ServiceHost(config, REGISTRY_NAME)
     await host.open()
+    try:
+        db = await open_records(config.postgres_url, config.postgres_pool_size)
+    except BaseException:
+        await host.session.close(revoke=True)
+        raise
+    host.on_stop(db.close)
+    host.dependencies.add("postgres", db.ping)
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
     redis = connect(config.redis_url)
     host.dependencies.add("redis", redis.ping)
-    store = FeedStore(redis)
+    store = FeedStore(redis, FeedRecords(db))
     directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)
     if authors is None:
         authors = AccountAuthors(directory, ttl=config.author_cache_ttl)

@@ -1,5 +1,10 @@
 """The feed's rules: posting, the follow graph, paged reads, fanout progress.
 
+Follows and posts are written to the record (PostgreSQL, :mod:`feed_svc.records`) first;
+a write that fails there is not acknowledged and leaves Redis untouched. Redis is written
+next, as a cache; every request that relies on those caches first makes sure they are
+filled (:class:`feed_svc.warmup.CacheWarmer`).
+
 No transport here: the servicer converts protobuf to these calls and the dataclasses back.
 """
 
@@ -18,6 +23,7 @@ from feed_svc.removal import UserRemoval, account_deleted
 from feed_svc.store import FeedStore, StoredPost
 from feed_svc.store_removal import RemovalStore
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
+from feed_svc.warmup import CacheWarmer
 from feedchat_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -108,19 +114,23 @@ class Feed:
         self.ids = ids
         self.tokens = tokens
         self.clock = clock
+        self.records = store.records
         self.timeline = Timeline(store, config.feed_cache_size)
         self.removal = UserRemoval(store, RemovalStore(store.redis), self.timeline)
+        self.warmer = CacheWarmer(store, store.records, config.celebrity_threshold,
+                                  config.instance)
 
     # --- posts ------------------------------------------------------------------------
     async def create_post(self, user: int, text: str, request_id: str = "") -> PostView:
         POST_TEXT.check(text)
+        now = self.clock()
         request = None
         if check_request_id(request_id):
             request = PostRequest.of(user, request_id, text)
-            original = request.original(await self.store.recorded(request))
+            original = request.original(await self.records.recorded(request, now))
             if original is not None:  # a retry: the post the first call stored
                 return await self._created_view(original, user, text)
-        now = self.clock()
+        await self.warmer.ensure()
         wait_ms = await self.store.take_token(
             user, self.config.post_rate, self.config.post_burst, now
         )
@@ -140,17 +150,18 @@ class Feed:
         else:
             plan = "whole" if followers <= self.config.fanout_chunk else "split"
         post = StoredPost(self.ids.next_id(), user, text)
-        earlier = await self.store.create_post(
-            post, now, plan, followers, alerts=alerted > 0, request=request,
-            log_min_ms=now - int(self.config.stream_resume_window * 1000),
-        )
+        earlier = await self.records.create_post(post, now, request)
         if request is not None and earlier is not None:  # a concurrent call stored it first
             return await self._created_view(request.post_of(earlier), user, text)
         if await self.removal.removals.is_removed(user):
-            # Checked after storing: the account's removal either swept this post or is
+            # Checked after recording: the account's removal either swept this post or is
             # seen here (see feed_svc.removal), so no post outlives a deleted account.
-            await self.store.delete_post(post.post_id, user)
+            await self.records.delete_post(post.post_id)
             raise account_deleted(user)
+        await self.store.create_post(
+            post, now, plan, followers, alerts=alerted > 0,
+            log_min_ms=now - int(self.config.stream_resume_window * 1000),
+        )
         if promoted:  # after the post is stored, so open streams that resync find it
             await self.store.publish(keys.CONTROL_CHANNEL, f"promoted:{user}")
         return await self._created_view(post.post_id, user, text)
@@ -169,6 +180,8 @@ class Feed:
             raise NotFound(f"post {post_id} does not exist", reason="POST_NOT_FOUND")
         if found.author_id != user:
             raise PermissionDenied("only its author may delete a post", reason="NOT_POST_AUTHOR")
+        await self.records.delete_post(post_id)
+        await self.warmer.ensure()
         await self.store.delete_post(post_id, user)
 
     async def get_post(self, post_id: int) -> PostView:
@@ -197,6 +210,7 @@ class Feed:
         user = user_id or caller
         n = page_size(size, POSTS_PAGE, MAX_POSTS_PAGE)
         before = self.tokens.check(token, USER_POSTS, caller, scope=user)
+        await self.warmer.ensure()
         source = Source(keys.user_posts_key(user), author=user)
         found = await merge_newest(self.store, [source], before, None, n + 1)
         if not found and before is None and not await self.authors.exists(user):
@@ -219,6 +233,7 @@ class Feed:
         await self.removal.refuse_if_removed(user)
         if not await self.authors.exists(author):
             raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
+        await self.warmer.ensure()
         following = await self.store.following_count(user)
         if following >= self.config.max_following:
             if await self.store.is_following(user, author):
@@ -227,7 +242,8 @@ class Feed:
                 f"already following {following} accounts (limit {self.config.max_following})",
                 reason="TOO_MANY_FOLLOWING",
             )
-        changed = await self.store.follow(user, author)
+        changed = await self.records.follow(user, author, self.clock())
+        await self.store.follow(user, author)  # also repairs a cache that missed it
         if changed:
             await self.timeline.merge_author(user, author)
             await self.store.publish(keys.live_channel(user), "ctl:following")
@@ -235,7 +251,9 @@ class Feed:
 
     async def unfollow(self, user: int, author: int) -> bool:
         check_user_id(author)
-        changed = await self.store.unfollow(user, author)
+        await self.warmer.ensure()
+        changed = await self.records.unfollow(user, author)
+        await self.store.unfollow(user, author)  # also repairs a cache that missed it
         if changed:
             await self.timeline.remove(user, author=author)
             await self.store.publish(keys.live_channel(user), "ctl:following")
@@ -249,6 +267,7 @@ class Feed:
                 "author_id", "a user cannot get alerts for their own posts",
                 reason="CANNOT_ALERT_SELF",
             )
+        await self.warmer.ensure()
         outcome = await self.store.set_alerts(
             user, author, enabled, self.config.max_post_alerts,
             self.config.max_alerted_followers,
@@ -281,6 +300,7 @@ class Feed:
         n = page_size(size, GRAPH_PAGE, MAX_GRAPH_PAGE)
         listing = FOLLOWERS if followers else FOLLOWING
         after = self.tokens.check(token, listing, caller, scope=user)
+        await self.warmer.ensure()
         ids, total = await self.store.graph_page(user, followers, after, n + 1)
         more = len(ids) > n
         next_token = self.tokens.issue(listing, caller, ids[n - 1], scope=user) if more else ""
@@ -301,6 +321,7 @@ class Feed:
     async def context(self, user: int, touch: bool = True) -> ReadContext:
         """The reader's context; a read counts as activity, and a reader back from
         inactivity (or new) gets a stale cache: pulled at read time, rebuilt behind."""
+        await self.warmer.ensure()
         now = self.clock()
         ctx = await self.timeline.context(user, now if touch else None)
         if touch and self._returning(ctx.previous_seen, now):

@@ -1,13 +1,12 @@
 """CreatePost's client request ids: a retried CreatePost returns the post the first call made.
 
 Everything about the de-duplication is here, so it moves with the posts' storage: the
-request id's bounds, the record (``<post id>:<sha256 of the text>``) and its key, the
-verdict on a record found, and the read of it. The record is written in the same
-transaction as the post (:meth:`feed_svc.store.FeedStore.create_post`, which WATCHes its
-key so two concurrent retries store one post), so it survives exactly what the post
-survives, server restarts included.
-
-- ``feed:{u<author>}:req:<request id>``  string ``<post id>:<digest>``, kept ``REQUEST_TTL_S``
+request id's bounds, the record (the post id and a sha256 of the text), the verdict on a
+record found, and its reads and writes in PostgreSQL's ``post_requests`` table
+(``migrations/001_feed.sql``). The record is written in the same transaction as the post
+(:meth:`feed_svc.records.FeedRecords.create_post`), so it survives exactly what the post
+survives; two concurrent retries meet on the table's primary key and store one post.
+A record older than ``REQUEST_TTL_S`` no longer counts and is replaced by a new call.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+import asyncpg
 
 from feedchat_runtime.errors import AlreadyExists, InvalidArgument
 
@@ -36,10 +35,6 @@ def check_request_id(request_id: str) -> str:
     return request_id
 
 
-def request_key(author: int, request_id: str) -> str:
-    return f"feed:{{u{author}}}:req:{request_id}"
-
-
 @dataclass(frozen=True)
 class PostRequest:
     """One CreatePost call that carries a request id."""
@@ -51,13 +46,6 @@ class PostRequest:
     @classmethod
     def of(cls, author: int, request_id: str, text: str) -> PostRequest:
         return cls(author, request_id, hashlib.sha256(text.encode()).hexdigest())
-
-    @property
-    def key(self) -> str:
-        return request_key(self.author, self.request_id)
-
-    def record(self, post_id: int) -> str:
-        return f"{post_id}:{self.digest}"
 
     def original(self, record: str | None) -> int | None:
         """The post an earlier call with this request id stored (None: no earlier call)."""
@@ -75,16 +63,33 @@ class PostRequest:
         return int(post_id)
 
 
-class PostRequestStore:
-    """The read half in Redis (the write is part of the post's transaction)."""
+async def recorded(
+    conn: asyncpg.Connection, request: PostRequest, now_ms: int
+) -> str | None:
+    """The live record of ``request`` (``<post id>:<digest>``), or None."""
+    row = await conn.fetchrow(
+        "SELECT post_id, digest FROM post_requests "
+        "WHERE author_id = $1 AND request_id = $2 AND created_ms >= $3",
+        request.author, request.request_id, now_ms - REQUEST_TTL_S * 1000,
+    )
+    return None if row is None else f"{row['post_id']}:{row['digest']}"
 
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
 
-    async def recorded(self, request: PostRequest) -> str | None:
-        return as_record(await self.redis.get(request.key))
-
-
-def as_record(found: bytes | str | None) -> str | None:
-    """A record as Redis returned it (bytes), as text."""
-    return found.decode() if isinstance(found, bytes) else found
+async def claim(
+    conn: asyncpg.Connection, request: PostRequest, post_id: int, now_ms: int
+) -> str | None:
+    """Record ``post_id`` for ``request`` inside the post's transaction; when a live record
+    of an earlier call exists (committed, or committed while this waited on its row),
+    nothing is written and that record is returned."""
+    stored = await conn.fetchval(
+        "INSERT INTO post_requests (author_id, request_id, post_id, digest, created_ms) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (author_id, request_id) DO UPDATE "
+        "SET post_id = EXCLUDED.post_id, digest = EXCLUDED.digest, "
+        "created_ms = EXCLUDED.created_ms WHERE post_requests.created_ms < $6 "
+        "RETURNING true",
+        request.author, request.request_id, post_id, request.digest, now_ms,
+        now_ms - REQUEST_TTL_S * 1000,
+    )
+    if stored:
+        return None
+    return await recorded(conn, request, now_ms)

@@ -3,7 +3,9 @@
 Order matters. The account is marked removed first, so a CreatePost or Follow that is
 still in flight with the user's last access token either lands before the sweep below
 (and is swept) or sees the mark (and is refused; CreatePost checks after storing and
-takes its post back). Posts are deleted through the store's post deletion, and every
+takes its post back). The record goes first: the account's posts, request records and
+follow edges leave PostgreSQL in one transaction, so a refill of the Redis caches cannot
+bring them back. Then posts are deleted from the caches through the store's post deletion, and every
 follower's cache loses the user's entries through :meth:`Timeline.remove` (the one
 removal path, which keeps the range the cache is complete for) before the follow edge
 goes. Everything is idempotent: account_svc retries until a call succeeds.
@@ -51,6 +53,7 @@ class UserRemoval:
         if user <= 0:
             raise InvalidArgument.field("user_id", "a user id is required")
         await self.removals.mark(user)
+        await self.store.records.remove_user(user)  # the record first: caches refill from it
         posts = 0
         while ids := await self.removals.post_ids(user, BATCH):
             for post_id in ids:

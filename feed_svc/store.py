@@ -9,6 +9,11 @@ The fanout stream and the progress hashes share ``{fanout}``, so acknowledging a
 counting its progress is one script. Ids in sorted sets are 20-digit zero-padded decimals
 with score 0, ordered lexicographically (exact for ids beyond 2^53).
 
+Follows, posts and post ids here are caches of the record in PostgreSQL
+(:mod:`feed_svc.records`): the domain writes there first, then here; post bodies missing
+here are read from there (and cached again), and :mod:`feed_svc.warmup` refills the rest
+after Redis lost it (``WARM_KEY`` missing).
+
 Single-node note: CreatePost, Follow and the fanout batch script touch keys of several
 users in one MULTI/script; on Redis Cluster these would be split per slot.
 """
@@ -21,10 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from feed_svc import scripts
-from feed_svc.post_requests import REQUEST_TTL_S, PostRequest, PostRequestStore, as_record
+from feed_svc.records import FeedRecords, StoredPost
 from feed_svc.store_alerts import PostAlertStore, alerting_key, alerts_key
 from feed_svc.store_queue import (
     CONTROL_CHANNEL,
@@ -99,6 +103,11 @@ def removed_key(user: int) -> str:
 
 
 CELEBRITIES_KEY = "feed:celebrities"
+WARM_KEY = "feed:warm"
+"""Set once the caches of the record (graph, post ids, celebrities) were filled from
+PostgreSQL; missing after a wiped Redis, which triggers the refill."""
+WARMING_KEY = "feed:warming"
+"""The lock of the instance refilling the caches (expires if it dies)."""
 ACTIVE_KEY = "feed:active"
 """Hash: user -> ms of their last feed read (fanout skips users not seen recently)."""
 STREAMING_KEY = "feed:streaming"
@@ -117,13 +126,6 @@ def author_channel(author: int) -> str:
 
 
 @dataclass(frozen=True)
-class StoredPost:
-    post_id: int
-    author_id: int
-    text: str
-
-
-@dataclass(frozen=True)
 class FeedMeta:
     """What a reader needs to know about a feed cache before using it."""
 
@@ -133,17 +135,23 @@ class FeedMeta:
     stale: bool
 
 
+def _body(post: StoredPost) -> str:
+    return json.dumps({"a": post.author_id, "t": post.text})
+
+
 def _range_args(upper: int | None, lower: int | None) -> tuple[str, str]:
     hi = f"({pad(upper)}" if upper is not None else "+"
     lo = f"[{pad(lower)}" if lower is not None else "-"
     return hi, lo
 
 
-class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
-    """Typed access to feed_svc's Redis data (the fanout queue's part is inherited)."""
+class FeedStore(FanoutQueueStore, PostAlertStore):
+    """Typed access to feed_svc's Redis data (the fanout queue's part is inherited);
+    post bodies missing from the cache are read from ``records``."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, records: FeedRecords) -> None:
         self.redis = redis
+        self.records = records
         self._take_token = redis.register_script(scripts.TAKE_TOKEN)
         self._fanout_insert = redis.register_script(scripts.FANOUT_INSERT)
         self._merge = redis.register_script(scripts.MERGE_ENTRIES)
@@ -151,7 +159,6 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
         self._remove_entries = redis.register_script(scripts.REMOVE_ENTRIES)
         FanoutQueueStore.__init__(self, redis)
         PostAlertStore.__init__(self, redis)
-        PostRequestStore.__init__(self, redis)
         self._merge_newest = redis.register_script(scripts.MERGE_NEWEST)
 
     # --- rate limit -----------------------------------------------------------------
@@ -163,44 +170,29 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
     # --- posts ----------------------------------------------------------------------
     async def create_post(
         self, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool = False,
-        request: PostRequest | None = None, log_min_ms: int = 0,
-    ) -> str | None:
-        """Store a post and, in the same transaction, queue its fanout or announce it
-        (and, when ``alerts``, a job that writes its post alerts, whatever the plan).
+        log_min_ms: int = 0,
+    ) -> None:
+        """Cache a recorded post and, in the same transaction, queue its fanout or announce
+        it (and, when ``alerts``, a job that writes its post alerts, whatever the plan).
 
         ``plan``: ``pulled`` (a celebrity: announced on the author's channel, never fanned
         out), ``whole`` (one chunk job for every follower), ``split`` (a job that splits
         the follower list into chunk jobs); a pulled post is logged as landed at once
-        (``log_min_ms`` trims the log). With ``request``, its de-duplication record is
-        part of the transaction; when an earlier call with that request id stored one
-        (seen, or caught by WATCH), nothing is written and that record is returned.
+        (``log_min_ms`` trims the log).
         """
         async with self.redis.pipeline(transaction=True) as pipe:
-            while True:  # a WatchError means the record was written: the next pass finds it
-                if request is not None:
-                    await pipe.watch(request.key)
-                    found = as_record(await pipe.get(request.key))
-                    if found is not None:
-                        return found
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(request.key, request.record(post.post_id), ex=REQUEST_TTL_S)
-                self._post_writes(pipe, post, now_ms, plan, followers, alerts)
-                if plan == "pulled":
-                    member = entry(post.post_id, post.author_id)
-                    await self._log_landed(keys=[LANDED_KEY], client=pipe,
-                                           args=[member, log_min_ms, CONTROL_CHANNEL])
-                try:
-                    await pipe.execute()
-                    return None
-                except WatchError:  # a concurrent call with the same request id
-                    await pipe.reset()  # type: ignore[no-untyped-call]
+            self._post_writes(pipe, post, now_ms, plan, followers, alerts)
+            if plan == "pulled":
+                member = entry(post.post_id, post.author_id)
+                await self._log_landed(keys=[LANDED_KEY], client=pipe,
+                                       args=[member, log_min_ms, CONTROL_CHANNEL])
+            await pipe.execute()
 
     @staticmethod
     def _post_writes(
         pipe: Any, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool
     ) -> None:
-        body = json.dumps({"a": post.author_id, "t": post.text})
-        pipe.set(post_key(post.post_id), body)
+        pipe.set(post_key(post.post_id), _body(post))
         pipe.zadd(user_posts_key(post.author_id), {pad(post.post_id): 0})
         progress = progress_key(post.post_id)
         record: Any = {"created_ms": now_ms, "state": "fanout"}
@@ -232,18 +224,23 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
         return bool(celebrity), int(count), int(alerted)
 
     async def get_posts(self, post_ids: Sequence[int]) -> list[StoredPost | None]:
-        """The posts in order (None where deleted or unknown), in one MGET."""
+        """The posts in order (None where deleted or unknown): one MGET of the cache, and
+        for the bodies it lacks one query of the record (they are cached again)."""
         if not post_ids:
             return []
         raws = await self.redis.mget([post_key(p) for p in post_ids])
-        found: list[StoredPost | None] = []
-        for post_id, raw in zip(post_ids, raws, strict=True):
-            if raw is None:
-                found.append(None)
-                continue
-            data = json.loads(raw)
-            found.append(StoredPost(post_id, int(data["a"]), str(data["t"])))
-        return found
+        cached = {
+            post_id: StoredPost(post_id, int(data["a"]), str(data["t"]))
+            for post_id, raw in zip(post_ids, raws, strict=True)
+            if raw is not None and (data := json.loads(raw))
+        }
+        missing = [p for p in post_ids if p not in cached]
+        if missing:
+            recorded = await self.records.posts(missing)
+            if recorded:
+                await self.redis.mset({post_key(p.post_id): _body(p) for p in recorded.values()})
+            cached.update(recorded)
+        return [cached.get(p) for p in post_ids]
 
     async def delete_post(self, post_id: int, author: int) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -339,10 +336,43 @@ class FeedStore(FanoutQueueStore, PostAlertStore, PostRequestStore):
         found = await pipe.execute()
         return total, [m[0].decode() for m in found if m]
 
+    async def cache_follows(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Add recorded (follower, author) pairs to both sides' cached lists."""
+        pipe = self.redis.pipeline(transaction=False)
+        for follower, author in pairs:
+            pipe.zadd(following_key(follower), {pad(author): 0})
+            pipe.zadd(followers_key(author), {pad(follower): 0})
+        await pipe.execute()
+
+    async def cache_post_ids(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Add recorded (post id, author) pairs to the authors' cached post id lists."""
+        pipe = self.redis.pipeline(transaction=False)
+        for post_id, author in pairs:
+            pipe.zadd(user_posts_key(author), {pad(post_id): 0})
+        await pipe.execute()
+
+    # --- cache refill ---------------------------------------------------------------------
+    async def is_warm(self) -> bool:
+        return bool(await self.redis.exists(WARM_KEY))
+
+    async def set_warm(self) -> None:
+        await self.redis.set(WARM_KEY, 1)
+
+    async def lock_warming(self, owner: str, ttl_s: int) -> bool:
+        """Take the refill lock for ``ttl_s`` seconds; False when another holds it."""
+        return bool(await self.redis.set(WARMING_KEY, owner, nx=True, ex=ttl_s))
+
+    async def unlock_warming(self) -> None:
+        await self.redis.delete(WARMING_KEY)
+
     # --- celebrities ------------------------------------------------------------------
     async def promote(self, author: int) -> bool:
         """Mark an author a celebrity; True when they were not one before."""
         return bool(await self.redis.sadd(CELEBRITIES_KEY, str(author)))
+
+    async def promote_all(self, authors: Sequence[int]) -> None:
+        if authors:
+            await self.redis.sadd(CELEBRITIES_KEY, *(str(a) for a in authors))
 
     async def celebrities(self) -> set[int]:
         return {int(m) for m in await self.redis.smembers(CELEBRITIES_KEY)}

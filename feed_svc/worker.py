@@ -1,6 +1,7 @@
 """``python -m feed_svc.worker``: fanout workers in their own process (no gRPC API).
 
-Takes the same flags as ``python -m feed_svc``; ``--fanout-workers`` sets the pool size and
+Takes the same flags as ``python -m feed_svc`` (``--postgres-url`` too: post bodies missing
+from Redis are read from the record); ``--fanout-workers`` sets the pool size and
 ``--instance`` names its consumers. SIGTERM stops it; a job it was working on stays pending
 and is claimed by another worker after ``--fanout-claim-idle`` seconds (default 5).
 """
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 from feed_svc.config import FeedConfig
 from feed_svc.fanout import FanoutPool, FanoutSettings
+from feed_svc.records import FeedRecords, open_records
 from feed_svc.store import FeedStore
 from feedchat_runtime.entry import run_service
 from feedchat_runtime.redis_client import connect
@@ -22,9 +24,11 @@ logger = logging.getLogger(__name__)
 
 
 async def run_workers(config: FeedConfig) -> None:
+    db = await open_records(config.postgres_url, config.postgres_pool_size)
     redis = connect(config.redis_url)
+    store = FeedStore(redis, FeedRecords(db))
     pool = FanoutPool(
-        FeedStore(redis), FanoutSettings.from_config(config), f"{config.instance}-fanout",
+        store, FanoutSettings.from_config(config), f"{config.instance}-fanout",
         max(1, config.fanout_workers),
     )
 
@@ -35,6 +39,7 @@ async def run_workers(config: FeedConfig) -> None:
     async def stop() -> None:
         await pool.stop()
         await redis.aclose()
+        await db.close()
 
     await run_until_signal(start, stop)
 

@@ -84,6 +84,7 @@ async def test_sigkilled_worker_process_job_is_claimed_and_finished(
     config = system.config
     argv = [
         sys.executable, "-m", "feed_svc.worker", "--redis-url", config.redis_url,
+        "--postgres-url", config.postgres_url,
         "--etcd", config.etcd, "--dev", "--instance", "victim", "--fanout-workers", "1",
         "--fanout-chunk", "400", "--fanout-batch", "1", "--fanout-block", "0.2",
         "--fanout-claim-idle", "30", "--log-format", "text",

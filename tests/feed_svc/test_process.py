@@ -28,7 +28,8 @@ async def test_module_runs_with_feedchat_up_flags_and_answers_grpcurl(
     port = free_port()
     argv = [sys.executable, "-m", "feed_svc", "--port", str(port), "--instance", "feed-7",
             "--etcd", config.etcd, "--etcd-prefix", config.etcd_prefix,
-            "--redis-url", config.redis_url, "--dev", "--lease-ttl", "2", "--grace", "1"]
+            "--redis-url", config.redis_url, "--postgres-url", config.postgres_url,
+            "--dev", "--lease-ttl", "2", "--grace", "1"]
     process = await asyncio.create_subprocess_exec(
         *argv, cwd=repo_root, env=dict(os.environ),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
+from feed_svc.records import FeedRecords, open_records
 from feed_svc.store import FeedStore, entry, pad
 from feed_svc.timeline import FeedEntry, Source, merge_newest
 from feedchat_runtime.redis_client import connect
 
 
 @pytest.fixture
-async def store(redis: aioredis.Redis, redis_url: str) -> FeedStore:
-    return FeedStore(connect(redis_url))
+async def store(
+    redis: aioredis.Redis, redis_url: str, database_url: str
+) -> AsyncIterator[FeedStore]:
+    db = await open_records(database_url, 2)
+    yield FeedStore(connect(redis_url), FeedRecords(db))
+    await db.close()
 
 
 async def test_merge_is_exact_for_few_and_many_sources(store: FeedStore) -> None:

@@ -1,0 +1,128 @@
+"""The follow graph and posts in PostgreSQL, the record (``migrations/001_feed.sql``).
+
+The domain writes here first and acknowledges nothing that failed here; Redis
+(:mod:`feed_svc.store`) keeps copies as caches: follower and following lists, each
+author's post ids, post bodies, the celebrity list. :mod:`feed_svc.warmup` refills them
+from here, in batches, after Redis lost them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from feed_svc import post_requests
+from feed_svc.post_requests import PostRequest
+from feedchat_runtime.postgres import Database, open_database
+
+COMPONENT = "feed"
+"""The name feed_svc's migrations are recorded under."""
+
+
+async def open_records(url: str, pool_size: int) -> Database:
+    """Connect to the record and bring feed_svc's schema up to date."""
+    return await open_database(url, COMPONENT, "feed_svc", pool_size)
+
+
+@dataclass(frozen=True)
+class StoredPost:
+    post_id: int
+    author_id: int
+    text: str
+
+
+class FeedRecords:
+    """The follows, posts and post_requests tables."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- follow graph ----------------------------------------------------------------
+    async def follow(self, follower: int, author: int, now_ms: int) -> bool:
+        """Record a follow; False when it was there already."""
+        added = await self._db.fetchval(
+            "INSERT INTO follows (follower_id, author_id, created_ms) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING true",
+            follower, author, now_ms,
+        )
+        return bool(added)
+
+    async def unfollow(self, follower: int, author: int) -> bool:
+        removed = await self._db.fetchval(
+            "DELETE FROM follows WHERE follower_id = $1 AND author_id = $2 RETURNING true",
+            follower, author,
+        )
+        return bool(removed)
+
+    async def follows_after(
+        self, after: tuple[int, int], limit: int
+    ) -> list[tuple[int, int]]:
+        """Up to ``limit`` (follower, author) pairs after ``after``, in key order: the whole
+        graph page by page (keyset on the primary key)."""
+        rows = await self._db.fetch(
+            "SELECT follower_id, author_id FROM follows WHERE (follower_id, author_id) > ($1, $2) "
+            "ORDER BY follower_id, author_id LIMIT $3",
+            after[0], after[1], limit,
+        )
+        return [(row["follower_id"], row["author_id"]) for row in rows]
+
+    async def popular_authors(self, threshold: int) -> list[int]:
+        """Authors with more than ``threshold`` followers (the celebrities)."""
+        rows = await self._db.fetch(
+            "SELECT author_id FROM follows GROUP BY author_id HAVING count(*) > $1", threshold
+        )
+        return [row["author_id"] for row in rows]
+
+    # --- posts ----------------------------------------------------------------------
+    async def create_post(
+        self, post: StoredPost, now_ms: int, request: PostRequest | None = None
+    ) -> str | None:
+        """Record a post (and its request id's record, in one transaction). When an earlier
+        call with that request id recorded a post, nothing is written and that call's
+        record (``<post id>:<digest>``) is returned."""
+        async with self._db.transaction() as conn:
+            if request is not None:
+                earlier = await post_requests.claim(conn, request, post.post_id, now_ms)
+                if earlier is not None:
+                    return earlier
+            await conn.execute(
+                "INSERT INTO posts (post_id, author_id, text, created_ms) VALUES ($1, $2, $3, $4)",
+                post.post_id, post.author_id, post.text, now_ms,
+            )
+        return None
+
+    async def recorded(self, request: PostRequest, now_ms: int) -> str | None:
+        async with self._db.connection() as conn:
+            return await post_requests.recorded(conn, request, now_ms)
+
+    async def delete_post(self, post_id: int) -> None:
+        await self._db.execute("DELETE FROM posts WHERE post_id = $1", post_id)
+
+    async def remove_user(self, user: int) -> None:
+        """Delete a removed account's posts, request records and follow edges (both
+        directions) in one transaction, so no cache refill brings them back."""
+        async with self._db.transaction() as conn:
+            await conn.execute("DELETE FROM posts WHERE author_id = $1", user)
+            await conn.execute("DELETE FROM post_requests WHERE author_id = $1", user)
+            await conn.execute(
+                "DELETE FROM follows WHERE follower_id = $1 OR author_id = $1", user
+            )
+
+    async def posts(self, post_ids: Sequence[int]) -> dict[int, StoredPost]:
+        """The existing posts among ``post_ids``, by id."""
+        rows = await self._db.fetch(
+            "SELECT post_id, author_id, text FROM posts WHERE post_id = ANY($1::bigint[])",
+            list(post_ids),
+        )
+        return {
+            row["post_id"]: StoredPost(row["post_id"], row["author_id"], row["text"])
+            for row in rows
+        }
+
+    async def posts_after(self, after: int, limit: int) -> list[tuple[int, int]]:
+        """Up to ``limit`` (post id, author) pairs with ids above ``after``, ascending."""
+        rows = await self._db.fetch(
+            "SELECT post_id, author_id FROM posts WHERE post_id > $1 ORDER BY post_id LIMIT $2",
+            after, limit,
+        )
+        return [(row["post_id"], row["author_id"]) for row in rows]
