@@ -9,7 +9,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_runtime.embedded import EmbeddedServer, postgres_url
-from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done, service_metadata, user_metadata
+from tests.feed_svc.conftest import (
+    Client,
+    StartSystem,
+    System,
+    fanout_done,
+    service_metadata,
+    user_metadata,
+)
 from tests.rpc_errors import failure
 from tests.waiting import wait_until
 
