@@ -268,10 +268,12 @@ class Feed:
                 reason="CANNOT_ALERT_SELF",
             )
         await self.warmer.ensure()
-        outcome = await self.store.set_alerts(
+        outcome = await self.records.set_alerts(
             user, author, enabled, self.config.max_post_alerts,
             self.config.max_alerted_followers,
         )
+        if outcome == "ok":
+            await self.store.cache_alerts(user, author, enabled)
         if outcome == "not_following":
             if not await self.authors.exists(author):  # asked only on the refusal path
                 raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")

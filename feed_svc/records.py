@@ -1,4 +1,5 @@
-"""The follow graph and posts in PostgreSQL, the record (``migrations/001_feed.sql``).
+"""The follow graph (with post alerts settings) and posts in PostgreSQL, the record
+(``migrations/001_feed.sql``).
 
 The domain writes here first and acknowledges nothing that failed here; Redis
 (:mod:`feed_svc.store`) keeps copies as caches: follower and following lists, each
@@ -56,15 +57,57 @@ class FeedRecords:
 
     async def follows_after(
         self, after: tuple[int, int], limit: int
-    ) -> list[tuple[int, int]]:
-        """Up to ``limit`` (follower, author) pairs after ``after``, in key order: the whole
-        graph page by page (keyset on the primary key)."""
+    ) -> list[tuple[int, int, bool]]:
+        """Up to ``limit`` (follower, author, alerts on) rows whose pair comes after
+        ``after``, in key order: the whole graph page by page (keyset on the primary key)."""
         rows = await self._db.fetch(
-            "SELECT follower_id, author_id FROM follows WHERE (follower_id, author_id) > ($1, $2) "
+            "SELECT follower_id, author_id, alerts FROM follows "
+            "WHERE (follower_id, author_id) > ($1, $2) "
             "ORDER BY follower_id, author_id LIMIT $3",
             after[0], after[1], limit,
         )
-        return [(row["follower_id"], row["author_id"]) for row in rows]
+        return [(row["follower_id"], row["author_id"], row["alerts"]) for row in rows]
+
+    async def set_alerts(
+        self, user: int, author: int, enabled: bool, max_per_user: int, max_per_author: int
+    ) -> str:
+        """Turn ``user``'s post alerts for ``author`` on or off: ``ok``, ``not_following``,
+        ``too_many_user`` or ``too_many_author``. Turning them on locks the user's and the
+        author's alert counts (advisory locks, always in that order), so concurrent calls
+        cannot pass either limit."""
+        async with self._db.transaction() as conn:
+            if not enabled:
+                await conn.execute(
+                    "UPDATE follows SET alerts = false WHERE follower_id = $1 AND author_id = $2",
+                    user, author,
+                )
+                return "ok"
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('feed.alerting:' || $1, 0)), "
+                "pg_advisory_xact_lock(hashtextextended('feed.alerts:' || $2, 0))",
+                str(user), str(author),
+            )
+            current = await conn.fetchval(
+                "SELECT alerts FROM follows WHERE follower_id = $1 AND author_id = $2",
+                user, author,
+            )
+            if current is None:
+                return "not_following"
+            if current:
+                return "ok"
+            if await conn.fetchval(
+                "SELECT count(*) FROM follows WHERE follower_id = $1 AND alerts", user
+            ) >= max_per_user:
+                return "too_many_user"
+            if await conn.fetchval(
+                "SELECT count(*) FROM follows WHERE author_id = $1 AND alerts", author
+            ) >= max_per_author:
+                return "too_many_author"
+            await conn.execute(
+                "UPDATE follows SET alerts = true WHERE follower_id = $1 AND author_id = $2",
+                user, author,
+            )
+            return "ok"
 
     async def popular_authors(self, threshold: int) -> list[int]:
         """Authors with more than ``threshold`` followers (the celebrities)."""

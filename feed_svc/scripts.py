@@ -264,25 +264,3 @@ end
 return out
 """
 
-SET_ALERTS = """
--- Turn one user's post alerts for one author on or off.
--- KEYS[1] the user's following zset, KEYS[2] the user's alerting set (author ids),
--- KEYS[3] the author's alerts set (follower ids who opted in)
--- ARGV[1] padded author id, ARGV[2] user id, ARGV[3] author id, ARGV[4] '1' on / '0' off,
--- ARGV[5] most authors per user, ARGV[6] most alerted followers per author
--- Returns 'ok', 'not_following', 'too_many_user' or 'too_many_author'. The follow check
--- and the write are one step, so a concurrent Unfollow (which removes both set members
--- in its MULTI) never leaves an opt-in behind.
-if ARGV[4] == '0' then
-  redis.call('SREM', KEYS[2], ARGV[3])
-  redis.call('SREM', KEYS[3], ARGV[2])
-  return 'ok'
-end
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'not_following' end
-if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 'ok' end
-if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 'too_many_user' end
-if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[6]) then return 'too_many_author' end
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[2])
-return 'ok'
-"""

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from feed_svc import scripts
 from feed_svc.records import FeedRecords, StoredPost
-from feed_svc.store_alerts import PostAlertStore, alerting_key, alerts_key
+from feed_svc.store_alerts import PostAlertStore, alerts_key
 from feed_svc.store_queue import (
     CONTROL_CHANNEL,
     GROUP,
@@ -287,8 +287,7 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(following_key(follower), pad(author))
         pipe.zrem(followers_key(author), pad(follower))
-        pipe.srem(alerting_key(follower), str(author))
-        pipe.srem(alerts_key(author), str(follower))
+        self.alert_writes(pipe, follower, author, False)
         removed, *_ = await pipe.execute()
         return bool(removed)
 
@@ -336,12 +335,15 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         found = await pipe.execute()
         return total, [m[0].decode() for m in found if m]
 
-    async def cache_follows(self, pairs: Sequence[tuple[int, int]]) -> None:
-        """Add recorded (follower, author) pairs to both sides' cached lists."""
+    async def cache_follows(self, rows: Sequence[tuple[int, int, bool]]) -> None:
+        """Add recorded (follower, author, alerts on) rows to both sides' cached lists
+        (and alert sets)."""
         pipe = self.redis.pipeline(transaction=False)
-        for follower, author in pairs:
+        for follower, author, alerts in rows:
             pipe.zadd(following_key(follower), {pad(author): 0})
             pipe.zadd(followers_key(author), {pad(follower): 0})
+            if alerts:
+                self.alert_writes(pipe, follower, author, True)
         await pipe.execute()
 
     async def cache_post_ids(self, pairs: Sequence[tuple[int, int]]) -> None:

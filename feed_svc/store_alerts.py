@@ -7,8 +7,10 @@
 - ``notify:queue``              notify_svc's stream; one ``feed_post`` entry per
   (recipient, post), the contract in docs/notify.md
 
-Both sets change together: in the SET_ALERTS script, and in Unfollow's MULTI
-(:meth:`feed_svc.store.FeedStore.unfollow`).
+Both sets are caches of the ``alerts`` column of PostgreSQL's ``follows`` table
+(:meth:`feed_svc.records.FeedRecords.set_alerts` decides, then :meth:`cache_alerts`
+follows); they change together here and in Unfollow's MULTI
+(:meth:`feed_svc.store.FeedStore.unfollow`), and are refilled with the follow graph.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from feed_svc import scripts
 from feed_svc.store_queue import GROUP, JOBS_KEY, Job
 
 NOTIFY_QUEUE = "notify:queue"
@@ -34,15 +35,6 @@ def alerting_key(user: int) -> str:
     return f"feed:{{u{user}}}:alerting"
 
 
-def _pad(value: int) -> str:
-    return f"{value:020d}"
-
-
-def following_key_of(user: int) -> str:
-    """Same as :func:`feed_svc.store.following_key` (kept here to avoid a cycle)."""
-    return f"feed:{{u{user}}}:following"
-
-
 class PostAlertStore:
     """The post-alert half of the store."""
 
@@ -50,18 +42,21 @@ class PostAlertStore:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._set_alerts = redis.register_script(scripts.SET_ALERTS)
 
-    async def set_alerts(
-        self, user: int, author: int, enabled: bool, max_per_user: int, max_per_author: int
-    ) -> str:
-        """``ok``, ``not_following``, ``too_many_user`` or ``too_many_author``."""
-        result = await self._set_alerts(
-            keys=[following_key_of(user), alerting_key(user), alerts_key(author)],
-            args=[_pad(author), user, author, "1" if enabled else "0", max_per_user,
-                  max_per_author],
-        )
-        return result.decode() if isinstance(result, bytes) else str(result)
+    async def cache_alerts(self, user: int, author: int, enabled: bool) -> None:
+        """Copy a recorded alerts setting into both sets."""
+        pipe = self.redis.pipeline(transaction=True)
+        self.alert_writes(pipe, user, author, enabled)
+        await pipe.execute()
+
+    @staticmethod
+    def alert_writes(pipe: Any, user: int, author: int, enabled: bool) -> None:
+        if enabled:
+            pipe.sadd(alerting_key(user), str(author))
+            pipe.sadd(alerts_key(author), str(user))
+        else:
+            pipe.srem(alerting_key(user), str(author))
+            pipe.srem(alerts_key(author), str(user))
 
     async def alerting(self, user: int) -> list[int]:
         """Authors ``user`` gets post alerts for, ascending."""

@@ -1,6 +1,7 @@
 """Refill Redis's copies of the record after Redis lost them (wiped, or restarted empty).
 
-The follower/following lists, each author's post id list and the celebrity list are
+The follower/following lists, the post alert sets, each author's post id list and the
+celebrity list are
 caches of PostgreSQL (:mod:`feed_svc.records`). ``WARM_KEY`` in Redis says they were
 filled; when it is missing, one instance (holding ``WARMING_KEY``) reads the record page by
 page (keyset pagination, ``PAGE`` rows at a time, never one giant list) and adds it to the
@@ -70,7 +71,7 @@ class CacheWarmer:
         while pairs := await self.records.follows_after(after, PAGE):
             await self.store.cache_follows(pairs)
             follows += len(pairs)
-            after = pairs[-1]
+            after = pairs[-1][:2]
         posts = 0
         last = 0
         while ids := await self.records.posts_after(last, PAGE):

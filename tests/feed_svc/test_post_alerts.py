@@ -109,11 +109,11 @@ async def test_alerts_are_written_in_batches_to_many_opted_in_followers(
 ) -> None:
     system = await start_system(fanout_batch=10)
     author = await system.sign_up()
-    store = system.feed_app.store
+    feed = system.feed_app.feed
     fans = list(range(9100, 9125))  # 25 opted-in followers: 3 batches of at most 10
     for fan in fans:
-        await store.follow(fan, author.user_id)
-        assert await store.set_alerts(fan, author.user_id, True, 1000, 10_000) == "ok"
+        await feed.follow(fan, author.user_id)
+        await feed.set_post_alerts(fan, author.user_id, True)
     post = await author.post("to the alerted")
     await jobs_drained(system)
     recipients = [int(e["user_id"]) for e in await alerts_for(redis, post.post_id)]

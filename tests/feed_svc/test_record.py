@@ -1,6 +1,7 @@
-"""PostgreSQL is the feed's record: the follow graph and posts survive a wiped Redis and
-restarted services (feeds are rebuilt from it), and a lost PostgreSQL means NOT_SERVING
-and UNAVAILABLE with nothing half-written, then recovery without a restart."""
+"""PostgreSQL is the feed's record: the follow graph, post alerts settings and posts
+survive a wiped Redis and restarted services (feeds are rebuilt from it), and a lost
+PostgreSQL means NOT_SERVING and UNAVAILABLE with nothing half-written, then recovery
+without a restart."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ async def test_graph_posts_and_feeds_survive_a_wiped_redis_and_restart(
     reader = await system.sign_up()
     assert await reader.follow(author.user_id) and await reader.follow(other.user_id)
     await other.follow(author.user_id)
+    await reader.stub.SetPostAlerts(pb.SetPostAlertsRequest(
+        author_id=author.user_id, enabled=True), metadata=reader.md)
     posts = [await author.post("first"), await other.post("second"), await author.post("third")]
     retried = await author.stub.CreatePost(
         pb.CreatePostRequest(text="once", request_id="r-1"), metadata=author.md)
@@ -66,6 +69,8 @@ async def test_graph_posts_and_feeds_survive_a_wiped_redis_and_restart(
     await again.feed_app.feed.timeline.wait_rebuilds()
     assert await reader.feed_ids() == before  # from the rebuilt cache
     assert await reader.follow(author.user_id) is False  # the follow is still recorded
+    alerts = await reader.stub.ListPostAlerts(pb.ListPostAlertsRequest(), metadata=reader.md)
+    assert list(alerts.author_ids) == [author.user_id]
     repeat = await again.stub.CreatePost(
         pb.CreatePostRequest(text="once", request_id="r-1"),
         metadata=Client(author.user_id, again.stub).md)
