@@ -1,9 +1,8 @@
 """Refill Redis's copies of the record after Redis lost them (wiped, or restarted empty).
 
 The follower/following lists, the post alert sets, each author's post id list and the
-celebrity list are
-caches of PostgreSQL (:mod:`feed_svc.records`). ``WARM_KEY`` in Redis says they were
-filled; when it is missing, one instance (holding ``WARMING_KEY``) reads the record page by
+celebrity list are caches of PostgreSQL (:mod:`feed_svc.records`). ``WARM_KEY`` in Redis
+says they were filled; when it is missing, one instance (holding ``WARMING_KEY``) reads the record page by
 page (keyset pagination, ``PAGE`` rows at a time, never one giant list) and adds it to the
 caches, then sets the marker; the others wait for it. Writes go on meanwhile: each lands in
 PostgreSQL first and then in the caches, so the refill, which only adds, loses none. (An
