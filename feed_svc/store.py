@@ -229,11 +229,11 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         if not post_ids:
             return []
         raws = await self.redis.mget([post_key(p) for p in post_ids])
-        cached = {
-            post_id: StoredPost(post_id, int(data["a"]), str(data["t"]))
-            for post_id, raw in zip(post_ids, raws, strict=True)
-            if raw is not None and (data := json.loads(raw))
-        }
+        cached: dict[int, StoredPost] = {}
+        for post_id, raw in zip(post_ids, raws, strict=True):
+            if raw is not None:
+                data = json.loads(raw)
+                cached[post_id] = StoredPost(post_id, int(data["a"]), str(data["t"]))
         missing = [p for p in post_ids if p not in cached]
         if missing:
             recorded = await self.records.posts(missing)

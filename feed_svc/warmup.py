@@ -2,12 +2,12 @@
 
 The follower/following lists, the post alert sets, each author's post id list and the
 celebrity list are caches of PostgreSQL (:mod:`feed_svc.records`). ``WARM_KEY`` in Redis
-says they were filled; when it is missing, one instance (holding ``WARMING_KEY``) reads the record page by
-page (keyset pagination, ``PAGE`` rows at a time, never one giant list) and adds it to the
-caches, then sets the marker; the others wait for it. Writes go on meanwhile: each lands in
-PostgreSQL first and then in the caches, so the refill, which only adds, loses none. (An
-unfollow racing the page that still held its row can leave a stale cached follow; reads
-filter it out only after the next refill.) Feed caches are not refilled here: a reader
+says they were filled; when it is missing, one instance (holding ``WARMING_KEY``) reads the
+record page by page (keyset pagination, ``PAGE`` rows at a time, never one giant list) and
+adds it to the caches, then sets the marker; the others wait for it. Writes go on meanwhile:
+each lands in PostgreSQL first and then in the caches, so the refill, which only adds, loses
+none. (An unfollow racing the page that still held its row can leave a stale cached follow;
+reads filter it out only after the next refill.) Feed caches are not refilled here: a reader
 without one is served from the post id lists and gets it rebuilt (:mod:`feed_svc.timeline`).
 Post bodies are refilled one read at a time (:meth:`feed_svc.store.FeedStore.get_posts`).
 """
