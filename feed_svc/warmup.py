@@ -7,9 +7,10 @@ record page by page (keyset pagination, ``PAGE`` rows at a time, never one giant
 adds it to the caches, then sets the marker; the others wait for it. Writes go on meanwhile:
 each lands in PostgreSQL first and then in the caches, so the refill, which only adds, loses
 none. (An unfollow racing the page that still held its row can leave a stale cached follow;
-reads filter it out only after the next refill.) Feed caches are not refilled here: a reader
-without one is served from the post id lists and gets it rebuilt (:mod:`feed_svc.timeline`).
-Post bodies are refilled one read at a time (:meth:`feed_svc.store.FeedStore.get_posts`).
+a repeated Unfollow repairs it, as Follow and Unfollow always rewrite the cache.) Feed
+caches are not refilled here: a reader without one is served from the post id lists and gets
+it rebuilt (:mod:`feed_svc.timeline`). Post bodies are refilled one read at a time
+(:meth:`feed_svc.store.FeedStore.get_posts`).
 """
 
 from __future__ import annotations
