@@ -111,18 +111,14 @@ class Accounts:
     async def _new_session(self, user_id: int) -> Session:
         access = self._authority.issue_access(user_id)
         refresh = self._authority.issue_refresh(user_id)
-        await self._store.tokens.issue(
-            user_id, refresh.token_id, _ms(self._authority.refresh_ttl)
-        )
+        await self._store.tokens.issue(user_id, refresh.token_id, _ms(self._authority.refresh_ttl))
         return Session(
             user_id, access.token, int(access.expires_at), refresh.token, int(refresh.expires_at)
         )
 
     # --- sign-up and login ---------------------------------------------------------------
 
-    async def sign_up(
-        self, username: str, password: str, display_name: str, peer: str
-    ) -> Session:
+    async def sign_up(self, username: str, password: str, display_name: str, peer: str) -> Session:
         """Create a user and log it in; ALREADY_EXISTS when the name is taken in any case.
         Every attempt counts against the client address (``peer``); while Redis is out of
         reach sign-ups go on uncounted (the record is in PostgreSQL)."""
@@ -140,9 +136,7 @@ class Accounts:
         check_display_name(display_name)
         password_hash = await self._passwords.hash(password)
         user_id = self._next_id()
-        record = UserRecord(
-            user_id, name, display_name, "", timestamp_ms(user_id), password_hash
-        )
+        record = UserRecord(user_id, name, display_name, "", timestamp_ms(user_id), password_hash)
         # One transaction writes the user, credential and profile; the unique index on the
         # case-folded name decides between concurrent sign-ups.
         created = await self._store.users.create(record)
@@ -206,8 +200,10 @@ class Accounts:
             user_id, token_id, replacement.token_id, _ms(self._authority.refresh_ttl)
         )
         if result == "reused":
-            logger.warning("refresh token reused; revoking the user's refresh tokens",
-                           extra={"user_id": user_id})
+            logger.warning(
+                "refresh token reused; revoking the user's refresh tokens",
+                extra={"user_id": user_id},
+            )
             raise Unauthenticated(
                 "refresh token was already used; log in again", reason="REFRESH_TOKEN_REUSED"
             )
@@ -271,8 +267,9 @@ class Accounts:
         """The user's record once ``password`` is theirs. Failures count against the
         per-username login limit, so a stolen access token cannot guess the password."""
         if len(password) > PASSWORD_MAX:
-            raise InvalidArgument.field(field, f"at most {PASSWORD_MAX} characters",
-                                        "PASSWORD_INVALID")
+            raise InvalidArgument.field(
+                field, f"at most {PASSWORD_MAX} characters", "PASSWORD_INVALID"
+            )
         record = await self._store.users.with_password(user_id)
         if record is None:
             raise NotFound(f"no user {user_id}", reason="USER_NOT_FOUND")
@@ -290,9 +287,7 @@ class Accounts:
             raise InvalidArgument.field(
                 "new_password", "must differ from the current password", "PASSWORD_UNCHANGED"
             )
-        revoked = await self._store.tokens.revoke_all(
-            user_id, await self._passwords.hash(new)
-        )
+        revoked = await self._store.tokens.revoke_all(user_id, await self._passwords.hash(new))
         logger.info("password changed", extra={"user_id": user_id, "revoked": revoked})
         return await self._new_session(user_id)
 

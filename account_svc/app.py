@@ -74,8 +74,11 @@ async def build(config: AccountConfig) -> ServiceHost:
             passwords=passwords,
             next_id=claim.generator().next_id,
             limits=LoginLimits(
-                config.login_window, config.login_max_per_username, config.login_max_per_peer,
-                config.signup_window, config.signup_max_per_peer,
+                config.login_window,
+                config.login_max_per_username,
+                config.login_max_per_peer,
+                config.signup_window,
+                config.signup_max_per_peer,
             ),
             content=FeedContent(directory),
             username_hold=config.username_hold,

@@ -37,9 +37,7 @@ class AccountConfig(ServiceConfig):
         50, "Failed or in-flight logins allowed per client address per window."
     )
     signup_window: float = _opt(3600.0, "Seconds of the sign-up rate-limit window.")
-    signup_max_per_peer: int = _opt(
-        50, "Sign-up attempts allowed per client address per window."
-    )
+    signup_max_per_peer: int = _opt(50, "Sign-up attempts allowed per client address per window.")
     username_hold: float = _opt(
         30 * 86400.0, "Seconds a deleted account's username stays reserved."
     )

@@ -63,18 +63,16 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
 
-    async def SignUp(
-        self, request: pb.SignUpRequest, context: Context
-    ) -> pb.SignUpResponse:
+    async def SignUp(self, request: pb.SignUpRequest, context: Context) -> pb.SignUpResponse:
         session = await self._accounts.sign_up(
-            request.username, request.password, request.display_name,
+            request.username,
+            request.password,
+            request.display_name,
             peer_host(context.peer()),
         )
         return pb.SignUpResponse(**_session_fields(session))  # type: ignore[arg-type]
 
-    async def Login(
-        self, request: pb.LoginRequest, context: Context
-    ) -> pb.LoginResponse:
+    async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
         session = await self._accounts.login(
             request.username, request.password, peer_host(context.peer())
         )
@@ -106,9 +104,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
         return pb.UpdateProfileResponse(user=user_pb(profile))
 
-    async def GetUsers(
-        self, request: pb.GetUsersRequest, context: Context
-    ) -> pb.GetUsersResponse:
+    async def GetUsers(self, request: pb.GetUsersRequest, context: Context) -> pb.GetUsersResponse:
         profiles = await self._accounts.users(list(request.user_ids))
         return pb.GetUsersResponse(users=[user_pb(p) for p in profiles])
 

@@ -52,8 +52,15 @@ class UserCache:
             if username is None:
                 found.append(None)
             else:
-                found.append(UserRecord(user_id, _text(username), _text(display_name),
-                                        _text(bio), int(_text(created_ms) or 0)))
+                found.append(
+                    UserRecord(
+                        user_id,
+                        _text(username),
+                        _text(display_name),
+                        _text(bio),
+                        int(_text(created_ms) or 0),
+                    )
+                )
         return found
 
     async def put_many(self, records: Sequence[UserRecord]) -> None:

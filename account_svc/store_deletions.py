@@ -26,7 +26,9 @@ class DeletedAccountStore:
             await conn.execute(
                 "INSERT INTO deleted_accounts (user_id, username, username_free_at) "
                 "VALUES ($1, $2, $3)",
-                user_id, username, free_at,
+                user_id,
+                username,
+                free_at,
             )
         await self._cache.drop(user_id)
         return free_at

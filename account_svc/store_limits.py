@@ -26,9 +26,7 @@ class LoginLimitStore:
         self._hit = redis.register_script(HIT_LIMIT)
         self._refund = redis.register_script(REFUND_LIMIT)
 
-    async def hit(
-        self, scope: Scope, subject: str, limit: int, window_ms: int
-    ) -> tuple[bool, int]:
+    async def hit(self, scope: Scope, subject: str, limit: int, window_ms: int) -> tuple[bool, int]:
         """Count one attempt: (counted, ms left in the window / until it frees)."""
         allowed, left_ms = await self._hit(keys=[_key(scope, subject)], args=[limit, window_ms])
         return bool(allowed), int(left_ms)

@@ -52,14 +52,14 @@ class RefreshTokenStore:
             token = await conn.fetchrow(
                 "SELECT epoch, used FROM refresh_tokens "
                 "WHERE token_id = $1 AND user_id = $2 AND expires_at > now() FOR UPDATE",
-                token_id, user_id,
+                token_id,
+                user_id,
             )
             if token is None:
                 return "unknown"
             if token["used"]:
                 await conn.execute(
-                    "UPDATE credentials SET refresh_epoch = refresh_epoch + 1 "
-                    "WHERE user_id = $1",
+                    "UPDATE credentials SET refresh_epoch = refresh_epoch + 1 WHERE user_id = $1",
                     user_id,
                 )
                 return "reused"
@@ -84,7 +84,8 @@ class RefreshTokenStore:
             if password_hash is not None:
                 await conn.execute(
                     "UPDATE credentials SET password_hash = $2 WHERE user_id = $1",
-                    user_id, password_hash,
+                    user_id,
+                    password_hash,
                 )
             await conn.execute(
                 "UPDATE credentials SET refresh_epoch = refresh_epoch + 1 WHERE user_id = $1",

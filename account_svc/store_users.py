@@ -29,8 +29,14 @@ class _Held(Exception):
 
 
 def _record(row: asyncpg.Record, password_hash: str = "") -> UserRecord:
-    return UserRecord(row["user_id"], row["username"], row["display_name"], row["bio"],
-                      row["created_ms"], password_hash)
+    return UserRecord(
+        row["user_id"],
+        row["username"],
+        row["display_name"],
+        row["bio"],
+        row["created_ms"],
+        password_hash,
+    )
 
 
 class UserStore:
@@ -47,7 +53,9 @@ class UserStore:
             async with self._db.transaction() as conn:
                 await conn.execute(
                     "INSERT INTO users (user_id, username, created_ms) VALUES ($1, $2, $3)",
-                    record.user_id, record.username, record.created_ms,
+                    record.user_id,
+                    record.username,
+                    record.created_ms,
                 )
                 # After the insert: an insert racing the name's deletion waited on the
                 # unique index, so this statement sees the hold the deletion committed.
@@ -55,11 +63,14 @@ class UserStore:
                     raise _Held
                 await conn.execute(
                     "INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)",
-                    record.user_id, record.password_hash,
+                    record.user_id,
+                    record.password_hash,
                 )
                 await conn.execute(
                     "INSERT INTO profiles (user_id, display_name, bio) VALUES ($1, $2, $3)",
-                    record.user_id, record.display_name, record.bio,
+                    record.user_id,
+                    record.display_name,
+                    record.bio,
                 )
         except _Held:
             return "held"
@@ -96,8 +107,7 @@ class UserStore:
         missing = [uid for uid, record in zip(user_ids, found, strict=True) if record is None]
         if not missing:
             return found
-        rows = await self._db.fetch(_SELECT_PUBLIC + "WHERE u.user_id = ANY($1::bigint[])",
-                                    missing)
+        rows = await self._db.fetch(_SELECT_PUBLIC + "WHERE u.user_id = ANY($1::bigint[])", missing)
         loaded = {row["user_id"]: _record(row) for row in rows}
         await self._cache.put_many(list(loaded.values()))
         return [record or loaded.get(uid) for uid, record in zip(user_ids, found, strict=True)]
@@ -108,8 +118,11 @@ class UserStore:
         assert not unknown, f"not profile columns: {unknown}"
         names = sorted(fields)
         sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
-        query = (f"UPDATE profiles SET {sets} WHERE user_id = $1" if names
-                 else "SELECT 1 FROM profiles WHERE user_id = $1")
+        query = (
+            f"UPDATE profiles SET {sets} WHERE user_id = $1"
+            if names
+            else "SELECT 1 FROM profiles WHERE user_id = $1"
+        )
         status = await self._db.execute(query, user_id, *(fields[n] for n in names))
         await self._cache.drop(user_id)
         return not status.endswith(" 0")
@@ -117,5 +130,6 @@ class UserStore:
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         await self._db.execute(
             "UPDATE credentials SET password_hash = $2 WHERE user_id = $1",
-            user_id, password_hash,
+            user_id,
+            password_hash,
         )

@@ -84,11 +84,17 @@ async def run(seconds: float, concurrency: int, folder: Path) -> None:
     postgres.start()
     try:
         config = load_config(
-            AccountConfig, [], env={},
-            etcd=etcd.address, redis_url=f"redis://{redis.address}/0", dev=True,
+            AccountConfig,
+            [],
+            env={},
+            etcd=etcd.address,
+            redis_url=f"redis://{redis.address}/0",
+            dev=True,
             postgres_url=postgres_url(postgres),
-            log_level="WARNING", log_format="text",
-            login_max_per_peer=10**9, login_max_per_username=10**9,
+            log_level="WARNING",
+            log_format="text",
+            login_max_per_peer=10**9,
+            login_max_per_username=10**9,
             signup_max_per_peer=10**9,
         )
         host = await build(config)
@@ -98,8 +104,13 @@ async def run(seconds: float, concurrency: int, folder: Path) -> None:
         finally:
             await host.stop()
         # Sign-up's storage path: cheap hashing, so the figure is PostgreSQL's share.
-        cheap = replace(config, argon2_time_cost=1, argon2_memory_kib=64, argon2_parallelism=1,
-                        instance="bench-cheap")
+        cheap = replace(
+            config,
+            argon2_time_cost=1,
+            argon2_memory_kib=64,
+            argon2_parallelism=1,
+            instance="bench-cheap",
+        )
         host = await build(cheap)
         await host.start()
         try:
@@ -113,29 +124,35 @@ async def run(seconds: float, concurrency: int, folder: Path) -> None:
 
 
 async def measure(config: AccountConfig, address: str, seconds: float, concurrency: int) -> None:
-    print(f"argon2id t={config.argon2_time_cost} m={config.argon2_memory_kib}KiB "
-          f"p={config.argon2_parallelism}, hash_workers={config.hash_workers}, "
-          f"concurrency={concurrency}, {seconds:.0f}s per figure")
+    print(
+        f"argon2id t={config.argon2_time_cost} m={config.argon2_memory_kib}KiB "
+        f"p={config.argon2_parallelism}, hash_workers={config.hash_workers}, "
+        f"concurrency={concurrency}, {seconds:.0f}s per figure"
+    )
     async with grpc.aio.insecure_channel(address) as channel:
         stub = account_pb2_grpc.AccountServiceStub(channel)
         users = []
         for i in range(USERS):
-            users.append(await stub.SignUp(
-                pb.SignUpRequest(username=f"bench{i:03d}", password=PASSWORD)))
+            users.append(
+                await stub.SignUp(pb.SignUpRequest(username=f"bench{i:03d}", password=PASSWORD))
+            )
         auth = (("authorization", f"Bearer {users[0].access_token}"),)
         ids = [u.user_id for u in users]
 
         # 1. argon2 alone vs Login.
         hasher = argon2.PasswordHasher(
-            time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib,
+            time_cost=config.argon2_time_cost,
+            memory_cost=config.argon2_memory_kib,
             parallelism=config.argon2_parallelism,
         )
         stored = hasher.hash(PASSWORD)
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(config.hash_workers) as pool:
+
             async def verify() -> int:
                 await loop.run_in_executor(pool, hasher.verify, stored, PASSWORD)
                 return 1
+
             raw = await rate(seconds, concurrency, verify)
 
         counter = iter(range(10**9))
@@ -144,19 +161,22 @@ async def measure(config: AccountConfig, address: str, seconds: float, concurren
             name = f"bench{next(counter) % USERS:03d}"
             await stub.Login(pb.LoginRequest(username=name, password=PASSWORD))
             return 1
+
         logins = await rate(seconds, concurrency, login)
         print(f"raw argon2id verify:         {raw:8.1f} /s   (baseline)")
         print(f"Login RPC:                   {logins:8.1f} /s   ratio {logins / raw:.2f}")
 
         # 2. one-by-one GetProfile vs GetUsers(100).
         async def one_profile() -> int:
-            await stub.GetProfile(pb.GetProfileRequest(user_id=ids[next(counter) % USERS]),
-                                  metadata=auth)
+            await stub.GetProfile(
+                pb.GetProfileRequest(user_id=ids[next(counter) % USERS]), metadata=auth
+            )
             return 1
 
         async def batch() -> int:
             reply = await stub.GetUsers(pb.GetUsersRequest(user_ids=ids), metadata=auth)
             return len(reply.users)
+
         singles = await rate(seconds, concurrency, one_profile)
         batched = await rate(seconds, concurrency, batch)
         print(f"GetProfile, 1 user/call:     {singles:8.1f} users/s (baseline)")
@@ -168,10 +188,14 @@ async def measure(config: AccountConfig, address: str, seconds: float, concurren
         prof = await latencies(
             seconds / 2, lambda: stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
         )
-        print(f"health Check latency:        p50 {pct(base, 50):6.2f} ms  p99 {pct(base, 99):6.2f}"
-              " ms (baseline)")
-        print(f"GetProfile latency:          p50 {pct(prof, 50):6.2f} ms  p99 {pct(prof, 99):6.2f}"
-              f" ms  p50 ratio {pct(prof, 50) / pct(base, 50):.2f}")
+        print(
+            f"health Check latency:        p50 {pct(base, 50):6.2f} ms  p99 {pct(base, 99):6.2f}"
+            " ms (baseline)"
+        )
+        print(
+            f"GetProfile latency:          p50 {pct(prof, 50):6.2f} ms  p99 {pct(prof, 99):6.2f}"
+            f" ms  p50 ratio {pct(prof, 50) / pct(base, 50):.2f}"
+        )
 
 
 async def measure_signup(address: str, url: str, seconds: float, concurrency: int) -> None:
@@ -196,9 +220,9 @@ async def measure_signup(address: str, url: str, seconds: float, concurrency: in
         names = iter(range(10**9))
 
         async def sign_up() -> int:
-            await stub.SignUp(pb.SignUpRequest(username=f"new{next(names):07d}",
-                                               password=PASSWORD))
+            await stub.SignUp(pb.SignUpRequest(username=f"new{next(names):07d}", password=PASSWORD))
             return 1
+
         signups = await rate(seconds, concurrency, sign_up)
     print(f"bare INSERT, 1 row/txn:      {bare:8.1f} /s   (baseline, same PostgreSQL)")
     print(f"SignUp (argon2 t=1 m=64KiB): {signups:8.1f} /s   ratio {signups / bare:.2f}")

@@ -91,8 +91,7 @@ class CpuMeter:
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> None:
-        self.used = {name: cpu_seconds(pid) - self._start[name]
-                     for name, pid in self.pids.items()}
+        self.used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
 
     def per_message_us(self, messages: int) -> dict[str, float]:
         return {name: used / max(messages, 1) * 1e6 for name, used in self.used.items()}
@@ -101,8 +100,12 @@ class CpuMeter:
 class Stream:
     """One bidi stream of the load generator: a queue of requests up, a callback down."""
 
-    def __init__(self, call_factory: Callable[[AsyncIterator[Any]], Any],
-                 on_frame: Callable[[Any], None], first: Any | None = None) -> None:
+    def __init__(
+        self,
+        call_factory: Callable[[AsyncIterator[Any]], Any],
+        on_frame: Callable[[Any], None],
+        first: Any | None = None,
+    ) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.on_frame = on_frame
         self.synced = asyncio.Event()
@@ -181,8 +184,11 @@ class Load:
             await asyncio.sleep(0.002)
         await asyncio.sleep(0.5)
         self.recording = False
-        return (percentile(self.latencies, 0.5), percentile(self.latencies, 0.99),
-                self.delivered / seconds)
+        return (
+            percentile(self.latencies, 0.5),
+            percentile(self.latencies, 0.99),
+            self.delivered / seconds,
+        )
 
     async def closed_loop(self, window: int, seconds: float) -> float:
         """Each pair keeps ``window`` messages in flight; delivered msgs/s."""
@@ -220,8 +226,14 @@ def auth(user_id: int) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {AUTHORITY.issue_access(user_id).token}"),)
 
 
-def chat_stream(address: str, channel: grpc.aio.Channel, user_id: int, device: str,
-                on_frame: Callable[[Any], None], cursor: str = "") -> Stream:
+def chat_stream(
+    address: str,
+    channel: grpc.aio.Channel,
+    user_id: int,
+    device: str,
+    on_frame: Callable[[Any], None],
+    cursor: str = "",
+) -> Stream:
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     hello = chat_pb2.ConnectRequest(hello=chat_pb2.Hello(device_id=device, inbox_cursor=cursor))
     return Stream(lambda it: stub.Connect(it, metadata=auth(user_id)), on_frame, hello)
@@ -261,7 +273,8 @@ async def bench_chat(ring: RingWatch, seconds: float, pids: dict[str, int]) -> d
     channels = []
     for s, r in zip(senders, receivers, strict=True):
         reply = await stub.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=r), metadata=auth(s))
+            chat_pb2.OpenDirectChannelRequest(peer_user_id=r), metadata=auth(s)
+        )
         channels.append(reply.channel.channel_id)
     load = Load()
     load.cpu = CpuMeter(pids)
@@ -286,8 +299,14 @@ async def bench_chat(ring: RingWatch, seconds: float, pids: dict[str, int]) -> d
 
         def send(pair: int, sent: int) -> None:
             counter[0] += 1
-            stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
-                client_msg_id=f"b{counter[0]}", channel_id=channel_id, text=f"{pair}:{sent}")))
+            stream.queue.put_nowait(
+                chat_pb2.ConnectRequest(
+                    send=chat_pb2.SendMessage(
+                        client_msg_id=f"b{counter[0]}", channel_id=channel_id, text=f"{pair}:{sent}"
+                    )
+                )
+            )
+
         return send
 
     load.senders = [make_sender(i) for i in range(PAIRS)]
@@ -303,8 +322,10 @@ async def bench_chat(ring: RingWatch, seconds: float, pids: dict[str, int]) -> d
 async def bench_echo(address: str, seconds: float, pids: dict[str, int]) -> dict[str, float]:
     channel = grpc.aio.insecure_channel(address)
     method = channel.stream_stream(
-        ECHO_METHOD, request_serializer=chat_pb2.ConnectRequest.SerializeToString,
-        response_deserializer=chat_pb2.ConnectRequest.FromString)
+        ECHO_METHOD,
+        request_serializer=chat_pb2.ConnectRequest.SerializeToString,
+        response_deserializer=chat_pb2.ConnectRequest.FromString,
+    )
     load = Load()
     load.cpu = CpuMeter(pids)
 
@@ -321,8 +342,14 @@ async def bench_echo(address: str, seconds: float, pids: dict[str, int]) -> dict
 
         def send(pair: int, sent: int) -> None:
             counter[0] += 1
-            stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
-                client_msg_id=f"b{counter[0]}", channel_id=1, text=f"{pair}:{sent}")))
+            stream.queue.put_nowait(
+                chat_pb2.ConnectRequest(
+                    send=chat_pb2.SendMessage(
+                        client_msg_id=f"b{counter[0]}", channel_id=1, text=f"{pair}:{sent}"
+                    )
+                )
+            )
+
         return send
 
     load.senders = [make_sender(i) for i in range(PAIRS)]
@@ -341,8 +368,11 @@ async def bench_churn(ring: RingWatch, victim: EmbeddedServer) -> dict[str, floa
     sender = next(u for u in range(1, 5000) if ring.ring.owner(u).instance == "chat-0")
     a_chan = grpc.aio.insecure_channel(ring.ring.members["chat-0"].address)
     stub = chat_pb2_grpc.ChatServiceStub(a_chan)
-    group = (await stub.CreateGroup(chat_pb2.CreateGroupRequest(
-        name="churn", member_ids=users[:199]), metadata=auth(sender))).channel
+    group = (
+        await stub.CreateGroup(
+            chat_pb2.CreateGroupRequest(name="churn", member_ids=users[:199]), metadata=auth(sender)
+        )
+    ).channel
     members = [*users[:199], sender]
     victim_chan = grpc.aio.insecure_channel(address)
     cursors: dict[int, str] = {}
@@ -356,22 +386,34 @@ async def bench_churn(ring: RingWatch, victim: EmbeddedServer) -> dict[str, floa
                 cursors[uid] = frame.message.inbox_cursor
             elif which == "sync_complete" and kill_time[0]:
                 done.setdefault(uid, time.perf_counter())
+
         return on_frame
 
     user_streams = [u for u in members if u != sender]
     live = {u: chat_stream(address, victim_chan, u, "churn", tracker(u)) for u in user_streams}
-    sender_stream = chat_stream(ring.ring.members["chat-0"].address, a_chan, sender, "s",
-                                lambda f: None)
+    sender_stream = chat_stream(
+        ring.ring.members["chat-0"].address, a_chan, sender, "s", lambda f: None
+    )
     for i in range(20):  # backlog everyone must get back
-        sender_stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
-            client_msg_id=f"churn{i}", channel_id=group.channel_id, text=f"c{i}")))
+        sender_stream.queue.put_nowait(
+            chat_pb2.ConnectRequest(
+                send=chat_pb2.SendMessage(
+                    client_msg_id=f"churn{i}", channel_id=group.channel_id, text=f"c{i}"
+                )
+            )
+        )
     await asyncio.sleep(1.5)
     victim_pid = victim.process.pid if victim.process else 0
     kill_time[0] = time.perf_counter()
     os.kill(victim_pid, 9)
     for i in range(20, 40):  # and messages sent while they are away
-        sender_stream.queue.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
-            client_msg_id=f"churn{i}", channel_id=group.channel_id, text=f"c{i}")))
+        sender_stream.queue.put_nowait(
+            chat_pb2.ConnectRequest(
+                send=chat_pb2.SendMessage(
+                    client_msg_id=f"churn{i}", channel_id=group.channel_id, text=f"c{i}"
+                )
+            )
+        )
     channels: dict[str, grpc.aio.Channel] = {}
     detected = [0.0]
 
@@ -384,8 +426,9 @@ async def bench_churn(ring: RingWatch, victim: EmbeddedServer) -> dict[str, floa
                 continue
             detected[0] = detected[0] or time.perf_counter()
             channel = channels.setdefault(owner.address, grpc.aio.insecure_channel(owner.address))
-            stream = chat_stream(owner.address, channel, uid, "churn", tracker(uid),
-                                 cursor=cursors.get(uid, ""))
+            stream = chat_stream(
+                owner.address, channel, uid, "churn", tracker(uid), cursor=cursors.get(uid, "")
+            )
             live[uid] = stream
             while uid not in done and not stream.ended.is_set():  # noqa: ASYNC110 - two ends
                 await asyncio.sleep(0.01)
@@ -412,16 +455,41 @@ def pid_of(server: EmbeddedServer) -> int:
     return server.process.pid if server.process else 0
 
 
-def chat_process(tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str
-                 ) -> EmbeddedServer:
+def chat_process(tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str) -> EmbeddedServer:
     port = free_port()
     profile = os.environ.get("CHAT_BENCH_PROFILE", "")  # e.g. /tmp/prof: cProfile each server
     runner = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
-    argv = [sys.executable, *runner, "-m", "chat_svc", "--port", str(port), "--instance", name,
-            "--etcd", etcd, "--etcd-prefix", "/bench", "--redis-url", redis_url, "--dev",
-            "--postgres-url", pg_url,
-            "--lease-ttl", "2", "--log-level", "WARNING", "--log-format", "text",
-            "--send-rate", "100000", "--send-burst", "100000", "--outbound-queue", "4096"]
+    argv = [
+        sys.executable,
+        *runner,
+        "-m",
+        "chat_svc",
+        "--port",
+        str(port),
+        "--instance",
+        name,
+        "--etcd",
+        etcd,
+        "--etcd-prefix",
+        "/bench",
+        "--redis-url",
+        redis_url,
+        "--dev",
+        "--postgres-url",
+        pg_url,
+        "--lease-ttl",
+        "2",
+        "--log-level",
+        "WARNING",
+        "--log-format",
+        "text",
+        "--send-rate",
+        "100000",
+        "--send-burst",
+        "100000",
+        "--outbound-queue",
+        "4096",
+    ]
     return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
 
 
@@ -433,12 +501,21 @@ async def run(seconds: float) -> None:
     etcd.start()
     redis.start()
     postgres.start()
-    procs = [chat_process(tmp, etcd.address, f"redis://{redis.address}/0",
-                          postgres_url(postgres), f"chat-{i}") for i in range(3)]
+    procs = [
+        chat_process(
+            tmp, etcd.address, f"redis://{redis.address}/0", postgres_url(postgres), f"chat-{i}"
+        )
+        for i in range(3)
+    ]
     echo_port = free_port()
-    echo = EmbeddedServer("echo", "127.0.0.1", echo_port, tmp / "echo",
-                          [sys.executable, "-c", ECHO_SERVER, str(echo_port)],
-                          tmp / "echo.log")
+    echo = EmbeddedServer(
+        "echo",
+        "127.0.0.1",
+        echo_port,
+        tmp / "echo",
+        [sys.executable, "-c", ECHO_SERVER, str(echo_port)],
+        tmp / "echo.log",
+    )
     session = EtcdSession(etcd.address, "/bench", ttl=2)
     ring: RingWatch | None = None
     try:
@@ -450,11 +527,19 @@ async def run(seconds: float) -> None:
         await ring.wait_for(lambda r: len(r.members) == 3, 20)
         started = time.perf_counter()
         client = os.getpid()
-        chat = await bench_chat(ring, seconds, {
-            "client": client, "chat-0": pid_of(procs[0]), "chat-1": pid_of(procs[1]),
-            "redis": pid_of(redis)})
-        echo_results = await bench_echo(echo.address, seconds,
-                                        {"client": client, "echo": pid_of(echo)})
+        chat = await bench_chat(
+            ring,
+            seconds,
+            {
+                "client": client,
+                "chat-0": pid_of(procs[0]),
+                "chat-1": pid_of(procs[1]),
+                "redis": pid_of(redis),
+            },
+        )
+        echo_results = await bench_echo(
+            echo.address, seconds, {"client": client, "echo": pid_of(echo)}
+        )
         churn = await bench_churn(ring, procs[2])
         elapsed = time.perf_counter() - started
     finally:
@@ -468,27 +553,41 @@ async def run(seconds: float) -> None:
         etcd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = chat["peak"] / echo_results["peak"]
-    print(f"chat bench ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> {PAIRS} "
-          f"receivers on chat-1, 200 connected users)")
-    print(f"  fixed load {chat['fixed_rate']:.0f} msg/s: chat p50 {chat['fixed_p50']:.2f} ms, "
-          f"p99 {chat['fixed_p99']:.2f} ms | echo p50 {echo_results['fixed_p50']:.2f} ms, "
-          f"p99 {echo_results['fixed_p99']:.2f} ms")
-    print(f"  peak delivered: chat {chat['peak']:.0f} msg/s | echo {echo_results['peak']:.0f} "
-          f"msg/s | ratio {ratio:.2f} (goal >= 0.4)")
-    print(f"  half peak ({chat['half_rate']:.0f} msg/s): chat p50 {chat['half_p50']:.2f} ms, "
-          f"p99 {chat['half_p99']:.2f} ms (goal <= 20) | echo at its half peak "
-          f"({echo_results['half_rate']:.0f} msg/s): p99 {echo_results['half_p99']:.2f} ms")
+    print(
+        f"chat bench ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> {PAIRS} "
+        f"receivers on chat-1, 200 connected users)"
+    )
+    print(
+        f"  fixed load {chat['fixed_rate']:.0f} msg/s: chat p50 {chat['fixed_p50']:.2f} ms, "
+        f"p99 {chat['fixed_p99']:.2f} ms | echo p50 {echo_results['fixed_p50']:.2f} ms, "
+        f"p99 {echo_results['fixed_p99']:.2f} ms"
+    )
+    print(
+        f"  peak delivered: chat {chat['peak']:.0f} msg/s | echo {echo_results['peak']:.0f} "
+        f"msg/s | ratio {ratio:.2f} (goal >= 0.4)"
+    )
+    print(
+        f"  half peak ({chat['half_rate']:.0f} msg/s): chat p50 {chat['half_p50']:.2f} ms, "
+        f"p99 {chat['half_p99']:.2f} ms (goal <= 20) | echo at its half peak "
+        f"({echo_results['half_rate']:.0f} msg/s): p99 {echo_results['half_p99']:.2f} ms"
+    )
     chat_cpu = {k[4:]: v for k, v in chat.items() if k.startswith("cpu_")}
     echo_cpu = {k[4:]: v for k, v in echo_results.items() if k.startswith("cpu_")}
-    print("  CPU per delivered message at peak (us): chat " + ", ".join(
-        f"{k} {v:.0f}" for k, v in chat_cpu.items()) + f" = {sum(chat_cpu.values()):.0f}"
-        " | echo " + ", ".join(f"{k} {v:.0f}" for k, v in echo_cpu.items())
+    print(
+        "  CPU per delivered message at peak (us): chat "
+        + ", ".join(f"{k} {v:.0f}" for k, v in chat_cpu.items())
+        + f" = {sum(chat_cpu.values()):.0f}"
+        " | echo "
+        + ", ".join(f"{k} {v:.0f}" for k, v in echo_cpu.items())
         + f" = {sum(echo_cpu.values()):.0f} | CPU ratio "
-        f"{sum(echo_cpu.values()) / sum(chat_cpu.values()):.2f}")
-    print(f"  reconnect churn: {churn['users']:.0f} users on a SIGKILLed server resynced "
-          f"{churn['all_resynced_s']:.2f} s after the kill (ring dropped it after "
-          f"{churn['detect_s']:.2f} s = lease TTL; reconnect + resync "
-          f"{churn['resync_after_detect_s']:.2f} s)")
+        f"{sum(echo_cpu.values()) / sum(chat_cpu.values()):.2f}"
+    )
+    print(
+        f"  reconnect churn: {churn['users']:.0f} users on a SIGKILLed server resynced "
+        f"{churn['all_resynced_s']:.2f} s after the kill (ring dropped it after "
+        f"{churn['detect_s']:.2f} s = lease TTL; reconnect + resync "
+        f"{churn['resync_after_detect_s']:.2f} s)"
+    )
 
 
 def main() -> None:

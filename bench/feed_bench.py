@@ -92,11 +92,22 @@ class Child:
 
     def __init__(self, module: str, args: list[str], log: Path) -> None:
         self.port = free_port()
-        argv = [sys.executable, "-m", module, "--port", str(self.port), *args,
-                "--log-format", "text", "--log-level", "WARNING"]
+        argv = [
+            sys.executable,
+            "-m",
+            module,
+            "--port",
+            str(self.port),
+            *args,
+            "--log-format",
+            "text",
+            "--log-level",
+            "WARNING",
+        ]
         with open(log, "ab") as out:
-            self.process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=out,
-                                            env=dict(os.environ))
+            self.process = subprocess.Popen(
+                argv, cwd=ROOT, stdout=out, stderr=out, env=dict(os.environ)
+            )
         wait_for_port("127.0.0.1", self.port, 30, self.process)  # type: ignore[arg-type]
 
     @property
@@ -123,8 +134,11 @@ async def gather_limited(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -
 
 async def sign_up(accounts: account_pb2_grpc.AccountServiceStub, prefix: str, n: int) -> list[int]:
     async def one(i: int) -> int:
-        reply = await accounts.SignUp(account_pb2.SignUpRequest(
-            username=f"{prefix}{i}", password="benchmark password", display_name=f"{prefix} {i}"))
+        reply = await accounts.SignUp(
+            account_pb2.SignUpRequest(
+                username=f"{prefix}{i}", password="benchmark password", display_name=f"{prefix} {i}"
+            )
+        )
         return int(reply.user_id)
 
     return await gather_limited(16, [lambda i=i: one(i) for i in range(n)])
@@ -154,8 +168,13 @@ async def wait_idle_queue(redis: aioredis.Redis, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-async def bench_fanout(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redis,
-                       author: int, followers: int, rounds: int) -> None:
+async def bench_fanout(
+    feed: feed_pb2_grpc.FeedServiceStub,
+    redis: aioredis.Redis,
+    author: int,
+    followers: int,
+    rounds: int,
+) -> None:
     fans = list(range(10_000_000, 10_000_000 + followers))
     await follow_bulk(redis, [(f, author) for f in fans])
     await mark_active(redis, fans)
@@ -181,16 +200,26 @@ async def bench_fanout(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redi
     ratios = [b / s for b, s in zip(baseline, service, strict=True)]
     svc, base = statistics.median(service), statistics.median(baseline)
     print(f"\n[1] fanout of one post to {followers} active followers (median of {rounds})")
-    print(f"    service: CreatePost -> last feed written {svc * 1000:7.1f} ms "
-          f"= {followers / svc:10,.0f} inserts/s")
-    print(f"    raw Lua baseline (same entries)         {base * 1000:7.1f} ms "
-          f"= {followers / base:10,.0f} inserts/s")
-    print(f"    ratio service/baseline: {statistics.median(ratios):.2f} median of pairs "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f})  (goal >= 0.5)")
+    print(
+        f"    service: CreatePost -> last feed written {svc * 1000:7.1f} ms "
+        f"= {followers / svc:10,.0f} inserts/s"
+    )
+    print(
+        f"    raw Lua baseline (same entries)         {base * 1000:7.1f} ms "
+        f"= {followers / base:10,.0f} inserts/s"
+    )
+    print(
+        f"    ratio service/baseline: {statistics.median(ratios):.2f} median of pairs "
+        f"(min {min(ratios):.2f}, max {max(ratios):.2f})  (goal >= 0.5)"
+    )
 
 
-async def read_latencies(feeds: list[feed_pb2_grpc.FeedServiceStub], readers: list[int],
-                         seconds: float, interval: float | None) -> tuple[list[float], float]:
+async def read_latencies(
+    feeds: list[feed_pb2_grpc.FeedServiceStub],
+    readers: list[int],
+    seconds: float,
+    interval: float | None,
+) -> tuple[list[float], float]:
     deadline = time.perf_counter() + seconds
     samples: list[float] = []
 
@@ -200,8 +229,9 @@ async def read_latencies(feeds: list[feed_pb2_grpc.FeedServiceStub], readers: li
         token = ""
         while time.perf_counter() < deadline:
             began = time.perf_counter()
-            reply = await feed.GetFeed(pb.GetFeedRequest(page_size=20, page_token=token),
-                                       metadata=md(user))
+            reply = await feed.GetFeed(
+                pb.GetFeedRequest(page_size=20, page_token=token), metadata=md(user)
+            )
             took = time.perf_counter() - began
             samples.append(took)
             # Mostly first pages, every third call the next page.
@@ -211,14 +241,18 @@ async def read_latencies(feeds: list[feed_pb2_grpc.FeedServiceStub], readers: li
 
     started = time.perf_counter()
     spread = interval or 0.0
-    await asyncio.gather(*(reader_loop(u, spread * i / len(readers))
-                           for i, u in enumerate(readers)))
+    await asyncio.gather(
+        *(reader_loop(u, spread * i / len(readers)) for i, u in enumerate(readers))
+    )
     return samples, len(samples) / (time.perf_counter() - started)
 
 
-async def bench_reads(feeds: list[feed_pb2_grpc.FeedServiceStub],
-                      accounts: account_pb2_grpc.AccountServiceStub,
-                      redis: aioredis.Redis, seconds: float) -> None:
+async def bench_reads(
+    feeds: list[feed_pb2_grpc.FeedServiceStub],
+    accounts: account_pb2_grpc.AccountServiceStub,
+    redis: aioredis.Redis,
+    seconds: float,
+) -> None:
     feed = feeds[0]
     authors = await sign_up(accounts, "author", 1000)
     readers = await sign_up(accounts, "reader", 50)
@@ -230,24 +264,38 @@ async def bench_reads(feeds: list[feed_pb2_grpc.FeedServiceStub],
         await feed.GetFeed(pb.GetFeedRequest(), metadata=md(reader))  # active from now on
     posts = [(a, f"post by {a}") for a in authors[20:]]
     posts += [(c, f"celebrity post {k} by {c}") for c in celebrities for k in range(10)]
-    await gather_limited(16, [
-        lambda a=a, t=t: feed.CreatePost(pb.CreatePostRequest(text=t), metadata=md(a))
-        for a, t in posts
-    ])
+    await gather_limited(
+        16,
+        [
+            lambda a=a, t=t: feed.CreatePost(pb.CreatePostRequest(text=t), metadata=md(a))
+            for a, t in posts
+        ],
+    )
     await wait_idle_queue(redis)
     sizes = [await redis.zcard(feed_key(r)) for r in readers[:3]]
-    print(f"\n[2] GetFeed, 50 readers x 1000 followed authors (20 celebrities); "
-          f"cache sizes {sizes}; {len(feeds)} feed_svc process(es)")
-    for label, interval in (("every 250 ms per reader", 0.25),
-                            ("every 100 ms per reader", 0.1), ("closed loop", None)):
+    print(
+        f"\n[2] GetFeed, 50 readers x 1000 followed authors (20 celebrities); "
+        f"cache sizes {sizes}; {len(feeds)} feed_svc process(es)"
+    )
+    for label, interval in (
+        ("every 250 ms per reader", 0.25),
+        ("every 100 ms per reader", 0.1),
+        ("closed loop", None),
+    ):
         samples, throughput = await read_latencies(feeds, readers, seconds, interval)
-        print(f"    {label:24s}: {len(samples):6d} calls {throughput:7.0f}/s  "
-              f"p50 {pct(samples, 50) * 1000:6.1f} ms  p99 {pct(samples, 99) * 1000:6.1f} ms"
-              + ("  (goal p99 <= 25 ms)" if interval else ""))
+        print(
+            f"    {label:24s}: {len(samples):6d} calls {throughput:7.0f}/s  "
+            f"p50 {pct(samples, 50) * 1000:6.1f} ms  p99 {pct(samples, 99) * 1000:6.1f} ms"
+            + ("  (goal p99 <= 25 ms)" if interval else "")
+        )
 
 
-async def bench_sustained(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redis,
-                          accounts: account_pb2_grpc.AccountServiceStub, seconds: float) -> None:
+async def bench_sustained(
+    feed: feed_pb2_grpc.FeedServiceStub,
+    redis: aioredis.Redis,
+    accounts: account_pb2_grpc.AccountServiceStub,
+    seconds: float,
+) -> None:
     posters = await sign_up(accounts, "poster", 200)
     pairs = [(30_000_000 + p * 100 + i, a) for p, a in enumerate(posters) for i in range(100)]
     await follow_bulk(redis, pairs)
@@ -275,16 +323,20 @@ async def bench_sustained(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.R
             while time.perf_counter() < deadline:
                 await asyncio.sleep(1.0)
                 second += 1
-                print(f"      t={second:2d}s posted {counter['posted']:6d}  "
-                      f"queue length {await redis.xlen(JOBS_KEY):5d}")
+                print(
+                    f"      t={second:2d}s posted {counter['posted']:6d}  "
+                    f"queue length {await redis.xlen(JOBS_KEY):5d}"
+                )
 
         started = time.perf_counter()
         await asyncio.gather(monitor(), *(client(k) for k in range(16)))
         elapsed = time.perf_counter() - started
         fanned = await fanouts_done() - done_before
-        print(f"    {label}: {counter['posted'] / elapsed:7.0f} posts/s accepted, "
-              f"{fanned / elapsed:7.0f} posts/s fanned out "
-              f"({fanned * 100 / elapsed:,.0f} feed inserts/s)")
+        print(
+            f"    {label}: {counter['posted'] / elapsed:7.0f} posts/s accepted, "
+            f"{fanned / elapsed:7.0f} posts/s fanned out "
+            f"({fanned * 100 / elapsed:,.0f} feed inserts/s)"
+        )
         return fanned / elapsed
 
     finished: set[bytes] = set()
@@ -310,8 +362,12 @@ async def bench_sustained(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.R
     print(f"    queue length after draining: {await redis.xlen(JOBS_KEY)}")
 
 
-async def bench_claim(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redis,
-                      accounts: account_pb2_grpc.AccountServiceStub, rounds: int) -> None:
+async def bench_claim(
+    feed: feed_pb2_grpc.FeedServiceStub,
+    redis: aioredis.Redis,
+    accounts: account_pb2_grpc.AccountServiceStub,
+    rounds: int,
+) -> None:
     """A fanout job whose worker died right after reading it (as after a SIGKILL): time
     until another worker claimed and finished it, against the same job worked at once."""
     (author,) = await sign_up(accounts, "claimed", 1)
@@ -327,10 +383,18 @@ async def bench_claim(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redis
             await wait_idle_queue(redis)
             pipe = redis.pipeline(transaction=True)
             pipe.delete(key)
-            pipe.hset(key, mapping={"created_ms": now_ms(), "state": "fanout",
-                                    "total": len(fans), "chunks": 1})
-            pipe.xadd(JOBS_KEY, {"kind": "chunk", "post": post, "author": author,
-                                 "from": "", "to": ""})
+            pipe.hset(
+                key,
+                mapping={
+                    "created_ms": now_ms(),
+                    "state": "fanout",
+                    "total": len(fans),
+                    "chunks": 1,
+                },
+            )
+            pipe.xadd(
+                JOBS_KEY, {"kind": "chunk", "post": post, "author": author, "from": "", "to": ""}
+            )
             if kind == "dead":  # read by a consumer that never comes back
                 pipe.xreadgroup(GROUP, "dead-worker", {JOBS_KEY: ">"}, count=1)
             started = now_ms()
@@ -342,11 +406,15 @@ async def bench_claim(feed: feed_pb2_grpc.FeedServiceStub, redis: aioredis.Redis
                 await asyncio.sleep(0.005)
             delays[kind].append((int(finished) - started) / 1000)
     live, dead = statistics.median(delays["live"]), statistics.median(delays["dead"])
-    print(f"\n[4] a fanout job (1,000 followers) whose worker died after reading it "
-          f"(median of {rounds})")
+    print(
+        f"\n[4] a fanout job (1,000 followers) whose worker died after reading it "
+        f"(median of {rounds})"
+    )
     print(f"    worked at once by a live worker      {live * 1000:8.0f} ms")
-    print(f"    claimed from the dead worker, done   {dead * 1000:8.0f} ms "
-          f"(min {min(delays['dead']) * 1000:.0f}, max {max(delays['dead']) * 1000:.0f})")
+    print(
+        f"    claimed from the dead worker, done   {dead * 1000:8.0f} ms "
+        f"(min {min(delays['dead']) * 1000:.0f}, max {max(delays['dead']) * 1000:.0f})"
+    )
 
 
 async def main() -> None:
@@ -355,10 +423,15 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--parts", default="1,2,3,4", help="which measurements to run")
-    parser.add_argument("--claim-idle", type=float, default=0.0,
-                        help="feed_svc --fanout-claim-idle for part 4 (0: its default)")
-    parser.add_argument("--read-servers", type=int, default=1,
-                        help="feed_svc processes serving the GetFeed readers")
+    parser.add_argument(
+        "--claim-idle",
+        type=float,
+        default=0.0,
+        help="feed_svc --fanout-claim-idle for part 4 (0: its default)",
+    )
+    parser.add_argument(
+        "--read-servers", type=int, default=1, help="feed_svc processes serving the GetFeed readers"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     began = time.perf_counter()
@@ -369,26 +442,55 @@ async def main() -> None:
         redis_proc.start()
         postgres.start()
         redis_url = f"redis://{redis_proc.address}/0"
-        common = ["--etcd", etcd.address, "--redis-url", redis_url, "--dev",
-                  "--postgres-url", postgres_url(postgres)]
+        common = [
+            "--etcd",
+            etcd.address,
+            "--redis-url",
+            redis_url,
+            "--dev",
+            "--postgres-url",
+            postgres_url(postgres),
+        ]
         children: list[Child] = []
         redis = connect(redis_url)  # the same client (hiredis packer) as feed_svc
         try:
-            account = Child("account_svc", [*common, "--instance", "account-0",
-                                            "--argon2-time-cost", "1",
-                                            "--argon2-memory-kib", "1024",
-                                            "--argon2-parallelism", "1",
-                                            "--signup-max-per-peer", "1000000000"],
-                          Path(tmp) / "a.log")
+            account = Child(
+                "account_svc",
+                [
+                    *common,
+                    "--instance",
+                    "account-0",
+                    "--argon2-time-cost",
+                    "1",
+                    "--argon2-memory-kib",
+                    "1024",
+                    "--argon2-parallelism",
+                    "1",
+                    "--signup-max-per-peer",
+                    "1000000000",
+                ],
+                Path(tmp) / "a.log",
+            )
             children.append(account)
             accounts = account_pb2_grpc.AccountServiceStub(
-                grpc.aio.insecure_channel(account.address))
-            feed_args = [*common, "--post-burst", "100000", "--post-rate", "100000",
-                         "--fanout-workers", "16"]
+                grpc.aio.insecure_channel(account.address)
+            )
+            feed_args = [
+                *common,
+                "--post-burst",
+                "100000",
+                "--post-rate",
+                "100000",
+                "--fanout-workers",
+                "16",
+            ]
             if args.claim_idle:
                 feed_args += ["--fanout-claim-idle", str(args.claim_idle)]
-            server = Child("feed_svc", [*feed_args, "--instance", "feed-0",
-                                        "--celebrity-threshold", "1000000"], Path(tmp) / "f.log")
+            server = Child(
+                "feed_svc",
+                [*feed_args, "--instance", "feed-0", "--celebrity-threshold", "1000000"],
+                Path(tmp) / "f.log",
+            )
             children.append(server)
             feed = feed_pb2_grpc.FeedServiceStub(grpc.aio.insecure_channel(server.address))
             (author,) = await sign_up(accounts, "fanout", 1)
@@ -405,11 +507,15 @@ async def main() -> None:
             await redis.delete(JOBS_KEY)
             feeds = []
             for k in range(args.read_servers):
-                server = Child("feed_svc", [*feed_args, "--instance", f"feed-r{k}",
-                                            "--celebrity-threshold", "100"], Path(tmp) / "f.log")
+                server = Child(
+                    "feed_svc",
+                    [*feed_args, "--instance", f"feed-r{k}", "--celebrity-threshold", "100"],
+                    Path(tmp) / "f.log",
+                )
                 children.append(server)
-                feeds.append(feed_pb2_grpc.FeedServiceStub(
-                    grpc.aio.insecure_channel(server.address)))
+                feeds.append(
+                    feed_pb2_grpc.FeedServiceStub(grpc.aio.insecure_channel(server.address))
+                )
             await bench_reads(feeds, accounts, redis, args.seconds)
         finally:
             await redis.aclose()

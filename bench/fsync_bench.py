@@ -52,22 +52,32 @@ async def drive(store: ChatStore, senders: int, seconds: float) -> dict[str, flo
             n += 1
             started = time.perf_counter()
             await store.store_message(
-                sender_id=s + 1, channel_id=10_000 + s, message_id=ids.next_id(),
-                client_msg_id=f"{s}-{n}-{started}", text="x" * 100, created_ms=1,
-                rate=1e9, burst=1_000_000_000)
+                sender_id=s + 1,
+                channel_id=10_000 + s,
+                message_id=ids.next_id(),
+                client_msg_id=f"{s}-{n}-{started}",
+                text="x" * 100,
+                created_ms=1,
+                rate=1e9,
+                burst=1_000_000_000,
+            )
             latencies.append((time.perf_counter() - started) * 1000)
 
     began = time.perf_counter()
     await asyncio.gather(*(sender(s) for s in range(senders)))
     elapsed = time.perf_counter() - began
-    return {"rate": len(latencies) / elapsed, "p50": percentile(latencies, 0.5),
-            "p99": percentile(latencies, 0.99)}
+    return {
+        "rate": len(latencies) / elapsed,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+    }
 
 
 async def run(seconds: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fsync-bench-"))
-    servers = {policy: redis_server(tmp / policy, fsync=policy)
-               for policy in ("everysec", "always")}
+    servers = {
+        policy: redis_server(tmp / policy, fsync=policy) for policy in ("everysec", "always")
+    }
     results: dict[str, dict[str, dict[str, float]]] = {}
     try:
         for server in servers.values():
@@ -75,8 +85,10 @@ async def run(seconds: float) -> None:
         for policy, server in servers.items():
             redis = redis_client.connect(f"redis://{server.address}/0")
             store = ChatStore(redis)
-            results[policy] = {"lone": await drive(store, 1, seconds),
-                               "concurrent": await drive(store, CONCURRENT, seconds)}
+            results[policy] = {
+                "lone": await drive(store, 1, seconds),
+                "concurrent": await drive(store, CONCURRENT, seconds),
+            }
             await redis.aclose()
     finally:
         for server in servers.values():
@@ -85,9 +97,11 @@ async def run(seconds: float) -> None:
     print(f"chat send path (ChatStore.store_message, 1:1 channels), {seconds:.0f} s per phase")
     for phase, label in (("lone", "one sender"), ("concurrent", f"{CONCURRENT} senders")):
         e, a = results["everysec"][phase], results["always"][phase]
-        print(f"  {label}: everysec {e['rate']:.0f} sends/s (p50 {e['p50']:.2f} ms, "
-              f"p99 {e['p99']:.2f} ms) | always {a['rate']:.0f} sends/s (p50 {a['p50']:.2f} "
-              f"ms, p99 {a['p99']:.2f} ms) | ratio always/everysec {a['rate'] / e['rate']:.2f}")
+        print(
+            f"  {label}: everysec {e['rate']:.0f} sends/s (p50 {e['p50']:.2f} ms, "
+            f"p99 {e['p99']:.2f} ms) | always {a['rate']:.0f} sends/s (p50 {a['p50']:.2f} "
+            f"ms, p99 {a['p99']:.2f} ms) | ratio always/everysec {a['rate'] / e['rate']:.2f}"
+        )
 
 
 def main() -> None:

@@ -90,11 +90,18 @@ async def wait_drained(redis: aioredis.Redis, timeout: float = 120.0) -> None:
 async def enqueue(redis: aioredis.Redis, entries: list[tuple[int, int, int]]) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for user_id, channel_id, message_id in entries:
-            pipe.xadd(QUEUE_KEY, {
-                "kind": "chat_message", "user_id": str(user_id), "channel_id": str(channel_id),
-                "message_id": str(message_id), "sender_id": "1", "preview": "benchmark message",
-                "created_ms": str(int(time.time() * 1000)),
-            })
+            pipe.xadd(
+                QUEUE_KEY,
+                {
+                    "kind": "chat_message",
+                    "user_id": str(user_id),
+                    "channel_id": str(channel_id),
+                    "message_id": str(message_id),
+                    "sender_id": "1",
+                    "preview": "benchmark message",
+                    "created_ms": str(int(time.time() * 1000)),
+                },
+            )
         await pipe.execute()
 
 
@@ -112,9 +119,17 @@ async def run(entries: int, concurrency: int, folder: Path) -> None:
     redis = aioredis.Redis.from_url(f"redis://{redis_proc.address}/0")
     try:
         config = load_config(
-            NotifyConfig, [], env={}, etcd=etcd.address, redis_url=f"redis://{redis_proc.address}/0",
-            dev=True, log_level="WARNING", log_format="text", concurrency=concurrency,
-            webhook_allow=f"127.0.0.1:{receiver.port}", webhook_allow_http=True,
+            NotifyConfig,
+            [],
+            env={},
+            etcd=etcd.address,
+            redis_url=f"redis://{redis_proc.address}/0",
+            dev=True,
+            log_level="WARNING",
+            log_format="text",
+            concurrency=concurrency,
+            webhook_allow=f"127.0.0.1:{receiver.port}",
+            webhook_allow_http=True,
             collapse_window=600.0,
         )
         app = await build(config)
@@ -125,18 +140,26 @@ async def run(entries: int, concurrency: int, folder: Path) -> None:
             stub = notify_pb2_grpc.NotifyServiceStub(channel)
             for user_id in [*users, 999_999]:
                 await stub.RegisterDevice(
-                    pb.RegisterDeviceRequest(device_id="d", kind=pb.DEVICE_KIND_WEBHOOK,
-                                             webhook_url=url),
-                    metadata=(("authorization",
-                               f"Bearer {authority.issue_access(user_id).token}"),),
+                    pb.RegisterDeviceRequest(
+                        device_id="d", kind=pb.DEVICE_KIND_WEBHOOK, webhook_url=url
+                    ),
+                    metadata=(
+                        ("authorization", f"Bearer {authority.issue_access(user_id).token}"),
+                    ),
                 )
 
         # 1. Baseline: signed POSTs straight to the receiver, same client and concurrency.
         client = make_client(config.webhook_timeout, config.webhook_max_connections)
-        sender = WebhookSender(client, AllowList.parse(config.webhook_allow, True),
-                               config.signing_secret, config.webhook_timeout)
-        payload = {"type": "notification", "notification": {"id": "1", "count": 1,
-                                                            "preview": "benchmark message"}}
+        sender = WebhookSender(
+            client,
+            AllowList.parse(config.webhook_allow, True),
+            config.signing_secret,
+            config.webhook_timeout,
+        )
+        payload = {
+            "type": "notification",
+            "notification": {"id": "1", "count": 1, "preview": "benchmark message"},
+        }
         todo = iter(range(entries))
 
         async def post_loop() -> None:
@@ -183,13 +206,19 @@ async def run(entries: int, concurrency: int, folder: Path) -> None:
 
         print(f"entries={entries} concurrency={concurrency}")
         print(f"raw signed POSTs (baseline):   {raw_rate:8.0f} /s")
-        print(f"queue -> webhook deliveries:   {pipeline_rate:8.0f} /s   "
-              f"ratio {pipeline_rate / raw_rate:.2f}")
-        print(f"collapsing burst (20 channels): {collapse_rate:7.0f} entries/s -> {pushes} pushes"
-              f"   ratio vs deliveries {collapse_rate / pipeline_rate:.2f}")
+        print(
+            f"queue -> webhook deliveries:   {pipeline_rate:8.0f} /s   "
+            f"ratio {pipeline_rate / raw_rate:.2f}"
+        )
+        print(
+            f"collapsing burst (20 channels): {collapse_rate:7.0f} entries/s -> {pushes} pushes"
+            f"   ratio vs deliveries {collapse_rate / pipeline_rate:.2f}"
+        )
         print(f"latency direct POST:  p50 {pct(direct, 50):.2f} ms  p99 {pct(direct, 99):.2f} ms")
-        print(f"latency XADD->POST:   p50 {pct(queued, 50):.2f} ms  p99 {pct(queued, 99):.2f} ms"
-              f"   ratio (p50) {pct(queued, 50) / pct(direct, 50):.1f}")
+        print(
+            f"latency XADD->POST:   p50 {pct(queued, 50):.2f} ms  p99 {pct(queued, 99):.2f} ms"
+            f"   ratio (p50) {pct(queued, 50) / pct(direct, 50):.1f}"
+        )
     finally:
         await redis.aclose()
         http_server.close()

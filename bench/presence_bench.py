@@ -66,6 +66,7 @@ def rss_bytes(pid: int) -> int:
 
 # --- the baseline server: bare grpc.aio, same method path, bytes in, bytes out ----------
 
+
 async def bare_server(port: int) -> None:
     first = pb.ConnectResponse(snapshot=pb.Snapshot()).SerializeToString()
 
@@ -87,6 +88,7 @@ async def bare_server(port: int) -> None:
 
 # --- the load ----------------------------------------------------------------------------
 
+
 class User:
     __slots__ = ("uid", "call", "instance")
 
@@ -103,8 +105,7 @@ class Load:
         self.presence = presence
         self.interval = interval
         self.channels = [
-            [grpc.aio.insecure_channel(a) for _ in range(CHANNELS_PER_INSTANCE)]
-            for a in addresses
+            [grpc.aio.insecure_channel(a) for _ in range(CHANNELS_PER_INSTANCE)] for a in addresses
         ]
         self.users = [User(1000 + i, i % 2) for i in range(users)]
         self._stop = asyncio.Event()
@@ -129,7 +130,8 @@ class Load:
             if self.presence:
                 watch = random.sample(uids, WATCH_PER_USER)
                 await user.call.write(
-                    pb.ConnectRequest(watch=pb.Watch(user_ids=watch)).SerializeToString())
+                    pb.ConnectRequest(watch=pb.Watch(user_ids=watch)).SerializeToString()
+                )
 
         for i in range(0, len(self.users), batch):
             await asyncio.gather(*(one(u) for u in self.users[i : i + batch]))
@@ -169,8 +171,9 @@ class Load:
             # A fresh stream for each watcher, so no frames are queued from the load phase.
             watcher.call = self._open(watcher)
             await watcher.call.read()
-            await watcher.call.write(pb.ConnectRequest(
-                watch=pb.Watch(user_ids=mine, replace=True)).SerializeToString())
+            await watcher.call.write(
+                pb.ConnectRequest(watch=pb.Watch(user_ids=mine, replace=True)).SerializeToString()
+            )
             await watcher.call.read()
             readers.append(asyncio.create_task(self._read_changes(watcher)))
         away = dict.fromkeys((s.uid for s in subjects), False)
@@ -184,7 +187,8 @@ class Load:
             assert subject.call is not None
             self.toggle_sent[(subject.uid, status)] = time.monotonic()
             await subject.call.write(
-                pb.ConnectRequest(heartbeat=pb.Heartbeat(status=status)).SerializeToString())
+                pb.ConnectRequest(heartbeat=pb.Heartbeat(status=status)).SerializeToString()
+            )
             await asyncio.sleep(1 / rate)
         await asyncio.sleep(1.0)  # let the last events land
         for task in readers:
@@ -216,14 +220,34 @@ class Load:
                 await channel.close()
 
 
-def start_presence(etcd: str, redis_url: str, index: int, interval: float,
-                   log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_presence(
+    etcd: str, redis_url: str, index: int, interval: float, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    argv = [sys.executable, "-m", "presence_svc", "--port", str(port),
-            "--instance", f"presence-{index}", "--etcd", etcd, "--etcd-prefix", "/bench",
-            "--redis-url", redis_url, "--dev", "--log-level", "WARNING",
-            "--heartbeat-interval", str(interval), "--offline-timeout", str(3 * interval),
-            "--default-watch", "false"]
+    argv = [
+        sys.executable,
+        "-m",
+        "presence_svc",
+        "--port",
+        str(port),
+        "--instance",
+        f"presence-{index}",
+        "--etcd",
+        etcd,
+        "--etcd-prefix",
+        "/bench",
+        "--redis-url",
+        redis_url,
+        "--dev",
+        "--log-level",
+        "WARNING",
+        "--heartbeat-interval",
+        str(interval),
+        "--offline-timeout",
+        str(3 * interval),
+        "--default-watch",
+        "false",
+    ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, 30, proc)
@@ -237,9 +261,14 @@ def start_bare() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"127.0.0.1:{port}"
 
 
-async def run_phase(name: str, procs: list[subprocess.Popen[bytes]], addresses: list[str],
-                    args: argparse.Namespace, presence: bool,
-                    redis_pid: int | None = None) -> dict[str, float]:
+async def run_phase(
+    name: str,
+    procs: list[subprocess.Popen[bytes]],
+    addresses: list[str],
+    args: argparse.Namespace,
+    presence: bool,
+    redis_pid: int | None = None,
+) -> dict[str, float]:
     pids = [p.pid for p in procs]
     await asyncio.sleep(1.0)
     rss0 = sum(rss_bytes(pid) for pid in pids)
@@ -274,9 +303,12 @@ async def run_phase(name: str, procs: list[subprocess.Popen[bytes]], addresses: 
     await beating
     await load.close()
     per_k = result["cpu_share"] * 100 / (args.users / 1000)
-    print(f"[{name}] CPU {result['cpu_share'] * 100:.1f}% of one core for {args.users} users "
-          f"= {per_k:.2f}% per 1,000 users ({result['heartbeats_per_s']:.0f} heartbeats/s); "
-          f"RSS +{result['rss_per_conn'] / 1024:.1f} KiB per connection", flush=True)
+    print(
+        f"[{name}] CPU {result['cpu_share'] * 100:.1f}% of one core for {args.users} users "
+        f"= {per_k:.2f}% per 1,000 users ({result['heartbeats_per_s']:.0f} heartbeats/s); "
+        f"RSS +{result['rss_per_conn'] / 1024:.1f} KiB per connection",
+        flush=True,
+    )
     return result
 
 
@@ -289,12 +321,15 @@ async def main(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         redis_url = f"redis://{redis.address}/0"
-        started = [start_presence(etcd.address, redis_url, i, args.interval,
-                                  tmp / f"presence-{i}.log") for i in range(2)]
+        started = [
+            start_presence(etcd.address, redis_url, i, args.interval, tmp / f"presence-{i}.log")
+            for i in range(2)
+        ]
         procs = [p for p, _ in started]
         assert redis.process is not None
-        presence = await run_phase("presence", procs, [a for _, a in started], args, True,
-                                   redis.process.pid)
+        presence = await run_phase(
+            "presence", procs, [a for _, a in started], args, True, redis.process.pid
+        )
         for proc in procs:
             proc.terminate()
             proc.wait(10)
@@ -312,20 +347,30 @@ async def main(args: argparse.Namespace) -> None:
     base_k = baseline["cpu_share"] * 100 / users_k
     at_10s = per_k * args.interval / 10
     print()
-    print(f"users {args.users} on 2 instances, heartbeat every {args.interval:g} s, "
-          f"window {args.window:g} s")
-    print(f"CPU per 1,000 users: presence {per_k:.2f}% of a core, bare grpc.aio {base_k:.2f}%"
-          f", ratio {per_k / base_k:.2f}   (goal <= 5% at a 10 s interval: "
-          f"{at_10s:.2f}%)")
-    print(f"Redis server CPU meanwhile (not counted above): "
-          f"{presence['redis_share'] * 100 / users_k:.2f}% of a core per 1,000 users")
-    print(f"memory per connection: presence {presence['rss_per_conn'] / 1024:.1f} KiB, "
-          f"bare {baseline['rss_per_conn'] / 1024:.1f} KiB, "
-          f"ratio {presence['rss_per_conn'] / max(1.0, baseline['rss_per_conn']):.2f}")
+    print(
+        f"users {args.users} on 2 instances, heartbeat every {args.interval:g} s, "
+        f"window {args.window:g} s"
+    )
+    print(
+        f"CPU per 1,000 users: presence {per_k:.2f}% of a core, bare grpc.aio {base_k:.2f}%"
+        f", ratio {per_k / base_k:.2f}   (goal <= 5% at a 10 s interval: "
+        f"{at_10s:.2f}%)"
+    )
+    print(
+        f"Redis server CPU meanwhile (not counted above): "
+        f"{presence['redis_share'] * 100 / users_k:.2f}% of a core per 1,000 users"
+    )
+    print(
+        f"memory per connection: presence {presence['rss_per_conn'] / 1024:.1f} KiB, "
+        f"bare {baseline['rss_per_conn'] / 1024:.1f} KiB, "
+        f"ratio {presence['rss_per_conn'] / max(1.0, baseline['rss_per_conn']):.2f}"
+    )
     if "lat_p99" in presence:
-        print(f"transition-to-event latency over {int(presence['lat_n'])} events: "
-              f"p50 {presence['lat_p50']:.1f} ms, p99 {presence['lat_p99']:.1f} ms, "
-              f"max {presence['lat_max']:.1f} ms   (goal p99 <= 100 ms)")
+        print(
+            f"transition-to-event latency over {int(presence['lat_n'])} events: "
+            f"p50 {presence['lat_p50']:.1f} ms, p99 {presence['lat_p99']:.1f} ms, "
+            f"max {presence['lat_max']:.1f} ms   (goal p99 <= 100 ms)"
+        )
 
 
 if __name__ == "__main__":

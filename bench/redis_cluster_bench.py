@@ -66,8 +66,9 @@ async def heartbeats_per_second(client: RedisClient, batch: int, seconds: float)
 
     async def flush() -> int:
         now = int(time.time() * 1000)
-        beats = [Beat(next(users) % 50_000, "c1", "online", now, now + 30_000)
-                 for _ in range(batch)]
+        beats = [
+            Beat(next(users) % 50_000, "c1", "online", now, now + 30_000) for _ in range(batch)
+        ]
         await store.heartbeats(beats)
         return batch
 
@@ -80,8 +81,18 @@ async def applies_per_second(client: RedisClient, seconds: float) -> float:
 
     async def apply() -> int:
         message = next(messages)
-        await store.apply(message % 5_000, NotificationKind.CHAT_MESSAGE, message % 7, message,
-                          9, "hello", 1_760_000_000_000, 60_000, 600_000, 50)
+        await store.apply(
+            message % 5_000,
+            NotificationKind.CHAT_MESSAGE,
+            message % 7,
+            message,
+            9,
+            "hello",
+            1_760_000_000_000,
+            60_000,
+            600_000,
+            50,
+        )
         return 1
 
     return await rate(apply, 32, seconds)
@@ -144,8 +155,10 @@ async def main(seconds: float, batch: int) -> None:
     print(f"presence heartbeats (batches of {batch}, 4 flushers):")
     print(f"  one node              {one:10.0f} /s")
     print(f"  3-master cluster      {many:10.0f} /s   ratio cluster/node {many / one:.2f}")
-    print(f"  cluster, plain packer {plain_beats:10.0f} /s   ratio hiredis/plain "
-          f"{many / plain_beats:.2f}")
+    print(
+        f"  cluster, plain packer {plain_beats:10.0f} /s   ratio hiredis/plain "
+        f"{many / plain_beats:.2f}"
+    )
     one, many = applies["one node"], applies["cluster"]
     print("notify apply (one job per call, 32 at once):")
     print(f"  one node              {one:10.0f} /s")

@@ -87,8 +87,10 @@ async def build(config: ChatConfig) -> ChatApp:
     host = ServiceHost(config, CHAT_SERVICE)
     await host.open()
     redis = redis_client.connect(
-        config.redis_url, socket_timeout=config.redis_timeout,
-        socket_connect_timeout=config.redis_timeout, health_check_interval=10,
+        config.redis_url,
+        socket_timeout=config.redis_timeout,
+        socket_connect_timeout=config.redis_timeout,
+        health_check_interval=10,
     )
     try:
         db = await open_database(
@@ -101,8 +103,9 @@ async def build(config: ChatConfig) -> ChatApp:
     host.on_stop(db.close)
     host.dependencies.add("postgres", db.ping)
     records = ChannelRecords(db)
-    store = ChatStore(redis, config.inbox_cap, config.history_cap, config.dedup_ttl,
-                      load_members=records.members)
+    store = ChatStore(
+        redis, config.inbox_cap, config.history_cap, config.dedup_ttl, load_members=records.members
+    )
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
     ids = claim.generator()
@@ -112,14 +115,27 @@ async def build(config: ChatConfig) -> ChatApp:
     directory = ServiceDirectory(host.session, config, host.authority, CHAT_SERVICE)
     peers = PeerClient(directory, config.peer_timeout)
     delivery = Delivery(
-        store=store, hub=hub, ring=ring, instance=config.instance, ids=ids,
-        forward=peers.submit, max_message_chars=config.max_message_chars,
-        send_rate=config.send_rate, send_burst=config.send_burst,
+        store=store,
+        hub=hub,
+        ring=ring,
+        instance=config.instance,
+        ids=ids,
+        forward=peers.submit,
+        max_message_chars=config.max_message_chars,
+        send_rate=config.send_rate,
+        send_burst=config.send_burst,
         retry_window=config.push_retry_window,
     )
-    sessions = Sessions(store=store, hub=hub, ring=ring, delivery=delivery,
-                        instance=config.instance, queue_capacity=config.outbound_queue,
-                        draining=host.draining.is_set, ring_settle=config.ring_settle)
+    sessions = Sessions(
+        store=store,
+        hub=hub,
+        ring=ring,
+        delivery=delivery,
+        instance=config.instance,
+        queue_capacity=config.outbound_queue,
+        draining=host.draining.is_set,
+        ring_settle=config.ring_settle,
+    )
     channels = Channels(store, records, ids, config.max_group_members)
 
     def on_ring(old: Ring, new: Ring) -> None:

@@ -21,12 +21,8 @@ class ChatConfig(ServiceConfig):
     inbox_cap: int = _opt(
         10_000, "Entries kept per user inbox stream (approximate MAXLEN; older ones trimmed)."
     )
-    history_cap: int = _opt(
-        100_000, "Messages kept per channel history (approximate MAXLEN)."
-    )
-    dedup_ttl: int = _opt(
-        86_400, "Seconds a client_msg_id de-duplication record is kept."
-    )
+    history_cap: int = _opt(100_000, "Messages kept per channel history (approximate MAXLEN).")
+    dedup_ttl: int = _opt(86_400, "Seconds a client_msg_id de-duplication record is kept.")
     send_rate: float = _opt(20.0, "Sustained sends per second allowed per user.")
     send_burst: int = _opt(40, "Sends a user may burst above the sustained rate.")
     max_streams_per_user: int = _opt(
@@ -35,19 +31,17 @@ class ChatConfig(ServiceConfig):
     outbound_queue: int = _opt(
         1024, "Frames buffered per stream before a slow consumer is cut off."
     )
-    redis_timeout: float = _opt(
-        2.0, "Seconds a Redis command may take before it counts as failed."
-    )
-    peer_timeout: float = _opt(
-        2.0, "Seconds a delivery RPC to another chat server may take."
-    )
+    redis_timeout: float = _opt(2.0, "Seconds a Redis command may take before it counts as failed.")
+    peer_timeout: float = _opt(2.0, "Seconds a delivery RPC to another chat server may take.")
     ring_settle: float = _opt(
-        2.0, "Seconds a chat server waits for its ring to reach the ring version a client "
-        "was sent with (hello.ring_version) before redirecting it."
+        2.0,
+        "Seconds a chat server waits for its ring to reach the ring version a client "
+        "was sent with (hello.ring_version) before redirecting it.",
     )
     push_retry_window: float = _opt(
-        15.0, "Seconds a failed push to a user's owner is retried (fresh channel, owner "
-        "re-resolved from the ring) before the user counts as offline."
+        15.0,
+        "Seconds a failed push to a user's owner is retried (fresh channel, owner "
+        "re-resolved from the ring) before the user counts as offline.",
     )
 
     def validate(self) -> None:
@@ -66,7 +60,10 @@ class ChatConfig(ServiceConfig):
             raise ConfigError("max_streams_per_user must be at least 1")
         if self.outbound_queue < 8:
             raise ConfigError("outbound_queue must be at least 8")
-        if min(self.redis_timeout, self.peer_timeout, self.push_retry_window,
-               self.ring_settle) <= 0:
-            raise ConfigError("redis_timeout, peer_timeout, push_retry_window and "
-                              "ring_settle must be positive")
+        if (
+            min(self.redis_timeout, self.peer_timeout, self.push_retry_window, self.ring_settle)
+            <= 0
+        ):
+            raise ConfigError(
+                "redis_timeout, peer_timeout, push_retry_window and ring_settle must be positive"
+            )

@@ -68,13 +68,17 @@ class DeviceStream:
         if len(self._items) >= self.capacity:
             logger.warning(
                 "slow consumer cut off: user %s device %s (%s frames queued)",
-                self.user_id, self.device_id, len(self._items),
+                self.user_id,
+                self.device_id,
+                len(self._items),
             )
-            self.close(ResourceExhausted(
-                f"the client fell more than {self.capacity} frames behind; reconnect and "
-                "resync from the last inbox cursor",
-                reason="SLOW_CONSUMER",
-            ))
+            self.close(
+                ResourceExhausted(
+                    f"the client fell more than {self.capacity} frames behind; reconnect and "
+                    "resync from the last inbox cursor",
+                    reason="SLOW_CONSUMER",
+                )
+            )
             return False
         self._items.append(item)
         self._wake.set()

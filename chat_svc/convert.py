@@ -28,31 +28,50 @@ _RECEIPT_NAMES = {v: k for k, v in _RECEIPT_KINDS.items()}
 
 def message_pb(m: StoredMessage) -> chat_pb2.Message:
     return chat_pb2.Message(
-        message_id=m.message_id, channel_id=m.channel_id, seq=m.seq, sender_id=m.sender_id,
-        text=m.text, client_msg_id=m.client_msg_id, created_ms=m.created_ms,
+        message_id=m.message_id,
+        channel_id=m.channel_id,
+        seq=m.seq,
+        sender_id=m.sender_id,
+        text=m.text,
+        client_msg_id=m.client_msg_id,
+        created_ms=m.created_ms,
         inbox_cursor=m.inbox_cursor,
     )
 
 
 def message_from_pb(m: chat_pb2.Message) -> StoredMessage:
     return StoredMessage(
-        message_id=m.message_id, channel_id=m.channel_id, seq=m.seq, sender_id=m.sender_id,
-        text=m.text, client_msg_id=m.client_msg_id, created_ms=m.created_ms,
+        message_id=m.message_id,
+        channel_id=m.channel_id,
+        seq=m.seq,
+        sender_id=m.sender_id,
+        text=m.text,
+        client_msg_id=m.client_msg_id,
+        created_ms=m.created_ms,
         inbox_cursor=m.inbox_cursor,
     )
 
 
 def receipt_pb(r: Receipt) -> chat_pb2.Receipt:
     return chat_pb2.Receipt(
-        kind=_RECEIPT_KINDS[r.kind], channel_id=r.channel_id, message_id=r.message_id,
-        seq=r.seq, user_id=r.user_id, device_id=r.device_id, client_msg_id=r.client_msg_id,
+        kind=_RECEIPT_KINDS[r.kind],
+        channel_id=r.channel_id,
+        message_id=r.message_id,
+        seq=r.seq,
+        user_id=r.user_id,
+        device_id=r.device_id,
+        client_msg_id=r.client_msg_id,
     )
 
 
 def receipt_from_pb(r: chat_pb2.Receipt) -> Receipt:
     return Receipt(
-        kind=_RECEIPT_NAMES.get(r.kind, "delivered"), channel_id=r.channel_id,
-        message_id=r.message_id, seq=r.seq, user_id=r.user_id, device_id=r.device_id,
+        kind=_RECEIPT_NAMES.get(r.kind, "delivered"),
+        channel_id=r.channel_id,
+        message_id=r.message_id,
+        seq=r.seq,
+        user_id=r.user_id,
+        device_id=r.device_id,
         client_msg_id=r.client_msg_id,
     )
 
@@ -61,8 +80,13 @@ def channel_pb(c: ChannelInfo) -> chat_pb2.Channel:
     return chat_pb2.Channel(
         channel_id=c.channel_id,
         kind=chat_pb2.CHANNEL_KIND_DIRECT if c.kind == DIRECT else chat_pb2.CHANNEL_KIND_GROUP,
-        name=c.name, owner_id=c.owner_id, member_count=c.member_count, last_seq=c.last_seq,
-        member_ids=list(c.member_ids), read_seq=c.read_seq, unread_count=c.unread,
+        name=c.name,
+        owner_id=c.owner_id,
+        member_count=c.member_count,
+        last_seq=c.last_seq,
+        member_ids=list(c.member_ids),
+        read_seq=c.read_seq,
+        unread_count=c.unread,
     )
 
 
@@ -76,13 +100,20 @@ def frame_pb(frame: OutFrame) -> chat_pb2.ConnectResponse:
     if isinstance(frame, StoredMessage):
         return chat_pb2.ConnectResponse(message=message_pb(frame))
     if isinstance(frame, SendAck):
-        return chat_pb2.ConnectResponse(send_ack=chat_pb2.SendAck(
-            client_msg_id=frame.client_msg_id, message_id=frame.message_id,
-            channel_id=frame.channel_id, seq=frame.seq, duplicate=frame.duplicate,
-        ))
+        return chat_pb2.ConnectResponse(
+            send_ack=chat_pb2.SendAck(
+                client_msg_id=frame.client_msg_id,
+                message_id=frame.message_id,
+                channel_id=frame.channel_id,
+                seq=frame.seq,
+                duplicate=frame.duplicate,
+            )
+        )
     if isinstance(frame, SendFailure):
         error = chat_pb2.SendError(
-            client_msg_id=frame.client_msg_id, code=frame.code, reason=frame.reason,
+            client_msg_id=frame.client_msg_id,
+            code=frame.code,
+            reason=frame.reason,
             message=frame.message,
         )
         if frame.retry_after is not None:
@@ -91,33 +122,51 @@ def frame_pb(frame: OutFrame) -> chat_pb2.ConnectResponse:
     if isinstance(frame, Receipt):
         return chat_pb2.ConnectResponse(receipt=receipt_pb(frame))
     if isinstance(frame, TypingEvent):
-        return chat_pb2.ConnectResponse(typing=chat_pb2.TypingEvent(
-            channel_id=frame.channel_id, user_id=frame.user_id))
+        return chat_pb2.ConnectResponse(
+            typing=chat_pb2.TypingEvent(channel_id=frame.channel_id, user_id=frame.user_id)
+        )
     if isinstance(frame, SyncComplete):
-        return chat_pb2.ConnectResponse(sync_complete=chat_pb2.SyncComplete(
-            inbox_cursor=frame.cursor, replayed=frame.replayed, instance=frame.instance,
-            ring_version=frame.ring_version,
-        ))
-    return chat_pb2.ConnectResponse(reconnect=chat_pb2.ReconnectElsewhere(
-        address=frame.address, instance=frame.instance, ring_version=frame.ring_version))
+        return chat_pb2.ConnectResponse(
+            sync_complete=chat_pb2.SyncComplete(
+                inbox_cursor=frame.cursor,
+                replayed=frame.replayed,
+                instance=frame.instance,
+                ring_version=frame.ring_version,
+            )
+        )
+    return chat_pb2.ConnectResponse(
+        reconnect=chat_pb2.ReconnectElsewhere(
+            address=frame.address, instance=frame.instance, ring_version=frame.ring_version
+        )
+    )
 
 
 def push_pb(push: Push) -> chat_pb2.Push:
     event = push.event
     if isinstance(event, InboxEntry):
-        return chat_pb2.Push(user_id=push.user_id, entry=chat_pb2.InboxEntry(
-            message=message_pb(event.message), prev_inbox_cursor=event.prev_cursor))
+        return chat_pb2.Push(
+            user_id=push.user_id,
+            entry=chat_pb2.InboxEntry(
+                message=message_pb(event.message), prev_inbox_cursor=event.prev_cursor
+            ),
+        )
     if isinstance(event, Receipt):
         return chat_pb2.Push(user_id=push.user_id, receipt=receipt_pb(event))
-    return chat_pb2.Push(user_id=push.user_id, typing=chat_pb2.TypingEvent(
-        channel_id=event.channel_id, user_id=event.user_id))
+    return chat_pb2.Push(
+        user_id=push.user_id,
+        typing=chat_pb2.TypingEvent(channel_id=event.channel_id, user_id=event.user_id),
+    )
 
 
 def push_from_pb(push: chat_pb2.Push) -> Push | None:
     which = push.WhichOneof("event")
     if which == "entry":
-        return Push(push.user_id, InboxEntry(
-            push.user_id, message_from_pb(push.entry.message), push.entry.prev_inbox_cursor))
+        return Push(
+            push.user_id,
+            InboxEntry(
+                push.user_id, message_from_pb(push.entry.message), push.entry.prev_inbox_cursor
+            ),
+        )
     if which == "receipt":
         return Push(push.user_id, receipt_from_pb(push.receipt))
     if which == "typing":

@@ -96,7 +96,8 @@ class Delivery:
     def validate_send(self, client_msg_id: str, channel_id: int, text: str) -> None:
         if not 0 < len(client_msg_id) <= MAX_CLIENT_MSG_ID:
             raise InvalidArgument.field(
-                "client_msg_id", f"must be 1..{MAX_CLIENT_MSG_ID} characters")
+                "client_msg_id", f"must be 1..{MAX_CLIENT_MSG_ID} characters"
+            )
         if channel_id <= 0:
             raise InvalidArgument.field("channel_id", "is required")
         self.message_text.check(text)
@@ -109,9 +110,14 @@ class Delivery:
         # Membership is checked, and the recipients read, inside the store script.
         message_id = self.ids.next_id()
         return await self.store.store_message(
-            sender_id=sender_id, channel_id=channel_id, message_id=message_id,
-            client_msg_id=client_msg_id, text=text, created_ms=time.time_ns() // 1_000_000,
-            rate=self.send_rate, burst=self.send_burst,
+            sender_id=sender_id,
+            channel_id=channel_id,
+            message_id=message_id,
+            client_msg_id=client_msg_id,
+            text=text,
+            created_ms=time.time_ns() // 1_000_000,
+            rate=self.send_rate,
+            burst=self.send_burst,
         )
 
     def dispatch(self, outcome: SendOutcome) -> None:
@@ -148,8 +154,9 @@ class Delivery:
     def _notify_offline(self, outcome: SendOutcome, offline: set[int]) -> None:
         if offline:
             now = time.monotonic()
-            self._recent.extend((now, Push(e.user_id, e)) for e in outcome.entries
-                                if e.user_id in offline)
+            self._recent.extend(
+                (now, Push(e.user_id, e)) for e in outcome.entries if e.user_id in offline
+            )
         offline.discard(outcome.message.sender_id)
         if offline:
             self._spawn(self._enqueue(outcome, sorted(offline)))
@@ -209,8 +216,11 @@ class Delivery:
         offline: set[int] = set()
         while pushes:
             if self._closing or loop.time() >= deadline:
-                logger.warning("gave up pushing to %s users after %.1fs; treating as offline",
-                               len({p.user_id for p in pushes}), self.retry_window)
+                logger.warning(
+                    "gave up pushing to %s users after %.1fs; treating as offline",
+                    len({p.user_id for p in pushes}),
+                    self.retry_window,
+                )
                 offline.update(p.user_id for p in pushes if isinstance(p.event, InboxEntry))
                 break
             await asyncio.sleep(delay)
@@ -226,8 +236,11 @@ class Delivery:
         horizon = time.monotonic() - RECENT_OFFLINE
         while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
-        again = [push for _, push in self._recent
-                 if _instance(old, push.user_id) != _instance(new, push.user_id)]
+        again = [
+            push
+            for _, push in self._recent
+            if _instance(old, push.user_id) != _instance(new, push.user_id)
+        ]
         if again:
             logger.info("ring change: pushing %s recent offline entries again", len(again))
             self._spawn(self._push_quietly(again))
@@ -261,9 +274,17 @@ class Delivery:
             if _after(m.inbox_cursor, upto):
                 break
             if m.sender_id != user_id:
-                by_sender[m.sender_id].append(Receipt(
-                    "delivered", m.channel_id, m.message_id, m.seq, user_id, device_id,
-                    m.client_msg_id))
+                by_sender[m.sender_id].append(
+                    Receipt(
+                        "delivered",
+                        m.channel_id,
+                        m.message_id,
+                        m.seq,
+                        user_id,
+                        device_id,
+                        m.client_msg_id,
+                    )
+                )
         pushes = [Push(s, r) for s, receipts in by_sender.items() for r in receipts]
         if pushes:
             self._spawn(self._push_quietly(pushes))

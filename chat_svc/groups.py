@@ -54,23 +54,27 @@ class Channels:
     Redis copy of the member set that the send path checks is updated (``store``).
     """
 
-    def __init__(self, store: ChatStore, records: ChannelRecords, ids: SnowflakeGenerator,
-                 max_members: int) -> None:
+    def __init__(
+        self, store: ChatStore, records: ChannelRecords, ids: SnowflakeGenerator, max_members: int
+    ) -> None:
         self.store = store
         self.records = records
         self.ids = ids
         self.max_members = max_members
 
-    async def _infos(self, channel_ids: Sequence[int], with_members: bool = False,
-                     reader: int = 0) -> list[ChannelInfo]:
+    async def _infos(
+        self, channel_ids: Sequence[int], with_members: bool = False, reader: int = 0
+    ) -> list[ChannelInfo]:
         """Existing channels in input order, with their last sequence numbers from Redis
         (and, with ``reader``, that user's read marker of each)."""
         found = await self.records.channels(channel_ids, with_members)
         present = [cid for cid in channel_ids if cid in found]
         seqs = await self.store.last_seqs(present)
         reads = await self.store.read_seqs(reader, present) if reader else [0] * len(present)
-        return [replace(found[cid], last_seq=seq, read_seq=read)
-                for cid, seq, read in zip(present, seqs, reads, strict=True)]
+        return [
+            replace(found[cid], last_seq=seq, read_seq=read)
+            for cid, seq, read in zip(present, seqs, reads, strict=True)
+        ]
 
     async def _info(self, channel_id: int) -> ChannelInfo:
         found = await self._infos([channel_id], with_members=True)
@@ -93,8 +97,10 @@ class Channels:
         everyone = sorted(set(_user_ids(members, "member_ids")) | {caller})
         if len(everyone) > self.max_members:
             raise FailedPrecondition(
-                f"a group has at most {self.max_members} members", reason="GROUP_FULL",
-                metadata={"member_limit": str(self.max_members)})
+                f"a group has at most {self.max_members} members",
+                reason="GROUP_FULL",
+                metadata={"member_limit": str(self.max_members)},
+            )
         channel_id = self.ids.next_id()
         await self.records.create(channel_id, GROUP, name, caller, _now_ms(), everyone)
         await self.store.cache_channel(channel_id, everyone)
@@ -108,8 +114,9 @@ class Channels:
             raise FailedPrecondition("direct channels have fixed members", reason="NOT_A_GROUP")
         return info
 
-    async def add_members(self, caller: int, channel_id: int, user_ids: Sequence[int]
-                          ) -> ChannelInfo:
+    async def add_members(
+        self, caller: int, channel_id: int, user_ids: Sequence[int]
+    ) -> ChannelInfo:
         ids = _user_ids(user_ids, "user_ids")
         if not ids:
             raise InvalidArgument.field("user_ids", "must name at least one user")
@@ -118,21 +125,24 @@ class Channels:
         await self.store.cache_members(channel_id, ids, add=True)
         return await self._info(channel_id)
 
-    async def remove_members(self, caller: int, channel_id: int, user_ids: Sequence[int]
-                             ) -> ChannelInfo:
+    async def remove_members(
+        self, caller: int, channel_id: int, user_ids: Sequence[int]
+    ) -> ChannelInfo:
         ids = _user_ids(user_ids, "user_ids")
         if not ids:
             raise InvalidArgument.field("user_ids", "must name at least one user")
         info = await self._require_group_member(caller, channel_id)
         if caller != info.owner_id and ids != [caller]:
-            raise PermissionDenied("only the group's owner may remove others",
-                                   reason="NOT_GROUP_OWNER")
+            raise PermissionDenied(
+                "only the group's owner may remove others", reason="NOT_GROUP_OWNER"
+            )
         await self.records.remove_members(channel_id, ids)
         await self.store.cache_members(channel_id, ids, add=False)
         return await self._info(channel_id)
 
-    async def list_channels(self, caller: int, size: int, after: int | None
-                            ) -> tuple[list[ChannelInfo], int | None]:
+    async def list_channels(
+        self, caller: int, size: int, after: int | None
+    ) -> tuple[list[ChannelInfo], int | None]:
         """A page of the caller's channels after channel id ``after``, and where the next
         page starts (None: this was the last)."""
         count = page_size(size, DEFAULT_PAGE, MAX_PAGE)
@@ -142,8 +152,9 @@ class Channels:
         infos = await self._infos(ids, reader=caller)
         return infos, (ids[-1] if more and ids else None)
 
-    async def history(self, caller: int, channel_id: int, size: int, before: int | None
-                      ) -> tuple[list[StoredMessage], int | None]:
+    async def history(
+        self, caller: int, channel_id: int, size: int, before: int | None
+    ) -> tuple[list[StoredMessage], int | None]:
         """A page of messages older than seq ``before`` (newest first), and where the next
         page starts (None: this was the last)."""
         count = page_size(size, DEFAULT_PAGE, MAX_PAGE)

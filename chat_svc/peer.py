@@ -87,8 +87,11 @@ class PeerClient:
         """
         cached = self._stubs.get(address)
         now = time.monotonic()
-        if (cached is not None and cached[0] is channel
-                and now - self._renewed.get(address, 0.0) >= RENEW_INTERVAL):
+        if (
+            cached is not None
+            and cached[0] is channel
+            and now - self._renewed.get(address, 0.0) >= RENEW_INTERVAL
+        ):
             logger.debug("renewing the channel to %s after UNAVAILABLE", address)
             self._renewed[address] = now
             self._stubs.pop(address, None)
@@ -156,6 +159,12 @@ class PeerClient:
             return
         for item, future in batch:
             if not future.done():
-                future.set_result(sorted({
-                    p.user_id for p in item
-                    if p.user_id in offline and isinstance(p.event, InboxEntry)}))
+                future.set_result(
+                    sorted(
+                        {
+                            p.user_id
+                            for p in item
+                            if p.user_id in offline and isinstance(p.event, InboxEntry)
+                        }
+                    )
+                )

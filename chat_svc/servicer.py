@@ -42,7 +42,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         if first.WhichOneof("frame") != "hello":
             raise InvalidArgument.field("hello", "the first frame must be hello")
         session = await self._sessions.open(
-            user_id, first.hello.device_id, first.hello.inbox_cursor, first.hello.ring_version)
+            user_id, first.hello.device_id, first.hello.inbox_cursor, first.hello.ring_version
+        )
         reader = asyncio.create_task(self._read(requests, session))
         try:
             async for frame in session.frames():
@@ -95,21 +96,24 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.CreateGroupRequest, context: Context
     ) -> chat_pb2.CreateGroupResponse:
         info = await self._channels.create_group(
-            require_user(), request.name, list(request.member_ids))
+            require_user(), request.name, list(request.member_ids)
+        )
         return chat_pb2.CreateGroupResponse(channel=channel_pb(info))
 
     async def AddMembers(
         self, request: chat_pb2.AddMembersRequest, context: Context
     ) -> chat_pb2.AddMembersResponse:
         info = await self._channels.add_members(
-            require_user(), request.channel_id, list(request.user_ids))
+            require_user(), request.channel_id, list(request.user_ids)
+        )
         return chat_pb2.AddMembersResponse(channel=channel_pb(info))
 
     async def RemoveMembers(
         self, request: chat_pb2.RemoveMembersRequest, context: Context
     ) -> chat_pb2.RemoveMembersResponse:
         info = await self._channels.remove_members(
-            require_user(), request.channel_id, list(request.user_ids))
+            require_user(), request.channel_id, list(request.user_ids)
+        )
         return chat_pb2.RemoveMembersResponse(channel=channel_pb(info))
 
     async def ListChannels(
@@ -118,10 +122,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         caller = require_user()
         after = self._tokens.check(request.page_token, LIST_CHANNELS, caller)
         infos, next_after = await self._channels.list_channels(caller, request.page_size, after)
-        token = "" if next_after is None else self._tokens.issue(
-            LIST_CHANNELS, caller, next_after)
+        token = "" if next_after is None else self._tokens.issue(LIST_CHANNELS, caller, next_after)
         return chat_pb2.ListChannelsResponse(
-            channels=[channel_pb(i) for i in infos], next_page_token=token)
+            channels=[channel_pb(i) for i in infos], next_page_token=token
+        )
 
     async def GetHistory(
         self, request: chat_pb2.GetHistoryRequest, context: Context
@@ -129,8 +133,13 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         caller, channel = require_user(), request.channel_id
         before = self._tokens.check(request.page_token, GET_HISTORY, caller, scope=channel)
         messages, next_before = await self._channels.history(
-            caller, channel, request.page_size, before)
-        token = "" if next_before is None else self._tokens.issue(
-            GET_HISTORY, caller, next_before, scope=channel)
+            caller, channel, request.page_size, before
+        )
+        token = (
+            ""
+            if next_before is None
+            else self._tokens.issue(GET_HISTORY, caller, next_before, scope=channel)
+        )
         return chat_pb2.GetHistoryResponse(
-            messages=[message_pb(m) for m in messages], next_page_token=token)
+            messages=[message_pb(m) for m in messages], next_page_token=token
+        )

@@ -61,16 +61,24 @@ def check_cursor(cursor: str, field: str) -> None:
     except ValueError:
         ms = seq = MAX_STREAM_PART
     if not cursor.isascii() or max(ms, seq) > MAX_STREAM_PART or ms == seq == MAX_STREAM_PART:
-        raise InvalidArgument.field(field, "must be an inbox cursor like 1712345678901-0",
-                                    reason="BAD_CURSOR")
+        raise InvalidArgument.field(
+            field, "must be an inbox cursor like 1712345678901-0", reason="BAD_CURSOR"
+        )
 
 
 class Sessions:
     """Opens and runs device sessions on this chat server."""
 
     def __init__(
-        self, *, store: ChatStore, hub: ConnectionHub, ring: RingWatch, delivery: Delivery,
-        instance: str, queue_capacity: int, draining: Callable[[], bool] = lambda: False,
+        self,
+        *,
+        store: ChatStore,
+        hub: ConnectionHub,
+        ring: RingWatch,
+        delivery: Delivery,
+        instance: str,
+        queue_capacity: int,
+        draining: Callable[[], bool] = lambda: False,
         ring_settle: float = 2.0,
     ) -> None:
         self.store = store
@@ -93,7 +101,8 @@ class Sessions:
             metadata.update(owner_address=owner.address, owner_instance=owner.instance)
         raise FailedPrecondition(
             "this chat server does not own the user; connect to the owner",
-            reason="WRONG_CHAT_SERVER", metadata=metadata,
+            reason="WRONG_CHAT_SERVER",
+            metadata=metadata,
         )
 
     def _owns(self, ring: Ring, user_id: int) -> bool:
@@ -110,6 +119,7 @@ class Sessions:
         seconds) until it does, or until our ring has been at that version. A client with
         a version we already passed is stale: it is redirected at once.
         """
+
         def settled(ring: Ring) -> bool:
             return not ring_version or self.ring.seen(ring_version) or self._owns(ring, user_id)
 
@@ -117,8 +127,9 @@ class Sessions:
             with contextlib.suppress(TimeoutError):
                 await self.ring.wait_for(settled, self.ring_settle)
 
-    async def open(self, user_id: int, device_id: str, cursor: str,
-                   ring_version: int = 0) -> Session:
+    async def open(
+        self, user_id: int, device_id: str, cursor: str, ring_version: int = 0
+    ) -> Session:
         if not 0 < len(device_id) <= MAX_DEVICE_ID:
             raise InvalidArgument.field("hello.device_id", f"must be 1..{MAX_DEVICE_ID} characters")
         if cursor:
@@ -129,8 +140,9 @@ class Sessions:
         # Ownership check and registration with no await in between: a ring change after
         # this point finds the stream registered and moves it like any other.
         if self.draining():
-            raise Unavailable("this chat server is shutting down; ask the router again",
-                              reason="DRAINING")
+            raise Unavailable(
+                "this chat server is shutting down; ask the router again", reason="DRAINING"
+            )
         self.check_owner(user_id)
         stream = DeviceStream(user_id, device_id, self.queue_capacity)
         self.hub.register(stream)
@@ -139,8 +151,11 @@ class Sessions:
     def rebalance(self) -> int:
         """Send every stream whose user this server no longer owns to the new owner."""
         ring = self.ring.ring
-        moved = {uid: reconnect for uid in self.hub.users()
-                 if (reconnect := _reconnect(ring, uid)).instance != self.instance}
+        moved = {
+            uid: reconnect
+            for uid in self.hub.users()
+            if (reconnect := _reconnect(ring, uid)).instance != self.instance
+        }
         closed = self.hub.close_users(moved)
         if closed:
             logger.info("ring moved %s users (%s streams) away", len(moved), closed)
@@ -155,8 +170,7 @@ class Sessions:
 def _reconnect(ring: Ring, user_id: int) -> Reconnect:
     """Where ``user_id`` lives on ``ring`` (empty address and instance: nowhere)."""
     owner = ring.owner(user_id)
-    return Reconnect(owner.address if owner else "", owner.instance if owner else "",
-                     ring.version)
+    return Reconnect(owner.address if owner else "", owner.instance if owner else "", ring.version)
 
 
 class Session:
@@ -187,8 +201,9 @@ class Session:
                 replayed += 1
                 yield message
             if len(page) < REPLAY_PAGE:
-                yield SyncComplete(self.position, replayed, self._s.instance,
-                                   self._s.ring.ring.version)
+                yield SyncComplete(
+                    self.position, replayed, self._s.instance, self._s.ring.ring.version
+                )
                 break
         while True:
             try:
@@ -216,7 +231,8 @@ class Session:
             elif follows is None:  # a gap before it: read (position, entry] from the inbox
                 upto = item.message.inbox_cursor
                 for message in await self._s.store.read_inbox_range(
-                        self.user_id, self.position, upto):
+                    self.user_id, self.position, upto
+                ):
                     self.position = message.inbox_cursor
                     yield message
 
@@ -252,12 +268,16 @@ class Session:
             if error is None:
                 logger.exception("send failed")
                 error = FeedchatError("internal error")
-            self.stream.offer(SendFailure(client_msg_id, error.code, error.reason, error.message,
-                                          error.retry_after))
+            self.stream.offer(
+                SendFailure(
+                    client_msg_id, error.code, error.reason, error.message, error.retry_after
+                )
+            )
             return
         m = outcome.message
-        self.stream.offer(SendAck(client_msg_id, m.message_id, m.channel_id, m.seq,
-                                  outcome.duplicate))
+        self.stream.offer(
+            SendAck(client_msg_id, m.message_id, m.channel_id, m.seq, outcome.duplicate)
+        )
         delivery.dispatch(outcome)
 
     async def ack(self, cursor: str) -> None:

@@ -137,11 +137,13 @@ class ChatStore:
         self.dedup_ttl = dedup_ttl
         self._send_many = redis.register_script(scripts.SEND_MANY)
         self._sends: GroupCommit[_SendCall, list[str]] = GroupCommit(
-            self._run_sends, max_batch=send_batch)
+            self._run_sends, max_batch=send_batch
+        )
         self._cache_members = redis.register_script(scripts.CACHE_MEMBERS)
         self._load_members = load_members
         self._notifications: GroupCommit[tuple[StoredMessage, list[int]], None] = GroupCommit(
-            self._run_notifications, max_batch=256)
+            self._run_notifications, max_batch=256
+        )
         self._set_cursor = redis.register_script(scripts.SET_CURSOR)
         self._set_read = redis.register_script(scripts.SET_READ)
 
@@ -190,9 +192,18 @@ class ChatStore:
             read_key(sender_id),
         ]
         args: list[str | int | float] = [
-            sender_id, content_digest(channel_id, text), message_id, channel_id, text,
-            client_msg_id, created_ms, self.inbox_cap, self.history_cap, self.dedup_ttl,
-            repr(float(rate)), burst,
+            sender_id,
+            content_digest(channel_id, text),
+            message_id,
+            channel_id,
+            text,
+            client_msg_id,
+            created_ms,
+            self.inbox_cap,
+            self.history_cap,
+            self.dedup_ttl,
+            repr(float(rate)),
+            burst,
         ]
         reply = await self._sends.call((keys, args))
         if reply[0] == "not_member" and await self._refill_members(channel_id):
@@ -205,21 +216,27 @@ class ChatStore:
             )
         if status == "rate":
             raise ResourceExhausted(
-                "sending too fast; slow down", reason="RATE_LIMITED",
+                "sending too fast; slow down",
+                reason="RATE_LIMITED",
                 retry_after=int(reply[1]) / 1000,
             )
         if status == "not_member":
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
         if status == "dup":
             original = StoredMessage(
-                message_id=int(reply[1]), channel_id=channel_id, seq=int(reply[2]),
-                sender_id=sender_id, text=text, client_msg_id=client_msg_id,
+                message_id=int(reply[1]),
+                channel_id=channel_id,
+                seq=int(reply[2]),
+                sender_id=sender_id,
+                text=text,
+                client_msg_id=client_msg_id,
                 created_ms=int(reply[3]),
             )
             return SendOutcome(original, duplicate=True)
         seq = int(reply[1])
-        base = StoredMessage(message_id, channel_id, seq, sender_id, text, client_msg_id,
-                             created_ms)
+        base = StoredMessage(
+            message_id, channel_id, seq, sender_id, text, client_msg_id, created_ms
+        )
         entries = []
         for i in range(2, len(reply), 3):
             uid, prev, cursor = int(reply[i]), reply[i + 1], reply[i + 2]
@@ -228,8 +245,9 @@ class ChatStore:
 
     async def read_inbox(self, user_id: int, after: str, count: int) -> list[StoredMessage]:
         """Up to ``count`` inbox entries strictly after cursor ``after``, oldest first."""
-        rows: Any = await self.redis.xrange(inbox_key(user_id), min=f"({after}", max="+",
-                                       count=count)
+        rows: Any = await self.redis.xrange(
+            inbox_key(user_id), min=f"({after}", max="+", count=count
+        )
         return [_inbox_message(_s(entry_id), _fields(raw)) for entry_id, raw in rows]
 
     async def read_inbox_range(self, user_id: int, after: str, upto: str) -> list[StoredMessage]:
@@ -242,8 +260,9 @@ class ChatStore:
     ) -> list[StoredMessage]:
         """Up to ``count`` messages with seq < before_seq (or the newest), newest first."""
         upper = "+" if before_seq is None else f"({before_seq}-0"
-        rows: Any = await self.redis.xrevrange(chan_history_key(channel_id), max=upper, min="-",
-                                          count=count)
+        rows: Any = await self.redis.xrevrange(
+            chan_history_key(channel_id), max=upper, min="-", count=count
+        )
         out = []
         for entry_id, raw in rows:
             seq = int(_s(entry_id).split("-", 1)[0])
@@ -265,7 +284,8 @@ class ChatStore:
         (whether it moved, the marker now)."""
         last = await self.redis.get(chan_seq_key(channel_id))
         moved, marker = await self._set_read(
-            keys=[read_key(user_id)], args=[channel_id, seq, int(_s(last)) if last else 0])
+            keys=[read_key(user_id)], args=[channel_id, seq, int(_s(last)) if last else 0]
+        )
         return bool(int(moved)), int(_s(marker))
 
     async def read_seqs(self, user_id: int, channel_ids: Sequence[int]) -> list[int]:
@@ -352,8 +372,16 @@ class ChatStore:
 
 
 def _with_cursor(message: StoredMessage, cursor: str) -> StoredMessage:
-    return StoredMessage(message.message_id, message.channel_id, message.seq, message.sender_id,
-                         message.text, message.client_msg_id, message.created_ms, cursor)
+    return StoredMessage(
+        message.message_id,
+        message.channel_id,
+        message.seq,
+        message.sender_id,
+        message.text,
+        message.client_msg_id,
+        message.created_ms,
+        cursor,
+    )
 
 
 def _inbox_message(entry_id: str, fields: Mapping[str, str]) -> StoredMessage:

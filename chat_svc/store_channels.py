@@ -30,7 +30,12 @@ class ChannelRecords:
         self._db = db
 
     async def create(
-        self, channel_id: int, kind: str, name: str, owner_id: int, created_ms: int,
+        self,
+        channel_id: int,
+        kind: str,
+        name: str,
+        owner_id: int,
+        created_ms: int,
         members: Sequence[int],
     ) -> None:
         """Create a channel with its members; an existing direct channel stays as it is
@@ -40,7 +45,11 @@ class ChannelRecords:
                 "INSERT INTO channels (channel_id, kind, name, owner_id, created_ms) "
                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel_id) DO NOTHING "
                 "RETURNING true",
-                Decimal(channel_id), kind, name, owner_id, created_ms,
+                Decimal(channel_id),
+                kind,
+                name,
+                owner_id,
+                created_ms,
             )
             if inserted or kind == DIRECT:
                 await conn.executemany(
@@ -58,8 +67,7 @@ class ChannelRecords:
             if kind is None:
                 raise NotFound("no such channel", reason="CHANNEL_NOT_FOUND")
             if kind != GROUP:
-                raise FailedPrecondition("direct channels have fixed members",
-                                         reason="NOT_A_GROUP")
+                raise FailedPrecondition("direct channels have fixed members", reason="NOT_A_GROUP")
             rows = await conn.fetch(
                 "SELECT user_id FROM channel_members WHERE channel_id = $1", Decimal(channel_id)
             )
@@ -67,7 +75,8 @@ class ChannelRecords:
             new = [u for u in user_ids if u not in current]
             if len(current) + len(new) > limit:
                 raise FailedPrecondition(
-                    f"the group would exceed its {limit} member limit", reason="GROUP_FULL",
+                    f"the group would exceed its {limit} member limit",
+                    reason="GROUP_FULL",
                     metadata={"member_limit": str(limit), "member_count": str(len(current))},
                 )
             await conn.executemany(
@@ -79,7 +88,8 @@ class ChannelRecords:
     async def remove_members(self, channel_id: int, user_ids: Sequence[int]) -> None:
         await self._db.execute(
             "DELETE FROM channel_members WHERE channel_id = $1 AND user_id = ANY($2::bigint[])",
-            Decimal(channel_id), list(user_ids),
+            Decimal(channel_id),
+            list(user_ids),
         )
 
     async def members(self, channel_id: int) -> list[int]:
@@ -92,7 +102,8 @@ class ChannelRecords:
     async def is_member(self, channel_id: int, user_id: int) -> bool:
         found = await self._db.fetchval(
             "SELECT 1 FROM channel_members WHERE channel_id = $1 AND user_id = $2",
-            Decimal(channel_id), user_id,
+            Decimal(channel_id),
+            user_id,
         )
         return found is not None
 
@@ -119,7 +130,9 @@ class ChannelRecords:
         rows = await self._db.fetch(
             "SELECT channel_id FROM channel_members WHERE user_id = $1 AND channel_id > $2 "
             "ORDER BY channel_id LIMIT $3",
-            user_id, Decimal(after or 0), count,
+            user_id,
+            Decimal(after or 0),
+            count,
         )
         return [int(row["channel_id"]) for row in rows]
 
@@ -127,7 +140,11 @@ class ChannelRecords:
 def _info(row: asyncpg.Record, with_members: bool) -> ChannelInfo:
     members = tuple(row["members"] or ())
     return ChannelInfo(
-        channel_id=int(row["channel_id"]), kind=row["kind"], name=row["name"],
-        owner_id=row["owner_id"], member_count=len(members), last_seq=0,
+        channel_id=int(row["channel_id"]),
+        kind=row["kind"],
+        name=row["name"],
+        owner_id=row["owner_id"],
+        member_count=len(members),
+        last_seq=0,
         member_ids=members if with_members else (),
     )

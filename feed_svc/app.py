@@ -73,8 +73,11 @@ async def build(
     await hub.start()
     await store.ensure_group()  # also without local workers: queue stats need the group
     pool = FanoutPool(
-        store, FanoutSettings.from_config(config), f"{config.instance}-fanout",
-        config.fanout_workers, on_batch,
+        store,
+        FanoutSettings.from_config(config),
+        f"{config.instance}-fanout",
+        config.fanout_workers,
+        on_batch,
     )
     await pool.start()
     servicer = FeedServicer(feed, hub, host.draining)
@@ -84,10 +87,13 @@ async def build(
         return [SERVICE_NAME]
 
     stream_feed = f"/{SERVICE_NAME}/StreamFeed"
-    host.build(add_services, AuthPolicy(
-        service_only=SERVICE_ONLY,
-        stream_limits={stream_feed: config.max_streams_per_user},
-    ))
+    host.build(
+        add_services,
+        AuthPolicy(
+            service_only=SERVICE_ONLY,
+            stream_limits={stream_feed: config.max_streams_per_user},
+        ),
+    )
 
     async def close_redis() -> None:
         await redis.aclose()

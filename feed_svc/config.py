@@ -34,13 +34,15 @@ class FeedConfig(ServiceConfig):
     fanout_chunk: int = _opt(1000, "Followers per fanout job (a post's job is split in these).")
     fanout_batch: int = _opt(500, "Followers written per Redis round trip inside a job.")
     fanout_claim_idle: float = _opt(
-        5.0, "Seconds a job may stay untouched before another worker claims it (a live "
+        5.0,
+        "Seconds a job may stay untouched before another worker claims it (a live "
         "worker touches its job every claim_idle/3, so only a dead worker's job waits this "
         "long).",
     )
     fanout_block: float = _opt(1.0, "Seconds a worker blocks waiting for a job per read.")
     fanout_consumer_expiry: float = _opt(
-        3600.0, "Seconds after which an idle consumer without pending jobs (a dead worker's "
+        3600.0,
+        "Seconds after which an idle consumer without pending jobs (a dead worker's "
         "name) is removed from the group.",
     )
     author_cache_ttl: float = _opt(30.0, "Seconds author profiles are cached in process.")

@@ -118,8 +118,9 @@ class FanoutWorker:
         if now >= self._next_claim:
             self._next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
             jobs = await self.store.claim_jobs(self.consumer, self.settings.claim_idle_ms, 10)
-            gone = await self.store.forget_consumers(self.settings.consumer_expiry_ms,
-                                                     keep=self.consumer)
+            gone = await self.store.forget_consumers(
+                self.settings.consumer_expiry_ms, keep=self.consumer
+            )
             if gone:
                 logger.info("removed idle fanout consumers %s", gone)
             if jobs:
@@ -197,7 +198,6 @@ class FanoutWorker:
         now = self.clock()
         await self.store.ack_chunk(job, written, skipped, now, now - self.settings.resume_window_ms)
 
-
     async def alerts(self, job: Job) -> None:
         """Queue a ``feed_post`` notify entry for each follower with alerts on for the
         author (celebrities included), in batches; then acknowledge the job."""
@@ -221,12 +221,14 @@ class FanoutPool:
     """``size`` workers as asyncio tasks of this process, consumers ``<name>-<i>``."""
 
     def __init__(
-        self, store: FeedStore, settings: FanoutSettings, name: str, size: int,
+        self,
+        store: FeedStore,
+        settings: FanoutSettings,
+        name: str,
+        size: int,
         on_batch: BatchHook | None = None,
     ) -> None:
-        self.workers = [
-            FanoutWorker(store, settings, f"{name}-{i}", on_batch) for i in range(size)
-        ]
+        self.workers = [FanoutWorker(store, settings, f"{name}-{i}", on_batch) for i in range(size)]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -117,8 +117,7 @@ class Feed:
         self.records = store.records
         self.timeline = Timeline(store, config.feed_cache_size)
         self.removal = UserRemoval(store, RemovalStore(store.redis), self.timeline)
-        self.warmer = CacheWarmer(store, store.records, config.celebrity_threshold,
-                                  config.instance)
+        self.warmer = CacheWarmer(store, store.records, config.celebrity_threshold, config.instance)
 
     # --- posts ------------------------------------------------------------------------
     async def create_post(self, user: int, text: str, request_id: str = "") -> PostView:
@@ -137,7 +136,8 @@ class Feed:
         if wait_ms:
             raise ResourceExhausted(
                 f"posting too fast; retry in {wait_ms / 1000:.3f}s",
-                reason="RATE_LIMITED", retry_after=wait_ms / 1000,
+                reason="RATE_LIMITED",
+                retry_after=wait_ms / 1000,
             )
         celebrity, followers, alerted = await self.store.author_state(user)
         promoted = False
@@ -159,7 +159,11 @@ class Feed:
             await self.records.delete_post(post.post_id)
             raise account_deleted(user)
         await self.store.create_post(
-            post, now, plan, followers, alerts=alerted > 0,
+            post,
+            now,
+            plan,
+            followers,
+            alerts=alerted > 0,
             log_min_ms=now - int(self.config.stream_resume_window * 1000),
         )
         if promoted:  # after the post is stored, so open streams that resync find it
@@ -201,8 +205,12 @@ class Feed:
             logger.warning("author lookup failed; serving posts without author names")
             authors = {}
         return [
-            PostView(p.post_id, authors.get(p.author_id, Author(p.author_id)), p.text,
-                     timestamp_ms(p.post_id))
+            PostView(
+                p.post_id,
+                authors.get(p.author_id, Author(p.author_id)),
+                p.text,
+                timestamp_ms(p.post_id),
+            )
             for p in posts
         ]
 
@@ -218,8 +226,7 @@ class Feed:
         views = await self.hydrate(found[:n])
         more = len(found) > n
         next_token = (
-            self.tokens.issue(USER_POSTS, caller, found[n - 1].post_id, scope=user)
-            if more else ""
+            self.tokens.issue(USER_POSTS, caller, found[n - 1].post_id, scope=user) if more else ""
         )
         return Page(views, next_token)
 
@@ -264,12 +271,16 @@ class Feed:
         check_user_id(author, "author_id")
         if author == user:
             raise InvalidArgument.field(
-                "author_id", "a user cannot get alerts for their own posts",
+                "author_id",
+                "a user cannot get alerts for their own posts",
                 reason="CANNOT_ALERT_SELF",
             )
         await self.warmer.ensure()
         outcome = await self.records.set_alerts(
-            user, author, enabled, self.config.max_post_alerts,
+            user,
+            author,
+            enabled,
+            self.config.max_post_alerts,
             self.config.max_alerted_followers,
         )
         if outcome == "ok":
@@ -279,7 +290,8 @@ class Feed:
                 raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
             raise FailedPrecondition(
                 f"follow user {author} before turning on alerts for their posts",
-                reason="NOT_FOLLOWING", metadata={"author_id": str(author)},
+                reason="NOT_FOLLOWING",
+                metadata={"author_id": str(author)},
             )
         if outcome == "too_many_user":
             raise ResourceExhausted(
@@ -288,8 +300,8 @@ class Feed:
             )
         if outcome == "too_many_author":
             raise ResourceExhausted(
-                f"user {author} has {self.config.max_alerted_followers} alerted followers "
-                "already", reason="TOO_MANY_POST_ALERTS",
+                f"user {author} has {self.config.max_alerted_followers} alerted followers already",
+                reason="TOO_MANY_POST_ALERTS",
             )
 
     async def list_post_alerts(self, user: int) -> list[int]:
@@ -317,8 +329,7 @@ class Feed:
 
     def _returning(self, previous_seen: int | None, now: int) -> bool:
         """True for a reader who is new or was away longer than ``inactive_after``."""
-        return previous_seen is None or previous_seen < now - int(
-            self.config.inactive_after * 1000)
+        return previous_seen is None or previous_seen < now - int(self.config.inactive_after * 1000)
 
     async def context(self, user: int, touch: bool = True) -> ReadContext:
         """The reader's context; a read counts as activity, and a reader back from
@@ -370,8 +381,11 @@ class Feed:
         """A post's fanout progress and the queue's state (post author or a service)."""
         now = self.clock()
         length, pending, oldest = await self.store.queue_stats(now)
-        queue = {"queue_pending": pending, "queue_waiting": max(0, length - pending),
-                 "queue_oldest_ms": oldest}
+        queue = {
+            "queue_pending": pending,
+            "queue_waiting": max(0, length - pending),
+            "queue_oldest_ms": oldest,
+        }
         if post_id == 0:
             return FanoutStatus("UNKNOWN", **queue)
         if caller is not None:

@@ -25,12 +25,11 @@ REQUEST_TTL_S = 86400
 
 def check_request_id(request_id: str) -> str:
     """'' (no de-duplication) or 1..64 printable ASCII characters without spaces."""
-    if len(request_id) > MAX_REQUEST_ID_CHARS or not all(
-        "!" <= c <= "~" for c in request_id
-    ):
+    if len(request_id) > MAX_REQUEST_ID_CHARS or not all("!" <= c <= "~" for c in request_id):
         raise InvalidArgument.field(
-            "request_id", f"at most {MAX_REQUEST_ID_CHARS} printable ASCII characters, "
-            "no spaces", reason="REQUEST_ID_INVALID",
+            "request_id",
+            f"at most {MAX_REQUEST_ID_CHARS} printable ASCII characters, no spaces",
+            reason="REQUEST_ID_INVALID",
         )
     return request_id
 
@@ -58,19 +57,20 @@ class PostRequest:
         if digest != self.digest:
             raise AlreadyExists(
                 "request_id was already used for a post with a different text",
-                reason="REQUEST_ID_REUSED", metadata={"post_id": post_id},
+                reason="REQUEST_ID_REUSED",
+                metadata={"post_id": post_id},
             )
         return int(post_id)
 
 
-async def recorded(
-    conn: asyncpg.Connection, request: PostRequest, now_ms: int
-) -> str | None:
+async def recorded(conn: asyncpg.Connection, request: PostRequest, now_ms: int) -> str | None:
     """The live record of ``request`` (``<post id>:<digest>``), or None."""
     row = await conn.fetchrow(
         "SELECT post_id, digest FROM post_requests "
         "WHERE author_id = $1 AND request_id = $2 AND created_ms >= $3",
-        request.author, request.request_id, now_ms - REQUEST_TTL_S * 1000,
+        request.author,
+        request.request_id,
+        now_ms - REQUEST_TTL_S * 1000,
     )
     return None if row is None else f"{row['post_id']}:{row['digest']}"
 
@@ -87,7 +87,11 @@ async def claim(
         "SET post_id = EXCLUDED.post_id, digest = EXCLUDED.digest, "
         "created_ms = EXCLUDED.created_ms WHERE post_requests.created_ms < $6 "
         "RETURNING true",
-        request.author, request.request_id, post_id, request.digest, now_ms,
+        request.author,
+        request.request_id,
+        post_id,
+        request.digest,
+        now_ms,
         now_ms - REQUEST_TTL_S * 1000,
     )
     if stored:

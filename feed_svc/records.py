@@ -44,14 +44,17 @@ class FeedRecords:
         added = await self._db.fetchval(
             "INSERT INTO follows (follower_id, author_id, created_ms) VALUES ($1, $2, $3) "
             "ON CONFLICT DO NOTHING RETURNING true",
-            follower, author, now_ms,
+            follower,
+            author,
+            now_ms,
         )
         return bool(added)
 
     async def unfollow(self, follower: int, author: int) -> bool:
         removed = await self._db.fetchval(
             "DELETE FROM follows WHERE follower_id = $1 AND author_id = $2 RETURNING true",
-            follower, author,
+            follower,
+            author,
         )
         return bool(removed)
 
@@ -64,7 +67,9 @@ class FeedRecords:
             "SELECT follower_id, author_id, alerts FROM follows "
             "WHERE (follower_id, author_id) > ($1, $2) "
             "ORDER BY follower_id, author_id LIMIT $3",
-            after[0], after[1], limit,
+            after[0],
+            after[1],
+            limit,
         )
         return [(row["follower_id"], row["author_id"], row["alerts"]) for row in rows]
 
@@ -79,33 +84,43 @@ class FeedRecords:
             if not enabled:
                 await conn.execute(
                     "UPDATE follows SET alerts = false WHERE follower_id = $1 AND author_id = $2",
-                    user, author,
+                    user,
+                    author,
                 )
                 return "ok"
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended('feed.alerting:' || $1, 0)), "
                 "pg_advisory_xact_lock(hashtextextended('feed.alerts:' || $2, 0))",
-                str(user), str(author),
+                str(user),
+                str(author),
             )
             current = await conn.fetchval(
                 "SELECT alerts FROM follows WHERE follower_id = $1 AND author_id = $2",
-                user, author,
+                user,
+                author,
             )
             if current is None:
                 return "not_following"
             if current:
                 return "ok"
-            if await conn.fetchval(
-                "SELECT count(*) FROM follows WHERE follower_id = $1 AND alerts", user
-            ) >= max_per_user:
+            if (
+                await conn.fetchval(
+                    "SELECT count(*) FROM follows WHERE follower_id = $1 AND alerts", user
+                )
+                >= max_per_user
+            ):
                 return "too_many_user"
-            if await conn.fetchval(
-                "SELECT count(*) FROM follows WHERE author_id = $1 AND alerts", author
-            ) >= max_per_author:
+            if (
+                await conn.fetchval(
+                    "SELECT count(*) FROM follows WHERE author_id = $1 AND alerts", author
+                )
+                >= max_per_author
+            ):
                 return "too_many_author"
             await conn.execute(
                 "UPDATE follows SET alerts = true WHERE follower_id = $1 AND author_id = $2",
-                user, author,
+                user,
+                author,
             )
             return "ok"
 
@@ -130,7 +145,10 @@ class FeedRecords:
                     return earlier
             await conn.execute(
                 "INSERT INTO posts (post_id, author_id, text, created_ms) VALUES ($1, $2, $3, $4)",
-                post.post_id, post.author_id, post.text, now_ms,
+                post.post_id,
+                post.author_id,
+                post.text,
+                now_ms,
             )
         return None
 
@@ -147,9 +165,7 @@ class FeedRecords:
         async with self._db.transaction() as conn:
             await conn.execute("DELETE FROM posts WHERE author_id = $1", user)
             await conn.execute("DELETE FROM post_requests WHERE author_id = $1", user)
-            await conn.execute(
-                "DELETE FROM follows WHERE follower_id = $1 OR author_id = $1", user
-            )
+            await conn.execute("DELETE FROM follows WHERE follower_id = $1 OR author_id = $1", user)
 
     async def posts(self, post_ids: Sequence[int]) -> dict[int, StoredPost]:
         """The existing posts among ``post_ids``, by id."""
@@ -166,6 +182,7 @@ class FeedRecords:
         """Up to ``limit`` (post id, author) pairs with ids above ``after``, ascending."""
         rows = await self._db.fetch(
             "SELECT post_id, author_id FROM posts WHERE post_id > $1 ORDER BY post_id LIMIT $2",
-            after, limit,
+            after,
+            limit,
         )
         return [(row["post_id"], row["author_id"]) for row in rows]

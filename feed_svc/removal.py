@@ -69,6 +69,8 @@ class UserRemoval:
         while authors := await self.removals.following(user, BATCH):
             for author in authors:
                 await self.store.unfollow(user, author)
-        logger.info("removed deleted account from the feed",
-                    extra={"user_id": user, "posts": posts, "followers": followers})
+        logger.info(
+            "removed deleted account from the feed",
+            extra={"user_id": user, "posts": posts, "followers": followers},
+        )
         return Removed(posts, followers)

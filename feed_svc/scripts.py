@@ -158,7 +158,9 @@ local function log_landed(log, member, min_ms, control)
 end
 """
 
-ACK_CHUNK = _LOG_LANDED + """
+ACK_CHUNK = (
+    _LOG_LANDED
+    + """
 -- Acknowledge a chunk job and count its followers, once; log the post as landed when it
 -- was written into any feed.
 -- KEYS[1] job stream, KEYS[2] post progress hash, KEYS[3] landed log
@@ -177,14 +179,18 @@ if done >= tonumber(redis.call('HGET', KEYS[2], 'chunks') or '-1') then
 end
 return 1
 """
+)
 
-LOG_LANDED = _LOG_LANDED + """
+LOG_LANDED = (
+    _LOG_LANDED
+    + """
 -- A celebrity's post lands at once (pulled at read time): log it (part of CreatePost's MULTI,
 -- after the post's announcement on the author's channel).
 -- KEYS[1] landed log; ARGV[1] feed entry, ARGV[2] log trim bound (ms), ARGV[3] control channel
 log_landed(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return 1
 """
+)
 
 RESUME_STATE = """
 -- What a resuming StreamFeed must replay besides the feed's newer ids, read in one step.
@@ -263,4 +269,3 @@ for _, m in ipairs(all) do
 end
 return out
 """
-

@@ -37,8 +37,11 @@ def post_pb(view: PostView) -> pb.Post:
     created.FromMilliseconds(view.created_ms)
     return pb.Post(
         post_id=view.post_id,
-        author=pb.Author(user_id=view.author.user_id, username=view.author.username,
-                         display_name=view.author.display_name),
+        author=pb.Author(
+            user_id=view.author.user_id,
+            username=view.author.username,
+            display_name=view.author.display_name,
+        ),
         text=view.text,
         created_at=created,
     )
@@ -166,7 +169,8 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         )
 
     async def StreamFeed(
-        self, request_iterator: AsyncIterator[pb.StreamFeedRequest],
+        self,
+        request_iterator: AsyncIterator[pb.StreamFeedRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.StreamFeedResponse]:
         user = require_user()
@@ -189,13 +193,17 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             )
         config = self.feed.config
         session = FeedStream(
-            self.feed, self.hub, user, self.draining, config.stream_queue,
-            config.stream_resume_max, touch_every=min(60.0, config.inactive_after / 4),
+            self.feed,
+            self.hub,
+            user,
+            self.draining,
+            config.stream_queue,
+            config.stream_resume_max,
+            touch_every=min(60.0, config.inactive_after / 4),
         )
         pump = asyncio.create_task(self._pump(requests, session))
         try:
-            await session.open(first.subscribe.resume_after_post_id,
-                               first.subscribe.resume_token)
+            await session.open(first.subscribe.resume_after_post_id, first.subscribe.resume_token)
             while True:
                 frames = await session.next_frames()
                 if frames is None:
@@ -215,17 +223,21 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
         if isinstance(frame, Checkpoint):
             return pb.StreamFeedResponse(checkpoint=pb.StreamFeedResponse.Checkpoint())
         if isinstance(frame, Subscribed):
-            return pb.StreamFeedResponse(subscribed=pb.StreamFeedResponse.Subscribed(
-                resumed_count=frame.resumed, resume_truncated=frame.truncated))
+            return pb.StreamFeedResponse(
+                subscribed=pb.StreamFeedResponse.Subscribed(
+                    resumed_count=frame.resumed, resume_truncated=frame.truncated
+                )
+            )
         if isinstance(frame, Refreshed):
-            return pb.StreamFeedResponse(refreshed=pb.StreamFeedResponse.Refreshed(
-                posts=_posts(frame.page), next_page_token=frame.page.next_token))
+            return pb.StreamFeedResponse(
+                refreshed=pb.StreamFeedResponse.Refreshed(
+                    posts=_posts(frame.page), next_page_token=frame.page.next_token
+                )
+            )
         return pb.StreamFeedResponse(item=post_pb(frame))
 
     @staticmethod
-    async def _pump(
-        requests: AsyncIterator[pb.StreamFeedRequest], session: FeedStream
-    ) -> None:
+    async def _pump(requests: AsyncIterator[pb.StreamFeedRequest], session: FeedStream) -> None:
         """Client frames after the subscribe: acks and refreshes."""
         try:
             async for request in requests:

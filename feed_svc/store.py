@@ -112,6 +112,8 @@ ACTIVE_KEY = "feed:active"
 """Hash: user -> ms of their last feed read (fanout skips users not seen recently)."""
 STREAMING_KEY = "feed:streaming"
 """Zset: user -> ms until which they have a StreamFeed open (refreshed while open)."""
+
+
 def live_channel(user: int) -> str:
     """Fanned-out entries (and control notes) for one user's open streams. (The fanout
     script builds the same name: keep them in step.)"""
@@ -121,8 +123,6 @@ def live_channel(user: int) -> str:
 def author_channel(author: int) -> str:
     """Posts of a celebrity author, for the streams of their followers."""
     return f"feed:celebrity:{author}"
-
-
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,12 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
 
     # --- posts ----------------------------------------------------------------------
     async def create_post(
-        self, post: StoredPost, now_ms: int, plan: str, followers: int, alerts: bool = False,
+        self,
+        post: StoredPost,
+        now_ms: int,
+        plan: str,
+        followers: int,
+        alerts: bool = False,
         log_min_ms: int = 0,
     ) -> None:
         """Cache a recorded post and, in the same transaction, queue its fanout or announce
@@ -184,8 +189,9 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
             self._post_writes(pipe, post, now_ms, plan, followers, alerts)
             if plan == "pulled":
                 member = entry(post.post_id, post.author_id)
-                await self._log_landed(keys=[LANDED_KEY], client=pipe,
-                                       args=[member, log_min_ms, CONTROL_CHANNEL])
+                await self._log_landed(
+                    keys=[LANDED_KEY], client=pipe, args=[member, log_min_ms, CONTROL_CHANNEL]
+                )
             await pipe.execute()
 
     @staticmethod
@@ -196,8 +202,14 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         pipe.zadd(user_posts_key(post.author_id), {pad(post.post_id): 0})
         progress = progress_key(post.post_id)
         record: Any = {"created_ms": now_ms, "state": "fanout"}
-        job: Any = {"kind": "split", "post": post.post_id, "author": post.author_id,
-               "from": "", "to": "", **tracing.carrier()}
+        job: Any = {
+            "kind": "split",
+            "post": post.post_id,
+            "author": post.author_id,
+            "from": "",
+            "to": "",
+            **tracing.carrier(),
+        }
         if plan == "pulled":
             record.update(state="pulled", finished_ms=now_ms)
             pipe.publish(author_channel(post.author_id), entry(post.post_id, post.author_id))
@@ -265,8 +277,11 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         return [[m.decode() for m in members] for members in results]
 
     async def merge_newest(
-        self, sources: Sequence[tuple[str, int | None]], upper: int | None,
-        lower: int | None, n: int,
+        self,
+        sources: Sequence[tuple[str, int | None]],
+        upper: int | None,
+        lower: int | None,
+        n: int,
     ) -> list[str]:
         """Newest ``n`` distinct entries over a few ``(key, author or None)`` lists, merged
         in one script call; members come back as ``'<padded id>:<author>'``."""
@@ -310,8 +325,9 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         """Ids after ``after`` (ascending, ``limit`` of them) and the total count."""
         key = followers_key(user) if followers else following_key(user)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrangebylex(key, f"({pad(after)}" if after is not None else "-", "+",
-                         start=0, num=limit)
+        pipe.zrangebylex(
+            key, f"({pad(after)}" if after is not None else "-", "+", start=0, num=limit
+        )
         pipe.zcard(key)
         members, total = await pipe.execute()
         return [int(m) for m in members], int(total)
@@ -475,6 +491,15 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
 
 
 __all__ = [
-    "CONTROL_CHANNEL", "GROUP", "JOBS_KEY", "LANDED_KEY", "PROGRESS_TTL_S", "FanoutQueueStore",
-    "FeedMeta", "FeedStore", "Job", "StoredPost", "progress_key",
+    "CONTROL_CHANNEL",
+    "GROUP",
+    "JOBS_KEY",
+    "LANDED_KEY",
+    "PROGRESS_TTL_S",
+    "FanoutQueueStore",
+    "FeedMeta",
+    "FeedStore",
+    "Job",
+    "StoredPost",
+    "progress_key",
 ]

@@ -67,7 +67,11 @@ class PostAlertStore:
         return sorted(int(m) for m in await self.redis.smembers(alerts_key(author)))
 
     async def write_alerts(
-        self, job: Job, recipients: Sequence[int], fields: dict[str, str], batch: int,
+        self,
+        job: Job,
+        recipients: Sequence[int],
+        fields: dict[str, str],
+        batch: int,
         cap: int,
     ) -> None:
         """One ``feed_post`` entry per recipient in notify:queue, ``batch`` XADDs per round

@@ -46,8 +46,6 @@ class Job:
     """The producer's trace context (``traceparent``), when tracing was on."""
 
 
-
-
 class FanoutQueueStore:
     """The queue half of the store: read, claim, split and acknowledge fanout jobs."""
 
@@ -126,8 +124,7 @@ class FanoutQueueStore:
         member = f"{job.post_id:020d}:{job.author_id}"
         done = await self._ack_chunk(
             keys=[JOBS_KEY, progress_key(job.post_id), LANDED_KEY],
-            args=[GROUP, job.job_id, written, skipped, now_ms, member, log_min_ms,
-                  CONTROL_CHANNEL],
+            args=[GROUP, job.job_id, written, skipped, now_ms, member, log_min_ms, CONTROL_CHANNEL],
         )
         return bool(done)
 
@@ -183,8 +180,10 @@ def _text(value: Any) -> str:
 
 
 def _job(job_id: Any, fields: dict[Any, Any]) -> Job:
-    get = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-           for k, v in fields.items()}
+    get = {
+        k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+        for k, v in fields.items()
+    }
     return Job(
         job_id=job_id.decode() if isinstance(job_id, bytes) else str(job_id),
         kind=str(get.get("kind", "chunk")),

@@ -66,7 +66,8 @@ def parse_resume_token(token: str) -> tuple[int, int] | None:
     found = _TOKEN.fullmatch(token)
     if found is None or any(int(part) >= 2**64 for part in found.groups()):
         raise InvalidArgument.field(
-            "subscribe.resume_token", "not a resume token this server issued",
+            "subscribe.resume_token",
+            "not a resume token this server issued",
             reason="RESUME_TOKEN_INVALID",
         )
     return int(found[1]), int(found[2])
@@ -109,8 +110,14 @@ class FeedStream:
     """One user's open StreamFeed."""
 
     def __init__(
-        self, feed: Feed, hub: LiveHub, user: int, stop: asyncio.Event,
-        queue_max: int, resume_max: int, touch_every: float,
+        self,
+        feed: Feed,
+        hub: LiveHub,
+        user: int,
+        stop: asyncio.Event,
+        queue_max: int,
+        resume_max: int,
+        touch_every: float,
     ) -> None:
         self.feed = feed
         self.hub = hub
@@ -143,7 +150,8 @@ class FeedStream:
         # Resyncs look for posts newer than the newest shown, or than the stream's start.
         self._newest = max(after, compose(now, 0, 0))
         state = await self.feed.store.resume_state(
-            resume_token.removeprefix("v1:") if since else None, RESUME_SCAN_MAX,
+            resume_token.removeprefix("v1:") if since else None,
+            RESUME_SCAN_MAX,
             RESUME_PENDING_MAX,
         )
         self._start_mark = state.mark
@@ -279,14 +287,15 @@ class FeedStream:
         if len(self._sent_order) > SENT_MEMORY:
             self._sent.discard(self._sent_order.popleft())
 
-    def _offer(
-        self, item: FeedEntry | Refreshed | Checkpoint, bounded: bool = True
-    ) -> None:
+    def _offer(self, item: FeedEntry | Refreshed | Checkpoint, bounded: bool = True) -> None:
         if bounded and len(self._queue) >= self.queue_max:
-            self.fail(ResourceExhausted(
-                f"the client fell more than {self.queue_max} items behind; resume from the "
-                "last post id and resume token seen", reason="STREAM_TOO_SLOW",
-            ))
+            self.fail(
+                ResourceExhausted(
+                    f"the client fell more than {self.queue_max} items behind; resume from the "
+                    "last post id and resume token seen",
+                    reason="STREAM_TOO_SLOW",
+                )
+            )
             return
         self._queue.append(Queued(item, self._current_mark()))
         self._wake.set()
@@ -309,10 +318,13 @@ class FeedStream:
     def _on_control(self, channel: str, data: str) -> None:
         kind, _, value = data.partition(":")
         if kind == "reset":
-            self.fail(Unavailable(
-                "the server lost its live feed connection; resume with the last post id "
-                "and resume token seen", reason="STREAM_RESET",
-            ))
+            self.fail(
+                Unavailable(
+                    "the server lost its live feed connection; resume with the last post id "
+                    "and resume token seen",
+                    reason="STREAM_RESET",
+                )
+            )
             return
         ctx = self._ctx
         if kind == "promoted" and ctx is not None and value.isdigit():

@@ -66,7 +66,11 @@ class Source:
 
 
 async def merge_newest(
-    store: FeedStore, sources: Sequence[Source], upper: int | None, lower: int | None, n: int,
+    store: FeedStore,
+    sources: Sequence[Source],
+    upper: int | None,
+    lower: int | None,
+    n: int,
     script_max: int = SCRIPT_MERGE_MAX,
 ) -> list[FeedEntry]:
     """The newest ``n`` distinct entries with ``lower <= id < upper`` across ``sources``.

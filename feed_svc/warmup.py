@@ -35,7 +35,11 @@ class CacheWarmer:
     """Makes sure the caches of the record are filled before a request relies on them."""
 
     def __init__(
-        self, store: FeedStore, records: FeedRecords, celebrity_threshold: int, owner: str,
+        self,
+        store: FeedStore,
+        records: FeedRecords,
+        celebrity_threshold: int,
+        owner: str,
         wait_s: float = 30.0,
     ) -> None:
         self.store = store
@@ -59,8 +63,9 @@ class CacheWarmer:
                     await self.store.unlock_warming()
                 break
             if time.monotonic() > deadline:
-                raise Unavailable("the feed caches are being refilled; retry shortly",
-                                  reason="CACHE_REFILLING")
+                raise Unavailable(
+                    "the feed caches are being refilled; retry shortly", reason="CACHE_REFILLING"
+                )
             await asyncio.sleep(0.05)
         self._checked_at = time.monotonic()
 
@@ -80,5 +85,9 @@ class CacheWarmer:
             last = ids[-1][0]
         await self.store.promote_all(await self.records.popular_authors(self.celebrity_threshold))
         await self.store.set_warm()
-        logger.info("refilled the feed caches from PostgreSQL: %d follows, %d posts in %.2fs",
-                    follows, posts, time.monotonic() - started)
+        logger.info(
+            "refilled the feed caches from PostgreSQL: %d follows, %d posts in %.2fs",
+            follows,
+            posts,
+            time.monotonic() - started,
+        )

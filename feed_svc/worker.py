@@ -28,7 +28,9 @@ async def run_workers(config: FeedConfig) -> None:
     redis = connect(config.redis_url)
     store = FeedStore(redis, FeedRecords(db))
     pool = FanoutPool(
-        store, FanoutSettings.from_config(config), f"{config.instance}-fanout",
+        store,
+        FanoutSettings.from_config(config),
+        f"{config.instance}-fanout",
         max(1, config.fanout_workers),
     )
 

@@ -26,8 +26,9 @@ class AccountClient(ServiceClient):
         reply = await self._call("GetProfile", account_pb2.GetProfileRequest(user_id=user_id))
         return User.from_pb(reply.user)
 
-    async def update_profile(self, *, display_name: str | None = None,
-                             bio: str | None = None) -> User:
+    async def update_profile(
+        self, *, display_name: str | None = None, bio: str | None = None
+    ) -> User:
         request = account_pb2.UpdateProfileRequest()
         if display_name is not None:
             request.display_name = display_name
@@ -44,5 +45,6 @@ class AccountClient(ServiceClient):
     async def lookup(self, username: str) -> User:
         """The user with this username (case-insensitive); RpcError NOT_FOUND if none."""
         reply = await self._call(
-            "LookupUsername", account_pb2.LookupUsernameRequest(username=username))
+            "LookupUsername", account_pb2.LookupUsernameRequest(username=username)
+        )
         return User.from_pb(reply.user)

@@ -94,7 +94,8 @@ class Session:
 
     async def _stub(self) -> account_pb2_grpc.AccountServiceAsyncStub:
         return account_pb2_grpc.AccountServiceStub(  # type: ignore[return-value]
-            await self._transport.channel("account"))
+            await self._transport.channel("account")
+        )
 
     def _keep(self, tokens: Tokens) -> Tokens:
         self._lifetime = max(0.0, tokens.access_expires_at - self._clock())
@@ -106,9 +107,12 @@ class Session:
         """Create an account and log it in (ALREADY_EXISTS if the name is taken)."""
         stub = await self._stub()
         try:
-            reply = await stub.SignUp(account_pb2.SignUpRequest(
-                username=username, password=password, display_name=display_name),
-                timeout=self._timeout)
+            reply = await stub.SignUp(
+                account_pb2.SignUpRequest(
+                    username=username, password=password, display_name=display_name
+                ),
+                timeout=self._timeout,
+            )
         except grpc.aio.AioRpcError as exc:
             raise await RpcError.from_call(exc) from None
         return self._keep(_tokens(reply, username.lower()))
@@ -117,8 +121,10 @@ class Session:
         """Exchange a username and password for tokens (UNAUTHENTICATED when wrong)."""
         stub = await self._stub()
         try:
-            reply = await stub.Login(account_pb2.LoginRequest(
-                username=username, password=password), timeout=self._timeout)
+            reply = await stub.Login(
+                account_pb2.LoginRequest(username=username, password=password),
+                timeout=self._timeout,
+            )
         except grpc.aio.AioRpcError as exc:
             raise await RpcError.from_call(exc) from None
         return self._keep(_tokens(reply, username.lower()))
@@ -152,8 +158,11 @@ class Session:
         async with self._lock:
             with self.store.locked():
                 stored = self.store.load()
-                if stored is not None and self._tokens is not None and (
-                    stored.user_id == self._tokens.user_id):
+                if (
+                    stored is not None
+                    and self._tokens is not None
+                    and (stored.user_id == self._tokens.user_id)
+                ):
                     self._tokens = stored
                 current = self._tokens
                 if current is None:
@@ -162,8 +171,10 @@ class Session:
                     return current
                 stub = await self._stub()
                 try:
-                    reply = await stub.RefreshToken(account_pb2.RefreshTokenRequest(
-                        refresh_token=current.refresh_token), timeout=self._timeout)
+                    reply = await stub.RefreshToken(
+                        account_pb2.RefreshTokenRequest(refresh_token=current.refresh_token),
+                        timeout=self._timeout,
+                    )
                 except grpc.aio.AioRpcError as exc:
                     raise await RpcError.from_call(exc) from None
                 self.refreshes += 1
@@ -177,23 +188,25 @@ class Session:
         stub = await self._stub()
         try:
             return await getattr(stub, method)(
-                request, metadata=await self.metadata(), timeout=self._timeout)
+                request, metadata=await self.metadata(), timeout=self._timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise await RpcError.from_call(exc) from None
 
     async def change_password(self, current: str, new: str) -> Tokens:
         """Change the password. Every other device's refresh token is revoked; this
         session keeps the fresh pair the server hands back."""
-        reply = await self._authorized("ChangePassword", account_pb2.ChangePasswordRequest(
-            current_password=current, new_password=new))
+        reply = await self._authorized(
+            "ChangePassword",
+            account_pb2.ChangePasswordRequest(current_password=current, new_password=new),
+        )
         username = self._tokens.username if self._tokens is not None else ""
         return self._keep(_tokens(reply, username))
 
     async def sign_out_everywhere(self) -> int:
         """Revoke every refresh token of the user (this session's too, so it is
         forgotten here); how many were live."""
-        reply = await self._authorized(
-            "SignOutEverywhere", account_pb2.SignOutEverywhereRequest())
+        reply = await self._authorized("SignOutEverywhere", account_pb2.SignOutEverywhereRequest())
         self.log_out()
         return int(reply.revoked_refresh_tokens)
 
@@ -201,7 +214,8 @@ class Session:
         """Delete the account (re-authenticated by ``password``) and forget the session;
         when the username becomes free again."""
         reply = await self._authorized(
-            "DeleteAccount", account_pb2.DeleteAccountRequest(password=password))
+            "DeleteAccount", account_pb2.DeleteAccountRequest(password=password)
+        )
         self.log_out()
         free_at: datetime = reply.username_free_at.ToDatetime(tzinfo=UTC)
         return free_at

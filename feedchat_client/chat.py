@@ -47,46 +47,67 @@ class ChatClient(ServiceClient):
 
     async def open_direct(self, peer_user_id: int) -> Channel:
         """The 1:1 channel with a peer (the same id for both users)."""
-        reply = await self._call("OpenDirectChannel", chat_pb2.OpenDirectChannelRequest(
-            peer_user_id=peer_user_id))
+        reply = await self._call(
+            "OpenDirectChannel", chat_pb2.OpenDirectChannelRequest(peer_user_id=peer_user_id)
+        )
         return Channel.from_pb(reply.channel)
 
     async def create_group(self, name: str, member_ids: list[int]) -> Channel:
-        reply = await self._call("CreateGroup", chat_pb2.CreateGroupRequest(
-            name=name, member_ids=member_ids))
+        reply = await self._call(
+            "CreateGroup", chat_pb2.CreateGroupRequest(name=name, member_ids=member_ids)
+        )
         return Channel.from_pb(reply.channel)
 
     async def add_members(self, channel_id: int, user_ids: list[int]) -> Channel:
-        reply = await self._call("AddMembers", chat_pb2.AddMembersRequest(
-            channel_id=channel_id, user_ids=user_ids))
+        reply = await self._call(
+            "AddMembers", chat_pb2.AddMembersRequest(channel_id=channel_id, user_ids=user_ids)
+        )
         return Channel.from_pb(reply.channel)
 
     async def remove_members(self, channel_id: int, user_ids: list[int]) -> Channel:
-        reply = await self._call("RemoveMembers", chat_pb2.RemoveMembersRequest(
-            channel_id=channel_id, user_ids=user_ids))
+        reply = await self._call(
+            "RemoveMembers", chat_pb2.RemoveMembersRequest(channel_id=channel_id, user_ids=user_ids)
+        )
         return Channel.from_pb(reply.channel)
 
-    async def channels(self, page_size: int = 0, page_token: str = "") -> tuple[
-            list[Channel], str]:
-        reply = await self._call("ListChannels", chat_pb2.ListChannelsRequest(
-            page_size=page_size, page_token=page_token))
+    async def channels(self, page_size: int = 0, page_token: str = "") -> tuple[list[Channel], str]:
+        reply = await self._call(
+            "ListChannels", chat_pb2.ListChannelsRequest(page_size=page_size, page_token=page_token)
+        )
         return [Channel.from_pb(c) for c in reply.channels], reply.next_page_token
 
-    async def history(self, channel_id: int, page_size: int = 0,
-                      page_token: str = "") -> tuple[list[ChatMessage], str]:
+    async def history(
+        self, channel_id: int, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[ChatMessage], str]:
         """One page of a channel's messages, newest first, and the next (older) token."""
-        reply = await self._call("GetHistory", chat_pb2.GetHistoryRequest(
-            channel_id=channel_id, page_size=page_size, page_token=page_token))
+        reply = await self._call(
+            "GetHistory",
+            chat_pb2.GetHistoryRequest(
+                channel_id=channel_id, page_size=page_size, page_token=page_token
+            ),
+        )
         return [ChatMessage.from_pb(m) for m in reply.messages], reply.next_page_token
 
-    def connection(self, device_id: str, *, cursors: CursorStore | None = None,
-                   backoff: Backoff | None = None, on_state: StateCallback | None = None,
-                   address: str | None = None) -> ChatConnection:
+    def connection(
+        self,
+        device_id: str,
+        *,
+        cursors: CursorStore | None = None,
+        backoff: Backoff | None = None,
+        on_state: StateCallback | None = None,
+        address: str | None = None,
+    ) -> ChatConnection:
         """A (not yet started) live connection for this device; use ``async with``.
 
         ``address`` skips the router for the first attempt (redirects are followed).
         """
         return ChatConnection(
-            self._transport, self._session, self.router, device_id,
-            cursors=cursors or MemoryCursorStore(), backoff=backoff or Backoff(),
-            on_state=on_state, first_address=address)
+            self._transport,
+            self._session,
+            self.router,
+            device_id,
+            cursors=cursors or MemoryCursorStore(),
+            backoff=backoff or Backoff(),
+            on_state=on_state,
+            first_address=address,
+        )

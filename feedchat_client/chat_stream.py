@@ -52,8 +52,14 @@ StateCallback = Callable[[str, str], None]
 """``on_state(state, detail)`` with state one of "routing", "connecting", "connected",
 "redirected", "moved", "reconnecting", "failed" — for progress output and logs."""
 
-FATAL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-                         grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED})
+FATAL_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 RETRYABLE_SEND_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 
 
@@ -158,8 +164,7 @@ class ChatConnection:
         waiter = asyncio.ensure_future(self._connected.wait())
         done = asyncio.ensure_future(self._done.wait())
         try:
-            await asyncio.wait({waiter, done}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             done.cancel()
@@ -214,8 +219,14 @@ class ChatConnection:
             raise self.error or ConnectionClosed("connection closed")
         return message
 
-    async def send(self, channel_id: int, text: str, *, client_msg_id: str | None = None,
-                   timeout: float | None = None) -> SentMessage:  # noqa: ASYNC109
+    async def send(
+        self,
+        channel_id: int,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        timeout: float | None = None,
+    ) -> SentMessage:  # noqa: ASYNC109
         """Send and wait for the server's ack. Re-sent with the same ``client_msg_id`` on
         every new stream until acked; :class:`ChatSendError` if refused for good.
 
@@ -227,8 +238,9 @@ class ChatConnection:
         cmid = client_msg_id or uuid.uuid4().hex
         pending = self._pending.get(cmid)
         if pending is None:
-            request = chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
-                client_msg_id=cmid, channel_id=channel_id, text=text))
+            request = chat_pb2.ConnectRequest(
+                send=chat_pb2.SendMessage(client_msg_id=cmid, channel_id=channel_id, text=text)
+            )
             pending = _Pending(request, asyncio.get_running_loop().create_future())
             self._pending[cmid] = pending
             if self._outbox is not None:
@@ -241,8 +253,9 @@ class ChatConnection:
         harmless). False while no stream is open (it goes out on the next one)."""
         if seq > self._reads.get(channel_id, 0):
             self._reads[channel_id] = seq
-        return self._put(chat_pb2.ConnectRequest(read=chat_pb2.Read(
-            channel_id=channel_id, seq=seq)))
+        return self._put(
+            chat_pb2.ConnectRequest(read=chat_pb2.Read(channel_id=channel_id, seq=seq))
+        )
 
     def typing(self, channel_id: int) -> bool:
         """Tell the channel's members the user is typing (best effort)."""
@@ -296,11 +309,12 @@ class ChatConnection:
             self._state("reconnecting", f"{after.reason}; next try in {delay:.2f}s")
             await asyncio.sleep(delay)
 
-    async def _requests(self, outbox: asyncio.Queue[Any]) -> AsyncIterator[
-            chat_pb2.ConnectRequest]:
-        yield chat_pb2.ConnectRequest(hello=chat_pb2.Hello(
-            device_id=self.device_id, inbox_cursor=self.cursor,
-            ring_version=self._ring_version))
+    async def _requests(self, outbox: asyncio.Queue[Any]) -> AsyncIterator[chat_pb2.ConnectRequest]:
+        yield chat_pb2.ConnectRequest(
+            hello=chat_pb2.Hello(
+                device_id=self.device_id, inbox_cursor=self.cursor, ring_version=self._ring_version
+            )
+        )
         while True:
             item = await outbox.get()
             if item is None:
@@ -322,8 +336,9 @@ class ChatConnection:
         for pending in self._pending.values():  # unacked sends: same client_msg_id again
             outbox.put_nowait(pending.request)
         for channel_id, seq in self._reads.items():  # forward-only: no receipt unless moved
-            outbox.put_nowait(chat_pb2.ConnectRequest(read=chat_pb2.Read(
-                channel_id=channel_id, seq=seq)))
+            outbox.put_nowait(
+                chat_pb2.ConnectRequest(read=chat_pb2.Read(channel_id=channel_id, seq=seq))
+            )
         try:
             async for frame in call:
                 which = frame.WhichOneof("frame")
@@ -339,26 +354,36 @@ class ChatConnection:
                     self._streak = 0
                     self.backoff.reset()
                     self._connected.set()
-                    self._state("connected", f"{self.instance} ({address}), "
-                                f"{frame.sync_complete.replayed} replayed")
+                    self._state(
+                        "connected",
+                        f"{self.instance} ({address}), {frame.sync_complete.replayed} replayed",
+                    )
                 elif which == "reconnect":
                     moved = frame.reconnect
                     self.moves += 1
                     self._state("moved", moved.instance or "owner unknown")
-                    return _Next(moved.address or None, True,
-                                 f"moved to {moved.instance or 'another server'}",
-                                 moved.ring_version)
+                    return _Next(
+                        moved.address or None,
+                        True,
+                        f"moved to {moved.instance or 'another server'}",
+                        moved.ring_version,
+                    )
             return _Next(None, False, "stream ended")
         except grpc.aio.AioRpcError as exc:
             error = await RpcError.from_call(exc)
-            if (error.code == grpc.StatusCode.FAILED_PRECONDITION
-                    and error.reason == "WRONG_CHAT_SERVER"):
+            if (
+                error.code == grpc.StatusCode.FAILED_PRECONDITION
+                and error.reason == "WRONG_CHAT_SERVER"
+            ):
                 self.redirects += 1
                 owner = error.metadata.get("owner_address") or None
-                self._state("redirected", f"{error.metadata.get('owner_instance', '?')} "
-                            f"({owner or 'ask the router'})")
-                return _Next(owner, True, "redirected",
-                             _version(error.metadata.get("ring_version", "")))
+                self._state(
+                    "redirected",
+                    f"{error.metadata.get('owner_instance', '?')} ({owner or 'ask the router'})",
+                )
+                return _Next(
+                    owner, True, "redirected", _version(error.metadata.get("ring_version", ""))
+                )
             if error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == "TOKEN_EXPIRED":
                 await self._session.refresh(spent=metadata[0][1].removeprefix("Bearer "))
                 return _Next(address, True, "token refreshed", self._ring_version)
@@ -390,8 +415,11 @@ class ChatConnection:
     def _acked(self, ack: chat_pb2.SendAck) -> None:
         pending = self._pending.pop(ack.client_msg_id, None)
         if pending is not None and not pending.future.done():
-            pending.future.set_result(SentMessage(
-                ack.client_msg_id, ack.message_id, ack.channel_id, ack.seq, ack.duplicate))
+            pending.future.set_result(
+                SentMessage(
+                    ack.client_msg_id, ack.message_id, ack.channel_id, ack.seq, ack.duplicate
+                )
+            )
 
     def _refused(self, error: chat_pb2.SendError, outbox: asyncio.Queue[Any]) -> None:
         pending = self._pending.get(error.client_msg_id)
@@ -411,7 +439,8 @@ class ChatConnection:
         del self._pending[error.client_msg_id]
         if not pending.future.done():
             pending.future.set_exception(
-                ChatSendError(error.client_msg_id, error.code, error.reason, error.message))
+                ChatSendError(error.client_msg_id, error.code, error.reason, error.message)
+            )
 
 
 def _version(text: str) -> int:

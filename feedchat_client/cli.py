@@ -33,8 +33,23 @@ from feedchat_client.errors import FeedchatClientError, NotLoggedIn, RpcError
 from feedchat_client.ids import decode
 from feedchat_client.tokens import FileTokenStore
 
-COMMANDS = ("signup", "login", "logout", "whoami", "token", "post", "follow", "unfollow",
-            "feed", "chat", "group", "presence", "online", "notifications", "id")
+COMMANDS = (
+    "signup",
+    "login",
+    "logout",
+    "whoami",
+    "token",
+    "post",
+    "follow",
+    "unfollow",
+    "feed",
+    "chat",
+    "group",
+    "presence",
+    "online",
+    "notifications",
+    "id",
+)
 DEFAULT_SESSION = "~/.config/feedchat/session.json"
 
 
@@ -44,12 +59,17 @@ def _env(name: str, default: str) -> str:
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--etcd", default=_env("ETCD", "127.0.0.1:2379"),
-                        help="etcd host:port where services are registered [FEEDCHAT_ETCD]")
+    common.add_argument(
+        "--etcd",
+        default=_env("ETCD", "127.0.0.1:2379"),
+        help="etcd host:port where services are registered [FEEDCHAT_ETCD]",
+    )
     common.add_argument("--etcd-prefix", default=_env("ETCD_PREFIX", "/feedchat"))
-    common.add_argument("--session", default=_env("SESSION", DEFAULT_SESSION),
-                        help=f"session (token) file, default {DEFAULT_SESSION} "
-                             "[FEEDCHAT_SESSION]")
+    common.add_argument(
+        "--session",
+        default=_env("SESSION", DEFAULT_SESSION),
+        help=f"session (token) file, default {DEFAULT_SESSION} [FEEDCHAT_SESSION]",
+    )
     common.add_argument("--json", action="store_true", help="one JSON object per line")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress notes")
     common.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
@@ -61,34 +81,48 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     common = _common()
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[common], help=help_text,
-                                   description=help_text)
+        return commands.add_parser(name, parents=[common], help=help_text, description=help_text)
 
     for name, verb in (("signup", "create an account and log in"), ("login", "log in")):
         p = add(name, verb)
         p.add_argument("username")
-        p.add_argument("--password", default=_env("PASSWORD", ""),
-                       help="password [FEEDCHAT_PASSWORD]; asked for when not given")
+        p.add_argument(
+            "--password",
+            default=_env("PASSWORD", ""),
+            help="password [FEEDCHAT_PASSWORD]; asked for when not given",
+        )
         if name == "signup":
             p.add_argument("--display-name", default="")
     p = add("passwd", "change your password (other devices must log in again)")
-    p.add_argument("--password", default=_env("PASSWORD", ""),
-                   help="current password [FEEDCHAT_PASSWORD]; asked for when not given")
-    p.add_argument("--new-password", default=_env("NEW_PASSWORD", ""),
-                   help="new password [FEEDCHAT_NEW_PASSWORD]; asked for when not given")
+    p.add_argument(
+        "--password",
+        default=_env("PASSWORD", ""),
+        help="current password [FEEDCHAT_PASSWORD]; asked for when not given",
+    )
+    p.add_argument(
+        "--new-password",
+        default=_env("NEW_PASSWORD", ""),
+        help="new password [FEEDCHAT_NEW_PASSWORD]; asked for when not given",
+    )
     add("signout-all", "sign out on every device (every refresh token is revoked)")
     p = add("delete-account", "delete your account: profile, login and posts")
-    p.add_argument("--password", default=_env("PASSWORD", ""),
-                   help="password [FEEDCHAT_PASSWORD]; asked for when not given")
+    p.add_argument(
+        "--password",
+        default=_env("PASSWORD", ""),
+        help="password [FEEDCHAT_PASSWORD]; asked for when not given",
+    )
     p.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     add("logout", "forget the saved session")
     add("whoami", "show the logged-in user")
-    add("token", "print a fresh access token (for grpcurl: -H \"authorization: Bearer $(feedchat "
-                 "token)\")")
+    add(
+        "token",
+        'print a fresh access token (for grpcurl: -H "authorization: Bearer $(feedchat token)")',
+    )
     p = add("post", "publish a post")
     p.add_argument("text", nargs="+")
-    p.add_argument("--wait", action="store_true",
-                   help="show the fanout's progress until every follower has it")
+    p.add_argument(
+        "--wait", action="store_true", help="show the fanout's progress until every follower has it"
+    )
     for name in ("follow", "unfollow"):
         p = add(name, f"{name} a user")
         p.add_argument("user", help="username (or id:<number>)")
@@ -101,11 +135,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("user", nargs="?", help="username to chat with")
     target.add_argument("--group", type=int, help="group channel id")
-    p.add_argument("--device", default=f"cli-{socket.gethostname()}",
-                   help="device id (each device keeps its own sync cursor)")
+    p.add_argument(
+        "--device",
+        default=f"cli-{socket.gethostname()}",
+        help="device id (each device keeps its own sync cursor)",
+    )
     p.add_argument("--history", type=int, default=10, help="recent messages to show first")
-    p.add_argument("--linger", type=float, default=0.0,
-                   help="with piped input: seconds to keep listening after the last send")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="with piped input: seconds to keep listening after the last send",
+    )
     p = add("group", "create a group chat")
     p.add_argument("name")
     p.add_argument("members", nargs="*", help="usernames to add")
@@ -113,15 +154,26 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("users", nargs="+")
     p = add("online", "be online (a presence session with heartbeats) until Ctrl-C")
     p.add_argument("--status", choices=("online", "away"), default="online")
-    p.add_argument("--for", dest="duration", type=float, default=0.0,
-                   help="seconds to stay online, then go offline (0: until Ctrl-C)")
+    p.add_argument(
+        "--for",
+        dest="duration",
+        type=float,
+        default=0.0,
+        help="seconds to stay online, then go offline (0: until Ctrl-C)",
+    )
     p = add("id", "decode feedchat ids (message, post, user, group): time, worker, sequence")
     p.add_argument("ids", nargs="+", metavar="ID")
     p = add("notifications", "list your notifications, newest first, or mark them read")
     p.add_argument("--page-size", type=int, default=20)
     p.add_argument("--page-token", default="", help="continue from a previous page")
-    p.add_argument("--read", type=int, nargs="+", metavar="ID", default=[],
-                   help="mark these notification ids read instead of listing")
+    p.add_argument(
+        "--read",
+        type=int,
+        nargs="+",
+        metavar="ID",
+        default=[],
+        help="mark these notification ids read instead of listing",
+    )
 
 
 def _ask(given: str, prompt: str, confirm: bool) -> str:
@@ -167,18 +219,26 @@ class Commands:
         password = _password(self.args, confirm=True)
         self.out.progress("signing up (password hashing takes a moment)")
         tokens = await self.client.session.sign_up(
-            self.args.username, password, self.args.display_name)
-        self.out.emit("signed_up", f"signed up and logged in as {tokens.username} "
-                      f"(user {tokens.user_id})", user_id=tokens.user_id,
-                      username=tokens.username)
+            self.args.username, password, self.args.display_name
+        )
+        self.out.emit(
+            "signed_up",
+            f"signed up and logged in as {tokens.username} (user {tokens.user_id})",
+            user_id=tokens.user_id,
+            username=tokens.username,
+        )
         return 0
 
     async def login(self) -> int:
         password = _password(self.args, confirm=False)
         self.out.progress("logging in")
         tokens = await self.client.session.log_in(self.args.username, password)
-        self.out.emit("logged_in", f"logged in as {tokens.username} (user {tokens.user_id})",
-                      user_id=tokens.user_id, username=tokens.username)
+        self.out.emit(
+            "logged_in",
+            f"logged in as {tokens.username} (user {tokens.user_id})",
+            user_id=tokens.user_id,
+            username=tokens.username,
+        )
         return 0
 
     async def logout(self) -> int:
@@ -191,15 +251,20 @@ class Commands:
         new = _ask(self.args.new_password, "new password: ", confirm=True)
         self.out.progress("changing the password")
         tokens = await self.client.session.change_password(current, new)
-        self.out.emit("password_changed", "password changed; other devices must log in again",
-                      user_id=tokens.user_id)
+        self.out.emit(
+            "password_changed",
+            "password changed; other devices must log in again",
+            user_id=tokens.user_id,
+        )
         return 0
 
     async def signout_all(self) -> int:
         revoked = await self.client.session.sign_out_everywhere()
-        self.out.emit("signed_out_everywhere",
-                      f"signed out everywhere ({revoked} sessions revoked); log in again",
-                      revoked_refresh_tokens=revoked)
+        self.out.emit(
+            "signed_out_everywhere",
+            f"signed out everywhere ({revoked} sessions revoked); log in again",
+            revoked_refresh_tokens=revoked,
+        )
         return 0
 
     async def delete_account(self) -> int:
@@ -209,8 +274,11 @@ class Commands:
         password = _password(self.args, confirm=False)
         free_at = await self.client.session.delete_account(password)
         stamp = free_at.isoformat(timespec="seconds").replace("+00:00", "Z")
-        self.out.emit("account_deleted", f"account deleted; the username is free again "
-                      f"from {stamp}", username_free_at=stamp)
+        self.out.emit(
+            "account_deleted",
+            f"account deleted; the username is free again from {stamp}",
+            username_free_at=stamp,
+        )
         return 0
 
     async def whoami(self) -> int:
@@ -227,9 +295,15 @@ class Commands:
                 return 1
             when = datetime.fromtimestamp(parts.unix_ms / 1000, UTC)
             stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            self.out.emit("id", f"{text}: {stamp}  worker {parts.worker}  "
-                          f"sequence {parts.sequence}", id=int(text), time=stamp,
-                          unix_ms=parts.unix_ms, worker=parts.worker, sequence=parts.sequence)
+            self.out.emit(
+                "id",
+                f"{text}: {stamp}  worker {parts.worker}  sequence {parts.sequence}",
+                id=int(text),
+                time=stamp,
+                unix_ms=parts.unix_ms,
+                worker=parts.worker,
+                sequence=parts.sequence,
+            )
         return 0
 
     async def token(self) -> int:
@@ -243,8 +317,10 @@ class Commands:
         if self.args.wait:
             while True:
                 status = await self.client.feed.fanout_status(post.post_id)
-                self.out.progress(f"fanout {status.state}: {status.followers_done}/"
-                                  f"{status.followers_total} followers")
+                self.out.progress(
+                    f"fanout {status.state}: {status.followers_done}/"
+                    f"{status.followers_total} followers"
+                )
                 if status.state in ("done", "pulled_at_read", "unknown"):
                     break
                 await asyncio.sleep(0.5)
@@ -254,15 +330,23 @@ class Commands:
     async def follow(self) -> int:
         target = await self.user_id(self.args.user)
         changed = await self.client.feed.follow(target)
-        self.out.emit("followed", f"following {self.args.user}" +
-                      ("" if changed else " (already)"), user_id=target, changed=changed)
+        self.out.emit(
+            "followed",
+            f"following {self.args.user}" + ("" if changed else " (already)"),
+            user_id=target,
+            changed=changed,
+        )
         return 0
 
     async def unfollow(self) -> int:
         target = await self.user_id(self.args.user)
         changed = await self.client.feed.unfollow(target)
-        self.out.emit("unfollowed", f"not following {self.args.user}" +
-                      ("" if changed else " (was not)"), user_id=target, changed=changed)
+        self.out.emit(
+            "unfollowed",
+            f"not following {self.args.user}" + ("" if changed else " (was not)"),
+            user_id=target,
+            changed=changed,
+        )
         return 0
 
     async def feed(self) -> int:
@@ -279,8 +363,9 @@ class Commands:
             if not token:
                 break
         if token:
-            self.out.emit("next_page", f"more: feedchat feed --page-token {token}",
-                          next_page_token=token)
+            self.out.emit(
+                "next_page", f"more: feedchat feed --page-token {token}", next_page_token=token
+            )
         return 0
 
     async def watch(self) -> int:
@@ -302,16 +387,27 @@ class Commands:
         if me is not None:
             self._names[me.user_id] = me.username or "me"
         return await run_chat(
-            self.client, self.out, channel_id=channel_id, title=title,
-            device_id=self.args.device, cursor_file=self.args.cursor_file,
-            history=self.args.history, linger=self.args.linger, names=self.name)
+            self.client,
+            self.out,
+            channel_id=channel_id,
+            title=title,
+            device_id=self.args.device,
+            cursor_file=self.args.cursor_file,
+            history=self.args.history,
+            linger=self.args.linger,
+            names=self.name,
+        )
 
     async def group(self) -> int:
         members = [await self.user_id(u) for u in self.args.members]
         group = await self.client.chat.create_group(self.args.name, members)
-        self.out.emit("group", f"group {group.name!r} is channel {group.channel_id} "
-                      f"({group.member_count} members): feedchat chat --group "
-                      f"{group.channel_id}", channel=group)
+        self.out.emit(
+            "group",
+            f"group {group.name!r} is channel {group.channel_id} "
+            f"({group.member_count} members): feedchat chat --group "
+            f"{group.channel_id}",
+            channel=group,
+        )
         return 0
 
     async def presence(self) -> int:
@@ -323,8 +419,12 @@ class Commands:
     async def online(self) -> int:
         session = await self.client.presence.connect(status=self.args.status)
         me = self.client.session.user_id
-        self.out.emit("online", f"{self.args.status} as user {me}; Ctrl-C goes offline",
-                      user_id=me, status=self.args.status)
+        self.out.emit(
+            "online",
+            f"{self.args.status} as user {me}; Ctrl-C goes offline",
+            user_id=me,
+            status=self.args.status,
+        )
         try:
             # Heartbeats run in the session; closing it (also on Ctrl-C) goes offline at once.
             await asyncio.sleep(self.args.duration if self.args.duration > 0 else math.inf)
@@ -344,8 +444,11 @@ class Commands:
         for item in page.notifications:
             self.out.notification(item, await self.name(item.sender_id))
         if page.next_page_token:
-            self.out.emit("next_page", f"more: feedchat notifications --page-token "
-                          f"{page.next_page_token}", next_page_token=page.next_page_token)
+            self.out.emit(
+                "next_page",
+                f"more: feedchat notifications --page-token {page.next_page_token}",
+                next_page_token=page.next_page_token,
+            )
         return 0
 
 
@@ -354,7 +457,8 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
     client = FeedchatClient(discovery, tokens=FileTokenStore(args.session), timeout=args.timeout)
     try:
         handler: Callable[[], Awaitable[int]] = getattr(
-            Commands(args, client, out), args.command.replace("-", "_"))
+            Commands(args, client, out), args.command.replace("-", "_")
+        )
         return await handler()
     finally:
         await client.close()
@@ -379,14 +483,20 @@ def run(args: argparse.Namespace) -> int:
         else:
             text = f"{exc.code.name.lower()}: {exc.message}"
             # A field error's message already names the field; add only what it lacks.
-            missing = [f"{f}: {d}" for f, d in exc.field_violations
-                       if f"{f}: {d}" not in exc.message]
+            missing = [
+                f"{f}: {d}" for f, d in exc.field_violations if f"{f}: {d}" not in exc.message
+            ]
             if missing:
                 text += " (" + "; ".join(missing) + ")"
             if exc.retry_after:
                 text += f" — retry in {exc.retry_after:.1f}s"
-            out.error(text, code=exc.code.name, reason=exc.reason,
-                      field_violations=exc.field_violations, retry_after=exc.retry_after)
+            out.error(
+                text,
+                code=exc.code.name,
+                reason=exc.reason,
+                field_violations=exc.field_violations,
+                retry_after=exc.retry_after,
+            )
     except FeedchatClientError as exc:
         out.error(str(exc))
     return 1

@@ -18,9 +18,18 @@ from feedchat_client.cursors import FileCursorStore
 from feedchat_client.models import ChatMessage, SentMessage
 
 
-async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, title: str,
-                   device_id: str, cursor_file: str, history: int, linger: float,
-                   names: Callable[[int], Awaitable[str]]) -> int:
+async def run_chat(
+    client: FeedchatClient,
+    out: Output,
+    *,
+    channel_id: int,
+    title: str,
+    device_id: str,
+    cursor_file: str,
+    history: int,
+    linger: float,
+    names: Callable[[int], Awaitable[str]],
+) -> int:
     me = client.session.user_id
     shown: set[int] = set()
     newest = 0
@@ -30,8 +39,10 @@ async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, titl
             shown.add(message.message_id)
             newest = max(newest, message.message_id)
             out.message(message, await names(message.sender_id))
-    out.progress(f"chat with {title} (channel {channel_id}); type a line and press Enter "
-                 "to send, Ctrl-D to leave")
+    out.progress(
+        f"chat with {title} (channel {channel_id}); type a line and press Enter "
+        "to send, Ctrl-D to leave"
+    )
     sent_ids: set[str] = set()
 
     def on_state(state: str, detail: str) -> None:
@@ -39,8 +50,10 @@ async def run_chat(client: FeedchatClient, out: Output, *, channel_id: int, titl
             out.progress(f"{state}: {detail}")
 
     connection = client.chat.connection(
-        device_id, cursors=FileCursorStore(cursor_file), on_state=on_state)
+        device_id, cursors=FileCursorStore(cursor_file), on_state=on_state
+    )
     async with connection:
+
         async def show_incoming() -> None:
             async for message in connection.messages():
                 if message.channel_id != channel_id or message.message_id in shown:
@@ -100,8 +113,9 @@ def _stdin_lines() -> asyncio.Queue[str]:
     return queue
 
 
-async def _send(send: Callable[..., object], channel_id: int, text: str,
-                sent_ids: set[str]) -> SentMessage:
+async def _send(
+    send: Callable[..., object], channel_id: int, text: str, sent_ids: set[str]
+) -> SentMessage:
     import uuid
 
     cmid = uuid.uuid4().hex

@@ -38,8 +38,13 @@ def ago(stamp: float | None, now: float | None = None) -> str:
 class Output:
     """Prints results; ``json_mode`` switches to one JSON object per line."""
 
-    def __init__(self, json_mode: bool, quiet: bool = False, out: TextIO | None = None,
-                 err: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        json_mode: bool,
+        quiet: bool = False,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
         self.out = out or sys.stdout
@@ -61,28 +66,37 @@ class Output:
         """A failure: ``error: text`` on stderr, or under ``--json`` one
         ``{"event": "error", "message": ..., **fields}`` line on stdout."""
         if self.json_mode:
-            print(json.dumps({"event": "error", "message": text, **_plain(fields)}),
-                  file=self.out, flush=True)
+            print(
+                json.dumps({"event": "error", "message": text, **_plain(fields)}),
+                file=self.out,
+                flush=True,
+            )
         else:
             print(f"error: {text}", file=self.err, flush=True)
 
     def post(self, post: Post) -> None:
         who = post.author.username or f"user {post.author.user_id}"
-        self.emit("post", f"[{ago(post.created_at)}] @{who}: {post.text}  (#{post.post_id})",
-                  post=post)
+        self.emit(
+            "post", f"[{ago(post.created_at)}] @{who}: {post.text}  (#{post.post_id})", post=post
+        )
 
     def presence(self, name: str, presence: Presence) -> None:
         seen = "" if presence.status != "offline" else f" (last seen {ago(presence.last_seen)})"
-        self.emit("presence", f"{name:<20} {presence.status}{seen}", username=name,
-                  presence=presence)
+        self.emit(
+            "presence", f"{name:<20} {presence.status}{seen}", username=name, presence=presence
+        )
 
     def message(self, message: ChatMessage, sender: str) -> None:
         clock = time.strftime("%H:%M:%S", time.localtime(message.created_ms / 1000))
-        self.emit("message", f"[{clock}] {sender}: {message.text}", message=message,
-                  sender=sender)
+        self.emit("message", f"[{clock}] {sender}: {message.text}", message=message, sender=sender)
 
     def notification(self, item: Notification, sender: str) -> None:
         mark = " " if item.read else "*"
         times = f" x{item.count}" if item.count > 1 else ""
-        self.emit("notification", f"{mark} #{item.notification_id} [{ago(item.updated_at)}] "
-                  f"{sender}{times}: {item.preview}", notification=item, sender=sender)
+        self.emit(
+            "notification",
+            f"{mark} #{item.notification_id} [{ago(item.updated_at)}] "
+            f"{sender}{times}: {item.preview}",
+            notification=item,
+            sender=sender,
+        )

@@ -53,8 +53,9 @@ class FeedchatClient:
         self.notify = NotifyClient(self.transport, self.session, timeout)
 
     @classmethod
-    def from_etcd(cls, endpoints: str = "127.0.0.1:2379", prefix: str = "/feedchat",
-                  **kwargs: object) -> FeedchatClient:
+    def from_etcd(
+        cls, endpoints: str = "127.0.0.1:2379", prefix: str = "/feedchat", **kwargs: object
+    ) -> FeedchatClient:
         """A client that finds every service in the etcd registry."""
         return cls(EtcdDiscovery(endpoints, prefix), **kwargs)  # type: ignore[arg-type]
 

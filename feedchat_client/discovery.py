@@ -43,8 +43,9 @@ class StaticDiscovery:
     A value may be a comma-separated list of addresses.
     """
 
-    def __init__(self, addresses: Mapping[str, str | list[str]] | None = None,
-                 **by_service: str) -> None:
+    def __init__(
+        self, addresses: Mapping[str, str | list[str]] | None = None, **by_service: str
+    ) -> None:
         merged: dict[str, str | list[str]] = {**(addresses or {}), **by_service}
         self._addresses: dict[str, list[str]] = {}
         for service, value in merged.items():
@@ -69,8 +70,13 @@ class EtcdDiscovery:
     registry outage does not stop calls to servers that are still up.
     """
 
-    def __init__(self, endpoints: str = "127.0.0.1:2379", prefix: str = "/feedchat",
-                 timeout: float = 5.0, refresh: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoints: str = "127.0.0.1:2379",
+        prefix: str = "/feedchat",
+        timeout: float = 5.0,
+        refresh: float = 1.0,
+    ) -> None:
         self.endpoints = endpoints
         self.prefix = prefix.rstrip("/")
         self.timeout = timeout
@@ -115,7 +121,7 @@ class EtcdDiscovery:
                 continue
             members = []
             for kv in listed.get("kvs", []):
-                instance = base64.b64decode(kv["key"]).decode()[len(root):]
+                instance = base64.b64decode(kv["key"]).decode()[len(root) :]
                 value = json.loads(base64.b64decode(kv.get("value", "")))
                 members.append((instance, str(value["address"])))
             return [address for _, address in sorted(members)]

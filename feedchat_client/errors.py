@@ -45,9 +45,7 @@ async def error_details(call_error: grpc.aio.AioRpcError) -> ErrorDetails:
                 delay = retry.retry_delay
                 details.retry_after = delay.seconds + delay.nanos / 1e9
             elif detail.Unpack(bad):
-                details.field_violations = [
-                    (v.field, v.description) for v in bad.field_violations
-                ]
+                details.field_violations = [(v.field, v.description) for v in bad.field_violations]
     return details
 
 

@@ -19,8 +19,11 @@ from feedchat_client.rpc import ServiceClient
 StateCallback = Callable[[str, str], None]
 """``on_state(state, detail)``: "connecting", "live", "reconnecting" — for progress output."""
 
-FATAL_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
-               grpc.StatusCode.UNIMPLEMENTED)
+FATAL_CODES = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED,
+)
 
 
 class FeedClient(ServiceClient):
@@ -35,8 +38,10 @@ class FeedClient(ServiceClient):
         Every call carries a request id (a fresh one unless ``request_id`` is given), so
         the retry on another instance after UNAVAILABLE never stores the post twice; to
         retry a call whose outcome you did not learn, call again with the same id."""
-        reply = await self._call("CreatePost", feed_pb2.CreatePostRequest(
-            text=text, request_id=request_id or uuid.uuid4().hex))
+        reply = await self._call(
+            "CreatePost",
+            feed_pb2.CreatePostRequest(text=text, request_id=request_id or uuid.uuid4().hex),
+        )
         return Post.from_pb(reply.post)
 
     async def delete_post(self, post_id: int) -> None:
@@ -55,32 +60,49 @@ class FeedClient(ServiceClient):
         reply = await self._call("Unfollow", feed_pb2.UnfollowRequest(user_id=user_id))
         return bool(reply.changed)
 
-    async def followers(self, user_id: int = 0, page_size: int = 0,
-                        page_token: str = "") -> FollowPage:
-        reply = await self._call("ListFollowers", feed_pb2.ListFollowersRequest(
-            user_id=user_id, page_size=page_size, page_token=page_token))
+    async def followers(
+        self, user_id: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> FollowPage:
+        reply = await self._call(
+            "ListFollowers",
+            feed_pb2.ListFollowersRequest(
+                user_id=user_id, page_size=page_size, page_token=page_token
+            ),
+        )
         return FollowPage(list(reply.user_ids), reply.next_page_token, reply.total_count)
 
-    async def following(self, user_id: int = 0, page_size: int = 0,
-                        page_token: str = "") -> FollowPage:
-        reply = await self._call("ListFollowing", feed_pb2.ListFollowingRequest(
-            user_id=user_id, page_size=page_size, page_token=page_token))
+    async def following(
+        self, user_id: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> FollowPage:
+        reply = await self._call(
+            "ListFollowing",
+            feed_pb2.ListFollowingRequest(
+                user_id=user_id, page_size=page_size, page_token=page_token
+            ),
+        )
         return FollowPage(list(reply.user_ids), reply.next_page_token, reply.total_count)
 
-    async def user_posts(self, user_id: int = 0, page_size: int = 0,
-                         page_token: str = "") -> FeedPage:
-        reply = await self._call("ListUserPosts", feed_pb2.ListUserPostsRequest(
-            user_id=user_id, page_size=page_size, page_token=page_token))
+    async def user_posts(
+        self, user_id: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> FeedPage:
+        reply = await self._call(
+            "ListUserPosts",
+            feed_pb2.ListUserPostsRequest(
+                user_id=user_id, page_size=page_size, page_token=page_token
+            ),
+        )
         return FeedPage([Post.from_pb(p) for p in reply.posts], reply.next_page_token)
 
     async def page(self, page_size: int = 0, page_token: str = "") -> FeedPage:
         """One page of the caller's home feed, newest first."""
-        reply = await self._call("GetFeed", feed_pb2.GetFeedRequest(
-            page_size=page_size, page_token=page_token))
+        reply = await self._call(
+            "GetFeed", feed_pb2.GetFeedRequest(page_size=page_size, page_token=page_token)
+        )
         return FeedPage([Post.from_pb(p) for p in reply.posts], reply.next_page_token)
 
-    async def iterate(self, page_size: int = 20, page_token: str = "",
-                      limit: int | None = None) -> AsyncIterator[Post]:
+    async def iterate(
+        self, page_size: int = 20, page_token: str = "", limit: int | None = None
+    ) -> AsyncIterator[Post]:
         """Every post of the home feed, newest first, fetched page by page."""
         seen = 0
         while True:
@@ -95,15 +117,25 @@ class FeedClient(ServiceClient):
             page_token = page.next_page_token
 
     async def fanout_status(self, post_id: int) -> FanoutStatus:
-        reply = await self._call("GetFanoutStatus",
-                                 feed_pb2.GetFanoutStatusRequest(post_id=post_id))
+        reply = await self._call(
+            "GetFanoutStatus", feed_pb2.GetFanoutStatusRequest(post_id=post_id)
+        )
         return FanoutStatus(
             feed_pb2.FanoutState.Name(reply.state).removeprefix("FANOUT_STATE_").lower(),
-            reply.followers_total, reply.followers_done, reply.followers_pending,
-            reply.lag_ms, reply.queue_pending_jobs)
+            reply.followers_total,
+            reply.followers_done,
+            reply.followers_pending,
+            reply.lag_ms,
+            reply.queue_pending_jobs,
+        )
 
-    async def live(self, resume_after_post_id: int = 0, *, backoff: Backoff | None = None,
-                   on_state: StateCallback | None = None) -> AsyncGenerator[Post, None]:
+    async def live(
+        self,
+        resume_after_post_id: int = 0,
+        *,
+        backoff: Backoff | None = None,
+        on_state: StateCallback | None = None,
+    ) -> AsyncGenerator[Post, None]:
         """New feed items as they land, forever; reconnects (backoff + jitter) after a
         drop or a server shutdown, resuming after the newest post it yielded with the last
         resume token received (items land out of id order: the token makes the server
@@ -115,9 +147,13 @@ class FeedClient(ServiceClient):
         notify = on_state or (lambda state, detail: None)
         while True:
             outbox: asyncio.Queue[feed_pb2.StreamFeedRequest] = asyncio.Queue()
-            outbox.put_nowait(feed_pb2.StreamFeedRequest(
-                subscribe=feed_pb2.StreamFeedRequest.Subscribe(
-                    resume_after_post_id=last, resume_token=token)))
+            outbox.put_nowait(
+                feed_pb2.StreamFeedRequest(
+                    subscribe=feed_pb2.StreamFeedRequest.Subscribe(
+                        resume_after_post_id=last, resume_token=token
+                    )
+                )
+            )
 
             async def requests(queue: asyncio.Queue[Any] = outbox) -> AsyncIterator[Any]:
                 while True:
@@ -153,8 +189,11 @@ class FeedClient(ServiceClient):
                         if len(seen) > 10_000:
                             seen.popitem(last=False)
                         last = max(last, post.post_id)
-                        outbox.put_nowait(feed_pb2.StreamFeedRequest(
-                            ack=feed_pb2.StreamFeedRequest.Ack(post_id=last)))
+                        outbox.put_nowait(
+                            feed_pb2.StreamFeedRequest(
+                                ack=feed_pb2.StreamFeedRequest.Ack(post_id=last)
+                            )
+                        )
                         yield post
             except grpc.aio.AioRpcError as exc:
                 error = await RpcError.from_call(exc)

@@ -47,8 +47,12 @@ class Post:
     @classmethod
     def from_pb(cls, pb: Any) -> Post:
         a = pb.author
-        return cls(pb.post_id, Author(a.user_id, a.username, a.display_name), pb.text,
-                   _seconds(pb.created_at))
+        return cls(
+            pb.post_id,
+            Author(a.user_id, a.username, a.display_name),
+            pb.text,
+            _seconds(pb.created_at),
+        )
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,13 @@ class Presence:
 
     @classmethod
     def from_pb(cls, pb: Any) -> Presence:
-        return cls(pb.user_id, PRESENCE_NAMES.get(pb.status, "unknown"),
-                   _seconds(pb.last_seen_time), _seconds(pb.status_change_time), pb.version)
+        return cls(
+            pb.user_id,
+            PRESENCE_NAMES.get(pb.status, "unknown"),
+            _seconds(pb.last_seen_time),
+            _seconds(pb.status_change_time),
+            pb.version,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +135,17 @@ class Channel:
     @classmethod
     def from_pb(cls, pb: Any) -> Channel:
         kind = {1: "direct", 2: "group"}.get(pb.kind, "unknown")
-        return cls(pb.channel_id, kind, pb.name, pb.owner_id, pb.member_count, pb.last_seq,
-                   list(pb.member_ids), pb.read_seq, pb.unread_count)
+        return cls(
+            pb.channel_id,
+            kind,
+            pb.name,
+            pb.owner_id,
+            pb.member_count,
+            pb.last_seq,
+            list(pb.member_ids),
+            pb.read_seq,
+            pb.unread_count,
+        )
 
 
 @dataclass(frozen=True)
@@ -145,8 +163,16 @@ class ChatMessage:
 
     @classmethod
     def from_pb(cls, pb: Any) -> ChatMessage:
-        return cls(pb.message_id, pb.channel_id, pb.seq, pb.sender_id, pb.text,
-                   pb.client_msg_id, pb.created_ms, pb.inbox_cursor)
+        return cls(
+            pb.message_id,
+            pb.channel_id,
+            pb.seq,
+            pb.sender_id,
+            pb.text,
+            pb.client_msg_id,
+            pb.created_ms,
+            pb.inbox_cursor,
+        )
 
 
 @dataclass(frozen=True)
@@ -180,9 +206,18 @@ class Notification:
 
     @classmethod
     def from_pb(cls, pb: Any) -> Notification:
-        return cls(pb.notification_id, NOTIFICATION_KINDS.get(pb.kind, "unknown"),
-                   pb.channel_id, pb.sender_id, pb.last_message_id, pb.count, pb.preview,
-                   _seconds(pb.created_at), _seconds(pb.updated_at), pb.read)
+        return cls(
+            pb.notification_id,
+            NOTIFICATION_KINDS.get(pb.kind, "unknown"),
+            pb.channel_id,
+            pb.sender_id,
+            pb.last_message_id,
+            pb.count,
+            pb.preview,
+            _seconds(pb.created_at),
+            _seconds(pb.updated_at),
+            pb.read,
+        )
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ from feedchat_client.errors import RpcError
 from feedchat_client.models import Presence
 from feedchat_client.rpc import ServiceClient
 
-STATUSES = {"online": presence_pb2.PRESENCE_STATUS_ONLINE,
-            "away": presence_pb2.PRESENCE_STATUS_AWAY}
+STATUSES = {
+    "online": presence_pb2.PRESENCE_STATUS_ONLINE,
+    "away": presence_pb2.PRESENCE_STATUS_AWAY,
+}
 
 
 class PresenceClient(ServiceClient):
@@ -26,12 +28,12 @@ class PresenceClient(ServiceClient):
 
     async def get(self, user_ids: list[int]) -> list[Presence]:
         """Presence of up to 1,000 users, one entry per id in request order."""
-        reply = await self._call("GetPresence", presence_pb2.GetPresenceRequest(
-            user_ids=user_ids))
+        reply = await self._call("GetPresence", presence_pb2.GetPresenceRequest(user_ids=user_ids))
         return [Presence.from_pb(p) for p in reply.presences]
 
-    async def connect(self, watch: list[int] | None = None,
-                      status: str = "online") -> PresenceSession:
+    async def connect(
+        self, watch: list[int] | None = None, status: str = "online"
+    ) -> PresenceSession:
         """Go online: open Connect, heartbeat in the background, watch ``watch``."""
         stub = self._stub(await self._transport.channel(self.service))
         session = PresenceSession(stub, await self._session.metadata(), watch, status)
@@ -45,15 +47,17 @@ class PresenceSession:
     :meth:`events` yields the snapshot entries and then every change of watched users.
     """
 
-    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...],
-                 watch: list[int] | None, status: str) -> None:
+    def __init__(
+        self, stub: Any, metadata: tuple[tuple[str, str], ...], watch: list[int] | None, status: str
+    ) -> None:
         self._stub = stub
         self._metadata = metadata
         self._status = STATUSES[status]
         self._outbox: asyncio.Queue[presence_pb2.ConnectRequest | None] = asyncio.Queue()
         if watch:
-            self._outbox.put_nowait(presence_pb2.ConnectRequest(
-                watch=presence_pb2.Watch(user_ids=watch, replace=True)))
+            self._outbox.put_nowait(
+                presence_pb2.ConnectRequest(watch=presence_pb2.Watch(user_ids=watch, replace=True))
+            )
         self._call: Any = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._interval = 10.0
@@ -77,16 +81,19 @@ class PresenceSession:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self._interval * 0.8)
-            self._outbox.put_nowait(presence_pb2.ConnectRequest(
-                heartbeat=presence_pb2.Heartbeat()))
+            self._outbox.put_nowait(presence_pb2.ConnectRequest(heartbeat=presence_pb2.Heartbeat()))
 
     def set_status(self, status: str) -> None:
-        self._outbox.put_nowait(presence_pb2.ConnectRequest(
-            heartbeat=presence_pb2.Heartbeat(status=STATUSES[status])))
+        self._outbox.put_nowait(
+            presence_pb2.ConnectRequest(heartbeat=presence_pb2.Heartbeat(status=STATUSES[status]))
+        )
 
     def watch(self, user_ids: list[int], replace: bool = False) -> None:
-        self._outbox.put_nowait(presence_pb2.ConnectRequest(
-            watch=presence_pb2.Watch(user_ids=user_ids, replace=replace)))
+        self._outbox.put_nowait(
+            presence_pb2.ConnectRequest(
+                watch=presence_pb2.Watch(user_ids=user_ids, replace=replace)
+            )
+        )
 
     async def _read(self) -> presence_pb2.ConnectResponse | None:
         """The next frame; None at the stream's end; :class:`RpcError` if it failed."""

@@ -25,8 +25,9 @@ class ServiceClient:
     def _stub(self, channel: grpc.aio.Channel) -> Any:
         raise NotImplementedError
 
-    async def _call(self, method: str, request: Any, *, auth: bool = True,
-                    address: str | None = None) -> Any:
+    async def _call(
+        self, method: str, request: Any, *, auth: bool = True, address: str | None = None
+    ) -> Any:
         """Call ``method``; refresh and retry once on an expired token, try another
         instance once when one is UNAVAILABLE and the registry names another; failures
         raise :class:`RpcError`."""
@@ -36,12 +37,15 @@ class ServiceClient:
             stub = self._stub(self._transport.channel_to(target))
             metadata = await self._session.metadata() if auth else ()
             try:
-                return await getattr(stub, method)(
-                    request, metadata=metadata, timeout=self.timeout)
+                return await getattr(stub, method)(request, metadata=metadata, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 error = await RpcError.from_call(exc)
-            if (error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == "TOKEN_EXPIRED"
-                    and auth and not refreshed):
+            if (
+                error.code == grpc.StatusCode.UNAUTHENTICATED
+                and error.reason == "TOKEN_EXPIRED"
+                and auth
+                and not refreshed
+            ):
                 refreshed = True
                 await self._session.refresh(spent=metadata[0][1].removeprefix("Bearer "))
                 continue

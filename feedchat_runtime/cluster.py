@@ -222,8 +222,13 @@ class Cluster:
         """Installed services not started because they do not run on Redis Cluster yet."""
         if not self.on_redis_cluster:
             return []
-        return [s.name for s in SERVICES if s.available() and not s.redis_cluster
-                and (not self.config.only or s.name in self.config.only)]
+        return [
+            s.name
+            for s in SERVICES
+            if s.available()
+            and not s.redis_cluster
+            and (not self.config.only or s.name in self.config.only)
+        ]
 
     def start_stores(self) -> None:
         data = self.config.data_dir
@@ -233,7 +238,9 @@ class Cluster:
         self._check_service_ports()
         if not self.config.etcd and self.config.etcd_members > 1:
             self.etcd_cluster = EtcdMembers(
-                data / "etcd-cluster", self.config.etcd_members, self.config.host,
+                data / "etcd-cluster",
+                self.config.etcd_members,
+                self.config.host,
                 self.config.etcd_port,
             )
             for index, member in enumerate(self.etcd_cluster.plan()):
@@ -241,16 +248,19 @@ class Cluster:
             try:
                 self.etcd_cluster.wait_healthy()
             except TimeoutError as exc:
-                raise StartupError(f"the etcd cluster did not form ({exc}); see "
-                                   f"{self.etcd_cluster.members[0].log_path}") from exc
+                raise StartupError(
+                    f"the etcd cluster did not form ({exc}); see "
+                    f"{self.etcd_cluster.members[0].log_path}"
+                ) from exc
         elif not self.config.etcd:
             self.etcd = etcd_server(data, self.config.host, self.config.etcd_port)
             _start(self.etcd, "etcd")
         if not self.config.redis_url and self.config.redis_cluster:
             self._start_redis_cluster(data / "redis-cluster")
         elif not self.config.redis_url:
-            self.redis = redis_server(data / "redis", self.config.host, self.config.redis_port,
-                                      fsync=self.config.fsync)
+            self.redis = redis_server(
+                data / "redis", self.config.host, self.config.redis_port, fsync=self.config.fsync
+            )
             _start(self.redis, "Redis")
         if not self.config.postgres_url:
             self.postgres = postgres_server(
@@ -269,8 +279,12 @@ class Cluster:
                 "--data-dir)"
             )
         self.redis_nodes = RedisClusterNodes(
-            folder, masters=masters, replicas=1, host=self.config.host,
-            base_port=self.config.redis_port, fsync=self.config.fsync,
+            folder,
+            masters=masters,
+            replicas=1,
+            host=self.config.host,
+            base_port=self.config.redis_port,
+            fsync=self.config.fsync,
         )
         for index, node in enumerate(self.redis_nodes.plan()):
             if _port_taken(node.host, node.port + 10000):
@@ -308,9 +322,7 @@ class Cluster:
             return
         conn = await asyncpg.connect(postgres_url(self.postgres), timeout=10)
         try:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE
-            )
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
             if not exists:
                 await conn.execute(f"CREATE DATABASE {DATABASE}")
         finally:
@@ -324,14 +336,23 @@ class Cluster:
             count = self.config.chat_servers if spec.name == "chat" else spec.default_instances
             for index in range(count):
                 argv = [
-                    sys.executable, "-m", spec.module,
-                    "--host", self.config.host,
-                    "--port", str(spec.base_port + self.config.port_offset + index),
-                    "--instance", f"{spec.name}-{index}",
-                    "--etcd", self.etcd_address,
-                    "--etcd-prefix", self.config.etcd_prefix,
-                    "--redis-url", self.redis_url,
-                    "--postgres-url", self.postgres_url,
+                    sys.executable,
+                    "-m",
+                    spec.module,
+                    "--host",
+                    self.config.host,
+                    "--port",
+                    str(spec.base_port + self.config.port_offset + index),
+                    "--instance",
+                    f"{spec.name}-{index}",
+                    "--etcd",
+                    self.etcd_address,
+                    "--etcd-prefix",
+                    self.config.etcd_prefix,
+                    "--redis-url",
+                    self.redis_url,
+                    "--postgres-url",
+                    self.postgres_url,
                 ]
                 log_path = self.config.data_dir / "logs" / f"{spec.name}-{index}.log"
                 children.append(Child(spec, index, argv, log_path, env))
@@ -350,7 +371,10 @@ class Cluster:
             child.restarts += 1
             logger.warning(
                 "%s exited with %s; restarting in %.0fs (log: %s)",
-                child.label, code, backoff, child.log_path,
+                child.label,
+                code,
+                backoff,
+                child.log_path,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff)
@@ -403,8 +427,11 @@ class Cluster:
             raise
         left_out = self.left_out()
         if left_out:
-            print(f"not started: {', '.join(left_out)} (they do not run on Redis Cluster "
-                  "yet: their scripts span hash slots)", flush=True)
+            print(
+                f"not started: {', '.join(left_out)} (they do not run on Redis Cluster "
+                "yet: their scripts span hash slots)",
+                flush=True,
+            )
         await self.record_topology()
         self.children = self.plan()
         tasks = [asyncio.create_task(self._supervise(child)) for child in self.children]
@@ -416,8 +443,11 @@ class Cluster:
             print(render_table(members, self.etcd_address, self.redis_url), flush=True)
             missing = {c.label for c in self.children} - {m.instance for m in members}
             if missing:
-                print(f"not registered yet: {', '.join(sorted(missing))} "
-                      f"(see {self.config.data_dir / 'logs'})", flush=True)
+                print(
+                    f"not registered yet: {', '.join(sorted(missing))} "
+                    f"(see {self.config.data_dir / 'logs'})",
+                    flush=True,
+                )
             print("Ctrl-C stops everything.", flush=True)
             await self._stopping.wait()
         finally:
@@ -435,9 +465,7 @@ class Cluster:
 
 def render_table(members: list[Member], etcd: str, redis_url: str) -> str:
     rows = [("SERVICE", "INSTANCE", "ADDRESS", "METRICS", "PID", "VERSION")]
-    rows += [
-        (m.service, m.instance, m.address, m.metrics, str(m.pid), m.version) for m in members
-    ]
+    rows += [(m.service, m.instance, m.address, m.metrics, str(m.pid), m.version) for m in members]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     return "\n".join([f"etcd {etcd}   redis {redis_url}", *lines])
@@ -452,5 +480,8 @@ def _set_aside_pre_postgres_data(data: Path) -> None:
     aside = data / "redis-before-postgres"
     shutil.rmtree(aside, ignore_errors=True)
     old_redis.rename(aside)
-    print(f"{data} is from before PostgreSQL became the record: starting with empty data "
-          f"(old Redis data moved to {aside}, safe to delete)", flush=True)
+    print(
+        f"{data} is from before PostgreSQL became the record: starting with empty data "
+        f"(old Redis data moved to {aside}, safe to delete)",
+        flush=True,
+    )

@@ -79,8 +79,8 @@ class ServiceConfig:
     )
     dev: bool = _opt(False, "Development mode: built-in throwaway secrets are allowed.")
     cursor_secret: str = _opt(
-        "", "HMAC key signing page tokens (same on every server); default: derived from "
-        "--auth-secret."
+        "",
+        "HMAC key signing page tokens (same on every server); default: derived from --auth-secret.",
     )
     tls_cert: str = _opt("", "PEM server certificate; with --tls-key turns TLS on.")
     tls_key: str = _opt("", "PEM private key of --tls-cert.")

@@ -54,7 +54,9 @@ class UndecodableCount:
         if now - self._logged_at >= LOG_EVERY:
             logger.warning(
                 "%d undecodable request(s) since the last warning; latest to %s: %s",
-                self._unlogged, method, error,
+                self._unlogged,
+                method,
+                error,
             )
             self._unlogged = 0
             self._logged_at = now

@@ -174,27 +174,45 @@ def as_user(user: str | None, argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _DROP_TO_USER, user, *argv]
 
 
-def etcd_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
-                peer_port: int = 0) -> EmbeddedServer:
+def etcd_server(
+    data_dir: Path, host: str = "127.0.0.1", port: int = 0, peer_port: int = 0
+) -> EmbeddedServer:
     port = port or free_port(host)
     peer_port = peer_port or free_port(host)
     client_url = f"http://{host}:{port}"
     peer_url = f"http://{host}:{peer_port}"
     argv = [
         find_etcd(),
-        "--name", "feedchat-etcd",
-        "--data-dir", str(data_dir / "etcd"),
-        "--listen-client-urls", client_url,
-        "--advertise-client-urls", client_url,
-        "--listen-peer-urls", peer_url,
-        "--initial-advertise-peer-urls", peer_url,
-        "--initial-cluster", f"feedchat-etcd={peer_url}",
-        "--log-level", "warn",
-        "--auto-compaction-mode", "revision",
-        "--auto-compaction-retention", "10000",
+        "--name",
+        "feedchat-etcd",
+        "--data-dir",
+        str(data_dir / "etcd"),
+        "--listen-client-urls",
+        client_url,
+        "--advertise-client-urls",
+        client_url,
+        "--listen-peer-urls",
+        peer_url,
+        "--initial-advertise-peer-urls",
+        peer_url,
+        "--initial-cluster",
+        f"feedchat-etcd={peer_url}",
+        "--log-level",
+        "warn",
+        "--auto-compaction-mode",
+        "revision",
+        "--auto-compaction-retention",
+        "10000",
     ]
-    return EmbeddedServer("etcd", host, port, data_dir, argv, data_dir / "etcd.log",
-                          ready=lambda: etcd_healthy(host, port))
+    return EmbeddedServer(
+        "etcd",
+        host,
+        port,
+        data_dir,
+        argv,
+        data_dir / "etcd.log",
+        ready=lambda: etcd_healthy(host, port),
+    )
 
 
 def etcd_healthy(host: str, port: int) -> bool:
@@ -211,8 +229,13 @@ FSYNC_POLICIES = ("everysec", "always")
 """Redis ``appendfsync`` settings `feedchat up --fsync` offers (see docs/operations.md)."""
 
 
-def redis_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
-                 appendonly: bool = True, fsync: str = "everysec") -> EmbeddedServer:
+def redis_server(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    appendonly: bool = True,
+    fsync: str = "everysec",
+) -> EmbeddedServer:
     """Redis with the append-only file on. ``fsync``: ``everysec`` (a power cut or kernel
     crash can lose about the last second of acknowledged writes) or ``always`` (each write
     reaches the disk before Redis answers)."""
@@ -221,14 +244,22 @@ def redis_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     port = port or free_port(host)
     argv = [
         find_redis_server(),
-        "--bind", host,
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--appendonly", "yes" if appendonly else "no",
-        "--appendfsync", fsync,
-        "--save", "",
-        "--protected-mode", "yes",
-        "--loglevel", "warning",
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        fsync,
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--loglevel",
+        "warning",
     ]
     return EmbeddedServer("redis", host, port, data_dir, argv, data_dir / "redis.log")
 
@@ -241,9 +272,16 @@ def _postgres_user() -> str | None:
         pwd.getpwnam(POSTGRES_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             POSTGRES_USER],
-            check=True, capture_output=True,
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                POSTGRES_USER,
+            ],
+            check=True,
+            capture_output=True,
         )
     return POSTGRES_USER
 
@@ -257,8 +295,9 @@ def _let_user_traverse(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
-                    durable: bool = True) -> EmbeddedServer:
+def postgres_server(
+    data_dir: Path, host: str = "127.0.0.1", port: int = 0, durable: bool = True
+) -> EmbeddedServer:
     """PostgreSQL on ``host:port`` with its cluster in ``data_dir / "pgdata"``.
 
     The cluster is created (``initdb``, superuser ``postgres``, trust on loopback) the first
@@ -270,12 +309,18 @@ def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     pgdata = data_dir / "pgdata"
     argv = [
         *as_user(user, [find_postgres("postgres")]),
-        "-D", str(pgdata),
-        "-h", host,
-        "-p", str(port),
-        "-c", "unix_socket_directories=",
-        "-c", "max_connections=200",
-        "-c", "log_min_messages=warning",
+        "-D",
+        str(pgdata),
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "log_min_messages=warning",
     ]
     if not durable:
         # Commits still reach the OS at once (a killed server keeps them); only the
@@ -291,10 +336,22 @@ def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
             record = pwd.getpwnam(user)
             os.chown(pgdata, record.pw_uid, record.pw_gid)
         done = subprocess.run(
-            as_user(user, [find_postgres("initdb"), "-D", str(pgdata), "-U", "postgres",
-                           "--auth=trust", "--encoding=UTF8", "--locale=C",
-                           *([] if durable else ["--no-sync"])]),
-            capture_output=True, cwd=data_dir,
+            as_user(
+                user,
+                [
+                    find_postgres("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    *([] if durable else ["--no-sync"]),
+                ],
+            ),
+            capture_output=True,
+            cwd=data_dir,
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')}")
@@ -303,8 +360,17 @@ def postgres_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         probe = [find_postgres("pg_isready"), "-q", "-h", host, "-p", str(port), "-t", "1"]
         return subprocess.run(probe, check=False).returncode == 0
 
-    return EmbeddedServer("postgres", host, port, data_dir, argv, data_dir / "postgres.log",
-                          prepare=prepare, ready=ready, stop_signal=signal.SIGINT)
+    return EmbeddedServer(
+        "postgres",
+        host,
+        port,
+        data_dir,
+        argv,
+        data_dir / "postgres.log",
+        prepare=prepare,
+        ready=ready,
+        stop_signal=signal.SIGINT,
+    )
 
 
 def postgres_url(server: EmbeddedServer, database: str = "postgres") -> str:

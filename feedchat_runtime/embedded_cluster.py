@@ -59,17 +59,28 @@ def redis_cluster_url(addresses: list[str]) -> str:
 def _cluster_node(data_dir: Path, host: str, port: int, fsync: str) -> EmbeddedServer:
     argv = [
         find_redis_server(),
-        "--bind", host,
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--cluster-enabled", "yes",
-        "--cluster-config-file", "nodes.conf",
-        "--cluster-node-timeout", "2000",
-        "--appendonly", "yes",
-        "--appendfsync", fsync,
-        "--save", "",
-        "--protected-mode", "yes",
-        "--loglevel", "warning",
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        fsync,
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--loglevel",
+        "warning",
     ]
     return EmbeddedServer("redis", host, port, data_dir, argv, data_dir / "redis.log")
 
@@ -220,18 +231,30 @@ class EtcdMembers:
             folder = self.data_dir / f"etcd-{i}"
             argv = [
                 find_etcd(),
-                "--name", f"etcd-{i}",
-                "--data-dir", str(folder / "data"),
-                "--listen-client-urls", f"http://{self.host}:{client}",
-                "--advertise-client-urls", f"http://{self.host}:{client}",
-                "--listen-peer-urls", f"http://{self.host}:{peer}",
-                "--initial-advertise-peer-urls", f"http://{self.host}:{peer}",
-                "--initial-cluster", initial,
-                "--initial-cluster-token", "feedchat-etcd",
-                "--initial-cluster-state", "new",
-                "--log-level", "warn",
-                "--auto-compaction-mode", "revision",
-                "--auto-compaction-retention", "10000",
+                "--name",
+                f"etcd-{i}",
+                "--data-dir",
+                str(folder / "data"),
+                "--listen-client-urls",
+                f"http://{self.host}:{client}",
+                "--advertise-client-urls",
+                f"http://{self.host}:{client}",
+                "--listen-peer-urls",
+                f"http://{self.host}:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://{self.host}:{peer}",
+                "--initial-cluster",
+                initial,
+                "--initial-cluster-token",
+                "feedchat-etcd",
+                "--initial-cluster-state",
+                "new",
+                "--log-level",
+                "warn",
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "10000",
             ]
             members.append(
                 EmbeddedServer("etcd", self.host, client, folder, argv, folder / "etcd.log")
@@ -260,8 +283,9 @@ class EtcdMembers:
         for index, member in enumerate(self.members):
             if member.process is None or member.process.poll() is not None:
                 continue
-            status = httpx.post(f"http://{member.address}/v3/maintenance/status", json={},
-                                timeout=5).json()
+            status = httpx.post(
+                f"http://{member.address}/v3/maintenance/status", json={}, timeout=5
+            ).json()
             if status["header"]["member_id"] == status["leader"]:
                 return index
         raise LookupError("no etcd member reports itself leader")

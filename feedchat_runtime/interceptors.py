@@ -90,6 +90,7 @@ class RpcGuard(WrappingInterceptor):
         )
 
         streams = self.streams
+
         @contextlib.asynccontextmanager
         async def guarded(
             request: Any, context: grpc.aio.ServicerContext, streaming: bool

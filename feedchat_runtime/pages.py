@@ -53,7 +53,8 @@ def page_tokens(config: ServiceConfig) -> PageTokens:
 
 def invalid_token() -> InvalidArgument:
     return InvalidArgument.field(
-        "page_token", "not a page token issued to this caller for this listing",
+        "page_token",
+        "not a page token issued to this caller for this listing",
         reason=TOKEN_REASON,
     )
 
@@ -100,7 +101,8 @@ def page_size(requested: int, default: int, maximum: int) -> int:
         return default
     if not 1 <= requested <= maximum:
         raise InvalidArgument.field(
-            "page_size", f"must be between 1 and {maximum} (0 for {default})",
+            "page_size",
+            f"must be between 1 and {maximum} (0 for {default})",
             reason=SIZE_REASON,
         )
     return requested

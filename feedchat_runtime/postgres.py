@@ -69,9 +69,7 @@ class Database:
         self._pool = pool
 
     @classmethod
-    async def connect(
-        cls, url: str, max_size: int = 10, timeout: float = 5.0
-    ) -> Database:
+    async def connect(cls, url: str, max_size: int = 10, timeout: float = 5.0) -> Database:
         """A pool for ``url`` with one connection open (so a bad URL fails at start-up).
 
         ``timeout`` bounds connecting and every statement; a statement slower than that
@@ -79,7 +77,11 @@ class Database:
         """
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=max_size, timeout=timeout, command_timeout=timeout,
+                url,
+                min_size=1,
+                max_size=max_size,
+                timeout=timeout,
+                command_timeout=timeout,
             )
         except CONNECTION_ERRORS as exc:
             raise Unavailable(
@@ -190,11 +192,14 @@ async def migrate(db: Database, component: str, migrations: Sequence[Migration])
                     await conn.execute(
                         "INSERT INTO feedchat_migrations (component, version, name) "
                         "VALUES ($1, $2, $3)",
-                        component, migration.version, migration.name,
+                        component,
+                        migration.version,
+                        migration.name,
                     )
                 applied_now.append(migration.version)
-                logger.info("applied migration %s/%03d_%s",
-                            component, migration.version, migration.name)
+                logger.info(
+                    "applied migration %s/%03d_%s", component, migration.version, migration.name
+                )
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied_now

@@ -92,7 +92,7 @@ def is_cluster(url: str) -> bool:
 
 def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
     """The ``(host, port)`` seeds, user and password of a ``redis+cluster://`` URL."""
-    rest = url[len(CLUSTER_SCHEME):].rstrip("/")
+    rest = url[len(CLUSTER_SCHEME) :].rstrip("/")
     user = password = None
     if "@" in rest:
         credentials, rest = rest.rsplit("@", 1)
@@ -110,7 +110,10 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
 
 
 def connect_any(
-    url: str, *, max_connections: int | None = None, pool_timeout: float | None = None,
+    url: str,
+    *,
+    max_connections: int | None = None,
+    pool_timeout: float | None = None,
     **options: Any,
 ) -> RedisClient:
     """A client for ``url`` -- one node or a cluster -- with the hiredis packer.
@@ -126,12 +129,17 @@ def connect_any(
             options["max_connections"] = max_connections
         return HiredisRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in seeds],
-            username=user, password=password, **options,
+            username=user,
+            password=password,
+            **options,
         )
     if pool_timeout is not None:
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections or 50, timeout=pool_timeout,
-            connection_class=connection_class(url), **options,
+            url,
+            max_connections=max_connections or 50,
+            timeout=pool_timeout,
+            connection_class=connection_class(url),
+            **options,
         )
         return aioredis.Redis.from_pool(pool)
     if max_connections is not None:

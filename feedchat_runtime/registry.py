@@ -260,7 +260,9 @@ class ServiceWatch:
                 await self._task
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, Member]], bool], timeout: float  # noqa: ASYNC109
+        self,
+        predicate: Callable[[dict[str, Member]], bool],
+        timeout: float,  # noqa: ASYNC109
     ) -> dict[str, Member]:
         """Wait until ``predicate(members)`` holds (used by tests and start-up)."""
         async with asyncio.timeout(timeout):

@@ -92,8 +92,9 @@ class SnowflakeGenerator:
     def next_id(self) -> int:
         worker = self._worker_id()
         if worker is None:
-            raise Unavailable("no Snowflake worker id is held; retry shortly",
-                              reason="ID_GENERATOR_UNAVAILABLE")
+            raise Unavailable(
+                "no Snowflake worker id is held; retry shortly", reason="ID_GENERATOR_UNAVAILABLE"
+            )
         now = self._clock()
         bounds = self._bounds
         if bounds is not None:
@@ -109,9 +110,11 @@ class SnowflakeGenerator:
                 self._last_ms += 1
                 self._sequence = 0
         if bounds is not None and self._last_ms >= bounds.limit_ms:
-            raise Unavailable("Snowflake ids are reserved in etcd only up to a high-water "
-                              "mark that could not be moved; retry shortly",
-                              reason="ID_GENERATOR_UNAVAILABLE")
+            raise Unavailable(
+                "Snowflake ids are reserved in etcd only up to a high-water "
+                "mark that could not be moved; retry shortly",
+                reason="ID_GENERATOR_UNAVAILABLE",
+            )
         return compose(self._last_ms, worker, self._sequence)
 
 
@@ -158,8 +161,10 @@ class WorkerIdClaim:
 
     def _keys(self, worker: int) -> tuple[bytes, bytes]:
         """(the leased claim key, the high-water mark key) of a worker id."""
-        return (self.session.key("snowflake", "workers", f"{worker:04d}"),
-                self.session.key("snowflake", "hwm", f"{worker:04d}"))
+        return (
+            self.session.key("snowflake", "workers", f"{worker:04d}"),
+            self.session.key("snowflake", "hwm", f"{worker:04d}"),
+        )
 
     def _candidates(self) -> list[int]:
         if self.worker_ids is not None:
@@ -175,8 +180,10 @@ class WorkerIdClaim:
             key, mark = self._keys(candidate)
             ok, replies = await client.transaction(
                 compare=[client.transactions.create(key) == 0],
-                success=[client.transactions.put(key, token, lease=lease_id),
-                         client.transactions.get(mark)],
+                success=[
+                    client.transactions.put(key, token, lease=lease_id),
+                    client.transactions.get(mark),
+                ],
                 failure=[],
             )
             if ok:
@@ -188,8 +195,9 @@ class WorkerIdClaim:
                 self.floor_ms, self.limit_ms = floor, limit
                 self.epoch += 1
                 self.worker_id = candidate  # last: the generator sees whole bounds
-                logger.info("claimed snowflake worker id",
-                            extra={"worker_id": candidate, "floor_ms": floor})
+                logger.info(
+                    "claimed snowflake worker id", extra={"worker_id": candidate, "floor_ms": floor}
+                )
                 return
         raise Unavailable("all 1024 Snowflake worker ids are taken", reason="NO_WORKER_ID")
 

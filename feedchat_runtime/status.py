@@ -82,8 +82,12 @@ def translate(exc: BaseException) -> FeedchatError | None:
         return Unavailable("storage is loading; retry shortly", reason="STORAGE_UNAVAILABLE")
     if isinstance(
         exc,
-        (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-         asyncpg.AdminShutdownError, asyncpg.InterfaceError),
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+            asyncpg.InterfaceError,
+        ),
     ):
         return Unavailable(
             "the database is unavailable; retry shortly", reason="DATABASE_UNAVAILABLE"

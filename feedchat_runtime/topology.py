@@ -48,8 +48,14 @@ async def redis_lines(url: str) -> list[str]:
         return [f"redis  {url}  (one node)"]
     seeds, user, password = cluster_nodes(url)
     for host, port in seeds:
-        node = aioredis.Redis(host=host, port=port, username=user, password=password,
-                              socket_timeout=2, socket_connect_timeout=2)
+        node = aioredis.Redis(
+            host=host,
+            port=port,
+            username=user,
+            password=password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
         try:
             nodes = await node.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
         except (RedisError, OSError):

@@ -92,7 +92,9 @@ def server_span(method: str, metadata: Any) -> Span:
         if key in FIELDS and isinstance(value, str):
             carrier[key] = value
     return tracer.start_span(
-        method.lstrip("/"), context=propagate.extract(carrier), kind=SpanKind.SERVER,
+        method.lstrip("/"),
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
         attributes={"rpc.system": "grpc", "rpc.method": method},
     )
 

@@ -51,6 +51,14 @@ class Collapser:
         """Apply ``job``; the result says whether it opened (and must push) a notification."""
         at_ms = job.created_ms or int(self._clock() * 1000)
         return await self._store.apply(
-            job.user_id, job.kind, job.channel_id, job.message_id, job.sender_id,
-            job.preview, at_ms, self._window_ms, self._ttl_ms, self._keep,
+            job.user_id,
+            job.kind,
+            job.channel_id,
+            job.message_id,
+            job.sender_id,
+            job.preview,
+            at_ms,
+            self._window_ms,
+            self._ttl_ms,
+            self._keep,
         )

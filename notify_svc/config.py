@@ -28,8 +28,7 @@ class NotifyConfig(ServiceConfig):
     )
     webhook_secret: str = _opt(
         "",
-        "HMAC-SHA256 key that signs webhook bodies; required with --webhook-allow unless"
-        " --dev.",
+        "HMAC-SHA256 key that signs webhook bodies; required with --webhook-allow unless --dev.",
     )
     webhook_timeout: float = _opt(5.0, "Seconds one webhook POST may take in total.")
     webhook_max_connections: int = _opt(100, "Open HTTP connections the webhook client keeps.")

@@ -106,8 +106,11 @@ class Dispatcher:
         )
         if result.ok:
             await self._store.mark_pushed(
-                user_id, note.notification_id, device.device_id,
-                int(self._clock() * 1000), self._ttl_ms,
+                user_id,
+                note.notification_id,
+                device.device_id,
+                int(self._clock() * 1000),
+                self._ttl_ms,
             )
             return ""
         if result.permanent:

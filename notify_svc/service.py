@@ -61,9 +61,7 @@ class NotifyService:
             raise InvalidArgument.field("kind", "must be DEVICE_KIND_WEBHOOK")
         problem = self._allow.check(webhook_url)
         if problem is not None:
-            raise InvalidArgument.field(
-                "webhook_url", problem, reason="WEBHOOK_URL_NOT_ALLOWED"
-            )
+            raise InvalidArgument.field("webhook_url", problem, reason="WEBHOOK_URL_NOT_ALLOWED")
         device = Device(device_id, kind, webhook_url, int(self._clock() * 1000))
         if not await self._store.put_device(user_id, device, self._config.max_devices):
             raise ResourceExhausted(
@@ -85,8 +83,7 @@ class NotifyService:
         count = page_size(size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         before = self._tokens.check(page_token, LIST_NOTIFICATIONS, user_id)
         found, after = await self._store.page(user_id, before, count)
-        next_token = "" if after is None else self._tokens.issue(
-            LIST_NOTIFICATIONS, user_id, after)
+        next_token = "" if after is None else self._tokens.issue(LIST_NOTIFICATIONS, user_id, after)
         return found, next_token
 
     async def mark_read(self, user_id: int, notification_ids: Sequence[int]) -> int:

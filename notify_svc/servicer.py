@@ -71,7 +71,9 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         self, request: pb.RegisterDeviceRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterDeviceResponse:
         device = await self._service.register_device(
-            require_user(), request.device_id, _DEVICE_KINDS.get(request.kind),
+            require_user(),
+            request.device_id,
+            _DEVICE_KINDS.get(request.kind),
             request.webhook_url,
         )
         return pb.RegisterDeviceResponse(device=device_pb(device))
@@ -119,9 +121,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
     async def ListMutedChannels(
         self, request: pb.ListMutedChannelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMutedChannelsResponse:
-        return pb.ListMutedChannelsResponse(
-            channel_ids=await self._service.muted(require_user())
-        )
+        return pb.ListMutedChannelsResponse(channel_ids=await self._service.muted(require_user()))
 
     async def StreamNotifications(
         self, request: pb.StreamNotificationsRequest, context: grpc.aio.ServicerContext

@@ -181,8 +181,16 @@ class NotifyStore:
     # -- notifications -----------------------------------------------------------------
 
     async def apply(
-        self, job_user: int, kind: NotificationKind, channel_id: int, message_id: int,
-        sender_id: int, preview: str, at_ms: int, window_ms: int, marker_ttl_ms: int,
+        self,
+        job_user: int,
+        kind: NotificationKind,
+        channel_id: int,
+        message_id: int,
+        sender_id: int,
+        preview: str,
+        at_ms: int,
+        window_ms: int,
+        marker_ttl_ms: int,
         keep: int,
     ) -> ApplyResult:
         """Run the apply script (see APPLY_LUA) for one job.
@@ -194,12 +202,23 @@ class NotifyStore:
         change the list in between, up to APPLY_CALLS.
         """
         fixed = [
-            seen_key(job_user, message_id), mutes_key(job_user),
-            open_key(job_user, kind, channel_id), list_key(job_user),
+            seen_key(job_user, message_id),
+            mutes_key(job_user),
+            open_key(job_user, kind, channel_id),
+            list_key(job_user),
             notification_key(job_user, message_id),
         ]
-        args = [pad(message_id), kind.value, channel_id, sender_id, preview, at_ms,
-                window_ms, marker_ttl_ms, keep]
+        args = [
+            pad(message_id),
+            kind.value,
+            channel_id,
+            sender_id,
+            preview,
+            at_ms,
+            window_ms,
+            marker_ttl_ms,
+            keep,
+        ]
         open_id, drop = "", list[str]()
         prefix = notification_prefix(job_user)
         for _ in range(APPLY_CALLS):
@@ -249,8 +268,11 @@ class NotifyStore:
             for nid in nids:
                 pipe.hmget(notification_key(user_id, nid), ["kind", "channel_id"])
             rows = await pipe.execute()
-        found = [(nid, NotificationKind(_s(kind)), int(chan))
-                 for nid, (kind, chan) in zip(nids, rows, strict=True) if kind is not None]
+        found = [
+            (nid, NotificationKind(_s(kind)), int(chan))
+            for nid, (kind, chan) in zip(nids, rows, strict=True)
+            if kind is not None
+        ]
         if not found:
             return 0
         marked = await self._mark_read(
@@ -339,7 +361,11 @@ class NotifyStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id in ids:
                 pipe.xpending_range(
-                    QUEUE_KEY, group, min=entry_id, max=entry_id, count=1,
+                    QUEUE_KEY,
+                    group,
+                    min=entry_id,
+                    max=entry_id,
+                    count=1,
                     consumername=consumer,
                 )
             replies = await pipe.execute()
@@ -367,7 +393,11 @@ class NotifyStore:
             await pipe.execute()
 
     async def dead_letter(
-        self, entry_id: str, fields: Mapping[bytes, bytes], error: str, attempts: int,
+        self,
+        entry_id: str,
+        fields: Mapping[bytes, bytes],
+        error: str,
+        attempts: int,
         at_ms: int,
     ) -> None:
         """Copy an entry to notify:dead with why it failed (before :meth:`finish`)."""

@@ -53,6 +53,7 @@ def verify(
     ``headers`` must be looked up case-insensitively by the caller or carry lower-case
     names; both spellings are tried here.
     """
+
     def header(name: str) -> str:
         return headers.get(name) or headers.get(name.lower()) or ""
 

@@ -236,7 +236,11 @@ class QueueWorker:
             RETRIES.inc()
             logger.info(
                 "push of entry %s failed (attempt %d/%d): %s; retrying in %.2fs",
-                entry_id, attempts, config.max_attempts, error, delay,
+                entry_id,
+                attempts,
+                config.max_attempts,
+                error,
+                delay,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -247,10 +251,9 @@ class QueueWorker:
     async def _dead(
         self, entry_id: str, fields: Mapping[bytes, bytes], error: str, attempts: int
     ) -> None:
-        logger.warning("entry %s goes to notify:dead after %d attempts: %s",
-                       entry_id, attempts, error)
-        await self._store.dead_letter(
-            entry_id, fields, error, attempts, int(self._clock() * 1000)
+        logger.warning(
+            "entry %s goes to notify:dead after %d attempts: %s", entry_id, attempts, error
         )
+        await self._store.dead_letter(entry_id, fields, error, attempts, int(self._clock() * 1000))
         await self._store.finish(self._group, entry_id)
         JOBS.labels("dead_lettered").inc()

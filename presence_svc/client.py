@@ -37,7 +37,8 @@ class PresenceClient:
         for start in range(0, len(ids), MAX_IDS_PER_CALL):
             chunk = ids[start : start + MAX_IDS_PER_CALL]
             stub = presence_pb2_grpc.PresenceServiceStub(
-                await self._directory.channel(PRESENCE_SERVICE))
+                await self._directory.channel(PRESENCE_SERVICE)
+            )
             try:
                 reply = await stub.GetPresence(
                     presence_pb2.GetPresenceRequest(user_ids=chunk),
@@ -45,8 +46,9 @@ class PresenceClient:
                     timeout=self._timeout,
                 )
             except grpc.aio.AioRpcError as exc:
-                raise Unavailable(f"presence lookup failed: {exc.code().name}",
-                                  reason="PRESENCE_UNAVAILABLE") from exc
+                raise Unavailable(
+                    f"presence lookup failed: {exc.code().name}", reason="PRESENCE_UNAVAILABLE"
+                ) from exc
             found.update((p.user_id, p) for p in reply.presences)
         return found
 

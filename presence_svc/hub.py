@@ -121,11 +121,13 @@ class SubscriptionHub:
                     await self._pubsub.subscribe(*(channel(uid) for uid in live))
         if waits:
             try:
-                await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, waits)),
-                                       SUBSCRIBE_TIMEOUT)
+                await asyncio.wait_for(
+                    asyncio.gather(*map(asyncio.shield, waits)), SUBSCRIBE_TIMEOUT
+                )
             except TimeoutError as exc:
-                raise Unavailable("presence subscriptions are not being confirmed",
-                                  reason="PUBSUB_UNAVAILABLE") from exc
+                raise Unavailable(
+                    "presence subscriptions are not being confirmed", reason="PUBSUB_UNAVAILABLE"
+                ) from exc
 
     async def remove(self, user_ids: Iterable[int], listener: Listener) -> None:
         """Stop delivering ``user_ids`` to ``listener``; unsubscribe users nobody watches."""

@@ -90,7 +90,10 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             raise Unavailable("server is shutting down; reconnect", reason="DRAINING")
         device = await self._tracker.connect(user_id)
         session = WatchSession(
-            user_id, self._tracker, self._hub, self._config.max_watch,
+            user_id,
+            self._tracker,
+            self._hub,
+            self._config.max_watch,
             self._config.outbound_queue,
         )
         self._sessions.add(session)
@@ -179,8 +182,10 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             raise InvalidArgument.field("user_ids", "name at least one user")
         if len(ids) > self._config.max_batch:
             raise InvalidArgument.field(
-                "user_ids", f"at most {self._config.max_batch} ids per call",
-                reason="BATCH_TOO_LARGE")
+                "user_ids",
+                f"at most {self._config.max_batch} ids per call",
+                reason="BATCH_TOO_LARGE",
+            )
         if 0 in ids:
             raise InvalidArgument.field("user_ids", "ids must be positive")
         presences = await self._tracker.lookup(ids)

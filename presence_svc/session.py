@@ -78,8 +78,13 @@ class WatchSession:
         if self._ended:
             return
         if self.queue.qsize() >= self._queue_limit:
-            self.end(EndFrame(ResourceExhausted(
-                "the stream fell too far behind; reconnect", reason="STREAM_TOO_SLOW")))
+            self.end(
+                EndFrame(
+                    ResourceExhausted(
+                        "the stream fell too far behind; reconnect", reason="STREAM_TOO_SLOW"
+                    )
+                )
+            )
             return
         self.queue.put_nowait(frame)
 
@@ -101,8 +106,10 @@ class WatchSession:
     def _check_frame(self, name: str, user_ids: list[int]) -> None:
         if len(user_ids) > self._max_watch:
             raise InvalidArgument.field(
-                f"{name}.user_ids", f"at most {self._max_watch} ids per frame",
-                reason="WATCH_LIST_TOO_LONG")
+                f"{name}.user_ids",
+                f"at most {self._max_watch} ids per frame",
+                reason="WATCH_LIST_TOO_LONG",
+            )
         if any(uid <= 0 for uid in user_ids):
             raise InvalidArgument.field(f"{name}.user_ids", "ids must be positive")
 
@@ -118,8 +125,10 @@ class WatchSession:
         target = wanted if replace else self.watching | wanted
         if len(target) > self._max_watch:
             raise InvalidArgument.field(
-                "watch.user_ids", f"the watch list holds at most {self._max_watch} users",
-                reason="WATCH_LIST_TOO_LONG")
+                "watch.user_ids",
+                f"the watch list holds at most {self._max_watch} users",
+                reason="WATCH_LIST_TOO_LONG",
+            )
         dropped = self.watching - target
         if dropped:
             await self._remove(dropped)

@@ -110,20 +110,26 @@ return {1, status, v}
 # Clean close of one device's stream.
 # KEYS[1] conns, KEYS[2] dev, KEYS[3] state. ARGV[1] connection id, ARGV[2] now ms,
 # ARGV[3] event channel, ARGV[4] user id. Returns settle()'s answer.
-DISCONNECT = _SETTLE + """
+DISCONNECT = (
+    _SETTLE
+    + """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return settle(ARGV[2], ARGV[3], ARGV[4], ARGV[2])
 """
+)
 
 # Sweep of one user whose index deadline passed: the compare-and-set that makes the sweep
 # idempotent. Several instances may sweep the same user at once; Redis runs the scripts one
 # after another, the first flips the state and publishes, the others find it settled.
 # KEYS[1] conns, KEYS[2] dev, KEYS[3] state. ARGV[1] now ms, ARGV[2] event channel,
 # ARGV[3] user id. Returns settle()'s answer.
-SWEEP = _SETTLE + """
+SWEEP = (
+    _SETTLE
+    + """
 return settle(ARGV[1], ARGV[2], ARGV[3], '')
 """
+)
 
 # Drop swept users from a sweep bucket unless a heartbeat moved their deadline past `now`
 # in the meantime (a plain ZREM could lose a fresh device's only index entry).
@@ -255,13 +261,21 @@ class PresenceStore:
             return await self.redis.evalsha(self._sha[name], len(keys), *keys, *args)
 
     def _beat_args(self, beat: Beat) -> list[Any]:
-        return [beat.conn_id, beat.status, beat.now_ms, beat.deadline_ms, self._max_devices,
-                channel(beat.user_id), beat.user_id]
+        return [
+            beat.conn_id,
+            beat.status,
+            beat.now_ms,
+            beat.deadline_ms,
+            self._max_devices,
+            channel(beat.user_id),
+            beat.user_id,
+        ]
 
     async def heartbeat(self, beat: Beat) -> Settled:
         """Write one heartbeat now (a stream's opening uses this; others go in batches)."""
-        await self.redis.zadd(sweep_key_of(beat.user_id), {str(beat.user_id): beat.deadline_ms},
-                              gt=True)
+        await self.redis.zadd(
+            sweep_key_of(beat.user_id), {str(beat.user_id): beat.deadline_ms}, gt=True
+        )
         reply = await self._eval("hb", _user_keys(beat.user_id), self._beat_args(beat))
         return Settled(int(reply[0]) == 1, _as_str(reply[1]), int(reply[2]))
 
@@ -278,10 +292,12 @@ class PresenceStore:
         for attempt in (0, 1):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for beat in beats:
-                    pipe.zadd(sweep_key_of(beat.user_id),
-                              {str(beat.user_id): beat.deadline_ms}, gt=True)
-                    _queue_script(pipe, self._sha["hb"], _user_keys(beat.user_id),
-                                  self._beat_args(beat))
+                    pipe.zadd(
+                        sweep_key_of(beat.user_id), {str(beat.user_id): beat.deadline_ms}, gt=True
+                    )
+                    _queue_script(
+                        pipe, self._sha["hb"], _user_keys(beat.user_id), self._beat_args(beat)
+                    )
                 replies = await pipe.execute(raise_on_error=attempt == 1)
             if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
                 await self.load_scripts()
@@ -289,9 +305,7 @@ class PresenceStore:
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
-            return [
-                Settled(int(r[0]) == 1, _as_str(r[1]), int(r[2])) for r in replies[1::2]
-            ]
+            return [Settled(int(r[0]) == 1, _as_str(r[1]), int(r[2])) for r in replies[1::2]]
         raise AssertionError("unreachable")
 
     async def disconnect(self, user_id: int, conn_id: str, now_ms: int) -> Settled:
@@ -307,8 +321,7 @@ class PresenceStore:
         Strictly before, like a device's expiry: a user the sweep re-indexes gets a
         deadline of at least ``now_ms`` and is not due again in the same round.
         """
-        members = await self.redis.zrangebyscore(
-            sweep_key(bucket), "-inf", f"({now_ms}", 0, limit)
+        members = await self.redis.zrangebyscore(sweep_key(bucket), "-inf", f"({now_ms}", 0, limit)
         return [int(_as_str(m)) for m in members]
 
     async def sweep(self, bucket: int, user_ids: Sequence[int], now_ms: int) -> list[Settled]:
@@ -320,20 +333,21 @@ class PresenceStore:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for uid in user_ids:
-                    _queue_script(pipe, self._sha["sweep"], _user_keys(uid),
-                                  [now_ms, channel(uid), uid])
+                    _queue_script(
+                        pipe, self._sha["sweep"], _user_keys(uid), [now_ms, channel(uid), uid]
+                    )
                 replies = await pipe.execute()
         except NoScriptError:
             await self.load_scripts()  # Redis lost its scripts; the next sweep retries
             return []
-        results = [Settled(int(r[0]) == 1, _as_str(r[1]), int(r[2]), int(float(r[3])))
-                   for r in replies]
+        results = [
+            Settled(int(r[0]) == 1, _as_str(r[1]), int(r[2]), int(float(r[3]))) for r in replies
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
             gone: list[int] = []
             for uid, settled in zip(user_ids, results, strict=True):
                 if settled.latest_deadline_ms:
-                    pipe.zadd(sweep_key(bucket), {str(uid): settled.latest_deadline_ms},
-                              gt=True)
+                    pipe.zadd(sweep_key(bucket), {str(uid): settled.latest_deadline_ms}, gt=True)
                 else:
                     gone.append(uid)
             if gone:

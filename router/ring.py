@@ -124,7 +124,9 @@ class RingWatch:
         return changed
 
     async def wait_for(
-        self, predicate: Callable[[Ring], bool], timeout: float  # noqa: ASYNC109
+        self,
+        predicate: Callable[[Ring], bool],
+        timeout: float,  # noqa: ASYNC109
     ) -> Ring:
         """Wait until ``predicate(ring)`` holds (tests, start-up)."""
         async with asyncio.timeout(timeout):

@@ -18,13 +18,20 @@ MESSAGE, ENUM, SERVICE = 4, 5, 6
 FIELD, NESTED_MESSAGE, NESTED_ENUM, ENUM_VALUE, METHOD = 2, 3, 4, 2, 2
 
 SCALARS = {
-    FieldDescriptor.TYPE_DOUBLE: "double", FieldDescriptor.TYPE_FLOAT: "float",
-    FieldDescriptor.TYPE_INT64: "int64", FieldDescriptor.TYPE_UINT64: "uint64",
-    FieldDescriptor.TYPE_INT32: "int32", FieldDescriptor.TYPE_FIXED64: "fixed64",
-    FieldDescriptor.TYPE_FIXED32: "fixed32", FieldDescriptor.TYPE_BOOL: "bool",
-    FieldDescriptor.TYPE_STRING: "string", FieldDescriptor.TYPE_BYTES: "bytes",
-    FieldDescriptor.TYPE_UINT32: "uint32", FieldDescriptor.TYPE_SFIXED32: "sfixed32",
-    FieldDescriptor.TYPE_SFIXED64: "sfixed64", FieldDescriptor.TYPE_SINT32: "sint32",
+    FieldDescriptor.TYPE_DOUBLE: "double",
+    FieldDescriptor.TYPE_FLOAT: "float",
+    FieldDescriptor.TYPE_INT64: "int64",
+    FieldDescriptor.TYPE_UINT64: "uint64",
+    FieldDescriptor.TYPE_INT32: "int32",
+    FieldDescriptor.TYPE_FIXED64: "fixed64",
+    FieldDescriptor.TYPE_FIXED32: "fixed32",
+    FieldDescriptor.TYPE_BOOL: "bool",
+    FieldDescriptor.TYPE_STRING: "string",
+    FieldDescriptor.TYPE_BYTES: "bytes",
+    FieldDescriptor.TYPE_UINT32: "uint32",
+    FieldDescriptor.TYPE_SFIXED32: "sfixed32",
+    FieldDescriptor.TYPE_SFIXED64: "sfixed64",
+    FieldDescriptor.TYPE_SINT32: "sint32",
     FieldDescriptor.TYPE_SINT64: "sint64",
 }
 
@@ -50,8 +57,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _type(field: descriptor_pb2.FieldDescriptorProto, package: str,
-          maps: dict[str, str]) -> str:
+def _type(field: descriptor_pb2.FieldDescriptorProto, package: str, maps: dict[str, str]) -> str:
     if field.type_name:
         name = field.type_name.lstrip(".")
         if name in maps:
@@ -66,9 +72,14 @@ def _type(field: descriptor_pb2.FieldDescriptorProto, package: str,
     return name
 
 
-def _message(message: descriptor_pb2.DescriptorProto, path: tuple[int, ...], prefix: str,
-             package: str, comments: dict[tuple[int, ...], str], maps: dict[str, str],
-             ) -> Iterable[str]:
+def _message(
+    message: descriptor_pb2.DescriptorProto,
+    path: tuple[int, ...],
+    prefix: str,
+    package: str,
+    comments: dict[tuple[int, ...], str],
+    maps: dict[str, str],
+) -> Iterable[str]:
     name = f"{prefix}{message.name}"
     if message.options.map_entry:
         return
@@ -85,12 +96,17 @@ def _message(message: descriptor_pb2.DescriptorProto, path: tuple[int, ...], pre
     for index, enum in enumerate(message.enum_type):
         yield from _enum(enum, (*path, NESTED_ENUM, index), f"{name}.", comments)
     for index, nested in enumerate(message.nested_type):
-        yield from _message(nested, (*path, NESTED_MESSAGE, index), f"{name}.", package,
-                            comments, maps)
+        yield from _message(
+            nested, (*path, NESTED_MESSAGE, index), f"{name}.", package, comments, maps
+        )
 
 
-def _enum(enum: descriptor_pb2.EnumDescriptorProto, path: tuple[int, ...], prefix: str,
-          comments: dict[tuple[int, ...], str]) -> Iterable[str]:
+def _enum(
+    enum: descriptor_pb2.EnumDescriptorProto,
+    path: tuple[int, ...],
+    prefix: str,
+    comments: dict[tuple[int, ...], str],
+) -> Iterable[str]:
     yield f"#### {prefix}{enum.name} (enum)\n"
     if path in comments:
         yield comments[path] + "\n"
@@ -111,8 +127,11 @@ def _map_types(file: descriptor_pb2.FileDescriptorProto) -> dict[str, str]:
         if message.options.map_entry:
             key, value = message.field
             key_type = SCALARS.get(key.type, key.type_name.lstrip("."))
-            value_type = value.type_name.lstrip(".").removeprefix(file.package + ".") \
-                if value.type_name else SCALARS[value.type]
+            value_type = (
+                value.type_name.lstrip(".").removeprefix(file.package + ".")
+                if value.type_name
+                else SCALARS[value.type]
+            )
             maps[full] = f"map<{key_type}, {value_type}>"
         for nested in message.nested_type:
             visit(nested, full)
@@ -146,13 +165,11 @@ def render(descriptor_set: bytes) -> str:
                 if method.server_streaming:
                     response = f"stream {response}"
                 meaning = comments.get((*path, METHOD, m_index), "")
-                lines.append(f"| `{method.name}` | `{request}` → `{response}` | "
-                             f"{_cell(meaning)} |")
+                lines.append(f"| `{method.name}` | `{request}` → `{response}` | {_cell(meaning)} |")
             lines.append("")
         lines.append("### Messages and enums\n")
         for index, enum in enumerate(file.enum_type):
             lines.extend(_enum(enum, (ENUM, index), "", comments))
         for index, message in enumerate(file.message_type):
-            lines.extend(_message(message, (MESSAGE, index), "", file.package, comments,
-                                  maps))
+            lines.extend(_message(message, (MESSAGE, index), "", file.package, comments, maps))
     return "\n".join(lines).rstrip() + "\n"

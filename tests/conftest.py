@@ -41,6 +41,7 @@ def run_on_both_topologies(metafunc: pytest.Metafunc) -> None:
     ):
         metafunc.parametrize("redis_url", TOPOLOGIES, indirect=True)
 
+
 _counter = itertools.count()
 
 

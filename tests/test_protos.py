@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_generated_code_matches_protos() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 
@@ -38,6 +40,9 @@ def test_protos_stay_wire_compatible_with_the_baseline() -> None:
     baseline = next(line.strip() for line in lines if line.strip() and not line.startswith("#"))
     result = subprocess.run(
         [str(buf), "breaking", "--against", f".git#ref={baseline}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,9 @@ from typing import Any
 
 
 async def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",  # noqa: ASYNC109
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",  # noqa: ASYNC109
     interval: float = 0.02,
 ) -> Any:
     """Poll ``predicate`` (sync, or returning an awaitable) until it is truthy; return that

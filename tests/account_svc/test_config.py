@@ -54,8 +54,15 @@ async def test_process_without_secrets_exits_at_start_up(
 ) -> None:
     config = make_config(AccountConfig)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "account_svc",
-        "--etcd", config.etcd, "--redis-url", config.redis_url, "--port", "0",
+        sys.executable,
+        "-m",
+        "account_svc",
+        "--etcd",
+        config.etcd,
+        "--redis-url",
+        config.redis_url,
+        "--port",
+        "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={"PATH": "/usr/bin:/bin"},

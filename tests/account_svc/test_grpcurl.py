@@ -9,13 +9,17 @@ SERVICE = "feedchat.account.v1.AccountService"
 
 
 async def test_grpcurl_sign_up_then_token_guarded_call(account: Account) -> None:
-    signed = (await call(account.address, f"{SERVICE}/SignUp",
-                         {"username": "curly", "password": "grpcurl pass"})).json()
+    signed = (
+        await call(
+            account.address, f"{SERVICE}/SignUp", {"username": "curly", "password": "grpcurl pass"}
+        )
+    ).json()
     token = signed["access_token"]
     assert int(signed["user_id"]) > 0
 
-    login = await call(account.address, f"{SERVICE}/Login",
-                       {"username": "Curly", "password": "grpcurl pass"})
+    login = await call(
+        account.address, f"{SERVICE}/Login", {"username": "Curly", "password": "grpcurl pass"}
+    )
     assert login.json()["user_id"] == signed["user_id"]
 
     profile = await call(account.address, f"{SERVICE}/GetProfile", {}, str(token))

@@ -54,9 +54,9 @@ async def test_password_change_revokes_other_devices_and_new_password_logs_in(
         pb.RefreshTokenRequest(refresh_token=changed.refresh_token)
     )
     assert again.user_id == phone.user_id
-    code, reason, _ = await _failure(account.stub.Login(
-        pb.LoginRequest(username="pat", password=PASSWORD)
-    ))
+    code, reason, _ = await _failure(
+        account.stub.Login(pb.LoginRequest(username="pat", password=PASSWORD))
+    )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "BAD_CREDENTIALS")
     assert (await _login(account, "pat", NEW_PASSWORD)).user_id == phone.user_id
 
@@ -71,16 +71,30 @@ async def test_password_change_bad_input_has_precise_statuses(account: Account) 
         )
 
     assert await _failure(change("wrong password", NEW_PASSWORD)) == (
-        grpc.StatusCode.UNAUTHENTICATED, "WRONG_PASSWORD", [])
+        grpc.StatusCode.UNAUTHENTICATED,
+        "WRONG_PASSWORD",
+        [],
+    )
     assert await _failure(change(PASSWORD, "short")) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "PASSWORD_INVALID", ["new_password"])
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PASSWORD_INVALID",
+        ["new_password"],
+    )
     assert await _failure(change("x" * 129, NEW_PASSWORD)) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "PASSWORD_INVALID", ["current_password"])
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PASSWORD_INVALID",
+        ["current_password"],
+    )
     assert await _failure(change(PASSWORD, PASSWORD)) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "PASSWORD_UNCHANGED", ["new_password"])
-    code, reason, _ = await _failure(account.stub.ChangePassword(
-        pb.ChangePasswordRequest(current_password=PASSWORD, new_password=NEW_PASSWORD)
-    ))
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PASSWORD_UNCHANGED",
+        ["new_password"],
+    )
+    code, reason, _ = await _failure(
+        account.stub.ChangePassword(
+            pb.ChangePasswordRequest(current_password=PASSWORD, new_password=NEW_PASSWORD)
+        )
+    )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
     # Nothing above changed anything: the old password and refresh token still work.
     assert (await _login(account, "quinn", PASSWORD)).user_id == user.user_id
@@ -97,9 +111,9 @@ async def test_wrong_passwords_count_against_the_login_limit(
     for _ in range(2):
         code, reason, _ = await _failure(account.stub.DeleteAccount(request, metadata=md))
         assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "WRONG_PASSWORD")
-    code, reason, _ = await _failure(account.stub.DeleteAccount(
-        pb.DeleteAccountRequest(password=PASSWORD), metadata=md
-    ))
+    code, reason, _ = await _failure(
+        account.stub.DeleteAccount(pb.DeleteAccountRequest(password=PASSWORD), metadata=md)
+    )
     assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_RATE_LIMITED")
 
 
@@ -123,29 +137,29 @@ async def test_deleted_account_cannot_log_in_and_its_username_is_held_then_freed
     account = await start_account(username_hold=2.0)
     user = await account.sign_up("tess")
     md = bearer(user.access_token)
-    reply = await account.stub.DeleteAccount(pb.DeleteAccountRequest(password=PASSWORD),
-                                             metadata=md)
+    reply = await account.stub.DeleteAccount(
+        pb.DeleteAccountRequest(password=PASSWORD), metadata=md
+    )
     assert reply.username_free_at.seconds > 0
-    code, reason, _ = await _failure(account.stub.Login(
-        pb.LoginRequest(username="tess", password=PASSWORD)
-    ))
+    code, reason, _ = await _failure(
+        account.stub.Login(pb.LoginRequest(username="tess", password=PASSWORD))
+    )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "BAD_CREDENTIALS")
     assert await _refresh_error(account, user.refresh_token) == "REFRESH_TOKEN_REVOKED"
-    code, reason, _ = await _failure(account.stub.GetProfile(
-        pb.GetProfileRequest(user_id=user.user_id), metadata=md
-    ))
+    code, reason, _ = await _failure(
+        account.stub.GetProfile(pb.GetProfileRequest(user_id=user.user_id), metadata=md)
+    )
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
-    found = await account.stub.GetUsers(pb.GetUsersRequest(user_ids=[user.user_id]),
-                                        metadata=md)
+    found = await account.stub.GetUsers(pb.GetUsersRequest(user_ids=[user.user_id]), metadata=md)
     assert list(found.users) == []
-    code, reason, _ = await _failure(account.stub.SignUp(
-        pb.SignUpRequest(username="TESS", password=PASSWORD)
-    ))
+    code, reason, _ = await _failure(
+        account.stub.SignUp(pb.SignUpRequest(username="TESS", password=PASSWORD))
+    )
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "USERNAME_HELD")
     # A second deletion with the leftover access token finds no account.
-    code, reason, _ = await _failure(account.stub.DeleteAccount(
-        pb.DeleteAccountRequest(password=PASSWORD), metadata=md
-    ))
+    code, reason, _ = await _failure(
+        account.stub.DeleteAccount(pb.DeleteAccountRequest(password=PASSWORD), metadata=md)
+    )
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
 
     async def signed_up_again() -> pb.SignUpResponse | None:
@@ -154,17 +168,20 @@ async def test_deleted_account_cannot_log_in_and_its_username_is_held_then_freed
         except grpc.aio.AioRpcError:
             return None
 
-    newcomer = await eventually(signed_up_again, 10.0, "the held username to be freed",
-                                interval=0.2)
+    newcomer = await eventually(
+        signed_up_again, 10.0, "the held username to be freed", interval=0.2
+    )
     assert newcomer.user_id != user.user_id
     assert (await _login(account, "tess", NEW_PASSWORD)).user_id == newcomer.user_id
 
 
 async def test_delete_account_with_a_wrong_password_deletes_nothing(account: Account) -> None:
     user = await account.sign_up("uma")
-    code, reason, _ = await _failure(account.stub.DeleteAccount(
-        pb.DeleteAccountRequest(password="not the password"), metadata=bearer(user.access_token)
-    ))
+    code, reason, _ = await _failure(
+        account.stub.DeleteAccount(
+            pb.DeleteAccountRequest(password="not the password"), metadata=bearer(user.access_token)
+        )
+    )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "WRONG_PASSWORD")
     assert (await _login(account, "uma", PASSWORD)).user_id == user.user_id
 
@@ -190,6 +207,8 @@ async def test_access_token_works_after_sign_out_everywhere_until_it_expires(
         return ""
 
     # ...until its expiry, and nothing renews it.
-    assert await eventually(refused, 10.0, "the access token to expire",
-                            interval=0.2) == "TOKEN_EXPIRED"
+    assert (
+        await eventually(refused, 10.0, "the access token to expire", interval=0.2)
+        == "TOKEN_EXPIRED"
+    )
     assert await _refresh_error(account, user.refresh_token) == "REFRESH_TOKEN_REVOKED"

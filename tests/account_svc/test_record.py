@@ -68,14 +68,12 @@ async def test_services_starting_together_on_an_empty_database_both_serve(
     db = await asyncpg.connect(database_url)
     try:
         versions = await db.fetch(
-            "SELECT version FROM feedchat_migrations WHERE component = 'account' "
-            "ORDER BY version"
+            "SELECT version FROM feedchat_migrations WHERE component = 'account' ORDER BY version"
         )
     finally:
         await db.close()
     # Each migration applied once, though two processes raced to apply them.
-    assert [r["version"] for r in versions] == [
-        m.version for m in load_migrations("account_svc")]
+    assert [r["version"] for r in versions] == [m.version for m in load_migrations("account_svc")]
 
 
 async def _health(account: Account) -> Any:
@@ -87,9 +85,7 @@ async def _health(account: Account) -> Any:
 async def test_lost_postgres_means_not_serving_and_unavailable_then_recovery(
     start_account: StartAccount, private_postgres: EmbeddedServer
 ) -> None:
-    account = await start_account(
-        postgres_url=postgres_url(private_postgres), health_interval=0.1
-    )
+    account = await start_account(postgres_url=postgres_url(private_postgres), health_interval=0.1)
     await account.sign_up("before")
     private_postgres.stop()
     await wait_until(

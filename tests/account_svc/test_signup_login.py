@@ -172,7 +172,9 @@ async def test_sign_ups_per_client_address_are_rate_limited(start_account: Start
         await account.sign_up("cid")
     details = await error_details(raised.value)
     assert (details.code, details.reason) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "SIGNUP_RATE_LIMITED")
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "SIGNUP_RATE_LIMITED",
+    )
     assert details.retry_after is not None and 0 < details.retry_after <= 60
     # logging in is a separate budget
     await account.stub.Login(pb.LoginRequest(username="ann", password=PASSWORD))

@@ -47,9 +47,15 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -99,9 +105,7 @@ async def test_tls_server_serves_clients_that_trust_the_ca_only(
         assert reply.user_id > 0
 
     # A TLS client with only the default roots fails the handshake.
-    async with grpc.aio.secure_channel(
-        account.address, grpc.ssl_channel_credentials()
-    ) as channel:
+    async with grpc.aio.secure_channel(account.address, grpc.ssl_channel_credentials()) as channel:
         stub = account_pb2_grpc.AccountServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.SignUp(pb.SignUpRequest(username="nocert", password=PASSWORD), timeout=10)
@@ -109,7 +113,5 @@ async def test_tls_server_serves_clients_that_trust_the_ca_only(
 
     # A plaintext client gets nowhere either (the fixture's channel is plaintext).
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account.stub.SignUp(
-            pb.SignUpRequest(username="plain", password=PASSWORD), timeout=10
-        )
+        await account.stub.SignUp(pb.SignUpRequest(username="plain", password=PASSWORD), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -52,8 +52,7 @@ async def test_token_signed_with_another_key_is_unauthenticated(account: Account
 
 async def test_unsigned_token_is_unauthenticated(account: Account) -> None:
     user = await account.sign_up("kate")
-    claims = {"iss": "feedchat", "sub": str(user.user_id), "typ": "access",
-              "iat": 0, "exp": 2**40}
+    claims = {"iss": "feedchat", "sub": str(user.user_id), "typ": "access", "iat": 0, "exp": 2**40}
     forged = jwt.encode(claims, "", algorithm="none")
     details = await error_details(await _profile_error(account, forged))
     assert details.code == grpc.StatusCode.UNAUTHENTICATED
@@ -87,9 +86,7 @@ async def test_reusing_a_spent_refresh_token_revokes_the_newer_one(account: Acco
     with pytest.raises(grpc.aio.AioRpcError):
         await account.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=stolen))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account.stub.RefreshToken(
-            pb.RefreshTokenRequest(refresh_token=rotated.refresh_token)
-        )
+        await account.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=rotated.refresh_token))
     details = await error_details(caught.value)
     assert details.code == grpc.StatusCode.UNAUTHENTICATED
     assert details.reason == "REFRESH_TOKEN_REVOKED"
@@ -142,7 +139,8 @@ async def test_service_credential_reads_users_but_cannot_act_as_a_user(
             await call
         details = await error_details(caught.value)
         assert (details.code, details.reason) == (
-            grpc.StatusCode.UNAUTHENTICATED, "USER_TOKEN_REQUIRED"
+            grpc.StatusCode.UNAUTHENTICATED,
+            "USER_TOKEN_REQUIRED",
         )
 
 

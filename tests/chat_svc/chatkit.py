@@ -40,7 +40,8 @@ async def open_direct(address: str, user: int, peer: int) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         reply = await stub.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=peer), metadata=auth(user))
+            chat_pb2.OpenDirectChannelRequest(peer_user_id=peer), metadata=auth(user)
+        )
         return reply.channel.channel_id
 
 
@@ -72,8 +73,14 @@ def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1)
 class Device:
     """One device of one user on a Connect stream; records every frame it receives."""
 
-    def __init__(self, user_id: int, address: str, device_id: str = "phone",
-                 cursor: str = "", read: bool = True) -> None:
+    def __init__(
+        self,
+        user_id: int,
+        address: str,
+        device_id: str = "phone",
+        cursor: str = "",
+        read: bool = True,
+    ) -> None:
         self.user_id = user_id
         self.address = address
         self.device_id = device_id
@@ -88,8 +95,9 @@ class Device:
         self._read = read
 
     async def _requests(self) -> AsyncIterator[chat_pb2.ConnectRequest]:
-        yield chat_pb2.ConnectRequest(hello=chat_pb2.Hello(
-            device_id=self.device_id, inbox_cursor=self.cursor))
+        yield chat_pb2.ConnectRequest(
+            hello=chat_pb2.Hello(device_id=self.device_id, inbox_cursor=self.cursor)
+        )
         while True:
             item = await self._outbox.get()
             if item is None:
@@ -151,23 +159,33 @@ class Device:
 
     def send(self, channel_id: int, text: str, client_msg_id: str | None = None) -> str:
         cmid = client_msg_id or f"{self.user_id}-{self.device_id}-{len(self.frames)}-{text}"[:64]
-        self._outbox.put_nowait(chat_pb2.ConnectRequest(send=chat_pb2.SendMessage(
-            client_msg_id=cmid, channel_id=channel_id, text=text)))
+        self._outbox.put_nowait(
+            chat_pb2.ConnectRequest(
+                send=chat_pb2.SendMessage(client_msg_id=cmid, channel_id=channel_id, text=text)
+            )
+        )
         return cmid
 
     def ack(self, cursor: str | None = None) -> None:
-        self._outbox.put_nowait(chat_pb2.ConnectRequest(ack=chat_pb2.Ack(
-            inbox_cursor=cursor or self.cursor)))
+        self._outbox.put_nowait(
+            chat_pb2.ConnectRequest(ack=chat_pb2.Ack(inbox_cursor=cursor or self.cursor))
+        )
 
     def read(self, channel_id: int, seq: int) -> None:
-        self._outbox.put_nowait(chat_pb2.ConnectRequest(read=chat_pb2.Read(
-            channel_id=channel_id, seq=seq)))
+        self._outbox.put_nowait(
+            chat_pb2.ConnectRequest(read=chat_pb2.Read(channel_id=channel_id, seq=seq))
+        )
 
     async def sent(self, cmid: str, timeout: float = 5.0) -> chat_pb2.SendAck:  # noqa: ASYNC109
         """Wait for the ack (or fail on the error) of one send."""
+
         def done() -> bool:
-            return any(a.client_msg_id == cmid for a in self.acks) or any(
-                e.client_msg_id == cmid for e in self.send_errors) or self.ended
+            return (
+                any(a.client_msg_id == cmid for a in self.acks)
+                or any(e.client_msg_id == cmid for e in self.send_errors)
+                or self.ended
+            )
+
         await wait_until(done, timeout, f"ack of {cmid}")
         for error in self.send_errors:
             if error.client_msg_id == cmid:
@@ -185,16 +203,45 @@ class Device:
         await self._channel.close()
 
 
-def chat_process(tmp: Path, etcd: str, prefix: str, redis_url: str, postgres_url: str,
-                 name: str, port: int = 0, lease_ttl: int = 2) -> EmbeddedServer:
+def chat_process(
+    tmp: Path,
+    etcd: str,
+    prefix: str,
+    redis_url: str,
+    postgres_url: str,
+    name: str,
+    port: int = 0,
+    lease_ttl: int = 2,
+) -> EmbeddedServer:
     """A chat server as a separate process (``port``: reuse an address after a kill)."""
     port = port or free_port()
     argv = [
-        sys.executable, "-m", "chat_svc", "--port", str(port), "--instance", name,
-        "--etcd", etcd, "--etcd-prefix", prefix, "--redis-url", redis_url, "--dev",
-        "--postgres-url", postgres_url,
-        "--lease-ttl", str(lease_ttl), "--grace", "1", "--log-format", "text",
-        "--send-rate", "1000", "--send-burst", "1000",
+        sys.executable,
+        "-m",
+        "chat_svc",
+        "--port",
+        str(port),
+        "--instance",
+        name,
+        "--etcd",
+        etcd,
+        "--etcd-prefix",
+        prefix,
+        "--redis-url",
+        redis_url,
+        "--dev",
+        "--postgres-url",
+        postgres_url,
+        "--lease-ttl",
+        str(lease_ttl),
+        "--grace",
+        "1",
+        "--log-format",
+        "text",
+        "--send-rate",
+        "1000",
+        "--send-burst",
+        "1000",
     ]
     return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
 
@@ -249,7 +296,9 @@ async def open_on_owner(user_id: int, ring: RingWatch, timeout: float = 10) -> D
             return await device.open()
         except grpc.aio.AioRpcError as exc:
             await device.close()
-            if (exc.code() != grpc.StatusCode.FAILED_PRECONDITION
-                    or asyncio.get_running_loop().time() > deadline):
+            if (
+                exc.code() != grpc.StatusCode.FAILED_PRECONDITION
+                or asyncio.get_running_loop().time() > deadline
+            ):
                 raise
             await asyncio.sleep(0.05)

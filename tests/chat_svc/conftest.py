@@ -15,9 +15,7 @@ StartCluster = Callable[..., Awaitable[list[ChatApp]]]
 
 
 @pytest.fixture
-async def chat_cluster(
-    make_config: Callable[..., Any], redis: Any
-) -> AsyncIterator[StartCluster]:
+async def chat_cluster(make_config: Callable[..., Any], redis: Any) -> AsyncIterator[StartCluster]:
     """``await chat_cluster(n, **config)`` starts n more chat servers (chat-0, chat-1, ...)
     and waits until every one's ring holds all of them. Redis starts empty."""
     apps: list[ChatApp] = []

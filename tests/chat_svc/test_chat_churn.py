@@ -31,15 +31,15 @@ async def _keep_sending(sender: Device, channels: list[int], tag: str, sent: lis
     i = 0
     while True:
         for channel in channels:
-            sent.append(sender.send(channel, f"{tag}-{i}",
-                                    client_msg_id=f"{tag}-{i}-{channel % 997}"))
+            sent.append(
+                sender.send(channel, f"{tag}-{i}", client_msg_id=f"{tag}-{i}-{channel % 997}")
+            )
         i += 1
         await asyncio.sleep(0.02)
 
 
 def _answered(sender: Device, sent: list[str]) -> bool:
-    replied = {a.client_msg_id for a in sender.acks} | {
-        e.client_msg_id for e in sender.send_errors}
+    replied = {a.client_msg_id for a in sender.acks} | {e.client_msg_id for e in sender.send_errors}
     return replied.issuperset(sent)
 
 
@@ -49,8 +49,12 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
 ) -> None:
     # A restart within the lease leaves the ring (and every peer's stale channel) as it
     # was; 15 s leaves room for a slow start on a loaded machine.
-    procs = [chat_process(tmp_path, etcd.address, etcd_prefix, redis_url, database_url,
-                          f"chat-{i}", lease_ttl=15) for i in range(3)]
+    procs = [
+        chat_process(
+            tmp_path, etcd.address, etcd_prefix, redis_url, database_url, f"chat-{i}", lease_ttl=15
+        )
+        for i in range(3)
+    ]
     db = await open_database(database_url, "chat", "chat_svc", 2)
     session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
     await session.start()
@@ -65,47 +69,75 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
         await ring.wait_for(lambda r: len(r.members) == 3, 20)
         owner = {u: ring.ring.owner(u).instance for u in range(1, 400)}
         victims = [u for u, o in owner.items() if o == "chat-1"][:3]
-        sender_ids = [next(u for u, o in owner.items() if o == name)
-                      for name in ("chat-0", "chat-2")]
+        sender_ids = [
+            next(u for u, o in owner.items() if o == name) for name in ("chat-0", "chat-2")
+        ]
         records = ChannelRecords(db)
-        channels = Channels(ChatStore(redis, load_members=records.members), records,
-                            SnowflakeGenerator(lambda: 1), 500)
-        direct = {(s, v): (await channels.open_direct(s, v)).channel_id
-                  for s in sender_ids for v in victims}
+        channels = Channels(
+            ChatStore(redis, load_members=records.members),
+            records,
+            SnowflakeGenerator(lambda: 1),
+            500,
+        )
+        direct = {
+            (s, v): (await channels.open_direct(s, v)).channel_id
+            for s in sender_ids
+            for v in victims
+        }
         senders = [await open_on_owner(s, ring) for s in sender_ids]
         followers = [Follower(v, ring) for v in victims]
-        await wait_until(lambda: all(f.streams and f.streams[-1].synced for f in followers),
-                         20, "victims connected")
+        await wait_until(
+            lambda: all(f.streams and f.streams[-1].synced for f in followers),
+            20,
+            "victims connected",
+        )
         loop = asyncio.get_running_loop()
         for r in range(ROUNDS):
             before = {id(d) for f in followers for d in f.streams}
             sent: dict[int, list[str]] = {d.user_id: [] for d in senders}
-            traffic = [asyncio.create_task(_keep_sending(
-                d, [c for (s, _), c in direct.items() if s == d.user_id], f"r{r}s{d.user_id}",
-                sent[d.user_id])) for d in senders]
+            traffic = [
+                asyncio.create_task(
+                    _keep_sending(
+                        d,
+                        [c for (s, _), c in direct.items() if s == d.user_id],
+                        f"r{r}s{d.user_id}",
+                        sent[d.user_id],
+                    )
+                )
+                for d in senders
+            ]
             await asyncio.to_thread(procs[1].kill)
             await asyncio.sleep(0.3)  # sends keep failing to reach chat-1 meanwhile
             await asyncio.to_thread(procs[1].start)
-            await wait_until(lambda old=before: _resynced(followers, old, procs[1].address), 30,
-                             f"round {r}: victims synced on the restarted server")
+            await wait_until(
+                lambda old=before: _resynced(followers, old, procs[1].address),
+                30,
+                f"round {r}: victims synced on the restarted server",
+            )
             for task in traffic:
                 task.cancel()
             await asyncio.gather(*traffic, return_exceptions=True)
             for d in senders:  # the senders' own streams have worked off their backlog
-                await wait_until(lambda d=d, c=sent[d.user_id]: _answered(d, c), 60,
-                                 f"round {r}: replies to sender {d.user_id}")
+                await wait_until(
+                    lambda d=d, c=sent[d.user_id]: _answered(d, c),
+                    60,
+                    f"round {r}: replies to sender {d.user_id}",
+                )
             # now one message each, and nothing after it that could carry it along
             for sender in senders:
                 for f in followers:
                     text = f"probe-{r}-{sender.user_id}-{f.user_id}"
                     start = loop.time()
                     sender.send(direct[(sender.user_id, f.user_id)], text, client_msg_id=text)
-                    await wait_until(lambda f=f, t=text: t in f.texts, DELIVERY_BOUND + 5,
-                                     f"round {r}: {text}")
+                    await wait_until(
+                        lambda f=f, t=text: t in f.texts, DELIVERY_BOUND + 5, f"round {r}: {text}"
+                    )
                     latencies.append(loop.time() - start)
-        print(f"\nprobe latency over {len(latencies)} probes in {ROUNDS} restarts: "
-              f"median {statistics.median(latencies) * 1000:.0f} ms, "
-              f"max {max(latencies) * 1000:.0f} ms")
+        print(
+            f"\nprobe latency over {len(latencies)} probes in {ROUNDS} restarts: "
+            f"median {statistics.median(latencies) * 1000:.0f} ms, "
+            f"max {max(latencies) * 1000:.0f} ms"
+        )
         assert max(latencies) <= DELIVERY_BOUND, sorted(latencies)[-5:]
     finally:
         for task in traffic:
@@ -125,5 +157,10 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
 def _resynced(followers: list[Follower], old: set[int], address: str) -> bool:
     """Every follower's newest stream is a new one (opened after the kill), on the
     restarted server, and synced."""
-    return all(f.streams and id(f.streams[-1]) not in old and f.streams[-1].synced
-               and f.streams[-1].address == address for f in followers)
+    return all(
+        f.streams
+        and id(f.streams[-1]) not in old
+        and f.streams[-1].synced
+        and f.streams[-1].address == address
+        for f in followers
+    )

@@ -33,8 +33,10 @@ async def test_direct_message_between_users_on_different_servers_arrives_once(
     # the sender's own devices see it in their inbox too (multi-device sync)
     await wait_until(lambda: a.texts() == ["hello bob"], what="alice's copy")
     b.ack()
-    await wait_until(lambda: any(r.kind == chat_pb2.RECEIPT_KIND_DELIVERED for r in a.receipts),
-                     what="delivered receipt")
+    await wait_until(
+        lambda: any(r.kind == chat_pb2.RECEIPT_KIND_DELIVERED for r in a.receipts),
+        what="delivered receipt",
+    )
     receipt = a.receipts[0]
     assert (receipt.user_id, receipt.message_id) == (bob, ack.message_id)
     assert b.messages[0].message_id == ack.message_id
@@ -43,13 +45,20 @@ async def test_direct_message_between_users_on_different_servers_arrives_once(
 
 async def test_group_message_reaches_every_member_once(chat_cluster, devices) -> None:
     apps = await chat_cluster(3)
-    members = [*users_on(apps, "chat-0", 2), *users_on(apps, "chat-1", 2),
-               *users_on(apps, "chat-2", 2)]
+    members = [
+        *users_on(apps, "chat-0", 2),
+        *users_on(apps, "chat-1", 2),
+        *users_on(apps, "chat-2", 2),
+    ]
     owner = members[0]
     async with grpc.aio.insecure_channel(apps[0].address) as ch:
         stub = chat_pb2_grpc.ChatServiceStub(ch)
-        group = (await stub.CreateGroup(chat_pb2.CreateGroupRequest(
-            name="team", member_ids=members[1:]), metadata=auth(owner))).channel
+        group = (
+            await stub.CreateGroup(
+                chat_pb2.CreateGroupRequest(name="team", member_ids=members[1:]),
+                metadata=auth(owner),
+            )
+        ).channel
     assert list(group.member_ids) == sorted(members)
     devs = [await devices(uid, owner_of(apps, uid).address) for uid in members]
     sender = devs[3]
@@ -108,11 +117,14 @@ async def test_offline_recipient_is_queued_for_notification(chat_cluster, device
     assert len(entries) == 1
     fields = {k.decode(): v.decode() for k, v in entries[0][1].items()}
     assert fields == {
-        "kind": "chat_message", "user_id": str(bob), "channel_id": str(channel),
-        "message_id": str(ack.message_id), "sender_id": str(alice), "preview": "x" * 140,
+        "kind": "chat_message",
+        "user_id": str(bob),
+        "channel_id": str(channel),
+        "message_id": str(ack.message_id),
+        "sender_id": str(alice),
+        "preview": "x" * 140,
         "created_ms": fields["created_ms"],
     }
     # bob's inbox holds it anyway: he gets it when he connects
     b = await devices(bob, apps[1].address)
     assert b.texts() == ["x" * 200]
-

@@ -13,8 +13,15 @@ from feedchat_runtime.errors import AlreadyExists, PermissionDenied
 
 async def _store(app, sender: int, channel: int, cmid: str, text: str) -> SendOutcome:
     return await app.store.store_message(
-        sender_id=sender, channel_id=channel, message_id=app.delivery.ids.next_id(),
-        client_msg_id=cmid, text=text, created_ms=1, rate=1000.0, burst=1000)
+        sender_id=sender,
+        channel_id=channel,
+        message_id=app.delivery.ids.next_id(),
+        client_msg_id=cmid,
+        text=text,
+        created_ms=1,
+        rate=1000.0,
+        burst=1000,
+    )
 
 
 async def test_sends_batched_together_keep_their_own_outcomes(chat_cluster) -> None:
@@ -62,8 +69,10 @@ async def test_a_redis_error_fails_only_its_own_send(chat_cluster, redis) -> Non
     broken = (await channels.open_direct(5, 6)).channel_id
     await redis.set(f"chat:chan:{{c:{broken}}}:seq", "not a number")  # INCR fails: ERR
     ok, bad = await asyncio.gather(
-        _store(app, 1, good, "g", "fine"), _store(app, 5, broken, "b", "doomed"),
-        return_exceptions=True)
+        _store(app, 1, good, "g", "fine"),
+        _store(app, 5, broken, "b", "doomed"),
+        return_exceptions=True,
+    )
     assert isinstance(ok, SendOutcome) and ok.message.seq == 1
     assert isinstance(bad, Exception) and "not an integer" in str(bad)
     with pytest.raises(Exception, match="not an integer"):

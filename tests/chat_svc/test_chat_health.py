@@ -22,24 +22,30 @@ from tests.waiting import wait_until
 async def _status(address: str) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=2)
+            health_pb2.HealthCheckRequest(service=""), timeout=2
+        )
         return reply.status
 
 
-async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(
-    tmp_path, make_config
-) -> None:
+async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(tmp_path, make_config) -> None:
     own_redis = redis_server(tmp_path / "redis")
     await asyncio.to_thread(own_redis.start)
-    app = await build(make_config(
-        ChatConfig, instance="chat-0", redis_url=f"redis://{own_redis.address}/0",
-        health_interval=0.1, redis_timeout=0.5))
+    app = await build(
+        make_config(
+            ChatConfig,
+            instance="chat-0",
+            redis_url=f"redis://{own_redis.address}/0",
+            health_interval=0.1,
+            redis_timeout=0.5,
+        )
+    )
     await app.start()
     device: Device | None = None
     try:
         await app.ring.wait_for(lambda r: "chat-0" in r.members, 10)
-        group = (await Channels(app.store, app.records, app.delivery.ids, 500).create_group(
-            1, "g", [2])).channel_id
+        group = (
+            await Channels(app.store, app.records, app.delivery.ids, 500).create_group(1, "g", [2])
+        ).channel_id
         device = Device(1, app.address)
         await device.open()
         await device.sent(device.send(group, "before"))
@@ -68,8 +74,9 @@ async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(
         await poll_until(serving)
         # the retry (same client_msg_id) now succeeds, once
         device.send(group, "during", client_msg_id="during")
-        await wait_until(lambda: any(a.client_msg_id == "during" for a in device.acks), 10,
-                         "ack of the retry")
+        await wait_until(
+            lambda: any(a.client_msg_id == "during" for a in device.acks), 10, "ack of the retry"
+        )
         ack = next(a for a in device.acks if a.client_msg_id == "during")
         assert ack.seq == 2 and not ack.duplicate and len(device.send_errors) == 1
     finally:
@@ -82,8 +89,9 @@ async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(
 async def test_lost_etcd_means_not_serving_then_recovery(tmp_path, make_config) -> None:
     own_etcd = etcd_server(tmp_path / "etcd")
     await asyncio.to_thread(own_etcd.start)
-    app = await build(make_config(
-        ChatConfig, instance="chat-0", etcd=own_etcd.address, health_interval=0.1))
+    app = await build(
+        make_config(ChatConfig, instance="chat-0", etcd=own_etcd.address, health_interval=0.1)
+    )
     await app.start()
     try:
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -111,27 +119,38 @@ async def _poll_status(address: str, want: int, seconds: float) -> None:
 async def test_lost_postgres_means_not_serving_and_unavailable_then_recovery(
     make_config, private_postgres, redis
 ) -> None:
-    app = await build(make_config(
-        ChatConfig, instance="chat-0", postgres_url=postgres_url(private_postgres),
-        health_interval=0.1))
+    app = await build(
+        make_config(
+            ChatConfig,
+            instance="chat-0",
+            postgres_url=postgres_url(private_postgres),
+            health_interval=0.1,
+        )
+    )
     await app.start()
     device: Device | None = None
     try:
         await app.ring.wait_for(lambda r: "chat-0" in r.members, 10)
         async with grpc.aio.insecure_channel(app.address) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
-            group = (await stub.CreateGroup(chat_pb2.CreateGroupRequest(
-                name="g", member_ids=[2]), metadata=auth(1))).channel
+            group = (
+                await stub.CreateGroup(
+                    chat_pb2.CreateGroupRequest(name="g", member_ids=[2]), metadata=auth(1)
+                )
+            ).channel
             device = Device(1, app.address)
             await device.open()
             await asyncio.to_thread(private_postgres.stop)
             await _poll_status(app.address, health_pb2.HealthCheckResponse.NOT_SERVING, 10)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.CreateGroup(chat_pb2.CreateGroupRequest(
-                    name="h", member_ids=[2]), metadata=auth(1))
+                await stub.CreateGroup(
+                    chat_pb2.CreateGroupRequest(name="h", member_ids=[2]), metadata=auth(1)
+                )
             details = await error_details(caught.value)
             assert (details.code, details.reason) == (
-                grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+                grpc.StatusCode.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+            )
             # The member set is cached: sends to the group go on without PostgreSQL.
             await device.sent(device.send(group.channel_id, "still sending"))
 

@@ -21,8 +21,10 @@ from tests.waiting import wait_until
 async def test_killed_chat_server_loses_no_acked_message(
     tmp_path, etcd, etcd_prefix, redis_url, redis, database_url
 ) -> None:
-    procs = [chat_process(tmp_path, etcd.address, etcd_prefix, redis_url, database_url,
-                          f"chat-{i}") for i in range(3)]
+    procs = [
+        chat_process(tmp_path, etcd.address, etcd_prefix, redis_url, database_url, f"chat-{i}")
+        for i in range(3)
+    ]
     db = await open_database(database_url, "chat", "chat_svc", 2)
     session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
     await session.start()
@@ -42,8 +44,11 @@ async def test_killed_chat_server_loses_no_acked_message(
         group = (await channels.create_group(sender_id, "g", victims + others)).channel_id
         sender = await open_on_owner(sender_id, ring)
         followers = [Follower(u, ring) for u in victims + others]
-        await wait_until(lambda: all(f.streams and f.streams[-1].synced for f in followers),
-                         10, "receivers connected")
+        await wait_until(
+            lambda: all(f.streams and f.streams[-1].synced for f in followers),
+            10,
+            "receivers connected",
+        )
         total, kill_at = 60, 20
         for i in range(total):
             if i == kill_at:
@@ -60,8 +65,9 @@ async def test_killed_chat_server_loses_no_acked_message(
         moved = [f for f in followers if f.user_id in victims]
         assert all(len(f.streams) >= 2 for f in moved)  # they really reconnected
         # a fresh device's full sync has every acked message exactly once, in order
-        fresh = Device(victims[0], ring.ring.owner(victims[0]).address, device_id="fresh",
-                       cursor="0-0")
+        fresh = Device(
+            victims[0], ring.ring.owner(victims[0]).address, device_id="fresh", cursor="0-0"
+        )
         await fresh.open()
         assert fresh.texts() == expected
         await fresh.close()

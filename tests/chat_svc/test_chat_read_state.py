@@ -14,7 +14,8 @@ async def _unread(address: str, user: int, channel: int) -> tuple[int, int]:
     """(read_seq, unread_count) of ``channel`` in ``user``'s ListChannels."""
     async with grpc.aio.insecure_channel(address) as ch:
         reply = await chat_pb2_grpc.ChatServiceStub(ch).ListChannels(
-            chat_pb2.ListChannelsRequest(), metadata=auth(user))
+            chat_pb2.ListChannelsRequest(), metadata=auth(user)
+        )
     [found] = [c for c in reply.channels if c.channel_id == channel]
     return found.read_seq, found.unread_count
 

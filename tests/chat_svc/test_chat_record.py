@@ -18,10 +18,16 @@ async def test_groups_and_membership_survive_a_wiped_redis_and_restart(
     owner, member, removed, outsider = users_on(apps, "chat-0", 4)
     async with grpc.aio.insecure_channel(apps[0].address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
-        group = (await stub.CreateGroup(chat_pb2.CreateGroupRequest(
-            name="kept", member_ids=[member, removed]), metadata=auth(owner))).channel
-        await stub.RemoveMembers(chat_pb2.RemoveMembersRequest(
-            channel_id=group.channel_id, user_ids=[removed]), metadata=auth(owner))
+        group = (
+            await stub.CreateGroup(
+                chat_pb2.CreateGroupRequest(name="kept", member_ids=[member, removed]),
+                metadata=auth(owner),
+            )
+        ).channel
+        await stub.RemoveMembers(
+            chat_pb2.RemoveMembersRequest(channel_id=group.channel_id, user_ids=[removed]),
+            metadata=auth(owner),
+        )
     await apps[0].stop()
     await redis.flushall()
 
@@ -39,8 +45,9 @@ async def test_groups_and_membership_survive_a_wiped_redis_and_restart(
             d.send(group.channel_id, "let me in")
             await wait_until(lambda d=d: len(d.send_errors) == 1, what="refusal")
             assert d.send_errors[0].reason == "NOT_A_MEMBER"
-        history = await stub.GetHistory(chat_pb2.GetHistoryRequest(
-            channel_id=group.channel_id), metadata=auth(owner))
+        history = await stub.GetHistory(
+            chat_pb2.GetHistoryRequest(channel_id=group.channel_id), metadata=auth(owner)
+        )
         assert [msg.text for msg in history.messages] == ["still here"]
 
 
@@ -51,14 +58,18 @@ async def test_a_send_refills_a_lost_member_cache_and_a_direct_channel_reopens(
     owner, member = users_on(apps, "chat-0", 2)
     async with grpc.aio.insecure_channel(apps[0].address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
-        direct = (await stub.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=member), metadata=auth(owner)
-        )).channel
+        direct = (
+            await stub.OpenDirectChannel(
+                chat_pb2.OpenDirectChannelRequest(peer_user_id=member), metadata=auth(owner)
+            )
+        ).channel
         await redis.flushall()
         o = await devices(owner, apps[0].address)
         await o.sent(o.send(direct.channel_id, "hi"))
-        reopened = (await stub.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=owner), metadata=auth(member)
-        )).channel
+        reopened = (
+            await stub.OpenDirectChannel(
+                chat_pb2.OpenDirectChannelRequest(peer_user_id=owner), metadata=auth(member)
+            )
+        ).channel
         assert reopened.channel_id == direct.channel_id
         assert reopened.member_count == 2

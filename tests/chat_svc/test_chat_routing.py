@@ -45,8 +45,9 @@ async def test_peer_service_refuses_user_tokens(chat_cluster) -> None:
             await stub.Deliver(chat_pb2.DeliverRequest(), metadata=auth(1))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         service = apps[0].host.authority.issue_service("chat").token
-        reply = await stub.Deliver(chat_pb2.DeliverRequest(),
-                                   metadata=(("authorization", f"Bearer {service}"),))
+        reply = await stub.Deliver(
+            chat_pb2.DeliverRequest(), metadata=(("authorization", f"Bearer {service}"),)
+        )
         assert list(reply.offline_user_ids) == []
 
 
@@ -55,10 +56,10 @@ async def test_new_chat_server_moves_users_who_reconnect_without_loss(
 ) -> None:
     apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
     # owners depend on instance names only, so the 3-server ring is known in advance
-    future = Ring.build({**apps[0].ring.ring.members,
-                         "chat-2": Member("chat", "chat-2", "unknown:0")})
-    sender = next(u for u in users_on(apps, "chat-0", 50)
-                  if future.owner(u).instance == "chat-0")
+    future = Ring.build(
+        {**apps[0].ring.ring.members, "chat-2": Member("chat", "chat-2", "unknown:0")}
+    )
+    sender = next(u for u in users_on(apps, "chat-0", 50) if future.owner(u).instance == "chat-0")
     receivers = users_on(apps, "chat-1", 12, start=1000)
     channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     group = (await channels.create_group(sender, "all", receivers)).channel_id
@@ -87,8 +88,9 @@ async def test_new_chat_server_moves_users_who_reconnect_without_loss(
     await wait_until(lambda: len(s.acks) == total, 10, "every ack")
     expected = [f"m{i}" for i in range(total)]
     for uid, opened in streams.items():
-        await wait_until(lambda o=opened: sum(len(d.messages) for d in o) >= total, 10,
-                         f"user {uid}")
+        await wait_until(
+            lambda o=opened: sum(len(d.messages) for d in o) >= total, 10, f"user {uid}"
+        )
         got = [m.text for d in opened for m in d.messages]
         assert got == expected, uid
 
@@ -112,11 +114,10 @@ asyncio.run(main())
 """
 
 
-async def test_slow_consumer_is_cut_off_while_others_keep_receiving(
-    chat_cluster, devices
-) -> None:
-    apps = await chat_cluster(1, outbound_queue=8, send_rate=10_000.0, send_burst=10_000,
-                              max_message_chars=60_000)
+async def test_slow_consumer_is_cut_off_while_others_keep_receiving(chat_cluster, devices) -> None:
+    apps = await chat_cluster(
+        1, outbound_queue=8, send_rate=10_000.0, send_burst=10_000, max_message_chars=60_000
+    )
     sender, fast, slow = 1, 2, 3
     channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     group = (await channels.create_group(sender, "g", [fast, slow])).channel_id
@@ -126,7 +127,8 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(
     # full, the server cannot write to it and its outbound queue fills.
     argv = [sys.executable, "-c", SLOW_CLIENT, apps[0].address, token(slow)]
     proc = subprocess.Popen(  # noqa: ASYNC220 - a plain child, waited on in a thread
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         await wait_until(lambda: bool(apps[0].hub.devices(slow)), 20, "slow device registered")
         [stream] = apps[0].hub.devices(slow)
@@ -191,12 +193,11 @@ async def test_message_routed_by_a_lagging_ring_still_reaches_the_device_on_its_
     chat_cluster, devices, make_config
 ) -> None:
     apps = await chat_cluster(2)
-    future = Ring.build({**apps[0].ring.ring.members,
-                         "chat-2": Member("chat", "chat-2", "unknown:0")})
-    sender = next(u for u in users_on(apps, "chat-0", 50)
-                  if future.owner(u).instance == "chat-0")
-    mover = next(u for u in users_on(apps, "chat-1", 200)
-                 if future.owner(u).instance == "chat-2")
+    future = Ring.build(
+        {**apps[0].ring.ring.members, "chat-2": Member("chat", "chat-2", "unknown:0")}
+    )
+    sender = next(u for u in users_on(apps, "chat-0", 50) if future.owner(u).instance == "chat-0")
+    mover = next(u for u in users_on(apps, "chat-1", 200) if future.owner(u).instance == "chat-2")
     channel = await open_direct(apps[0].address, sender, mover)
     s = await devices(sender, apps[0].address)
     slow_ring_watch(apps[0], 3.0)  # chat-0 (the sender's server) learns of chat-2 late
@@ -208,8 +209,11 @@ async def test_message_routed_by_a_lagging_ring_still_reaches_the_device_on_its_
         m = await devices(mover, joiner.address)  # synced on its new owner
         assert "chat-2" not in apps[0].ring.ring.members, "chat-0's ring should still lag"
         await s.sent(s.send(channel, "routed by an old ring"))  # pushed to chat-1: no device
-        await wait_until(lambda: m.texts() == ["routed by an old ring"], 10,
-                         "the re-push once chat-0's ring moved on")
+        await wait_until(
+            lambda: m.texts() == ["routed by an old ring"],
+            10,
+            "the re-push once chat-0's ring moved on",
+        )
         assert "chat-2" in apps[0].ring.ring.members
     finally:
         await joiner.stop()

@@ -14,8 +14,10 @@ SENDER, FIRST, LAST = 11, 12, 19  # the last member's inbox is written last
 
 
 async def _failed(device: Device, cmid: str) -> None:
-    await wait_until(lambda: any(e.client_msg_id == cmid for e in device.send_errors),
-                     what=f"send_error for {cmid}")
+    await wait_until(
+        lambda: any(e.client_msg_id == cmid for e in device.send_errors),
+        what=f"send_error for {cmid}",
+    )
 
 
 @pytest.mark.parametrize("fault", ["last_inbox_wrong_type", "history_ahead_of_seq"])

@@ -20,7 +20,9 @@ async def test_one_stream_past_the_bound_is_refused_and_others_are_unaffected(
     assert third.error is not None
     details = await error_details(third.error)
     assert (details.code, details.reason) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS")
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_STREAMS",
+    )
     assert details.metadata["limit"] == "2"
     assert (await devices(2, app.address)).synced  # another user is unaffected
     await first.close()  # a closed stream frees its slot (once the server sees it end)

@@ -97,9 +97,18 @@ async def test_pushes_arriving_out_of_order_are_delivered_in_inbox_order(
     bob = await devices(2, app.address)
     stored = []
     for i in range(4):  # store without pushing, then push the first three in reverse order
-        stored.append(await app.store.store_message(
-            sender_id=1, channel_id=channel, message_id=app.delivery.ids.next_id(),
-            client_msg_id=f"o{i}", text=f"m{i}", created_ms=1, rate=100.0, burst=100))
+        stored.append(
+            await app.store.store_message(
+                sender_id=1,
+                channel_id=channel,
+                message_id=app.delivery.ids.next_id(),
+                client_msg_id=f"o{i}",
+                text=f"m{i}",
+                created_ms=1,
+                rate=100.0,
+                burst=100,
+            )
+        )
     entries = [next(e for e in out.entries if e.user_id == 2) for out in stored]
     for entry in reversed(entries[:3]):
         app.hub.deliver(2, entry)
@@ -117,5 +126,6 @@ async def test_hello_cursor_that_is_no_stream_id_is_bad_cursor(chat_cluster, dev
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await devices(user, apps[0].address, device_id=f"d{n}", cursor=cursor)
         details = await error_details(err.value)
-        assert (details.code, details.reason) == (
-            grpc.StatusCode.INVALID_ARGUMENT, "BAD_CURSOR"), cursor
+        assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BAD_CURSOR"), (
+            cursor
+        )

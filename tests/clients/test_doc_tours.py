@@ -23,13 +23,22 @@ def tour(page: str, name: str) -> str:
 async def run_tour(system: System, tmp_path: Path, page: str, name: str) -> str:
     env = {
         **os.environ,
-        "FEEDCHAT_ETCD": system.etcd, "FEEDCHAT_ETCD_PREFIX": system.prefix,
+        "FEEDCHAT_ETCD": system.etcd,
+        "FEEDCHAT_ETCD_PREFIX": system.prefix,
         "FEEDCHAT_SESSION": str(tmp_path / "session.json"),
         **{s.upper(): h.address for s, h in system.hosts.items()},
     }
     process = await asyncio.create_subprocess_exec(
-        "bash", "-euo", "pipefail", "-c", tour(page, name), cwd=DOCS.parent, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        tour(page, name),
+        cwd=DOCS.parent,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 90)
     assert process.returncode == 0, f"{page} {name}:\n{err.decode()}"
     return out.decode()

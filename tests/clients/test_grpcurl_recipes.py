@@ -34,16 +34,22 @@ class Runner:
         self.env = env
         self.recipes = recipes()
 
-    async def run(self, name: str, streaming: bool = False,
-                  **env: str) -> list[dict[str, Any]]:
+    async def run(self, name: str, streaming: bool = False, **env: str) -> list[dict[str, Any]]:
         return await self.run_env(name, env, streaming)
 
-    async def run_env(self, name: str, env: dict[str, str],
-                      streaming: bool = False) -> list[dict[str, Any]]:
+    async def run_env(
+        self, name: str, env: dict[str, str], streaming: bool = False
+    ) -> list[dict[str, Any]]:
         process = await asyncio.create_subprocess_exec(
-            "bash", "-euo", "pipefail", "-c", self.recipes[name],
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            self.recipes[name],
             env={**self.env, **env},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(process.communicate(), 30)
         if streaming:  # -max-time ends the stream: grpcurl reports DeadlineExceeded
             assert process.returncode == 0 or b"DeadlineExceeded" in err, err.decode()
@@ -64,16 +70,34 @@ class Runner:
 async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System) -> None:
     await system.start(chat_servers=2, presence=True, notify=True)
     bindir = str(Path(sys.executable).parent)
-    runner = Runner({
-        "PATH": f"{bindir}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp"),
-        "ACCOUNT": system.address("account"), "FEED": system.address("feed"),
-        "PRESENCE": system.address("presence"), "ROUTER": system.address("router"),
-        "NOTIFY": system.address("notify"),
-        "PASSWORD": "correct horse",
-    })
-    assert set(runner.recipes) == {"signup", "login", "refresh", "lookup", "post", "follow",
-                                   "feed", "presence", "route", "chat-send", "chat-read",
-                                   "login-token", "chat-address", "notifications"}
+    runner = Runner(
+        {
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "ACCOUNT": system.address("account"),
+            "FEED": system.address("feed"),
+            "PRESENCE": system.address("presence"),
+            "ROUTER": system.address("router"),
+            "NOTIFY": system.address("notify"),
+            "PASSWORD": "correct horse",
+        }
+    )
+    assert set(runner.recipes) == {
+        "signup",
+        "login",
+        "refresh",
+        "lookup",
+        "post",
+        "follow",
+        "feed",
+        "presence",
+        "route",
+        "chat-send",
+        "chat-read",
+        "login-token",
+        "chat-address",
+        "notifications",
+    }
     tag = uuid.uuid4().hex[:6]
     alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
 
@@ -102,12 +126,12 @@ async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System)
     assert followed == {"changed": True}
 
     [feed] = await runner.run("feed", TOKEN=token_a)
-    assert [(p["post_id"], p["text"]) for p in feed["posts"]] == [
-        (posted["post"]["post_id"], text)]
+    assert [(p["post_id"], p["text"]) for p in feed["posts"]] == [(posted["post"]["post_id"], text)]
 
     [presence] = await runner.run("presence", TOKEN=token_a, PEER_ID=bob["user_id"])
     assert [(p["user_id"], p["status"]) for p in presence["presences"]] == [
-        (bob["user_id"], "PRESENCE_STATUS_OFFLINE")]
+        (bob["user_id"], "PRESENCE_STATUS_OFFLINE")
+    ]
 
     [route] = await runner.run("route", TOKEN=token_a, USER_ID=alice["user_id"])
     owner = system.owner(int(alice["user_id"]))
@@ -116,19 +140,22 @@ async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System)
     chat = await runner.capture("chat-address", "CHAT", TOKEN=token_a, USER_ID=alice["user_id"])
     assert chat == owner.address
     said = f"hello bob {tag}"
-    frames = await runner.run("chat-send", streaming=True, TOKEN=token_a, CHAT=chat,
-                              PEER_ID=bob["user_id"], TEXT=said)
+    frames = await runner.run(
+        "chat-send", streaming=True, TOKEN=token_a, CHAT=chat, PEER_ID=bob["user_id"], TEXT=said
+    )
     kinds = [next(iter(f)) for f in frames]
     assert "sync_complete" in kinds and kinds.count("send_ack") == 1, frames
     ack = next(f["send_ack"] for f in frames if "send_ack" in f)
     assert ack["message_id"] and ack["seq"] == "1"
 
     [bob_route] = await runner.run("route", TOKEN=bob["access_token"], USER_ID=bob["user_id"])
-    frames = await runner.run("chat-read", streaming=True, TOKEN=bob["access_token"],
-                              CHAT=bob_route["address"])
+    frames = await runner.run(
+        "chat-read", streaming=True, TOKEN=bob["access_token"], CHAT=bob_route["address"]
+    )
     messages = [f["message"] for f in frames if "message" in f]
     assert [(m["sender_id"], m["text"], m["message_id"]) for m in messages] == [
-        (alice["user_id"], said, ack["message_id"])]
+        (alice["user_id"], said, ack["message_id"])
+    ]
     assert frames[-1]["sync_complete"]["replayed"] == 1
 
     # Bob had no stream when alice wrote: notify_svc holds a notification for him (its
@@ -141,4 +168,5 @@ async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System)
             break
         await asyncio.sleep(0.2)
     assert [(n["sender_id"], n["preview"], n["last_message_id"]) for n in notes] == [
-        (alice["user_id"], said, ack["message_id"])]
+        (alice["user_id"], said, ack["message_id"])
+    ]

@@ -25,8 +25,11 @@ def node_client() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node and npm, "node and npm are needed (Node 18+)"
     if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        subprocess.run([npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund",
-                        "--loglevel=error"], check=True, timeout=300)
+        subprocess.run(
+            [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
+            check=True,
+            timeout=300,
+        )
     return NODE_DIR
 
 
@@ -40,7 +43,8 @@ async def _events(process: asyncio.subprocess.Process) -> Any:
 
 
 async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
-    system: System, node_client: Path,
+    system: System,
+    node_client: Path,
 ) -> None:
     await system.start(chat_servers=2)
     py = system.client()
@@ -59,8 +63,12 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
         "expectReply": f"hello back from python {tag}",
     }
     process = await asyncio.create_subprocess_exec(
-        "node", str(node_client / "examples" / "e2e.js"), json.dumps(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "node",
+        str(node_client / "examples" / "e2e.js"),
+        json.dumps(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     seen: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(40):
@@ -74,7 +82,10 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
             async with py.chat.connection("py-e2e") as conn:
                 message = await conn.next_message(30)
                 assert (message.sender_id, message.channel_id, message.text) == (
-                    node_user, channel.channel_id, config["send"])
+                    node_user,
+                    channel.channel_id,
+                    config["send"],
+                )
                 await conn.send(channel.channel_id, config["expectReply"], timeout=10)
                 async for event in events:
                     seen.append(event)
@@ -97,12 +108,16 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
     assert int(by_kind["sent"]["message_id"]) == message.message_id
     # Node started at the wrong chat server and followed the redirect to the owner.
     assert by_kind["chat"]["redirects"] == 1
-    assert by_kind["chat"]["instance"] == by_kind["chat"]["owner"] == system.owner(
-        node_user).config.instance
+    assert (
+        by_kind["chat"]["instance"]
+        == by_kind["chat"]["owner"]
+        == system.owner(node_user).config.instance
+    )
 
 
 async def test_the_node_snippet_in_the_docs_runs_as_written(
-    system: System, node_client: Path,
+    system: System,
+    node_client: Path,
 ) -> None:
     doc = (NODE_DIR.parents[1] / "docs" / "clients.md").read_text()
     snippet = doc.split("<!-- node-snippet -->\n```js\n", 1)[1].split("```", 1)[0]
@@ -111,10 +126,19 @@ async def test_the_node_snippet_in_the_docs_runs_as_written(
     await carol.session.sign_up("carol", "correct horse")
     await bob.session.sign_up("bob", "correct horse")
     process = await asyncio.create_subprocess_exec(
-        "node", "-e", snippet, cwd=NODE_DIR.parents[1],
-        env={**os.environ, "FEEDCHAT_ACCOUNT": system.address("account"),
-             "FEEDCHAT_FEED": system.address("feed"), "FEEDCHAT_ROUTER": system.address("router")},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "node",
+        "-e",
+        snippet,
+        cwd=NODE_DIR.parents[1],
+        env={
+            **os.environ,
+            "FEEDCHAT_ACCOUNT": system.address("account"),
+            "FEEDCHAT_FEED": system.address("feed"),
+            "FEEDCHAT_ROUTER": system.address("router"),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 40)
     assert process.returncode == 0, err.decode()
     lines = out.decode().splitlines()
@@ -123,4 +147,5 @@ async def test_the_node_snippet_in_the_docs_runs_as_written(
     [message], _ = await bob.chat.history(channel.channel_id)
     assert (message.sender_id, message.text) == (carol.session.user_id, "hi bob")
     assert [p.text for p in (await bob.feed.user_posts(carol.session.user_id)).posts] == [
-        "hello from node"]
+        "hello from node"
+    ]

@@ -48,7 +48,6 @@ def service_metadata(name: str = "ops") -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {AUTHORITY.issue_service(name).token}"),)
 
 
-
 @dataclass
 class Client:
     """One user's view of the feed service."""
@@ -109,8 +108,9 @@ class System:
         """A real account (so it can be followed and shown as an author)."""
         username = name or f"user{next(_names)}"
         reply = await self.accounts.SignUp(
-            account_pb2.SignUpRequest(username=username, password="correct horse battery",
-                                      display_name=username.title())
+            account_pb2.SignUpRequest(
+                username=username, password="correct horse battery", display_name=username.title()
+            )
         )
         return Client(reply.user_id, self.stub)
 
@@ -136,12 +136,17 @@ async def start_system(
     hosts: list[ServiceHost] = []
 
     async def start(
-        on_batch: BatchHook | None = None, account: dict[str, Any] | None = None,
+        on_batch: BatchHook | None = None,
+        account: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> System:
         account_config = make_config(
-            AccountConfig, argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1,
-            instance=f"account-{next(_names)}", **(account or {}),
+            AccountConfig,
+            argon2_time_cost=1,
+            argon2_memory_kib=1024,
+            argon2_parallelism=1,
+            instance=f"account-{next(_names)}",
+            **(account or {}),
         )
         account_host = await build_account(account_config)
         await account_host.start()

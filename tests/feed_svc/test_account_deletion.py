@@ -59,8 +59,7 @@ async def test_deleted_authors_posts_leave_followers_feeds_and_older_posts_stay(
     assert await reader.feed_ids() == [p.post_id for p in reversed(kept)]
     for post in gone:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await system.stub.GetPost(pb.GetPostRequest(post_id=post.post_id),
-                                      metadata=reader.md)
+            await system.stub.GetPost(pb.GetPostRequest(post_id=post.post_id), metadata=reader.md)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert await _followers(system, leaving.user_id) == []
     assert await _followers(system, staying.user_id) == [reader.user_id]
@@ -68,8 +67,7 @@ async def test_deleted_authors_posts_leave_followers_feeds_and_older_posts_stay(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await leaving.post("after deletion")
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED,
-                                              "ACCOUNT_DELETED")
+    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACCOUNT_DELETED")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await leaving.follow(reader.user_id)
     assert (await error_details(caught.value)).reason == "ACCOUNT_DELETED"
@@ -83,8 +81,7 @@ async def test_deleted_celebrity_leaves_pulled_feeds(start_system: StartSystem) 
     for fan in fans:
         await fan.follow(star.user_id)
     posts = [await star.post(f"star {i}") for i in range(2)]
-    assert (await fanout_done(system, posts[-1].post_id)).state == (
-        pb.FANOUT_STATE_PULLED_AT_READ)
+    assert (await fanout_done(system, posts[-1].post_id)).state == (pb.FANOUT_STATE_PULLED_AT_READ)
     for fan in fans:
         assert set(await fan.feed_ids()) == {p.post_id for p in posts}
     await _delete_account(system, star)
@@ -126,14 +123,17 @@ async def test_delete_user_content_is_service_only_and_needs_a_user_id(
     await user.post("still here")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await system.stub.DeleteUserContent(
-            pb.DeleteUserContentRequest(user_id=user.user_id), metadata=user.md)
+            pb.DeleteUserContentRequest(user_id=user.user_id), metadata=user.md
+        )
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED,
-                                              "SERVICE_ONLY")
+    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_ONLY")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await system.stub.DeleteUserContent(
-            pb.DeleteUserContentRequest(user_id=0), metadata=service_metadata())
+            pb.DeleteUserContentRequest(user_id=0), metadata=service_metadata()
+        )
     details = await error_details(caught.value)
     assert (details.code, details.field_violations[0][0]) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "user_id")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "user_id",
+    )
     await user.post("the refused calls removed nothing")

@@ -32,7 +32,8 @@ async def test_unfollow_at_the_cache_cap_keeps_every_post_of_the_others(
         assert await reader.feed_ids(page_size=7) == everything  # 24 posts, cache holds 10
     for reader, gone in zip(readers, authors, strict=True):
         assert await reader.unfollow(gone.user_id) is True
-        kept = sorted((i for a, ids in posts.items() if a != gone.user_id for i in ids),
-                      reverse=True)
+        kept = sorted(
+            (i for a, ids in posts.items() if a != gone.user_id for i in ids), reverse=True
+        )
         for size in (1, 4, 100):
             assert await reader.feed_ids(page_size=size) == kept

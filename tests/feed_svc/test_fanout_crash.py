@@ -66,8 +66,7 @@ async def test_killed_worker_job_completes_once(start_system: StartSystem) -> No
         rescue_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await rescue_task
-    assert (status.followers_total, status.followers_done, status.followers_pending) == (
-        95, 95, 0)
+    assert (status.followers_total, status.followers_done, status.followers_pending) == (95, 95, 0)
     member = f"{post.post_id:020d}:{author.user_id}"
     for fan in fans:
         assert await entries_of(system, fan) == [member]
@@ -83,15 +82,37 @@ async def test_sigkilled_worker_process_job_is_claimed_and_finished(
     fans = await followers(system, author.user_id, 1200, 20000)
     config = system.config
     argv = [
-        sys.executable, "-m", "feed_svc.worker", "--redis-url", config.redis_url,
-        "--postgres-url", config.postgres_url,
-        "--etcd", config.etcd, "--dev", "--instance", "victim", "--fanout-workers", "1",
-        "--fanout-chunk", "400", "--fanout-batch", "1", "--fanout-block", "0.2",
-        "--fanout-claim-idle", "30", "--log-format", "text",
+        sys.executable,
+        "-m",
+        "feed_svc.worker",
+        "--redis-url",
+        config.redis_url,
+        "--postgres-url",
+        config.postgres_url,
+        "--etcd",
+        config.etcd,
+        "--dev",
+        "--instance",
+        "victim",
+        "--fanout-workers",
+        "1",
+        "--fanout-chunk",
+        "400",
+        "--fanout-batch",
+        "1",
+        "--fanout-block",
+        "0.2",
+        "--fanout-claim-idle",
+        "30",
+        "--log-format",
+        "text",
     ]
     victim = await asyncio.create_subprocess_exec(
-        *argv, cwd=repo_root, env=dict(os.environ),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        *argv,
+        cwd=repo_root,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         post = await author.post("one follower per round trip: slow enough to kill")
@@ -111,8 +132,9 @@ async def test_sigkilled_worker_process_job_is_claimed_and_finished(
     progress = await system.feed_app.store.progress(post.post_id)
     assert "finished_ms" not in progress
 
-    rescuer = FanoutWorker(system.feed_app.store, FanoutSettings.from_config(system.config),
-                           "rescuer")
+    rescuer = FanoutWorker(
+        system.feed_app.store, FanoutSettings.from_config(system.config), "rescuer"
+    )
     rescue_task = asyncio.create_task(rescuer.run())
     try:
         status = await fanout_done(system, post.post_id, timeout=30)
@@ -121,7 +143,10 @@ async def test_sigkilled_worker_process_job_is_claimed_and_finished(
         with contextlib.suppress(asyncio.CancelledError):
             await rescue_task
     assert (status.state, status.followers_total, status.followers_done) == (
-        pb.FANOUT_STATE_DONE, 1200, 1200)
+        pb.FANOUT_STATE_DONE,
+        1200,
+        1200,
+    )
     member = f"{post.post_id:020d}:{author.user_id}"
     pipe = system.feed_app.redis.pipeline(transaction=False)
     for fan in fans:
@@ -140,8 +165,7 @@ async def test_workers_recreate_a_lost_queue(system: System) -> None:
 
 
 async def test_dead_workers_names_leave_the_group(start_system: StartSystem) -> None:
-    system = await start_system(fanout_workers=0, fanout_claim_idle=0.3,
-                                fanout_consumer_expiry=0.5)
+    system = await start_system(fanout_workers=0, fanout_claim_idle=0.3, fanout_consumer_expiry=0.5)
     settings = FanoutSettings.from_config(system.config)
     store = system.feed_app.store
     author = await system.sign_up()
@@ -156,6 +180,7 @@ async def test_dead_workers_names_leave_the_group(start_system: StartSystem) -> 
     survivor = FanoutWorker(store, settings, "survivor")
     task = asyncio.create_task(survivor.run())
     try:
+
         async def ghost_gone() -> bool:
             consumers = await store.redis.xinfo_consumers(JOBS_KEY, GROUP)
             return b"ghost" not in [c["name"] for c in consumers]

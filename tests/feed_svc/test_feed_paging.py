@@ -82,8 +82,10 @@ async def test_default_and_bounded_page_sizes(system: System) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await reader.feed(size)
         details = await error_details(caught.value)
-        assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                                  "PAGE_SIZE_OUT_OF_RANGE")
+        assert (details.code, details.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "PAGE_SIZE_OUT_OF_RANGE",
+        )
 
 
 async def test_page_tokens_are_checked(system: System) -> None:
@@ -93,16 +95,25 @@ async def test_page_tokens_are_checked(system: System) -> None:
     await post_all(system, author, 4, "p")
     token = (await reader.feed(2)).next_page_token
     assert token
-    posts_token = (await system.stub.ListUserPosts(
-        pb.ListUserPostsRequest(user_id=author.user_id, page_size=1), metadata=reader.md
-    )).next_page_token
+    posts_token = (
+        await system.stub.ListUserPosts(
+            pb.ListUserPostsRequest(user_id=author.user_id, page_size=1), metadata=reader.md
+        )
+    ).next_page_token
     flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
-    for bad, who in [("garbage!", reader), (flipped, reader), (token, other),
-                     (posts_token, reader), ("x" * 500, reader)]:
+    for bad, who in [
+        ("garbage!", reader),
+        (flipped, reader),
+        (token, other),
+        (posts_token, reader),
+        ("x" * 500, reader),
+    ]:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await who.feed(2, bad)
         details = await error_details(caught.value)
-        assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                                  "PAGE_TOKEN_INVALID")
+        assert (details.code, details.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "PAGE_TOKEN_INVALID",
+        )
         assert details.field_violations[0][0] == "page_token"
     assert len((await reader.feed(2, token)).posts) == 2

@@ -29,8 +29,10 @@ async def test_following_yourself_is_invalid(system: System) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await alice.follow(alice.user_id)
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                              "CANNOT_FOLLOW_SELF")
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "CANNOT_FOLLOW_SELF",
+    )
     assert details.field_violations == [("user_id", "a user cannot follow themselves")]
 
 
@@ -39,7 +41,8 @@ async def test_repeated_follow_and_unfollow_are_idempotent(system: System) -> No
     assert await alice.follow(bob.user_id) is True
     assert await alice.follow(bob.user_id) is False
     followers = await system.stub.ListFollowers(
-        pb.ListFollowersRequest(user_id=bob.user_id), metadata=alice.md)
+        pb.ListFollowersRequest(user_id=bob.user_id), metadata=alice.md
+    )
     assert (list(followers.user_ids), followers.total_count) == ([alice.user_id], 1)
     assert await alice.unfollow(bob.user_id) is True
     assert await alice.unfollow(bob.user_id) is False
@@ -77,8 +80,10 @@ async def test_following_limit_is_enforced(start_system: StartSystem) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await alice.follow(others[2].user_id)
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                              "TOO_MANY_FOLLOWING")
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_FOLLOWING",
+    )
 
 
 async def test_follow_merges_recent_posts_and_unfollow_removes_them(system: System) -> None:
@@ -110,11 +115,13 @@ async def test_services_may_list_a_named_users_graph(system: System) -> None:
     alice, bob = await system.sign_up(), await system.sign_up()
     await alice.follow(bob.user_id)
     following = await system.stub.ListFollowing(
-        pb.ListFollowingRequest(user_id=alice.user_id), metadata=service_metadata("presence"))
+        pb.ListFollowingRequest(user_id=alice.user_id), metadata=service_metadata("presence")
+    )
     assert list(following.user_ids) == [bob.user_id]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await system.stub.ListFollowers(pb.ListFollowersRequest(),
-                                        metadata=service_metadata("presence"))
+        await system.stub.ListFollowers(
+            pb.ListFollowersRequest(), metadata=service_metadata("presence")
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await system.stub.GetFeed(pb.GetFeedRequest(), metadata=service_metadata("presence"))

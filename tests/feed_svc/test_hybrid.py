@@ -33,9 +33,13 @@ async def test_fanout_splits_into_chunks_and_reaches_every_active_follower(
     await make_active(system, fans)
     post = await author.post("to everyone")
     status = await fanout_done(system, post.post_id)
-    assert (status.state, status.followers_total, status.followers_done,
-            status.followers_pending, status.followers_skipped_inactive) == (
-        pb.FANOUT_STATE_DONE, 95, 95, 0, 0)
+    assert (
+        status.state,
+        status.followers_total,
+        status.followers_done,
+        status.followers_pending,
+        status.followers_skipped_inactive,
+    ) == (pb.FANOUT_STATE_DONE, 95, 95, 0, 0)
     assert status.lag_ms >= 0
     for fan in fans:
         assert await cached_ids(system, fan) == [post.post_id]
@@ -62,7 +66,10 @@ async def test_celebrity_posts_are_pulled_at_read_time(start_system: StartSystem
         assert await cached_ids(system, reader.user_id) == [early.post_id, late.post_id]
         page = await reader.feed()
         assert [p.post_id for p in page.posts] == [
-            late.post_id, celebrity_post.post_id, early.post_id]
+            late.post_id,
+            celebrity_post.post_id,
+            early.post_id,
+        ]
         assert page.posts[1].author.username == "star"
 
 

@@ -63,15 +63,17 @@ async def test_opted_in_follower_gets_one_alert_with_the_contract_fields(
     post = await author.post(text)
     await fanout_done(system, post.post_id)
     await jobs_drained(system)
-    assert await alerts_for(redis, post.post_id) == [{
-        "kind": "feed_post",
-        "user_id": str(fan.user_id),
-        "channel_id": str(author.user_id),
-        "message_id": str(post.post_id),
-        "sender_id": str(author.user_id),
-        "preview": text[:140],
-        "created_ms": str(timestamp_ms(post.post_id)),
-    }]
+    assert await alerts_for(redis, post.post_id) == [
+        {
+            "kind": "feed_post",
+            "user_id": str(fan.user_id),
+            "channel_id": str(author.user_id),
+            "message_id": str(post.post_id),
+            "sender_id": str(author.user_id),
+            "preview": text[:140],
+            "created_ms": str(timestamp_ms(post.post_id)),
+        }
+    ]
 
 
 async def test_author_without_opted_in_followers_queues_no_alert_job(
@@ -160,11 +162,17 @@ async def test_alerts_without_following_or_for_self_or_unknown_users_are_refused
 ) -> None:
     author, fan = await system.sign_up(), await system.sign_up()
     assert await _refused(set_alerts(fan, author.user_id)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "NOT_FOLLOWING")
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "NOT_FOLLOWING",
+    )
     assert await _refused(set_alerts(fan, fan.user_id)) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "CANNOT_ALERT_SELF")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "CANNOT_ALERT_SELF",
+    )
     assert await _refused(set_alerts(fan, 987654321987)) == (
-        grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+        grpc.StatusCode.NOT_FOUND,
+        "USER_NOT_FOUND",
+    )
     assert (await _refused(set_alerts(fan, 0)))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert await list_alerts(fan) == []
 
@@ -179,7 +187,9 @@ async def test_alert_limit_per_user_is_enforced(start_system: StartSystem) -> No
     await set_alerts(fan, authors[1].user_id)
     await set_alerts(fan, authors[1].user_id)  # idempotent, not counted twice
     assert await _refused(set_alerts(fan, authors[2].user_id)) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_POST_ALERTS")
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_POST_ALERTS",
+    )
     assert await list_alerts(fan) == sorted([authors[0].user_id, authors[1].user_id])
 
 

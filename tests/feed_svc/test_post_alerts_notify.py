@@ -38,8 +38,11 @@ async def test_post_alert_reaches_the_opted_in_followers_webhook(
     post = await author.post("a post worth an alert")
 
     def pushes() -> list[dict[str, object]]:
-        return [r.json() for r in receiver.delivered
-                if r.json()["notification"]["id"] == str(post.post_id)]
+        return [
+            r.json()
+            for r in receiver.delivered
+            if r.json()["notification"]["id"] == str(post.post_id)
+        ]
 
     (push,) = await wait_until(pushes)
     assert push["user_id"] == str(fan.user_id)
@@ -47,4 +50,8 @@ async def test_post_alert_reaches_the_opted_in_followers_webhook(
     note = push["notification"]
     assert isinstance(note, dict)
     assert (note["kind"], note["sender_id"], note["channel_id"], note["preview"]) == (
-        "feed_post", str(author.user_id), str(author.user_id), "a post worth an alert")
+        "feed_post",
+        str(author.user_id),
+        str(author.user_id),
+        "a post worth an alert",
+    )

@@ -15,13 +15,15 @@ from tests.feed_svc.conftest import Client, StartSystem, System
 
 async def create(client: Client, text: str, request_id: str) -> pb.Post:
     reply = await client.stub.CreatePost(
-        pb.CreatePostRequest(text=text, request_id=request_id), metadata=client.md)
+        pb.CreatePostRequest(text=text, request_id=request_id), metadata=client.md
+    )
     return reply.post
 
 
 async def post_ids(system: System, client: Client) -> list[int]:
     page = await system.stub.ListUserPosts(
-        pb.ListUserPostsRequest(page_size=100), metadata=client.md)
+        pb.ListUserPostsRequest(page_size=100), metadata=client.md
+    )
     return [p.post_id for p in page.posts]
 
 
@@ -47,7 +49,8 @@ async def test_concurrent_retries_store_one_post(system: System) -> None:
     alice = await system.sign_up()
     for attempt in range(5):
         replies = await asyncio.gather(
-            *(create(alice, f"raced {attempt}", f"race-{attempt}") for _ in range(8)))
+            *(create(alice, f"raced {attempt}", f"race-{attempt}") for _ in range(8))
+        )
         assert len({p.post_id for p in replies}) == 1
     assert len(await post_ids(system, alice)) == 5
 
@@ -67,8 +70,7 @@ async def test_same_request_id_with_other_text_is_already_exists(system: System)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await create(alice, "second text", "req-1")
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.ALREADY_EXISTS,
-                                              "REQUEST_ID_REUSED")
+    assert (details.code, details.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
     assert details.metadata["post_id"] == str(original.post_id)
     assert await post_ids(system, alice) == [original.post_id]
 
@@ -79,7 +81,9 @@ async def test_malformed_request_id_is_invalid_argument(system: System, request_
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await create(alice, "text", request_id)
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                              "REQUEST_ID_INVALID")
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "REQUEST_ID_INVALID",
+    )
     assert details.field_violations[0][0] == "request_id"
     assert await post_ids(system, alice) == []

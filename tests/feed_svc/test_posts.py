@@ -16,7 +16,10 @@ async def test_created_post_reads_back_with_its_author(system: System) -> None:
     post = await alice.post("hello, world")
     assert post.post_id > 2**53  # a Snowflake id, beyond float precision
     assert (post.author.user_id, post.author.username, post.author.display_name) == (
-        alice.user_id, "alice", "Alice")
+        alice.user_id,
+        "alice",
+        "Alice",
+    )
     got = await system.stub.GetPost(pb.GetPostRequest(post_id=post.post_id), metadata=alice.md)
     assert got.post == post
     assert post.created_at.ToMilliseconds() > 0
@@ -24,8 +27,12 @@ async def test_created_post_reads_back_with_its_author(system: System) -> None:
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("", "POST_EMPTY"), ("  \n\t ", "POST_EMPTY"), ("x" * (MAX_POST_CHARS + 1), "POST_TOO_LONG"),
-     ("bell\x07", "POST_INVALID_CHARACTERS")],
+    [
+        ("", "POST_EMPTY"),
+        ("  \n\t ", "POST_EMPTY"),
+        ("x" * (MAX_POST_CHARS + 1), "POST_TOO_LONG"),
+        ("bell\x07", "POST_INVALID_CHARACTERS"),
+    ],
 )
 async def test_bad_post_text_is_invalid_argument(system: System, text: str, reason: str) -> None:
     alice = await system.sign_up()
@@ -83,9 +90,7 @@ async def test_user_posts_page_newest_first(system: System) -> None:
 async def test_listing_posts_of_an_unknown_user_is_not_found(system: System) -> None:
     alice = await system.sign_up()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await system.stub.ListUserPosts(
-            pb.ListUserPostsRequest(user_id=12345), metadata=alice.md
-        )
+        await system.stub.ListUserPosts(pb.ListUserPostsRequest(user_id=12345), metadata=alice.md)
     details = await error_details(caught.value)
     assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
 

@@ -23,8 +23,11 @@ from tests.waiting import wait_until
 
 
 async def _graph(system: System, user: int, followers: bool) -> list[int]:
-    request = pb.ListFollowersRequest(user_id=user) if followers else pb.ListFollowingRequest(
-        user_id=user)
+    request = (
+        pb.ListFollowersRequest(user_id=user)
+        if followers
+        else pb.ListFollowingRequest(user_id=user)
+    )
     call = system.stub.ListFollowers if followers else system.stub.ListFollowing
     reply = await call(request, metadata=service_metadata())
     return list(reply.user_ids)
@@ -32,7 +35,8 @@ async def _graph(system: System, user: int, followers: bool) -> list[int]:
 
 async def _user_posts(system: System, user: int) -> list[tuple[int, str]]:
     reply = await system.stub.ListUserPosts(
-        pb.ListUserPostsRequest(user_id=user), metadata=user_metadata(user))
+        pb.ListUserPostsRequest(user_id=user), metadata=user_metadata(user)
+    )
     return [(p.post_id, p.text) for p in reply.posts]
 
 
@@ -44,11 +48,13 @@ async def test_graph_posts_and_feeds_survive_a_wiped_redis_and_restart(
     reader = await system.sign_up()
     assert await reader.follow(author.user_id) and await reader.follow(other.user_id)
     await other.follow(author.user_id)
-    await reader.stub.SetPostAlerts(pb.SetPostAlertsRequest(
-        author_id=author.user_id, enabled=True), metadata=reader.md)
+    await reader.stub.SetPostAlerts(
+        pb.SetPostAlertsRequest(author_id=author.user_id, enabled=True), metadata=reader.md
+    )
     posts = [await author.post("first"), await other.post("second"), await author.post("third")]
     retried = await author.stub.CreatePost(
-        pb.CreatePostRequest(text="once", request_id="r-1"), metadata=author.md)
+        pb.CreatePostRequest(text="once", request_id="r-1"), metadata=author.md
+    )
     for post in [*posts, retried.post]:
         await fanout_done(system, post.post_id)
     before = await reader.feed_ids()
@@ -61,9 +67,11 @@ async def test_graph_posts_and_feeds_survive_a_wiped_redis_and_restart(
     again = await start_system()
     reader = Client(reader.user_id, again.stub)
     assert await _graph(again, reader.user_id, followers=False) == sorted(
-        [author.user_id, other.user_id])
+        [author.user_id, other.user_id]
+    )
     assert await _graph(again, author.user_id, followers=True) == sorted(
-        [reader.user_id, other.user_id])
+        [reader.user_id, other.user_id]
+    )
     assert await _user_posts(again, author.user_id) == authored
     assert await reader.feed_ids() == before  # pulled from the record, cache rebuilt behind
     await again.feed_app.feed.timeline.wait_rebuilds()
@@ -73,7 +81,8 @@ async def test_graph_posts_and_feeds_survive_a_wiped_redis_and_restart(
     assert list(alerts.author_ids) == [author.user_id]
     repeat = await again.stub.CreatePost(
         pb.CreatePostRequest(text="once", request_id="r-1"),
-        metadata=Client(author.user_id, again.stub).md)
+        metadata=Client(author.user_id, again.stub).md,
+    )
     assert repeat.post.post_id == retried.post.post_id
 
 
@@ -111,4 +120,6 @@ async def test_lost_postgres_means_not_serving_and_unavailable_then_recovery(
     assert await reader.follow(author.user_id) is True  # nothing of the failed one was left
     again = await author.post("after")
     assert [p for p, _ in await _user_posts(system, author.user_id)] == [
-        again.post_id, kept.post_id]
+        again.post_id,
+        kept.post_id,
+    ]

@@ -18,16 +18,18 @@ async def test_only_the_author_or_a_service_reads_a_posts_fanout(system: System)
     post = await author.post("counted")
     await fanout_done(system, post.post_id)
     mine = await system.stub.GetFanoutStatus(
-        pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=author.md)
+        pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=author.md
+    )
     assert (mine.state, mine.followers_total) == (pb.FANOUT_STATE_DONE, 1)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await system.stub.GetFanoutStatus(
-            pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=other.md)
+            pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=other.md
+        )
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED,
-                                              "NOT_POST_AUTHOR")
+    assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_POST_AUTHOR")
     unknown = await system.stub.GetFanoutStatus(
-        pb.GetFanoutStatusRequest(post_id=123), metadata=service_metadata())
+        pb.GetFanoutStatusRequest(post_id=123), metadata=service_metadata()
+    )
     assert unknown.state == pb.FANOUT_STATE_UNKNOWN
 
 
@@ -38,14 +40,15 @@ async def test_a_backlog_shows_before_any_worker_runs(start_system: StartSystem)
         await system.reader(fan).follow(author.user_id)
     post = await author.post("nobody works the queue")
     status = await system.stub.GetFanoutStatus(
-        pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=service_metadata())
+        pb.GetFanoutStatusRequest(post_id=post.post_id), metadata=service_metadata()
+    )
     assert status.state == pb.FANOUT_STATE_RUNNING
-    assert (status.followers_total, status.followers_done, status.followers_pending) == (
-        10, 0, 10)
+    assert (status.followers_total, status.followers_done, status.followers_pending) == (10, 0, 10)
     assert status.queue_waiting_jobs == 1
     assert status.queue_pending_jobs == 0
     queue = await system.stub.GetFanoutStatus(
-        pb.GetFanoutStatusRequest(), metadata=service_metadata())
+        pb.GetFanoutStatusRequest(), metadata=service_metadata()
+    )
     assert (queue.state, queue.queue_waiting_jobs) == (pb.FANOUT_STATE_UNKNOWN, 1)
 
 

@@ -111,7 +111,9 @@ async def test_reconnecting_stream_gets_what_it_missed_first(system: System) -> 
     call, replayed, subscribed = await open_stream(reader, after=seen.post_id)
     assert replayed == missed  # oldest first, before the subscribed frame
     assert (subscribed.subscribed.resumed_count, subscribed.subscribed.resume_truncated) == (
-        3, False)
+        3,
+        False,
+    )
     live = await author.post("live again")
     assert (await read(call)).item.post_id == live.post_id
     call.cancel()
@@ -155,8 +157,7 @@ async def test_first_frame_must_be_a_subscribe(system: System) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await read(call)
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                              "SUBSCRIBE_FIRST")
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SUBSCRIBE_FIRST")
 
 
 async def test_stream_ends_cleanly_when_the_server_drains(system: System) -> None:

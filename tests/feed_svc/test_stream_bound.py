@@ -21,7 +21,9 @@ async def test_one_stream_past_the_bound_is_refused_and_others_are_unaffected(
     # frames from an iterator: the server may refuse before the client has written one
     details = await failure(reader.stub.StreamFeed(iter([subscribe()]), metadata=reader.md))
     assert (details.code, details.reason) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS")
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_STREAMS",
+    )
     assert details.metadata["limit"] == "2"
     await open_stream(other)  # another user is unaffected
     first.cancel()  # a closed stream frees its slot (once the server sees it end)

@@ -37,8 +37,9 @@ class ResumingReader:
 
     async def connect(self) -> None:
         self.call = self.client.stub.StreamFeed(metadata=self.client.md)
-        await self.call.write(Req(subscribe=Req.Subscribe(
-            resume_after_post_id=self.last, resume_token=self.token)))
+        await self.call.write(
+            Req(subscribe=Req.Subscribe(resume_after_post_id=self.last, resume_token=self.token))
+        )
 
     def drop(self) -> None:
         self.call.cancel()
@@ -61,7 +62,8 @@ class ResumingReader:
 
 
 async def out_of_order_system(
-    start_system: StartSystem, on_batch: Callable[[Job, int], Awaitable[None]] | None = None,
+    start_system: StartSystem,
+    on_batch: Callable[[Job, int], Awaitable[None]] | None = None,
 ) -> tuple[System, Client, Client, Client, FanoutWorker]:
     """No fanout workers of its own (the test runs one step by step); a celebrity and an
     ordinary author, both followed by the reader."""
@@ -73,8 +75,12 @@ async def out_of_order_system(
     await reader.feed()  # active: fanout writes the reader's cache
     await system.feed_app.feed.timeline.wait_rebuilds()
     await star.post("promoted by this post")  # two followers: over the threshold
-    worker = FanoutWorker(system.feed_app.store, FanoutSettings.from_config(system.config),
-                          "stepper", on_batch=on_batch)
+    worker = FanoutWorker(
+        system.feed_app.store,
+        FanoutSettings.from_config(system.config),
+        "stepper",
+        on_batch=on_batch,
+    )
     return system, star, author, reader, worker
 
 
@@ -128,7 +134,8 @@ async def test_resume_sends_a_post_whose_fanout_is_still_running(
         await release.wait()
 
     system, star, author, reader, worker = await out_of_order_system(
-        start_system, on_batch=hold_before_ack)
+        start_system, on_batch=hold_before_ack
+    )
     release.set()
     await land_all(worker)
     client = ResumingReader(reader)
@@ -166,8 +173,9 @@ async def test_every_frame_carries_a_token_and_quiet_streams_get_checkpoints(
     post = await author.post("moves the log")
     item = await asyncio.wait_for(call.read(), 5)
     assert item.item.post_id == post.post_id and item.resume_token
-    await system.stub.CreatePost(pb.CreatePostRequest(text="not followed"),
-                                 metadata=(await system.sign_up()).md)  # lands elsewhere
+    await system.stub.CreatePost(
+        pb.CreatePostRequest(text="not followed"), metadata=(await system.sign_up()).md
+    )  # lands elsewhere
 
     async def checkpoint() -> bool:
         frame = await asyncio.wait_for(call.read(), 5)
@@ -177,10 +185,20 @@ async def test_every_frame_carries_a_token_and_quiet_streams_get_checkpoints(
     call.cancel()
 
 
-@pytest.mark.parametrize("token", ["v2:1-0", "v1:abc", "v1:1-0-0", "v1:" + "9" * 21 + "-0",
-                                   "v1:18446744073709551616-0", "x" * 100])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "v2:1-0",
+        "v1:abc",
+        "v1:1-0-0",
+        "v1:" + "9" * 21 + "-0",
+        "v1:18446744073709551616-0",
+        "x" * 100,
+    ],
+)
 async def test_a_resume_token_the_server_did_not_issue_is_invalid(
-    system: System, token: str,
+    system: System,
+    token: str,
 ) -> None:
     reader = await system.sign_up()
     call = reader.stub.StreamFeed(metadata=reader.md)
@@ -188,8 +206,10 @@ async def test_a_resume_token_the_server_did_not_issue_is_invalid(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await asyncio.wait_for(call.read(), 5)
     details = await error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                              "RESUME_TOKEN_INVALID")
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "RESUME_TOKEN_INVALID",
+    )
     with contextlib.suppress(Exception):
         call.cancel()
 
@@ -197,8 +217,7 @@ async def test_a_resume_token_the_server_did_not_issue_is_invalid(
 async def test_a_token_older_than_the_resume_window_says_truncated(system: System) -> None:
     reader = await system.sign_up()
     call = reader.stub.StreamFeed(metadata=reader.md)
-    await call.write(Req(subscribe=Req.Subscribe(resume_after_post_id=5,
-                                                 resume_token="v1:1000-0")))
+    await call.write(Req(subscribe=Req.Subscribe(resume_after_post_id=5, resume_token="v1:1000-0")))
     frame = await asyncio.wait_for(call.read(), 5)
     assert frame.WhichOneof("frame") == "subscribed"
     assert frame.subscribed.resume_truncated
@@ -219,8 +238,9 @@ async def test_python_client_live_feed_resumes_across_cuts_without_skipping(
         await client.feed.page()
         await system.feed_app.feed.timeline.wait_rebuilds()
         await star.post("promoted by this post")
-        worker = FanoutWorker(system.feed_app.store,
-                              FanoutSettings.from_config(system.config), "stepper")
+        worker = FanoutWorker(
+            system.feed_app.store, FanoutSettings.from_config(system.config), "stepper"
+        )
         await land_all(worker)
         subscribed = asyncio.Event()
         cuts: list[str] = []

@@ -43,19 +43,29 @@ async def test_merge_is_exact_for_few_and_many_sources(store: FeedStore) -> None
     await pipe.execute()
     sources.append(Source("test:cache", primary=True))
     truth.sort(reverse=True)
-    for upper, lower, n in [(None, None, 20), (base + 2500, None, 50), (None, base + 4000, 500),
-                            (base + 3000, base + 1000, 1), (base + 10, None, 20)]:
-        expected = [e for e in truth
-                    if (upper is None or e.post_id < upper)
-                    and (lower is None or e.post_id >= lower)][:n]
+    for upper, lower, n in [
+        (None, None, 20),
+        (base + 2500, None, 50),
+        (None, base + 4000, 500),
+        (base + 3000, base + 1000, 1),
+        (base + 10, None, 20),
+    ]:
+        expected = [
+            e
+            for e in truth
+            if (upper is None or e.post_id < upper) and (lower is None or e.post_id >= lower)
+        ][:n]
         in_cache = set(cache_ids)
         for picked in (sources[:5] + sources[-1:], sources[:40], sources):
             authors = {s.author for s in picked}
             cached = None in authors
-            want = [e for e in truth
-                    if (e.author_id in authors or (cached and e in in_cache))
-                    and (upper is None or e.post_id < upper)
-                    and (lower is None or e.post_id >= lower)][:n]
+            want = [
+                e
+                for e in truth
+                if (e.author_id in authors or (cached and e in in_cache))
+                and (upper is None or e.post_id < upper)
+                and (lower is None or e.post_id >= lower)
+            ][:n]
             assert await merge_newest(store, picked, upper, lower, n, script_max=0) == want
             assert await merge_newest(store, picked, upper, lower, n, script_max=1000) == want
         assert await merge_newest(store, sources, upper, lower, n) == expected

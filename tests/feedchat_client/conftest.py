@@ -12,8 +12,9 @@ from tests.feedchat_client.system import System
 
 
 @pytest.fixture
-async def system(make_config: Callable[..., Any], etcd: EmbeddedServer, etcd_prefix: str,
-                 redis: Any) -> AsyncIterator[System]:
+async def system(
+    make_config: Callable[..., Any], etcd: EmbeddedServer, etcd_prefix: str, redis: Any
+) -> AsyncIterator[System]:
     """Not started: ``await system.start(chat_servers=2)`` in the test."""
     built = System(make_config, etcd.address, etcd_prefix)
     yield built

@@ -27,12 +27,12 @@ from tests.chat_svc.chatkit import slow_ring_watch
 from tests.waiting import eventually
 
 DEV_AUTHORITY = authority_from_config("", "", dev=True)
-FAST_ACCOUNT = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1,
-                "hash_workers": 1}
-
-
-
-
+FAST_ACCOUNT = {
+    "argon2_time_cost": 1,
+    "argon2_memory_kib": 64,
+    "argon2_parallelism": 1,
+    "hash_workers": 1,
+}
 
 
 @dataclass
@@ -62,20 +62,30 @@ class System:
         if etcd:
             client = FeedchatClient(EtcdDiscovery(self.etcd, self.prefix), **kwargs)
         else:
-            client = FeedchatClient(StaticDiscovery(
-                {s: h.address for s, h in self.hosts.items()}), **kwargs)
+            client = FeedchatClient(
+                StaticDiscovery({s: h.address for s, h in self.hosts.items()}), **kwargs
+            )
         self.clients.append(client)
         return client
 
-    async def start(self, chat_servers: int = 2, presence: bool = False, notify: bool = False,
-                    account: dict[str, Any] | None = None) -> System:
-        account_host = await build_account(self.make_config(
-            AccountConfig, instance="account-0", **{**FAST_ACCOUNT, **(account or {})}))
+    async def start(
+        self,
+        chat_servers: int = 2,
+        presence: bool = False,
+        notify: bool = False,
+        account: dict[str, Any] | None = None,
+    ) -> System:
+        account_host = await build_account(
+            self.make_config(
+                AccountConfig, instance="account-0", **{**FAST_ACCOUNT, **(account or {})}
+            )
+        )
         await account_host.start()
         self.hosts["account"] = account_host
         self._stops.append(account_host.stop)
-        feed = await build_feed(self.make_config(
-            FeedConfig, instance="feed-0", fanout_workers=1, fanout_block=0.2))
+        feed = await build_feed(
+            self.make_config(FeedConfig, instance="feed-0", fanout_workers=1, fanout_block=0.2)
+        )
         await feed.host.start()
         self.hosts["feed"] = feed.host
         self._stops.append(feed.host.stop)
@@ -86,6 +96,7 @@ class System:
         if presence:
             from presence_svc.app import build as build_presence
             from presence_svc.config import PresenceConfig
+
             app = await build_presence(self.make_config(PresenceConfig, instance="presence-0"))
             await app.start()
             self.hosts["presence"] = app.host
@@ -93,6 +104,7 @@ class System:
         if notify:
             from notify_svc.app import build as build_notify
             from notify_svc.config import NotifyConfig
+
             notifier = await build_notify(self.make_config(NotifyConfig, instance="notify-0"))
             await notifier.start()
             self.hosts["notify"] = notifier.host
@@ -108,8 +120,9 @@ class System:
         than it arrives (a slow ring watch, as on a busy machine: its peers see it join
         before it sees itself).
         """
-        app = await build_chat(self.make_config(
-            ChatConfig, instance=f"chat-{len(self.chats)}", health_interval=0.5))
+        app = await build_chat(
+            self.make_config(ChatConfig, instance=f"chat-{len(self.chats)}", health_interval=0.5)
+        )
         if watch_delay:
             slow_ring_watch(app, watch_delay)
         await app.start()
@@ -125,10 +138,13 @@ class System:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         metadata = (("authorization", f"Bearer {DEV_AUTHORITY.issue_access(1).token}"),)
         try:
+
             async def router_sees_all() -> bool:
-                reply = await stub.ListChatServers(router_pb2.ListChatServersRequest(),
-                                                   metadata=metadata)
+                reply = await stub.ListChatServers(
+                    router_pb2.ListChatServersRequest(), metadata=metadata
+                )
                 return {s.instance for s in reply.chat_servers} == names
+
             await eventually(router_sees_all, what="the router's ring")
         finally:
             await channel.close()
@@ -141,8 +157,9 @@ class System:
     async def restart_feed(self) -> None:
         """Stop feed_svc (it drains its streams) and start a new instance on a new port."""
         await self.hosts["feed"].stop()
-        feed = await build_feed(self.make_config(
-            FeedConfig, instance="feed-1", fanout_workers=1, fanout_block=0.2))
+        feed = await build_feed(
+            self.make_config(FeedConfig, instance="feed-1", fanout_workers=1, fanout_block=0.2)
+        )
         await feed.host.start()
         self.hosts["feed"] = feed.host
         self._stops.append(feed.host.stop)
@@ -159,7 +176,8 @@ class System:
     async def stop(self) -> None:
         """Close clients, then servers; a step that hangs is reported, not waited on."""
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            (f"client {i}", c.close) for i, c in enumerate(self.clients)]
+            (f"client {i}", c.close) for i, c in enumerate(self.clients)
+        ]
         steps += [(f"chat {a.config.instance}", a.stop) for a in reversed(self.chats)]
         steps += [(f"server {i}", stop) for i, stop in enumerate(reversed(self._stops))]
         stuck = []

@@ -119,8 +119,7 @@ async def test_send_retried_with_same_client_msg_id_is_stored_once(system: Syste
         assert again.message_id == first.message_id and again.seq == first.seq
         # A send made while the stream is down waits, then goes out once on the new stream.
         await system.stop_chat(system.owner(alice.session.user_id))
-        late = await a.send(channel.channel_id, "after the move", client_msg_id="m-2",
-                            timeout=15)
+        late = await a.send(channel.channel_id, "after the move", client_msg_id="m-2", timeout=15)
         assert await texts(b, 2, timeout=15) == ["only once", "after the move"]
         history, _ = await bob.chat.history(channel.channel_id)
         assert [m.text for m in history] == ["after the move", "only once"]

@@ -35,8 +35,9 @@ async def test_join_redirects_each_client_at_most_once(system: System) -> None:
         await conn.wait_connected(15)
 
     def settled() -> bool:
-        return all(c.connected and c.instance == system.owner(c._user_id).config.instance
-                   for c in conns)
+        return all(
+            c.connected and c.instance == system.owner(c._user_id).config.instance for c in conns
+        )
 
     await wait_until(settled, 15, "every client on its owner")
     moved = [c for c in conns[:CONNECTED] if c.instance == "chat-2"]

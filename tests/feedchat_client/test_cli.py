@@ -16,15 +16,28 @@ from tests.waiting import wait_until
 
 class Cli:
     def __init__(self, system: System, session: Path) -> None:
-        self.base = ["--etcd", system.etcd, "--etcd-prefix", system.prefix,
-                     "--session", str(session)]
+        self.base = [
+            "--etcd",
+            system.etcd,
+            "--etcd-prefix",
+            system.prefix,
+            "--session",
+            str(session),
+        ]
 
     async def run(self, *argv: str, stdin: str = "") -> tuple[int, str, str]:
         command, *rest = argv
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "feedchat_runtime.cli", command, *self.base, *rest,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "feedchat_runtime.cli",
+            command,
+            *self.base,
+            *rest,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
@@ -36,7 +49,8 @@ class Cli:
 
 
 async def test_two_users_sign_up_post_follow_read_feed_and_chat(
-    system: System, tmp_path: Path,
+    system: System,
+    tmp_path: Path,
 ) -> None:
     await system.start(chat_servers=2, presence=True)
     tag = uuid.uuid4().hex[:6]
@@ -45,7 +59,8 @@ async def test_two_users_sign_up_post_follow_read_feed_and_chat(
     bob = Cli(system, tmp_path / "b" / "session.json")
     signed = await asyncio.gather(
         alice.json("signup", alice_name, "--password", "password-123"),
-        bob.run("signup", bob_name, stdin="password-123\n"))
+        bob.run("signup", bob_name, stdin="password-123\n"),
+    )
     assert signed[0][0]["username"] == alice_name
     code, out, _ = signed[1]
     assert code == 0 and f"signed up and logged in as {bob_name}" in out
@@ -57,7 +72,8 @@ async def test_two_users_sign_up_post_follow_read_feed_and_chat(
     assert followed["changed"] is True
     feed = await bob.json("feed", "--page-size", "5")
     assert [(e["event"], e["post"]["text"], e["post"]["author"]["username"]) for e in feed] == [
-        ("post", "hello from the cli", alice_name)]
+        ("post", "hello from the cli", alice_name)
+    ]
     code, out, _ = await bob.run("feed")
     assert code == 0 and f"@{alice_name}: hello from the cli" in out
 
@@ -65,7 +81,9 @@ async def test_two_users_sign_up_post_follow_read_feed_and_chat(
     assert [e["event"] for e in sent] == ["sent", "sent"]
     seen = await bob.json("chat", alice_name, "--history", "5")
     assert [(e["sender"], e["message"]["text"]) for e in seen] == [
-        (alice_name, "hi bob"), (alice_name, "second line")]
+        (alice_name, "hi bob"),
+        (alice_name, "second line"),
+    ]
 
     [group] = await alice.json("group", "friends", bob_name)
     group_id = group["channel"]["channel_id"]
@@ -89,13 +107,21 @@ async def test_errors_are_short_messages_not_tracebacks(system: System, tmp_path
 
 
 async def test_json_goes_before_or_after_the_command_and_errors_come_as_json(
-    system: System, tmp_path: Path,
+    system: System,
+    tmp_path: Path,
 ) -> None:
     await system.start(chat_servers=0)
     cli = Cli(system, tmp_path / "session.json")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "feedchat_runtime.cli", "--json", "feed", *cli.base,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "feedchat_runtime.cli",
+        "--json",
+        "feed",
+        *cli.base,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1
     [error] = [json.loads(line) for line in out.decode().splitlines()]
@@ -115,7 +141,8 @@ async def test_json_goes_before_or_after_the_command_and_errors_come_as_json(
 
 
 async def test_token_command_mints_a_token_grpcurl_can_use(
-    system: System, tmp_path: Path,
+    system: System,
+    tmp_path: Path,
 ) -> None:
     await system.start(chat_servers=0)
     cli = Cli(system, tmp_path / "session.json")
@@ -123,8 +150,11 @@ async def test_token_command_mints_a_token_grpcurl_can_use(
     await cli.json("signup", name, "--password", "password-123")
     code, out, err = await cli.run("token")
     assert code == 0, err
-    profile = await call(system.address("account"), "feedchat.account.v1.AccountService/GetProfile",
-                         token=out.strip())
+    profile = await call(
+        system.address("account"),
+        "feedchat.account.v1.AccountService/GetProfile",
+        token=out.strip(),
+    )
     assert profile.json()["user"]["username"] == name  # type: ignore[index]
 
 
@@ -138,7 +168,8 @@ async def _alice_and_bob(system: System, tmp_path: Path) -> tuple[str, Cli, Cli]
 
 
 async def test_online_command_shows_the_user_online_until_it_ends(
-    system: System, tmp_path: Path,
+    system: System,
+    tmp_path: Path,
 ) -> None:
     await system.start(chat_servers=0, presence=True)
     tag, alice, bob = await _alice_and_bob(system, tmp_path)
@@ -156,7 +187,8 @@ async def test_online_command_shows_the_user_online_until_it_ends(
 
 
 async def test_notifications_command_lists_and_marks_read(
-    system: System, tmp_path: Path,
+    system: System,
+    tmp_path: Path,
 ) -> None:
     await system.start(chat_servers=1, notify=True)
     tag, alice, bob = await _alice_and_bob(system, tmp_path)
@@ -169,15 +201,17 @@ async def test_notifications_command_lists_and_marks_read(
     assert item["sender"] == f"alice_{tag}"
     assert item["notification"]["preview"] == "are you there?"
     assert item["notification"]["read"] is False
-    [marked] = await bob.json("notifications", "--read",
-                              str(item["notification"]["notification_id"]))
+    [marked] = await bob.json(
+        "notifications", "--read", str(item["notification"]["notification_id"])
+    )
     assert marked["marked_count"] == 1
     [again] = await listed()
     assert again["notification"]["read"] is True
 
 
 async def test_passwd_signout_all_and_delete_account_commands(
-    system: System, tmp_path: Path,
+    system: System,
+    tmp_path: Path,
 ) -> None:
     await system.start(chat_servers=0)
     name = f"carol_{uuid.uuid4().hex[:6]}"

@@ -46,7 +46,9 @@ async def test_post_retried_with_its_request_id_after_a_restart_is_stored_once(
     with pytest.raises(RpcError) as reused:
         await alice.feed.post("other words", request_id="client-retry-1")
     assert (reused.value.code, reused.value.reason) == (
-        grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+        grpc.StatusCode.ALREADY_EXISTS,
+        "REQUEST_ID_REUSED",
+    )
 
 
 async def test_live_feed_yields_new_posts_once(system: System) -> None:

@@ -22,12 +22,19 @@ def test_id_command_prints_time_worker_and_sequence_and_refuses_non_ids() -> Non
     snowflake = compose(WHEN_MS, 5, 9)
     done = subprocess.run(
         [sys.executable, "-m", "feedchat_runtime.cli", "id", str(snowflake), "--json"],
-        capture_output=True, text=True, timeout=60, check=True)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     [line] = [json.loads(text) for text in done.stdout.splitlines()]
     assert line["time"] == "2026-12-03T09:26:40.123Z"
     assert (line["worker"], line["sequence"], line["id"]) == (5, 9, str(snowflake))
     refused = subprocess.run(
         [sys.executable, "-m", "feedchat_runtime.cli", "id", "hello"],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1
     assert "not a feedchat id" in refused.stderr and "Traceback" not in refused.stderr

@@ -78,7 +78,8 @@ async def test_expired_token_rejected_by_server_is_refreshed_and_call_retried(
 
 
 async def test_file_token_store_shared_by_two_sessions_spends_refresh_token_once(
-    system: System, tmp_path: object,
+    system: System,
+    tmp_path: object,
 ) -> None:
     await system.start(chat_servers=0)
     path = f"{tmp_path}/session.json"

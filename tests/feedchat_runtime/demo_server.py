@@ -39,16 +39,18 @@ def _identity(data: bytes) -> bytes:
 
 
 def demo_services(host: ServiceHost) -> grpc.GenericRpcHandler:
-    async def echo(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-                   ) -> AsyncIterator[bytes]:
+    async def echo(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         pending: asyncio.Task[bytes] | None = None
         draining = asyncio.create_task(host.draining.wait())
         try:
             iterator = aiter(requests)
             while True:
                 pending = asyncio.ensure_future(anext(iterator))
-                done, _ = await asyncio.wait({pending, draining},
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {pending, draining}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if pending in done:
                     try:
                         yield pending.result()

@@ -1,6 +1,6 @@
 """Claim a worker id in etcd and print N Snowflake ids, one a line (for the tests).
 
-    python snowflake_worker.py ETCD PREFIX COUNT
+python snowflake_worker.py ETCD PREFIX COUNT
 """
 
 from __future__ import annotations

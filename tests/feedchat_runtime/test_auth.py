@@ -26,9 +26,7 @@ def authority() -> TokenAuthority:
 
 def test_each_kind_of_credential_names_its_caller(authority: TokenAuthority) -> None:
     assert authority.verify_bearer(authority.issue_access(42).token) == Caller(user_id=42)
-    assert authority.verify_bearer(authority.issue_service("feed").token) == Caller(
-        service="feed"
-    )
+    assert authority.verify_bearer(authority.issue_service("feed").token) == Caller(service="feed")
 
 
 @pytest.mark.parametrize(
@@ -58,8 +56,20 @@ def test_garbage_is_not_a_token(authority: TokenAuthority) -> None:
 
 @pytest.mark.parametrize(
     "subject",
-    ["0", "-1", "9223372036854775808", "99999999999999999999999", "abc", "", " 12", "+5",
-     "1_0", "007", "\u0663", "1.5"],
+    [
+        "0",
+        "-1",
+        "9223372036854775808",
+        "99999999999999999999999",
+        "abc",
+        "",
+        " 12",
+        "+5",
+        "1_0",
+        "007",
+        "\u0663",
+        "1.5",
+    ],
 )
 def test_a_subject_that_is_not_a_user_id_is_unauthenticated(
     authority: TokenAuthority, subject: str

@@ -36,8 +36,11 @@ def _free_offset(chat_servers: int) -> int:
     range (32768+), so no client socket of this or another test can take one meanwhile."""
     for _ in range(50):
         offset = random.randrange(-40000, -20000, 10)
-        ports = [s.base_port + offset + i for s in SERVICES
-                 for i in range(chat_servers if s.name == "chat" else s.default_instances)]
+        ports = [
+            s.base_port + offset + i
+            for s in SERVICES
+            for i in range(chat_servers if s.name == "chat" else s.default_instances)
+        ]
         if _all_free(ports):
             return offset
     raise AssertionError("no free block of service ports")
@@ -66,12 +69,24 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
     (tmp_path / "data" / "redis").mkdir(parents=True)
     (tmp_path / "data" / "redis" / "appendonly.aof").write_text("old")
     up = await asyncio.create_subprocess_exec(
-        str(feedchat), "up", "--data-dir", str(tmp_path / "data"),
-        "--etcd-port", str(etcd_port), "--redis-port", str(redis_port),
-        "--postgres-port", str(postgres_port),
-        "--port-offset", str(_free_offset(chat_servers=2)), "--chat-servers", "2",
-        "--fsync", "always",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        str(feedchat),
+        "up",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--etcd-port",
+        str(etcd_port),
+        "--redis-port",
+        str(redis_port),
+        "--postgres-port",
+        str(postgres_port),
+        "--port-offset",
+        str(_free_offset(chat_servers=2)),
+        "--chat-servers",
+        "2",
+        "--fsync",
+        "always",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "FEEDCHAT_LOG_FORMAT": "json"},
     )
     assert up.stdout is not None
@@ -100,8 +115,13 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
         # `feedchat status --json` names each instance's metrics URL; each one serves
         # Prometheus text with the request histograms (the health checks above count).
         status = await asyncio.create_subprocess_exec(
-            str(feedchat), "status", "--json", "--etcd", etcd,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            str(feedchat),
+            "status",
+            "--json",
+            "--etcd",
+            etcd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         listed, errors = await asyncio.wait_for(status.communicate(), 30)
         assert status.returncode == 0, errors.decode()
@@ -137,8 +157,16 @@ async def test_up_refuses_an_external_etcd_together_with_an_embedded_port(
 ) -> None:
     feedchat = Path(sys.executable).parent / "feedchat"
     up = await asyncio.create_subprocess_exec(
-        str(feedchat), "up", "--data-dir", str(tmp_path), "--etcd", "127.0.0.1:1",
-        "--etcd-port", "23790", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(feedchat),
+        "up",
+        "--data-dir",
+        str(tmp_path),
+        "--etcd",
+        "127.0.0.1:1",
+        "--etcd-port",
+        "23790",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(up.communicate(), 30)
     assert up.returncode == 1
@@ -154,10 +182,22 @@ async def test_up_with_its_etcd_port_taken_says_so_in_one_line(tmp_path: Path) -
         squatter.listen()
         taken = squatter.getsockname()[1]
         up = await asyncio.create_subprocess_exec(
-            str(feedchat), "up", "--data-dir", str(tmp_path), "--etcd-port", str(taken),
-            "--redis-port", str(free_port()), "--postgres-port", str(free_port()),
-            "--port-offset", str(_free_offset(chat_servers=1)), "--chat-servers", "1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            str(feedchat),
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--etcd-port",
+            str(taken),
+            "--redis-port",
+            str(free_port()),
+            "--postgres-port",
+            str(free_port()),
+            "--port-offset",
+            str(_free_offset(chat_servers=1)),
+            "--chat-servers",
+            "1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(up.communicate(), 60)
     assert up.returncode == 1, out.decode() + err.decode()
@@ -183,11 +223,24 @@ async def test_up_with_three_etcd_members_registers_through_any_member() -> None
         feedchat = Path(sys.executable).parent / "feedchat"
         etcd_port = _free_block(6)
         up = await asyncio.create_subprocess_exec(
-            str(feedchat), "up", "--data-dir", str(folder / "data"), "--etcd-members", "3",
-            "--etcd-port", str(etcd_port), "--redis-port", str(free_port()),
-            "--postgres-port", str(free_port()), "--only", "router",
-            "--port-offset", str(_free_offset(chat_servers=1)),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            str(feedchat),
+            "up",
+            "--data-dir",
+            str(folder / "data"),
+            "--etcd-members",
+            "3",
+            "--etcd-port",
+            str(etcd_port),
+            "--redis-port",
+            str(free_port()),
+            "--postgres-port",
+            str(free_port()),
+            "--only",
+            "router",
+            "--port-offset",
+            str(_free_offset(chat_servers=1)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         assert up.stdout is not None
         output = []
@@ -213,8 +266,11 @@ async def _up_until_ready(*argv: str) -> tuple[asyncio.subprocess.Process, str]:
     """Start `feedchat up` and read its output until it prints that it is up."""
     feedchat = Path(sys.executable).parent / "feedchat"
     up = await asyncio.create_subprocess_exec(
-        str(feedchat), "up", *argv,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        str(feedchat),
+        "up",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert up.stdout is not None
     output = []
@@ -229,23 +285,36 @@ async def _up_until_ready(*argv: str) -> tuple[asyncio.subprocess.Process, str]:
 async def _status(etcd: str) -> str:
     feedchat = Path(sys.executable).parent / "feedchat"
     status = await asyncio.create_subprocess_exec(
-        str(feedchat), "status", "--etcd", etcd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        str(feedchat),
+        "status",
+        "--etcd",
+        etcd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(status.communicate(), 30)
     assert status.returncode == 0, out.decode()
     return out.decode()
 
 
-async def test_up_with_a_redis_cluster_starts_the_services_that_run_on_it_and_restarts_it(
-) -> None:
+async def test_up_with_a_redis_cluster_starts_the_services_that_run_on_it_and_restarts_it() -> None:
     with outside_pytest_tmp() as folder:
         etcd_port, redis_port = free_port(), _free_block(6, bus=True)
         argv = (
-            "--data-dir", str(folder / "data"), "--redis-cluster", "3",
-            "--etcd-port", str(etcd_port), "--redis-port", str(redis_port),
-            "--postgres-port", str(free_port()), "--only", "presence,chat",
-            "--port-offset", str(_free_offset(chat_servers=3)),
+            "--data-dir",
+            str(folder / "data"),
+            "--redis-cluster",
+            "3",
+            "--etcd-port",
+            str(etcd_port),
+            "--redis-port",
+            str(redis_port),
+            "--postgres-port",
+            str(free_port()),
+            "--only",
+            "presence,chat",
+            "--port-offset",
+            str(_free_offset(chat_servers=3)),
         )
         for run in ("first", "restart"):
             up, text = await _up_until_ready(*argv)

@@ -28,7 +28,8 @@ REDIS_USERS = ("account", "feed", "presence", "notify", "chat")
 async def _status(address: str) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=2)
+            health_pb2.HealthCheckRequest(service=""), timeout=2
+        )
         return int(reply.status)
 
 
@@ -50,7 +51,8 @@ async def _whole_system(
     make_config: Callable[..., Any], prefix: str, etcd_address: str, redis_url: str
 ) -> System:
     config = functools.partial(
-        make_config, etcd=etcd_address, redis_url=redis_url, health_interval=0.2)
+        make_config, etcd=etcd_address, redis_url=redis_url, health_interval=0.2
+    )
     system = System(config, etcd_address, prefix)
     await system.start(chat_servers=1, presence=True, notify=True)
     return system
@@ -62,7 +64,8 @@ async def test_lost_redis_turns_every_redis_service_not_serving_then_back(
     own_redis = redis_server(tmp_path / "redis")
     await asyncio.to_thread(own_redis.start)
     system = await _whole_system(
-        make_config, etcd_prefix, etcd.address, f"redis://{own_redis.address}/0")
+        make_config, etcd_prefix, etcd.address, f"redis://{own_redis.address}/0"
+    )
     try:
         everyone = {name: SERVING for name in (*REDIS_USERS, "router")}
         assert await _statuses(system) == everyone
@@ -70,7 +73,8 @@ async def test_lost_redis_turns_every_redis_service_not_serving_then_back(
         await asyncio.to_thread(own_redis.kill)
         # the router needs only etcd: it keeps serving
         await _wait_statuses(
-            system, {**{name: NOT_SERVING for name in REDIS_USERS}, "router": SERVING}, 5)
+            system, {**{name: NOT_SERVING for name in REDIS_USERS}, "router": SERVING}, 5
+        )
 
         await asyncio.to_thread(own_redis.start)
         await _wait_statuses(system, everyone, 10)
@@ -80,7 +84,10 @@ async def test_lost_redis_turns_every_redis_service_not_serving_then_back(
 
 
 async def test_lost_etcd_turns_every_service_not_serving_then_back(
-    tmp_path: Path, make_config: Callable[..., Any], etcd_prefix: str, redis_url: str,
+    tmp_path: Path,
+    make_config: Callable[..., Any],
+    etcd_prefix: str,
+    redis_url: str,
     redis: Any,
 ) -> None:
     own_etcd = etcd_server(tmp_path / "etcd")

@@ -53,9 +53,7 @@ async def test_killing_one_member_keeps_registration_and_ids_flowing(
         leader = etcd_members.leader()
         victim = leader if role == "leader" else (leader + 1) % 3
         etcd_members.members[victim].kill()
-        survivors = ",".join(
-            m.address for i, m in enumerate(etcd_members.members) if i != victim
-        )
+        survivors = ",".join(m.address for i, m in enumerate(etcd_members.members) if i != victim)
         # Two lease TTLs: a lost keep-alive would have dropped the key and the claim.
         until = time.monotonic() + 2 * ttl
         while time.monotonic() < until:
@@ -90,8 +88,11 @@ async def test_redis_cluster_forms_and_a_replica_takes_over_a_killed_master(
                     assert time.monotonic() - started < 15, "no replica took over"
                     await asyncio.sleep(0.2)
             # The nodes' views converge by gossip: the one asked may lag the client's.
-            await wait_until(lambda: nodes.master_of("key-7") is not victim, timeout=15,
-                             what="the replica promoted in every node's view")
+            await wait_until(
+                lambda: nodes.master_of("key-7") is not victim,
+                timeout=15,
+                what="the replica promoted in every node's view",
+            )
             assert await client.get("key-7") == b"after failover"
             assert await client.get("key-8") == b"8"
         finally:

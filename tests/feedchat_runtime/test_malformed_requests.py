@@ -24,26 +24,33 @@ from tests.feedchat_client.system import DEV_AUTHORITY, System
 from tests.rpc_errors import failure
 
 USER = 7
-SERVICE_ONLY = {"/feedchat.chat.v1.ChatPeerService/Deliver",
-                "/feedchat.notify.v1.NotifyService/StreamNotifications",
-                "/feedchat.feed.v1.FeedService/DeleteUserContent"}
+SERVICE_ONLY = {
+    "/feedchat.chat.v1.ChatPeerService/Deliver",
+    "/feedchat.notify.v1.NotifyService/StreamNotifications",
+    "/feedchat.feed.v1.FeedService/DeleteUserContent",
+}
 SERVICES = {
     "account": [account_pb2.DESCRIPTOR.services_by_name["AccountService"]],
     "feed": [feed_pb2.DESCRIPTOR.services_by_name["FeedService"]],
     "router": [router_pb2.DESCRIPTOR.services_by_name["RouterService"]],
     "presence": [presence_pb2.DESCRIPTOR.services_by_name["PresenceService"]],
     "notify": [notify_pb2.DESCRIPTOR.services_by_name["NotifyService"]],
-    "chat": [chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
-             chat_pb2.DESCRIPTOR.services_by_name["ChatPeerService"]],
+    "chat": [
+        chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+        chat_pb2.DESCRIPTOR.services_by_name["ChatPeerService"],
+    ],
 }
 # A frame each bidirectional stream accepts, to break the stream after a good start.
 GOOD_FIRST_FRAME = {
-    "/feedchat.chat.v1.ChatService/Connect":
-        chat_pb2.ConnectRequest(hello=chat_pb2.Hello(device_id="d1")),
-    "/feedchat.feed.v1.FeedService/StreamFeed":
-        feed_pb2.StreamFeedRequest(subscribe=feed_pb2.StreamFeedRequest.Subscribe()),
-    "/feedchat.presence.v1.PresenceService/Connect":
-        presence_pb2.ConnectRequest(heartbeat=presence_pb2.Heartbeat()),
+    "/feedchat.chat.v1.ChatService/Connect": chat_pb2.ConnectRequest(
+        hello=chat_pb2.Hello(device_id="d1")
+    ),
+    "/feedchat.feed.v1.FeedService/StreamFeed": feed_pb2.StreamFeedRequest(
+        subscribe=feed_pb2.StreamFeedRequest.Subscribe()
+    ),
+    "/feedchat.presence.v1.PresenceService/Connect": presence_pb2.ConnectRequest(
+        heartbeat=presence_pb2.Heartbeat()
+    ),
 }
 
 
@@ -85,8 +92,12 @@ def _bad_bodies(method: MethodDescriptor) -> dict[str, bytes]:
 
 
 def _methods() -> list[tuple[str, MethodDescriptor]]:
-    return [(service, method) for service, descriptors in SERVICES.items()
-            for descriptor in descriptors for method in descriptor.methods]
+    return [
+        (service, method)
+        for service, descriptors in SERVICES.items()
+        for descriptor in descriptors
+        for method in descriptor.methods
+    ]
 
 
 def _path(method: MethodDescriptor) -> str:
@@ -94,8 +105,11 @@ def _path(method: MethodDescriptor) -> str:
 
 
 def _metadata(path: str) -> tuple[tuple[str, str], ...]:
-    issued = (DEV_AUTHORITY.issue_service("test") if path in SERVICE_ONLY
-              else DEV_AUTHORITY.issue_access(USER))
+    issued = (
+        DEV_AUTHORITY.issue_service("test")
+        if path in SERVICE_ONLY
+        else DEV_AUTHORITY.issue_access(USER)
+    )
     return (("authorization", f"Bearer {issued.token}"),)
 
 

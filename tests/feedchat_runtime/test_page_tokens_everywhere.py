@@ -21,24 +21,51 @@ CALLER, OTHER = 21, 22
 async def _listings(system: System) -> list[tuple[str, str, Any, str, int]]:
     """(service, method path, request without a token, token listing, token scope)."""
     async with grpc.aio.insecure_channel(system.address("chat")) as channel:
-        group = (await chat_pb2_grpc.ChatServiceStub(channel).CreateGroup(
-            chat_pb2.CreateGroupRequest(name="g", member_ids=[OTHER]), metadata=auth(CALLER),
-        )).channel.channel_id
+        group = (
+            await chat_pb2_grpc.ChatServiceStub(channel).CreateGroup(
+                chat_pb2.CreateGroupRequest(name="g", member_ids=[OTHER]),
+                metadata=auth(CALLER),
+            )
+        ).channel.channel_id
     feed, chat = "/feedchat.feed.v1.FeedService", "/feedchat.chat.v1.ChatService"
     return [
         ("feed", f"{feed}/GetFeed", feed_pb2.GetFeedRequest(), "feed.GetFeed", 0),
-        ("feed", f"{feed}/ListUserPosts", feed_pb2.ListUserPostsRequest(user_id=OTHER),
-         "feed.ListUserPosts", OTHER),
-        ("feed", f"{feed}/ListFollowers", feed_pb2.ListFollowersRequest(),
-         "feed.ListFollowers", CALLER),
-        ("feed", f"{feed}/ListFollowing", feed_pb2.ListFollowingRequest(),
-         "feed.ListFollowing", CALLER),
-        ("chat", f"{chat}/ListChannels", chat_pb2.ListChannelsRequest(),
-         "chat.ListChannels", 0),
-        ("chat", f"{chat}/GetHistory", chat_pb2.GetHistoryRequest(channel_id=group),
-         "chat.GetHistory", group),
-        ("notify", "/feedchat.notify.v1.NotifyService/ListNotifications",
-         notify_pb2.ListNotificationsRequest(), "notify.ListNotifications", 0),
+        (
+            "feed",
+            f"{feed}/ListUserPosts",
+            feed_pb2.ListUserPostsRequest(user_id=OTHER),
+            "feed.ListUserPosts",
+            OTHER,
+        ),
+        (
+            "feed",
+            f"{feed}/ListFollowers",
+            feed_pb2.ListFollowersRequest(),
+            "feed.ListFollowers",
+            CALLER,
+        ),
+        (
+            "feed",
+            f"{feed}/ListFollowing",
+            feed_pb2.ListFollowingRequest(),
+            "feed.ListFollowing",
+            CALLER,
+        ),
+        ("chat", f"{chat}/ListChannels", chat_pb2.ListChannelsRequest(), "chat.ListChannels", 0),
+        (
+            "chat",
+            f"{chat}/GetHistory",
+            chat_pb2.GetHistoryRequest(channel_id=group),
+            "chat.GetHistory",
+            group,
+        ),
+        (
+            "notify",
+            "/feedchat.notify.v1.NotifyService/ListNotifications",
+            notify_pb2.ListNotificationsRequest(),
+            "notify.ListNotifications",
+            0,
+        ),
     ]
 
 
@@ -63,10 +90,14 @@ async def test_forged_garbage_and_foreign_tokens_get_one_reason_on_every_listing
                 request.page_token = token
                 details = await failure(call(request, metadata=auth(CALLER)))
                 assert (details.code, details.reason) == (
-                    grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID"), (path, what)
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "PAGE_TOKEN_INVALID",
+                ), (path, what)
             request.page_token = ours.issue(listing, CALLER, 5, scope=scope)
             await call(request, metadata=auth(CALLER))  # a token of its own is accepted
             request.page_token, request.page_size = "", 100_000
             details = await failure(call(request, metadata=auth(CALLER)))
             assert (details.code, details.reason) == (
-                grpc.StatusCode.INVALID_ARGUMENT, "PAGE_SIZE_OUT_OF_RANGE"), path
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "PAGE_SIZE_OUT_OF_RANGE",
+            ), path

@@ -20,8 +20,17 @@ def test_token_round_trips_a_64_bit_position() -> None:
 
 
 @pytest.mark.parametrize(
-    "change", ["other_caller", "other_scope", "other_listing", "other_key", "bit_flip",
-               "garbage", "too_long", "not_ascii"],
+    "change",
+    [
+        "other_caller",
+        "other_scope",
+        "other_listing",
+        "other_key",
+        "bit_flip",
+        "garbage",
+        "too_long",
+        "not_ascii",
+    ],
 )
 def test_token_is_refused_when_anything_differs(change: str) -> None:
     tokens = PageTokens(derive_key("", "secret"))

@@ -32,9 +32,7 @@ async def test_migrations_build_the_schema_from_an_empty_database(database_url: 
 async def test_instances_starting_together_apply_each_migration_once(database_url: str) -> None:
     dbs = [await Database.connect(database_url, max_size=1) for _ in range(4)]
     try:
-        applied = await asyncio.gather(
-            *(migrate(db, "demo", load_migrations(DEMO)) for db in dbs)
-        )
+        applied = await asyncio.gather(*(migrate(db, "demo", load_migrations(DEMO)) for db in dbs))
         assert sorted(applied) == [[], [], [], [1, 2]]
         assert await dbs[0].fetchval("SELECT count(*) FROM feedchat_migrations") == 2
     finally:

@@ -35,8 +35,9 @@ async def test_cluster_url_gives_a_cluster_client_whose_every_connection_packs_w
 
 
 async def test_node_url_gives_a_one_node_client(redis_server_proc: EmbeddedServer) -> None:
-    client = connect_any(f"redis://{redis_server_proc.address}/0", max_connections=4,
-                         pool_timeout=1)
+    client = connect_any(
+        f"redis://{redis_server_proc.address}/0", max_connections=4, pool_timeout=1
+    )
     try:
         assert await client.ping()
         assert not isinstance(client, HiredisRedisCluster)
@@ -46,7 +47,9 @@ async def test_node_url_gives_a_one_node_client(redis_server_proc: EmbeddedServe
 
 def test_cluster_url_takes_seeds_and_credentials() -> None:
     assert cluster_nodes("redis+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001/") == (
-        [("10.0.0.1", 7000), ("::1", 7001)], "u", "p@ss"
+        [("10.0.0.1", 7000), ("::1", 7001)],
+        "u",
+        "p@ss",
     )
     with pytest.raises(ConfigError, match="host:port"):
         cluster_nodes("redis+cluster://10.0.0.1")

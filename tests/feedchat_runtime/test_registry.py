@@ -26,7 +26,6 @@ async def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> None
         await asyncio.sleep(0.1)
 
 
-
 def _restart_wiped(server: EmbeddedServer) -> None:
     server.stop()
     shutil.rmtree(server.data_dir / "etcd")
@@ -45,9 +44,19 @@ async def test_killed_process_leaves_registry_within_ttl(
     etcd: EmbeddedServer, etcd_prefix: str
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(DEMO), "--etcd", etcd.address, "--etcd-prefix", etcd_prefix,
-        "--lease-ttl", "2", "--instance", "doomed", "--dev",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        str(DEMO),
+        "--etcd",
+        etcd.address,
+        "--etcd-prefix",
+        etcd_prefix,
+        "--lease-ttl",
+        "2",
+        "--instance",
+        "doomed",
+        "--dev",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)

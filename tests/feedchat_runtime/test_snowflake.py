@@ -30,7 +30,11 @@ async def test_ids_unique_across_concurrent_processes(
     count = 30_000
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, str(WORKER), etcd.address, etcd_prefix, str(count),
+            sys.executable,
+            str(WORKER),
+            etcd.address,
+            etcd_prefix,
+            str(count),
             stdout=asyncio.subprocess.PIPE,
         )
         for _ in range(4)
@@ -64,8 +68,16 @@ async def test_worker_ids_are_exclusive_among_live_sessions(
 
 
 def test_clock_going_backwards_never_repeats_an_id() -> None:
-    readings = iter([1_800_000_000_000, 1_800_000_000_000, 1_799_999_999_000,
-                     1_799_999_999_500, 1_800_000_000_000, 1_800_000_000_001])
+    readings = iter(
+        [
+            1_800_000_000_000,
+            1_800_000_000_000,
+            1_799_999_999_000,
+            1_799_999_999_500,
+            1_800_000_000_000,
+            1_800_000_000_001,
+        ]
+    )
     generator = SnowflakeGenerator(lambda: 7, clock=lambda: next(readings))
     ids = [generator.next_id() for _ in range(6)]
     assert all(a < b for a, b in zip(ids, ids[1:]))
@@ -79,7 +91,6 @@ def test_sequence_overflow_moves_to_next_millisecond() -> None:
     assert len(set(ids)) == 5000
     assert all(a < b for a, b in zip(ids, ids[1:]))
     assert ids[-1] > compose(1_800_000_000_000, 1, 4095)
-
 
 
 async def test_ids_stop_while_claim_is_lost_and_resume(
@@ -170,4 +181,5 @@ def _next_id_or_none(generator: SnowflakeGenerator) -> Callable[[], int | None]:
             return generator.next_id()
         except Unavailable:
             return None
+
     return attempt

@@ -63,33 +63,53 @@ async def test_every_text_field_refuses_c1_nul_and_esc(whole_system: System) -> 
     async with grpc.aio.insecure_channel(whole_system.address("feed")) as channel:
         feed = feed_pb2_grpc.FeedServiceStub(channel)
         for text in bad:
-            assert await _reason_of(feed.CreatePost(
-                feed_pb2.CreatePostRequest(text=text), metadata=auth(user))) \
+            assert (
+                await _reason_of(
+                    feed.CreatePost(feed_pb2.CreatePostRequest(text=text), metadata=auth(user))
+                )
                 == "POST_INVALID_CHARACTERS"
+            )
         # multi-line text keeps its newlines
         await feed.CreatePost(feed_pb2.CreatePostRequest(text="a\nb"), metadata=auth(user))
     async with grpc.aio.insecure_channel(whole_system.address("account")) as channel:
         account = account_pb2_grpc.AccountServiceStub(channel)
-        session = await account.SignUp(account_pb2.SignUpRequest(
-            username="texter", password="password-123"))
+        session = await account.SignUp(
+            account_pb2.SignUpRequest(username="texter", password="password-123")
+        )
         mine = (("authorization", f"Bearer {session.access_token}"),)
         for text in [*bad, "two\nlines"]:
-            assert await _reason_of(account.UpdateProfile(
-                account_pb2.UpdateProfileRequest(display_name=text), metadata=mine)) \
+            assert (
+                await _reason_of(
+                    account.UpdateProfile(
+                        account_pb2.UpdateProfileRequest(display_name=text), metadata=mine
+                    )
+                )
                 == "PROFILE_INVALID_CHARACTERS"
+            )
         for text in bad:
-            assert await _reason_of(account.UpdateProfile(
-                account_pb2.UpdateProfileRequest(bio=text), metadata=mine)) \
+            assert (
+                await _reason_of(
+                    account.UpdateProfile(account_pb2.UpdateProfileRequest(bio=text), metadata=mine)
+                )
                 == "PROFILE_INVALID_CHARACTERS"
+            )
     chat_address = whole_system.address("chat")
     async with grpc.aio.insecure_channel(chat_address) as channel:
         chat = chat_pb2_grpc.ChatServiceStub(channel)
         for name in [*bad, "two\nlines"]:
-            assert await _reason_of(chat.CreateGroup(chat_pb2.CreateGroupRequest(
-                name=name, member_ids=[2]), metadata=auth(user))) \
+            assert (
+                await _reason_of(
+                    chat.CreateGroup(
+                        chat_pb2.CreateGroupRequest(name=name, member_ids=[2]), metadata=auth(user)
+                    )
+                )
                 == "GROUP_NAME_INVALID_CHARACTERS"
-        group = (await chat.CreateGroup(chat_pb2.CreateGroupRequest(
-            name="fine", member_ids=[2]), metadata=auth(user))).channel.channel_id
+            )
+        group = (
+            await chat.CreateGroup(
+                chat_pb2.CreateGroupRequest(name="fine", member_ids=[2]), metadata=auth(user)
+            )
+        ).channel.channel_id
     device = await Device(user, chat_address).open()
     try:
         for i, text in enumerate(bad):

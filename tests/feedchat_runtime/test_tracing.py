@@ -30,16 +30,32 @@ async def test_a_post_is_one_trace_across_feed_account_and_notify(
     for service, port in ports.items():
         out = open(tmp_path / f"{service}.out", "wb")  # noqa: ASYNC230 - handed to the child
         processes[service] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"{service}_svc", "--port", str(port),
-            "--etcd", config.etcd, "--etcd-prefix", config.etcd_prefix,
-            "--redis-url", config.redis_url, "--postgres-url", config.postgres_url,
-            "--dev", "--grace", "1", *extra[service],
-            cwd=repo_root, stdout=out, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            f"{service}_svc",
+            "--port",
+            str(port),
+            "--etcd",
+            config.etcd,
+            "--etcd-prefix",
+            config.etcd_prefix,
+            "--redis-url",
+            config.redis_url,
+            "--postgres-url",
+            config.postgres_url,
+            "--dev",
+            "--grace",
+            "1",
+            *extra[service],
+            cwd=repo_root,
+            stdout=out,
+            stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ, "FEEDCHAT_TRACE_EXPORTER": "console"},
         )
         out.close()
     address = {s: f"127.0.0.1:{p}" for s, p in ports.items()}
     try:
+
         async def serving(where: str) -> bool:
             reply = await call(where, "grpc.health.v1.Health/Check")
             return reply.code == 0 and reply.json() == {"status": "SERVING"}
@@ -48,22 +64,29 @@ async def test_a_post_is_one_trace_across_feed_account_and_notify(
             await wait_until(lambda w=where: serving(w), timeout=30, what=f"{where} up")
         users = {}
         for name in ("tracy", "fan"):
-            signed = await call(address["account"], "feedchat.account.v1.AccountService/SignUp",
-                                {"username": name, "password": "correct horse battery"})
+            signed = await call(
+                address["account"],
+                "feedchat.account.v1.AccountService/SignUp",
+                {"username": name, "password": "correct horse battery"},
+            )
             users[name] = signed.json()
         fan, tracy = str(users["fan"]["access_token"]), str(users["tracy"]["access_token"])
         author = users["tracy"]["user_id"]
         for method in ("Follow", "SetPostAlerts"):
-            body = {"user_id": author} if method == "Follow" else {
-                "author_id": author, "enabled": True}
+            body = (
+                {"user_id": author}
+                if method == "Follow"
+                else {"author_id": author, "enabled": True}
+            )
             done = await call(address["feed"], f"{FEED}/{method}", body, fan)
             assert done.code == 0, done.err
         posted = await call(address["feed"], f"{FEED}/CreatePost", {"text": "traced"}, tracy)
         assert posted.code == 0, posted.err
 
         async def alerted() -> bool:
-            listed = await call(address["notify"],
-                                "feedchat.notify.v1.NotifyService/ListNotifications", {}, fan)
+            listed = await call(
+                address["notify"], "feedchat.notify.v1.NotifyService/ListNotifications", {}, fan
+            )
             return bool(listed.json().get("notifications"))
 
         await wait_until(alerted, timeout=30, what="the post alert in notify_svc")
@@ -84,6 +107,10 @@ async def test_a_post_is_one_trace_across_feed_account_and_notify(
     assert "fanout alerts" in in_trace("feed")
     assert "feedchat.account.v1.AccountService/GetUsers" in in_trace("account")
     assert in_trace("notify") == ["notify job"]
-    services = {s["resource"]["attributes"]["service.name"]
-                for found in spans.values() for s in found if s["context"]["trace_id"] == trace_id}
+    services = {
+        s["resource"]["attributes"]["service.name"]
+        for found in spans.values()
+        for s in found
+        if s["context"]["trace_id"] == trace_id
+    }
     assert services == {"feed", "account", "notify"}

@@ -22,6 +22,7 @@ from tests.notify_svc.receiver import Receiver
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     run_on_both_topologies(metafunc)
 
+
 AUTHORITY = authority_from_config("", "", dev=True)
 StubFor = Callable[[NotifyApp], notify_pb2_grpc.NotifyServiceStub]
 """The ``channel_to`` fixture: a NotifyService stub for a started app."""
@@ -139,9 +140,7 @@ async def register_webhook(
     stub: notify_pb2_grpc.NotifyServiceStub, user_id: int, url: str, device_id: str = "phone"
 ) -> pb.RegisterDeviceResponse:
     reply: pb.RegisterDeviceResponse = await stub.RegisterDevice(
-        pb.RegisterDeviceRequest(
-            device_id=device_id, kind=pb.DEVICE_KIND_WEBHOOK, webhook_url=url
-        ),
+        pb.RegisterDeviceRequest(device_id=device_id, kind=pb.DEVICE_KIND_WEBHOOK, webhook_url=url),
         metadata=user_metadata(user_id),
     )
     return reply

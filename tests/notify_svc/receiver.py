@@ -92,5 +92,3 @@ class Receiver:
         finally:
             self._handlers.discard(task)
             writer.close()
-
-

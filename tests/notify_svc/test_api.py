@@ -60,7 +60,8 @@ async def test_https_only_unless_operator_allows_http(
         await register_webhook(stub, 42, receiver.url)
     details = await error_details(caught.value)
     assert (details.code, details.reason) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "WEBHOOK_URL_NOT_ALLOWED"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "WEBHOOK_URL_NOT_ALLOWED",
     )
 
 
@@ -75,11 +76,13 @@ async def test_devices_register_replace_list_and_unregister(
         await register_webhook(stub, 42, receiver.url, device_id="c")
     details = await error_details(caught.value)
     assert (details.code, details.reason) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_DEVICES"
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_DEVICES",
     )
     reply = await stub.ListDevices(pb.ListDevicesRequest(), metadata=user_metadata(42))
     assert [(d.device_id, d.webhook_url) for d in reply.devices] == [
-        ("a", receiver.url + "?v=2"), ("b", receiver.url)
+        ("a", receiver.url + "?v=2"),
+        ("b", receiver.url),
     ]
     other = await stub.ListDevices(pb.ListDevicesRequest(), metadata=user_metadata(43))
     assert list(other.devices) == []
@@ -89,11 +92,15 @@ async def test_devices_register_replace_list_and_unregister(
     again = await stub.UnregisterDevice(pb.UnregisterDeviceRequest(device_id="a"), metadata=meta)
     assert (gone.removed, again.removed) == (True, False)
 
-    for bad in (pb.RegisterDeviceRequest(device_id="", kind=pb.DEVICE_KIND_WEBHOOK,
-                                         webhook_url=receiver.url),
-                pb.RegisterDeviceRequest(device_id="x" * 65, kind=pb.DEVICE_KIND_WEBHOOK,
-                                         webhook_url=receiver.url),
-                pb.RegisterDeviceRequest(device_id="ok", webhook_url=receiver.url)):
+    for bad in (
+        pb.RegisterDeviceRequest(
+            device_id="", kind=pb.DEVICE_KIND_WEBHOOK, webhook_url=receiver.url
+        ),
+        pb.RegisterDeviceRequest(
+            device_id="x" * 65, kind=pb.DEVICE_KIND_WEBHOOK, webhook_url=receiver.url
+        ),
+        pb.RegisterDeviceRequest(device_id="ok", webhook_url=receiver.url),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.RegisterDevice(bad, metadata=meta)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -160,15 +167,17 @@ async def test_mark_read_counts_only_unread_notifications_of_the_caller(
     await enqueue(redis, user_id=42, message_id=502, channel_id=2)
     await wait_until(lambda: queue_drained(redis))
 
-    other = await stub.MarkRead(pb.MarkReadRequest(notification_ids=[501]),
-                                metadata=user_metadata(43))
+    other = await stub.MarkRead(
+        pb.MarkReadRequest(notification_ids=[501]), metadata=user_metadata(43)
+    )
     assert other.marked_count == 0
     meta = user_metadata(42)
     reply = await stub.MarkRead(pb.MarkReadRequest(notification_ids=[501, 999]), metadata=meta)
     again = await stub.MarkRead(pb.MarkReadRequest(notification_ids=[501]), metadata=meta)
     assert (reply.marked_count, again.marked_count) == (1, 0)
     assert {n.notification_id: n.read for n in await list_notifications(stub, 42)} == {
-        501: True, 502: False
+        501: True,
+        502: False,
     }
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.MarkRead(pb.MarkReadRequest(), metadata=meta)
@@ -212,10 +221,14 @@ async def test_gateway_stream_sees_created_and_updated_events_and_ends_on_shutdo
     created = await asyncio.wait_for(call.read(), 10)
     updated = await asyncio.wait_for(call.read(), 10)
     assert (created.event, created.user_id, created.notification.notification_id) == (
-        pb.NOTIFICATION_EVENT_CREATED, 42, 601
+        pb.NOTIFICATION_EVENT_CREATED,
+        42,
+        601,
     )
     assert (updated.event, updated.notification.count, updated.notification.preview) == (
-        pb.NOTIFICATION_EVENT_UPDATED, 2, "two"
+        pb.NOTIFICATION_EVENT_UPDATED,
+        2,
+        "two",
     )
     assert worker.worker is not None
 

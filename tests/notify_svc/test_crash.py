@@ -35,17 +35,34 @@ def spawn(
 
     def start(instance: str) -> subprocess.Popen[bytes]:
         argv = [
-            sys.executable, "-m", "notify_svc", "--port", "0", "--instance", instance,
-            "--etcd", etcd.address, "--etcd-prefix", etcd_prefix, "--redis-url", redis_url,
-            "--dev", "--lease-ttl", "2", "--log-format", "text",
-            "--webhook-allow", f"127.0.0.1:{receiver.port}",
+            sys.executable,
+            "-m",
+            "notify_svc",
+            "--port",
+            "0",
+            "--instance",
+            instance,
+            "--etcd",
+            etcd.address,
+            "--etcd-prefix",
+            etcd_prefix,
+            "--redis-url",
+            redis_url,
+            "--dev",
+            "--lease-ttl",
+            "2",
+            "--log-format",
+            "text",
+            "--webhook-allow",
+            f"127.0.0.1:{receiver.port}",
         ]
         for name, value in FAST.items():
             flag = "--" + name.replace("_", "-")
             argv += [flag, "true" if value is True else str(value)]
         log = open(tmp_path / f"{instance}.log", "wb")  # noqa: SIM115 - child owns it
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         log.close()
         procs.append(proc)
         return proc
@@ -90,6 +107,4 @@ async def test_killed_notify_svc_mid_delivery_loses_nothing_and_delivers_once(
     assert len(receiver.delivered) == 1
     assert receiver.delivered[0].headers["x-feedchat-delivery"] == "7101.phone"
     listed = await list_notifications(stub, 42)
-    assert [(n.notification_id, n.count, n.preview) for n in listed] == [
-        (7101, 1, "survive this")
-    ]
+    assert [(n.notification_id, n.count, n.preview) for n in listed] == [(7101, 1, "survive this")]

@@ -35,8 +35,9 @@ async def test_offline_message_produces_one_signed_webhook(
     stub = channel_to(app)
     await register_webhook(stub, 42, receiver.url)
 
-    await enqueue(redis, user_id=42, message_id=7001, channel_id=500, sender_id=9,
-                  preview="are you there?")
+    await enqueue(
+        redis, user_id=42, message_id=7001, channel_id=500, sender_id=9, preview="are you there?"
+    )
     await wait_until(lambda: queue_drained(redis))
 
     assert len(receiver.requests) == 1
@@ -76,8 +77,7 @@ async def test_receiver_failing_twice_gets_it_on_the_third_try(
     assert {r.headers["x-feedchat-delivery"] for r in receiver.requests} == {"7002.phone"}
     assert await redis.xlen(DEAD_KEY) == 0
     assert await value(metrics, "feedchat_notify_retries_total") == retries + 2
-    assert await value(
-        metrics, "feedchat_notify_jobs_total", outcome="delivered") == delivered + 1
+    assert await value(metrics, "feedchat_notify_jobs_total", outcome="delivered") == delivered + 1
 
 
 async def test_receiver_always_failing_sends_job_to_dead_letter_stream(
@@ -100,8 +100,10 @@ async def test_receiver_always_failing_sends_job_to_dead_letter_stream(
     assert (fields["user_id"], fields["message_id"], fields["preview"]) == ("42", "7003", "lost?")
     assert "HTTP 500" in fields["error"]
     assert await redis.hlen(ATTEMPTS_KEY) == 0
-    assert await value(
-        metrics, "feedchat_notify_jobs_total", outcome="dead_lettered") == dead_before + 1
+    assert (
+        await value(metrics, "feedchat_notify_jobs_total", outcome="dead_lettered")
+        == dead_before + 1
+    )
 
 
 async def test_malformed_entry_goes_to_dead_letter_stream_at_once(
@@ -143,18 +145,27 @@ async def test_burst_in_one_channel_collapses_into_one_push_with_a_count(
     await register_webhook(stub, 42, receiver.url)
 
     for i in range(5):
-        await enqueue(redis, user_id=42, message_id=8000 + i, channel_id=500,
-                      sender_id=10 + i, preview=f"msg {i}")
+        await enqueue(
+            redis,
+            user_id=42,
+            message_id=8000 + i,
+            channel_id=500,
+            sender_id=10 + i,
+            preview=f"msg {i}",
+        )
     await enqueue(redis, user_id=42, message_id=8100, channel_id=600)
     await wait_until(lambda: queue_drained(redis))
 
     assert sorted(r.json()["notification"]["channel_id"] for r in receiver.requests) == [
-        "500", "600"
+        "500",
+        "600",
     ]
     listed = {n.channel_id: n for n in await list_notifications(stub, 42)}
     assert listed[500].count == 5 and listed[500].notification_id == 8000
     assert (listed[500].last_message_id, listed[500].preview, listed[500].sender_id) == (
-        8004, "msg 4", 14
+        8004,
+        "msg 4",
+        14,
     )
     assert listed[600].count == 1
 
@@ -178,9 +189,7 @@ async def test_retried_entry_for_same_message_does_not_notify_twice(
     await wait_until(lambda: queue_drained(redis))
 
     assert len(receiver.delivered) == 1
-    assert [(n.notification_id, n.count) for n in await list_notifications(stub, 42)] == [
-        (9001, 1)
-    ]
+    assert [(n.notification_id, n.count) for n in await list_notifications(stub, 42)] == [(9001, 1)]
 
 
 async def test_only_failed_device_is_retried(
@@ -189,9 +198,7 @@ async def test_only_failed_device_is_retried(
     second = Receiver(plan=[500])
     await second.start()
     try:
-        app = await start_notify(
-            webhook_allow=f"127.0.0.1:{receiver.port},127.0.0.1:{second.port}"
-        )
+        app = await start_notify(webhook_allow=f"127.0.0.1:{receiver.port},127.0.0.1:{second.port}")
         stub = channel_to(app)
         await register_webhook(stub, 42, receiver.url, device_id="phone")
         await register_webhook(stub, 42, second.url, device_id="tablet")

@@ -55,7 +55,9 @@ async def _queue_master(nodes: RedisClusterNodes) -> aioredis.Redis:
             for first, last, primary, *_ in await probe.execute_command("CLUSTER SLOTS"):
                 if int(first) <= slot <= int(last):
                     return aioredis.Redis(
-                        host=node.host, port=int(primary[1]), socket_timeout=1,
+                        host=node.host,
+                        port=int(primary[1]),
+                        socket_timeout=1,
                         single_connection_client=True,
                     )
         except (RedisError, OSError):
@@ -102,9 +104,13 @@ class Producer:
 
 def _job(message_id: int) -> dict[Any, Any]:
     return {
-        "kind": "chat_message", "user_id": str(_user(message_id)),
-        "channel_id": str(500 + _user(message_id)), "message_id": str(message_id), "sender_id": "9",
-        "preview": f"m{message_id}", "created_ms": "1760000000000",
+        "kind": "chat_message",
+        "user_id": str(_user(message_id)),
+        "channel_id": str(500 + _user(message_id)),
+        "message_id": str(message_id),
+        "sender_id": "9",
+        "preview": f"m{message_id}",
+        "created_ms": "1760000000000",
     }
 
 
@@ -115,7 +121,8 @@ def _user(message_id: int) -> int:
 async def _list_ok(stub: Any, user_id: int) -> bool:
     try:
         await stub.ListNotifications(
-            pb.ListNotificationsRequest(page_size=1), metadata=user_metadata(user_id),
+            pb.ListNotificationsRequest(page_size=1),
+            metadata=user_metadata(user_id),
             timeout=1.0,
         )
     except grpc.aio.AioRpcError:
@@ -135,8 +142,9 @@ async def test_killed_queue_master_fails_over_and_every_acknowledged_job_applies
     await start_notify(**settings)
     stub = channel_to(first)
     victim = nodes.master_of(QUEUE_KEY)
-    probe_user = next(u for u in range(1, 10_000)
-                      if nodes.master_of(list_key(u)).port == victim.port)
+    probe_user = next(
+        u for u in range(1, 10_000) if nodes.master_of(list_key(u)).port == victim.port
+    )
     assert await _list_ok(stub, probe_user)
 
     producer = Producer(nodes)
@@ -146,8 +154,9 @@ async def test_killed_queue_master_fails_over_and_every_acknowledged_job_applies
     victim.kill()
     killed_at = time.monotonic()
     # Enqueues and calls on the killed master's slots come back by themselves.
-    await wait_until(lambda: any(t > killed_at for t in producer.written_at),
-                     timeout=RECOVERY_BOUND)
+    await wait_until(
+        lambda: any(t > killed_at for t in producer.written_at), timeout=RECOVERY_BOUND
+    )
     enqueue_back = min(t for t in producer.written_at if t > killed_at) - killed_at
     await wait_until(lambda: _list_ok(stub, probe_user), timeout=RECOVERY_BOUND, interval=0.05)
     call_back = time.monotonic() - killed_at
@@ -156,9 +165,11 @@ async def test_killed_queue_master_fails_over_and_every_acknowledged_job_applies
     await wait_until(lambda: len(producer.acked) >= acked + 100, timeout=30)
     stop.set()
     await producing
-    print(f"\nfailover: kill -> first enqueue written {enqueue_back:.2f} s, -> first "
-          f"ListNotifications {call_back:.2f} s; {len(producer.acked)} jobs acknowledged "
-          f"by a replica, {len(producer.unsure)} not")
+    print(
+        f"\nfailover: kill -> first enqueue written {enqueue_back:.2f} s, -> first "
+        f"ListNotifications {call_back:.2f} s; {len(producer.acked)} jobs acknowledged "
+        f"by a replica, {len(producer.unsure)} not"
+    )
     assert call_back < RECOVERY_BOUND
 
     reader: RedisClient = connect_any(nodes.url)

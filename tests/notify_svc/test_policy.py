@@ -58,33 +58,53 @@ def test_webhook_secret_is_required_with_an_allow_list_outside_dev() -> None:
     load_config(NotifyConfig, [], env={}, **secrets)  # no allow-list: no key needed
     with pytest.raises(ConfigError):
         load_config(NotifyConfig, [], env={}, webhook_allow="push.example.com", **secrets)
-    load_config(NotifyConfig, [], env={}, webhook_allow="push.example.com",
-                webhook_secret="k", **secrets)
+    load_config(
+        NotifyConfig, [], env={}, webhook_allow="push.example.com", webhook_secret="k", **secrets
+    )
 
 
 def test_signature_covers_timestamp_and_body_and_expires() -> None:
     body = b'{"type":"notification"}'
-    headers = {"X-Feedchat-Timestamp": "1700000000",
-               "X-Feedchat-Signature": sign(b"key", 1700000000, body)}
+    headers = {
+        "X-Feedchat-Timestamp": "1700000000",
+        "X-Feedchat-Signature": sign(b"key", 1700000000, body),
+    }
     assert verify(b"key", headers, body, now=1700000010)
     assert not verify(b"key", headers, body, now=1700000000 + 301)  # replayed later
-    assert not verify(b"key", dict(headers, **{"X-Feedchat-Timestamp": "1700000001"}),
-                      body, now=1700000010)
+    assert not verify(
+        b"key", dict(headers, **{"X-Feedchat-Timestamp": "1700000001"}), body, now=1700000010
+    )
     assert not verify(b"other", headers, body, now=1700000010)
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() -> None:
     assert [backoff_delay(n, 1.0, 8.0, lambda: 0.0) for n in (1, 2, 3, 4, 5, 6)] == [
-        0.5, 1.0, 2.0, 4.0, 4.0, 4.0
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        4.0,
+        4.0,
     ]
     assert [backoff_delay(n, 1.0, 8.0, lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [
-        1.0, 2.0, 4.0, 8.0, 8.0
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        8.0,
     ]
 
 
 def _fields(**values: str) -> dict[bytes, bytes]:
-    base = {"kind": "chat_message", "user_id": "42", "channel_id": "5", "message_id": "77",
-            "sender_id": "9", "preview": "hi", "created_ms": "1"}
+    base = {
+        "kind": "chat_message",
+        "user_id": "42",
+        "channel_id": "5",
+        "message_id": "77",
+        "sender_id": "9",
+        "preview": "hi",
+        "created_ms": "1",
+    }
     base.update(values)
     return {k.encode(): v.encode() for k, v in base.items()}
 
@@ -94,8 +114,14 @@ def test_queue_contract_parsing() -> None:
     assert job.kind is NotificationKind.CHAT_MESSAGE and job.message_id == 2**63 + 5
     assert job.preview == "é" * 140
     assert parse_job(_fields(kind="feed_post", channel_id="0")).channel_id == 0
-    for bad in (_fields(kind="sms"), _fields(user_id="-1"), _fields(user_id="0"),
-                _fields(message_id=str(2**64)), _fields(channel_id="0"), _fields(user_id="1e3")):
+    for bad in (
+        _fields(kind="sms"),
+        _fields(user_id="-1"),
+        _fields(user_id="0"),
+        _fields(message_id=str(2**64)),
+        _fields(channel_id="0"),
+        _fields(user_id="1e3"),
+    ):
         with pytest.raises(MalformedJob):
             parse_job(bad)
     missing = _fields()

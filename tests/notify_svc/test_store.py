@@ -15,8 +15,18 @@ USER = 42
 async def _apply(
     store: NotifyStore, message_id: int, channel_id: int, window_ms: int = 0, keep: int = 3
 ) -> ApplyResult:
-    return await store.apply(USER, CHAT, channel_id, message_id, 9, f"m{message_id}",
-                             1_000 + message_id, window_ms, 60_000, keep)
+    return await store.apply(
+        USER,
+        CHAT,
+        channel_id,
+        message_id,
+        9,
+        f"m{message_id}",
+        1_000 + message_id,
+        window_ms,
+        60_000,
+        keep,
+    )
 
 
 async def test_full_list_drops_its_oldest_notifications_and_their_hashes(

@@ -22,6 +22,7 @@ from tests.conftest import run_on_both_topologies
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     run_on_both_topologies(metafunc)
 
+
 AUTHORITY = authority_from_config("", "", dev=True)
 
 FAST = {
@@ -38,7 +39,6 @@ def user_metadata(user_id: int) -> tuple[tuple[str, str], ...]:
 
 def service_metadata(service: str = "chat") -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {AUTHORITY.issue_service(service).token}"),)
-
 
 
 class DeviceClient:
@@ -140,9 +140,7 @@ async def start_cluster(
         graph: dict[int, list[int]] = {}
         apps = []
         for i in range(2):
-            config = make_config(
-                PresenceConfig, instance=f"presence-{i}", **{**FAST, **overrides}
-            )
+            config = make_config(PresenceConfig, instance=f"presence-{i}", **{**FAST, **overrides})
             app = await build(config, StaticFollowing(graph))
             await app.start()
             apps.append(app)

@@ -46,8 +46,7 @@ async def test_default_watch_list_is_read_from_feed_svc(
         async with grpc.aio.insecure_channel(feed.host.address) as channel:
             stub = feed_pb2_grpc.FeedServiceStub(channel)
             for author in (3, 2):
-                await stub.Follow(feed_pb2.FollowRequest(user_id=author),
-                                  metadata=user_metadata(1))
+                await stub.Follow(feed_pb2.FollowRequest(user_id=author), metadata=user_metadata(1))
         client = DeviceClient(presence.address, 1)
         first = await client.snapshot()
         assert [p.user_id for p in first.presences] == [2, 3]

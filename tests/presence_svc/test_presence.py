@@ -18,7 +18,10 @@ from tests.waiting import eventually
 
 Start = Callable[..., Awaitable[Cluster]]
 ONLINE, AWAY, OFFLINE = (
-    pb.PRESENCE_STATUS_ONLINE, pb.PRESENCE_STATUS_AWAY, pb.PRESENCE_STATUS_OFFLINE)
+    pb.PRESENCE_STATUS_ONLINE,
+    pb.PRESENCE_STATUS_AWAY,
+    pb.PRESENCE_STATUS_OFFLINE,
+)
 
 
 async def test_connect_makes_user_online_for_watcher_on_other_instance(
@@ -123,8 +126,9 @@ async def test_each_transition_is_published_once_with_two_instances(
     start_cluster: Start, redis_url: str
 ) -> None:
     # sweep_batch=1: a sweep round needs several index reads per bucket.
-    cluster = await start_cluster(offline_timeout=1.0, heartbeat_interval=0.3,
-                                  sweep_interval=0.05, sweep_batch=1)
+    cluster = await start_cluster(
+        offline_timeout=1.0, heartbeat_interval=0.3, sweep_interval=0.05, sweep_batch=1
+    )
     users = list(range(100, 120))
     listener = await open_pubsub(connect_any(redis_url))
     await listener.subscribe(*(channel(u) for u in users))
@@ -157,7 +161,8 @@ async def test_each_transition_is_published_once_with_two_instances(
     assert events == {u: ["online", "offline"] for u in users}
     changes = [await watcher.change() for _ in range(2 * len(users))]
     assert sorted((c.user_id, c.version) for c in changes) == sorted(
-        (u, v) for u in users for v in (1, 2))
+        (u, v) for u in users for v in (1, 2)
+    )
     await listener.aclose()
 
 
@@ -223,10 +228,13 @@ async def test_stream_acts_only_for_the_token_user(start_cluster: Start) -> None
 
     async with grpc.aio.insecure_channel(cluster.apps[0].address) as ch:
         stub = presence_pb2_grpc.PresenceServiceStub(ch)
-        for metadata, code in [((), grpc.StatusCode.UNAUTHENTICATED),
-                               (service_metadata(), grpc.StatusCode.UNAUTHENTICATED)]:
-            call = stub.Connect(iter([pb.ConnectRequest(heartbeat=pb.Heartbeat())]),
-                                metadata=metadata)
+        for metadata, code in [
+            ((), grpc.StatusCode.UNAUTHENTICATED),
+            (service_metadata(), grpc.StatusCode.UNAUTHENTICATED),
+        ]:
+            call = stub.Connect(
+                iter([pb.ConnectRequest(heartbeat=pb.Heartbeat())]), metadata=metadata
+            )
             try:
                 await call.read()
                 raise AssertionError("a stream without a user token was accepted")
@@ -255,25 +263,38 @@ async def test_batch_lookup_answers_each_id_in_order(start_cluster: Start) -> No
     await device.snapshot()
     replies = await cluster.lookup([2, 999_999_999_999_999_999, 2])
     assert [(p.user_id, p.status) for p in replies] == [
-        (2, ONLINE), (999_999_999_999_999_999, OFFLINE), (2, ONLINE)]
+        (2, ONLINE),
+        (999_999_999_999_999_999, OFFLINE),
+        (2, ONLINE),
+    ]
     assert not replies[1].HasField("last_seen_time") and replies[1].version == 0
     assert replies[0].HasField("last_seen_time")
 
     async with grpc.aio.insecure_channel(cluster.apps[0].address) as ch:
         stub = presence_pb2_grpc.PresenceServiceStub(ch)
-        by_user = await stub.GetPresence(pb.GetPresenceRequest(user_ids=[2]),
-                                         metadata=user_metadata(5))
+        by_user = await stub.GetPresence(
+            pb.GetPresenceRequest(user_ids=[2]), metadata=user_metadata(5)
+        )
         assert by_user.presences[0].status == ONLINE
         for ids in ([], [2, 0], list(range(1, 1002))):
             try:
-                await stub.GetPresence(pb.GetPresenceRequest(user_ids=ids),
-                                       metadata=service_metadata())
+                await stub.GetPresence(
+                    pb.GetPresenceRequest(user_ids=ids), metadata=service_metadata()
+                )
                 raise AssertionError(f"{len(ids)} ids were accepted")
             except grpc.aio.AioRpcError as err:
                 assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert (await error_details(err)).field_violations[0][0] == "user_ids"
-        assert len((await stub.GetPresence(pb.GetPresenceRequest(user_ids=range(1, 1001)),
-                                           metadata=service_metadata())).presences) == 1000
+        assert (
+            len(
+                (
+                    await stub.GetPresence(
+                        pb.GetPresenceRequest(user_ids=range(1, 1001)), metadata=service_metadata()
+                    )
+                ).presences
+            )
+            == 1000
+        )
 
 
 async def _is(cluster: Cluster, user_id: int, status: int) -> bool:
@@ -286,5 +307,6 @@ async def _device_statuses_are(cluster: Cluster, user_id: int, expected: list[st
 
 
 async def _swept_twice_more(cluster: Cluster, before: list[int]) -> bool:
-    return all(app.tracker.sweep_rounds >= n + 2 for app, n in zip(cluster.apps, before,
-                                                                   strict=True))
+    return all(
+        app.tracker.sweep_rounds >= n + 2 for app, n in zip(cluster.apps, before, strict=True)
+    )

@@ -19,7 +19,10 @@ from tests.waiting import eventually
 
 Start = Callable[..., Awaitable[Cluster]]
 ONLINE, AWAY, OFFLINE = (
-    pb.PRESENCE_STATUS_ONLINE, pb.PRESENCE_STATUS_AWAY, pb.PRESENCE_STATUS_OFFLINE)
+    pb.PRESENCE_STATUS_ONLINE,
+    pb.PRESENCE_STATUS_AWAY,
+    pb.PRESENCE_STATUS_OFFLINE,
+)
 
 
 async def _subscribers(redis: RedisClient, user_id: int) -> int:

@@ -19,8 +19,7 @@ from tests.chat_svc.chatkit import auth
 def test_ring_is_a_function_of_membership_only() -> None:
     from feedchat_runtime.registry import Member
 
-    members = {f"chat-{i}": Member("chat", f"chat-{i}", f"127.0.0.1:{7000 + i}")
-               for i in range(3)}
+    members = {f"chat-{i}": Member("chat", f"chat-{i}", f"127.0.0.1:{7000 + i}") for i in range(3)}
     one = Ring.build(members)
     other = Ring.build(dict(reversed(list(members.items()))))
     assert one.version == other.version
@@ -45,8 +44,9 @@ async def test_route_agrees_with_every_chat_server(make_config, redis) -> None:
         async with grpc.aio.insecure_channel(router.address) as channel:
             stub = router_pb2_grpc.RouterServiceStub(channel)
             for _ in range(200):  # the router's own watch may trail the chat servers'
-                servers = await stub.ListChatServers(router_pb2.ListChatServersRequest(),
-                                                     metadata=auth(1))
+                servers = await stub.ListChatServers(
+                    router_pb2.ListChatServersRequest(), metadata=auth(1)
+                )
                 if len(servers.chat_servers) == 3:
                     break
                 await asyncio.sleep(0.02)
@@ -73,8 +73,7 @@ async def test_route_agrees_with_every_chat_server(make_config, redis) -> None:
 def test_remembered_owners_match_the_hash_ring() -> None:
     from feedchat_runtime.registry import Member
 
-    members = {f"chat-{i}": Member("chat", f"chat-{i}", f"127.0.0.1:{7000 + i}")
-               for i in range(3)}
+    members = {f"chat-{i}": Member("chat", f"chat-{i}", f"127.0.0.1:{7000 + i}") for i in range(3)}
     ring = Ring.build(members)
     first = [ring.owner(u) for u in range(1, 500)]
     again = [ring.owner(u) for u in range(1, 500)]  # from the snapshot's cache
