@@ -19,7 +19,8 @@ from feed_svc import store as keys
 from feed_svc.authors import Author, AuthorDirectory
 from feed_svc.config import MAX_POST_CHARS, FeedConfig
 from feed_svc.post_requests import PostRequest, check_request_id
-from feed_svc.removal import UserRemoval, account_deleted
+from feed_svc.records import account_deleted
+from feed_svc.removal import UserRemoval
 from feed_svc.store import FeedStore, StoredPost
 from feed_svc.store_removal import RemovalStore
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
@@ -116,7 +117,7 @@ class Feed:
         self.clock = clock
         self.records = store.records
         self.timeline = Timeline(store, config.feed_cache_size)
-        self.removal = UserRemoval(store, RemovalStore(store.redis), self.timeline)
+        self.removal = UserRemoval(store, RemovalStore(store.redis), self.timeline, clock)
         self.warmer = CacheWarmer(store, store.records, config.celebrity_threshold, config.instance)
 
     # --- posts ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from feed_svc import post_requests
 from feed_svc.post_requests import PostRequest
+from feedchat_runtime.errors import PermissionDenied
 from feedchat_runtime.postgres import Database, open_database
 
 COMPONENT = "feed"
@@ -23,6 +24,10 @@ COMPONENT = "feed"
 async def open_records(url: str, pool_size: int) -> Database:
     """Connect to the record and bring feed_svc's schema up to date."""
     return await open_database(url, COMPONENT, "feed_svc", pool_size)
+
+
+def account_deleted(user: int) -> PermissionDenied:
+    return PermissionDenied(f"account {user} was deleted", reason="ACCOUNT_DELETED")
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,21 @@ class FeedRecords:
 
     # --- follow graph ----------------------------------------------------------------
     async def follow(self, follower: int, author: int, now_ms: int) -> bool:
-        """Record a follow; False when it was there already."""
-        added = await self._db.fetchval(
-            "INSERT INTO follows (follower_id, author_id, created_ms) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING RETURNING true",
+        """Record a follow; False when it was there already. A removed follower is
+        refused here (PERMISSION_DENIED ``ACCOUNT_DELETED``), whatever Redis says."""
+        (row,) = await self._db.fetch(
+            "WITH gone AS (SELECT 1 FROM removed_users WHERE user_id = $1), "
+            "added AS (INSERT INTO follows (follower_id, author_id, created_ms) "
+            "SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM gone) "
+            "ON CONFLICT DO NOTHING RETURNING 1) "
+            "SELECT EXISTS (SELECT 1 FROM gone) AS gone, EXISTS (SELECT 1 FROM added) AS added",
             follower,
             author,
             now_ms,
         )
-        return bool(added)
+        if row["gone"]:
+            raise account_deleted(follower)
+        return bool(row["added"])
 
     async def unfollow(self, follower: int, author: int) -> bool:
         removed = await self._db.fetchval(
@@ -143,13 +154,17 @@ class FeedRecords:
                 earlier = await post_requests.claim(conn, request, post.post_id, now_ms)
                 if earlier is not None:
                     return earlier
-            await conn.execute(
-                "INSERT INTO posts (post_id, author_id, text, created_ms) VALUES ($1, $2, $3, $4)",
+            status = await conn.execute(
+                "INSERT INTO posts (post_id, author_id, text, created_ms) "
+                "SELECT $1, $2, $3, $4 "
+                "WHERE NOT EXISTS (SELECT 1 FROM removed_users WHERE user_id = $2)",
                 post.post_id,
                 post.author_id,
                 post.text,
                 now_ms,
             )
+            if status == "INSERT 0 0":  # rolls the request record back with it
+                raise account_deleted(post.author_id)
         return None
 
     async def recorded(self, request: PostRequest, now_ms: int) -> str | None:
@@ -159,10 +174,17 @@ class FeedRecords:
     async def delete_post(self, post_id: int) -> None:
         await self._db.execute("DELETE FROM posts WHERE post_id = $1", post_id)
 
-    async def remove_user(self, user: int) -> None:
-        """Delete a removed account's posts, request records and follow edges (both
-        directions) in one transaction, so no cache refill brings them back."""
+    async def remove_user(self, user: int, now_ms: int) -> None:
+        """Mark the account removed (for good) and delete its posts, request records and
+        follow edges (both directions) in one transaction, so no cache refill brings them
+        back and no later post or follow of the account is recorded."""
         async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO removed_users (user_id, removed_ms) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING",
+                user,
+                now_ms,
+            )
             await conn.execute("DELETE FROM posts WHERE author_id = $1", user)
             await conn.execute("DELETE FROM post_requests WHERE author_id = $1", user)
             await conn.execute("DELETE FROM follows WHERE follower_id = $1 OR author_id = $1", user)

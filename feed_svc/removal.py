@@ -1,11 +1,13 @@
 """Removing a deleted account from the feed (DeleteUserContent, called by account_svc).
 
-Order matters. The account is marked removed first, so a CreatePost or Follow that is
-still in flight with the user's last access token either lands before the sweep below
-(and is swept) or sees the mark (and is refused; CreatePost checks after storing and
-takes its post back). The record goes first: the account's posts, request records and
-follow edges leave PostgreSQL in one transaction, so a refill of the Redis caches cannot
-bring them back. Then posts are deleted from the caches through the store's post deletion, and every
+Order matters. The account is marked removed in Redis first, so a CreatePost or Follow
+that is still in flight with the user's last access token either lands before the sweep
+below (and is swept) or sees the mark (and is refused; CreatePost checks after storing and
+takes its post back). The record goes next: in one transaction the account is marked
+removed in PostgreSQL (``removed_users``, kept for good) and its posts, request records
+and follow edges leave, so a refill of the Redis caches cannot bring them back, and a post
+or follow recorded later is refused by PostgreSQL itself even after Redis lost its mark.
+Then posts are deleted from the caches through the store's post deletion, and every
 follower's cache loses the user's entries through :meth:`Timeline.remove` (the one
 removal path, which keeps the range the cache is complete for) before the follow edge
 goes. Everything is idempotent: account_svc retries until a call succeeds.
@@ -14,21 +16,19 @@ goes. Everything is idempotent: account_svc retries until a call succeeds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from feed_svc.records import account_deleted
 from feed_svc.store import FeedStore, live_channel
 from feed_svc.store_removal import RemovalStore
 from feed_svc.timeline import Timeline
-from feedchat_runtime.errors import InvalidArgument, PermissionDenied
+from feedchat_runtime.errors import InvalidArgument
 
 logger = logging.getLogger(__name__)
 
 BATCH = 200
 """Posts or follow edges read (and removed) per round."""
-
-
-def account_deleted(user: int) -> PermissionDenied:
-    return PermissionDenied(f"account {user} was deleted", reason="ACCOUNT_DELETED")
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,15 @@ class Removed:
 class UserRemoval:
     """Deletes a removed account's posts and follow edges, and guards its writes."""
 
-    def __init__(self, store: FeedStore, removals: RemovalStore, timeline: Timeline) -> None:
+    def __init__(
+        self,
+        store: FeedStore,
+        removals: RemovalStore,
+        timeline: Timeline,
+        clock: Callable[[], int],
+    ) -> None:
         self.store = store
+        self.clock = clock
         self.removals = removals
         self.timeline = timeline
 
@@ -53,7 +60,8 @@ class UserRemoval:
         if user <= 0:
             raise InvalidArgument.field("user_id", "a user id is required")
         await self.removals.mark(user)
-        await self.store.records.remove_user(user)  # the record first: caches refill from it
+        # The record first: caches refill from it, and it refuses the account's later writes.
+        await self.store.records.remove_user(user, self.clock())
         posts = 0
         while ids := await self.removals.post_ids(user, BATCH):
             for post_id in ids:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
 from feed_svc.app import build
 from feedchat.account.v1 import account_pb2
@@ -137,3 +138,34 @@ async def test_delete_user_content_is_service_only_and_needs_a_user_id(
         "user_id",
     )
     await user.post("the refused calls removed nothing")
+
+
+async def test_deleted_account_stays_removed_after_redis_is_wiped(
+    system: System, redis: aioredis.Redis
+) -> None:
+    leaving = await system.sign_up("leaving")
+    reader = await system.sign_up("reader")
+    await reader.follow(leaving.user_id)
+    await leaving.follow(reader.user_id)
+    await reader.feed()
+    post = await leaving.post("gone for good")
+    await fanout_done(system, post.post_id)
+    await _delete_account(system, leaving)
+
+    await redis.flushall()  # the caches and the removed mark's copy in Redis are gone
+
+    assert await reader.feed_ids() == []  # rebuilt from the record, which lost the post
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.GetPost(pb.GetPostRequest(post_id=post.post_id), metadata=reader.md)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await _followers(system, leaving.user_id) == []
+    assert await _followers(system, reader.user_id) == []
+    # The still-valid access token is refused by the record itself.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await leaving.post("after the wipe")
+    assert (await error_details(caught.value)).reason == "ACCOUNT_DELETED"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await leaving.follow(reader.user_id)
+    assert (await error_details(caught.value)).reason == "ACCOUNT_DELETED"
+    assert await reader.feed_ids() == []
+    assert await _followers(system, reader.user_id) == []
