@@ -131,8 +131,10 @@ async def cold_reads(
 
         await asyncio.gather(*(post(a, t) for a, t in posts))
         await wait_idle_queue(redis)
+        print("    (reading on warm caches)", flush=True)
         warm, warm_rate = await read_latencies([feed], readers, seconds, PERIOD)
         await redis.flushall()
+        print("    (Redis wiped; reading again)", flush=True)
         cold, cold_rate = await read_latencies([feed], readers, seconds, PERIOD)
         first_reads = sorted(cold[: len(readers)])
     finally:

@@ -338,6 +338,12 @@ class Feed:
         await self.warmer.ensure()
         now = self.clock()
         ctx = await self.timeline.context(user, now if touch else None)
+        if not ctx.meta.warm:  # Redis lost the caches since the warmer last looked
+            self.warmer.forget()
+            await self.warmer.ensure()
+            seen = ctx.previous_seen  # the activity was recorded by the first read
+            ctx = await self.timeline.context(user)
+            ctx.previous_seen = seen
         if touch and self._returning(ctx.previous_seen, now):
             await self.store.set_stale(user, True)
             ctx.use_cache = False

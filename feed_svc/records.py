@@ -84,6 +84,19 @@ class FeedRecords:
         )
         return [(row["follower_id"], row["author_id"], row["alerts"]) for row in rows]
 
+    async def followers_after(self, after: tuple[int, int], limit: int) -> list[tuple[int, int]]:
+        """Up to ``limit`` (author, follower) pairs coming after ``after`` in author order:
+        every author's followers page by page (keyset on ``follows_by_author``)."""
+        rows = await self._db.fetch(
+            "SELECT author_id, follower_id FROM follows "
+            "WHERE (author_id, follower_id) > ($1, $2) "
+            "ORDER BY author_id, follower_id LIMIT $3",
+            after[0],
+            after[1],
+            limit,
+        )
+        return [(row["author_id"], row["follower_id"]) for row in rows]
+
     async def set_alerts(
         self, user: int, author: int, enabled: bool, max_per_user: int, max_per_author: int
     ) -> str:

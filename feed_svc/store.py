@@ -21,7 +21,7 @@ users in one MULTI/script; on Redis Cluster these would be split per slot.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,7 @@ class FeedMeta:
     floor: int
     oldest: int | None
     stale: bool
+    warm: bool = True  # False: Redis lost the graph caches (see feed_svc.warmup)
 
 
 def _body(post: StoredPost) -> str:
@@ -351,22 +352,39 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         found = await pipe.execute()
         return total, [m[0].decode() for m in found if m]
 
-    async def cache_follows(self, rows: Sequence[tuple[int, int, bool]]) -> None:
-        """Add recorded (follower, author, alerts on) rows to both sides' cached lists
-        (and alert sets)."""
+    async def cache_following(self, rows: Sequence[tuple[int, int, bool]]) -> None:
+        """Add recorded (follower, author, alerts on) rows to the followers' cached
+        following lists (and the alert sets): one ZADD per follower in the batch."""
         pipe = self.redis.pipeline(transaction=False)
+        by_follower: dict[int, dict[str, int]] = {}
         for follower, author, alerts in rows:
-            pipe.zadd(following_key(follower), {pad(author): 0})
-            pipe.zadd(followers_key(author), {pad(follower): 0})
+            by_follower.setdefault(follower, {})[pad(author)] = 0
             if alerts:
                 self.alert_writes(pipe, follower, author, True)
+        for follower, authors in by_follower.items():
+            pipe.zadd(following_key(follower), authors)
         await pipe.execute()
+
+    async def cache_followers(self, rows: Sequence[tuple[int, int]]) -> None:
+        """Add recorded (author, follower) rows to the authors' cached follower lists:
+        one ZADD per author in the batch."""
+        await self._cache_lists(followers_key, rows)
 
     async def cache_post_ids(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Add recorded (post id, author) pairs to the authors' cached post id lists."""
+        await self._cache_lists(user_posts_key, [(author, post) for post, author in pairs])
+
+    async def _cache_lists(
+        self, key: Callable[[int], str], rows: Sequence[tuple[int, int]]
+    ) -> None:
+        """ZADD (score 0) each (owner, member) row's member to ``key(owner)``, one command
+        per owner."""
+        grouped: dict[int, dict[str, int]] = {}
+        for owner, member in rows:
+            grouped.setdefault(owner, {})[pad(member)] = 0
         pipe = self.redis.pipeline(transaction=False)
-        for post_id, author in pairs:
-            pipe.zadd(user_posts_key(author), {pad(post_id): 0})
+        for owner, members in grouped.items():
+            pipe.zadd(key(owner), members)
         await pipe.execute()
 
     # --- cache refill ---------------------------------------------------------------------
@@ -434,15 +452,16 @@ class FeedStore(FanoutQueueStore, PostAlertStore):
         pipe.get(floor_key(user))
         pipe.zrangebylex(feed_key(user), "-", "+", start=0, num=1)
         pipe.exists(stale_key(user))
+        pipe.exists(WARM_KEY)
         replies = await pipe.execute()
         previous = None
         if touch_ms is not None:
             seen = replies.pop(0)
             replies.pop(0)
             previous = int(seen) if seen is not None else None
-        following, celebs, size, floor, oldest, stale = replies
+        following, celebs, size, floor, oldest, stale, warm = replies
         oldest_id = parse_entry(oldest[0].decode())[0] if oldest else None
-        meta = FeedMeta(int(size), int(floor or 0), oldest_id, bool(stale))
+        meta = FeedMeta(int(size), int(floor or 0), oldest_id, bool(stale), bool(warm))
         return list(following), {int(m) for m in celebs}, meta, previous
 
     async def set_stale(self, user: int, stale: bool) -> None:

@@ -3,8 +3,11 @@
 The follower/following lists, the post alert sets, each author's post id list and the
 celebrity list are caches of PostgreSQL (:mod:`feed_svc.records`). ``WARM_KEY`` in Redis
 says they were filled; when it is missing, one instance (holding ``WARMING_KEY``) reads the
-record page by page (keyset pagination, ``PAGE`` rows at a time, never one giant list) and
-adds it to the caches, then sets the marker; the others wait for it. Writes go on meanwhile:
+record page by page (keyset pagination, ``PAGE`` rows at a time, never one giant list; the
+graph twice, in follower order and in author order, so each page is a few ZADDs of many
+members) and adds it to the caches, then sets the marker; the others wait for it. A read
+gets the marker in its own round trip (:meth:`FeedStore.read_context`), so no read serves
+an emptied cache as the feed. Writes go on meanwhile:
 each lands in PostgreSQL first and then in the caches, so the refill, which only adds, loses
 none. (An unfollow racing the page that still held its row can leave a stale cached follow;
 a repeated Unfollow repairs it, as Follow and Unfollow always rewrite the cache.) Feed
@@ -69,14 +72,22 @@ class CacheWarmer:
             await asyncio.sleep(0.05)
         self._checked_at = time.monotonic()
 
+    def forget(self) -> None:
+        """Distrust the last check: a read saw the marker missing."""
+        self._checked_at = float("-inf")
+
     async def refill(self) -> None:
         started = time.monotonic()
         follows = 0
         after = (0, 0)
-        while pairs := await self.records.follows_after(after, PAGE):
-            await self.store.cache_follows(pairs)
-            follows += len(pairs)
-            after = pairs[-1][:2]
+        while rows := await self.records.follows_after(after, PAGE):
+            await self.store.cache_following(rows)
+            follows += len(rows)
+            after = rows[-1][:2]
+        after = (0, 0)
+        while pairs := await self.records.followers_after(after, PAGE):
+            await self.store.cache_followers(pairs)
+            after = pairs[-1]
         posts = 0
         last = 0
         while ids := await self.records.posts_after(last, PAGE):

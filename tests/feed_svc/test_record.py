@@ -123,3 +123,22 @@ async def test_lost_postgres_means_not_serving_and_unavailable_then_recovery(
         again.post_id,
         kept.post_id,
     ]
+
+
+async def test_a_read_right_after_redis_is_wiped_gets_the_whole_feed(
+    system: System, redis: aioredis.Redis
+) -> None:
+    author, reader = await system.sign_up(), await system.sign_up()
+    await reader.follow(author.user_id)
+    await reader.feed()
+    posts = [await author.post(f"post {i}") for i in range(3)]
+    for post in posts:
+        await fanout_done(system, post.post_id)
+    before = await reader.feed_ids()
+    assert before == [p.post_id for p in reversed(posts)]
+
+    await redis.flushall()  # live: the services keep running
+
+    assert await reader.feed_ids() == before  # at once, not an emptied cache
+    assert await _graph(system, reader.user_id, followers=False) == [author.user_id]
+    assert await _graph(system, author.user_id, followers=True) == [reader.user_id]
