@@ -199,6 +199,10 @@ async def main() -> None:
                 await follow_throughput(feed, accounts, url, args.seconds, args.concurrency)
             if "2" in parts:
                 await cold_reads(feed, accounts, redis_url, url, args.seconds)
+        except Exception:
+            for log in ("a", "f"):  # what the services said, before the folder goes
+                print(f"--- {log} log (tail)\n" + (Path(tmp) / log).read_text()[-4000:])
+            raise
         finally:
             for child in children:
                 child.stop()
