@@ -19,10 +19,14 @@ from chat_svc.connections import ConnectionHub
 from chat_svc.delivery import Delivery
 from chat_svc.groups import Channels
 from chat_svc.peer import PeerClient, PeerServicer
+from chat_svc.poll_presence import PollPresence
+from chat_svc.polling import UnaryChat
 from chat_svc.servicer import ChatServicer
 from chat_svc.sessions import Sessions
+from chat_svc.stats import MessageStats
 from chat_svc.store import ChatStore
 from chat_svc.store_channels import ChannelRecords
+from chat_svc.store_stats import StatsStore
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime import redis_client
 from feedchat_runtime.directory import ServiceDirectory
@@ -31,6 +35,7 @@ from feedchat_runtime.pages import page_tokens
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.server import ServiceHost, run_until_signal
 from feedchat_runtime.snowflake import WorkerIdClaim
+from presence_svc.client import PresenceClient
 from router.ring import CHAT_SERVICE, Ring, RingWatch
 
 logger = logging.getLogger(__name__)
@@ -38,12 +43,14 @@ logger = logging.getLogger(__name__)
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 PEER_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatPeerService"].full_name
 CONNECT_METHOD = f"/{CHAT_SERVICE_NAME}/Connect"
+POLL_METHOD = f"/{CHAT_SERVICE_NAME}/PollInbox"
 
 
 def policy(config: ChatConfig) -> AuthPolicy:
     return AuthPolicy(
         service_only=frozenset({f"/{PEER_SERVICE_NAME}/Deliver"}),
         stream_limits={CONNECT_METHOD: config.max_streams_per_user},
+        shared_stream_limits={POLL_METHOD: CONNECT_METHOD},
     )
 
 
@@ -60,6 +67,7 @@ class ChatApp:
     hub: ConnectionHub
     sessions: Sessions
     delivery: Delivery
+    poll_presence: PollPresence
     _drain_task: asyncio.Task[None] | None = None
 
     @property
@@ -104,7 +112,12 @@ async def build(config: ChatConfig) -> ChatApp:
     host.dependencies.add("postgres", db.ping)
     records = ChannelRecords(db)
     store = ChatStore(
-        redis, config.inbox_cap, config.history_cap, config.dedup_ttl, load_members=records.members
+        redis,
+        config.inbox_cap,
+        config.history_cap,
+        config.dedup_ttl,
+        stats_ttl=config.stats_days * 86_400,
+        load_members=records.members,
     )
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
@@ -137,6 +150,9 @@ async def build(config: ChatConfig) -> ChatApp:
         ring_settle=config.ring_settle,
     )
     channels = Channels(store, records, ids, config.max_group_members)
+    poll_presence = PollPresence(PresenceClient(directory).record_beats)
+    unary = UnaryChat(sessions, delivery, poll_presence, config.poll_wait, config.poll_max_wait)
+    stats = MessageStats(StatsStore(redis), records, config.stats_days)
 
     def on_ring(old: Ring, new: Ring) -> None:
         sessions.rebalance()
@@ -151,7 +167,7 @@ async def build(config: ChatConfig) -> ChatApp:
     host.dependencies.add("redis", store.ping)
 
     def add_services(server: grpc.aio.Server) -> list[str]:
-        chat = ChatServicer(sessions, channels, page_tokens(config))
+        chat = ChatServicer(sessions, channels, page_tokens(config), unary, stats)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
         chat_pb2_grpc.add_ChatPeerServiceServicer_to_server(PeerServicer(hub), server)
         return [CHAT_SERVICE_NAME, PEER_SERVICE_NAME]
@@ -161,7 +177,11 @@ async def build(config: ChatConfig) -> ChatApp:
     host.on_stop(directory.close)
     host.on_stop(ring.stop)
     host.on_stop(delivery.close)
-    return ChatApp(config, host, redis, store, records, ring, hub, sessions, delivery)
+    poll_presence.start()
+    host.on_stop(poll_presence.stop)
+    return ChatApp(
+        config, host, redis, store, records, ring, hub, sessions, delivery, poll_presence
+    )
 
 
 async def serve(config: ChatConfig) -> None:

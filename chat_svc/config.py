@@ -31,6 +31,13 @@ class ChatConfig(ServiceConfig):
     outbound_queue: int = _opt(
         1024, "Frames buffered per stream before a slow consumer is cut off."
     )
+    poll_wait: float = _opt(
+        25.0, "Seconds a PollInbox call is held when it names no wait (nothing to answer)."
+    )
+    poll_max_wait: float = _opt(60.0, "Longest a PollInbox call is held; longer waits are cut.")
+    stats_days: int = _opt(
+        90, "Days a channel's per-minute/hour/day message counts are kept (GetMessageStats)."
+    )
     redis_timeout: float = _opt(2.0, "Seconds a Redis command may take before it counts as failed.")
     peer_timeout: float = _opt(2.0, "Seconds a delivery RPC to another chat server may take.")
     ring_settle: float = _opt(
@@ -56,6 +63,10 @@ class ChatConfig(ServiceConfig):
             raise ConfigError("dedup_ttl must be at least 60 seconds")
         if self.send_rate <= 0 or self.send_burst < 1:
             raise ConfigError("send_rate must be positive and send_burst at least 1")
+        if not 0 < self.poll_wait <= self.poll_max_wait <= 300:
+            raise ConfigError("need 0 < poll_wait <= poll_max_wait <= 300 seconds")
+        if not 1 <= self.stats_days <= 3660:
+            raise ConfigError("stats_days must be between 1 and 3660")
         if self.max_streams_per_user < 1:
             raise ConfigError("max_streams_per_user must be at least 1")
         if self.outbound_queue < 8:

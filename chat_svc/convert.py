@@ -90,6 +90,16 @@ def channel_pb(c: ChannelInfo) -> chat_pb2.Channel:
     )
 
 
+def send_ack_pb(ack: SendAck) -> chat_pb2.SendAck:
+    return chat_pb2.SendAck(
+        client_msg_id=ack.client_msg_id,
+        message_id=ack.message_id,
+        channel_id=ack.channel_id,
+        seq=ack.seq,
+        duplicate=ack.duplicate,
+    )
+
+
 def _duration(seconds: float) -> duration_pb2.Duration:
     whole = int(seconds)
     return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
@@ -100,15 +110,7 @@ def frame_pb(frame: OutFrame) -> chat_pb2.ConnectResponse:
     if isinstance(frame, StoredMessage):
         return chat_pb2.ConnectResponse(message=message_pb(frame))
     if isinstance(frame, SendAck):
-        return chat_pb2.ConnectResponse(
-            send_ack=chat_pb2.SendAck(
-                client_msg_id=frame.client_msg_id,
-                message_id=frame.message_id,
-                channel_id=frame.channel_id,
-                seq=frame.seq,
-                duplicate=frame.duplicate,
-            )
-        )
+        return chat_pb2.ConnectResponse(send_ack=send_ack_pb(frame))
     if isinstance(frame, SendFailure):
         error = chat_pb2.SendError(
             client_msg_id=frame.client_msg_id,

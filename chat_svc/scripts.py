@@ -9,9 +9,9 @@ split into a channel-slot step (seq, history, dedup) and per-recipient inbox app
 see docs/chat.md ("Scale-out").
 """
 
-SEND_KEYS = 6
+SEND_KEYS = 7
 """Keys per message in SEND_MANY."""
-SEND_ARGS = 12
+SEND_ARGS = 14
 """Arguments per message in SEND_MANY."""
 
 SEND_MANY = """
@@ -24,7 +24,7 @@ SEND_MANY = """
 -- history's newest id, each inbox's newest id) comes before the first write, so an error
 -- leaves nothing behind (no seq, history entry, inbox entry, token or dedup record).
 -- ARGV[1] n = number of messages; message i (0-based) uses
---   KEYS[6i+1 .. 6i+6] and ARGV[1+12i+1 .. 1+12i+12]:
+--   KEYS[7i+1 .. 7i+7] and ARGV[1+14i+1 .. 1+14i+14]:
 -- KEYS[+1]  chat:dedup:{u:<sender>}:<client_msg_id>  hash (digest, message_id, seq, ...)
 -- KEYS[+2]  chat:rate:{u:<sender>}                   hash token bucket (tokens, ts)
 -- KEYS[+3]  chat:chan:{c:<channel>}:members          set of member ids
@@ -32,11 +32,15 @@ SEND_MANY = """
 -- KEYS[+5]  chat:chan:{c:<channel>}:hist             stream, entry id "<seq>-0"
 -- KEYS[+6]  chat:read:{u:<sender>}                   hash channel id -> seq read (the
 --           sender has read its own message: its marker moves up to it, forward only)
+-- KEYS[+7]  chat:chan:{c:<channel>}:stats:<day>      hash of the channel's message counts
+--           on the UTC day of the message id's time: d (the day), h<hour>, m<minute of
+--           day); counted here, with the seq, so each stored message counts exactly once
 -- (derived) chat:inbox:{u:<member>}                  stream per member (auto ids)
 -- ARGV[+1] sender id     ARGV[+2] content digest   ARGV[+3] message id (Snowflake)
 -- ARGV[+4] channel id    ARGV[+5] text             ARGV[+6] client_msg_id
 -- ARGV[+7] created ms    ARGV[+8] inbox cap        ARGV[+9] history cap
 -- ARGV[+10] dedup ttl s  ARGV[+11] rate per s     ARGV[+12] burst
+-- ARGV[+13] ms of the message id (its Snowflake time)   ARGV[+14] stats ttl s
 -- Returns one reply per message, in order:
 --   {"dup", message_id, seq, created_ms} | {"conflict"} | {"rate", wait_ms}
 --   | {"not_member"} | {"ok", seq, user_1, prev_1, id_1, user_2, ...} (one per member)
@@ -72,6 +76,10 @@ local function send_one(K, A)
     error('chat history ' .. K[5] .. ' is ahead of its seq counter')
   end
   local read = tonumber(redis.call('HGET', K[6], A[4])) or 0
+  local stats = redis.call('TYPE', K[7]).ok
+  if stats ~= 'none' and stats ~= 'hash' then
+    error('chat stats ' .. K[7] .. ' is not a hash')
+  end
   local members = redis.call('SMEMBERS', K[3])
   local prevs = {}
   for i, member in ipairs(members) do
@@ -98,6 +106,11 @@ local function send_one(K, A)
     out[#out + 1] = id
   end
   if seq > read then redis.call('HSET', K[6], A[4], tostring(seq)) end
+  local of_day = tonumber(A[13]) % 86400000
+  redis.call('HINCRBY', K[7], 'd', 1)
+  redis.call('HINCRBY', K[7], 'h' .. math.floor(of_day / 3600000), 1)
+  redis.call('HINCRBY', K[7], 'm' .. math.floor(of_day / 60000), 1)
+  redis.call('EXPIRE', K[7], A[14])
   redis.call('HSET', K[1], 'digest', A[2], 'message_id', A[3], 'seq', tostring(seq),
     'created_ms', A[7], 'channel_id', A[4])
   redis.call('EXPIRE', K[1], A[10])
@@ -107,9 +120,9 @@ end
 local replies = {}
 for i = 0, tonumber(ARGV[1]) - 1 do
   local K = {}
-  for j = 1, 6 do K[j] = KEYS[6 * i + j] end
+  for j = 1, 7 do K[j] = KEYS[7 * i + j] end
   local A = {}
-  for j = 1, 12 do A[j] = ARGV[1 + 12 * i + j] end
+  for j = 1, 14 do A[j] = ARGV[1 + 14 * i + j] end
   local ok, reply = pcall(send_one, K, A)
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end

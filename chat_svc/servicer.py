@@ -10,9 +10,12 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from chat_svc.convert import channel_pb, frame_pb, message_pb
+from chat_svc.convert import channel_pb, frame_pb, message_pb, send_ack_pb
 from chat_svc.groups import Channels
+from chat_svc.model import SendAck
+from chat_svc.polling import UnaryChat
 from chat_svc.sessions import Session, Sessions
+from chat_svc.stats import MessageStats
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.auth import require_user
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, PermissionDenied
@@ -22,13 +25,28 @@ logger = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 LIST_CHANNELS, GET_HISTORY = "chat.ListChannels", "chat.GetHistory"  # page token listings
+BUCKETS = {
+    chat_pb2.STATS_BUCKET_MINUTE: "minute",
+    chat_pb2.STATS_BUCKET_HOUR: "hour",
+    chat_pb2.STATS_BUCKET_DAY: "day",
+}
+BUCKET_PB = {name: value for value, name in BUCKETS.items()}
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, sessions: Sessions, channels: Channels, tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        channels: Channels,
+        tokens: PageTokens,
+        unary: UnaryChat,
+        stats: MessageStats,
+    ) -> None:
         self._sessions = sessions
         self._channels = channels
         self._tokens = tokens
+        self._unary = unary
+        self._stats = stats
 
     async def Connect(
         self, request_iterator: AsyncIterator[chat_pb2.ConnectRequest], context: Context
@@ -142,4 +160,52 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.GetHistoryResponse(
             messages=[message_pb(m) for m in messages], next_page_token=token
+        )
+
+    async def SendMessage(
+        self, request: chat_pb2.SendMessageRequest, context: Context
+    ) -> chat_pb2.SendMessageResponse:
+        cmid = request.client_msg_id
+        outcome = await self._unary.send(require_user(), cmid, request.channel_id, request.text)
+        m = outcome.message
+        ack = SendAck(cmid, m.message_id, m.channel_id, m.seq, outcome.duplicate)
+        return chat_pb2.SendMessageResponse(ack=send_ack_pb(ack))
+
+    async def PollInbox(
+        self, request: chat_pb2.PollInboxRequest, context: Context
+    ) -> chat_pb2.PollInboxResponse:
+        wait = request.wait.ToTimedelta().total_seconds() if request.HasField("wait") else None
+        page = await self._unary.poll(
+            require_user(),
+            request.device_id,
+            request.inbox_cursor,
+            wait,
+            request.ring_version,
+            request.max_messages,
+        )
+        return chat_pb2.PollInboxResponse(
+            messages=[message_pb(m) for m in page.messages],
+            inbox_cursor=page.cursor,
+            more=page.more,
+            instance=page.instance,
+            ring_version=page.ring_version,
+        )
+
+    async def GetMessageStats(
+        self, request: chat_pb2.GetMessageStatsRequest, context: Context
+    ) -> chat_pb2.GetMessageStatsResponse:
+        stats = await self._stats.counts(
+            require_user(),
+            request.channel_id,
+            BUCKETS.get(request.bucket, ""),
+            request.start_ms,
+            request.end_ms,
+        )
+        return chat_pb2.GetMessageStatsResponse(
+            counts=[
+                chat_pb2.StatsCount(start_ms=start, count=count)
+                for start, count in zip(stats.starts, stats.counts, strict=True)
+            ],
+            total=sum(stats.counts),
+            bucket=BUCKET_PB[stats.bucket],
         )

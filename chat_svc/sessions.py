@@ -66,6 +66,18 @@ def check_cursor(cursor: str, field: str) -> None:
         )
 
 
+def wrong_server(owner: Reconnect) -> FailedPrecondition:
+    """FAILED_PRECONDITION WRONG_CHAT_SERVER naming where the user lives (``owner``)."""
+    metadata = {"ring_version": str(owner.ring_version)}
+    if owner.instance:
+        metadata.update(owner_address=owner.address, owner_instance=owner.instance)
+    return FailedPrecondition(
+        "this chat server does not own the user; connect to the owner",
+        reason="WRONG_CHAT_SERVER",
+        metadata=metadata,
+    )
+
+
 class Sessions:
     """Opens and runs device sessions on this chat server."""
 
@@ -96,14 +108,7 @@ class Sessions:
         owner = ring.owner(user_id)
         if owner is not None and owner.instance == self.instance:
             return
-        metadata = {"ring_version": str(ring.version)}
-        if owner is not None:
-            metadata.update(owner_address=owner.address, owner_instance=owner.instance)
-        raise FailedPrecondition(
-            "this chat server does not own the user; connect to the owner",
-            reason="WRONG_CHAT_SERVER",
-            metadata=metadata,
-        )
+        raise wrong_server(owner_reconnect(ring, user_id))
 
     def _owns(self, ring: Ring, user_id: int) -> bool:
         owner = ring.owner(user_id)
@@ -154,7 +159,7 @@ class Sessions:
         moved = {
             uid: reconnect
             for uid in self.hub.users()
-            if (reconnect := _reconnect(ring, uid)).instance != self.instance
+            if (reconnect := owner_reconnect(ring, uid)).instance != self.instance
         }
         closed = self.hub.close_users(moved)
         if closed:
@@ -164,10 +169,10 @@ class Sessions:
     def drain(self) -> None:
         """Shutting down: send everyone to where they will live without this server."""
         ring = self.ring.ring.without(self.instance)
-        self.hub.close_users({uid: _reconnect(ring, uid) for uid in self.hub.users()})
+        self.hub.close_users({uid: owner_reconnect(ring, uid) for uid in self.hub.users()})
 
 
-def _reconnect(ring: Ring, user_id: int) -> Reconnect:
+def owner_reconnect(ring: Ring, user_id: int) -> Reconnect:
     """Where ``user_id`` lives on ``ring`` (empty address and instance: nowhere)."""
     owner = ring.owner(user_id)
     return Reconnect(owner.address if owner else "", owner.instance if owner else "", ring.version)

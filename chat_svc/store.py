@@ -13,6 +13,8 @@ Key families (hash tags keep each channel's keys in one slot, and each user's):
 - ``chat:rate:{u:<id>}``           hash: the user's send token bucket
 - ``chat:cursor:{u:<id>}``         hash: device id -> last acked inbox cursor
 - ``chat:read:{u:<id>}``           hash: channel id -> highest seq read
+- ``chat:chan:{c:<id>}:stats:<day>`` hash: message counts per day, hour and minute
+                                   (chat_svc.store_stats; written by the send script)
 - ``notify:queue``                 stream consumed by notify_svc (see NOTIFY_QUEUE)
 
 Snowflake ids (> 2^53) are never sorted-set scores: history is ordered by the dense
@@ -37,6 +39,8 @@ from chat_svc.model import (
     SendOutcome,
     StoredMessage,
 )
+from chat_svc.store_stats import chan_stats_key, day_of
+from feedchat_runtime import snowflake
 from feedchat_runtime.errors import (
     AlreadyExists,
     PermissionDenied,
@@ -127,6 +131,7 @@ class ChatStore:
         history_cap: int = 100_000,
         dedup_ttl: int = 86_400,
         send_batch: int = 128,
+        stats_ttl: int = 90 * 86_400,
         load_members: Callable[[int], Awaitable[Sequence[int]]] | None = None,
     ) -> None:
         """``load_members`` reads a channel's members from the record (to refill the
@@ -135,6 +140,7 @@ class ChatStore:
         self.inbox_cap = inbox_cap
         self.history_cap = history_cap
         self.dedup_ttl = dedup_ttl
+        self.stats_ttl = stats_ttl
         self._send_many = redis.register_script(scripts.SEND_MANY)
         self._sends: GroupCommit[_SendCall, list[str]] = GroupCommit(
             self._run_sends, max_batch=send_batch
@@ -183,6 +189,7 @@ class ChatStore:
         Raises AlreadyExists (client_msg_id reused with other content), ResourceExhausted
         (rate limit, with retry_after), PermissionDenied (sender not a member).
         """
+        id_ms = snowflake.timestamp_ms(message_id)
         keys = [
             dedup_key(sender_id, client_msg_id),
             rate_key(sender_id),
@@ -190,6 +197,7 @@ class ChatStore:
             chan_seq_key(channel_id),
             chan_history_key(channel_id),
             read_key(sender_id),
+            chan_stats_key(channel_id, day_of(id_ms)),
         ]
         args: list[str | int | float] = [
             sender_id,
@@ -204,6 +212,8 @@ class ChatStore:
             self.dedup_ttl,
             repr(float(rate)),
             burst,
+            id_ms,
+            self.stats_ttl,
         ]
         reply = await self._sends.call((keys, args))
         if reply[0] == "not_member" and await self._refill_members(channel_id):

@@ -43,6 +43,9 @@ class AuthPolicy:
     public: Collection[str] = field(default_factory=frozenset)
     service_only: Collection[str] = field(default_factory=frozenset)
     stream_limits: Mapping[str, int] = field(default_factory=dict)
+    shared_stream_limits: Mapping[str, str] = field(default_factory=dict)
+    """Method -> the method in ``stream_limits`` whose per-user slots its calls take
+    (unary or streaming; e.g. chat's held PollInbox calls count with Connect streams)."""
 
     def is_public(self, method: str) -> bool:
         return method in self.public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
@@ -67,7 +70,9 @@ class RpcGuard(WrappingInterceptor):
     def __init__(self, authority: TokenAuthority | None, policy: AuthPolicy | None = None):
         self._authority = authority
         self._policy = policy or AuthPolicy()
-        self.streams = UserStreamSlots(self._policy.stream_limits)
+        self.streams = UserStreamSlots(
+            self._policy.stream_limits, self._policy.shared_stream_limits
+        )
 
     def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
         if self._authority is None or self._policy.is_public(method):
@@ -99,11 +104,8 @@ class RpcGuard(WrappingInterceptor):
                 authenticate(method, context)
                 if isinstance(request, Undecodable):
                     raise malformed(method)
-                if streaming:
-                    caller = current_caller()
-                    with streams.hold(method, caller.user_id if caller is not None else None):
-                        yield
-                else:
+                caller = current_caller()
+                with streams.hold(method, caller.user_id if caller is not None else None):
                     yield
             except grpc.aio.AbortError:
                 raise  # the handler chose its status itself

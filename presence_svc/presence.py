@@ -77,6 +77,15 @@ class Device:
     status: str = Status.ONLINE.value
 
 
+MAX_HELD_DEVICE_ID = 64
+
+
+def held_device(user_id: int, device_id: str) -> Device:
+    """A device another service holds for its user (a chat long-poll client), known by its
+    client's device id; its connection id cannot collide with a Connect stream's (hex)."""
+    return Device(user_id, f"held:{device_id}")
+
+
 class PresenceTracker:
     """Writes heartbeats (batched), disconnects and sweeps; answers lookups."""
 

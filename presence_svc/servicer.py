@@ -11,12 +11,19 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from feedchat.presence.v1 import presence_pb2, presence_pb2_grpc
-from feedchat_runtime.auth import require_user
+from feedchat_runtime.auth import require_service, require_user
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, Unavailable
 from presence_svc.config import PresenceConfig
 from presence_svc.following import FollowingSource
 from presence_svc.hub import SubscriptionHub
-from presence_svc.presence import Device, Presence, PresenceTracker, Status
+from presence_svc.presence import (
+    MAX_HELD_DEVICE_ID,
+    Device,
+    Presence,
+    PresenceTracker,
+    Status,
+    held_device,
+)
 from presence_svc.session import ChangeFrame, EndFrame, SnapshotFrame, WatchSession
 
 logger = logging.getLogger(__name__)
@@ -190,3 +197,25 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             raise InvalidArgument.field("user_ids", "ids must be positive")
         presences = await self._tracker.lookup(ids)
         return pb.GetPresenceResponse(presences=[presence_to_pb(p) for p in presences])
+
+    async def RecordDeviceBeats(  # noqa: N802 - gRPC method name
+        self, request: presence_pb2.RecordDeviceBeatsRequest, context: grpc.aio.ServicerContext
+    ) -> presence_pb2.RecordDeviceBeatsResponse:
+        require_service()
+        beats = request.beats
+        if not 0 < len(beats) <= self._config.max_batch:
+            raise InvalidArgument.field(
+                "beats", f"1 to {self._config.max_batch} beats per call", reason="BATCH_TOO_LARGE"
+            )
+        for beat in beats:
+            if beat.user_id == 0 or not 0 < len(beat.device_id) <= MAX_HELD_DEVICE_ID:
+                raise InvalidArgument.field(
+                    "beats",
+                    f"each needs a user_id and a 1..{MAX_HELD_DEVICE_ID} character device_id",
+                )
+        for beat in beats:
+            self._tracker.heartbeat(held_device(beat.user_id, beat.device_id), Status.ONLINE)
+        return pb.RecordDeviceBeatsResponse(
+            heartbeat_interval_ms=int(self._config.heartbeat_interval * 1000),
+            offline_timeout_ms=int(self._config.offline_timeout * 1000),
+        )

@@ -68,6 +68,34 @@ CHANNEL_KIND_GROUP: ChannelKind.ValueType  # 2
 """A group with an owner and a member limit."""
 Global___ChannelKind: _TypeAlias = ChannelKind  # noqa: Y015
 
+class _StatsBucket:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatsBucketEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatsBucket.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATS_BUCKET_UNSPECIFIED: _StatsBucket.ValueType  # 0
+    """Not used (refused)."""
+    STATS_BUCKET_MINUTE: _StatsBucket.ValueType  # 1
+    """One UTC minute."""
+    STATS_BUCKET_HOUR: _StatsBucket.ValueType  # 2
+    """One UTC hour."""
+    STATS_BUCKET_DAY: _StatsBucket.ValueType  # 3
+    """One UTC day."""
+
+class StatsBucket(_StatsBucket, metaclass=_StatsBucketEnumTypeWrapper):
+    """StatsBucket is the unit GetMessageStats counts in."""
+
+STATS_BUCKET_UNSPECIFIED: StatsBucket.ValueType  # 0
+"""Not used (refused)."""
+STATS_BUCKET_MINUTE: StatsBucket.ValueType  # 1
+"""One UTC minute."""
+STATS_BUCKET_HOUR: StatsBucket.ValueType  # 2
+"""One UTC hour."""
+STATS_BUCKET_DAY: StatsBucket.ValueType  # 3
+"""One UTC day."""
+Global___StatsBucket: _TypeAlias = StatsBucket  # noqa: Y015
+
 @_typing.final
 class ConnectRequest(_message.Message):
     """ConnectRequest is one client-to-server frame of the Connect stream."""
@@ -1099,3 +1127,251 @@ class DeliverResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliverResponse: _TypeAlias = DeliverResponse  # noqa: Y015
+
+@_typing.final
+class SendMessageRequest(_message.Message):
+    """SendMessageRequest sends text to a channel the caller is a member of."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, 1..64 characters, unique per sender (shared with the
+    stream's sends: a retry on either path with the same key and content answers the
+    original ids with duplicate = true, for 24 hours).
+    """
+    channel_id: _builtins.int
+    """Target channel (from OpenDirectChannel, CreateGroup or ListChannels)."""
+    text: _builtins.str
+    """Message text, 1..4000 characters (configurable)."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class SendMessageResponse(_message.Message):
+    """SendMessageResponse confirms a durable send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ack(self) -> Global___SendAck:
+        """The stored message's ids, as a Connect `send_ack` carries them."""
+
+    def __init__(
+        self,
+        *,
+        ack: Global___SendAck | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendMessageResponse: _TypeAlias = SendMessageResponse  # noqa: Y015
+
+@_typing.final
+class PollInboxRequest(_message.Message):
+    """PollInboxRequest asks for the caller's inbox after a cursor, waiting for news."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    INBOX_CURSOR_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    RING_VERSION_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGES_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """Stable id of this device, 1..64 characters; each device keeps its own cursor."""
+    inbox_cursor: _builtins.str
+    """Inbox cursor of the last entry the device has (the previous answer's inbox_cursor):
+    the answer starts after it, and every entry up to it counts as delivered to this
+    device (DELIVERED receipts, and the device's saved cursor). Empty: the device's saved
+    cursor, or the start of the retained inbox for a new device; "0-0" reads the whole
+    retained inbox.
+    """
+    ring_version: _builtins.int
+    """Ring version of the answer that sent the client here (RouteResponse.ring_version or
+    the redirect's ErrorInfo metadata "ring_version"); 0 if unknown. As in Hello.
+    """
+    max_messages: _builtins.int
+    """Most messages in one answer, 1..500; 0 means 100."""
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """How long to hold the call when nothing is after the cursor. Unset: 25 s; at most
+        60 s (longer is shortened); zero answers at once (a plain poll). Keep the client's
+        deadline a few seconds longer.
+        """
+
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        inbox_cursor: _builtins.str = ...,
+        wait: _duration_pb2.Duration | None = ...,
+        ring_version: _builtins.int = ...,
+        max_messages: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "inbox_cursor", b"inbox_cursor", "max_messages", b"max_messages", "ring_version", b"ring_version", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollInboxRequest: _TypeAlias = PollInboxRequest  # noqa: Y015
+
+@_typing.final
+class PollInboxResponse(_message.Message):
+    """PollInboxResponse is one page of the caller's inbox."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    INBOX_CURSOR_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    RING_VERSION_FIELD_NUMBER: _builtins.int
+    inbox_cursor: _builtins.str
+    """Cursor to pass on the next poll: the last message's inbox_cursor, or the request's
+    cursor (resolved, when it was empty) when there are none.
+    """
+    more: _builtins.bool
+    """True when more entries are waiting after this page (poll again at once)."""
+    instance: _builtins.str
+    """Instance name of the chat server that answered."""
+    ring_version: _builtins.int
+    """Version of the ring this server used to accept the poll."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """Inbox entries after the request's cursor, oldest first (empty when the wait ended)."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        inbox_cursor: _builtins.str = ...,
+        more: _builtins.bool = ...,
+        instance: _builtins.str = ...,
+        ring_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbox_cursor", b"inbox_cursor", "instance", b"instance", "messages", b"messages", "more", b"more", "ring_version", b"ring_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollInboxResponse: _TypeAlias = PollInboxResponse  # noqa: Y015
+
+@_typing.final
+class GetMessageStatsRequest(_message.Message):
+    """GetMessageStatsRequest asks for message counts over a time range."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    START_MS_FIELD_NUMBER: _builtins.int
+    END_MS_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.int
+    """The channel; the caller must be a member (PERMISSION_DENIED NOT_A_MEMBER). 0: every
+    channel the caller belongs to, summed (at most 1,000 channels, else
+    FAILED_PRECONDITION TOO_MANY_CHANNELS).
+    """
+    start_ms: _builtins.int
+    """Start of the range, ms since the Unix epoch, rounded down to its bucket. 0: 60
+    buckets before end_ms.
+    """
+    end_ms: _builtins.int
+    """End of the range (exclusive), ms since the Unix epoch, rounded up to its bucket.
+    0: now.
+    """
+    bucket: Global___StatsBucket.ValueType
+    """Bucket size: minute, hour or day."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.int = ...,
+        start_ms: _builtins.int = ...,
+        end_ms: _builtins.int = ...,
+        bucket: Global___StatsBucket.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "channel_id", b"channel_id", "end_ms", b"end_ms", "start_ms", b"start_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMessageStatsRequest: _TypeAlias = GetMessageStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetMessageStatsResponse(_message.Message):
+    """GetMessageStatsResponse holds one count per bucket of the range."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Sum of the counts."""
+    bucket: Global___StatsBucket.ValueType
+    """The bucket size used."""
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatsCount]:
+        """Every bucket of the range in time order, empty ones included."""
+
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[Global___StatsCount] | None = ...,
+        total: _builtins.int = ...,
+        bucket: Global___StatsBucket.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "counts", b"counts", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMessageStatsResponse: _TypeAlias = GetMessageStatsResponse  # noqa: Y015
+
+@_typing.final
+class StatsCount(_message.Message):
+    """StatsCount is the number of messages sent in one bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_MS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    start_ms: _builtins.int
+    """Start of the bucket, ms since the Unix epoch (UTC aligned)."""
+    count: _builtins.int
+    """Messages whose id's time falls in [start_ms, start_ms + bucket)."""
+    def __init__(
+        self,
+        *,
+        start_ms: _builtins.int = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "start_ms", b"start_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsCount: _TypeAlias = StatsCount  # noqa: Y015

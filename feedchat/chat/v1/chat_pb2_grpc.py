@@ -89,6 +89,21 @@ class ChatServiceStub:
                 request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
+        self.SendMessage = channel.unary_unary(
+                '/feedchat.chat.v1.ChatService/SendMessage',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
+                _registered_method=True)
+        self.PollInbox = channel.unary_unary(
+                '/feedchat.chat.v1.ChatService/PollInbox',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.PollInboxRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.PollInboxResponse.FromString,
+                _registered_method=True)
+        self.GetMessageStats = channel.unary_unary(
+                '/feedchat.chat.v1.ChatService/GetMessageStats',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -173,6 +188,51 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMessage(self, request, context):
+        """SendMessage is the unary form of a Connect `send`, for clients that cannot hold a
+        bidirectional stream (grpc-web, serverless functions, HTTP/1.1 proxies, scripts). Any
+        chat server answers it; it runs the very send the stream runs: client_msg_id dedup
+        (a retry with the same key and content answers the original ids, duplicate = true),
+        the per-user rate limit (RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo), membership
+        (PERMISSION_DENIED NOT_A_MEMBER), CLIENT_MSG_ID_REUSED (ALREADY_EXISTS). The reply
+        comes once the message is stored durably; recipients get it live (streams and held
+        polls) as for a streamed send.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollInbox(self, request, context):
+        """PollInbox is the unary form of a Connect stream's sync and live delivery (a long
+        poll). It answers at once with the caller's inbox entries after inbox_cursor; when
+        there are none it holds the call until one arrives or `wait` ends, then answers an
+        empty page with the same cursor. Passing a cursor acknowledges every entry up to it
+        for this device (the next poll's cursor is the ack, as a Connect `ack` is). Like
+        Connect it only works on the chat server that owns the caller: elsewhere it fails at
+        once with FAILED_PRECONDITION WRONG_CHAT_SERVER and the owner in ErrorInfo metadata
+        {"owner_address", "owner_instance", "ring_version"}; a held poll whose user the ring
+        moves away (a server joining, leaving or shutting down) ends at once with the same
+        error naming the new owner. Held polls count against the per-user bound of Connect
+        streams (RESOURCE_EXHAUSTED TOO_MANY_STREAMS). A poll is a presence heartbeat of the
+        device: the user is online while polling, offline once the polls stop for the
+        presence timeout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessageStats(self, request, context):
+        """GetMessageStats counts a channel's messages per minute, hour or day (UTC buckets of
+        the message ids' Snowflake times), for a channel the caller belongs to; with
+        channel_id 0, over all the caller's channels. Counters are kept per bucket as
+        messages are stored (no history scan) for --stats-days (90) days. At most 1,440
+        buckets per call (INVALID_ARGUMENT TOO_MANY_BUCKETS), none before the retention
+        window (INVALID_ARGUMENT BEFORE_RETENTION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +270,21 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetHistoryRequest.FromString,
                     response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetHistoryResponse.SerializeToString,
+            ),
+            'SendMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessage,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'PollInbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollInbox,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.PollInboxRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.PollInboxResponse.SerializeToString,
+            ),
+            'GetMessageStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessageStats,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -421,6 +496,87 @@ class ChatService:
             '/feedchat.chat.v1.ChatService/GetHistory',
             feedchat_dot_chat_dot_v1_dot_chat__pb2.GetHistoryRequest.SerializeToString,
             feedchat_dot_chat_dot_v1_dot_chat__pb2.GetHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.chat.v1.ChatService/SendMessage',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.chat.v1.ChatService/PollInbox',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.PollInboxRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.PollInboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessageStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.chat.v1.ChatService/GetMessageStats',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

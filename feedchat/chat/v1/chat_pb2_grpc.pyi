@@ -82,6 +82,39 @@ class ChatServiceStub:
     """
     GetHistory: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetHistoryRequest, _chat_pb2.GetHistoryResponse]
     """GetHistory pages backwards (newest first) through a channel's messages; members only."""
+    SendMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]
+    """SendMessage is the unary form of a Connect `send`, for clients that cannot hold a
+    bidirectional stream (grpc-web, serverless functions, HTTP/1.1 proxies, scripts). Any
+    chat server answers it; it runs the very send the stream runs: client_msg_id dedup
+    (a retry with the same key and content answers the original ids, duplicate = true),
+    the per-user rate limit (RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo), membership
+    (PERMISSION_DENIED NOT_A_MEMBER), CLIENT_MSG_ID_REUSED (ALREADY_EXISTS). The reply
+    comes once the message is stored durably; recipients get it live (streams and held
+    polls) as for a streamed send.
+    """
+    PollInbox: _grpc.UnaryUnaryMultiCallable[_chat_pb2.PollInboxRequest, _chat_pb2.PollInboxResponse]
+    """PollInbox is the unary form of a Connect stream's sync and live delivery (a long
+    poll). It answers at once with the caller's inbox entries after inbox_cursor; when
+    there are none it holds the call until one arrives or `wait` ends, then answers an
+    empty page with the same cursor. Passing a cursor acknowledges every entry up to it
+    for this device (the next poll's cursor is the ack, as a Connect `ack` is). Like
+    Connect it only works on the chat server that owns the caller: elsewhere it fails at
+    once with FAILED_PRECONDITION WRONG_CHAT_SERVER and the owner in ErrorInfo metadata
+    {"owner_address", "owner_instance", "ring_version"}; a held poll whose user the ring
+    moves away (a server joining, leaving or shutting down) ends at once with the same
+    error naming the new owner. Held polls count against the per-user bound of Connect
+    streams (RESOURCE_EXHAUSTED TOO_MANY_STREAMS). A poll is a presence heartbeat of the
+    device: the user is online while polling, offline once the polls stop for the
+    presence timeout.
+    """
+    GetMessageStats: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetMessageStatsRequest, _chat_pb2.GetMessageStatsResponse]
+    """GetMessageStats counts a channel's messages per minute, hour or day (UTC buckets of
+    the message ids' Snowflake times), for a channel the caller belongs to; with
+    channel_id 0, over all the caller's channels. Counters are kept per bucket as
+    messages are stored (no history scan) for --stats-days (90) days. At most 1,440
+    buckets per call (INVALID_ARGUMENT TOO_MANY_BUCKETS), none before the retention
+    window (INVALID_ARGUMENT BEFORE_RETENTION).
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -137,6 +170,39 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """
     GetHistory: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetHistoryRequest, _chat_pb2.GetHistoryResponse]  # type: ignore[assignment]
     """GetHistory pages backwards (newest first) through a channel's messages; members only."""
+    SendMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]  # type: ignore[assignment]
+    """SendMessage is the unary form of a Connect `send`, for clients that cannot hold a
+    bidirectional stream (grpc-web, serverless functions, HTTP/1.1 proxies, scripts). Any
+    chat server answers it; it runs the very send the stream runs: client_msg_id dedup
+    (a retry with the same key and content answers the original ids, duplicate = true),
+    the per-user rate limit (RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo), membership
+    (PERMISSION_DENIED NOT_A_MEMBER), CLIENT_MSG_ID_REUSED (ALREADY_EXISTS). The reply
+    comes once the message is stored durably; recipients get it live (streams and held
+    polls) as for a streamed send.
+    """
+    PollInbox: _aio.UnaryUnaryMultiCallable[_chat_pb2.PollInboxRequest, _chat_pb2.PollInboxResponse]  # type: ignore[assignment]
+    """PollInbox is the unary form of a Connect stream's sync and live delivery (a long
+    poll). It answers at once with the caller's inbox entries after inbox_cursor; when
+    there are none it holds the call until one arrives or `wait` ends, then answers an
+    empty page with the same cursor. Passing a cursor acknowledges every entry up to it
+    for this device (the next poll's cursor is the ack, as a Connect `ack` is). Like
+    Connect it only works on the chat server that owns the caller: elsewhere it fails at
+    once with FAILED_PRECONDITION WRONG_CHAT_SERVER and the owner in ErrorInfo metadata
+    {"owner_address", "owner_instance", "ring_version"}; a held poll whose user the ring
+    moves away (a server joining, leaving or shutting down) ends at once with the same
+    error naming the new owner. Held polls count against the per-user bound of Connect
+    streams (RESOURCE_EXHAUSTED TOO_MANY_STREAMS). A poll is a presence heartbeat of the
+    device: the user is online while polling, offline once the polls stop for the
+    presence timeout.
+    """
+    GetMessageStats: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetMessageStatsRequest, _chat_pb2.GetMessageStatsResponse]  # type: ignore[assignment]
+    """GetMessageStats counts a channel's messages per minute, hour or day (UTC buckets of
+    the message ids' Snowflake times), for a channel the caller belongs to; with
+    channel_id 0, over all the caller's channels. Counters are kept per bucket as
+    messages are stored (no history scan) for --stats-days (90) days. At most 1,440
+    buckets per call (INVALID_ARGUMENT TOO_MANY_BUCKETS), none before the retention
+    window (INVALID_ARGUMENT BEFORE_RETENTION).
+    """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """ChatService is what clients use. Every RPC needs a user access token
@@ -231,6 +297,57 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.GetHistoryResponse, _abc.Awaitable[_chat_pb2.GetHistoryResponse]]:
         """GetHistory pages backwards (newest first) through a channel's messages; members only."""
+
+    @_abc_1.abstractmethod
+    def SendMessage(
+        self,
+        request: _chat_pb2.SendMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.SendMessageResponse, _abc.Awaitable[_chat_pb2.SendMessageResponse]]:
+        """SendMessage is the unary form of a Connect `send`, for clients that cannot hold a
+        bidirectional stream (grpc-web, serverless functions, HTTP/1.1 proxies, scripts). Any
+        chat server answers it; it runs the very send the stream runs: client_msg_id dedup
+        (a retry with the same key and content answers the original ids, duplicate = true),
+        the per-user rate limit (RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo), membership
+        (PERMISSION_DENIED NOT_A_MEMBER), CLIENT_MSG_ID_REUSED (ALREADY_EXISTS). The reply
+        comes once the message is stored durably; recipients get it live (streams and held
+        polls) as for a streamed send.
+        """
+
+    @_abc_1.abstractmethod
+    def PollInbox(
+        self,
+        request: _chat_pb2.PollInboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.PollInboxResponse, _abc.Awaitable[_chat_pb2.PollInboxResponse]]:
+        """PollInbox is the unary form of a Connect stream's sync and live delivery (a long
+        poll). It answers at once with the caller's inbox entries after inbox_cursor; when
+        there are none it holds the call until one arrives or `wait` ends, then answers an
+        empty page with the same cursor. Passing a cursor acknowledges every entry up to it
+        for this device (the next poll's cursor is the ack, as a Connect `ack` is). Like
+        Connect it only works on the chat server that owns the caller: elsewhere it fails at
+        once with FAILED_PRECONDITION WRONG_CHAT_SERVER and the owner in ErrorInfo metadata
+        {"owner_address", "owner_instance", "ring_version"}; a held poll whose user the ring
+        moves away (a server joining, leaving or shutting down) ends at once with the same
+        error naming the new owner. Held polls count against the per-user bound of Connect
+        streams (RESOURCE_EXHAUSTED TOO_MANY_STREAMS). A poll is a presence heartbeat of the
+        device: the user is online while polling, offline once the polls stop for the
+        presence timeout.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMessageStats(
+        self,
+        request: _chat_pb2.GetMessageStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.GetMessageStatsResponse, _abc.Awaitable[_chat_pb2.GetMessageStatsResponse]]:
+        """GetMessageStats counts a channel's messages per minute, hour or day (UTC buckets of
+        the message ids' Snowflake times), for a channel the caller belongs to; with
+        channel_id 0, over all the caller's channels. Counters are kept per bucket as
+        messages are stored (no history scan) for --stats-days (90) days. At most 1,440
+        buckets per call (INVALID_ARGUMENT TOO_MANY_BUCKETS), none before the retention
+        window (INVALID_ARGUMENT BEFORE_RETENTION).
+        """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

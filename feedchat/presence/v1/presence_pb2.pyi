@@ -385,3 +385,81 @@ class GetPresenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPresenceResponse: _TypeAlias = GetPresenceResponse  # noqa: Y015
+
+@_typing.final
+class RecordDeviceBeatsRequest(_message.Message):
+    """RecordDeviceBeatsRequest carries heartbeats of held devices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BEATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def beats(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceBeat]:
+        """The beats, 1 to 1,000."""
+
+    def __init__(
+        self,
+        *,
+        beats: _abc.Iterable[Global___DeviceBeat] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beats", b"beats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDeviceBeatsRequest: _TypeAlias = RecordDeviceBeatsRequest  # noqa: Y015
+
+@_typing.final
+class DeviceBeat(_message.Message):
+    """DeviceBeat is one heartbeat of one device, with status online."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The device's user; must be positive."""
+    device_id: _builtins.str
+    """The device's id as its client names it, 1..64 characters (a device polling and
+    streaming under one id counts once per way).
+    """
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceBeat: _TypeAlias = DeviceBeat  # noqa: Y015
+
+@_typing.final
+class RecordDeviceBeatsResponse(_message.Message):
+    """RecordDeviceBeatsResponse says how often to beat each held device."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    OFFLINE_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    heartbeat_interval_ms: _builtins.int
+    """Beat every held device at least this often, in milliseconds (the heartbeat interval)."""
+    offline_timeout_ms: _builtins.int
+    """A device with no beat for this long goes offline, in milliseconds."""
+    def __init__(
+        self,
+        *,
+        heartbeat_interval_ms: _builtins.int = ...,
+        offline_timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "offline_timeout_ms", b"offline_timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDeviceBeatsResponse: _TypeAlias = RecordDeviceBeatsResponse  # noqa: Y015

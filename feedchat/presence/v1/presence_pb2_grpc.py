@@ -54,6 +54,11 @@ class PresenceServiceStub:
                 request_serializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.GetPresenceRequest.SerializeToString,
                 response_deserializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.GetPresenceResponse.FromString,
                 _registered_method=True)
+        self.RecordDeviceBeats = channel.unary_unary(
+                '/feedchat.presence.v1.PresenceService/RecordDeviceBeats',
+                request_serializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.RecordDeviceBeatsRequest.SerializeToString,
+                response_deserializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.RecordDeviceBeatsResponse.FromString,
+                _registered_method=True)
 
 
 class PresenceServiceServicer:
@@ -94,6 +99,18 @@ class PresenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordDeviceBeats(self, request, context):
+        """RecordDeviceBeats records heartbeats of devices that another feedchat service holds
+        for their users: chat's long-poll clients (ChatService.PollInbox), whose polls are
+        their heartbeats. Each beat keeps device (user_id, device_id) online for the offline
+        timeout, as a Connect heartbeat does; a device whose beats stop goes offline when it
+        passes. Feedchat service credentials only (PERMISSION_DENIED SERVICE_ONLY for user
+        tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PresenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +123,11 @@ def add_PresenceServiceServicer_to_server(servicer, server):
                     servicer.GetPresence,
                     request_deserializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.GetPresenceRequest.FromString,
                     response_serializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.GetPresenceResponse.SerializeToString,
+            ),
+            'RecordDeviceBeats': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDeviceBeats,
+                    request_deserializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.RecordDeviceBeatsRequest.FromString,
+                    response_serializer=feedchat_dot_presence_dot_v1_dot_presence__pb2.RecordDeviceBeatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +194,33 @@ class PresenceService:
             '/feedchat.presence.v1.PresenceService/GetPresence',
             feedchat_dot_presence_dot_v1_dot_presence__pb2.GetPresenceRequest.SerializeToString,
             feedchat_dot_presence_dot_v1_dot_presence__pb2.GetPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDeviceBeats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.presence.v1.PresenceService/RecordDeviceBeats',
+            feedchat_dot_presence_dot_v1_dot_presence__pb2.RecordDeviceBeatsRequest.SerializeToString,
+            feedchat_dot_presence_dot_v1_dot_presence__pb2.RecordDeviceBeatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

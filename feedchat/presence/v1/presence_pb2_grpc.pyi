@@ -60,6 +60,14 @@ class PresenceServiceStub:
     are answered as offline without a last-seen time. Callable by users and by feedchat
     services (the chat path asks it whether a recipient is online before a push).
     """
+    RecordDeviceBeats: _grpc.UnaryUnaryMultiCallable[_presence_pb2.RecordDeviceBeatsRequest, _presence_pb2.RecordDeviceBeatsResponse]
+    """RecordDeviceBeats records heartbeats of devices that another feedchat service holds
+    for their users: chat's long-poll clients (ChatService.PollInbox), whose polls are
+    their heartbeats. Each beat keeps device (user_id, device_id) online for the offline
+    timeout, as a Connect heartbeat does; a device whose beats stop goes offline when it
+    passes. Feedchat service credentials only (PERMISSION_DENIED SERVICE_ONLY for user
+    tokens).
+    """
 
 @_typing.type_check_only
 class PresenceServiceAsyncStub(PresenceServiceStub):
@@ -92,6 +100,14 @@ class PresenceServiceAsyncStub(PresenceServiceStub):
     requested id in request order (duplicates allowed). Users the service has never seen
     are answered as offline without a last-seen time. Callable by users and by feedchat
     services (the chat path asks it whether a recipient is online before a push).
+    """
+    RecordDeviceBeats: _aio.UnaryUnaryMultiCallable[_presence_pb2.RecordDeviceBeatsRequest, _presence_pb2.RecordDeviceBeatsResponse]  # type: ignore[assignment]
+    """RecordDeviceBeats records heartbeats of devices that another feedchat service holds
+    for their users: chat's long-poll clients (ChatService.PollInbox), whose polls are
+    their heartbeats. Each beat keeps device (user_id, device_id) online for the offline
+    timeout, as a Connect heartbeat does; a device whose beats stop goes offline when it
+    passes. Feedchat service credentials only (PERMISSION_DENIED SERVICE_ONLY for user
+    tokens).
     """
 
 class PresenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +150,20 @@ class PresenceServiceServicer(metaclass=_abc_1.ABCMeta):
         requested id in request order (duplicates allowed). Users the service has never seen
         are answered as offline without a last-seen time. Callable by users and by feedchat
         services (the chat path asks it whether a recipient is online before a push).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordDeviceBeats(
+        self,
+        request: _presence_pb2.RecordDeviceBeatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_presence_pb2.RecordDeviceBeatsResponse, _abc.Awaitable[_presence_pb2.RecordDeviceBeatsResponse]]:
+        """RecordDeviceBeats records heartbeats of devices that another feedchat service holds
+        for their users: chat's long-poll clients (ChatService.PollInbox), whose polls are
+        their heartbeats. Each beat keeps device (user_id, device_id) online for the offline
+        timeout, as a Connect heartbeat does; a device whose beats stop goes offline when it
+        passes. Feedchat service credentials only (PERMISSION_DENIED SERVICE_ONLY for user
+        tokens).
         """
 
 def add_PresenceServiceServicer_to_server(servicer: PresenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
