@@ -96,7 +96,13 @@ async def test_chat_tour_runs(system: System, tmp_path: Path) -> None:
     replies = json_objects(out)
     kinds = [next(iter(r)) for r in replies]
     assert "sync_complete" in kinds and "send_ack" in kinds, replies
-    [history] = [r for r in replies if "messages" in r]
+    history, polled = [r for r in replies if "messages" in r]
     assert [m["text"] for m in history["messages"]] == ["hi"]
     [listed] = [r for r in replies if "channels" in r]
     assert len(listed["channels"]) == 1
+    [sent] = [r["ack"] for r in replies if "ack" in r]  # SendMessage
+    assert sent["seq"] == "2"
+    assert [m["text"] for m in polled["messages"]] == ["hi", "hi again"]  # PollInbox
+    assert polled["inbox_cursor"] == polled["messages"][-1]["inbox_cursor"]
+    [stats] = [r for r in replies if "counts" in r]  # GetMessageStats
+    assert stats["total"] == "2" and stats["bucket"] == "STATS_BUCKET_MINUTE"

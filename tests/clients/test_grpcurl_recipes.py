@@ -94,6 +94,9 @@ async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System)
         "route",
         "chat-send",
         "chat-read",
+        "chat-unary-send",
+        "chat-poll",
+        "chat-stats",
         "login-token",
         "chat-address",
         "notifications",
@@ -157,6 +160,22 @@ async def test_every_doc_recipe_runs_and_prints_what_it_promises(system: System)
         (alice["user_id"], said, ack["message_id"])
     ]
     assert frames[-1]["sync_complete"]["replayed"] == 1
+
+    # Bob answers without a stream, through the chat server that does not own alice;
+    # alice long-polls on her own and gets both messages; her stats count them.
+    other = next(c.address for c in system.live_chats if c.address != chat)
+    [replied] = await runner.run(
+        "chat-unary-send",
+        TOKEN=bob["access_token"],
+        CHAT=other,
+        PEER_ID=alice["user_id"],
+        TEXT="hi alice",
+    )
+    assert replied["ack"]["seq"] == "2" and replied["ack"]["message_id"]
+    [polled] = await runner.run("chat-poll", TOKEN=token_a, CHAT=chat, CURSOR="0-0")
+    assert [m["text"] for m in polled["messages"]] == [said, "hi alice"]
+    [stats] = await runner.run("chat-stats", TOKEN=token_a, CHAT=other)
+    assert stats["total"] == "2" and len(stats["counts"]) == 60
 
     # Bob had no stream when alice wrote: notify_svc holds a notification for him (its
     # worker takes the chat server's queue entry asynchronously, so poll for it).
