@@ -10,9 +10,10 @@ import grpc
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat.router.v1 import router_pb2, router_pb2_grpc
 from feedchat_client.backoff import Backoff
+from feedchat_client.chat_poll import ChatPoller
 from feedchat_client.chat_stream import ChatConnection, StateCallback
 from feedchat_client.cursors import CursorStore, MemoryCursorStore
-from feedchat_client.models import Channel, ChatMessage, Route
+from feedchat_client.models import Channel, ChatMessage, MessageStats, Route, SentMessage
 from feedchat_client.rpc import ServiceClient
 
 
@@ -87,6 +88,53 @@ class ChatClient(ServiceClient):
             ),
         )
         return [ChatMessage.from_pb(m) for m in reply.messages], reply.next_page_token
+
+    async def send_message(self, channel_id: int, text: str, *, client_msg_id: str) -> SentMessage:
+        """One unary ``SendMessage`` (any chat server): stored once per client_msg_id."""
+        reply = await self._call(
+            "SendMessage",
+            chat_pb2.SendMessageRequest(
+                client_msg_id=client_msg_id, channel_id=channel_id, text=text
+            ),
+        )
+        a = reply.ack
+        return SentMessage(a.client_msg_id, a.message_id, a.channel_id, a.seq, a.duplicate)
+
+    async def stats(
+        self, channel_id: int, bucket: str = "hour", start_ms: int = 0, end_ms: int = 0
+    ) -> MessageStats:
+        """Message counts per ``bucket`` (minute, hour, day) of a channel (0: all yours)."""
+        reply = await self._call(
+            "GetMessageStats",
+            chat_pb2.GetMessageStatsRequest(
+                channel_id=channel_id,
+                bucket=chat_pb2.StatsBucket.Value(f"STATS_BUCKET_{bucket.upper()}"),
+                start_ms=start_ms,
+                end_ms=end_ms,
+            ),
+        )
+        return MessageStats(bucket, [(c.start_ms, c.count) for c in reply.counts], reply.total)
+
+    def poller(
+        self,
+        device_id: str,
+        *,
+        cursors: CursorStore | None = None,
+        backoff: Backoff | None = None,
+        on_state: StateCallback | None = None,
+        wait: float = 25.0,
+    ) -> ChatPoller:
+        """A (not yet started) long-poll device on unary calls only; use ``async with``."""
+        return ChatPoller(
+            self._transport,
+            self._session,
+            self,
+            device_id,
+            cursors=cursors or MemoryCursorStore(),
+            backoff=backoff or Backoff(),
+            on_state=on_state,
+            wait=wait,
+        )
 
     def connection(
         self,

@@ -20,6 +20,7 @@ import math
 import os
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -147,6 +148,21 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=0.0,
         help="with piped input: seconds to keep listening after the last send",
     )
+    p.add_argument(
+        "--poll",
+        action="store_true",
+        help="unary calls only: long-poll the inbox and send with SendMessage (no stream)",
+    )
+    p = add("stats", "message counts per minute, hour or day, with a bar chart")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("user", nargs="?", help="username: your direct channel with them")
+    target.add_argument("--group", type=int, help="group channel id")
+    p.add_argument(
+        "--bucket", choices=("minute", "hour", "day"), default="hour", help="bucket size"
+    )
+    p.add_argument(
+        "--buckets", type=int, default=24, help="how many buckets back from now (1..1440)"
+    )
     p = add("group", "create a group chat")
     p.add_argument("name")
     p.add_argument("members", nargs="*", help="usernames to add")
@@ -174,6 +190,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         help="mark these notification ids read instead of listing",
     )
+
+
+def bar_chart(counts: list[tuple[int, int]], bucket: str, width: int = 40) -> list[str]:
+    """One line per bucket: its UTC start, a bar scaled to the largest count, the count."""
+    top = max((c for _, c in counts), default=0)
+    fmt = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}[bucket]
+    lines = []
+    for start, count in counts:
+        label = datetime.fromtimestamp(start / 1000, UTC).strftime(fmt)
+        bar = "█" * (round(count / top * width) if top else 0)
+        if count and not bar:
+            bar = "▏"
+        lines.append(f"{label}  {bar:<{width}}  {count}")
+    return lines
 
 
 def _ask(given: str, prompt: str, confirm: bool) -> str:
@@ -396,7 +426,36 @@ class Commands:
             history=self.args.history,
             linger=self.args.linger,
             names=self.name,
+            poll=self.args.poll,
         )
+
+    async def stats(self) -> int:
+        if self.args.group is not None:
+            channel_id, title = self.args.group, f"group {self.args.group}"
+        elif self.args.user:
+            peer = await self.user_id(self.args.user)
+            channel_id = (await self.client.chat.open_direct(peer)).channel_id
+            title = self.args.user
+        else:
+            channel_id, title = 0, "all your channels"
+        bucket = self.args.bucket
+        size = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}[bucket]
+        end = -(-int(time.time() * 1000) // size) * size  # the end of the current bucket
+        stats = await self.client.chat.stats(
+            channel_id, bucket, start_ms=end - self.args.buckets * size, end_ms=end
+        )
+        self.out.emit(
+            "stats",
+            f"{stats.total} messages in {title}, per {bucket} (UTC)",
+            channel_id=channel_id,
+            bucket=bucket,
+            total=stats.total,
+            counts=[{"start_ms": start, "count": count} for start, count in stats.counts],
+        )
+        if not self.out.json_mode:
+            for line in bar_chart(stats.counts, bucket):
+                print(line)
+        return 0
 
     async def group(self) -> int:
         members = [await self.user_id(u) for u in self.args.members]

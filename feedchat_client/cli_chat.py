@@ -1,8 +1,10 @@
 """`feedchat chat`: an interactive chat with a user or a group.
 
 Typed lines are sent (each with its own client_msg_id, retried until acked); incoming
-messages of the channel are printed. With stdin not a terminal (a pipe), every line is
-sent and the command exits once all are acked (after ``--linger`` seconds of listening).
+messages of the channel are printed. ``--poll`` does the same with unary calls only
+(long polls of the inbox and SendMessage) instead of a Connect stream. With stdin not a
+terminal (a pipe), every line is sent and the command exits once all are acked (after
+``--linger`` seconds of listening).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 
+from feedchat_client.chat_poll import ChatPoller
+from feedchat_client.chat_stream import ChatConnection
 from feedchat_client.cli_output import Output
 from feedchat_client.client import FeedchatClient
 from feedchat_client.cursors import FileCursorStore
@@ -29,6 +33,7 @@ async def run_chat(
     history: int,
     linger: float,
     names: Callable[[int], Awaitable[str]],
+    poll: bool = False,
 ) -> int:
     me = client.session.user_id
     shown: set[int] = set()
@@ -49,8 +54,11 @@ async def run_chat(
         if state in ("connected", "redirected", "moved", "reconnecting", "failed"):
             out.progress(f"{state}: {detail}")
 
-    connection = client.chat.connection(
-        device_id, cursors=FileCursorStore(cursor_file), on_state=on_state
+    cursors = FileCursorStore(cursor_file)
+    connection: ChatConnection | ChatPoller = (
+        client.chat.poller(device_id, cursors=cursors, on_state=on_state)
+        if poll
+        else client.chat.connection(device_id, cursors=cursors, on_state=on_state)
     )
     async with connection:
 

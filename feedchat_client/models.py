@@ -186,6 +186,15 @@ class SentMessage:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class MessageStats:
+    """Message counts per bucket: ``counts`` is (bucket start ms, count), oldest first."""
+
+    bucket: str
+    counts: list[tuple[int, int]]
+    total: int
+
+
 NOTIFICATION_KINDS = {1: "chat_message", 2: "feed_post"}
 
 

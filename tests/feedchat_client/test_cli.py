@@ -239,3 +239,34 @@ async def test_passwd_signout_all_and_delete_account_commands(
     assert deleted["event"] == "account_deleted" and deleted["username_free_at"]
     code, _, err = await laptop.run("login", name, "--password", "password-456")
     assert code == 1 and "unauthenticated" in err
+
+
+async def test_chat_poll_uses_unary_calls_and_stats_draws_the_counts(
+    system: System, tmp_path: Path
+) -> None:
+    await system.start(chat_servers=2)
+    tag = uuid.uuid4().hex[:6]
+    alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
+    alice = Cli(system, tmp_path / "a" / "session.json")
+    bob = Cli(system, tmp_path / "b" / "session.json")
+    await alice.json("signup", alice_name, "--password", "password-123")
+    await bob.json("signup", bob_name, "--password", "password-123")
+
+    sent = await alice.json("chat", "--poll", bob_name, stdin="hi by poll\nagain\n")
+    assert [e["event"] for e in sent] == ["sent", "sent"]
+    seen = await bob.json("chat", "--poll", alice_name, "--history", "0", "--linger", "1")
+    assert [(e["sender"], e["message"]["text"]) for e in seen if e["event"] == "message"] == [
+        (alice_name, "hi by poll"),
+        (alice_name, "again"),
+    ]
+    [group] = await alice.json("group", "pollers", bob_name)
+    group_id = str(group["channel"]["channel_id"])
+    [said] = await bob.json("chat", "--poll", "--group", group_id, stdin="to the group\n")
+    assert said["sent"]["seq"] == 1
+
+    [direct] = await alice.json("stats", bob_name, "--bucket", "minute", "--buckets", "5")
+    assert direct["total"] == 2 and len(direct["counts"]) == 5
+    [everywhere] = await bob.json("stats", "--bucket", "day", "--buckets", "2")
+    assert everywhere["total"] == 3
+    code, out, _ = await alice.run("stats", "--group", group_id, "--bucket", "hour")
+    assert code == 0 and "1 messages in group" in out and "█" in out
