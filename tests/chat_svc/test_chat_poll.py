@@ -94,7 +94,7 @@ async def test_the_next_cursor_acks_and_resumes_the_device(chat_cluster, devices
 
 
 async def test_send_message_has_the_stream_sends_semantics(chat_cluster, devices) -> None:
-    apps = await chat_cluster(2, send_rate=1.0, send_burst=3)
+    apps = await chat_cluster(2, send_rate=0.01, send_burst=3)
     channel = await open_direct(apps[0].address, 1, 2)
     first = await send(apps[0].address, 1, channel, "hi", cmid="same")
     again = await send(apps[1].address, 1, channel, "hi", cmid="same")  # any server

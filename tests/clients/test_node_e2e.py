@@ -149,3 +149,59 @@ async def test_the_node_snippet_in_the_docs_runs_as_written(
     assert [p.text for p in (await bob.feed.user_posts(carol.session.user_id)).posts] == [
         "hello from node"
     ]
+
+
+async def test_node_chats_with_unary_calls_only_and_reads_its_stats(
+    system: System,
+    node_client: Path,
+) -> None:
+    await system.start(chat_servers=2)
+    py = system.client()
+    tag = uuid.uuid4().hex[:8]
+    await py.session.sign_up(f"py_{tag}", "password-123")
+    config = {
+        "account": system.address("account"),
+        "feed": system.address("feed"),
+        "router": system.address("router"),
+        "username": f"node_{tag}",
+        "password": "password-123",
+        "peerUserId": str(py.session.user_id),
+        "expect": f"ping from python {tag}",
+        "reply": f"pong from node {tag}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(node_client / "examples" / "e2e_poll.js"),
+        json.dumps(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    seen: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(40):
+            events = _events(process)
+            ready = await anext(events)
+            assert ready["event"] == "ready", ready
+            node_user = int(ready["user_id"])
+            async with py.chat.connection("py-e2e") as conn:  # the stream side
+                await conn.send(int(ready["channel_id"]), config["expect"], timeout=10)
+                async for message in conn.messages():
+                    if message.sender_id == node_user:
+                        break
+                assert message.text == config["reply"]
+                async for event in events:
+                    seen.append(event)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = (await process.stderr.read()).decode() if process.stderr else ""
+    by_kind = {e["event"]: e for e in seen}
+    assert "error" not in by_kind, (by_kind, stderr)
+    chat = by_kind["chat"]
+    assert (chat["received"], int(chat["sender_id"])) == (config["expect"], py.session.user_id)
+    assert int(chat["message_id"]) == message.message_id
+    assert chat["duplicate"] is True and chat["same_id"] is True  # the retry stored nothing
+    assert chat["redirects"] == 1 and chat["instance"] == chat["owner"]
+    assert by_kind["stats"] == {"event": "stats", "total": "2", "buckets": 60}

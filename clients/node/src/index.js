@@ -2,7 +2,9 @@
 // feedchat's Node.js client: sign-up/login with token refresh, feed, router and a
 // self-healing chat connection (redirects, moves, reconnect with backoff + jitter,
 // cursor resume, de-duplication, send retries with the same client_msg_id). The chat
-// connection follows docs/chat.md "The client algorithm".
+// connection follows docs/chat.md "The client algorithm"; the chat poller does the same
+// with unary calls only (PollInbox long polls + SendMessage; docs/chat.md "Without a
+// stream").
 
 const crypto = require('crypto');
 const { EventEmitter } = require('events');
@@ -20,13 +22,15 @@ class FeedchatError extends Error {
   }
 }
 
-function unary(client, method, request, metadata, deadlineSeconds = 10) {
+/** A unary call; `onCall(call)` gets the call (to cancel it). */
+function unary(client, method, request, metadata, deadlineSeconds = 10, onCall = null) {
   return new Promise((resolve, reject) => {
     const deadline = new Date(Date.now() + deadlineSeconds * 1000);
-    client[method](request, metadata || new grpc.Metadata(), { deadline }, (err, reply) => {
+    const call = client[method](request, metadata || new grpc.Metadata(), { deadline }, (err, reply) => {
       if (err) reject(new FeedchatError(errorDetails(err)));
       else resolve(reply);
     });
+    if (onCall) onCall(call);
   });
 }
 
@@ -155,6 +159,38 @@ class FeedchatClient {
     return this._chatCall('GetHistory', { channel_id: channelId, page_size: pageSize });
   }
 
+  /**
+   * One unary SendMessage (any chat server answers): resolves with the SendAck, retried
+   * with the same client_msg_id on UNAVAILABLE and RESOURCE_EXHAUSTED (after retry_after),
+   * so a retry of a stored message answers duplicate = true and stores nothing.
+   */
+  async sendMessage(channelId, text, { clientMsgId = crypto.randomUUID().replace(/-/g, ''), attempts = 8 } = {}) {
+    const request = { client_msg_id: clientMsgId, channel_id: channelId, text };
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return (await this._chatCall('SendMessage', request)).ack;
+      } catch (err) {
+        const retryable = [grpc.status.UNAVAILABLE, grpc.status.RESOURCE_EXHAUSTED].includes(err.code);
+        if (!retryable || attempt + 1 >= attempts) throw err;
+        await sleep(err.retryAfter ? err.retryAfter * 1000 : 200 * 2 ** attempt);
+      }
+    }
+  }
+
+  /** Message counts per bucket ('minute' | 'hour' | 'day') of a channel (0: all yours). */
+  messageStats(channelId, { bucket = 'hour', startMs = 0, endMs = 0 } = {}) {
+    return this._chatCall('GetMessageStats', {
+      channel_id: channelId, bucket: `STATS_BUCKET_${bucket.toUpperCase()}`, start_ms: startMs, end_ms: endMs,
+    });
+  }
+
+  /** A started ChatPoller for this device: chat on unary calls only (see ChatPoller). */
+  pollChat(deviceId, options = {}) {
+    const poller = new ChatPoller(this, deviceId, options);
+    poller.start();
+    return poller;
+  }
+
   /** A started ChatConnection for this device (see ChatConnection). */
   connectChat(deviceId, options = {}) {
     const conn = new ChatConnection(this, deviceId, options);
@@ -179,17 +215,11 @@ function cursorAfter(a, b) {
 }
 
 /**
- * A device's chat stream that keeps itself connected. Events: 'message' (each inbox
- * message once), 'state' (state, detail), 'error' (fatal).
+ * What a chat device does with what it receives, whatever carries it: each message
+ * emitted once ('message'), progress ('state'), backoff with full jitter, waitFor.
  */
-class ChatConnection extends EventEmitter {
-  /**
-   * @param {FeedchatClient} client
-   * @param {string} deviceId each device keeps its own inbox cursor
-   * @param {object} [options] cursor: resume point; address: first chat server to try
-   *   (skips the router; a wrong one redirects); baseDelayMs/maxDelayMs: backoff.
-   */
-  constructor(client, deviceId, { cursor = '', address = null, baseDelayMs = 200, maxDelayMs = 10000, maxRedirects = 5 } = {}) {
+class ChatDevice extends EventEmitter {
+  constructor(client, deviceId, { cursor = '', baseDelayMs = 200, maxDelayMs = 10000, maxRedirects = 5 } = {}) {
     super();
     this.client = client;
     this.deviceId = deviceId;
@@ -197,17 +227,10 @@ class ChatConnection extends EventEmitter {
     this.baseDelayMs = baseDelayMs;
     this.maxDelayMs = maxDelayMs;
     this.maxRedirects = maxRedirects;
-    this.firstAddress = address;
     this.instance = '';
-    this.connected = false;
     this.redirects = 0;
     this._attempt = 0;
-    this._streak = 0;
     this._seen = new Set();
-    this._pending = new Map(); // client_msg_id -> {request, resolve, reject}
-    this._reads = new Map(); // channel_id (string) -> newest seq marked read
-    this._ringVersion = 0; // of the answer that named the server we connect to
-    this._call = null;
     this._closed = false;
   }
 
@@ -218,6 +241,132 @@ class ChatConnection extends EventEmitter {
     const bound = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** this._attempt);
     this._attempt = Math.min(this._attempt + 1, 30);
     return Math.random() * bound;
+  }
+
+  /** Emit a message unless its id was seen (a window of the last 10,000). */
+  _emitOnce(message) {
+    if (this._seen.has(message.message_id)) return;
+    this._seen.add(message.message_id);
+    if (this._seen.size > 10000) this._seen.delete(this._seen.values().next().value);
+    this.emit('message', message);
+  }
+
+  /** Resolves with the first message (from now on) that satisfies `predicate`. */
+  waitFor(predicate, timeoutMs = 10000) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.off('message', onMessage); reject(new Error('timed out waiting for a message')); }, timeoutMs);
+      const onMessage = (message) => {
+        if (predicate(message)) { clearTimeout(timer); this.off('message', onMessage); resolve(message); }
+      };
+      this.on('message', onMessage);
+    });
+  }
+}
+
+/**
+ * A device on unary calls only: long-polls PollInbox on the user's chat server and sends
+ * with SendMessage. Events as ChatConnection's. Each poll passes the previous answer's
+ * cursor (the ack); WRONG_CHAT_SERVER (also how a held poll ends when the ring moves the
+ * user) is followed at once to the owner it names; other failures back off, route again
+ * and resume from the cursor.
+ */
+class ChatPoller extends ChatDevice {
+  /**
+   * @param {object} [options] as ChatConnection's, plus waitSeconds: how long each poll
+   *   may be held (default 25).
+   */
+  constructor(client, deviceId, options = {}) {
+    super(client, deviceId, options);
+    this.firstAddress = options.address || null;
+    this.waitSeconds = options.waitSeconds || 25;
+    this.polls = 0;
+    this._inflight = null;
+  }
+
+  async start() {
+    let target = this.firstAddress;
+    let ringVersion = 0;
+    let streak = 0;
+    while (!this._closed) {
+      try {
+        if (!target) {
+          this._state('routing', this.client.userId);
+          const route = await this.client.route(this.client.userId);
+          target = route.address;
+          ringVersion = route.ring_version || 0;
+        }
+        const chat = this.client._client(services.ChatService, target);
+        const request = {
+          device_id: this.deviceId, inbox_cursor: this.cursor, ring_version: ringVersion,
+          wait: { seconds: this.waitSeconds, nanos: 0 },
+        };
+        const reply = await unary(chat, 'PollInbox', request, await this.client.metadata(),
+          this.waitSeconds + 10, (call) => { this._inflight = call; });
+        if (this._closed) return;
+        if (this.polls === 0 || this.instance !== reply.instance) this._state('connected', `${reply.instance} (${target}), polling`);
+        this.polls += 1;
+        this.instance = reply.instance;
+        this._attempt = 0;
+        streak = 0;
+        for (const message of reply.messages) this._emitOnce(message);
+        if (reply.inbox_cursor && cursorAfter(reply.inbox_cursor, this.cursor)) this.cursor = reply.inbox_cursor;
+      } catch (err) {
+        if (this._closed) return;
+        if (err.reason === 'WRONG_CHAT_SERVER' && streak < this.maxRedirects) {
+          streak += 1;
+          this.redirects += 1;
+          target = err.metadata.owner_address || null;
+          ringVersion = err.metadata.ring_version || 0;
+          this._state('redirected', target || '');
+        } else if (err.reason === 'TOKEN_EXPIRED') {
+          await this.client.refresh();
+        } else if ([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT].includes(err.code)) {
+          this._closed = true;
+          this.emit('error', err);
+          return;
+        } else {
+          target = null;
+          streak = 0;
+          const delay = this._backoffMs();
+          this._state('reconnecting', `${err.message}; next try in ${(delay / 1000).toFixed(2)}s`);
+          await sleep(delay);
+        }
+      }
+    }
+  }
+
+  /** SendMessage (see FeedchatClient.sendMessage); resolves with the SendAck. */
+  send(channelId, text, clientMsgId = crypto.randomUUID().replace(/-/g, '')) {
+    return this.client.sendMessage(channelId, text, { clientMsgId });
+  }
+
+  /** Stop polling (a poll in flight is cancelled). */
+  close() {
+    this._closed = true;
+    if (this._inflight) this._inflight.cancel();
+  }
+}
+
+/**
+ * A device's chat stream that keeps itself connected. Events: 'message' (each inbox
+ * message once), 'state' (state, detail), 'error' (fatal).
+ */
+class ChatConnection extends ChatDevice {
+  /**
+   * @param {FeedchatClient} client
+   * @param {string} deviceId each device keeps its own inbox cursor
+   * @param {object} [options] cursor: resume point; address: first chat server to try
+   *   (skips the router; a wrong one redirects); baseDelayMs/maxDelayMs: backoff.
+   */
+  constructor(client, deviceId, options = {}) {
+    super(client, deviceId, options);
+    this.firstAddress = options.address || null;
+    this.connected = false;
+    this._streak = 0;
+    this._pending = new Map(); // client_msg_id -> {request, resolve, reject}
+    this._reads = new Map(); // channel_id (string) -> newest seq marked read
+    this._ringVersion = 0; // of the answer that named the server we connect to
+    this._call = null;
   }
 
   async start() {
@@ -319,10 +468,7 @@ class ChatConnection extends EventEmitter {
       this.cursor = message.inbox_cursor;
       call.write({ ack: { inbox_cursor: this.cursor } });
     }
-    if (this._seen.has(message.message_id)) return;
-    this._seen.add(message.message_id);
-    if (this._seen.size > 10000) this._seen.delete(this._seen.values().next().value);
-    this.emit('message', message);
+    this._emitOnce(message);
   }
 
   _refused(call, error) {
@@ -357,17 +503,6 @@ class ChatConnection extends EventEmitter {
     if (this._call) this._call.write({ read: { channel_id: channelId, seq } });
   }
 
-  /** Resolves with the first message (from now on) that satisfies `predicate`. */
-  waitFor(predicate, timeoutMs = 10000) {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.off('message', onMessage); reject(new Error('timed out waiting for a message')); }, timeoutMs);
-      const onMessage = (message) => {
-        if (predicate(message)) { clearTimeout(timer); this.off('message', onMessage); resolve(message); }
-      };
-      this.on('message', onMessage);
-    });
-  }
-
   close() {
     this._closed = true;
     if (this._call) this._call.cancel();
@@ -376,4 +511,4 @@ class ChatConnection extends EventEmitter {
   }
 }
 
-module.exports = { FeedchatClient, ChatConnection, FeedchatError, services };
+module.exports = { FeedchatClient, ChatConnection, ChatPoller, FeedchatError, services };
