@@ -3,11 +3,17 @@
 grpc.aio bidirectional echo server driven by the same load generator, plus reconnect churn.
 
     .venv/bin/python bench/chat_bench.py            # about 1.5 minutes
+    .venv/bin/python bench/chat_bench.py --mode poll   # unary send + long poll vs stream
 
 Starts its own etcd, Redis (AOF on) and PostgreSQL, and three chat servers as separate
 processes (``python -m chat_svc``): senders are owned by chat-0, receivers by chat-1, and
 the churn users by chat-2, which is SIGKILLed at the end. The load generator runs in this process.
 Everything is on loopback.
+
+``--mode poll`` runs the stream phases above (same method) and then the same phases with
+unary calls only: each sender calls ``SendMessage`` on chat-0, each receiver long-polls
+``PollInbox`` on chat-1 (its owner) in a loop, passing the previous answer's cursor; then
+it holds 1,000 idle polls on chat-1 and reads its resident memory before and after.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -361,6 +368,116 @@ async def bench_echo(address: str, seconds: float, pids: dict[str, int]) -> dict
     return results
 
 
+async def poll_loop(
+    stub: Any, user_id: int, on_message: Callable[[Any], None], stop: asyncio.Event
+) -> None:
+    """One receiver on unary calls: PollInbox again and again from the last cursor."""
+    cursor = ""
+    wait = duration_pb2.Duration(seconds=25)
+    while not stop.is_set():
+        reply = await stub.PollInbox(
+            chat_pb2.PollInboxRequest(device_id="bench-poll", inbox_cursor=cursor, wait=wait),
+            metadata=auth(user_id),
+            timeout=35,
+        )
+        for message in reply.messages:
+            on_message(message)
+        cursor = reply.inbox_cursor
+
+
+async def bench_poll(ring: RingWatch, seconds: float, pids: dict[str, int]) -> dict[str, float]:
+    """The phases of :func:`bench_chat` with SendMessage up and PollInbox down."""
+    owners = {u: ring.ring.owner(u) for u in range(10_000, 20_000)}
+    senders = [u for u, m in owners.items() if m.instance == "chat-0"][:PAIRS]
+    receivers = [u for u, m in owners.items() if m.instance == "chat-1"][:PAIRS]
+    chan_a = grpc.aio.insecure_channel(ring.ring.members["chat-0"].address)
+    chan_b = grpc.aio.insecure_channel(ring.ring.members["chat-1"].address)
+    stub_a, stub_b = chat_pb2_grpc.ChatServiceStub(chan_a), chat_pb2_grpc.ChatServiceStub(chan_b)
+    channels = []
+    for s, r in zip(senders, receivers, strict=True):
+        reply = await stub_a.OpenDirectChannel(
+            chat_pb2.OpenDirectChannelRequest(peer_user_id=r), metadata=auth(s)
+        )
+        channels.append(reply.channel.channel_id)
+    load = Load()
+    load.cpu = CpuMeter(pids)
+    stop = asyncio.Event()
+
+    def on_message(message: Any) -> None:
+        pair, _, sent = message.text.partition(":")
+        load.arrived(int(pair), int(sent))
+
+    pollers = [asyncio.create_task(poll_loop(stub_b, r, on_message, stop)) for r in receivers]
+    metadata = [auth(s) for s in senders]
+    counter = [0]
+    sends: set[asyncio.Task[Any]] = set()
+
+    def make_sender(index: int) -> Callable[[int, int], None]:
+        channel_id = channels[index]
+
+        def send(pair: int, sent: int) -> None:
+            counter[0] += 1
+            request = chat_pb2.SendMessageRequest(
+                client_msg_id=f"p{counter[0]}", channel_id=channel_id, text=f"{pair}:{sent}"
+            )
+            task = asyncio.ensure_future(stub_a.SendMessage(request, metadata=metadata[index]))
+            sends.add(task)
+            task.add_done_callback(sends.discard)
+
+        return send
+
+    load.senders = [make_sender(i) for i in range(PAIRS)]
+    await asyncio.sleep(1.0)
+    results = await run_phases(load, seconds)
+    stop.set()
+    for task in pollers:
+        task.cancel()
+    await asyncio.gather(*pollers, *sends, return_exceptions=True)
+    await chan_a.close()
+    await chan_b.close()
+    return results
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def bench_idle_polls(ring: RingWatch, pid: int, count: int = 1000) -> dict[str, float]:
+    """Hold ``count`` idle polls (no messages) on chat-1; its memory per held poll."""
+    users = [u for u in range(20_000, 40_000) if ring.ring.owner(u).instance == "chat-1"][:count]
+    channel = grpc.aio.insecure_channel(ring.ring.members["chat-1"].address)
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    wait = duration_pb2.Duration(seconds=60)
+    for u in users[:50]:  # warm up (plain polls, answered at once): code paths, pools
+        await stub.PollInbox(
+            chat_pb2.PollInboxRequest(
+                device_id="idle", inbox_cursor="0-0", wait=duration_pb2.Duration()
+            ),
+            metadata=auth(u),
+        )
+    await asyncio.sleep(1.0)
+    before = rss_bytes(pid)
+    calls = [
+        stub.PollInbox(
+            chat_pb2.PollInboxRequest(device_id="idle", inbox_cursor="0-0", wait=wait),
+            metadata=auth(u),
+            timeout=70,
+        )
+        for u in users
+    ]
+    await asyncio.sleep(5.0)  # every call reaches the server and is held
+    held = sum(not call.done() for call in calls)
+    after = rss_bytes(pid)
+    for call in calls:
+        call.cancel()
+    await channel.close()
+    return {"held": held, "rss_before": before, "rss_after": after}
+
+
 async def bench_churn(ring: RingWatch, victim: EmbeddedServer) -> dict[str, float]:
     """200 users on chat-2, each with a backlog; SIGKILL chat-2; time until all resynced."""
     users = [u for u in range(5000, 60000) if ring.ring.owner(u).instance == "chat-2"][:200]
@@ -493,6 +610,84 @@ def chat_process(tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str) -
     return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
 
 
+async def run_poll(seconds: float) -> None:
+    """Stream phases, then the same phases on unary calls only, then 1,000 idle polls."""
+    tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    etcd = etcd_server(tmp / "etcd")
+    redis = redis_server(tmp / "redis")
+    postgres = postgres_server(tmp / "postgres")
+    for store in (etcd, redis, postgres):
+        store.start()
+    procs = [
+        chat_process(
+            tmp, etcd.address, f"redis://{redis.address}/0", postgres_url(postgres), f"chat-{i}"
+        )
+        for i in range(2)
+    ]
+    session = EtcdSession(etcd.address, "/bench", ttl=2)
+    ring: RingWatch | None = None
+    try:
+        for proc in procs:
+            proc.start()
+        await session.start()
+        ring = RingWatch(session)
+        await ring.start()
+        await ring.wait_for(lambda r: len(r.members) == 2, 20)
+        pids = {
+            "client": os.getpid(),
+            "chat-0": pid_of(procs[0]),
+            "chat-1": pid_of(procs[1]),
+            "redis": pid_of(redis),
+        }
+        stream = await bench_chat(ring, seconds, pids)
+        poll = await bench_poll(ring, seconds, pids)
+        idle = await bench_idle_polls(ring, pid_of(procs[1]))
+    finally:
+        if ring is not None:
+            await ring.stop()
+        await session.close()
+        for proc in procs:
+            proc.stop()
+        redis.stop()
+        postgres.stop()
+        etcd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"chat bench, poll mode ({PAIRS} senders -> {PAIRS} receivers; senders call chat-0, "
+        "receivers are owned by chat-1)"
+    )
+    print(
+        f"  fixed load {FIXED_RATE} msg/s, send -> arrival: stream p50 "
+        f"{stream['fixed_p50']:.2f} ms, p99 {stream['fixed_p99']:.2f} ms | unary send + long "
+        f"poll p50 {poll['fixed_p50']:.2f} ms, p99 {poll['fixed_p99']:.2f} ms"
+    )
+    print(
+        f"  peak delivered: stream {stream['peak']:.0f} msg/s | poll {poll['peak']:.0f} msg/s "
+        f"| ratio poll/stream {poll['peak'] / stream['peak']:.2f}"
+    )
+    print(
+        f"  half peak: stream ({stream['half_rate']:.0f} msg/s) p50 {stream['half_p50']:.2f} "
+        f"ms, p99 {stream['half_p99']:.2f} ms | poll ({poll['half_rate']:.0f} msg/s) p50 "
+        f"{poll['half_p50']:.2f} ms, p99 {poll['half_p99']:.2f} ms"
+    )
+    s_cpu = {k[4:]: v for k, v in stream.items() if k.startswith("cpu_")}
+    p_cpu = {k[4:]: v for k, v in poll.items() if k.startswith("cpu_")}
+    print(
+        "  CPU per delivered message at peak (us): stream "
+        + ", ".join(f"{k} {v:.0f}" for k, v in s_cpu.items())
+        + f" = {sum(s_cpu.values()):.0f} | poll "
+        + ", ".join(f"{k} {v:.0f}" for k, v in p_cpu.items())
+        + f" = {sum(p_cpu.values()):.0f} | ratio poll/stream "
+        f"{sum(p_cpu.values()) / sum(s_cpu.values()):.2f}"
+    )
+    grown = idle["rss_after"] - idle["rss_before"]
+    print(
+        f"  idle polls held on chat-1: {idle['held']:.0f} of 1000; resident memory "
+        f"{idle['rss_before'] / 2**20:.1f} -> {idle['rss_after'] / 2**20:.1f} MiB = "
+        f"{grown / max(idle['held'], 1) / 1024:.1f} KiB per held poll"
+    )
+
+
 async def run(seconds: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     etcd = etcd_server(tmp / "etcd")
@@ -593,8 +788,14 @@ async def run(seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each phase")
+    parser.add_argument(
+        "--mode",
+        choices=("stream", "poll"),
+        default="stream",
+        help="stream: chat vs a bare echo server, churn; poll: unary send + long poll vs stream",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.seconds))
+    asyncio.run(run_poll(args.seconds) if args.mode == "poll" else run(args.seconds))
 
 
 if __name__ == "__main__":
