@@ -119,11 +119,17 @@ class DeviceStream:
         return self._items.popleft()
 
 
+LINGER_MAX = 100_000
+"""Most users remembered as just polled (expired ones are dropped past it)."""
+
+
 class ConnectionHub:
-    """All device streams on this server, by user."""
+    """All device streams on this server, by user (held polls are streams too), and the
+    users whose poll just ended (see :meth:`linger`)."""
 
     def __init__(self) -> None:
         self._by_user: dict[int, dict[int, DeviceStream]] = {}
+        self._lingering: dict[int, float] = {}
 
     def register(self, stream: DeviceStream) -> None:
         self._by_user.setdefault(stream.user_id, {})[stream.stream_id] = stream
@@ -141,11 +147,21 @@ class ConnectionHub:
     def users(self) -> list[int]:
         return list(self._by_user)
 
+    def linger(self, user_id: int, seconds: float) -> None:
+        """A poll of the user just ended: for ``seconds`` the user still counts as reached
+        (the next poll, a moment away, reads the entry from the inbox), so a polling
+        user's messages are not sent to notify_svc as if nobody were connected."""
+        now = time.monotonic()
+        if len(self._lingering) >= LINGER_MAX:
+            self._lingering = {u: t for u, t in self._lingering.items() if t > now}
+        self._lingering[user_id] = now + seconds
+
     def deliver(self, user_id: int, event: PushEvent) -> int:
         """Offer ``event`` to every live device of ``user_id``; how many accepted it.
 
         A device cut off for overflow still counts as reached: the entry is stored and the
         device resyncs it on reconnect, so nobody needs an offline notification for it.
+        So does a user whose poll ended a moment ago (:meth:`linger`).
         """
         streams = self.devices(user_id)
         for stream in streams:
@@ -153,6 +169,8 @@ class ConnectionHub:
         if streams and isinstance(event, InboxEntry):
             waited_ms = time.time_ns() // 1_000_000 - event.message.created_ms
             DELIVERY_SECONDS.observe(max(0, waited_ms) / 1000)
+        if not streams and self._lingering.get(user_id, 0.0) > time.monotonic():
+            return 1
         return len(streams)
 
     def close_users(self, reconnects: dict[int, Reconnect]) -> int:

@@ -42,6 +42,9 @@ from chat_svc.sessions import (
 from feedchat_runtime.errors import InvalidArgument
 from feedchat_runtime.pages import page_size
 
+POLL_GAP = 5.0
+"""Seconds after a poll ends during which its user counts as connected (the next poll
+reads what arrives meanwhile from the inbox; no notification is queued for it)."""
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 
@@ -125,6 +128,7 @@ class UnaryChat:
                 page = await self._hold(stream, cursor, count + 1, wait)
         finally:
             s.hub.unregister(stream)
+            s.hub.linger(user_id, POLL_GAP)
             self._presence.release(user_id, device_id)
         more = len(page) > count
         page = page[:count]

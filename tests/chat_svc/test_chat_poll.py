@@ -177,3 +177,19 @@ async def test_a_poller_resumes_from_its_cursor_after_its_server_dies(chat_clust
         "during-1",
         "during-2",
     ]
+
+
+async def test_a_user_who_just_polled_gets_no_offline_notification(chat_cluster, redis) -> None:
+    (app,) = await chat_cluster(1)
+    to_poller = await open_direct(app.address, 1, 2)
+    to_absent = await open_direct(app.address, 1, 3)
+    await poll(app.address, 2, "", wait=0)  # user 2 polls; user 3 never does
+    await send(app.address, 1, to_poller, "for the poller")
+    await send(app.address, 1, to_absent, "for the absent")
+
+    async def notified() -> set[str]:
+        rows = await redis.xrange("notify:queue")
+        return {(f.get(b"user_id") or f.get("user_id")) for _, f in rows}
+
+    found = await wait_until(notified, what="the absent user's notification")
+    assert found & {b"3", "3"} and not found & {b"2", "2"}
