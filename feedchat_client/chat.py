@@ -123,8 +123,12 @@ class ChatClient(ServiceClient):
         backoff: Backoff | None = None,
         on_state: StateCallback | None = None,
         wait: float = 25.0,
+        address: str | None = None,
     ) -> ChatPoller:
-        """A (not yet started) long-poll device on unary calls only; use ``async with``."""
+        """A (not yet started) long-poll device on unary calls only; use ``async with``.
+
+        ``wait``: seconds each poll may be held; ``address`` skips the router for the first
+        poll (a redirect is followed)."""
         return ChatPoller(
             self._transport,
             self._session,
@@ -134,6 +138,7 @@ class ChatClient(ServiceClient):
             backoff=backoff or Backoff(),
             on_state=on_state,
             wait=wait,
+            first_address=address,
         )
 
     def connection(

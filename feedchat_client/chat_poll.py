@@ -68,6 +68,7 @@ class ChatPoller:
         backoff: Backoff,
         on_state: StateCallback | None = None,
         wait: float = 25.0,
+        first_address: str | None = None,
         max_redirects: int = 5,
         dedupe_window: int = 10_000,
     ) -> None:
@@ -79,6 +80,7 @@ class ChatPoller:
         self.backoff = backoff
         self._on_state = on_state
         self.wait = wait
+        self._first_address = first_address
         self._max_redirects = max_redirects
         self._dedupe_window = dedupe_window
         self._user_id = 0
@@ -173,7 +175,7 @@ class ChatPoller:
             self._finish(exc)
 
     async def _loop(self) -> None:
-        target: str | None = None
+        target = self._first_address
         streak = 0
         while True:
             try:
