@@ -95,6 +95,7 @@ class ChatPoller:
         self._connected = asyncio.Event()
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()
         self.error: BaseException | None = None
 
     async def start(self) -> ChatPoller:
@@ -149,8 +150,14 @@ class ChatPoller:
         self, channel_id: int, text: str, *, client_msg_id: str | None = None
     ) -> SentMessage:
         """``SendMessage`` (any chat server), retried with the same ``client_msg_id`` on
-        UNAVAILABLE and RESOURCE_EXHAUSTED; :class:`ChatSendError` if refused for good."""
-        cmid = client_msg_id or uuid.uuid4().hex
+        UNAVAILABLE and RESOURCE_EXHAUSTED; :class:`ChatSendError` if refused for good.
+
+        One send at a time, in call order (as a stream's sends are stored): concurrent
+        unary calls could otherwise be stored in any order."""
+        async with self._sending:
+            return await self._send(channel_id, text, client_msg_id or uuid.uuid4().hex)
+
+    async def _send(self, channel_id: int, text: str, cmid: str) -> SentMessage:
         backoff = Backoff(self.backoff.base, self.backoff.cap)
         while True:
             if self._done.is_set():

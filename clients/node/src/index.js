@@ -281,6 +281,7 @@ class ChatPoller extends ChatDevice {
     this.waitSeconds = options.waitSeconds || 25;
     this.polls = 0;
     this._inflight = null;
+    this._sending = Promise.resolve();
   }
 
   async start() {
@@ -335,9 +336,14 @@ class ChatPoller extends ChatDevice {
     }
   }
 
-  /** SendMessage (see FeedchatClient.sendMessage); resolves with the SendAck. */
+  /**
+   * SendMessage (see FeedchatClient.sendMessage); resolves with the SendAck. One send at a
+   * time, in call order (as a stream's sends are stored).
+   */
   send(channelId, text, clientMsgId = crypto.randomUUID().replace(/-/g, '')) {
-    return this.client.sendMessage(channelId, text, { clientMsgId });
+    const sent = this._sending.then(() => this.client.sendMessage(channelId, text, { clientMsgId }));
+    this._sending = sent.catch(() => {});
+    return sent;
   }
 
   /** Stop polling (a poll in flight is cancelled). */
