@@ -45,6 +45,8 @@ from feedchat_runtime.pages import page_size
 POLL_GAP = 5.0
 """Seconds after a poll ends during which its user counts as connected (the next poll
 reads what arrives meanwhile from the inbox; no notification is queued for it)."""
+ACKED_MAX = 100_000
+"""Devices whose last acked cursor this server remembers (see ``UnaryChat._ack``)."""
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 
@@ -78,6 +80,7 @@ class UnaryChat:
         self._presence = presence
         self.default_wait = default_wait
         self.max_wait = max_wait
+        self._acked: dict[tuple[int, str], str] = {}
 
     async def send(
         self, sender_id: int, client_msg_id: str, channel_id: int, text: str
@@ -118,12 +121,14 @@ class UnaryChat:
         s.hub.register(stream)
         self._presence.hold(user_id, device_id)
         try:
-            saved = await store.device_cursor(user_id, device_id)
             if not cursor:
-                cursor = saved or ZERO_CURSOR
-            elif saved is None or parse_cursor(cursor) > parse_cursor(saved):
-                await self._ack(user_id, device_id, saved or ZERO_CURSOR, cursor)
-            page = await store.read_inbox(user_id, cursor, count + 1)
+                cursor = await store.device_cursor(user_id, device_id) or ZERO_CURSOR
+                page = await store.read_inbox(user_id, cursor, count + 1)
+            else:  # the cursor acks; the ack and the read are independent
+                _, page = await asyncio.gather(
+                    self._ack(user_id, device_id, cursor),
+                    store.read_inbox(user_id, cursor, count + 1),
+                )
             if not page and wait > 0:
                 page = await self._hold(stream, cursor, count + 1, wait)
         finally:
@@ -140,11 +145,29 @@ class UnaryChat:
             s.ring.ring.version,
         )
 
-    async def _ack(self, user_id: int, device_id: str, previous: str, cursor: str) -> None:
-        """The device has everything up to ``cursor``: save it, send DELIVERED receipts."""
-        store = self._sessions.store
-        await store.save_device_cursor(user_id, device_id, cursor)
-        await self._delivery.delivered(user_id, device_id, previous, cursor)
+    async def _ack(self, user_id: int, device_id: str, cursor: str) -> None:
+        """The device has everything up to ``cursor``: save it (forward only) and send
+        DELIVERED receipts for what it newly covers.
+
+        The cursor this server last saw acked for the device is remembered (its polls all
+        land here, on its owner), so a poll costs no read of the saved cursor; after a miss
+        (the first poll here, or forgotten) it is read from Redis. A stale memory only
+        repeats a few best-effort receipts: saving never moves a cursor back."""
+        key = (user_id, device_id)
+        previous = self._acked.pop(key, None)
+        if previous is None:
+            previous = await self._sessions.store.device_cursor(user_id, device_id)
+        if previous is not None and parse_cursor(cursor) <= parse_cursor(previous):
+            self._remember(key, previous)
+            return
+        self._remember(key, cursor)
+        await self._sessions.store.save_device_cursor(user_id, device_id, cursor)
+        await self._delivery.delivered(user_id, device_id, previous or ZERO_CURSOR, cursor)
+
+    def _remember(self, key: tuple[int, str], cursor: str) -> None:
+        self._acked[key] = cursor  # newest last: the oldest go first past the bound
+        if len(self._acked) > ACKED_MAX:
+            del self._acked[next(iter(self._acked))]
 
     async def _hold(
         self, stream: DeviceStream, cursor: str, count: int, wait: float

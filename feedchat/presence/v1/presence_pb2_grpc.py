@@ -30,8 +30,9 @@ class PresenceServiceStub:
     streams changes to the users who watch them.
 
     A user is online while at least one of their devices holds a Connect stream and
-    heartbeats within the offline timeout (default 30 s); offline once the last device closes
-    its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
+    heartbeats within the offline timeout (default 30 s), or is held by another feedchat
+    service that beats for it (RecordDeviceBeats: chat's long-poll clients); offline once the
+    last device closes its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
     are published, never individual heartbeats.
 
     Every RPC needs `authorization: Bearer <token>`: a user's access token for Connect, a
@@ -66,8 +67,9 @@ class PresenceServiceServicer:
     streams changes to the users who watch them.
 
     A user is online while at least one of their devices holds a Connect stream and
-    heartbeats within the offline timeout (default 30 s); offline once the last device closes
-    its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
+    heartbeats within the offline timeout (default 30 s), or is held by another feedchat
+    service that beats for it (RecordDeviceBeats: chat's long-poll clients); offline once the
+    last device closes its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
     are published, never individual heartbeats.
 
     Every RPC needs `authorization: Bearer <token>`: a user's access token for Connect, a
@@ -142,8 +144,9 @@ class PresenceService:
     streams changes to the users who watch them.
 
     A user is online while at least one of their devices holds a Connect stream and
-    heartbeats within the offline timeout (default 30 s); offline once the last device closes
-    its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
+    heartbeats within the offline timeout (default 30 s), or is held by another feedchat
+    service that beats for it (RecordDeviceBeats: chat's long-poll clients); offline once the
+    last device closes its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
     are published, never individual heartbeats.
 
     Every RPC needs `authorization: Bearer <token>`: a user's access token for Connect, a

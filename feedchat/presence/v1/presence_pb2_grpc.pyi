@@ -31,8 +31,9 @@ class PresenceServiceStub:
     streams changes to the users who watch them.
 
     A user is online while at least one of their devices holds a Connect stream and
-    heartbeats within the offline timeout (default 30 s); offline once the last device closes
-    its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
+    heartbeats within the offline timeout (default 30 s), or is held by another feedchat
+    service that beats for it (RecordDeviceBeats: chat's long-poll clients); offline once the
+    last device closes its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
     are published, never individual heartbeats.
 
     Every RPC needs `authorization: Bearer <token>`: a user's access token for Connect, a
@@ -75,8 +76,9 @@ class PresenceServiceAsyncStub(PresenceServiceStub):
     streams changes to the users who watch them.
 
     A user is online while at least one of their devices holds a Connect stream and
-    heartbeats within the offline timeout (default 30 s); offline once the last device closes
-    its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
+    heartbeats within the offline timeout (default 30 s), or is held by another feedchat
+    service that beats for it (RecordDeviceBeats: chat's long-poll clients); offline once the
+    last device closes its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
     are published, never individual heartbeats.
 
     Every RPC needs `authorization: Bearer <token>`: a user's access token for Connect, a
@@ -115,8 +117,9 @@ class PresenceServiceServicer(metaclass=_abc_1.ABCMeta):
     streams changes to the users who watch them.
 
     A user is online while at least one of their devices holds a Connect stream and
-    heartbeats within the offline timeout (default 30 s); offline once the last device closes
-    its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
+    heartbeats within the offline timeout (default 30 s), or is held by another feedchat
+    service that beats for it (RecordDeviceBeats: chat's long-poll clients); offline once the
+    last device closes its stream cleanly (at once) or stops heartbeating (after the timeout). Only transitions
     are published, never individual heartbeats.
 
     Every RPC needs `authorization: Bearer <token>`: a user's access token for Connect, a
