@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.chat_svc.chatkit import open_direct, owner_of, users_on
 from tests.chat_svc.pollkit import poll, send
 from tests.waiting import wait_until

@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_client.errors import error_details
 from feedchat_runtime.snowflake import timestamp_ms
-from feedchat_runtime.status import error_details
 from tests.chat_svc.chatkit import auth, open_direct
 from tests.chat_svc.pollkit import send
 
