@@ -43,7 +43,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from feed_svc import scripts
-from feed_svc.store import (
+from feed_svc.keys import (
     ACTIVE_KEY,
     GROUP,
     JOBS_KEY,

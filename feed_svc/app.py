@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-import redis.asyncio as aioredis
 
 from feed_svc.authors import AccountAuthors, AuthorDirectory
 from feed_svc.config import FeedConfig
@@ -22,7 +21,8 @@ from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.pages import page_tokens
-from feedchat_runtime.redis_client import connect
+from feedchat_runtime.redis_client import RedisClient, connect
+from feedchat_runtime.replicas import ReplicaAcks
 from feedchat_runtime.server import ServiceHost
 from feedchat_runtime.snowflake import WorkerIdClaim
 
@@ -38,7 +38,7 @@ class FeedApp:
     store: FeedStore
     pool: FanoutPool
     hub: LiveHub
-    redis: aioredis.Redis
+    redis: RedisClient
 
 
 async def build(
@@ -64,14 +64,14 @@ async def build(
     await claim.acquire()
     redis = connect(config.redis_url)
     host.dependencies.add("redis", redis.ping)
-    store = FeedStore(redis, FeedRecords(db))
+    store = FeedStore.over(redis, FeedRecords(db), ReplicaAcks.from_config(config))
     directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)
     if authors is None:
         authors = AccountAuthors(directory, ttl=config.author_cache_ttl)
     feed = Feed(config, store, authors, claim.generator(), page_tokens(config))
     hub = LiveHub(redis)
     await hub.start()
-    await store.ensure_group()  # also without local workers: queue stats need the group
+    await store.queue.ensure_group()  # also without local workers: queue stats need the group
     pool = FanoutPool(
         store,
         FanoutSettings.from_config(config),
@@ -106,7 +106,7 @@ async def build(
         while True:
             await asyncio.sleep(60)
             with contextlib.suppress(Exception):
-                await store.sweep_streaming(feed.clock())
+                await store.timelines.sweep_streaming(feed.clock())
 
     host.background(sweep(), "feed-streaming-sweep")
     host.on_stop(close_redis)

@@ -24,8 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from feed_svc.config import FeedConfig
-from feed_svc.store import FeedStore, Job, entry, pad
+from feed_svc.keys import entry, pad
+from feed_svc.store import FeedStore
 from feed_svc.store_alerts import PREVIEW_CHARS
+from feed_svc.store_queue import Job
 from feedchat_runtime import tracing
 from feedchat_runtime.metrics import Gauge
 from feedchat_runtime.snowflake import timestamp_ms
@@ -97,7 +99,7 @@ class FanoutWorker:
 
     async def run(self) -> None:
         """Work jobs until cancelled."""
-        await self.store.ensure_group()
+        await self.store.queue.ensure_group()
         while True:
             try:
                 await self.step()
@@ -106,7 +108,7 @@ class FanoutWorker:
             except Exception as exc:
                 if "NOGROUP" in str(exc):  # Redis lost the stream (restart without data)
                     logger.warning("fanout group missing; creating it again")
-                    await self.store.ensure_group()
+                    await self.store.queue.ensure_group()
                     continue
                 logger.exception("fanout worker %s failed; retrying", self.consumer)
                 await asyncio.sleep(1.0)
@@ -117,21 +119,21 @@ class FanoutWorker:
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
-            jobs = await self.store.claim_jobs(self.consumer, self.settings.claim_idle_ms, 10)
-            gone = await self.store.forget_consumers(
+            jobs = await self.store.queue.claim_jobs(self.consumer, self.settings.claim_idle_ms, 10)
+            gone = await self.store.queue.forget_consumers(
                 self.settings.consumer_expiry_ms, keep=self.consumer
             )
             if gone:
                 logger.info("removed idle fanout consumers %s", gone)
             if jobs:
                 logger.info("claimed %s stale fanout jobs", len(jobs))
-            waiting, oldest_ms = await self.store.backlog()
+            waiting, oldest_ms = await self.store.queue.backlog()
             QUEUE_JOBS.set(waiting)
             QUEUE_LAG.set(0.0 if oldest_ms is None else max(0, self.clock() - oldest_ms) / 1000)
         if not jobs:
             block = min(self.settings.block_ms, max(50, int(self.settings.claim_idle_ms / 2)))
             # One job at a time: the chunks of a big post spread over all workers.
-            jobs = await self.store.read_jobs(self.consumer, 1, block)
+            jobs = await self.store.queue.read_jobs(self.consumer, 1, block)
         for job in jobs:
             await self.handle(job)
         return len(jobs)
@@ -158,14 +160,14 @@ class FanoutWorker:
         while True:
             await asyncio.sleep(self.settings.claim_idle_ms / 3000)
             try:
-                if not await self.store.touch_job(job, self.consumer):
+                if not await self.store.queue.touch_job(job, self.consumer):
                     logger.warning("fanout job %s was claimed by another worker", job.job_id)
                     return  # finishing it anyway is harmless: writes are idempotent
             except Exception as exc:  # Redis briefly away: the next period tries again
                 logger.warning("touching fanout job %s failed: %s", job.job_id, exc)
 
     async def split(self, job: Job) -> None:
-        total, ends = await self.store.follower_boundaries(job.author_id, self.settings.chunk)
+        total, ends = await self.store.graph.follower_boundaries(job.author_id, self.settings.chunk)
         chunks: list[tuple[str, str]] = []
         start = ""
         for end in ends:
@@ -173,20 +175,20 @@ class FanoutWorker:
             start = end
         if total > 0:
             chunks.append((start, ""))
-        await self.store.split_job(job, total, chunks, self.clock())
+        await self.store.queue.split_job(job, total, chunks, self.clock())
 
     async def chunk(self, job: Job) -> None:
         written = skipped = 0
-        (post,) = await self.store.get_posts([job.post_id])
+        (post,) = await self.store.posts.get_posts([job.post_id])
         if post is not None:  # a post deleted before its fanout is simply not written
             member = entry(job.post_id, job.author_id)
             cutoff = self.clock() - self.settings.inactive_ms
             start, page = job.start, self.settings.chunk
             while True:  # normally one page: the chunk (plus followers who joined since)
-                fans = await self.store.follower_batch(job.author_id, start, job.end, page)
+                fans = await self.store.graph.follower_batch(job.author_id, start, job.end, page)
                 for at in range(0, len(fans), self.settings.batch):
                     batch = fans[at : at + self.settings.batch]
-                    w, s = await self.store.fanout_insert(
+                    w, s = await self.store.timelines.fanout_insert(
                         batch, member, self.settings.cache_size, cutoff, self.clock()
                     )
                     written, skipped = written + w, skipped + s
@@ -196,13 +198,15 @@ class FanoutWorker:
                     break
                 start = pad(fans[-1])
         now = self.clock()
-        await self.store.ack_chunk(job, written, skipped, now, now - self.settings.resume_window_ms)
+        await self.store.queue.ack_chunk(
+            job, written, skipped, now, now - self.settings.resume_window_ms
+        )
 
     async def alerts(self, job: Job) -> None:
         """Queue a ``feed_post`` notify entry for each follower with alerts on for the
         author (celebrities included), in batches; then acknowledge the job."""
-        (post,) = await self.store.get_posts([job.post_id])
-        recipients = await self.store.alert_recipients(job.author_id) if post else []
+        (post,) = await self.store.posts.get_posts([job.post_id])
+        recipients = await self.store.alerts.recipients(job.author_id) if post else []
         fields = {
             "kind": "feed_post",
             "channel_id": str(job.author_id),  # post alerts collapse/mute per author
@@ -212,7 +216,7 @@ class FanoutWorker:
             "created_ms": str(timestamp_ms(job.post_id)),
             **tracing.carrier(),  # notify_svc's work continues this post's trace
         }
-        await self.store.write_alerts(
+        await self.store.alerts.write(
             job, recipients, fields, self.settings.batch, self.settings.notify_queue_cap
         )
 
@@ -233,7 +237,7 @@ class FanoutPool:
 
     async def start(self) -> None:
         if self.workers:
-            await self.workers[0].store.ensure_group()
+            await self.workers[0].store.queue.ensure_group()
         self._tasks = [
             asyncio.create_task(w.run(), name=f"fanout-{w.consumer}") for w in self.workers
         ]

@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from feed_svc import store as keys
 from feed_svc.authors import Author, AuthorDirectory
 from feed_svc.config import MAX_POST_CHARS, FeedConfig
 from feed_svc.post_requests import PostRequest, check_request_id
-from feed_svc.records import account_deleted
+from feed_svc.records import StoredPost, account_deleted
 from feed_svc.removal import UserRemoval
-from feed_svc.store import FeedStore, StoredPost
-from feed_svc.store_removal import RemovalStore
+from feed_svc.store import FeedStore
+from feed_svc.store_timelines import IdList
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
 from feed_svc.warmup import CacheWarmer
 from feedchat_runtime.errors import (
@@ -117,7 +116,7 @@ class Feed:
         self.clock = clock
         self.records = store.records
         self.timeline = Timeline(store, config.feed_cache_size)
-        self.removal = UserRemoval(store, RemovalStore(store.redis), self.timeline, clock)
+        self.removal = UserRemoval(store, self.timeline, clock)
         self.warmer = CacheWarmer(store, store.records, config.celebrity_threshold, config.instance)
 
     # --- posts ------------------------------------------------------------------------
@@ -129,9 +128,9 @@ class Feed:
             request = PostRequest.of(user, request_id, text)
             original = request.original(await self.records.recorded(request, now))
             if original is not None:  # a retry: the post the first call stored
-                return await self._created_view(original, user, text)
+                return await self._retried(original, user, text, now)
         await self.warmer.ensure()
-        wait_ms = await self.store.take_token(
+        wait_ms = await self.store.posts.take_token(
             user, self.config.post_rate, self.config.post_burst, now
         )
         if wait_ms:
@@ -140,26 +139,35 @@ class Feed:
                 reason="RATE_LIMITED",
                 retry_after=wait_ms / 1000,
             )
-        celebrity, followers, alerted = await self.store.author_state(user)
+        celebrity, followers, alerted = await self.store.graph.author_state(user)
         promoted = False
         if not celebrity and followers > self.config.celebrity_threshold:
             # Promotion is one-way: pulling at read time stays correct if the count drops.
-            promoted = await self.store.promote(user)
+            promoted = await self.store.graph.promote(user)
             celebrity = True
-        if celebrity:
-            plan = "pulled"
-        else:
-            plan = "whole" if followers <= self.config.fanout_chunk else "split"
         post = StoredPost(self.ids.next_id(), user, text)
         earlier = await self.records.create_post(post, now, request)
         if request is not None and earlier is not None:  # a concurrent call stored it first
             return await self._created_view(request.post_of(earlier), user, text)
-        if await self.removal.removals.is_removed(user):
+        if await self.store.removals.is_removed(user):
             # Checked after recording: the account's removal either swept this post or is
             # seen here (see feed_svc.removal), so no post outlives a deleted account.
             await self.records.delete_post(post.post_id)
             raise account_deleted(user)
-        await self.store.create_post(
+        await self._store_post(post, now, celebrity, followers, alerted)
+        if promoted:  # after the post is stored, so open streams that resync find it
+            await self.store.timelines.announce_promoted(user)
+        return await self._created_view(post.post_id, user, text)
+
+    async def _store_post(
+        self, post: StoredPost, now: int, celebrity: bool, followers: int, alerted: int
+    ) -> None:
+        """The Redis part of a recorded post: its caches and its fanout, queued once."""
+        if celebrity:
+            plan = "pulled"
+        else:
+            plan = "whole" if followers <= self.config.fanout_chunk else "split"
+        await self.store.store_post(
             post,
             now,
             plan,
@@ -167,9 +175,19 @@ class Feed:
             alerts=alerted > 0,
             log_min_ms=now - int(self.config.stream_resume_window * 1000),
         )
-        if promoted:  # after the post is stored, so open streams that resync find it
-            await self.store.publish(keys.CONTROL_CHANNEL, f"promoted:{user}")
-        return await self._created_view(post.post_id, user, text)
+
+    async def _retried(self, post_id: int, user: int, text: str, now: int) -> PostView:
+        """A retried CreatePost: the Redis part is run again (it is idempotent: a post
+        whose fanout was queued is not queued twice) so that a first call cut short after
+        the record -- a crash, a failover, no replica confirming in time -- is finished, and
+        confirmed by replicas when ``--replica-acks`` asks for it. A post deleted since
+        stays deleted."""
+        recorded = (await self.records.posts([post_id])).get(post_id)
+        if recorded is not None:
+            await self.warmer.ensure()
+            celebrity, followers, alerted = await self.store.graph.author_state(user)
+            await self._store_post(recorded, now, celebrity, followers, alerted)
+        return await self._created_view(post_id, user, text)
 
     async def _created_view(self, post_id: int, user: int, text: str) -> PostView:
         try:
@@ -180,14 +198,14 @@ class Feed:
 
     async def delete_post(self, user: int, post_id: int) -> None:
         check_user_id(post_id, "post_id")
-        (found,) = await self.store.get_posts([post_id])
+        (found,) = await self.store.posts.get_posts([post_id])
         if found is None:
             raise NotFound(f"post {post_id} does not exist", reason="POST_NOT_FOUND")
         if found.author_id != user:
             raise PermissionDenied("only its author may delete a post", reason="NOT_POST_AUTHOR")
         await self.records.delete_post(post_id)
         await self.warmer.ensure()
-        await self.store.delete_post(post_id, user)
+        await self.store.posts.delete_post(post_id, user)
 
     async def get_post(self, post_id: int) -> PostView:
         check_user_id(post_id, "post_id")
@@ -198,7 +216,7 @@ class Feed:
 
     async def hydrate(self, entries: Sequence[FeedEntry]) -> list[PostView]:
         """Posts for entries in order, deleted ones dropped, authors looked up in batch."""
-        stored = await self.store.get_posts([e.post_id for e in entries])
+        stored = await self.store.posts.get_posts([e.post_id for e in entries])
         posts = [p for p in stored if p is not None]
         try:
             authors = await self.authors.get_authors({p.author_id for p in posts})
@@ -220,7 +238,7 @@ class Feed:
         n = page_size(size, POSTS_PAGE, MAX_POSTS_PAGE)
         before = self.tokens.check(token, USER_POSTS, caller, scope=user)
         await self.warmer.ensure()
-        source = Source(keys.user_posts_key(user), author=user)
+        source = Source(IdList.posts(user))
         found = await merge_newest(self.store, [source], before, None, n + 1)
         if not found and before is None and not await self.authors.exists(user):
             raise NotFound(f"user {user} does not exist", reason="USER_NOT_FOUND")
@@ -242,29 +260,29 @@ class Feed:
         if not await self.authors.exists(author):
             raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
         await self.warmer.ensure()
-        following = await self.store.following_count(user)
+        following = await self.store.graph.following_count(user)
         if following >= self.config.max_following:
-            if await self.store.is_following(user, author):
+            if await self.store.graph.is_following(user, author):
                 return False
             raise ResourceExhausted(
                 f"already following {following} accounts (limit {self.config.max_following})",
                 reason="TOO_MANY_FOLLOWING",
             )
         changed = await self.records.follow(user, author, self.clock())
-        await self.store.follow(user, author)  # also repairs a cache that missed it
+        await self.store.graph.follow(user, author)  # also repairs a cache that missed it
         if changed:
             await self.timeline.merge_author(user, author)
-            await self.store.publish(keys.live_channel(user), "ctl:following")
+            await self.store.timelines.announce_following_changed(user)
         return changed
 
     async def unfollow(self, user: int, author: int) -> bool:
         check_user_id(author)
         await self.warmer.ensure()
         changed = await self.records.unfollow(user, author)
-        await self.store.unfollow(user, author)  # also repairs a cache that missed it
+        await self.store.graph.unfollow(user, author)  # also repairs a cache that missed it
         if changed:
             await self.timeline.remove(user, author=author)
-            await self.store.publish(keys.live_channel(user), "ctl:following")
+            await self.store.timelines.announce_following_changed(user)
         return changed
 
     async def set_post_alerts(self, user: int, author: int, enabled: bool) -> None:
@@ -285,7 +303,7 @@ class Feed:
             self.config.max_alerted_followers,
         )
         if outcome == "ok":
-            await self.store.cache_alerts(user, author, enabled)
+            await self.store.alerts.cache(user, author, enabled)
         if outcome == "not_following":
             if not await self.authors.exists(author):  # asked only on the refusal path
                 raise NotFound(f"user {author} does not exist", reason="USER_NOT_FOUND")
@@ -306,7 +324,7 @@ class Feed:
             )
 
     async def list_post_alerts(self, user: int) -> list[int]:
-        return await self.store.alerting(user)
+        return await self.store.alerts.alerting(user)
 
     async def list_graph(
         self, caller: int, user_id: int, followers: bool, size: int, token: str
@@ -316,7 +334,7 @@ class Feed:
         listing = FOLLOWERS if followers else FOLLOWING
         after = self.tokens.check(token, listing, caller, scope=user)
         await self.warmer.ensure()
-        ids, total = await self.store.graph_page(user, followers, after, n + 1)
+        ids, total = await self.store.graph.graph_page(user, followers, after, n + 1)
         more = len(ids) > n
         next_token = self.tokens.issue(listing, caller, ids[n - 1], scope=user) if more else ""
         return IdPage(ids[:n], next_token, total)
@@ -325,8 +343,8 @@ class Feed:
     async def activity(self, user: int) -> None:
         """Record a read; a user back from inactivity gets a stale cache (rebuilt)."""
         now = self.clock()
-        if self._returning(await self.store.touch_seen(user, now), now):
-            await self.store.set_stale(user, True)
+        if self._returning(await self.store.timelines.touch_seen(user, now), now):
+            await self.store.timelines.set_stale(user, True)
 
     def _returning(self, previous_seen: int | None, now: int) -> bool:
         """True for a reader who is new or was away longer than ``inactive_after``."""
@@ -345,7 +363,7 @@ class Feed:
             ctx = await self.timeline.context(user)
             ctx.previous_seen = seen
         if touch and self._returning(ctx.previous_seen, now):
-            await self.store.set_stale(user, True)
+            await self.store.timelines.set_stale(user, True)
             ctx.use_cache = False
         if not ctx.use_cache:
             self.timeline.rebuild_soon(user)
@@ -387,7 +405,7 @@ class Feed:
     async def fanout_status(self, caller: int | None, post_id: int) -> FanoutStatus:
         """A post's fanout progress and the queue's state (post author or a service)."""
         now = self.clock()
-        length, pending, oldest = await self.store.queue_stats(now)
+        length, pending, oldest = await self.store.queue.queue_stats(now)
         queue = {
             "queue_pending": pending,
             "queue_waiting": max(0, length - pending),
@@ -396,7 +414,7 @@ class Feed:
         if post_id == 0:
             return FanoutStatus("UNKNOWN", **queue)
         if caller is not None:
-            (found,) = await self.store.get_posts([post_id])
+            (found,) = await self.store.posts.get_posts([post_id])
             if found is None:
                 raise NotFound(f"post {post_id} does not exist", reason="POST_NOT_FOUND")
             if found.author_id != caller:
@@ -404,7 +422,7 @@ class Feed:
                     "only the post's author or a service may read its fanout",
                     reason="NOT_POST_AUTHOR",
                 )
-        record = await self.store.progress(post_id)
+        record = await self.store.queue.progress(post_id)
         if not record:
             return FanoutStatus("UNKNOWN", **queue)
         created = int(record.get("created_ms", now))

@@ -8,7 +8,12 @@ never holds up another.
 The hub also keeps :attr:`LiveHub.landed`, the newest landed-log position announced on the
 control channel. One connection delivers messages in publish order, so once the hub has
 it, every live message of every post logged up to it has been handed out. When the
-connection fails (messages may be lost) control listeners get ``reset:``.
+connection fails (messages may be lost) control listeners get ``reset:`` and the hub opens
+a new connection and subscribes again to every channel.
+
+On a Redis Cluster (6.2) a PUBLISH on any node reaches the subscribers of every node, so
+the hub's one connection may sit on any node; after a failure it moves to the next one
+(:func:`feedchat_runtime.redis_client.open_pubsub`), as the old one may be a dead master.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
-from feed_svc.store import CONTROL_CHANNEL
+from feed_svc.keys import CONTROL_CHANNEL, author_channel, live_channel
+from feedchat_runtime.redis_client import RedisClient, open_pubsub
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +34,16 @@ Listener = Callable[[str, str], None]
 """Called with (channel, message)."""
 
 
+def stream_channels(user: int, celebrities: Iterable[int]) -> set[str]:
+    """The channels a user's stream listens to: their own, and each followed celebrity's."""
+    return {live_channel(user), *(author_channel(a) for a in celebrities)}
+
+
 class LiveHub:
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._pubsub = redis.pubsub()
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._attempt = 0
         self._listeners: dict[str, set[Listener]] = {}
         self._control: set[Listener] = set()
         self._lock = asyncio.Lock()
@@ -39,6 +52,7 @@ class LiveHub:
         """Newest landed-log position heard (None: none since the hub started)."""
 
     async def start(self) -> None:
+        self._pubsub = await open_pubsub(self._redis)
         await self._pubsub.subscribe(CONTROL_CHANNEL)
         self._task = asyncio.create_task(self._listen(), name="feed-live-hub")
 
@@ -47,8 +61,9 @@ class LiveHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(Exception):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def on_control(self, listener: Listener, add: bool = True) -> None:
         """Process-wide notes (promotions) go to every registered listener."""
@@ -66,6 +81,7 @@ class LiveHub:
                     new.append(channel)
                 holders.add(listener)
             if new:
+                assert self._pubsub is not None, "start() first"
                 await self._pubsub.subscribe(*new)
 
     async def unsubscribe(self, channels: Iterable[str], listener: Listener) -> None:
@@ -79,7 +95,7 @@ class LiveHub:
                 if not holders:
                     del self._listeners[channel]
                     gone.append(channel)
-            if gone:
+            if gone and self._pubsub is not None:
                 with contextlib.suppress(Exception):
                     await self._pubsub.unsubscribe(*gone)
 
@@ -94,18 +110,39 @@ class LiveHub:
             except Exception:
                 logger.exception("live listener failed")
 
+    async def _reopen(self) -> None:
+        """A new connection (the next node of a cluster), subscribed to every channel."""
+        async with self._lock:
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._attempt += 1
+            self._pubsub = await open_pubsub(self._redis, self._attempt)
+            await self._pubsub.subscribe(CONTROL_CHANNEL, *self._listeners)
+
     async def _listen(self) -> None:
+        broken = False
         while True:
             try:
+                if broken:
+                    await self._reopen()
+                    broken = False
+                    # Streams that subscribed while the old connection was down may have
+                    # missed messages too: they resume as well.
+                    self._dispatch(CONTROL_CHANNEL, "reset:")
+                assert self._pubsub is not None
                 message = await self._pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=1.0
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection lost: redis-py resubscribes on reconnect
+            except Exception as exc:  # connection lost: live messages may be lost
                 logger.warning("feed pub/sub read failed: %s", exc)
-                self._dispatch(CONTROL_CHANNEL, "reset:")  # live messages may be lost
-                await asyncio.sleep(0.5)
+                if not broken:
+                    self._dispatch(CONTROL_CHANNEL, "reset:")
+                else:
+                    await asyncio.sleep(0.5)  # the next node may be down too
+                broken = True
                 continue
             if message is None or message.get("type") != "message":
                 continue

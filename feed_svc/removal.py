@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from feed_svc.records import account_deleted
-from feed_svc.store import FeedStore, live_channel
-from feed_svc.store_removal import RemovalStore
+from feed_svc.store import FeedStore
 from feed_svc.timeline import Timeline
 from feedchat_runtime.errors import InvalidArgument
 
@@ -40,16 +39,10 @@ class Removed:
 class UserRemoval:
     """Deletes a removed account's posts and follow edges, and guards its writes."""
 
-    def __init__(
-        self,
-        store: FeedStore,
-        removals: RemovalStore,
-        timeline: Timeline,
-        clock: Callable[[], int],
-    ) -> None:
+    def __init__(self, store: FeedStore, timeline: Timeline, clock: Callable[[], int]) -> None:
         self.store = store
         self.clock = clock
-        self.removals = removals
+        self.removals = store.removals
         self.timeline = timeline
 
     async def refuse_if_removed(self, user: int) -> None:
@@ -65,18 +58,18 @@ class UserRemoval:
         posts = 0
         while ids := await self.removals.post_ids(user, BATCH):
             for post_id in ids:
-                await self.store.delete_post(post_id, user)
+                await self.store.posts.delete_post(post_id, user)
             posts += len(ids)
         followers = 0
         while batch := await self.removals.followers(user, BATCH):
             for follower in batch:
                 await self.timeline.remove(follower, author=user)
-                await self.store.unfollow(follower, user)
-                await self.store.publish(live_channel(follower), "ctl:following")
+                await self.store.graph.unfollow(follower, user)
+                await self.store.timelines.announce_following_changed(follower)
             followers += len(batch)
         while authors := await self.removals.following(user, BATCH):
             for author in authors:
-                await self.store.unfollow(user, author)
+                await self.store.graph.unfollow(user, author)
         logger.info(
             "removed deleted account from the feed",
             extra={"user_id": user, "posts": posts, "followers": followers},

@@ -1,5 +1,9 @@
 """The Lua scripts feed_svc runs in Redis, one constant each, with their KEYS and ARGV.
 
+Every key comes in through KEYS (names are built in :mod:`feed_svc.keys` only) and every
+script touches one hash slot: on a Redis Cluster the store calls them per slot. They run
+through :class:`feedchat_runtime.lua.LuaScripts` (:data:`SOURCES`).
+
 Ids in sorted sets are zero-padded 20-digit decimals with score 0, ordered with
 ZRANGEBYLEX: Snowflake ids exceed 2^53, so they can never be float scores.
 """
@@ -33,36 +37,21 @@ return {0, math.ceil((1 - tokens) * 1000 / rate)}
 """
 
 FANOUT_INSERT = """
--- Insert one feed entry into the cached feed of each ACTIVE follower of a batch, and
--- announce it to the followers who have a StreamFeed open.
--- KEYS[1] last-active hash (user -> ms), KEYS[2] streaming zset (user -> ms its open
--- streams are good until), KEYS[3..] feed zset per follower
+-- Insert one feed entry into the cached feeds of a batch of active followers, and announce
+-- it to those who have a StreamFeed open. (Activity and open streams were read before, in
+-- one round trip; on a Redis Cluster a batch is the followers of one hash slot.)
+-- KEYS feed zset per follower
 -- ARGV[1] entry member '<20-digit post id>:<author id>', ARGV[2] cache cap,
--- ARGV[3] active cutoff (ms: older = inactive, skipped), ARGV[4] now (ms),
--- ARGV[5..] follower ids (same order as KEYS[3..])
--- Activity and streams are read for the whole batch with one HMGET / ZMSCORE. ZADD of the
--- same member is a no-op, so a re-run job inserts nothing twice. Returns {written, skipped}.
+-- ARGV[2 + i] live channel of KEYS[i]'s user ('' when no stream of theirs is open)
+-- ZADD of the same member is a no-op, so a re-run job inserts nothing twice. Returns #KEYS.
 local member, cap = ARGV[1], tonumber(ARGV[2])
-local cutoff, now = tonumber(ARGV[3]), tonumber(ARGV[4])
-local users = {}
-for i = 5, #ARGV do users[#users + 1] = ARGV[i] end
-local seen = redis.call('HMGET', KEYS[1], unpack(users))
-local live = redis.call('ZMSCORE', KEYS[2], unpack(users))
-local written, skipped = 0, 0
-for i, user in ipairs(users) do
-  if seen[i] and tonumber(seen[i]) >= cutoff then
-    local key = KEYS[i + 2]
-    redis.call('ZADD', key, 0, member)
-    redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
-    if live[i] and tonumber(live[i]) >= now then
-      redis.call('PUBLISH', 'feed:live:' .. user, member)
-    end
-    written = written + 1
-  else
-    skipped = skipped + 1
-  end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 0, member)
+  redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+  local channel = ARGV[i + 2]
+  if channel ~= '' then redis.call('PUBLISH', channel, member) end
 end
-return {written, skipped}
+return #KEYS
 """
 
 MERGE_ENTRIES = """
@@ -181,13 +170,40 @@ return 1
 """
 )
 
-LOG_LANDED = (
+QUEUE_POST = (
     _LOG_LANDED
     + """
--- A celebrity's post lands at once (pulled at read time): log it (part of CreatePost's MULTI,
--- after the post's announcement on the author's channel).
--- KEYS[1] landed log; ARGV[1] feed entry, ARGV[2] log trim bound (ms), ARGV[3] control channel
-log_landed(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+-- Queue a recorded post's fanout (or, for a celebrity, announce it and log it as landed at
+-- once), and its post alerts job; only once: a retried CreatePost finds the progress
+-- record and changes nothing.
+-- KEYS[1] post progress hash, KEYS[2] job stream, KEYS[3] landed log
+-- ARGV[1] now ms, ARGV[2] plan: 'pulled' (a celebrity: never fanned out), 'whole' (one
+-- chunk job for every follower) or 'split' (a job that splits the followers into chunks),
+-- ARGV[3] followers, ARGV[4] '1' to queue a post alerts job, ARGV[5] progress TTL (s),
+-- ARGV[6] feed entry, ARGV[7] landed log trim bound (ms), ARGV[8] control channel,
+-- ARGV[9] the author's channel, ARGV[10..] job fields (name, value pairs) after 'kind'
+-- Returns 1 when queued now, 0 when it was already.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now, plan, followers = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local job = {}
+for i = 10, #ARGV do job[#job + 1] = ARGV[i] end
+if plan == 'pulled' then
+  redis.call('HSET', KEYS[1], 'created_ms', now, 'state', 'pulled', 'finished_ms', now)
+  redis.call('PUBLISH', ARGV[9], ARGV[6])
+  log_landed(KEYS[3], ARGV[6], ARGV[7], ARGV[8])
+elseif plan == 'whole' and followers == 0 then
+  redis.call('HSET', KEYS[1], 'created_ms', now, 'state', 'fanout', 'total', 0, 'chunks', 0,
+             'finished_ms', now)
+elseif plan == 'whole' then
+  redis.call('HSET', KEYS[1], 'created_ms', now, 'state', 'fanout', 'total', followers,
+             'chunks', 1)
+  redis.call('XADD', KEYS[2], '*', 'kind', 'chunk', unpack(job))
+else
+  redis.call('HSET', KEYS[1], 'created_ms', now, 'state', 'fanout')
+  redis.call('XADD', KEYS[2], '*', 'kind', 'split', unpack(job))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+if ARGV[4] == '1' then redis.call('XADD', KEYS[2], '*', 'kind', 'alerts', unpack(job)) end
 return 1
 """
 )
@@ -269,3 +285,17 @@ for _, m in ipairs(all) do
 end
 return out
 """
+
+SOURCES = {
+    "take_token": TAKE_TOKEN,
+    "fanout_insert": FANOUT_INSERT,
+    "merge_entries": MERGE_ENTRIES,
+    "remove_entries": REMOVE_ENTRIES,
+    "split_job": SPLIT_JOB,
+    "touch_job": TOUCH_JOB,
+    "ack_chunk": ACK_CHUNK,
+    "queue_post": QUEUE_POST,
+    "resume_state": RESUME_STATE,
+    "merge_newest": MERGE_NEWEST,
+}
+"""The scripts the store runs, by name (RAW_INSERT_BASELINE is the benchmark's)."""

@@ -8,9 +8,9 @@
   (recipient, post), the contract in docs/notify.md
 
 Both sets are caches of the ``alerts`` column of PostgreSQL's ``follows`` table
-(:meth:`feed_svc.records.FeedRecords.set_alerts` decides, then :meth:`cache_alerts`
-follows); they change together here and in Unfollow's MULTI
-(:meth:`feed_svc.store.FeedStore.unfollow`), and are refilled with the follow graph.
+(:meth:`feed_svc.records.FeedRecords.set_alerts` decides, then :meth:`PostAlerts.cache`
+follows); they change together here, in Unfollow's pipeline
+(:meth:`feed_svc.store_graph.GraphCache.unfollow`) and in the graph's refill.
 """
 
 from __future__ import annotations
@@ -18,55 +18,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
+from feed_svc import keys
+from feed_svc.store_queue import Job
+from feedchat_runtime.redis_client import RedisClient
 
-from feed_svc.store_queue import GROUP, JOBS_KEY, Job
-
-NOTIFY_QUEUE = "notify:queue"
 PREVIEW_CHARS = 140
 """Longest preview notify_svc keeps (longer ones it would cut anyway)."""
 
 
-def alerts_key(author: int) -> str:
-    return f"feed:{{u{author}}}:alerts"
+def alert_writes(pipe: Any, user: int, author: int, enabled: bool) -> None:
+    """Queue the change of one alerts setting in both sets (two slots on a cluster)."""
+    if enabled:
+        pipe.sadd(keys.alerting_key(user), str(author))
+        pipe.sadd(keys.alerts_key(author), str(user))
+    else:
+        pipe.srem(keys.alerting_key(user), str(author))
+        pipe.srem(keys.alerts_key(author), str(user))
 
 
-def alerting_key(user: int) -> str:
-    return f"feed:{{u{user}}}:alerting"
-
-
-class PostAlertStore:
-    """The post-alert half of the store."""
-
-    redis: aioredis.Redis
-
-    def __init__(self, redis: aioredis.Redis) -> None:
+class PostAlerts:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
-    async def cache_alerts(self, user: int, author: int, enabled: bool) -> None:
+    async def cache(self, user: int, author: int, enabled: bool) -> None:
         """Copy a recorded alerts setting into both sets."""
-        pipe = self.redis.pipeline(transaction=True)
-        self.alert_writes(pipe, user, author, enabled)
+        pipe = self.redis.pipeline(transaction=False)
+        alert_writes(pipe, user, author, enabled)
         await pipe.execute()
-
-    @staticmethod
-    def alert_writes(pipe: Any, user: int, author: int, enabled: bool) -> None:
-        if enabled:
-            pipe.sadd(alerting_key(user), str(author))
-            pipe.sadd(alerts_key(author), str(user))
-        else:
-            pipe.srem(alerting_key(user), str(author))
-            pipe.srem(alerts_key(author), str(user))
 
     async def alerting(self, user: int) -> list[int]:
         """Authors ``user`` gets post alerts for, ascending."""
-        return sorted(int(m) for m in await self.redis.smembers(alerting_key(user)))
+        return sorted(int(m) for m in await self.redis.smembers(keys.alerting_key(user)))
 
-    async def alert_recipients(self, author: int) -> list[int]:
+    async def recipients(self, author: int) -> list[int]:
         """Followers alerted of ``author``'s posts, ascending (one SMEMBERS)."""
-        return sorted(int(m) for m in await self.redis.smembers(alerts_key(author)))
+        return sorted(int(m) for m in await self.redis.smembers(keys.alerts_key(author)))
 
-    async def write_alerts(
+    async def write(
         self,
         job: Job,
         recipients: Sequence[int],
@@ -80,10 +68,10 @@ class PostAlertStore:
         for at in range(0, len(recipients), batch):
             pipe = self.redis.pipeline(transaction=False)
             for user in recipients[at : at + batch]:
-                body: Any = {**fields, "user_id": str(user)}
-                pipe.xadd(NOTIFY_QUEUE, body, maxlen=cap, approximate=True)
+                entry: Any = {**fields, "user_id": str(user)}
+                pipe.xadd(keys.NOTIFY_QUEUE, entry, maxlen=cap, approximate=True)
             await pipe.execute()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xack(JOBS_KEY, GROUP, job.job_id)
-        pipe.xdel(JOBS_KEY, job.job_id)
+        pipe.xack(keys.JOBS_KEY, keys.GROUP, job.job_id)
+        pipe.xdel(keys.JOBS_KEY, job.job_id)
         await pipe.execute()

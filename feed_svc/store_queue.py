@@ -1,8 +1,10 @@
-"""The fanout job queue in Redis: a stream with one consumer group, and per-post progress.
+"""The fanout job queue in Redis: a stream with one consumer group, per-post progress, and
+the landed log.
 
-Both live under the hash tag ``{fanout}``, so acknowledging a job and counting it in its
-post's progress is one script (:mod:`feed_svc.scripts`). Acknowledged jobs are deleted from
-the stream, so its length is the backlog.
+All three live under the hash tag ``{fanout}`` (one slot, so one master, on a Redis
+Cluster), so queueing a post, acknowledging a job, counting it in its post's progress and
+logging the post as landed are each one script (:mod:`feed_svc.scripts`). Acknowledged
+jobs are deleted from the stream, so its length is the backlog.
 """
 
 from __future__ import annotations
@@ -11,25 +13,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from feed_svc import scripts
+from feed_svc.keys import (
+    CONTROL_CHANNEL,
+    GROUP,
+    JOBS_KEY,
+    LANDED_KEY,
+    author_channel,
+    entry,
+    progress_key,
+)
 from feedchat_runtime import tracing
+from feedchat_runtime.lua import LuaScripts
+from feedchat_runtime.redis_client import RedisClient
 
-GROUP = "fanout"
-JOBS_KEY = "feed:{fanout}:jobs"
-LANDED_KEY = "feed:{fanout}:landed"
-"""Stream: feed entries in the order they landed (chunk acknowledged, celebrity post
-created), kept for the StreamFeed resume window; its positions are resume tokens."""
-CONTROL_CHANNEL = "feed:control"
-"""Process-wide notes: ``promoted:<author>`` when an author becomes a celebrity,
-``landed:<log position>`` after each landed-log entry."""
 PROGRESS_TTL_S = 86400
 """Seconds a post's fanout progress record is kept."""
-
-
-def progress_key(post_id: int) -> str:
-    return f"feed:{{fanout}}:post:{post_id}"
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,54 @@ class Job:
     """The producer's trace context (``traceparent``), when tracing was on."""
 
 
-class FanoutQueueStore:
-    """The queue half of the store: read, claim, split and acknowledge fanout jobs."""
+class FanoutQueue:
+    """Queue, read, claim, split and acknowledge fanout jobs."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient, scripts: LuaScripts) -> None:
         self.redis = redis
-        self._split = redis.register_script(scripts.SPLIT_JOB)
-        self._ack_chunk = redis.register_script(scripts.ACK_CHUNK)
-        self._touch = redis.register_script(scripts.TOUCH_JOB)
-        self._resume_state = redis.register_script(scripts.RESUME_STATE)
+        self.scripts = scripts
+
+    @staticmethod
+    def queue_post_keys(post_id: int) -> list[str]:
+        return [progress_key(post_id), JOBS_KEY, LANDED_KEY]
+
+    def queue_post(
+        self,
+        pipe: Any,
+        post_id: int,
+        author_id: int,
+        now_ms: int,
+        plan: str,
+        followers: int,
+        alerts: bool,
+        log_min_ms: int,
+    ) -> None:
+        """Queue (in ``pipe``) a recorded post's fanout, once (see ``scripts.QUEUE_POST``):
+        ``plan`` is ``pulled`` (a celebrity: announced on the author's channel and logged
+        as landed at once, never fanned out), ``whole`` (one chunk job for every follower)
+        or ``split`` (a job that splits the follower list into chunk jobs); ``alerts`` adds
+        the job that writes its post alerts, whatever the plan."""
+        job: list[Any] = ["post", post_id, "author", author_id, "from", "", "to", ""]
+        for name, value in tracing.carrier().items():
+            job += [name, value]
+        args = [
+            now_ms,
+            plan,
+            followers,
+            "1" if alerts else "0",
+            PROGRESS_TTL_S,
+            entry(post_id, author_id),
+            log_min_ms,
+            CONTROL_CHANNEL,
+            author_channel(author_id),
+            *job,
+        ]
+        self.scripts.queue(pipe, "queue_post", self.queue_post_keys(post_id), args)
 
     async def ensure_group(self) -> None:
         try:
             await self.redis.xgroup_create(JOBS_KEY, GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as exc:
+        except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
@@ -93,7 +127,7 @@ class FanoutQueueStore:
     async def touch_job(self, job: Job, consumer: str) -> bool:
         """Reset the idle time of a job ``consumer`` still works on; False when another
         worker has claimed it meanwhile."""
-        touched = await self._touch(keys=[JOBS_KEY], args=[GROUP, job.job_id, consumer])
+        touched = await self.scripts.call("touch_job", [JOBS_KEY], [GROUP, job.job_id, consumer])
         return bool(touched)
 
     async def forget_consumers(self, idle_ms: int, keep: str) -> list[str]:
@@ -113,7 +147,7 @@ class FanoutQueueStore:
         args: list[Any] = [GROUP, job.job_id, total, now_ms]
         for start, end in chunks:
             args += [job.post_id, job.author_id, start, end]
-        done = await self._split(keys=[JOBS_KEY, progress_key(job.post_id)], args=args)
+        done = await self.scripts.call("split_job", [JOBS_KEY, progress_key(job.post_id)], args)
         return bool(done)
 
     async def ack_chunk(
@@ -121,10 +155,11 @@ class FanoutQueueStore:
     ) -> bool:
         """Acknowledge a chunk job, count it, and (when it wrote any feed) log the post as
         landed; ``log_min_ms`` trims the log to the resume window."""
-        member = f"{job.post_id:020d}:{job.author_id}"
-        done = await self._ack_chunk(
-            keys=[JOBS_KEY, progress_key(job.post_id), LANDED_KEY],
-            args=[GROUP, job.job_id, written, skipped, now_ms, member, log_min_ms, CONTROL_CHANNEL],
+        member = entry(job.post_id, job.author_id)
+        done = await self.scripts.call(
+            "ack_chunk",
+            [JOBS_KEY, progress_key(job.post_id), LANDED_KEY],
+            [GROUP, job.job_id, written, skipped, now_ms, member, log_min_ms, CONTROL_CHANNEL],
         )
         return bool(done)
 
@@ -133,9 +168,10 @@ class FanoutQueueStore:
     ) -> ResumeState:
         """The landed log's newest position, what was logged after ``after``, and the
         posts of chunk jobs in workers' hands, in one atomic step."""
-        mark, landed, more, pending = await self._resume_state(
-            keys=[LANDED_KEY, JOBS_KEY],
-            args=[GROUP, after or "", most_landed, most_pending],
+        mark, landed, more, pending = await self.scripts.call(
+            "resume_state",
+            [LANDED_KEY, JOBS_KEY],
+            [GROUP, after or "", most_landed, most_pending],
         )
         return ResumeState(
             _text(mark), [_text(m) for m in landed], bool(more), [_text(m) for m in pending]
@@ -155,7 +191,7 @@ class FanoutQueueStore:
         pipe.xpending(JOBS_KEY, GROUP)
         try:
             length, summary = await pipe.execute()
-        except aioredis.ResponseError:  # no stream or group yet
+        except ResponseError:  # no stream or group yet
             return 0, 0, 0
         oldest = summary.get("min")
         age = 0
@@ -167,7 +203,7 @@ class FanoutQueueStore:
 
 @dataclass(frozen=True)
 class ResumeState:
-    """See :meth:`FanoutQueueStore.resume_state`; members are ``'<post>:<author>'``."""
+    """See :meth:`FanoutQueue.resume_state`; members are ``'<post>:<author>'``."""
 
     mark: str
     landed: list[str]

@@ -8,7 +8,7 @@ duplicates are dropped by post id.
 Items arrive in the order they land, not in id order (a celebrity's post lands at once, an
 older ordinary post after its fanout), so resuming "after the newest id seen" alone could
 skip an older post that landed later. Every frame therefore carries a resume token: a
-position in the landed log (:data:`feed_svc.store.LANDED_KEY`) such that every post logged
+position in the landed log (:data:`feed_svc.keys.LANDED_KEY`) such that every post logged
 up to it was sent before the frame or with it. Each queued item is tagged with the hub's
 landed position when it was queued (:attr:`feed_svc.live.LiveHub.landed`); the token after
 a frame is the tag of the item queued after it, or the hub's position when none is. A
@@ -30,10 +30,9 @@ import logging
 import re
 from dataclasses import dataclass
 
-from feed_svc import store as keys
 from feed_svc.feed import Feed, Page, PostView
-from feed_svc.live import LiveHub
-from feed_svc.store import parse_entry
+from feed_svc.keys import parse_entry
+from feed_svc.live import LiveHub, stream_channels
 from feed_svc.timeline import FeedEntry, ReadContext
 from feedchat_runtime.errors import (
     FeedchatError,
@@ -145,11 +144,11 @@ class FeedStream:
         self.hub.on_control(self._on_control)
         await self._follow_channels()  # listen first, then ask fanout to publish to us
         await self._mark_live()
-        after = resume_after or await self.feed.store.get_ack(self.user)
+        after = resume_after or await self.feed.store.timelines.get_ack(self.user)
         now = self.feed.clock()
         # Resyncs look for posts newer than the newest shown, or than the stream's start.
         self._newest = max(after, compose(now, 0, 0))
-        state = await self.feed.store.resume_state(
+        state = await self.feed.store.queue.resume_state(
             resume_token.removeprefix("v1:") if since else None,
             RESUME_SCAN_MAX,
             RESUME_PENDING_MAX,
@@ -217,11 +216,11 @@ class FeedStream:
     async def _mark_live(self) -> None:
         """Tell fanout to publish this user's entries (for a few touch periods)."""
         until = self.feed.clock() + int(3 * self.touch_every * 1000)
-        await self.feed.store.mark_streaming(self.user, until)
+        await self.feed.store.timelines.mark_streaming(self.user, until)
 
     # --- client frames ------------------------------------------------------------------
     async def ack(self, post_id: int) -> None:
-        await self.feed.store.set_ack(self.user, post_id)
+        await self.feed.store.timelines.set_ack(self.user, post_id)
 
     async def refresh(self, page_size: int) -> None:
         page = await self.feed.get_feed(self.user, page_size, "")
@@ -340,8 +339,7 @@ class FeedStream:
         """(Re)read whom the user follows and listen to the matching channels."""
         ctx = await self.feed.context(self.user)
         self._ctx = ctx
-        wanted = {keys.live_channel(self.user)}
-        wanted |= {keys.author_channel(a) for a in ctx.celebrities}
+        wanted = stream_channels(self.user, ctx.celebrities)
         await self.hub.subscribe(wanted - self._channels, self._on_message)
         await self.hub.unsubscribe(self._channels - wanted, self._on_message)
         self._channels = wanted

@@ -22,15 +22,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from feed_svc.store import (
-    FeedMeta,
-    FeedStore,
-    entry,
-    feed_key,
-    pad,
-    parse_entry,
-    user_posts_key,
-)
+from feed_svc.keys import entry, pad, parse_entry
+from feed_svc.store import FeedStore
+from feed_svc.store_timelines import FeedMeta, IdList
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +44,19 @@ more (a pull over every followed account) use rounds of pipelined reads instead.
 
 @dataclass
 class Source:
-    """A newest-first id list in Redis: a feed cache, or one author's own posts."""
+    """One id list being merged: a feed cache, or one author's own posts."""
 
-    key: str
-    author: int | None = None  # None: members carry their author ('<id>:<author>')
+    ids: IdList
     primary: bool = False  # expected to hold most of the answer: first fetch is the full n
     cursor: int | None = None  # exclusive upper bound of the next fetch
     exhausted: bool = False
     limit: int = 0  # ids to fetch next round
 
     def parse(self, member: str) -> FeedEntry:
-        if self.author is None:
+        author = self.ids.author
+        if author is None:
             return FeedEntry(*parse_entry(member))
-        return FeedEntry(int(member), self.author)
+        return FeedEntry(int(member), author)
 
 
 async def merge_newest(
@@ -82,7 +76,7 @@ async def merge_newest(
     if n <= 0 or not sources:
         return []
     if len(sources) <= script_max:
-        merged = await store.merge_newest([(s.key, s.author) for s in sources], upper, lower, n)
+        merged = await store.timelines.merge_newest([s.ids for s in sources], upper, lower, n)
         return [FeedEntry(*parse_entry(m)) for m in merged]
     share = max(1, min(n, -(-2 * n // len(sources))))
     for source in sources:
@@ -91,7 +85,7 @@ async def merge_newest(
     pool: dict[int, FeedEntry] = {}
     todo = list(sources)
     while True:
-        found = await store.ranges([(s.key, s.cursor, lower, s.limit) for s in todo])
+        found = await store.timelines.ranges([(s.ids, s.cursor, lower, s.limit) for s in todo])
         for source, members in zip(todo, found, strict=True):
             for member in members:
                 item = source.parse(member)
@@ -164,7 +158,9 @@ class Timeline:
 
     async def context(self, user: int, touch_ms: int | None = None) -> ReadContext:
         """The reader's context; with ``touch_ms`` it also records the read as activity."""
-        following, celebrities, meta, previous = await self.store.read_context(user, touch_ms)
+        following, celebrities, meta, previous = await self.store.timelines.read_context(
+            user, touch_ms
+        )
         followed = FollowSet(following)
         followed_celebs = sorted(a for a in celebrities if a in followed)
         ctx = ReadContext(user, followed, followed_celebs, meta, self.cap)
@@ -172,7 +168,7 @@ class Timeline:
         return ctx
 
     def _pull_sources(self, ctx: ReadContext) -> list[Source]:
-        return [Source(user_posts_key(a), author=a) for a in ctx.following.ids()]
+        return [Source(IdList.posts(a)) for a in ctx.following.ids()]
 
     async def entries(
         self, ctx: ReadContext, upper: int | None, lower: int | None, k: int
@@ -182,8 +178,8 @@ class Timeline:
             return await merge_newest(self.store, self._pull_sources(ctx), upper, lower, k)
         got: list[FeedEntry] = []
         if upper is None or upper > ctx.floor:
-            cached = [Source(feed_key(ctx.user), primary=True)]
-            cached += [Source(user_posts_key(a), author=a) for a in ctx.celebrities]
+            cached = [Source(IdList.feed(ctx.user), primary=True)]
+            cached += [Source(IdList.posts(a)) for a in ctx.celebrities]
             top_lower = max(ctx.floor, lower or 0)
             got = await merge_newest(self.store, cached, upper, top_lower, k)
         if len(got) < k and ctx.floor > 0 and (lower is None or lower < ctx.floor):
@@ -200,18 +196,18 @@ class Timeline:
             ctx.use_cache = False
             celebrities = set(ctx.celebrities)
             regular = [a for a in ctx.following.ids() if a not in celebrities]
-            sources = [Source(user_posts_key(a), author=a) for a in regular]
+            sources = [Source(IdList.posts(a)) for a in regular]
             newest = await merge_newest(self.store, sources, None, None, self.cap)
             floor = newest[-1].post_id if len(newest) >= self.cap else 0
-            await self.store.merge_entries(
+            await self.store.timelines.merge_entries(
                 user, [entry(e.post_id, e.author_id) for e in newest], self.cap, floor
             )
             # A follow during the rebuild merged its author itself; an unfollow is
             # filtered at read time. Only a changed follow set needs another pass.
-            if await self.store.following_all(user) == ctx.following.ids():
-                await self.store.set_stale(user, False)
+            if await self.store.graph.following_all(user) == ctx.following.ids():
+                await self.store.timelines.set_stale(user, False)
                 return
-        await self.store.set_stale(user, False)
+        await self.store.timelines.set_stale(user, False)
 
     def rebuild_soon(self, user: int) -> None:
         """Start a background rebuild unless one for this user is running here."""
@@ -236,12 +232,12 @@ class Timeline:
 
     async def merge_author(self, user: int, author: int) -> None:
         """After a follow: the author's newest posts (up to the cap) into the cache."""
-        if await self.store.is_celebrity(author):
+        if await self.store.graph.is_celebrity(author):
             return  # merged at read time
-        source = Source(user_posts_key(author), author=author, primary=True)
+        source = Source(IdList.posts(author), primary=True)
         posts = await merge_newest(self.store, [source], None, None, self.cap)
         if posts:
-            await self.store.merge_entries(
+            await self.store.timelines.merge_entries(
                 user, [entry(e.post_id, e.author_id) for e in posts], self.cap
             )
 
@@ -253,4 +249,4 @@ class Timeline:
         through here: it keeps the range the cache is complete for, so reads go on pulling
         older posts below it instead of taking the shrunk cache as the whole feed."""
         members = [entry(e.post_id, e.author_id) for e in entries]
-        return await self.store.remove_entries(user, self.cap, author, members)
+        return await self.store.timelines.remove_entries(user, self.cap, author, members)

@@ -6,14 +6,15 @@ says they were filled; when it is missing, one instance (holding ``WARMING_KEY``
 record page by page (keyset pagination, ``PAGE`` rows at a time, never one giant list; the
 graph twice, in follower order and in author order, so each page is a few ZADDs of many
 members) and adds it to the caches, then sets the marker; the others wait for it. A read
-gets the marker in its own round trip (:meth:`FeedStore.read_context`), so no read serves
-an emptied cache as the feed. Writes go on meanwhile:
+gets the marker in its own round trip
+(:meth:`feed_svc.store_timelines.TimelineCache.read_context`), so no read serves an
+emptied cache as the feed. Writes go on meanwhile:
 each lands in PostgreSQL first and then in the caches, so the refill, which only adds, loses
 none. (An unfollow racing the page that still held its row can leave a stale cached follow;
 a repeated Unfollow repairs it, as Follow and Unfollow always rewrite the cache.) Feed
 caches are not refilled here: a reader without one is served from the post id lists and gets
 it rebuilt (:mod:`feed_svc.timeline`). Post bodies are refilled one read at a time
-(:meth:`feed_svc.store.FeedStore.get_posts`).
+(:meth:`feed_svc.store_posts.PostCache.get_posts`).
 """
 
 from __future__ import annotations
@@ -58,12 +59,12 @@ class CacheWarmer:
         if time.monotonic() - self._checked_at < CHECK_EVERY_S:
             return
         deadline = time.monotonic() + self.wait_s
-        while not await self.store.is_warm():
-            if await self.store.lock_warming(self.owner, LOCK_TTL_S):
+        while not await self.store.graph.is_warm():
+            if await self.store.graph.lock_warming(self.owner, LOCK_TTL_S):
                 try:
                     await self.refill()
                 finally:
-                    await self.store.unlock_warming()
+                    await self.store.graph.unlock_warming()
                 break
             if time.monotonic() > deadline:
                 raise Unavailable(
@@ -81,21 +82,23 @@ class CacheWarmer:
         follows = 0
         after = (0, 0)
         while rows := await self.records.follows_after(after, PAGE):
-            await self.store.cache_following(rows)
+            await self.store.graph.cache_following(rows)
             follows += len(rows)
             after = rows[-1][:2]
         after = (0, 0)
         while pairs := await self.records.followers_after(after, PAGE):
-            await self.store.cache_followers(pairs)
+            await self.store.graph.cache_followers(pairs)
             after = pairs[-1]
         posts = 0
         last = 0
         while ids := await self.records.posts_after(last, PAGE):
-            await self.store.cache_post_ids(ids)
+            await self.store.posts.cache_post_ids(ids)
             posts += len(ids)
             last = ids[-1][0]
-        await self.store.promote_all(await self.records.popular_authors(self.celebrity_threshold))
-        await self.store.set_warm()
+        await self.store.graph.promote_all(
+            await self.records.popular_authors(self.celebrity_threshold)
+        )
+        await self.store.graph.set_warm()
         logger.info(
             "refilled the feed caches from PostgreSQL: %d follows, %d posts in %.2fs",
             follows,

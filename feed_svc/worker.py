@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 async def run_workers(config: FeedConfig) -> None:
     db = await open_records(config.postgres_url, config.postgres_pool_size)
     redis = connect(config.redis_url)
-    store = FeedStore(redis, FeedRecords(db))
+    store = FeedStore.over(redis, FeedRecords(db))
     pool = FanoutPool(
         store,
         FanoutSettings.from_config(config),

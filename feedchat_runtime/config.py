@@ -58,6 +58,16 @@ class ServiceConfig:
         "Redis URL: one node (redis://, unix://) or a cluster "
         "(redis+cluster://host:port,host:port).",
     )
+    replica_acks: int = _opt(
+        0,
+        "Redis replicas that must confirm a write (WAIT) before a post or a chat message is "
+        "acknowledged; 0 turns the wait off.",
+    )
+    replica_wait_ms: int = _opt(
+        500,
+        "Milliseconds a write waits for --replica-acks replicas before the call fails "
+        "UNAVAILABLE (REPLICA_ACK_TIMEOUT; retry with the same request id).",
+    )
     postgres_url: str = _opt(
         "postgresql://postgres@127.0.0.1:5432/feedchat",
         "PostgreSQL URL of the record (users, graph, posts, channels).",
@@ -105,6 +115,10 @@ class ServiceConfig:
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port {self.metrics_port} is out of range")
+        if not 0 <= self.replica_acks <= 5:
+            raise ConfigError("replica_acks must be between 0 and 5")
+        if not 1 <= self.replica_wait_ms <= 60_000:
+            raise ConfigError("replica_wait_ms must be between 1 and 60000")
         if self.postgres_pool_size < 1:
             raise ConfigError("postgres_pool_size must be at least 1")
         if self.lease_ttl < 2:

@@ -23,6 +23,7 @@ cluster client gets them too: ``RedisCluster`` takes no connection class, so
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 from urllib.parse import unquote
 
@@ -35,6 +36,7 @@ from redis.asyncio.connection import (
     Connection,
     UnixDomainSocketConnection,
 )
+from redis.crc import key_slot
 
 from feedchat_runtime.config import ConfigError
 
@@ -161,6 +163,41 @@ async def open_pubsub(client: RedisClient, attempt: int = 0) -> PubSub:
         nodes = sorted(client.get_nodes(), key=lambda node: node.name)
         return client.pubsub(node=nodes[attempt % len(nodes)])
     return client.pubsub()
+
+
+def slot_groups(client: RedisClient, keys: Sequence[str]) -> list[list[int]]:
+    """Positions of ``keys`` grouped so that one script may take each group's keys: all of
+    them together on one node; one group per hash slot on a cluster (no script touches
+    two slots). A pipeline of the groups' calls then goes to each node in one round trip
+    (redis-py's cluster pipeline sends every node its commands at once)."""
+    if not keys:
+        return []
+    if not isinstance(client, RedisCluster):
+        return [list(range(len(keys)))]
+    groups: dict[int, list[int]] = {}
+    for at, key in enumerate(keys):
+        groups.setdefault(key_slot(key.encode()), []).append(at)
+    return list(groups.values())
+
+
+async def mget(client: RedisClient, keys: Sequence[str]) -> list[Any]:
+    """GET of many keys in one round trip per node (MGET on one node; per slot on a
+    cluster, where one MGET may not span slots)."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(list(keys)))
+    return list(await client.mget(list(keys)))
+
+
+async def mset(client: RedisClient, values: Mapping[str, Any]) -> None:
+    """SET of many keys (MSET on one node; per slot on a cluster)."""
+    if not values:
+        return
+    if isinstance(client, RedisCluster):
+        await client.mset_nonatomic(dict(values))
+    else:
+        await client.mset(dict(values))
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from feed_svc.fanout import FanoutSettings, FanoutWorker
-from feed_svc.store import GROUP, JOBS_KEY, Job, feed_key
+from feed_svc.keys import GROUP, JOBS_KEY, feed_key
+from feed_svc.store_queue import Job
 from feedchat.feed.v1 import feed_pb2 as pb
 from tests.feed_svc.conftest import StartSystem, System, fanout_done
 from tests.waiting import eventually
@@ -26,8 +27,8 @@ async def followers(system: System, author: int, count: int, first: int) -> list
     fans = list(range(first, first + count))
     now = system.feed_app.feed.clock()
     for fan in fans:
-        await system.feed_app.store.follow(fan, author)
-        await system.feed_app.store.touch_seen(fan, now)
+        await system.feed_app.store.graph.follow(fan, author)
+        await system.feed_app.store.timelines.touch_seen(fan, now)
     return fans
 
 
@@ -118,7 +119,7 @@ async def test_sigkilled_worker_process_job_is_claimed_and_finished(
         post = await author.post("one follower per round trip: slow enough to kill")
 
         async def mid_job() -> bool:
-            progress = await system.feed_app.store.progress(post.post_id)
+            progress = await system.feed_app.store.queue.progress(post.post_id)
             written = await system.feed_app.redis.exists(*[feed_key(f) for f in fans])
             return "chunks" in progress and 0 < written < 1000 and "finished_ms" not in progress
 
@@ -129,7 +130,7 @@ async def test_sigkilled_worker_process_job_is_claimed_and_finished(
         if victim.returncode is None:
             victim.kill()
             await victim.wait()
-    progress = await system.feed_app.store.progress(post.post_id)
+    progress = await system.feed_app.store.queue.progress(post.post_id)
     assert "finished_ms" not in progress
 
     rescuer = FanoutWorker(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from feed_svc.store import feed_key
+from feed_svc.keys import feed_key
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_runtime.status import error_details
 from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done

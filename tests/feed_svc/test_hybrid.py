@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from feed_svc.store import feed_key
+from feed_svc.keys import feed_key
 from feedchat.feed.v1 import feed_pb2 as pb
 from tests.feed_svc.conftest import StartSystem, System, fanout_done
 from tests.waiting import eventually
@@ -20,7 +20,7 @@ async def make_active(system: System, users: list[int]) -> None:
     """Mark many followers active the way a feed read does (without 100 RPCs)."""
     now = system.feed_app.feed.clock()
     for user in users:
-        await system.feed_app.store.touch_seen(user, now)
+        await system.feed_app.store.timelines.touch_seen(user, now)
 
 
 async def test_fanout_splits_into_chunks_and_reaches_every_active_follower(
@@ -29,7 +29,7 @@ async def test_fanout_splits_into_chunks_and_reaches_every_active_follower(
     author = await system.sign_up()
     fans = list(range(5000, 5095))  # 95 followers: 3 jobs of at most 40, batches of 10
     for fan in fans:
-        await system.feed_app.store.follow(fan, author.user_id)
+        await system.feed_app.store.graph.follow(fan, author.user_id)
     await make_active(system, fans)
     post = await author.post("to everyone")
     status = await fanout_done(system, post.post_id)
@@ -125,7 +125,7 @@ async def test_a_new_reader_sees_a_complete_feed_before_any_cache_exists(
     reader = await system.sign_up()
     for author in authors:
         await reader.follow(author.user_id)
-    assert await system.feed_app.store.last_seen(reader.user_id) is None
+    assert await system.feed_app.store.timelines.last_seen(reader.user_id) is None
     page = await reader.feed(5)
     assert [p.post_id for p in page.posts] == sorted(posted, reverse=True)[:5]
     assert await reader.feed_ids(page_size=5) == sorted(posted, reverse=True)

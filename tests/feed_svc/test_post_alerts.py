@@ -10,8 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from feed_svc.fanout import FanoutSettings, FanoutWorker
-from feed_svc.store_alerts import NOTIFY_QUEUE
-from feed_svc.store_queue import JOBS_KEY
+from feed_svc.keys import JOBS_KEY, NOTIFY_QUEUE
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_runtime.snowflake import timestamp_ms
 from feedchat_runtime.status import error_details
@@ -81,7 +80,7 @@ async def test_author_without_opted_in_followers_queues_no_alert_job(
 ) -> None:
     author, fan = await system.sign_up(), await system.sign_up()
     await fan.follow(author.user_id)
-    assert await system.feed_app.store.author_state(author.user_id) == (False, 1, 0)
+    assert await system.feed_app.store.graph.author_state(author.user_id) == (False, 1, 0)
     post = await author.post("nobody asked for alerts")
     await fanout_done(system, post.post_id)
     await jobs_drained(system)
@@ -203,7 +202,7 @@ async def test_alert_job_of_a_dead_worker_is_claimed_and_alerts_once(
     await set_alerts(fan, author.user_id)
     post = await author.post("survives a crash")
     settings = FanoutSettings.from_config(system.config)
-    taken = await store.read_jobs("doomed", 10, 100)  # read, then "dies" without working
+    taken = await store.queue.read_jobs("doomed", 10, 100)  # read, then "dies" without working
     assert sorted(job.kind for job in taken) == ["alerts", "chunk"]
     assert await alerts_for(redis, post.post_id) == []
     rescuer = FanoutWorker(store, settings, "rescuer")

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from feed_svc.fanout import FanoutSettings, FanoutWorker
-from feed_svc.store import Job
+from feed_svc.store_queue import Job
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_client import Backoff, EtcdDiscovery, FeedchatClient
 from feedchat_runtime.status import error_details

@@ -6,20 +6,21 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
+from feed_svc.keys import entry, pad
 from feed_svc.records import FeedRecords, open_records
-from feed_svc.store import FeedStore, entry, pad
+from feed_svc.store import FeedStore
+from feed_svc.store_timelines import IdList
 from feed_svc.timeline import FeedEntry, Source, merge_newest
-from feedchat_runtime.redis_client import connect
+from feedchat_runtime.redis_client import RedisClient, connect_any
 
 
 @pytest.fixture
-async def store(
-    redis: aioredis.Redis, redis_url: str, database_url: str
-) -> AsyncIterator[FeedStore]:
+async def store(redis: RedisClient, redis_url: str, database_url: str) -> AsyncIterator[FeedStore]:
     db = await open_records(database_url, 2)
-    yield FeedStore(connect(redis_url), FeedRecords(db))
+    client = connect_any(redis_url)
+    yield FeedStore.over(client, FeedRecords(db))
+    await client.aclose()
     await db.close()
 
 
@@ -33,15 +34,16 @@ async def test_merge_is_exact_for_few_and_many_sources(store: FeedStore) -> None
     for author in range(1, 81):
         count = rng.choice([0, 1, 3, 30, 120])
         ids, pool = pool[:count], pool[count:]
-        key = f"test:posts:{author}"
+        posts = IdList.posts(author)
         if ids:
-            pipe.zadd(key, {pad(i): 0 for i in ids})
-        sources.append(Source(key, author=author))
+            pipe.zadd(posts.key, {pad(i): 0 for i in ids})
+        sources.append(Source(posts))
         truth += [FeedEntry(i, author) for i in ids]
     cache_ids = rng.sample(truth, 200)  # a cache duplicating some authors' posts
-    pipe.zadd("test:cache", {entry(e.post_id, e.author_id): 0 for e in cache_ids})
+    cache = IdList.feed(1000)
+    pipe.zadd(cache.key, {entry(e.post_id, e.author_id): 0 for e in cache_ids})
     await pipe.execute()
-    sources.append(Source("test:cache", primary=True))
+    sources.append(Source(cache, primary=True))
     truth.sort(reverse=True)
     for upper, lower, n in [
         (None, None, 20),
@@ -57,7 +59,7 @@ async def test_merge_is_exact_for_few_and_many_sources(store: FeedStore) -> None
         ][:n]
         in_cache = set(cache_ids)
         for picked in (sources[:5] + sources[-1:], sources[:40], sources):
-            authors = {s.author for s in picked}
+            authors = {s.ids.author for s in picked}
             cached = None in authors
             want = [
                 e
@@ -69,4 +71,3 @@ async def test_merge_is_exact_for_few_and_many_sources(store: FeedStore) -> None
             assert await merge_newest(store, picked, upper, lower, n, script_max=0) == want
             assert await merge_newest(store, picked, upper, lower, n, script_max=1000) == want
         assert await merge_newest(store, sources, upper, lower, n) == expected
-    await store.redis.aclose()
