@@ -19,6 +19,7 @@ import contextvars
 import re
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -90,6 +91,10 @@ class IssuedToken:
     token_id: str
 
 
+VERIFIED_CACHE = 10_000
+"""Bearer tokens a process remembers as verified (about 0.5 KiB each)."""
+
+
 class TokenAuthority:
     """Signs and verifies user tokens and service credentials."""
 
@@ -100,6 +105,7 @@ class TokenAuthority:
         access_ttl: float = 900.0,
         refresh_ttl: float = 30 * 86400.0,
         leeway: float = 0.0,
+        verified_cache: int = VERIFIED_CACHE,
     ) -> None:
         if not auth_secret or not service_secret:
             raise ValueError("both secrets are required")
@@ -110,6 +116,9 @@ class TokenAuthority:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self._leeway = leeway
+        self._verified_max = verified_cache
+        # bearer token -> (caller, expiry): a token seen valid is not decoded again
+        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
 
     def _sign(self, secret: str, sub: str, typ: str, ttl: float) -> IssuedToken:
         now = time.time()
@@ -166,8 +175,27 @@ class TokenAuthority:
 
         The unverified ``typ`` claim only picks which key to verify with (one signature
         check per call); the verified claims must then carry that same type, so a user
-        token can never pass for a service credential or the other way round.
+        token can never pass for a service credential or the other way round. A token
+        verified before is answered from a bounded cache (least recently used out) until
+        it expires: the same token always verifies the same way, and the check costs about
+        as much as a small RPC otherwise.
         """
+        hit = self._verified.get(token)
+        if hit is not None:
+            caller, expires = hit
+            if time.time() < expires + self._leeway:  # as PyJWT checks exp
+                self._verified.move_to_end(token)
+                return caller
+            del self._verified[token]
+        caller, claims = self._verify_bearer(token)
+        exp = claims.get("exp")
+        if self._verified_max > 0 and isinstance(exp, int | float):
+            self._verified[token] = (caller, float(exp))
+            if len(self._verified) > self._verified_max:
+                self._verified.popitem(last=False)
+        return caller
+
+    def _verify_bearer(self, token: str) -> tuple[Caller, dict[str, object]]:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.InvalidTokenError as exc:
@@ -176,9 +204,9 @@ class TokenAuthority:
             claims = self._decode(token, self._service_secret)
             if claims.get("typ") != "service":
                 raise Unauthenticated("token is not valid", reason="TOKEN_INVALID")
-            return Caller(service=str(claims["sub"]))
-        user_id, _ = self.verify_user(token, "access")
-        return Caller(user_id=user_id)
+            return Caller(service=str(claims["sub"])), claims
+        user_id, claims = self.verify_user(token, "access")
+        return Caller(user_id=user_id), claims
 
 
 def authority_from_config(auth_secret: str, service_secret: str, dev: bool) -> TokenAuthority:

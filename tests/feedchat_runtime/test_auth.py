@@ -9,6 +9,7 @@ import pytest
 
 from feedchat_runtime.auth import ALGORITHM, ISSUER, Caller, TokenAuthority
 from feedchat_runtime.errors import Unauthenticated
+from tests.waiting import wait_until
 
 AUTH, SERVICE = "a" * 32, "s" * 32
 
@@ -84,3 +85,29 @@ def test_the_largest_user_id_is_a_subject(authority: TokenAuthority) -> None:
     assert authority.verify_bearer(_forge(AUTH, "access", sub=str(top))) == Caller(user_id=top)
     with pytest.raises(ValueError):
         authority.issue_access(0)
+
+
+async def test_a_token_verified_before_still_expires(authority: TokenAuthority) -> None:
+    short = TokenAuthority(AUTH, SERVICE, access_ttl=1.0)
+    token = short.issue_access(42).token
+    assert short.verify_bearer(token) == Caller(user_id=42)
+    assert short.verify_bearer(token) == Caller(user_id=42)  # answered as verified before
+
+    def refused() -> bool:
+        try:
+            short.verify_bearer(token)
+        except Unauthenticated as exc:
+            return exc.reason == "TOKEN_EXPIRED"
+        return False
+
+    await wait_until(refused, timeout=5, what="the remembered token to expire")
+
+
+def test_a_forged_twin_of_a_verified_token_is_refused(authority: TokenAuthority) -> None:
+    token = authority.issue_access(42).token
+    assert authority.verify_bearer(token) == Caller(user_id=42)
+    header, payload, _ = token.split(".")
+    forged = jwt.encode(jwt.decode(token, options={"verify_signature": False}), "x" * 32)
+    assert forged.split(".")[1] == payload  # same claims, other signature
+    with pytest.raises(Unauthenticated):
+        authority.verify_bearer(forged)
