@@ -35,6 +35,7 @@ from chat_svc.batching import GroupCommit
 from chat_svc.model import (
     DIRECT,
     GROUP,
+    ZERO_CURSOR,
     InboxEntry,
     SendOutcome,
     StoredMessage,
@@ -259,6 +260,11 @@ class ChatStore:
             inbox_key(user_id), min=f"({after}", max="+", count=count
         )
         return [_inbox_message(_s(entry_id), _fields(raw)) for entry_id, raw in rows]
+
+    async def inbox_last(self, user_id: int) -> str:
+        """The cursor of the newest inbox entry (``0-0`` for an empty inbox)."""
+        rows: Any = await self.redis.xrevrange(inbox_key(user_id), max="+", min="-", count=1)
+        return _s(rows[0][0]) if rows else ZERO_CURSOR
 
     async def read_inbox_range(self, user_id: int, after: str, upto: str) -> list[StoredMessage]:
         """Inbox entries in (after, upto], oldest first (a gap a live push revealed)."""

@@ -193,3 +193,17 @@ async def test_a_user_who_just_polled_gets_no_offline_notification(chat_cluster,
 
     found = await wait_until(notified, what="the absent user's notification")
     assert found & {b"3", "3"} and not found & {b"2", "2"}
+
+
+async def test_a_made_up_cursor_ahead_of_the_inbox_is_refused_and_saves_nothing(
+    chat_cluster,
+) -> None:
+    (app,) = await chat_cluster(1)
+    channel = await open_direct(app.address, 1, 2)
+    await send(app.address, 1, channel, "before")
+    ahead = f"{int(time.time() * 1000) + 3_600_000}-0"  # an hour from now
+    code, reason, _ = await _refusal(poll(app.address, 2, ahead, wait=0))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BAD_CURSOR")
+    await send(app.address, 1, channel, "after")
+    page = await poll(app.address, 2, "", wait=0)  # the device's saved cursor did not move
+    assert [m.text for m in page.messages] == ["before", "after"]

@@ -1203,7 +1203,8 @@ class PollInboxRequest(_message.Message):
     the answer starts after it, and every entry up to it counts as delivered to this
     device (DELIVERED receipts, and the device's saved cursor). Empty: the device's saved
     cursor, or the start of the retained inbox for a new device; "0-0" reads the whole
-    retained inbox.
+    retained inbox. A made-up cursor ahead of the server's clock and after the inbox's
+    newest entry is INVALID_ARGUMENT BAD_CURSOR.
     """
     ring_version: _builtins.int
     """Ring version of the answer that sent the client here (RouteResponse.ring_version or
