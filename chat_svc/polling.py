@@ -19,7 +19,6 @@ new owner.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from chat_svc.connections import DeviceStream, StreamClosed
@@ -46,9 +45,6 @@ from feedchat_runtime.pages import page_size
 POLL_GAP = 5.0
 """Seconds after a poll ends during which its user counts as connected (the next poll
 reads what arrives meanwhile from the inbox; no notification is queued for it)."""
-FUTURE_SLACK_MS = 1000
-"""A cursor up to this far ahead of this server's clock passes unchecked (inbox ids come
-from Redis's clock); one further ahead must not be beyond the inbox's newest entry."""
 ACKED_MAX = 100_000
 """Devices whose last acked cursor this server remembers (see ``UnaryChat._ack``)."""
 DEFAULT_PAGE = 100
@@ -115,14 +111,7 @@ class UnaryChat:
         store = s.store
         if cursor:
             check_cursor(cursor, "inbox_cursor")
-            if parse_cursor(cursor)[0] > time.time() * 1000 + FUTURE_SLACK_MS and parse_cursor(
-                cursor
-            ) > parse_cursor(await self._sessions.store.inbox_last(user_id)):
-                # Saved as the device's cursor it would make the device skip every message
-                # stored until then: no poll handed it out, the client made it up.
-                raise InvalidArgument.field(
-                    "inbox_cursor", "is after the newest inbox entry", reason="BAD_CURSOR"
-                )
+            await s.check_handed_out(user_id, cursor, "inbox_cursor")
         await s.settle(user_id, ring_version)
         # Ownership check and registration with no await in between (as for Connect): a
         # ring change after this point finds the poll registered and ends it.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 from chat_svc.connections import ConnectionHub, DeviceStream, StreamClosed
@@ -44,6 +45,8 @@ from router.ring import Ring, RingWatch
 logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+FUTURE_SLACK_MS = 1000
+"""A client cursor up to this far ahead of this server's clock is taken unchecked."""
 MAX_DEVICE_ID = 64
 MOVE_FLUSH = 3.0
 """Seconds a moved stream waits for its send in flight, so the ack goes out before the
@@ -139,6 +142,7 @@ class Sessions:
             raise InvalidArgument.field("hello.device_id", f"must be 1..{MAX_DEVICE_ID} characters")
         if cursor:
             check_cursor(cursor, "hello.inbox_cursor")
+            await self.check_handed_out(user_id, cursor, "hello.inbox_cursor")
         else:
             cursor = await self.store.device_cursor(user_id, device_id) or ZERO_CURSOR
         await self.settle(user_id, ring_version)
@@ -152,6 +156,18 @@ class Sessions:
         stream = DeviceStream(user_id, device_id, self.queue_capacity)
         self.hub.register(stream)
         return Session(self, stream, cursor)
+
+    async def check_handed_out(self, user_id: int, cursor: str, field: str) -> None:
+        """Refuse a made-up cursor ahead of the inbox: acked, it would become the device's
+        saved cursor and make it skip every message stored until then. Inbox ids come from
+        Redis's clock, so only a cursor ahead of this server's clock (with some slack) is
+        compared with the inbox's newest entry."""
+        if parse_cursor(cursor)[0] <= time.time() * 1000 + FUTURE_SLACK_MS:
+            return
+        if parse_cursor(cursor) > parse_cursor(await self.store.inbox_last(user_id)):
+            raise InvalidArgument.field(
+                field, "is after the newest inbox entry", reason="BAD_CURSOR"
+            )
 
     def rebalance(self) -> int:
         """Send every stream whose user this server no longer owns to the new owner."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -122,7 +123,8 @@ async def test_hello_cursor_that_is_no_stream_id_is_bad_cursor(chat_cluster, dev
     apps = await chat_cluster(1)
     user = users_on(apps, "chat-0", 1)[0]
     top = (1 << 64) - 1  # Redis's largest stream id part; nothing follows the top id
-    for n, cursor in enumerate(["nope", f"{top + 1}-0", f"{top}-{top}", "\u0663-0"]):
+    ahead = f"{int(time.time() * 1000) + 3_600_000}-0"  # an hour ahead of any inbox entry
+    for n, cursor in enumerate(["nope", f"{top + 1}-0", f"{top}-{top}", "\u0663-0", ahead]):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await devices(user, apps[0].address, device_id=f"d{n}", cursor=cursor)
         details = await error_details(err.value)
