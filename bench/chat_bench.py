@@ -4,8 +4,10 @@ grpc.aio bidirectional echo server driven by the same load generator, plus recon
 
     .venv/bin/python bench/chat_bench.py            # about 1.5 minutes
     .venv/bin/python bench/chat_bench.py --mode poll   # unary send + long poll vs stream
+    .venv/bin/python bench/chat_bench.py --redis-cluster [--replica-acks 1]
 
-Starts its own etcd, Redis (AOF on) and PostgreSQL, and three chat servers as separate
+Starts its own etcd, Redis (AOF on; with ``--redis-cluster`` a 3-master Redis Cluster with a
+replica each instead, every node's CPU counted) and PostgreSQL, and three chat servers as separate
 processes (``python -m chat_svc``): senders are owned by chat-0, receivers by chat-1, and
 the churn users by chat-2, which is SIGKILLed at the end. The load generator runs in this process.
 Everything is on loopback.
@@ -46,6 +48,7 @@ from feedchat_runtime.embedded import (  # noqa: E402
     postgres_url,
     redis_server,
 )
+from feedchat_runtime.embedded_cluster import RedisClusterNodes  # noqa: E402
 from feedchat_runtime.registry import EtcdSession  # noqa: E402
 from router.ring import RingWatch  # noqa: E402
 
@@ -572,7 +575,9 @@ def pid_of(server: EmbeddedServer) -> int:
     return server.process.pid if server.process else 0
 
 
-def chat_process(tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str) -> EmbeddedServer:
+def chat_process(
+    tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str, extra: tuple[str, ...] = ()
+) -> EmbeddedServer:
     port = free_port()
     profile = os.environ.get("CHAT_BENCH_PROFILE", "")  # e.g. /tmp/prof: cProfile each server
     runner = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
@@ -606,6 +611,7 @@ def chat_process(tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str) -
         "100000",
         "--outbound-queue",
         "4096",
+        *extra,
     ]
     return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
 
@@ -688,18 +694,24 @@ async def run_poll(seconds: float) -> None:
     )
 
 
-async def run(seconds: float) -> None:
+async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     etcd = etcd_server(tmp / "etcd")
-    redis = redis_server(tmp / "redis")
     postgres = postgres_server(tmp / "postgres")
     etcd.start()
-    redis.start()
+    redis: EmbeddedServer | RedisClusterNodes
+    if redis_cluster:
+        redis = RedisClusterNodes(tmp / "redis-cluster", masters=3, replicas=1)
+        redis.start()
+        redis_url, redis_nodes = redis.url, redis.nodes
+    else:
+        redis = redis_server(tmp / "redis")
+        redis.start()
+        redis_url, redis_nodes = f"redis://{redis.address}/0", [redis]
     postgres.start()
+    extra = ("--replica-acks", str(replica_acks))
     procs = [
-        chat_process(
-            tmp, etcd.address, f"redis://{redis.address}/0", postgres_url(postgres), f"chat-{i}"
-        )
+        chat_process(tmp, etcd.address, redis_url, postgres_url(postgres), f"chat-{i}", extra)
         for i in range(3)
     ]
     echo_port = free_port()
@@ -729,7 +741,10 @@ async def run(seconds: float) -> None:
                 "client": client,
                 "chat-0": pid_of(procs[0]),
                 "chat-1": pid_of(procs[1]),
-                "redis": pid_of(redis),
+                **{
+                    f"redis{'-' + str(i) if redis_cluster else ''}": pid_of(node)
+                    for i, node in enumerate(redis_nodes)
+                },
             },
         )
         echo_results = await bench_echo(
@@ -748,9 +763,10 @@ async def run(seconds: float) -> None:
         etcd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = chat["peak"] / echo_results["peak"]
+    topology = "a 3-master Redis Cluster" if redis_cluster else "one Redis"
     print(
         f"chat bench ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> {PAIRS} "
-        f"receivers on chat-1, 200 connected users)"
+        f"receivers on chat-1, 200 connected users; {topology}, --replica-acks {replica_acks})"
     )
     print(
         f"  fixed load {chat['fixed_rate']:.0f} msg/s: chat p50 {chat['fixed_p50']:.2f} ms, "
@@ -794,8 +810,20 @@ def main() -> None:
         default="stream",
         help="stream: chat vs a bare echo server, churn; poll: unary send + long poll vs stream",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="run chat on a 3-master Redis Cluster (a replica each) instead of one Redis",
+    )
+    parser.add_argument(
+        "--replica-acks", type=int, default=0, choices=(0, 1), help="the chat servers' flag"
+    )
     args = parser.parse_args()
-    asyncio.run(run_poll(args.seconds) if args.mode == "poll" else run(args.seconds))
+    asyncio.run(
+        run_poll(args.seconds)
+        if args.mode == "poll"
+        else run(args.seconds, args.redis_cluster, args.replica_acks)
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""presence and notify store paths on a 3-master Redis Cluster beside one Redis node, and
-the cluster's failover time -- all in one run.
+"""presence, notify and chat store paths on a 3-master Redis Cluster beside one Redis
+node, and the cluster's failover time -- all in one run.
 
     .venv/bin/python bench/redis_cluster_bench.py [--seconds 5] [--batch 200]
 
@@ -9,7 +9,11 @@ For each, through the same client factory the services use:
 
 - presence heartbeats: ``PresenceStore.heartbeats`` batches of ``--batch`` users (what a
   presence instance writes per flush), 4 flushers at once, for ``--seconds``;
-- notify apply: ``NotifyStore.apply`` of one job per call (create or collapse), 32 at once.
+- notify apply: ``NotifyStore.apply`` of one job per call (create or collapse), 32 at once;
+- chat sends: a send's whole store path -- ``ChatStore.store_message`` (the channel step)
+  then ``ChatStore.fan_out`` (both inbox appends, the pending record removed) -- over 200
+  direct channels, 64 senders at once (group commit batches them as in a chat server);
+  on the cluster also with ``--replica-acks 1`` (a ``WAIT`` per node for each batch).
 
 A third line runs the heartbeats on the cluster with redis-py's own ``RedisCluster`` (its
 Python command packer) to show what the hiredis-packing cluster client is worth.
@@ -36,9 +40,11 @@ sys.path.insert(0, str(ROOT))
 from redis.asyncio.cluster import ClusterNode, RedisCluster  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
+from chat_svc.store import ChatStore  # noqa: E402
 from feedchat_runtime.embedded import redis_server  # noqa: E402
 from feedchat_runtime.embedded_cluster import RedisClusterNodes  # noqa: E402
 from feedchat_runtime.redis_client import RedisClient, cluster_nodes, connect_any  # noqa: E402
+from feedchat_runtime.replicas import ReplicaAcks  # noqa: E402
 from notify_svc.models import NotificationKind  # noqa: E402
 from notify_svc.store import NotifyStore  # noqa: E402
 from presence_svc.store import Beat, PresenceStore, conns_key  # noqa: E402
@@ -52,7 +58,8 @@ async def rate(work: Callable[[], Awaitable[int]], workers: int, seconds: float)
     async def loop() -> None:
         nonlocal done
         while time.monotonic() < until:
-            done += await work()
+            finished = await work()  # not `done += await work()`: that reads `done`
+            done += finished  # before the await and drops what other loops added meanwhile
 
     began = time.monotonic()
     await asyncio.gather(*(loop() for _ in range(workers)))
@@ -98,6 +105,34 @@ async def applies_per_second(client: RedisClient, seconds: float) -> float:
     return await rate(apply, 32, seconds)
 
 
+async def chat_sends_per_second(client: RedisClient, seconds: float, replicas: int = 0) -> float:
+    store = ChatStore(client, replication=ReplicaAcks(replicas, 1000))
+    pairs = 200
+    for i in range(pairs):  # channel ids 1000.. spread over the channel buckets
+        await store.cache_channel(1_000 + i, [2 * i + 1, 2 * i + 2])
+    ids = itertools.count(10**15)
+    turns = itertools.count()
+
+    async def send() -> int:
+        i = next(turns) % pairs
+        message_id = next(ids)
+        outcome = await store.store_message(
+            sender_id=2 * i + 1,
+            channel_id=1_000 + i,
+            message_id=message_id,
+            client_msg_id=str(message_id),
+            text="hello there",
+            created_ms=int(time.time() * 1000),
+            rate=1e9,
+            burst=10**9,
+        )
+        fanned = await store.fan_out(outcome.message, outcome.recipients)
+        assert fanned.error is None
+        return 1
+
+    return await rate(send, 64, seconds)
+
+
 async def failover_seconds(nodes: RedisClusterNodes) -> float:
     client = connect_any(nodes.url)
     store = PresenceStore(client, max_devices=4)
@@ -138,11 +173,15 @@ async def main(seconds: float, batch: int) -> None:
             urls = {"one node": f"redis://{single.address}/0", "cluster": cluster.url}
             beats: dict[str, float] = {}
             applies: dict[str, float] = {}
+            sends: dict[str, float] = {}
             for name, url in urls.items():
                 client = connect_any(url)
                 await client.flushall()
                 beats[name] = await heartbeats_per_second(client, batch, seconds)
                 applies[name] = await applies_per_second(client, seconds)
+                sends[name] = await chat_sends_per_second(client, seconds)
+                if name == "cluster":
+                    sends["replica acks"] = await chat_sends_per_second(client, seconds, 1)
                 await client.aclose()
             plain = plain_cluster(cluster.url)
             plain_beats = await heartbeats_per_second(plain, batch, seconds)
@@ -163,6 +202,13 @@ async def main(seconds: float, batch: int) -> None:
     print("notify apply (one job per call, 32 at once):")
     print(f"  one node              {one:10.0f} /s")
     print(f"  3-master cluster      {many:10.0f} /s   ratio cluster/node {many / one:.2f}")
+    one, many, acked = sends["one node"], sends["cluster"], sends["replica acks"]
+    print("chat sends (channel step + inbox appends, 64 senders, 200 direct channels):")
+    print(f"  one node              {one:10.0f} msg/s")
+    print(f"  3-master cluster      {many:10.0f} msg/s   ratio cluster/node {many / one:.2f}")
+    print(
+        f"  cluster, replica acks {acked:10.0f} msg/s   ratio to cluster without {acked / many:.2f}"
+    )
     print(f"failover: kill -> first heartbeat written on the promoted replica {failover:.2f} s")
 
 

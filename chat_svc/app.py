@@ -12,12 +12,13 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-import redis.asyncio as aioredis
 
+from chat_svc.claims import FanoutClaims
 from chat_svc.config import ChatConfig
 from chat_svc.connections import ConnectionHub
 from chat_svc.delivery import Delivery
 from chat_svc.groups import Channels
+from chat_svc.layout import move_to_bucket_layout
 from chat_svc.peer import PeerClient, PeerServicer
 from chat_svc.poll_presence import PollPresence
 from chat_svc.polling import UnaryChat
@@ -28,11 +29,12 @@ from chat_svc.store import ChatStore
 from chat_svc.store_channels import ChannelRecords
 from chat_svc.store_stats import StatsStore
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from feedchat_runtime import redis_client
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.pages import page_tokens
 from feedchat_runtime.postgres import open_database
+from feedchat_runtime.redis_client import RedisClient, connect_any
+from feedchat_runtime.replicas import ReplicaAcks
 from feedchat_runtime.server import ServiceHost, run_until_signal
 from feedchat_runtime.snowflake import WorkerIdClaim
 from presence_svc.client import PresenceClient
@@ -60,7 +62,7 @@ class ChatApp:
 
     config: ChatConfig
     host: ServiceHost
-    redis: aioredis.Redis
+    redis: RedisClient
     store: ChatStore
     records: ChannelRecords
     ring: RingWatch
@@ -68,6 +70,7 @@ class ChatApp:
     sessions: Sessions
     delivery: Delivery
     poll_presence: PollPresence
+    claims: FanoutClaims
     _drain_task: asyncio.Task[None] | None = None
 
     @property
@@ -76,6 +79,7 @@ class ChatApp:
 
     async def start(self) -> None:
         await self.host.start()
+        self.host.background(self.claims.run(), "fanout-claims")
         self._drain_task = asyncio.create_task(self._drain_on_stop())
 
     async def _drain_on_stop(self) -> None:
@@ -94,7 +98,7 @@ async def build(config: ChatConfig) -> ChatApp:
     """Connect to etcd and Redis, claim a worker id, watch the ring, build the server."""
     host = ServiceHost(config, CHAT_SERVICE)
     await host.open()
-    redis = redis_client.connect(
+    redis = connect_any(
         config.redis_url,
         socket_timeout=config.redis_timeout,
         socket_connect_timeout=config.redis_timeout,
@@ -110,6 +114,7 @@ async def build(config: ChatConfig) -> ChatApp:
         raise
     host.on_stop(db.close)
     host.dependencies.add("postgres", db.ping)
+    await move_to_bucket_layout(redis)
     records = ChannelRecords(db)
     store = ChatStore(
         redis,
@@ -118,6 +123,8 @@ async def build(config: ChatConfig) -> ChatApp:
         config.dedup_ttl,
         stats_ttl=config.stats_days * 86_400,
         load_members=records.members,
+        replication=ReplicaAcks.from_config(config),
+        claim_ms=int(config.fanout_claim_idle * 1000),
     )
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
@@ -153,6 +160,7 @@ async def build(config: ChatConfig) -> ChatApp:
     poll_presence = PollPresence(PresenceClient(directory).record_beats)
     unary = UnaryChat(sessions, delivery, poll_presence, config.poll_wait, config.poll_max_wait)
     stats = MessageStats(StatsStore(redis), records, config.stats_days)
+    claims = FanoutClaims(store, delivery, config.fanout_claim_interval)
 
     def on_ring(old: Ring, new: Ring) -> None:
         sessions.rebalance()
@@ -180,7 +188,7 @@ async def build(config: ChatConfig) -> ChatApp:
     poll_presence.start()
     host.on_stop(poll_presence.stop)
     return ChatApp(
-        config, host, redis, store, records, ring, hub, sessions, delivery, poll_presence
+        config, host, redis, store, records, ring, hub, sessions, delivery, poll_presence, claims
     )
 
 

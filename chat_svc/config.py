@@ -50,6 +50,14 @@ class ChatConfig(ServiceConfig):
         "Seconds a failed push to a user's owner is retried (fresh channel, owner "
         "re-resolved from the ring) before the user counts as offline.",
     )
+    fanout_claim_idle: float = _opt(
+        5.0,
+        "Seconds after its channel step a send's unfinished inbox fanout may be claimed "
+        "and finished by any chat server.",
+    )
+    fanout_claim_interval: float = _opt(
+        1.0, "Seconds between two claims of unfinished fanouts on each chat server."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -72,9 +80,17 @@ class ChatConfig(ServiceConfig):
         if self.outbound_queue < 8:
             raise ConfigError("outbound_queue must be at least 8")
         if (
-            min(self.redis_timeout, self.peer_timeout, self.push_retry_window, self.ring_settle)
+            min(
+                self.redis_timeout,
+                self.peer_timeout,
+                self.push_retry_window,
+                self.ring_settle,
+                self.fanout_claim_idle,
+                self.fanout_claim_interval,
+            )
             <= 0
         ):
             raise ConfigError(
-                "redis_timeout, peer_timeout, push_retry_window and ring_settle must be positive"
+                "redis_timeout, peer_timeout, push_retry_window, ring_settle, "
+                "fanout_claim_idle and fanout_claim_interval must be positive"
             )

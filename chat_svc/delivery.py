@@ -1,8 +1,13 @@
-"""The delivery path: validate → Snowflake id → persist → ack → push to owners → notify.
+"""The delivery path: validate → Snowflake id → channel step → ack → inbox appends → push
+to owners → notify.
 
-Durable before ack: :meth:`Delivery.send` returns only after the one store script has
-written the channel history, every recipient's inbox and the dedup record; the caller acks
-the sender with what it returns. Pushing to devices happens after.
+Durable before ack: :meth:`Delivery.send` returns only after the channel step has stored
+the message in its channel's history with a pending-fanout record of its recipients (and,
+with replica acks on, a replica confirmed it); the caller acks the sender with what it
+returns. :meth:`Delivery.dispatch` then appends it to the recipients' inboxes and pushes
+the entries to their devices. If that does not finish (this server dies, an append
+fails), another chat server claims the pending record and dispatches it again
+(:mod:`chat_svc.claims`); appends are idempotent, so each inbox gets the message once.
 
 Pushes converge: a push whose Deliver call fails (the owner's server restarted and our
 channel to it sits in gRPC's reconnect backoff, or it is down for a moment) is retried
@@ -38,7 +43,7 @@ from chat_svc.model import (
     parse_cursor,
 )
 from chat_svc.peer import deliver_local
-from chat_svc.store import ChatStore
+from chat_svc.store import ChatStore, Fanned
 from feedchat_runtime.errors import InvalidArgument, PermissionDenied
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from feedchat_runtime.text import TextRule
@@ -107,7 +112,7 @@ class Delivery:
     ) -> SendOutcome:
         """Store a message durably (or return the original for a retried client_msg_id)."""
         self.validate_send(client_msg_id, channel_id, text)
-        # Membership is checked, and the recipients read, inside the store script.
+        # Membership is checked, and the recipients read, inside the channel step.
         message_id = self.ids.next_id()
         return await self.store.store_message(
             sender_id=sender_id,
@@ -120,14 +125,40 @@ class Delivery:
             burst=self.send_burst,
         )
 
-    def dispatch(self, outcome: SendOutcome) -> None:
-        """Push a fresh message to its recipients (after the ack), without waiting.
+    def dispatch(self, outcome: SendOutcome) -> asyncio.Future[Fanned] | None:
+        """Append a stored message to its recipients' inboxes and push the entries (after
+        the ack); the appends in progress (None when there are none to make: a duplicate
+        whose fanout is done). Appends are coalesced with other dispatches of the same
+        tick; a failed fanout is logged and left to the claim of its pending record."""
+        if not outcome.recipients:
+            return None
+        message = outcome.message
+        appended = self.store.submit_fan_out(message, outcome.recipients)
+
+        def push(future: asyncio.Future[Fanned]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            fanned = Fanned([], error) if error is not None else future.result()
+            if fanned.error is not None:
+                logger.warning(
+                    "fanout of message %s failed (its pending record will be claimed): %s",
+                    message.message_id,
+                    fanned.error,
+                )
+            self.push_entries(SendOutcome(message, False, fanned.entries))
+
+        appended.add_done_callback(push)
+        return appended
+
+    def push_entries(self, outcome: SendOutcome) -> None:
+        """Push a fanned-out message's inbox entries to their users' devices.
 
         Local devices get it at once; remote owners through the (coalescing) peer client,
         whose answer says who was offline; they are queued for notify_svc. The common case
         (every peer answers) needs no task; a failed forward continues in a retry task.
         """
-        if outcome.duplicate or not outcome.entries:
+        if not outcome.entries:
             return
         offline, remote = self._route([Push(e.user_id, e) for e in outcome.entries])
         if not remote:

@@ -43,11 +43,14 @@ class InboxEntry:
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """What a send stored (or, for a duplicate, had stored before)."""
+    """What a send stored (or, for a duplicate, had stored before): the message, its
+    recipients (the members when it was stored; for a duplicate only while its fanout is
+    still pending) and, once it was fanned out, its inbox entries."""
 
     message: StoredMessage
     duplicate: bool
     entries: list[InboxEntry] = field(default_factory=list)
+    recipients: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

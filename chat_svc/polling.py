@@ -19,6 +19,7 @@ new owner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from chat_svc.connections import DeviceStream, StreamClosed
@@ -85,9 +86,14 @@ class UnaryChat:
     async def send(
         self, sender_id: int, client_msg_id: str, channel_id: int, text: str
     ) -> SendOutcome:
-        """Store durably (the stream's send), then push to the recipients."""
+        """Store durably (the stream's send), then append to the recipients' inboxes and
+        push; returns once the appends are done (or failed: the claim finishes them), so
+        the caller's next poll sees its own message, as on the stream."""
         outcome = await self._delivery.send(sender_id, client_msg_id, channel_id, text)
-        self._delivery.dispatch(outcome)
+        fanout = self._delivery.dispatch(outcome)
+        if fanout is not None:
+            with contextlib.suppress(Exception):  # logged by dispatch
+                await asyncio.shield(fanout)
         return outcome
 
     async def poll(

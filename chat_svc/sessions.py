@@ -32,7 +32,7 @@ from chat_svc.model import (
     SyncComplete,
     parse_cursor,
 )
-from chat_svc.store import ChatStore
+from chat_svc.store import ChatStore, Fanned
 from feedchat_runtime.errors import (
     FailedPrecondition,
     FeedchatError,
@@ -276,11 +276,20 @@ class Session:
             return
         self._idle.clear()
         try:
-            await self._send(client_msg_id, channel_id, text)
+            fanout = await self._send(client_msg_id, channel_id, text)
         finally:
             self._idle.set()  # after the reply was offered: a move flushes it
+        if fanout is not None:
+            # The stream's next send waits for this one's inbox appends: a sender cannot
+            # run ahead of its fanouts and flood its recipients' streams in bursts.
+            # Shielded: a stream that ends meanwhile must not cancel the pushes.
+            with contextlib.suppress(Exception):  # logged by dispatch; the claim finishes it
+                await asyncio.shield(fanout)
 
-    async def _send(self, client_msg_id: str, channel_id: int, text: str) -> None:
+    async def _send(
+        self, client_msg_id: str, channel_id: int, text: str
+    ) -> asyncio.Future[Fanned] | None:
+        """Store and reply; the fanout in progress, if the message was new."""
         delivery = self._s.delivery
         try:
             outcome = await delivery.send(self.user_id, client_msg_id, channel_id, text)
@@ -294,12 +303,12 @@ class Session:
                     client_msg_id, error.code, error.reason, error.message, error.retry_after
                 )
             )
-            return
+            return None
         m = outcome.message
         self.stream.offer(
             SendAck(client_msg_id, m.message_id, m.channel_id, m.seq, outcome.duplicate)
         )
-        delivery.dispatch(outcome)
+        return delivery.dispatch(outcome)
 
     async def ack(self, cursor: str) -> None:
         check_cursor(cursor, "ack.inbox_cursor")

@@ -1,37 +1,53 @@
 """The chat store: the only module that talks to Redis (channels and membership are
-recorded in PostgreSQL by :mod:`chat_svc.store_channels`).
+recorded in PostgreSQL by :mod:`chat_svc.store_channels`). Key families are in
+:mod:`chat_svc.keys`, scripts in :mod:`chat_svc.scripts`; every script touches one hash
+slot, so the same code runs on one Redis and on a Redis Cluster.
 
-Key families (hash tags keep each channel's keys in one slot, and each user's):
+A send is stored in two steps (see :mod:`chat_svc.scripts`):
 
-- ``chat:chan:{c:<id>}:members``   set of member user ids: a copy of the record's
-                                   (PostgreSQL, chat_svc.store_channels) for the send
-                                   script, refilled from it when missing
-- ``chat:chan:{c:<id>}:seq``       counter: last per-channel sequence number
-- ``chat:chan:{c:<id>}:hist``      stream of messages, entry id ``<seq>-0`` (exact paging)
-- ``chat:inbox:{u:<id>}``          stream: the user's inbox, one entry per message received
-- ``chat:dedup:{u:<id>}:<cmid>``   hash: the send's digest and ids (expires after dedup_ttl)
-- ``chat:rate:{u:<id>}``           hash: the user's send token bucket
-- ``chat:cursor:{u:<id>}``         hash: device id -> last acked inbox cursor
-- ``chat:read:{u:<id>}``           hash: channel id -> highest seq read
-- ``chat:chan:{c:<id>}:stats:<day>`` hash: message counts per day, hour and minute
-                                   (chat_svc.store_stats; written by the send script)
-- ``notify:queue``                 stream consumed by notify_svc (see NOTIFY_QUEUE)
+1. :meth:`ChatStore.store_message` -- the channel step, one script in the channel
+   bucket's slot (group commit: sends that arrive together share a script call per
+   bucket and one pipeline). It writes a pending-fanout record naming the recipients.
+   With ``replica_acks`` it is confirmed by ``WAIT`` on that node before it returns.
+2. :meth:`ChatStore.fan_out` -- one ``APPEND`` per recipient inbox (pipelined: one
+   round trip per node), idempotent on the message id; then the pending record is
+   removed. :meth:`ChatStore.claim_fanouts` hands records nobody finished (their chat
+   server died, an append failed) to another chat server, which fans them out again.
 
 Snowflake ids (> 2^53) are never sorted-set scores: history is ordered by the dense
-sequence (stream ids ``<seq>-0``).
+sequence (stream ids ``<seq>-0``); the inbox id index scores entries by their ms.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from chat_svc import scripts
 from chat_svc.batching import GroupCommit
+from chat_svc.keys import (
+    CHANNEL_BUCKETS,
+    bucket,
+    chan_history_key,
+    chan_members_key,
+    chan_seq_key,
+    chan_stats_key,
+    cursor_key,
+    dedup_key,
+    fanout_due_key,
+    fanout_member,
+    fanout_records_key,
+    inbox_ids_key,
+    inbox_key,
+    rate_key,
+    read_key,
+)
 from chat_svc.model import (
     DIRECT,
     GROUP,
@@ -40,13 +56,18 @@ from chat_svc.model import (
     SendOutcome,
     StoredMessage,
 )
-from chat_svc.store_stats import chan_stats_key, day_of
+from chat_svc.store_stats import day_of
 from feedchat_runtime import snowflake
 from feedchat_runtime.errors import (
     AlreadyExists,
     PermissionDenied,
     ResourceExhausted,
+    Unavailable,
 )
+from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.redis_scripts import Scripts, node_name, queue_wait
+from feedchat_runtime.replicas import REASON as REPLICA_ACK_TIMEOUT
+from feedchat_runtime.replicas import ReplicaAcks
 
 NOTIFY_QUEUE = "notify:queue"
 """Stream notify_svc consumes. One entry per offline recipient of a message::
@@ -59,46 +80,33 @@ All values are decimal strings / UTF-8 text.
 """
 NOTIFY_QUEUE_CAP = 1_000_000
 NOTIFY_PREVIEW_CHARS = 140
-
-
-def chan_members_key(channel_id: int) -> str:
-    return f"chat:chan:{{c:{channel_id}}}:members"
-
-
-def chan_seq_key(channel_id: int) -> str:
-    return f"chat:chan:{{c:{channel_id}}}:seq"
-
-
-def chan_history_key(channel_id: int) -> str:
-    return f"chat:chan:{{c:{channel_id}}}:hist"
-
-
-def inbox_key(user_id: int) -> str:
-    return f"chat:inbox:{{u:{user_id}}}"
-
-
-def dedup_key(user_id: int, client_msg_id: str) -> str:
-    return f"chat:dedup:{{u:{user_id}}}:{client_msg_id}"
-
-
-def rate_key(user_id: int) -> str:
-    return f"chat:rate:{{u:{user_id}}}"
-
-
-def cursor_key(user_id: int) -> str:
-    return f"chat:cursor:{{u:{user_id}}}"
-
-
-def read_key(user_id: int) -> str:
-    return f"chat:read:{{u:{user_id}}}"
+INBOX_IDS_KEPT = 1000
+"""Message ids remembered per inbox: a retried append is recognised (and skipped) while
+fewer than this many messages reached that inbox since its first append."""
+NO_REPLICA_ACKS = ReplicaAcks(0, 500)
+"""Writes count as soon as the primary has them (``--replica-acks 0``)."""
+CLAIM_BATCH = 100
+"""Most pending-fanout records taken from one bucket per claim."""
 
 
 def content_digest(channel_id: int, text: str) -> str:
     return hashlib.sha256(f"{channel_id}\n{text}".encode()).hexdigest()
 
 
-_SendCall = tuple[list[str], list[str | int | float]]
-"""Keys and arguments of one message in SEND_MANY."""
+_SendCall = tuple[int, list[str], list[str | int | float]]
+"""Bucket, keys and arguments of one message in SEND_MANY."""
+_Fanout = tuple[StoredMessage, Sequence[int]]
+"""A stored message and its recipients."""
+
+
+@dataclass(frozen=True)
+class Fanned:
+    """What one fanout appended: the inbox entries (new ones, and ones an earlier attempt
+    had made), and the first error if some appends failed (the pending record then stays
+    for a claim)."""
+
+    entries: list[InboxEntry]
+    error: BaseException | None = None
 
 
 def _s(value: Any) -> str:
@@ -122,55 +130,141 @@ def _message(fields: Mapping[str, str], channel_id: int, seq: int, cursor: str) 
     )
 
 
+def not_replicated(replication: ReplicaAcks) -> Unavailable:
+    return Unavailable(
+        f"the message is stored but no replica confirmed it within {replication.wait_ms} ms; "
+        "retry with the same client_msg_id",
+        reason=REPLICA_ACK_TIMEOUT,
+        retry_after=max(0.1, replication.wait_ms / 1000),
+    )
+
+
 class ChatStore:
     """Redis access for chat: one method per operation, scripts where atomicity matters."""
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         inbox_cap: int = 10_000,
         history_cap: int = 100_000,
         dedup_ttl: int = 86_400,
         send_batch: int = 128,
         stats_ttl: int = 90 * 86_400,
         load_members: Callable[[int], Awaitable[Sequence[int]]] | None = None,
+        replication: ReplicaAcks = NO_REPLICA_ACKS,
+        claim_ms: int = 5_000,
     ) -> None:
         """``load_members`` reads a channel's members from the record (to refill the
-        cached set after Redis lost it)."""
+        cached set after Redis lost it); ``claim_ms``: how long after its channel step a
+        pending fanout may be taken over by another chat server."""
         self.redis = redis
         self.inbox_cap = inbox_cap
         self.history_cap = history_cap
         self.dedup_ttl = dedup_ttl
         self.stats_ttl = stats_ttl
-        self._send_many = redis.register_script(scripts.SEND_MANY)
+        self.replication = replication
+        self.claim_ms = claim_ms
+        self.scripts = Scripts(
+            redis,
+            {
+                "send_many": scripts.SEND_MANY,
+                "append": scripts.APPEND,
+                "claim": scripts.FANOUT_CLAIM,
+                "cache_members": scripts.CACHE_MEMBERS,
+                "set_cursor": scripts.SET_CURSOR,
+                "set_read": scripts.SET_READ,
+            },
+        )
         self._sends: GroupCommit[_SendCall, list[str]] = GroupCommit(
             self._run_sends, max_batch=send_batch
         )
-        self._cache_members = redis.register_script(scripts.CACHE_MEMBERS)
+        self._fanouts: GroupCommit[_Fanout, Fanned] = GroupCommit(
+            self._run_fanouts, max_batch=send_batch
+        )
         self._load_members = load_members
         self._notifications: GroupCommit[tuple[StoredMessage, list[int]], None] = GroupCommit(
             self._run_notifications, max_batch=256
         )
-        self._set_cursor = redis.register_script(scripts.SET_CURSOR)
-        self._set_read = redis.register_script(scripts.SET_READ)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
-    # -- messages ---------------------------------------------------------------------
+    # -- replica confirmation ----------------------------------------------------------
+
+    def _queue_waits(self, pipe: Any, keys: Iterable[str]) -> list[str]:
+        """Queue one WAIT per node holding any of ``keys`` (after their writes); the node
+        names, in the order of the WAIT replies."""
+        first: dict[str, str] = {}
+        for key in keys:
+            first.setdefault(node_name(self.redis, key), key)
+        for key in first.values():
+            queue_wait(self.redis, pipe, key, self.replication.replicas, self.replication.wait_ms)
+        return list(first)
+
+    def _confirmed(self, nodes: list[str], replies: list[Any]) -> set[str]:
+        """The nodes whose WAIT reached the replicas asked for."""
+        return {
+            node
+            for node, reply in zip(nodes, replies, strict=True)
+            if not isinstance(reply, Exception) and int(reply) >= self.replication.replicas
+        }
+
+    async def _run_confirmed(
+        self, queue: Callable[[Any], None], written: Callable[[], Iterable[str]]
+    ) -> tuple[list[Any], Callable[[str], bool]]:
+        """Run what ``queue`` puts on a pipeline, followed (with replication on) by a WAIT
+        per node holding any of the ``written`` keys; (the replies of ``queue``'s
+        commands, whether a key's node confirmed them)."""
+        if self.replication.replicas <= 0:
+            return await self.scripts.pipeline(queue), lambda key: True
+        await self.replication.ready(self.redis)
+        nodes: list[str] = []
+
+        def queue_and_wait(pipe: Any) -> None:
+            nonlocal nodes
+            queue(pipe)
+            nodes = self._queue_waits(pipe, written())
+
+        replies = await self.scripts.pipeline(queue_and_wait)
+        split = len(replies) - len(nodes)
+        confirmed = self._confirmed(nodes, replies[split:])
+        return replies[:split], lambda key: node_name(self.redis, key) in confirmed
+
+    # -- messages: the channel step ----------------------------------------------------
 
     async def _run_sends(self, calls: list[_SendCall]) -> list[list[str] | BaseException]:
-        """One SEND_MANY for sends that arrived together (see chat_svc.batching)."""
-        keys: list[str] = []
-        args: list[str | int | float] = [len(calls)]
-        for k, a in calls:
-            keys.extend(k)
-            args.extend(a)
-        replies = await self._send_many(keys=keys, args=args)
-        out: list[list[str] | BaseException] = []
-        for raw in replies:
-            reply = [_s(x) for x in raw]
-            out.append(ResponseError(reply[1]) if reply[0] == "error" else reply)
+        """The sends that arrived together: one SEND_MANY per channel bucket, all in one
+        pipeline (and a WAIT per node with replication on)."""
+        by_bucket: dict[int, list[int]] = defaultdict(list)
+        for index, (b, _, _) in enumerate(calls):
+            by_bucket[b].append(index)
+
+        def queue(pipe: Any) -> None:
+            for indexes in by_bucket.values():
+                keys: list[str] = []
+                args: list[str | int | float] = [len(indexes), self.claim_ms]
+                for i in indexes:
+                    keys.extend(calls[i][1])
+                    args.extend(calls[i][2])
+                self.scripts.queue(pipe, "send_many", keys, args)
+
+        replies, confirmed = await self._run_confirmed(
+            queue, lambda: (calls[ix[0]][1][0] for ix in by_bucket.values())
+        )
+        out: list[list[str] | BaseException] = [RuntimeError("no reply")] * len(calls)
+        for indexes, batch in zip(by_bucket.values(), replies, strict=True):
+            replicated = confirmed(calls[indexes[0]][1][0])
+            for i, raw in zip(indexes, _batch_replies(batch, len(indexes)), strict=True):
+                if isinstance(raw, BaseException):
+                    out[i] = raw
+                    continue
+                reply = [_s(x) for x in raw]
+                if reply[0] == "error":
+                    out[i] = ResponseError(reply[1])
+                elif not replicated and reply[0] in ("ok", "dup"):
+                    out[i] = not_replicated(self.replication)
+                else:
+                    out[i] = reply
         return out
 
     async def store_message(
@@ -185,19 +279,22 @@ class ChatStore:
         rate: float,
         burst: int,
     ) -> SendOutcome:
-        """Persist a message to the channel and every current member's inbox, atomically.
+        """The channel step of a send: the message in its channel's history, with a
+        pending-fanout record of its recipients (:meth:`fan_out` delivers it to them).
 
         Raises AlreadyExists (client_msg_id reused with other content), ResourceExhausted
-        (rate limit, with retry_after), PermissionDenied (sender not a member).
+        (rate limit, with retry_after), PermissionDenied (sender not a member),
+        Unavailable REPLICA_ACK_TIMEOUT (stored, but no replica confirmed it in time).
         """
         id_ms = snowflake.timestamp_ms(message_id)
         keys = [
-            dedup_key(sender_id, client_msg_id),
-            rate_key(sender_id),
+            dedup_key(channel_id, sender_id, client_msg_id),
+            rate_key(channel_id, sender_id),
             chan_members_key(channel_id),
             chan_seq_key(channel_id),
             chan_history_key(channel_id),
-            read_key(sender_id),
+            fanout_due_key(bucket(channel_id)),
+            fanout_records_key(bucket(channel_id)),
             chan_stats_key(channel_id, day_of(id_ms)),
         ]
         args: list[str | int | float] = [
@@ -208,7 +305,6 @@ class ChatStore:
             text,
             client_msg_id,
             created_ms,
-            self.inbox_cap,
             self.history_cap,
             self.dedup_ttl,
             repr(float(rate)),
@@ -216,9 +312,10 @@ class ChatStore:
             id_ms,
             self.stats_ttl,
         ]
-        reply = await self._sends.call((keys, args))
+        call = (bucket(channel_id), keys, args)
+        reply = await self._sends.call(call)
         if reply[0] == "not_member" and await self._refill_members(channel_id):
-            reply = await self._sends.call((keys, args))
+            reply = await self._sends.call(call)
         status = reply[0]
         if status == "conflict":
             raise AlreadyExists(
@@ -243,16 +340,142 @@ class ChatStore:
                 client_msg_id=client_msg_id,
                 created_ms=int(reply[3]),
             )
-            return SendOutcome(original, duplicate=True)
-        seq = int(reply[1])
-        base = StoredMessage(
-            message_id, channel_id, seq, sender_id, text, client_msg_id, created_ms
+            pending = tuple(int(u) for u in reply[4:])
+            return SendOutcome(original, duplicate=True, recipients=pending)
+        message = StoredMessage(
+            message_id, channel_id, int(reply[1]), sender_id, text, client_msg_id, created_ms
         )
-        entries = []
-        for i in range(2, len(reply), 3):
-            uid, prev, cursor = int(reply[i]), reply[i + 1], reply[i + 2]
-            entries.append(InboxEntry(uid, _with_cursor(base, cursor), prev))
-        return SendOutcome(base, duplicate=False, entries=entries)
+        return SendOutcome(message, duplicate=False, recipients=tuple(int(u) for u in reply[2:]))
+
+    # -- messages: the inbox step ------------------------------------------------------
+
+    def submit_fan_out(
+        self, message: StoredMessage, recipients: Sequence[int]
+    ) -> asyncio.Future[Fanned]:
+        """Append a stored message to its recipients' inboxes (see :meth:`fan_out`),
+        coalesced with other fanouts submitted in the same tick."""
+        return self._fanouts.submit((message, recipients))
+
+    async def fan_out(self, message: StoredMessage, recipients: Sequence[int]) -> Fanned:
+        """Append a stored message to each recipient's inbox once (an inbox that has it
+        already keeps its one entry), then remove its pending-fanout record. Each entry
+        carries the id of the entry before it. A failed append leaves the record for a
+        claimer (see :class:`Fanned`)."""
+        return await self.submit_fan_out(message, recipients)
+
+    async def _run_fanouts(self, items: list[_Fanout]) -> list[Fanned | BaseException]:
+        """All appends of these fanouts in one pipeline (and a WAIT per node with
+        replication on); then the records of those that completed, in a second."""
+
+        def queue(pipe: Any) -> None:
+            for message, recipients in items:
+                fields = [
+                    message.channel_id,
+                    message.message_id,
+                    message.seq,
+                    message.sender_id,
+                    message.text,
+                    message.client_msg_id,
+                    message.created_ms,
+                    self.inbox_cap,
+                    INBOX_IDS_KEPT,
+                ]
+                for uid in recipients:
+                    keys = [inbox_key(uid), inbox_ids_key(uid), read_key(uid)]
+                    mine = 1 if uid == message.sender_id else 0
+                    self.scripts.queue(pipe, "append", keys, [*fields, mine])
+
+        replies, confirmed = await self._run_confirmed(
+            queue, lambda: (inbox_key(u) for _, recipients in items for u in recipients)
+        )
+        out: list[Fanned | BaseException] = []
+        done: dict[int, list[str]] = defaultdict(list)
+        position = 0
+        for message, recipients in items:
+            entries: list[InboxEntry] = []
+            failure: BaseException | None = None
+            for uid in recipients:
+                raw = replies[position]
+                position += 1
+                if isinstance(raw, BaseException):
+                    failure = raw
+                    continue
+                if not confirmed(inbox_key(uid)):
+                    failure = not_replicated(self.replication)  # readable, not yet safe
+                if _s(raw[0]) != "gone":
+                    cursor, prev = _s(raw[2]), _s(raw[1])
+                    entries.append(InboxEntry(uid, _with_cursor(message, cursor), prev))
+            if failure is None:
+                done[bucket(message.channel_id)].append(
+                    fanout_member(message.channel_id, message.seq)
+                )
+            out.append(Fanned(entries, failure))
+        if done:
+            await self._forget_fanouts(done)
+        return out
+
+    async def _forget_fanouts(self, names: Mapping[int, Sequence[str]]) -> None:
+        """Remove finished pending-fanout records (by bucket). The record goes first: a
+        claim that finds a due name without one drops the name."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b, members in names.items():
+                pipe.hdel(fanout_records_key(b), *members)
+                pipe.zrem(fanout_due_key(b), *members)
+            await pipe.execute()
+
+    async def claim_fanouts(self, limit: int = CLAIM_BATCH) -> list[_Fanout]:
+        """Take over due pending-fanout records of every bucket (their claim time moves
+        ahead, so they come back if this server dies too): each message, read back from
+        its channel's history, with its recipients. Records whose message is no longer in
+        the history (trimmed, or Redis lost it) are dropped."""
+
+        def queue_claims(pipe: Any) -> None:
+            for b in range(CHANNEL_BUCKETS):
+                keys = [fanout_due_key(b), fanout_records_key(b)]
+                self.scripts.queue(pipe, "claim", keys, [self.claim_ms, limit])
+
+        # With replication on, only records a replica has are fanned out: a record of a
+        # send that could still vanish with its primary (and be stored anew by the
+        # client's retry) must not reach an inbox. The others come back at the next claim.
+        replies, confirmed = await self._run_confirmed(
+            queue_claims, lambda: (fanout_due_key(b) for b in range(CHANNEL_BUCKETS))
+        )
+        claimed: list[tuple[int, int, list[int]]] = []
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if len(errors) == len(replies):
+            raise errors[0]  # Redis is down: the caller logs it
+        for b, reply in enumerate(replies):  # a node that is down leaves its buckets for later
+            if isinstance(reply, Exception) or not confirmed(fanout_due_key(b)):
+                continue
+            for i in range(0, len(reply), 2):
+                name_channel, _, name_seq = _s(reply[i]).partition(":")
+                recipients = [int(u) for u in _s(reply[i + 1]).split()]
+                claimed.append((int(name_channel), int(name_seq), recipients))
+        if not claimed:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel, seq, _ in claimed:
+                pipe.xrange(chan_history_key(channel), f"{seq}-0", f"{seq}-0")
+            rows = await pipe.execute()
+        found: list[_Fanout] = []
+        lost: dict[int, list[str]] = defaultdict(list)
+        for (channel, seq, recipients), row in zip(claimed, rows, strict=True):
+            if row:
+                found.append((_message(_fields(row[0][1]), channel, seq, ""), recipients))
+            else:
+                lost[bucket(channel)].append(fanout_member(channel, seq))
+        if lost:
+            await self._forget_fanouts(lost)
+        return found
+
+    async def pending_fanouts(self) -> int:
+        """Pending-fanout records in all buckets (finished ones are removed)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b in range(CHANNEL_BUCKETS):
+                pipe.hlen(fanout_records_key(b))
+            return sum(int(n) for n in await pipe.execute())
+
+    # -- reading ------------------------------------------------------------------------
 
     async def read_inbox(self, user_id: int, after: str, count: int) -> list[StoredMessage]:
         """Up to ``count`` inbox entries strictly after cursor ``after``, oldest first."""
@@ -293,14 +516,14 @@ class ChatStore:
 
     async def save_device_cursor(self, user_id: int, device_id: str, cursor: str) -> None:
         ms, _, seq = cursor.partition("-")
-        await self._set_cursor(keys=[cursor_key(user_id)], args=[device_id, ms, seq])
+        await self.scripts.call("set_cursor", [cursor_key(user_id)], [device_id, ms, seq])
 
     async def save_read(self, user_id: int, channel_id: int, seq: int) -> tuple[bool, int]:
         """Move the read marker forward, clamped to the channel's last seq (SET_READ);
         (whether it moved, the marker now)."""
         last = await self.redis.get(chan_seq_key(channel_id))
-        moved, marker = await self._set_read(
-            keys=[read_key(user_id)], args=[channel_id, seq, int(_s(last)) if last else 0]
+        moved, marker = await self.scripts.call(
+            "set_read", [read_key(user_id)], [channel_id, seq, int(_s(last)) if last else 0]
         )
         return bool(int(moved)), int(_s(marker))
 
@@ -352,14 +575,14 @@ class ChatStore:
             return
         key = chan_members_key(channel_id)
         if add:
-            await self._cache_members(keys=[key], args=[1, *(str(u) for u in user_ids)])
+            await self.scripts.call("cache_members", [key], [1, *(str(u) for u in user_ids)])
         else:
             await self.redis.srem(key, *[str(u) for u in user_ids])
 
     async def cache_channel(self, channel_id: int, user_ids: Sequence[int]) -> None:
         """Cache a new (or reopened) channel's whole member set, unless it is cached."""
-        await self._cache_members(
-            keys=[chan_members_key(channel_id)], args=[0, *(str(u) for u in user_ids)]
+        await self.scripts.call(
+            "cache_members", [chan_members_key(channel_id)], [0, *(str(u) for u in user_ids)]
         )
 
     async def _refill_members(self, channel_id: int) -> bool:
@@ -371,7 +594,8 @@ class ChatStore:
         members = await self._load_members(channel_id)
         if not members:
             return False
-        return bool(await self._cache_members(keys=[key], args=[0, *(str(m) for m in members)]))
+        filled = await self.scripts.call("cache_members", [key], [0, *(str(m) for m in members)])
+        return bool(filled)
 
     async def members(self, channel_id: int) -> list[int]:
         found = await self.redis.smembers(chan_members_key(channel_id))
@@ -383,8 +607,18 @@ class ChatStore:
         """Each channel's last message sequence number (0 before its first message)."""
         if not channel_ids:
             return []
-        found = await self.redis.mget([chan_seq_key(c) for c in channel_ids])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in channel_ids:
+                pipe.get(chan_seq_key(c))
+            found = await pipe.execute()
         return [int(_s(v)) if v is not None else 0 for v in found]
+
+
+def _batch_replies(batch: Any, count: int) -> list[Any]:
+    """The per-message replies of one SEND_MANY call (its error repeated for each)."""
+    if isinstance(batch, BaseException):
+        return [batch] * count
+    return list(batch)
 
 
 def _with_cursor(message: StoredMessage, cursor: str) -> StoredMessage:
@@ -404,4 +638,4 @@ def _inbox_message(entry_id: str, fields: Mapping[str, str]) -> StoredMessage:
     return _message(fields, int(fields["channel_id"]), int(fields["seq"]), entry_id)
 
 
-__all__ = ["ChatStore", "NOTIFY_QUEUE", "DIRECT", "GROUP"]
+__all__ = ["ChatStore", "NOTIFY_QUEUE", "DIRECT", "GROUP", "Fanned"]

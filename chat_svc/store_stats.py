@@ -1,8 +1,9 @@
 """Message counts per channel and time bucket in Redis (read side; the send script writes).
 
-Key family (in the channel's hash slot, next to its seq counter):
+Key family (in the channel's hash slot, next to its seq counter; built by
+:func:`chat_svc.keys.chan_stats_key`):
 
-- ``chat:chan:{c:<id>}:stats:<day>``  hash of the channel's message counts on UTC day
+- ``chat:chan:{cb:<b>}:<id>:stats:<day>``  hash of the channel's message counts on UTC day
   ``<day>`` (days since the Unix epoch) of each message id's Snowflake time: ``d`` the
   day's count, ``h<0..23>`` per hour, ``m<0..1439>`` per minute of the day. The send
   script (``chat_svc.scripts.SEND_MANY``) increments them in the same atomic step that
@@ -19,15 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from chat_svc.keys import chan_stats_key
 from feedchat_runtime.redis_client import RedisClient
 
 DAY_MS = 86_400_000
 BUCKET_MS = {"minute": 60_000, "hour": 3_600_000, "day": DAY_MS}
 _FIELD_PREFIX = {"minute": "m", "hour": "h", "day": "d"}
-
-
-def chan_stats_key(channel_id: int, day: int) -> str:
-    return f"chat:chan:{{c:{channel_id}}}:stats:{day}"
 
 
 def day_of(ms: int) -> int:

@@ -36,5 +36,5 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("presence", "presence_svc", 50053),
     ServiceSpec("router", "router", 50054),
     ServiceSpec("notify", "notify_svc", 50055),
-    ServiceSpec("chat", "chat_svc", 50061, default_instances=3, redis_cluster=False),
+    ServiceSpec("chat", "chat_svc", 50061, default_instances=3),
 )

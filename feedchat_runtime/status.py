@@ -72,6 +72,16 @@ def to_rich_status(error: FeedchatError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+_CLUSTER_FAILING_OVER = (
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ReadOnlyError,
+)
+"""What a Redis Cluster answers while a master is replaced (slots not served, a demoted
+node still asked for writes): over by itself within seconds."""
+
+
 def translate(exc: BaseException) -> FeedchatError | None:
     """The domain error for an exception, or None when it is a bug (→ INTERNAL)."""
     if isinstance(exc, FeedchatError):
@@ -80,6 +90,8 @@ def translate(exc: BaseException) -> FeedchatError | None:
         return Unavailable("storage is unavailable; retry shortly", reason="STORAGE_UNAVAILABLE")
     if isinstance(exc, redis.exceptions.BusyLoadingError):
         return Unavailable("storage is loading; retry shortly", reason="STORAGE_UNAVAILABLE")
+    if isinstance(exc, _CLUSTER_FAILING_OVER):
+        return Unavailable("storage is failing over; retry shortly", reason="STORAGE_UNAVAILABLE")
     if isinstance(
         exc,
         (

@@ -45,6 +45,19 @@ async def open_direct(address: str, user: int, peer: int) -> int:
         return reply.channel.channel_id
 
 
+async def pair_across(
+    apps: Sequence[ChatApp], devices: Any
+) -> tuple[int, int, int, Device, Device]:
+    """Alice owned by chat-0 and Bob by chat-1: (alice, bob, their direct channel, a synced
+    device of each on its owner). ``devices`` is the fixture of that name."""
+    alice = users_on(apps, "chat-0", 1)[0]
+    bob = users_on(apps, "chat-1", 1)[0]
+    channel = await open_direct(apps[0].address, alice, bob)
+    a = await devices(alice, apps[0].address)
+    b = await devices(bob, apps[1].address)
+    return alice, bob, channel, a, b
+
+
 def slow_ring_watch(app: ChatApp, delay: float) -> None:
     """Make ``app`` apply every chat membership change ``delay`` seconds late (a slow ring
     watch, as on a busy machine), so its ring lags its peers'. Call before ``start()``."""

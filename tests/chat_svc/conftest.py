@@ -10,8 +10,29 @@ import pytest
 from chat_svc.app import ChatApp, build
 from chat_svc.config import ChatConfig
 from tests.chat_svc.chatkit import Device
+from tests.conftest import run_on_both_topologies
 
 StartCluster = Callable[..., Awaitable[list[ChatApp]]]
+
+# The modules whose behaviour rests on the Redis store (the two-step send, fanout claims,
+# inboxes, history, read state, member sets) also run on the Redis Cluster; routing,
+# churn, health and process kills do not depend on its topology.
+ON_BOTH_TOPOLOGIES = {
+    "test_chat_delivery",
+    "test_chat_fanout_claims",
+    "test_chat_group_commit",
+    "test_chat_groups",
+    "test_chat_member_cache",
+    "test_chat_read_state",
+    "test_chat_record",
+    "test_chat_send_atomic",
+    "test_chat_sync",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in ON_BOTH_TOPOLOGIES:
+        run_on_both_topologies(metafunc)
 
 
 @pytest.fixture

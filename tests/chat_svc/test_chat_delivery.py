@@ -6,6 +6,7 @@ from collections import Counter
 
 import grpc
 
+from chat_svc.keys import chan_history_key
 from chat_svc.store import NOTIFY_QUEUE
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from tests.chat_svc.chatkit import auth, open_direct, owner_of, users_on
@@ -97,7 +98,7 @@ async def test_retried_send_with_same_client_msg_id_yields_one_message(
     await a.sent(a.send(channel, "after"))
     await wait_until(lambda: b.texts() == ["once", "after"], what="bob's two messages")
     assert Counter(m.message_id for m in b.messages)[first.message_id] == 1
-    assert await redis.xlen(f"chat:chan:{{c:{channel}}}:hist") == 2
+    assert await redis.xlen(chan_history_key(channel)) == 2
 
 
 async def test_offline_recipient_is_queued_for_notification(chat_cluster, devices, redis) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from chat_svc.keys import chan_members_key
 from chat_svc.scripts import CACHE_MEMBERS
-from chat_svc.store import chan_members_key
 
 
 async def test_cache_members_adds_to_cached_sets_and_fills_missing_ones(

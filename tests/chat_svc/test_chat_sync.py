@@ -96,21 +96,20 @@ async def test_pushes_arriving_out_of_order_are_delivered_in_inbox_order(
     app = apps[0]
     channel = await _direct(apps, 1, 2)
     bob = await devices(2, app.address)
-    stored = []
+    entries = []
     for i in range(4):  # store without pushing, then push the first three in reverse order
-        stored.append(
-            await app.store.store_message(
-                sender_id=1,
-                channel_id=channel,
-                message_id=app.delivery.ids.next_id(),
-                client_msg_id=f"o{i}",
-                text=f"m{i}",
-                created_ms=1,
-                rate=100.0,
-                burst=100,
-            )
+        out = await app.store.store_message(
+            sender_id=1,
+            channel_id=channel,
+            message_id=app.delivery.ids.next_id(),
+            client_msg_id=f"o{i}",
+            text=f"m{i}",
+            created_ms=1,
+            rate=100.0,
+            burst=100,
         )
-    entries = [next(e for e in out.entries if e.user_id == 2) for out in stored]
+        appended = await app.store.fan_out(out.message, out.recipients)
+        entries.append(next(e for e in appended.entries if e.user_id == 2))
     for entry in reversed(entries[:3]):
         app.hub.deliver(2, entry)
     app.hub.deliver(2, entries[3])  # the queue is FIFO: once m3 is in, all earlier pushes are
