@@ -50,7 +50,7 @@ from feedchat_runtime.embedded import (  # noqa: E402
 )
 from feedchat_runtime.embedded_cluster import RedisClusterNodes  # noqa: E402
 from feedchat_runtime.registry import EtcdSession  # noqa: E402
-from router.ring import RingWatch  # noqa: E402
+from feedchat_runtime.ring import RingWatch  # noqa: E402
 
 AUTHORITY = authority_from_config("", "", dev=True)
 PAIRS = 100  # 100 senders + 100 receivers = 200 connected users

@@ -35,10 +35,10 @@ from feedchat_runtime.pages import page_tokens
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.redis_client import RedisClient, connect_any
 from feedchat_runtime.replicas import ReplicaAcks
+from feedchat_runtime.ring import CHAT_SERVICE, Ring, RingWatch
 from feedchat_runtime.server import ServiceHost, run_until_signal
 from feedchat_runtime.snowflake import WorkerIdClaim
 from presence_svc.client import PresenceClient
-from router.ring import CHAT_SERVICE, Ring, RingWatch
 
 logger = logging.getLogger(__name__)
 

@@ -45,9 +45,9 @@ from chat_svc.model import (
 from chat_svc.peer import deliver_local
 from chat_svc.store import ChatStore, Fanned
 from feedchat_runtime.errors import InvalidArgument, PermissionDenied
+from feedchat_runtime.ring import Ring, RingWatch
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from feedchat_runtime.text import TextRule
-from router.ring import Ring, RingWatch
 
 logger = logging.getLogger(__name__)
 

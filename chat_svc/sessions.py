@@ -39,8 +39,8 @@ from feedchat_runtime.errors import (
     InvalidArgument,
     Unavailable,
 )
+from feedchat_runtime.ring import Ring, RingWatch
 from feedchat_runtime.status import translate
-from router.ring import Ring, RingWatch
 
 logger = logging.getLogger(__name__)
 

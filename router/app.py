@@ -6,9 +6,9 @@ import grpc
 
 from feedchat.router.v1 import router_pb2, router_pb2_grpc
 from feedchat_runtime.interceptors import AuthPolicy
+from feedchat_runtime.ring import RingWatch
 from feedchat_runtime.server import ServiceHost
 from router.config import RouterConfig
-from router.ring import RingWatch
 from router.servicer import RouterServicer
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name

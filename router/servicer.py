@@ -10,7 +10,7 @@ from feedchat.router.v1 import router_pb2, router_pb2_grpc
 from feedchat_runtime.auth import current_caller
 from feedchat_runtime.errors import InvalidArgument, Unauthenticated, Unavailable
 from feedchat_runtime.ids import is_valid_id
-from router.ring import RingWatch
+from feedchat_runtime.ring import RingWatch
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

@@ -15,7 +15,7 @@ from chat_svc.app import ChatApp
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.embedded import EmbeddedServer, free_port
-from router.ring import RingWatch
+from feedchat_runtime.ring import RingWatch
 from tests.waiting import wait_until
 
 AUTHORITY = authority_from_config("", "", dev=True)

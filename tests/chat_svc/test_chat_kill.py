@@ -11,8 +11,8 @@ from chat_svc.store import ChatStore
 from chat_svc.store_channels import ChannelRecords
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.registry import EtcdSession
+from feedchat_runtime.ring import RingWatch
 from feedchat_runtime.snowflake import SnowflakeGenerator
-from router.ring import RingWatch
 from tests.chat_svc.chatkit import Device, Follower, chat_process, open_on_owner
 from tests.waiting import wait_until
 

@@ -8,7 +8,7 @@ import pytest
 
 from feedchat_client import Backoff, ChatSendError, MemoryCursorStore
 from feedchat_runtime.registry import Member
-from router.ring import Ring
+from feedchat_runtime.ring import Ring
 from tests.feedchat_client.helpers import StateLog, texts, user
 from tests.feedchat_client.system import System
 from tests.waiting import wait_until

@@ -10,9 +10,9 @@ import pytest
 from chat_svc.app import build as build_chat
 from chat_svc.config import ChatConfig
 from feedchat.router.v1 import router_pb2, router_pb2_grpc
+from feedchat_runtime.ring import Ring
 from router.app import build as build_router
 from router.config import RouterConfig
-from router.ring import Ring
 from tests.chat_svc.chatkit import auth
 
 
