@@ -124,10 +124,3 @@ def status_for(exc: BaseException, method: str) -> grpc.Status:
         logger.error("unhandled error in %s", method, exc_info=exc)
         return INTERNAL_STATUS
     return to_rich_status(error)
-
-
-# Tests read statuses back with the client's decoder; re-exported here until they import it
-# from feedchat_client.errors directly.
-from feedchat_client.errors import ErrorDetails, error_details  # noqa: E402
-
-__all__ = ["ErrorDetails", "error_details", "status_for", "to_rich_status", "translate"]

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from feedchat.account.v1 import account_pb2 as pb
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.account_svc.conftest import PASSWORD, Account, StartAccount, bearer
 from tests.waiting import eventually
 

@@ -7,8 +7,8 @@ import pytest
 
 from chat_svc.servicer import GET_HISTORY
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_client.errors import error_details
 from feedchat_runtime.pages import PageTokens, derive_key
-from feedchat_runtime.status import error_details
 from tests.chat_svc.chatkit import auth, users_on
 from tests.waiting import wait_until
 

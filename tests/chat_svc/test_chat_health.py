@@ -13,8 +13,8 @@ from chat_svc.app import build
 from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_client.errors import error_details
 from feedchat_runtime.embedded import etcd_server, postgres_url, redis_server
-from feedchat_runtime.status import error_details
 from tests.chat_svc.chatkit import Device, auth
 from tests.waiting import wait_until
 

@@ -16,9 +16,9 @@ from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
 from chat_svc.model import Reconnect
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_client.errors import error_details
 from feedchat_runtime.registry import Member
 from feedchat_runtime.ring import Ring
-from feedchat_runtime.status import error_details
 from tests.chat_svc.chatkit import Device, auth, open_direct, slow_ring_watch, token, users_on
 from tests.waiting import wait_until
 

@@ -10,7 +10,7 @@ import pytest
 
 from chat_svc.groups import Channels
 from chat_svc.model import parse_cursor
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.chat_svc.chatkit import users_on
 from tests.waiting import eventually, wait_until
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from feed_svc.app import build
 from feedchat.account.v1 import account_pb2
 from feedchat.feed.v1 import feed_pb2 as pb
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.feed_svc.conftest import (
     Client,
     StartSystem,

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from feedchat.feed.v1 import feed_pb2 as pb
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.feed_svc.conftest import (
     StartSystem,
     System,

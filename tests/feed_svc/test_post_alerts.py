@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feed_svc.keys import JOBS_KEY, NOTIFY_QUEUE
 from feedchat.feed.v1 import feed_pb2 as pb
+from feedchat_client.errors import error_details
 from feedchat_runtime.snowflake import timestamp_ms
-from feedchat_runtime.status import error_details
 from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done
 from tests.waiting import eventually
 

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.feed_svc.conftest import StartSystem
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feedchat.feed.v1 import feed_pb2 as pb
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.feed_svc.conftest import StartSystem, System, fanout_done, service_metadata
 from tests.metrics import value
 

@@ -11,8 +11,8 @@ import pytest
 
 from feed_svc.stream import FeedStream, Subscribed
 from feedchat.feed.v1 import feed_pb2 as pb
+from feedchat_client.errors import error_details
 from feedchat_runtime.errors import ResourceExhausted
-from feedchat_runtime.status import error_details
 from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done
 
 Req = pb.StreamFeedRequest

@@ -16,7 +16,7 @@ from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feed_svc.store_queue import Job
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_client import Backoff, EtcdDiscovery, FeedchatClient
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from tests.feed_svc.conftest import Client, StartSystem, System
 from tests.waiting import eventually
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from feedchat_client.errors import error_details
 from feedchat_runtime.registry import EtcdSession, list_members
 from feedchat_runtime.server import ServiceHost
-from feedchat_runtime.status import error_details
 from tests.feedchat_runtime import demo_server
 from tests.grpcurl import call, grpcurl
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from feedchat.notify.v1 import notify_pb2 as pb
-from feedchat_runtime.status import error_details
+from feedchat_client.errors import error_details
 from notify_svc.app import NotifyApp
 from tests.notify_svc.conftest import (
     StubFor,

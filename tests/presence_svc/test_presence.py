@@ -10,8 +10,8 @@ import grpc
 
 from feedchat.presence.v1 import presence_pb2 as pb
 from feedchat.presence.v1 import presence_pb2_grpc
+from feedchat_client.errors import error_details
 from feedchat_runtime.redis_client import connect_any, open_pubsub
-from feedchat_runtime.status import error_details
 from presence_svc.store import channel, devices_key
 from tests.presence_svc.conftest import Cluster, service_metadata, user_metadata
 from tests.waiting import eventually

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from feedchat.presence.v1 import presence_pb2 as pb
+from feedchat_client.errors import error_details
 from feedchat_runtime.redis_client import RedisClient
-from feedchat_runtime.status import error_details
 from presence_svc.store import Beat, PresenceStore, channel
 from tests.presence_svc.conftest import Cluster
 from tests.waiting import eventually
