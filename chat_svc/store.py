@@ -57,7 +57,7 @@ from chat_svc.model import (
     StoredMessage,
 )
 from chat_svc.store_stats import day_of
-from feedchat_runtime import snowflake
+from feedchat_runtime import notify_queue, snowflake
 from feedchat_runtime.errors import (
     AlreadyExists,
     PermissionDenied,
@@ -69,17 +69,6 @@ from feedchat_runtime.redis_scripts import Scripts, node_name, queue_wait
 from feedchat_runtime.replicas import REASON as REPLICA_ACK_TIMEOUT
 from feedchat_runtime.replicas import ReplicaAcks
 
-NOTIFY_QUEUE = "notify:queue"
-"""Stream notify_svc consumes. One entry per offline recipient of a message::
-
-    XADD notify:queue MAXLEN ~ 1000000 * kind chat_message user_id <recipient>
-        channel_id <id> message_id <snowflake> sender_id <id>
-        preview <first 140 chars of text> created_ms <ms>
-
-All values are decimal strings / UTF-8 text.
-"""
-NOTIFY_QUEUE_CAP = 1_000_000
-NOTIFY_PREVIEW_CHARS = 140
 INBOX_IDS_KEPT = 1000
 """Message ids remembered per inbox: a retried append is recognised (and skipped) while
 fewer than this many messages reached that inbox since its first append."""
@@ -535,7 +524,8 @@ class ChatStore:
         return [int(_s(v)) if v is not None else 0 for v in found]
 
     async def enqueue_notifications(self, message: StoredMessage, user_ids: Iterable[int]) -> None:
-        """Hand offline recipients to notify_svc (the NOTIFY_QUEUE contract).
+        """Hand offline recipients to notify_svc (one ``chat_message`` entry each, the
+        contract in :mod:`feedchat_runtime.notify_queue`).
 
         Coalesced like sends: when many pushes come back "offline" at once (a restarted
         server answering a backlog of retries), they share a few pipelines instead of
@@ -548,21 +538,15 @@ class ChatStore:
     ) -> list[None | BaseException]:
         pipe = self.redis.pipeline(transaction=False)
         for message, user_ids in items:
-            for uid in user_ids:
-                pipe.xadd(
-                    NOTIFY_QUEUE,
-                    {
-                        "kind": "chat_message",
-                        "user_id": str(uid),
-                        "channel_id": str(message.channel_id),
-                        "message_id": str(message.message_id),
-                        "sender_id": str(message.sender_id),
-                        "preview": message.text[:NOTIFY_PREVIEW_CHARS],
-                        "created_ms": str(message.created_ms),
-                    },
-                    maxlen=NOTIFY_QUEUE_CAP,
-                    approximate=True,
-                )
+            notice = notify_queue.Notice(
+                kind=notify_queue.NotificationKind.CHAT_MESSAGE,
+                channel_id=message.channel_id,
+                message_id=message.message_id,
+                sender_id=message.sender_id,
+                preview=message.text,
+                created_ms=message.created_ms,
+            )
+            notify_queue.enqueue(pipe, notice, user_ids)
         await pipe.execute()
         return [None] * len(items)
 
@@ -638,4 +622,4 @@ def _inbox_message(entry_id: str, fields: Mapping[str, str]) -> StoredMessage:
     return _message(fields, int(fields["channel_id"]), int(fields["seq"]), entry_id)
 
 
-__all__ = ["ChatStore", "NOTIFY_QUEUE", "DIRECT", "GROUP", "Fanned"]
+__all__ = ["ChatStore", "DIRECT", "GROUP", "Fanned"]

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from feed_svc.config import FeedConfig
 from feed_svc.keys import entry, pad
 from feed_svc.store import FeedStore
-from feed_svc.store_alerts import PREVIEW_CHARS
 from feed_svc.store_queue import Job
-from feedchat_runtime import tracing
+from feedchat_runtime import notify_queue, tracing
 from feedchat_runtime.metrics import Gauge
 from feedchat_runtime.snowflake import timestamp_ms
 
@@ -207,17 +206,21 @@ class FanoutWorker:
         author (celebrities included), in batches; then acknowledge the job."""
         (post,) = await self.store.posts.get_posts([job.post_id])
         recipients = await self.store.alerts.recipients(job.author_id) if post else []
-        fields = {
-            "kind": "feed_post",
-            "channel_id": str(job.author_id),  # post alerts collapse/mute per author
-            "message_id": str(job.post_id),
-            "sender_id": str(job.author_id),
-            "preview": post.text[:PREVIEW_CHARS] if post else "",
-            "created_ms": str(timestamp_ms(job.post_id)),
-            **tracing.carrier(),  # notify_svc's work continues this post's trace
-        }
+        notice = notify_queue.Notice(
+            kind=notify_queue.NotificationKind.FEED_POST,
+            channel_id=job.author_id,  # post alerts collapse/mute per author
+            message_id=job.post_id,
+            sender_id=job.author_id,
+            preview=post.text if post else "",
+            created_ms=timestamp_ms(job.post_id),
+        )
         await self.store.alerts.write(
-            job, recipients, fields, self.settings.batch, self.settings.notify_queue_cap
+            job,
+            recipients,
+            notice,
+            tracing.carrier(),  # notify_svc's work continues this post's trace
+            self.settings.batch,
+            self.settings.notify_queue_cap,
         )
 
 

@@ -27,7 +27,7 @@ logging the post as landed is one script::
 Process-wide keys (one slot each on a cluster): ``feed:active`` (hash user -> ms of the
 last read), ``feed:streaming`` (zset user -> ms its open streams are good until),
 ``feed:celebrities`` (set), ``feed:warm`` / ``feed:warming`` (refill marker and lock).
-``notify:queue`` is notify_svc's stream (its contract is in docs/notify.md).
+``notify:queue`` is notify_svc's stream (its contract is :mod:`feedchat_runtime.notify_queue`).
 
 Ids in sorted sets are 20-digit zero-padded decimals with score 0, ordered
 lexicographically (exact for Snowflake ids beyond 2^53, which floats cannot score).
@@ -130,7 +130,6 @@ ACTIVE_KEY = "feed:active"
 """Hash: user -> ms of their last feed read (fanout skips users not seen recently)."""
 STREAMING_KEY = "feed:streaming"
 """Zset: user -> ms until which they have a StreamFeed open (refreshed while open)."""
-NOTIFY_QUEUE = "notify:queue"
 
 # --- pub/sub ---------------------------------------------------------------------------
 CONTROL_CHANNEL = "feed:control"

@@ -5,7 +5,7 @@
 - ``feed:{u<user>}:alerting``   set of author ids the user gets alerts for (bounded by
   ``max_post_alerts``; ListPostAlerts reads it)
 - ``notify:queue``              notify_svc's stream; one ``feed_post`` entry per
-  (recipient, post), the contract in docs/notify.md
+  (recipient, post), the contract in :mod:`feedchat_runtime.notify_queue`
 
 Both sets are caches of the ``alerts`` column of PostgreSQL's ``follows`` table
 (:meth:`feed_svc.records.FeedRecords.set_alerts` decides, then :meth:`PostAlerts.cache`
@@ -15,15 +15,13 @@ follows); they change together here, in Unfollow's pipeline
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from feed_svc import keys
 from feed_svc.store_queue import Job
+from feedchat_runtime import notify_queue
 from feedchat_runtime.redis_client import RedisClient
-
-PREVIEW_CHARS = 140
-"""Longest preview notify_svc keeps (longer ones it would cut anyway)."""
 
 
 def alert_writes(pipe: Any, user: int, author: int, enabled: bool) -> None:
@@ -58,7 +56,8 @@ class PostAlerts:
         self,
         job: Job,
         recipients: Sequence[int],
-        fields: dict[str, str],
+        notice: notify_queue.Notice,
+        extra: Mapping[str, str],
         batch: int,
         cap: int,
     ) -> None:
@@ -67,9 +66,7 @@ class PostAlerts:
         another worker write them all again: notify_svc de-duplicates per (user, post)."""
         for at in range(0, len(recipients), batch):
             pipe = self.redis.pipeline(transaction=False)
-            for user in recipients[at : at + batch]:
-                entry: Any = {**fields, "user_id": str(user)}
-                pipe.xadd(keys.NOTIFY_QUEUE, entry, maxlen=cap, approximate=True)
+            notify_queue.enqueue(pipe, notice, recipients[at : at + batch], cap, extra)
             await pipe.execute()
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(keys.JOBS_KEY, keys.GROUP, job.job_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from notify_svc.models import Job
+from feedchat_runtime.notify_queue import Job
 from notify_svc.store import ApplyResult, NotifyStore
 
 CREATED = "created"

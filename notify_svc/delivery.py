@@ -24,8 +24,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from feedchat_runtime.notify_queue import Job
 from notify_svc.collapse import COLLAPSED, CREATED, Collapser
-from notify_svc.models import Device, DeviceKind, Event, EventKind, Job, Notification
+from notify_svc.models import Device, DeviceKind, Event, EventKind, Notification
 from notify_svc.store import NotifyStore
 from notify_svc.webhook import WebhookSender
 

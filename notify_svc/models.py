@@ -1,10 +1,7 @@
-"""Plain data of notify_svc: devices, notifications, queue jobs (no grpc, no Redis).
+"""Plain data of notify_svc: devices, notifications, events (no grpc, no Redis).
 
-The queue contract (what chat_svc and feed_svc write to the ``notify:queue`` stream) is
-parsed here, in :func:`parse_job`: fields ``kind`` (``chat_message`` or ``feed_post``),
-``user_id`` (recipient), ``channel_id``, ``message_id`` (Snowflake), ``sender_id``,
-``preview`` (at most 140 characters) and ``created_ms``; every value a decimal string or
-UTF-8 text.
+The queue jobs (what chat_svc and feed_svc write to the ``notify:queue`` stream) are the
+contract in :mod:`feedchat_runtime.notify_queue`, shared with the producers.
 """
 
 from __future__ import annotations
@@ -13,17 +10,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-MAX_PREVIEW = 140
-MAX_UINT64 = (1 << 64) - 1
+from feedchat_runtime.notify_queue import NotificationKind
 
 
 class DeviceKind(enum.Enum):
     WEBHOOK = "webhook"
-
-
-class NotificationKind(enum.Enum):
-    CHAT_MESSAGE = "chat_message"
-    FEED_POST = "feed_post"
 
 
 class EventKind(enum.Enum):
@@ -91,68 +82,9 @@ class Notification:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One parsed ``notify:queue`` entry: a message (or post) one user should hear about."""
-
-    kind: NotificationKind
-    user_id: int
-    channel_id: int
-    message_id: int
-    sender_id: int
-    preview: str
-    created_ms: int
-
-
-@dataclass(frozen=True)
 class Event:
     """A notification created or updated, as published to gateway streams."""
 
     kind: EventKind
     user_id: int
     notification: Notification
-
-
-class MalformedJob(ValueError):
-    """A queue entry that does not follow the contract; it goes to the dead-letter stream."""
-
-
-def _text(fields: Mapping[bytes, bytes], name: str) -> str:
-    raw = fields.get(name.encode())
-    if raw is None:
-        raise MalformedJob(f"missing field {name}")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedJob(f"field {name} is not UTF-8") from exc
-
-
-def _uint(fields: Mapping[bytes, bytes], name: str, allow_zero: bool = False) -> int:
-    text = _text(fields, name)
-    if not text.isascii() or not text.isdigit() or len(text) > 20:
-        raise MalformedJob(f"field {name} is not a decimal integer: {text[:40]!r}")
-    value = int(text)
-    if value > MAX_UINT64 or (value == 0 and not allow_zero):
-        raise MalformedJob(f"field {name} is out of range: {text}")
-    return value
-
-
-def parse_job(fields: Mapping[bytes, bytes]) -> Job:
-    """The job in a raw stream entry; MalformedJob when it breaks the contract.
-
-    A preview longer than 140 characters is cut (writers should not send one, but a long
-    preview is no reason to lose the notification).
-    """
-    kind_text = _text(fields, "kind")
-    try:
-        kind = NotificationKind(kind_text)
-    except ValueError as exc:
-        raise MalformedJob(f"unknown kind {kind_text[:40]!r}") from exc
-    return Job(
-        kind=kind,
-        user_id=_uint(fields, "user_id"),
-        channel_id=_uint(fields, "channel_id", allow_zero=kind is NotificationKind.FEED_POST),
-        message_id=_uint(fields, "message_id"),
-        sender_id=_uint(fields, "sender_id", allow_zero=True),
-        preview=_text(fields, "preview")[:MAX_PREVIEW],
-        created_ms=_uint(fields, "created_ms", allow_zero=True),
-    )

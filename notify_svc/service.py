@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from feedchat_runtime.errors import InvalidArgument, ResourceExhausted
+from feedchat_runtime.notify_queue import MAX_UINT64
 from feedchat_runtime.pages import page_size, page_tokens
 from notify_svc.allowlist import AllowList
 from notify_svc.config import NotifyConfig
-from notify_svc.models import MAX_UINT64, Device, DeviceKind, Notification
+from notify_svc.models import Device, DeviceKind, Notification
 from notify_svc.store import NotifyStore
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

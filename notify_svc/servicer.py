@@ -12,8 +12,9 @@ from feedchat.notify.v1 import notify_pb2 as pb
 from feedchat.notify.v1 import notify_pb2_grpc
 from feedchat_runtime.auth import require_service, require_user
 from feedchat_runtime.errors import ResourceExhausted
+from feedchat_runtime.notify_queue import NotificationKind
 from notify_svc.events import EventHub, Overflowed
-from notify_svc.models import Device, DeviceKind, EventKind, Notification, NotificationKind
+from notify_svc.models import Device, DeviceKind, EventKind, Notification
 from notify_svc.service import NotifyService, check_stream_filter
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NotifyService"].full_name

@@ -34,11 +34,11 @@ from typing import Any, cast
 from redis.exceptions import ResponseError
 
 from feedchat_runtime.errors import Unavailable
+from feedchat_runtime.notify_queue import QUEUE_KEY, NotificationKind
 from feedchat_runtime.redis_client import RedisClient
-from notify_svc.models import Device, DeviceKind, Notification, NotificationKind
+from notify_svc.models import Device, DeviceKind, Notification
 from notify_svc.scripts import ADD_MUTE_LUA, APPLY_LUA, MARK_READ_LUA, PUT_DEVICE_LUA
 
-QUEUE_KEY = "notify:queue"
 DEAD_KEY = "notify:dead"
 ATTEMPTS_KEY = "notify:attempts"
 EVENTS_CHANNEL = "notify:events"

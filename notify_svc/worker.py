@@ -28,9 +28,9 @@ from collections.abc import Callable, Mapping
 
 from feedchat_runtime import tracing
 from feedchat_runtime.metrics import Counter
+from feedchat_runtime.notify_queue import MalformedJob, parse_job
 from notify_svc.config import NotifyConfig
 from notify_svc.delivery import Dispatcher
-from notify_svc.models import MalformedJob, parse_job
 from notify_svc.store import NotifyStore
 
 logger = logging.getLogger(__name__)

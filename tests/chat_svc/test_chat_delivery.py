@@ -7,8 +7,8 @@ from collections import Counter
 import grpc
 
 from chat_svc.keys import chan_history_key
-from chat_svc.store import NOTIFY_QUEUE
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_runtime.notify_queue import QUEUE_KEY
 from tests.chat_svc.chatkit import auth, open_direct, owner_of, users_on
 from tests.metrics import value
 from tests.waiting import eventually, wait_until
@@ -111,7 +111,7 @@ async def test_offline_recipient_is_queued_for_notification(chat_cluster, device
     entries: list = []
 
     async def queued() -> bool:
-        entries[:] = await redis.xrange(NOTIFY_QUEUE)
+        entries[:] = await redis.xrange(QUEUE_KEY)
         return bool(entries)
 
     await eventually(queued, what="notification")

@@ -10,9 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from feed_svc.fanout import FanoutSettings, FanoutWorker
-from feed_svc.keys import JOBS_KEY, NOTIFY_QUEUE
+from feed_svc.keys import JOBS_KEY
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_client.errors import error_details
+from feedchat_runtime.notify_queue import QUEUE_KEY
 from feedchat_runtime.snowflake import timestamp_ms
 from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done
 from tests.waiting import eventually
@@ -32,7 +33,7 @@ async def list_alerts(client: Client) -> list[int]:
 async def alerts_for(redis: aioredis.Redis, post_id: int) -> list[dict[str, str]]:
     """The notify:queue entries written for one post."""
     found = []
-    for _, fields in await redis.xrange(NOTIFY_QUEUE):
+    for _, fields in await redis.xrange(QUEUE_KEY):
         entry = {k.decode(): v.decode() for k, v in fields.items()}
         if entry.get("message_id") == str(post_id):
             found.append(entry)

@@ -7,17 +7,11 @@ import asyncio
 import pytest
 
 from feedchat_runtime.config import ConfigError, load_config
+from feedchat_runtime.notify_queue import MalformedJob, NotificationKind, parse_job
 from notify_svc.allowlist import AllowList
 from notify_svc.config import NotifyConfig
 from notify_svc.events import Overflowed, Subscription
-from notify_svc.models import (
-    Event,
-    EventKind,
-    MalformedJob,
-    Notification,
-    NotificationKind,
-    parse_job,
-)
+from notify_svc.models import Event, EventKind, Notification
 from notify_svc.webhook import sign, verify
 from notify_svc.worker import backoff_delay
 

@@ -4,8 +4,8 @@ full list drops)."""
 
 from __future__ import annotations
 
+from feedchat_runtime.notify_queue import NotificationKind
 from feedchat_runtime.redis_client import RedisClient
-from notify_svc.models import NotificationKind
 from notify_svc.store import ApplyResult, NotifyStore, list_key, notification_key
 
 CHAT = NotificationKind.CHAT_MESSAGE
