@@ -13,16 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Collection
 
-from redis.asyncio.client import PubSub
-
-from feedchat_runtime.redis_client import RedisClient, open_pubsub
+from feedchat_runtime.pubsub import PubSubHub
+from feedchat_runtime.redis_client import RedisClient
 from notify_svc.models import Event, EventKind, Notification
 from notify_svc.store import EVENTS_CHANNEL
-
-logger = logging.getLogger(__name__)
 
 
 class Overflowed(Exception):
@@ -78,25 +74,26 @@ def parse_event(raw: bytes) -> Event:
     )
 
 
+def _decode(_channel: str, data: bytes) -> Event:
+    return parse_event(data)
+
+
 class EventHub:
-    """Fans ``notify:events`` out to this process's subscribers."""
+    """Fans ``notify:events`` out to this process's subscribers (the channel is the home
+    channel of the process's :class:`~feedchat_runtime.pubsub.PubSubHub`)."""
 
     def __init__(self, redis: RedisClient, buffer: int) -> None:
-        self._redis = redis
+        self._hub = PubSubHub(redis, "notify-events", _decode)
         self._buffer = buffer
         self._subs: set[Subscription] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="notify-events")
-        await self._ready.wait()
+        """Returns once Redis confirmed the subscription (no later event is missed), or at
+        once when Redis is down: start-up is never held hostage to it."""
+        await self._hub.start(EVENTS_CHANNEL, self._offer)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._hub.close()
 
     def subscribe(self, user_ids: Collection[int]) -> Subscription:
         sub = Subscription(user_ids, self._buffer)
@@ -106,36 +103,6 @@ class EventHub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    async def _run(self) -> None:
-        backoff = 0.2
-        attempt = 0
-        while True:
-            pubsub: PubSub | None = None
-            try:
-                pubsub = await open_pubsub(self._redis, attempt)
-                await pubsub.subscribe(EVENTS_CHANNEL)
-                backoff = 0.2
-                async for message in pubsub.listen():
-                    if message.get("type") == "subscribe":
-                        self._ready.set()  # Redis confirmed: no later event is missed
-                    if message.get("type") != "message":
-                        continue
-                    try:
-                        event = parse_event(message["data"])
-                    except (ValueError, KeyError, TypeError):
-                        logger.warning("ignoring malformed notification event")
-                        continue
-                    for sub in list(self._subs):
-                        sub.offer(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("notification event reader broke (%s); reconnecting", exc)
-                self._ready.set()  # never hold start-up hostage to Redis
-                attempt += 1  # on a cluster: another node
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _offer(self, _channel: str, event: Event) -> None:
+        for sub in list(self._subs):
+            sub.offer(event)

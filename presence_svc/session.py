@@ -88,7 +88,7 @@ class WatchSession:
             return
         self.queue.put_nowait(frame)
 
-    def _on_event(self, state: StoredState) -> None:
+    def _on_event(self, _channel: str, state: StoredState) -> None:
         presence = presence_of(state)
         if presence.user_id not in self.watching:
             return

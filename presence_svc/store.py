@@ -174,7 +174,7 @@ def channel(user_id: int) -> str:
     return f"{CHANNEL_PREFIX}{user_id}"
 
 
-def user_of_channel(name: bytes) -> int:
+def user_of_channel(name: str) -> int:
     return int(name[len(CHANNEL_PREFIX) :])
 
 
