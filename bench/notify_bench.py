@@ -34,10 +34,10 @@ from feedchat.notify.v1 import notify_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.config import load_config
 from feedchat_runtime.embedded import etcd_server, redis_server
+from feedchat_runtime.notify_queue import QUEUE_KEY
 from notify_svc.allowlist import AllowList
 from notify_svc.app import build
 from notify_svc.config import NotifyConfig
-from notify_svc.store import QUEUE_KEY
 from notify_svc.webhook import WebhookSender, make_client
 
 

@@ -31,11 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.exceptions import ResponseError
-
 from feedchat_runtime.errors import Unavailable
-from feedchat_runtime.notify_queue import QUEUE_KEY, NotificationKind
+from feedchat_runtime.notify_queue import NotificationKind
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.streams import ConsumerGroup
 from notify_svc.models import Device, DeviceKind, Notification
 from notify_svc.scripts import ADD_MUTE_LUA, APPLY_LUA, MARK_READ_LUA, PUT_DEVICE_LUA
 
@@ -102,18 +101,8 @@ class ApplyResult:
     fresh: bool
 
 
-Entry = tuple[str, dict[bytes, bytes] | None]
-"""A stream entry: id and fields (None when the entry was deleted meanwhile)."""
-
-
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entries(raw: Any) -> list[Entry]:
-    # Redis 6.2's XAUTOCLAIM answers (nil, nil) for a pending entry deleted meanwhile:
-    # such rows carry no id and are dropped here (see NotifyStore.ack_deleted).
-    return [(_s(entry_id), fields or None) for entry_id, fields in raw or [] if entry_id]
 
 
 def _notification(nid: int, raw: Mapping[Any, Any]) -> Notification:
@@ -311,84 +300,18 @@ class NotifyStore:
 
     # -- the queue ---------------------------------------------------------------------
 
-    async def ensure_group(self, group: str) -> None:
-        """Create the consumer group (and stream) reading from the start, if absent."""
-        try:
-            await self.redis.xgroup_create(QUEUE_KEY, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def read(self, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        """Entries never delivered to any consumer of ``group`` (``>``), blocking a while."""
-        reply: Any = await self.redis.xreadgroup(
-            group, consumer, {QUEUE_KEY: ">"}, count=count, block=block_ms
-        )
-        return [entry for _stream, items in reply or [] for entry in _entries(items)]
-
-    async def autoclaim(
-        self, group: str, consumer: str, min_idle_ms: int, cursor: str, count: int
-    ) -> tuple[str, list[Entry], bool]:
-        """Claim entries idle longer than ``min_idle_ms`` (a dead or stalled consumer's).
-
-        Returns the next cursor, the claimed entries, and whether some claimed pending
-        entries had been deleted from the stream (then call :meth:`ack_deleted`).
-        """
-        reply = await self.redis.xautoclaim(
-            QUEUE_KEY, group, consumer, min_idle_ms, start_id=cursor, count=count
-        )
-        deleted = any(not entry_id for entry_id, _fields in reply[1])
-        return _s(reply[0]), _entries(reply[1]), deleted
-
-    async def ack_deleted(self, group: str, consumer: str, count: int = 1000) -> int:
-        """Acknowledge this consumer's pending entries that no longer exist in the stream
-        (someone trimmed or deleted them); there is nothing left to deliver for them."""
-        rows = await self.redis.xpending_range(
-            QUEUE_KEY, group, min="-", max="+", count=count, consumername=consumer
-        )
-        ids = [_s(row["message_id"]) for row in rows]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.xrange(QUEUE_KEY, entry_id, entry_id)
-            found = await pipe.execute()
-        gone = [entry_id for entry_id, rows_ in zip(ids, found, strict=True) if not rows_]
-        if gone:
-            await self.redis.xack(QUEUE_KEY, group, *gone)
-        return len(gone)
-
-    async def owned_of(self, group: str, consumer: str, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are pending and owned by ``consumer`` right now."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.xpending_range(
-                    QUEUE_KEY,
-                    group,
-                    min=entry_id,
-                    max=entry_id,
-                    count=1,
-                    consumername=consumer,
-                )
-            replies = await pipe.execute()
-        return {_s(row["message_id"]) for rows in replies for row in rows}
-
-    async def touch(self, group: str, consumer: str, ids: Sequence[str]) -> None:
-        """Reset the idle time of entries we still work on, so no one claims them."""
-        if ids:
-            await self.redis.xclaim(QUEUE_KEY, group, consumer, 0, list(ids), justid=True)
-
     async def add_attempt(self, entry_id: str) -> int:
         return int(await self.redis.hincrby(ATTEMPTS_KEY, entry_id, 1))
 
-    async def finish(self, group: str, entry_id: str) -> None:
+    async def finish(self, queue: ConsumerGroup, entry_id: str) -> None:
         """Acknowledge and delete a done entry, and forget its attempt count.
 
         One pipelined round trip, not a transaction: acknowledging first means a crash
         in between leaves at worst a stray entry no one will read again (never a pending
-        one without data; that case is still handled by :meth:`ack_deleted`).
+        one without data; that case is still handled by ``ConsumerGroup.ack_deleted``).
         """
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(QUEUE_KEY, group, entry_id)
-            pipe.xdel(QUEUE_KEY, entry_id)
+            queue.queue_ack(pipe, entry_id)
             pipe.hdel(ATTEMPTS_KEY, entry_id)
             await pipe.execute()
 

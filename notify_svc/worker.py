@@ -4,7 +4,8 @@ Guarantees and how they are kept:
 
 - At least once: an entry is acknowledged (and deleted) only after its job is done — all
   devices confirmed, nothing to push, or dead-lettered.
-- Crash-safe: a consumer that dies leaves its entries pending; every worker sweeps with
+- Crash-safe (the runtime's :class:`~feedchat_runtime.streams.StreamWorker`): a consumer
+  that dies leaves its entries pending; every worker sweeps with
   XAUTOCLAIM every ``--claim-interval`` seconds and takes entries idle for more than
   ``--claim-idle`` seconds. A live worker resets the idle time of the entries it still
   works on (XCLAIM JUSTID) every ``claim_idle / 3`` seconds, so a job that is merely
@@ -28,7 +29,8 @@ from collections.abc import Callable, Mapping
 
 from feedchat_runtime import tracing
 from feedchat_runtime.metrics import Counter
-from feedchat_runtime.notify_queue import MalformedJob, parse_job
+from feedchat_runtime.notify_queue import QUEUE_KEY, MalformedJob, parse_job
+from feedchat_runtime.streams import ConsumerGroup, StreamWorker, WorkerSettings
 from notify_svc.config import NotifyConfig
 from notify_svc.delivery import Dispatcher
 from notify_svc.store import NotifyStore
@@ -53,7 +55,8 @@ def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], floa
 
 
 class QueueWorker:
-    """Consumes ``notify:queue`` as consumer ``consumer`` of the configured group."""
+    """Consumes ``notify:queue`` as consumer ``consumer`` of the configured group (the
+    loops are the runtime's :class:`~feedchat_runtime.streams.StreamWorker`)."""
 
     def __init__(
         self,
@@ -67,26 +70,25 @@ class QueueWorker:
         self._store = store
         self._dispatcher = dispatcher
         self._config = config
-        self._group = config.consumer_group
         self._consumer = consumer
         self._rand = rand
         self._clock = clock
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._slot_free = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._loops: list[asyncio.Task[None]] = []
+        settings = WorkerSettings(
+            concurrency=config.concurrency,
+            read_block=config.read_block,
+            claim_idle=config.claim_idle,
+            claim_interval=config.claim_interval,
+        )
+        group = ConsumerGroup(store.redis, QUEUE_KEY, config.consumer_group, consumer)
+        self._worker = StreamWorker(group, self._run, settings, "notify")
+        self._stopping = self._worker.stopping
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        return self._worker.inflight
 
     async def start(self) -> None:
-        await self._store.ensure_group(self._group)
-        self._loops = [
-            asyncio.create_task(self._read_loop(), name="notify-read"),
-            asyncio.create_task(self._claim_loop(), name="notify-claim"),
-            asyncio.create_task(self._touch_loop(), name="notify-touch"),
-        ]
+        await self._worker.start()
         logger.info("queue worker started", extra={"consumer": self._consumer})
 
     async def stop(self, grace: float | None = None) -> None:
@@ -97,101 +99,9 @@ class QueueWorker:
         one after a restart) claims them. Finishing the POSTs in flight avoids needless
         duplicate pushes on a rolling restart.
         """
-        self._stopping.set()
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._loops.clear()
-        running = list(self._inflight.values())
-        wait = self._config.grace if grace is None else grace
-        if running and wait > 0:
-            await asyncio.wait(running, timeout=wait)
-        for task in running:
-            task.cancel()
-        for task in running:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    # -- loops ---------------------------------------------------------------------------
-
-    async def _free_slots(self) -> int:
-        while len(self._inflight) >= self._config.concurrency:
-            self._slot_free.clear()
-            await self._slot_free.wait()
-        return self._config.concurrency - len(self._inflight)
-
-    async def _read_loop(self) -> None:
-        block_ms = max(1, int(self._config.read_block * 1000))
-        while True:
-            try:
-                free = await self._free_slots()
-                entries = await self._store.read(self._group, self._consumer, free, block_ms)
-                for entry_id, fields in entries:
-                    self._spawn(entry_id, fields)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("reading notify:queue failed; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
-
-    async def _claim_loop(self) -> None:
-        min_idle_ms = int(self._config.claim_idle * 1000)
-        while True:
-            await asyncio.sleep(self._config.claim_interval)
-            try:
-                cursor = "0-0"
-                while True:
-                    free = await self._free_slots()
-                    cursor, entries, deleted = await self._store.autoclaim(
-                        self._group, self._consumer, min_idle_ms, cursor, free
-                    )
-                    if deleted:
-                        gone = await self._store.ack_deleted(self._group, self._consumer)
-                        logger.warning("acknowledged %d pending entries deleted by others", gone)
-                    for entry_id, fields in entries:
-                        if entry_id not in self._inflight:
-                            logger.info("claimed stalled entry %s", entry_id)
-                            self._spawn(entry_id, fields)
-                    if cursor in ("0-0", "0"):
-                        break
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("claiming stalled entries failed", exc_info=True)
-
-    async def _touch_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.claim_idle / 3)
-            ids = list(self._inflight)
-            if not ids:
-                continue
-            try:
-                owned = await self._store.owned_of(self._group, self._consumer, ids)
-                await self._store.touch(self._group, self._consumer, sorted(owned))
-                for lost in set(ids) - owned:
-                    task = self._inflight.get(lost)
-                    if task is not None:
-                        logger.warning("entry %s was claimed by another worker; dropping", lost)
-                        task.cancel()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("touching in-flight entries failed", exc_info=True)
+        await self._worker.stop(self._config.grace if grace is None else grace)
 
     # -- one entry -----------------------------------------------------------------------
-
-    def _spawn(self, entry_id: str, fields: Mapping[bytes, bytes] | None) -> None:
-        task = asyncio.create_task(self._run(entry_id, fields), name=f"notify-job-{entry_id}")
-        self._inflight[entry_id] = task
-
-        def done(_: asyncio.Task[None]) -> None:
-            if self._inflight.get(entry_id) is task:
-                del self._inflight[entry_id]
-            self._slot_free.set()
-
-        task.add_done_callback(done)
 
     async def _run(self, entry_id: str, fields: Mapping[bytes, bytes] | None) -> None:
         trace = {
@@ -199,19 +109,13 @@ class QueueWorker:
             for name in tracing.FIELDS
             if (raw := (fields or {}).get(name.encode())) is not None
         }
-        try:
-            with tracing.continued("notify job", trace):
-                await self._work(entry_id, fields)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Left pending: a claim sweep retries it after claim_idle (attempts still count).
-            logger.exception("job %s failed unexpectedly; it stays pending", entry_id)
+        with tracing.continued("notify job", trace):
+            await self._work(entry_id, fields)
 
     async def _work(self, entry_id: str, fields: Mapping[bytes, bytes] | None) -> None:
         config = self._config
         if fields is None:  # deleted while pending: nothing left to do
-            await self._store.finish(self._group, entry_id)
+            await self._store.finish(self._worker.group, entry_id)
             return
         attempts = await self._store.add_attempt(entry_id)
         if attempts > config.max_attempts:  # crashed or errored on every earlier try
@@ -225,7 +129,7 @@ class QueueWorker:
         while True:
             failures = await self._dispatcher.handle(job)
             if not failures:
-                await self._store.finish(self._group, entry_id)
+                await self._store.finish(self._worker.group, entry_id)
                 JOBS.labels("delivered").inc()
                 return
             error = "; ".join(failures)
@@ -255,5 +159,5 @@ class QueueWorker:
             "entry %s goes to notify:dead after %d attempts: %s", entry_id, attempts, error
         )
         await self._store.dead_letter(entry_id, fields, error, attempts, int(self._clock() * 1000))
-        await self._store.finish(self._group, entry_id)
+        await self._store.finish(self._worker.group, entry_id)
         JOBS.labels("dead_lettered").inc()

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from feedchat.notify.v1 import notify_pb2 as pb
 from feedchat.notify.v1 import notify_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
+from feedchat_runtime.notify_queue import QUEUE_KEY
 from notify_svc.app import NotifyApp, build
 from notify_svc.config import NotifyConfig
-from notify_svc.store import QUEUE_KEY
 from tests.conftest import run_on_both_topologies
 from tests.notify_svc.receiver import Receiver
 

@@ -30,9 +30,10 @@ from redis.exceptions import RedisError
 
 from feedchat.notify.v1 import notify_pb2 as pb
 from feedchat_runtime.embedded_cluster import RedisClusterNodes
+from feedchat_runtime.notify_queue import QUEUE_KEY
 from feedchat_runtime.redis_client import RedisClient, connect_any
 from notify_svc.app import NotifyApp
-from notify_svc.store import QUEUE_KEY, list_key, notification_key, seen_key
+from notify_svc.store import list_key, notification_key, seen_key
 from tests.notify_svc.conftest import StubFor, queue_drained, user_metadata
 from tests.waiting import wait_until
 
