@@ -39,8 +39,8 @@ from account_svc.app import build
 from account_svc.config import AccountConfig
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat.account.v1 import account_pb2_grpc
+from feedchat_local.embedded import etcd_server, postgres_server, postgres_url, redis_server
 from feedchat_runtime.config import load_config
-from feedchat_runtime.embedded import etcd_server, postgres_server, postgres_url, redis_server
 
 PASSWORD = "benchmark password"
 USERS = 100

@@ -39,8 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc  # noqa: E402
-from feedchat_runtime.auth import authority_from_config  # noqa: E402
-from feedchat_runtime.embedded import (  # noqa: E402
+from feedchat_local.embedded import (  # noqa: E402
     EmbeddedServer,
     etcd_server,
     free_port,
@@ -48,7 +47,8 @@ from feedchat_runtime.embedded import (  # noqa: E402
     postgres_url,
     redis_server,
 )
-from feedchat_runtime.embedded_cluster import RedisClusterNodes  # noqa: E402
+from feedchat_local.embedded_cluster import RedisClusterNodes  # noqa: E402
+from feedchat_runtime.auth import authority_from_config  # noqa: E402
 from feedchat_runtime.registry import EtcdSession  # noqa: E402
 from feedchat_runtime.ring import RingWatch  # noqa: E402
 

@@ -56,8 +56,7 @@ from feed_svc.keys import (
 from feedchat.account.v1 import account_pb2, account_pb2_grpc
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
-from feedchat_runtime.auth import authority_from_config
-from feedchat_runtime.embedded import (
+from feedchat_local.embedded import (
     etcd_server,
     free_port,
     postgres_server,
@@ -65,6 +64,7 @@ from feedchat_runtime.embedded import (
     redis_server,
     wait_for_port,
 )
+from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.redis_client import connect
 
 ROOT = Path(__file__).resolve().parent.parent

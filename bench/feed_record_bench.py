@@ -35,7 +35,7 @@ from feed_bench import Child, md, pct, read_latencies, sign_up, wait_idle_queue
 from feedchat.account.v1 import account_pb2_grpc
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
-from feedchat_runtime.embedded import etcd_server, postgres_server, postgres_url, redis_server
+from feedchat_local.embedded import etcd_server, postgres_server, postgres_url, redis_server
 from feedchat_runtime.redis_client import connect
 
 PERIOD = 0.25

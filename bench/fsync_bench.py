@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chat_svc.store import ChatStore  # noqa: E402
+from feedchat_local.embedded import redis_server  # noqa: E402
 from feedchat_runtime import redis_client  # noqa: E402
-from feedchat_runtime.embedded import redis_server  # noqa: E402
 from feedchat_runtime.snowflake import SnowflakeGenerator  # noqa: E402
 
 CONCURRENT = 64

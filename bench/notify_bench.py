@@ -31,9 +31,9 @@ import redis.asyncio as aioredis
 
 from feedchat.notify.v1 import notify_pb2 as pb
 from feedchat.notify.v1 import notify_pb2_grpc
+from feedchat_local.embedded import etcd_server, redis_server
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.config import load_config
-from feedchat_runtime.embedded import etcd_server, redis_server
 from feedchat_runtime.notify_queue import QUEUE_KEY
 from notify_svc.allowlist import AllowList
 from notify_svc.app import build

@@ -34,13 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from feedchat.presence.v1 import presence_pb2 as pb  # noqa: E402
-from feedchat_runtime.auth import authority_from_config  # noqa: E402
-from feedchat_runtime.embedded import (  # noqa: E402
+from feedchat_local.embedded import (  # noqa: E402
     etcd_server,
     free_port,
     redis_server,
     wait_for_port,
 )
+from feedchat_runtime.auth import authority_from_config  # noqa: E402
 
 CONNECT = "/feedchat.presence.v1.PresenceService/Connect"
 CHANNELS_PER_INSTANCE = 16

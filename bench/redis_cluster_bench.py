@@ -41,8 +41,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
 from chat_svc.store import ChatStore  # noqa: E402
-from feedchat_runtime.embedded import redis_server  # noqa: E402
-from feedchat_runtime.embedded_cluster import RedisClusterNodes  # noqa: E402
+from feedchat_local.embedded import redis_server  # noqa: E402
+from feedchat_local.embedded_cluster import RedisClusterNodes  # noqa: E402
 from feedchat_runtime.notify_queue import NotificationKind  # noqa: E402
 from feedchat_runtime.redis_client import RedisClient, cluster_nodes, connect_any  # noqa: E402
 from feedchat_runtime.replicas import ReplicaAcks  # noqa: E402

@@ -6,7 +6,7 @@ default 127.0.0.1:2379) and keep the session (tokens) in a file, by default
 for people; ``--json`` prints one JSON object per line for scripts. Progress notes go to
 stderr.
 
-``feedchat_runtime.cli`` adds these subcommands with :func:`add_commands` and hands parsed
+``feedchat_local.cli`` adds these subcommands with :func:`add_commands` and hands parsed
 arguments to :func:`run`.
 """
 

@@ -17,15 +17,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from feedchat_runtime.config import ServiceConfig, load_config
-from feedchat_runtime.embedded import (
+from feedchat_local.embedded import (
     EmbeddedServer,
     etcd_server,
     postgres_server,
     postgres_url,
     redis_server,
 )
-from feedchat_runtime.embedded_cluster import RedisClusterNodes
+from feedchat_local.embedded_cluster import RedisClusterNodes
+from feedchat_runtime.config import ServiceConfig, load_config
 from feedchat_runtime.redis_client import RedisClient, connect_any
 from tests.tempdirs import outside_pytest_tmp
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from account_svc.keys import user_cache_key
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat_client.errors import error_details
-from feedchat_runtime.embedded import EmbeddedServer, postgres_url
+from feedchat_local.embedded import EmbeddedServer, postgres_url
 from feedchat_runtime.postgres import load_migrations
 from tests.account_svc.conftest import PASSWORD, Account, StartAccount, bearer
 from tests.waiting import wait_until

@@ -8,7 +8,7 @@ import pytest
 from account_svc.servicer import peer_host
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat_client.errors import error_details
-from feedchat_runtime.embedded import free_port
+from feedchat_local.embedded import free_port
 from tests.account_svc.conftest import PASSWORD, StartAccount
 
 

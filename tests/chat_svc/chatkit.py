@@ -13,8 +13,8 @@ import grpc
 
 from chat_svc.app import ChatApp
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
+from feedchat_local.embedded import EmbeddedServer, free_port
 from feedchat_runtime.auth import authority_from_config
-from feedchat_runtime.embedded import EmbeddedServer, free_port
 from feedchat_runtime.ring import RingWatch
 from tests.waiting import wait_until
 

@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 
 from chat_svc.keys import chan_seq_key, inbox_key
-from feedchat_runtime.embedded_cluster import RedisClusterNodes
+from feedchat_local.embedded_cluster import RedisClusterNodes
 from tests.chat_svc.chatkit import Device, open_direct, users_on
 from tests.waiting import wait_until
 

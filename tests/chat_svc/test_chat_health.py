@@ -14,7 +14,7 @@ from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.errors import error_details
-from feedchat_runtime.embedded import etcd_server, postgres_url, redis_server
+from feedchat_local.embedded import etcd_server, postgres_url, redis_server
 from tests.chat_svc.chatkit import Device, auth
 from tests.waiting import wait_until
 

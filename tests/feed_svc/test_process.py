@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from feed_svc.config import FeedConfig
+from feedchat_local.embedded import free_port
 from feedchat_runtime.config import ConfigError, load_config
-from feedchat_runtime.embedded import free_port
 from feedchat_runtime.registry import EtcdSession, list_members
 from tests.feed_svc.conftest import System, user_metadata
 from tests.grpcurl import call

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedchat.feed.v1 import feed_pb2 as pb
-from feedchat_runtime.embedded import EmbeddedServer, postgres_url
+from feedchat_local.embedded import EmbeddedServer, postgres_url
 from tests.feed_svc.conftest import (
     Client,
     StartSystem,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from feedchat_runtime.embedded import EmbeddedServer
+from feedchat_local.embedded import EmbeddedServer
 from tests.feedchat_client.system import System
 
 

@@ -30,7 +30,7 @@ class Cli:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "feedchat_runtime.cli",
+            "feedchat_local.cli",
             command,
             *self.base,
             *rest,
@@ -115,7 +115,7 @@ async def test_json_goes_before_or_after_the_command_and_errors_come_as_json(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "feedchat_runtime.cli",
+        "feedchat_local.cli",
         "--json",
         "feed",
         *cli.base,

@@ -21,7 +21,7 @@ def test_decoder_reads_back_what_the_servers_compose() -> None:
 def test_id_command_prints_time_worker_and_sequence_and_refuses_non_ids() -> None:
     snowflake = compose(WHEN_MS, 5, 9)
     done = subprocess.run(
-        [sys.executable, "-m", "feedchat_runtime.cli", "id", str(snowflake), "--json"],
+        [sys.executable, "-m", "feedchat_local.cli", "id", str(snowflake), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -31,7 +31,7 @@ def test_id_command_prints_time_worker_and_sequence_and_refuses_non_ids() -> Non
     assert line["time"] == "2026-12-03T09:26:40.123Z"
     assert (line["worker"], line["sequence"], line["id"]) == (5, 9, str(snowflake))
     refused = subprocess.run(
-        [sys.executable, "-m", "feedchat_runtime.cli", "id", "hello"],
+        [sys.executable, "-m", "feedchat_local.cli", "id", "hello"],
         capture_output=True,
         text=True,
         timeout=60,

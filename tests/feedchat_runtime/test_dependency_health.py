@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from feedchat_runtime.embedded import etcd_server, redis_server
+from feedchat_local.embedded import etcd_server, redis_server
 from feedchat_runtime.registry import etcd_client
 from feedchat_runtime.server import ServiceHost
 from tests.feedchat_client.system import System

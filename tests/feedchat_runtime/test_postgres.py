@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from feedchat_runtime.embedded import EmbeddedServer, free_port, postgres_url
+from feedchat_local.embedded import EmbeddedServer, free_port, postgres_url
 from feedchat_runtime.errors import Unavailable
 from feedchat_runtime.postgres import Database, load_migrations, migrate, open_database
 from tests.waiting import wait_until

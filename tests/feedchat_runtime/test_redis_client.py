@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from feedchat_local.embedded import EmbeddedServer
+from feedchat_local.embedded_cluster import RedisClusterNodes
 from feedchat_runtime.config import ConfigError
-from feedchat_runtime.embedded import EmbeddedServer
-from feedchat_runtime.embedded_cluster import RedisClusterNodes
 from feedchat_runtime.redis_client import (
     HiredisPackingConnection,
     HiredisRedisCluster,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from feedchat_runtime.embedded import EmbeddedServer
+from feedchat_local.embedded import EmbeddedServer
 from feedchat_runtime.registry import EtcdSession, Member, Registration, ServiceWatch, list_members
 from feedchat_runtime.server import ServiceHost
 from tests.feedchat_runtime import demo_server
@@ -150,7 +150,7 @@ async def test_watch_recovers_after_etcd_restart(
 async def test_endpoint_list_fails_over_to_a_live_member(
     etcd: EmbeddedServer, etcd_prefix: str
 ) -> None:
-    from feedchat_runtime.embedded import free_port
+    from feedchat_local.embedded import free_port
 
     dead = f"127.0.0.1:{free_port()}"
     session = EtcdSession(f"{dead},{etcd.address}", etcd_prefix, ttl=2)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from feedchat_runtime.embedded import EmbeddedServer
+from feedchat_local.embedded import EmbeddedServer
 from feedchat_runtime.errors import Unavailable
 from feedchat_runtime.registry import EtcdSession
 from feedchat_runtime.snowflake import (

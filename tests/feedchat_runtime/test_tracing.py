@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from feedchat_local.embedded import free_port
 from feedchat_runtime.config import ServiceConfig
-from feedchat_runtime.embedded import free_port
 from tests.grpcurl import call, json_objects
 from tests.waiting import wait_until
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from feedchat_runtime.embedded import EmbeddedServer
+from feedchat_local.embedded import EmbeddedServer
 from notify_svc.app import NotifyApp
 from tests.notify_svc.conftest import (
     FAST,

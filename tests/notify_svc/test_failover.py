@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from feedchat.notify.v1 import notify_pb2 as pb
-from feedchat_runtime.embedded_cluster import RedisClusterNodes
+from feedchat_local.embedded_cluster import RedisClusterNodes
 from feedchat_runtime.notify_queue import QUEUE_KEY
 from feedchat_runtime.redis_client import RedisClient, connect_any
 from notify_svc.app import NotifyApp

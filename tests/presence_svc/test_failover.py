@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from feedchat.presence.v1 import presence_pb2 as pb
-from feedchat_runtime.embedded import EmbeddedServer
-from feedchat_runtime.embedded_cluster import RedisClusterNodes
+from feedchat_local.embedded import EmbeddedServer
+from feedchat_local.embedded_cluster import RedisClusterNodes
 from presence_svc.store import channel
 from tests.presence_svc.conftest import Cluster
 

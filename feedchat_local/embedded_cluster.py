@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from feedchat_runtime.embedded import (
+from feedchat_local.embedded import (
     EmbeddedServer,
     etcd_healthy,
     find_etcd,

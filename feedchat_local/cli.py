@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from feedchat_runtime.cluster import Cluster, ClusterConfig, StartupError, render_table
-from feedchat_runtime.embedded import FSYNC_POLICIES
+from feedchat_local.cluster import Cluster, ClusterConfig, StartupError, render_table
+from feedchat_local.embedded import FSYNC_POLICIES
+from feedchat_local.services import SERVICES
+from feedchat_local.topology import topology_lines
 from feedchat_runtime.logs import setup_logging
 from feedchat_runtime.registry import EtcdSession, list_members
-from feedchat_runtime.services import SERVICES
-from feedchat_runtime.topology import topology_lines
 
 
 def _env(name: str, default: str) -> str:

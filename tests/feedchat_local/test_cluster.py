@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
-from feedchat_runtime.embedded import free_port
+from feedchat_local.embedded import free_port
+from feedchat_local.services import SERVICES
 from feedchat_runtime.registry import EtcdSession, Member, list_members
-from feedchat_runtime.services import SERVICES
 from tests.grpcurl import call
 from tests.tempdirs import outside_pytest_tmp
 

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from feedchat_runtime.embedded_cluster import EtcdMembers, RedisClusterNodes
+from feedchat_local.embedded_cluster import EtcdMembers, RedisClusterNodes
 from feedchat_runtime.registry import EtcdSession, Member, Registration, list_members
 from feedchat_runtime.snowflake import WorkerIdClaim
 from tests.waiting import wait_until

@@ -23,18 +23,18 @@ from pathlib import Path
 import asyncpg
 from redis.exceptions import RedisError
 
-from feedchat_runtime.embedded import (
+from feedchat_local.embedded import (
     EmbeddedServer,
     etcd_server,
     postgres_server,
     postgres_url,
     redis_server,
 )
-from feedchat_runtime.embedded_cluster import EtcdMembers, RedisClusterNodes
+from feedchat_local.embedded_cluster import EtcdMembers, RedisClusterNodes
+from feedchat_local.services import SERVICES, ServiceSpec
+from feedchat_local.topology import forget_redis_url, record_redis_url
 from feedchat_runtime.redis_client import is_cluster
 from feedchat_runtime.registry import EtcdSession, Member, list_members
-from feedchat_runtime.services import SERVICES, ServiceSpec
-from feedchat_runtime.topology import forget_redis_url, record_redis_url
 
 logger = logging.getLogger(__name__)
 
