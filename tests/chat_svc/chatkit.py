@@ -6,16 +6,23 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from chat_svc.app import ChatApp
+from chat_svc.groups import Channels
+from chat_svc.store import ChatStore
+from chat_svc.store_channels import ChannelRecords
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_local.embedded import EmbeddedServer, free_port
 from feedchat_runtime.auth import authority_from_config
+from feedchat_runtime.postgres import open_database
+from feedchat_runtime.registry import EtcdSession
 from feedchat_runtime.ring import RingWatch
+from feedchat_runtime.snowflake import SnowflakeGenerator
 from tests.waiting import wait_until
 
 AUTHORITY = authority_from_config("", "", dev=True)
@@ -50,9 +57,7 @@ async def pair_across(
 ) -> tuple[int, int, int, Device, Device]:
     """Alice owned by chat-0 and Bob by chat-1: (alice, bob, their direct channel, a synced
     device of each on its owner). ``devices`` is the fixture of that name."""
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await open_direct(apps[0].address, alice, bob)
+    alice, bob, channel = await alice_and_bob(apps)
     a = await devices(alice, apps[0].address)
     b = await devices(bob, apps[1].address)
     return alice, bob, channel, a, b
@@ -315,3 +320,91 @@ async def open_on_owner(user_id: int, ring: RingWatch, timeout: float = 10) -> D
             ):
                 raise
             await asyncio.sleep(0.05)
+
+
+@dataclass
+class ChatProcesses:
+    """Three chat servers as separate processes (``chat-0`` .. ``chat-2``), a ring watch on
+    them, and the channel domain over the same stores (to set up channels directly)."""
+
+    procs: list[EmbeddedServer]
+    ring: RingWatch
+    channels: Channels
+    owner: dict[int, str]
+    """Users 1..399 -> the instance that owns them once all three have joined."""
+    followers: list[Follower] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+
+    def users_of(self, instance: str) -> list[int]:
+        return [u for u, o in self.owner.items() if o == instance]
+
+    def follow(self, user_ids: Sequence[int]) -> list[Follower]:
+        """A :class:`Follower` device per user (stopped on the way out)."""
+        followers = [Follower(u, self.ring) for u in user_ids]
+        self.followers += followers
+        return followers
+
+    async def connect(self, user_id: int) -> Device:
+        """A device on the user's owner (closed on the way out)."""
+        device = await open_on_owner(user_id, self.ring)
+        self.devices.append(device)
+        return device
+
+
+@contextlib.asynccontextmanager
+async def chat_processes(
+    tmp: Path,
+    etcd: str,
+    prefix: str,
+    redis_url: str,
+    redis: Any,
+    database_url: str,
+    lease_ttl: int = 2,
+) -> AsyncIterator[ChatProcesses]:
+    """Start the three processes and wait until the ring has them all; stop everything
+    on the way out (a process the test killed included)."""
+    procs = [
+        chat_process(tmp, etcd, prefix, redis_url, database_url, f"chat-{i}", lease_ttl=lease_ttl)
+        for i in range(3)
+    ]
+    db = await open_database(database_url, "chat", "chat_svc", 2)
+    session = EtcdSession(etcd, prefix, ttl=2)
+    await session.start()
+    ring = RingWatch(session)
+    await ring.start()
+    try:
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
+        await ring.wait_for(lambda r: len(r.members) == 3, 20)
+        owner = {u: _instance(ring, u) for u in range(1, 400)}
+        records = ChannelRecords(db)
+        store = ChatStore(redis, load_members=records.members)
+        channels = Channels(store, records, SnowflakeGenerator(lambda: 1), 500)
+        chat = ChatProcesses(procs, ring, channels, owner)
+        try:
+            yield chat
+        finally:
+            for follower in chat.followers:
+                await follower.stop()
+            for device in chat.devices:
+                await device.close()
+    finally:
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.stop()
+        await ring.stop()
+        await session.close()
+        await db.close()
+
+
+def _instance(ring: RingWatch, user_id: int) -> str:
+    member = ring.ring.owner(user_id)
+    assert member is not None, "the ring is empty"
+    return member.instance
+
+
+async def alice_and_bob(apps: Sequence[ChatApp]) -> tuple[int, int, int]:
+    """A user owned by chat-0 (alice), one owned by chat-1 (bob), and their direct
+    channel: the usual cast of a conversation across two servers."""
+    alice = users_on(apps, "chat-0", 1)[0]
+    bob = users_on(apps, "chat-1", 1)[0]
+    return alice, bob, await open_direct(apps[0].address, alice, bob)

@@ -5,19 +5,11 @@ reconnected and synced there -- round after round."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 
 import pytest
 
-from chat_svc.groups import Channels
-from chat_svc.store import ChatStore
-from chat_svc.store_channels import ChannelRecords
-from feedchat_runtime.postgres import open_database
-from feedchat_runtime.registry import EtcdSession
-from feedchat_runtime.ring import RingWatch
-from feedchat_runtime.snowflake import SnowflakeGenerator
-from tests.chat_svc.chatkit import Device, Follower, chat_process, open_on_owner
+from tests.chat_svc.chatkit import Device, Follower, chat_processes
 from tests.waiting import wait_until
 
 ROUNDS = 8
@@ -49,109 +41,80 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
 ) -> None:
     # A restart within the lease leaves the ring (and every peer's stale channel) as it
     # was; 15 s leaves room for a slow start on a loaded machine.
-    procs = [
-        chat_process(
-            tmp_path, etcd.address, etcd_prefix, redis_url, database_url, f"chat-{i}", lease_ttl=15
-        )
-        for i in range(3)
-    ]
-    db = await open_database(database_url, "chat", "chat_svc", 2)
-    session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
-    await session.start()
-    ring = RingWatch(session)
-    await ring.start()
-    followers: list[Follower] = []
-    senders: list[Device] = []
     traffic: list[asyncio.Task[None]] = []
     latencies: list[float] = []
-    try:
-        await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
-        await ring.wait_for(lambda r: len(r.members) == 3, 20)
-        owner = {u: ring.ring.owner(u).instance for u in range(1, 400)}
-        victims = [u for u, o in owner.items() if o == "chat-1"][:3]
-        sender_ids = [
-            next(u for u, o in owner.items() if o == name) for name in ("chat-0", "chat-2")
-        ]
-        records = ChannelRecords(db)
-        channels = Channels(
-            ChatStore(redis, load_members=records.members),
-            records,
-            SnowflakeGenerator(lambda: 1),
-            500,
-        )
+    async with chat_processes(
+        tmp_path, etcd.address, etcd_prefix, redis_url, redis, database_url, lease_ttl=15
+    ) as chat:
+        procs = chat.procs
+        victims = chat.users_of("chat-1")[:3]
+        sender_ids = [chat.users_of(name)[0] for name in ("chat-0", "chat-2")]
         direct = {
-            (s, v): (await channels.open_direct(s, v)).channel_id
+            (s, v): (await chat.channels.open_direct(s, v)).channel_id
             for s in sender_ids
             for v in victims
         }
-        senders = [await open_on_owner(s, ring) for s in sender_ids]
-        followers = [Follower(v, ring) for v in victims]
+        senders = [await chat.connect(s) for s in sender_ids]
+        followers = chat.follow(victims)
         await wait_until(
             lambda: all(f.streams and f.streams[-1].synced for f in followers),
             20,
             "victims connected",
         )
-        loop = asyncio.get_running_loop()
-        for r in range(ROUNDS):
-            before = {id(d) for f in followers for d in f.streams}
-            sent: dict[int, list[str]] = {d.user_id: [] for d in senders}
-            traffic = [
-                asyncio.create_task(
-                    _keep_sending(
-                        d,
-                        [c for (s, _), c in direct.items() if s == d.user_id],
-                        f"r{r}s{d.user_id}",
-                        sent[d.user_id],
+        try:
+            loop = asyncio.get_running_loop()
+            for r in range(ROUNDS):
+                before = {id(d) for f in followers for d in f.streams}
+                sent: dict[int, list[str]] = {d.user_id: [] for d in senders}
+                traffic = [
+                    asyncio.create_task(
+                        _keep_sending(
+                            d,
+                            [c for (s, _), c in direct.items() if s == d.user_id],
+                            f"r{r}s{d.user_id}",
+                            sent[d.user_id],
+                        )
                     )
+                    for d in senders
+                ]
+                await asyncio.to_thread(procs[1].kill)
+                await asyncio.sleep(0.3)  # sends keep failing to reach chat-1 meanwhile
+                await asyncio.to_thread(procs[1].start)
+                await wait_until(
+                    lambda old=before: _resynced(followers, old, procs[1].address),
+                    30,
+                    f"round {r}: victims synced on the restarted server",
                 )
-                for d in senders
-            ]
-            await asyncio.to_thread(procs[1].kill)
-            await asyncio.sleep(0.3)  # sends keep failing to reach chat-1 meanwhile
-            await asyncio.to_thread(procs[1].start)
-            await wait_until(
-                lambda old=before: _resynced(followers, old, procs[1].address),
-                30,
-                f"round {r}: victims synced on the restarted server",
+                for task in traffic:
+                    task.cancel()
+                await asyncio.gather(*traffic, return_exceptions=True)
+                for d in senders:  # the senders' own streams have worked off their backlog
+                    await wait_until(
+                        lambda d=d, c=sent[d.user_id]: _answered(d, c),
+                        60,
+                        f"round {r}: replies to sender {d.user_id}",
+                    )
+                # now one message each, and nothing after it that could carry it along
+                for sender in senders:
+                    for f in followers:
+                        text = f"probe-{r}-{sender.user_id}-{f.user_id}"
+                        start = loop.time()
+                        sender.send(direct[(sender.user_id, f.user_id)], text, client_msg_id=text)
+                        await wait_until(
+                            lambda f=f, t=text: t in f.texts,
+                            DELIVERY_BOUND + 5,
+                            f"round {r}: {text}",
+                        )
+                        latencies.append(loop.time() - start)
+            print(
+                f"\nprobe latency over {len(latencies)} probes in {ROUNDS} restarts: "
+                f"median {statistics.median(latencies) * 1000:.0f} ms, "
+                f"max {max(latencies) * 1000:.0f} ms"
             )
+            assert max(latencies) <= DELIVERY_BOUND, sorted(latencies)[-5:]
+        finally:
             for task in traffic:
                 task.cancel()
-            await asyncio.gather(*traffic, return_exceptions=True)
-            for d in senders:  # the senders' own streams have worked off their backlog
-                await wait_until(
-                    lambda d=d, c=sent[d.user_id]: _answered(d, c),
-                    60,
-                    f"round {r}: replies to sender {d.user_id}",
-                )
-            # now one message each, and nothing after it that could carry it along
-            for sender in senders:
-                for f in followers:
-                    text = f"probe-{r}-{sender.user_id}-{f.user_id}"
-                    start = loop.time()
-                    sender.send(direct[(sender.user_id, f.user_id)], text, client_msg_id=text)
-                    await wait_until(
-                        lambda f=f, t=text: t in f.texts, DELIVERY_BOUND + 5, f"round {r}: {text}"
-                    )
-                    latencies.append(loop.time() - start)
-        print(
-            f"\nprobe latency over {len(latencies)} probes in {ROUNDS} restarts: "
-            f"median {statistics.median(latencies) * 1000:.0f} ms, "
-            f"max {max(latencies) * 1000:.0f} ms"
-        )
-        assert max(latencies) <= DELIVERY_BOUND, sorted(latencies)[-5:]
-    finally:
-        for task in traffic:
-            task.cancel()
-        for f in followers:
-            await f.stop()
-        for d in senders:
-            await d.close()
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.stop()
-        await ring.stop()
-        await session.close()
-        await db.close()
 
 
 def _resynced(followers: list[Follower], old: set[int], address: str) -> bool:

@@ -9,7 +9,7 @@ import grpc
 from chat_svc.keys import chan_history_key
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.notify_queue import QUEUE_KEY
-from tests.chat_svc.chatkit import auth, open_direct, owner_of, users_on
+from tests.chat_svc.chatkit import alice_and_bob, auth, open_direct, owner_of, users_on
 from tests.metrics import value
 from tests.waiting import eventually, wait_until
 
@@ -18,10 +18,8 @@ async def test_direct_message_between_users_on_different_servers_arrives_once(
     chat_cluster, devices
 ) -> None:
     apps = await chat_cluster(2)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await open_direct(apps[1].address, alice, bob)
-    assert channel == await open_direct(apps[0].address, bob, alice)
+    alice, bob, channel = await alice_and_bob(apps)
+    assert channel == await open_direct(apps[1].address, bob, alice)  # either side, server
     a = await devices(alice, owner_of(apps, alice).address)
     b = await devices(bob, owner_of(apps, bob).address)
     metrics = owner_of(apps, bob).host.metrics_url
@@ -77,9 +75,7 @@ async def test_retried_send_with_same_client_msg_id_yields_one_message(
     chat_cluster, devices, redis
 ) -> None:
     apps = await chat_cluster(2)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await open_direct(apps[0].address, alice, bob)
+    alice, bob, channel = await alice_and_bob(apps)
     a = await devices(alice, apps[0].address)
     b = await devices(bob, apps[1].address)
     first = await a.sent(a.send(channel, "once", client_msg_id="c-1"))
@@ -103,9 +99,7 @@ async def test_retried_send_with_same_client_msg_id_yields_one_message(
 
 async def test_offline_recipient_is_queued_for_notification(chat_cluster, devices, redis) -> None:
     apps = await chat_cluster(2)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await open_direct(apps[0].address, alice, bob)
+    alice, bob, channel = await alice_and_bob(apps)
     a = await devices(alice, apps[0].address)
     ack = await a.sent(a.send(channel, "x" * 200))
     entries: list = []

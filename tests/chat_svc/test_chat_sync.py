@@ -11,15 +11,13 @@ import pytest
 from chat_svc.groups import Channels
 from chat_svc.model import parse_cursor
 from feedchat_client.errors import error_details
-from tests.chat_svc.chatkit import users_on
+from tests.chat_svc.chatkit import alice_and_bob, users_on
 from tests.waiting import eventually, wait_until
 
 
 async def test_device_resumes_after_its_cursor_in_order(chat_cluster, devices) -> None:
     apps = await chat_cluster(2)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await _direct(apps, alice, bob)
+    alice, bob, channel = await alice_and_bob(apps)
     a = await devices(alice, apps[0].address)
     phone = await devices(bob, apps[1].address, device_id="phone")
     for i in range(3):
@@ -50,9 +48,7 @@ async def test_catch_up_and_live_pushes_give_each_message_once_in_order(
     chat_cluster, devices
 ) -> None:
     apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await _direct(apps, alice, bob)
+    alice, bob, channel = await alice_and_bob(apps)
     a = await devices(alice, apps[0].address)
     total = 120
 

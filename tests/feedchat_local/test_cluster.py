@@ -10,7 +10,6 @@ import random
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,38 @@ from feedchat_local.services import SERVICES
 from feedchat_runtime.registry import EtcdSession, Member, list_members
 from tests.grpcurl import call
 from tests.tempdirs import outside_pytest_tmp
+from tests.waiting import wait_until
+
+FEEDCHAT = Path(sys.executable).parent / "feedchat"
+
+
+async def _up_until_ready(
+    *argv: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """Start `feedchat up` and read its output until it prints that it is up (killing it
+    if it does not get there)."""
+    up = await asyncio.create_subprocess_exec(
+        str(FEEDCHAT),
+        "up",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    assert up.stdout is not None
+    output = []
+    try:
+        while True:
+            line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()
+            assert line, "feedchat up exited early:\n" + "".join(output)
+            output.append(line)
+            if line.startswith("Ctrl-C stops everything."):
+                return up, "".join(output)
+    except BaseException:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
+        raise
 
 
 async def _members(etcd: str) -> list[Member]:
@@ -64,13 +95,10 @@ async def test_feedchat_up_runs_supervises_and_stops() -> None:
 async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
     etcd_port, redis_port, postgres_port = free_port(), free_port(), free_port()
     etcd = f"127.0.0.1:{etcd_port}"
-    feedchat = Path(sys.executable).parent / "feedchat"
     # A data folder from before PostgreSQL: Redis data, no PostgreSQL data.
     (tmp_path / "data" / "redis").mkdir(parents=True)
     (tmp_path / "data" / "redis" / "appendonly.aof").write_text("old")
-    up = await asyncio.create_subprocess_exec(
-        str(feedchat),
-        "up",
+    up, text = await _up_until_ready(
         "--data-dir",
         str(tmp_path / "data"),
         "--etcd-port",
@@ -85,20 +113,11 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
         "2",
         "--fsync",
         "always",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "FEEDCHAT_LOG_FORMAT": "json"},
     )
-    assert up.stdout is not None
-    output = []
+    output = [text]
     try:
-        while True:
-            line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()
-            assert line, "feedchat up exited early:\n" + "".join(output)
-            output.append(line)
-            if line.startswith("Ctrl-C stops everything."):
-                break
-        assert any("from before PostgreSQL became the record" in line for line in output)
+        assert "from before PostgreSQL became the record" in text, text
         assert (tmp_path / "data" / "redis-before-postgres" / "appendonly.aof").exists()
         redis = aioredis.Redis(port=redis_port, decode_responses=True)
         try:  # --fsync always reached the embedded Redis
@@ -115,7 +134,7 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
         # `feedchat status --json` names each instance's metrics URL; each one serves
         # Prometheus text with the request histograms (the health checks above count).
         status = await asyncio.create_subprocess_exec(
-            str(feedchat),
+            str(FEEDCHAT),
             "status",
             "--json",
             "--etcd",
@@ -137,13 +156,12 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
         # A crashed child is restarted and registers again under the same name.
         victim = members[0]
         os.kill(victim.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def restarted() -> bool:
             again = [m for m in await _members(etcd) if m.instance == victim.instance]
-            if again and again[0].pid != victim.pid:
-                break
-            assert time.monotonic() < deadline, "killed child was not restarted"
-            await asyncio.sleep(0.3)
+            return bool(again) and again[0].pid != victim.pid
+
+        await wait_until(restarted, 30, "the killed child restarted", interval=0.3)
     finally:
         up.send_signal(signal.SIGINT)
         rest, _ = await asyncio.wait_for(up.communicate(), 60)
@@ -155,9 +173,8 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
 async def test_up_refuses_an_external_etcd_together_with_an_embedded_port(
     tmp_path: Path,
 ) -> None:
-    feedchat = Path(sys.executable).parent / "feedchat"
     up = await asyncio.create_subprocess_exec(
-        str(feedchat),
+        str(FEEDCHAT),
         "up",
         "--data-dir",
         str(tmp_path),
@@ -176,13 +193,12 @@ async def test_up_refuses_an_external_etcd_together_with_an_embedded_port(
 
 
 async def test_up_with_its_etcd_port_taken_says_so_in_one_line(tmp_path: Path) -> None:
-    feedchat = Path(sys.executable).parent / "feedchat"
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
         up = await asyncio.create_subprocess_exec(
-            str(feedchat),
+            str(FEEDCHAT),
             "up",
             "--data-dir",
             str(tmp_path),
@@ -220,11 +236,8 @@ def _free_block(size: int, bus: bool = False) -> int:
 
 async def test_up_with_three_etcd_members_registers_through_any_member() -> None:
     with outside_pytest_tmp() as folder:
-        feedchat = Path(sys.executable).parent / "feedchat"
         etcd_port = _free_block(6)
-        up = await asyncio.create_subprocess_exec(
-            str(feedchat),
-            "up",
+        up, text = await _up_until_ready(
             "--data-dir",
             str(folder / "data"),
             "--etcd-members",
@@ -239,19 +252,8 @@ async def test_up_with_three_etcd_members_registers_through_any_member() -> None
             "router",
             "--port-offset",
             str(_free_offset(chat_servers=1)),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
         )
-        assert up.stdout is not None
-        output = []
         try:
-            while True:
-                line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()
-                assert line, "feedchat up exited early:\n" + "".join(output)
-                output.append(line)
-                if line.startswith("Ctrl-C stops everything."):
-                    break
-            text = "".join(output)
             assert text.count("starting etcd member") == 3, text
             for member in range(3):  # every member answers with the same registry
                 routers = await _members(f"127.0.0.1:{etcd_port + 2 * member}")
@@ -262,30 +264,9 @@ async def test_up_with_three_etcd_members_registers_through_any_member() -> None
         assert up.returncode == 0
 
 
-async def _up_until_ready(*argv: str) -> tuple[asyncio.subprocess.Process, str]:
-    """Start `feedchat up` and read its output until it prints that it is up."""
-    feedchat = Path(sys.executable).parent / "feedchat"
-    up = await asyncio.create_subprocess_exec(
-        str(feedchat),
-        "up",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert up.stdout is not None
-    output = []
-    while True:
-        line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()
-        assert line, "feedchat up exited early:\n" + "".join(output)
-        output.append(line)
-        if line.startswith("Ctrl-C stops everything."):
-            return up, "".join(output)
-
-
 async def _status(etcd: str) -> str:
-    feedchat = Path(sys.executable).parent / "feedchat"
     status = await asyncio.create_subprocess_exec(
-        str(feedchat),
+        str(FEEDCHAT),
         "status",
         "--etcd",
         etcd,
