@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from feedchat_runtime.errors import Unavailable
 from feedchat_runtime.redis_client import RedisClient, open_pubsub
+from feedchat_runtime.replies import text
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,6 @@ RETRY_DELAY = 0.5
 """Seconds between attempts to reopen a broken connection."""
 GAP_DELAY = 0.05
 """Seconds the hub gathers a burst of resubscriptions into one :attr:`PubSubHub.on_gap`."""
-
-
-def _text(name: bytes | str) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 class PubSubHub(Generic[T]):
@@ -293,6 +290,6 @@ class PubSubHub(Generic[T]):
                 continue
             kind = message["type"]
             if kind == "message":
-                self._dispatch(_text(message["channel"]), message["data"])
+                self._dispatch(text(message["channel"]), message["data"])
             elif kind in ("subscribe", "unsubscribe"):
-                self._confirmed(_text(message["channel"]))
+                self._confirmed(text(message["channel"]))

@@ -33,6 +33,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.replies import text
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,10 @@ Handler = Callable[[str, Fields | None], Awaitable[None]]
 """Works one entry (fields None: deleted while pending, only its acknowledgement is left)."""
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _entries(raw: Any) -> list[Entry]:
     # Redis 6.2's XAUTOCLAIM answers (nil, nil) for a pending entry deleted meanwhile:
     # such rows carry no id and are dropped here (see ConsumerGroup.ack_deleted).
-    return [(_s(entry_id), fields or None) for entry_id, fields in raw or [] if entry_id]
+    return [(text(entry_id), fields or None) for entry_id, fields in raw or [] if entry_id]
 
 
 class ConsumerGroup:
@@ -89,7 +86,7 @@ class ConsumerGroup:
             self.stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=count
         )
         deleted = any(not entry_id for entry_id, _fields in reply[1])
-        return _s(reply[0]), _entries(reply[1]), deleted
+        return text(reply[0]), _entries(reply[1]), deleted
 
     async def ack_deleted(self, count: int = 1000) -> int:
         """Acknowledge this consumer's pending entries that no longer exist in the stream
@@ -97,7 +94,7 @@ class ConsumerGroup:
         rows = await self.redis.xpending_range(
             self.stream, self.group, min="-", max="+", count=count, consumername=self.consumer
         )
-        ids = [_s(row["message_id"]) for row in rows]
+        ids = [text(row["message_id"]) for row in rows]
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id in ids:
                 pipe.xrange(self.stream, entry_id, entry_id)
@@ -120,7 +117,7 @@ class ConsumerGroup:
                     consumername=self.consumer,
                 )
             replies = await pipe.execute()
-        return {_s(row["message_id"]) for rows in replies for row in rows}
+        return {text(row["message_id"]) for rows in replies for row in rows}
 
     async def touch(self, ids: Sequence[str]) -> None:
         """Reset the idle time of entries we still work on, so no one claims them."""

@@ -34,6 +34,7 @@ from typing import Any, cast
 from feedchat_runtime.errors import Unavailable
 from feedchat_runtime.notify_queue import NotificationKind
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.replies import text
 from feedchat_runtime.streams import ConsumerGroup
 from notify_svc.models import Device, DeviceKind, Notification
 from notify_svc.scripts import ADD_MUTE_LUA, APPLY_LUA, MARK_READ_LUA, PUT_DEVICE_LUA
@@ -101,12 +102,8 @@ class ApplyResult:
     fresh: bool
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _notification(nid: int, raw: Mapping[Any, Any]) -> Notification:
-    f = {_s(k): _s(v) for k, v in raw.items()}
+    f = {text(k): text(v) for k, v in raw.items()}
     return Notification(
         notification_id=nid,
         kind=NotificationKind(f["kind"]),
@@ -126,7 +123,9 @@ def _devices(raw: Mapping[Any, Any]) -> list[Device]:
     found = []
     for device_id, value in raw.items():
         data = json.loads(value)
-        found.append(Device(_s(device_id), DeviceKind(data["kind"]), data["url"], int(data["ms"])))
+        found.append(
+            Device(text(device_id), DeviceKind(data["kind"]), data["url"], int(data["ms"]))
+        )
     return sorted(found, key=lambda d: d.device_id)
 
 
@@ -216,11 +215,11 @@ class NotifyStore:
                 keys=[*fixed, *(prefix + nid for nid in drop), *tail],
                 args=[*args, open_id, len(drop), *drop],
             )
-            outcome = _s(reply[0])
+            outcome = text(reply[0])
             if outcome == "retry":
-                open_id, drop = _s(reply[1]), [_s(nid) for nid in reply[3:]]
+                open_id, drop = text(reply[1]), [text(nid) for nid in reply[3:]]
                 continue
-            nid_text = _s(reply[1])
+            nid_text = text(reply[1])
             return ApplyResult(outcome, int(nid_text) if nid_text else 0, bool(int(reply[2])))
         raise Unavailable(
             f"notifications of user {job_user} keep changing; the job is retried",
@@ -242,13 +241,13 @@ class NotifyStore:
         ids = ids[:size]
         async with self.redis.pipeline(transaction=False) as pipe:
             for raw_id in ids:
-                pipe.hgetall(notification_prefix(user_id) + _s(raw_id))
+                pipe.hgetall(notification_prefix(user_id) + text(raw_id))
             hashes = await pipe.execute()
         # A notification trimmed between the two reads is skipped, not an error.
         found = [
-            _notification(int(_s(raw_id)), h) for raw_id, h in zip(ids, hashes, strict=True) if h
+            _notification(int(text(raw_id)), h) for raw_id, h in zip(ids, hashes, strict=True) if h
         ]
-        return found, (int(_s(ids[-1])) if more else None)
+        return found, (int(text(ids[-1])) if more else None)
 
     async def mark_read(self, user_id: int, nids: Sequence[int]) -> int:
         """Mark ``nids`` read; how many were unread. Their (kind, channel), which never
@@ -258,7 +257,7 @@ class NotifyStore:
                 pipe.hmget(notification_key(user_id, nid), ["kind", "channel_id"])
             rows = await pipe.execute()
         found = [
-            (nid, NotificationKind(_s(kind)), int(chan))
+            (nid, NotificationKind(text(kind)), int(chan))
             for nid, (kind, chan) in zip(nids, rows, strict=True)
             if kind is not None
         ]
@@ -284,7 +283,7 @@ class NotifyStore:
             pipe.hkeys(pushed_key(user_id, nid))
             raw_note, raw_devices, raw_pushed = await pipe.execute()
         note = _notification(nid, raw_note) if raw_note else None
-        return note, _devices(raw_devices), {_s(x) for x in raw_pushed}
+        return note, _devices(raw_devices), {text(x) for x in raw_pushed}
 
     async def mark_pushed(
         self, user_id: int, nid: int, device_id: str, at_ms: int, ttl_ms: int
