@@ -34,6 +34,7 @@ def test_every_configurable_limit_in_the_doc_is_the_codes_default() -> None:
         name = flag.replace("-", "_")
         assert name in fields, f"{service} has no flag --{flag}"
         default = fields[name].default
+        assert isinstance(default, int | float), f"{service} --{flag} has no number default"
         if float(documented) != float(default):
             wrong.append(f"{service} --{flag}: doc {documented}, code {default}")
     assert not wrong, wrong

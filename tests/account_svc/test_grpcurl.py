@@ -15,7 +15,7 @@ async def test_grpcurl_sign_up_then_token_guarded_call(account: Account) -> None
         )
     ).json()
     token = signed["access_token"]
-    assert int(signed["user_id"]) > 0
+    assert int(str(signed["user_id"])) > 0
 
     login = await call(
         account.address, f"{SERVICE}/Login", {"username": "Curly", "password": "grpcurl pass"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,16 @@ from feedchat_local.embedded import EmbeddedServer, free_port
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.registry import EtcdSession
-from feedchat_runtime.ring import RingWatch
+from feedchat_runtime.ring import Ring, RingWatch
 from feedchat_runtime.snowflake import SnowflakeGenerator
 from tests.waiting import wait_until
 
 AUTHORITY = authority_from_config("", "", dev=True)
+
+StartCluster = Callable[..., Awaitable[list[ChatApp]]]
+"""The ``chat_cluster`` fixture: ``await chat_cluster(n, **config)`` starts n servers."""
+OpenDevice = Callable[..., Awaitable["Device"]]
+"""The ``devices`` fixture: ``await devices(user_id, address, ...)`` opens a device."""
 
 
 def token(user_id: int) -> str:
@@ -46,7 +51,7 @@ def owner_of(apps: Sequence[ChatApp], user_id: int) -> ChatApp:
 async def open_direct(address: str, user: int, peer: int) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
-        reply = await stub.OpenDirectChannel(
+        reply: chat_pb2.OpenDirectChannelResponse = await stub.OpenDirectChannel(
             chat_pb2.OpenDirectChannelRequest(peer_user_id=peer), metadata=auth(user)
         )
         return reply.channel.channel_id
@@ -79,7 +84,8 @@ def slow_ring_watch(app: ChatApp, delay: float) -> None:
 def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1) -> list[int]:
     """``count`` user ids the ring gives to ``instance``."""
     ring = apps[0].ring.ring
-    found, uid = [], start
+    found: list[int] = []
+    uid = start
     while len(found) < count:
         owner = ring.owner(uid)
         if owner is not None and owner.instance == instance:
@@ -171,6 +177,13 @@ class Device:
     @property
     def synced(self) -> bool:
         return bool(self._of("sync_complete"))
+
+    def got(self, count: int) -> bool:
+        """Whether ``count`` messages have arrived (a condition to wait for)."""
+        return len(self.messages) >= count
+
+    def has_ended(self) -> bool:
+        return self.ended
 
     def texts(self, channel_id: int | None = None) -> list[str]:
         return [m.text for m in self.messages if channel_id in (None, m.channel_id)]
@@ -279,6 +292,13 @@ class Follower:
     def texts(self) -> list[str]:
         return [m.text for d in self.streams for m in d.messages]
 
+    def got(self, count: int) -> bool:
+        """Whether ``count`` messages have arrived over all its streams."""
+        return len(self.texts) >= count
+
+    def heard(self, text: str) -> bool:
+        return text in self.texts
+
     async def _run(self) -> None:
         while True:
             owner = self.ring.ring.owner(self.user_id)
@@ -289,7 +309,7 @@ class Follower:
             self.streams.append(device)
             try:
                 await device.open(synced=False)
-                await wait_until(lambda d=device: d.ended, timeout=3600)
+                await wait_until(device.has_ended, timeout=3600)
             finally:
                 self.cursor = device.cursor or self.cursor
                 await device.close()
@@ -309,7 +329,9 @@ async def open_on_owner(user_id: int, ring: RingWatch, timeout: float = 10) -> D
     (each learns the others from etcd on its own), so a refusal is retried until then."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        device = Device(user_id, ring.ring.owner(user_id).address)
+        owner = ring.ring.owner(user_id)
+        assert owner is not None, "the ring is empty"
+        device = Device(user_id, owner.address)
         try:
             return await device.open()
         except grpc.aio.AioRpcError as exc:
@@ -375,7 +397,7 @@ async def chat_processes(
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
         await ring.wait_for(lambda r: len(r.members) == 3, 20)
-        owner = {u: _instance(ring, u) for u in range(1, 400)}
+        owner = {u: owner_instance(ring.ring, u) for u in range(1, 400)}
         records = ChannelRecords(db)
         store = ChatStore(redis, load_members=records.members)
         channels = Channels(store, records, SnowflakeGenerator(lambda: 1), 500)
@@ -396,8 +418,9 @@ async def chat_processes(
         await db.close()
 
 
-def _instance(ring: RingWatch, user_id: int) -> str:
-    member = ring.ring.owner(user_id)
+def owner_instance(ring: Ring, user_id: int) -> str:
+    """The instance that owns ``user_id`` on ``ring`` (which must not be empty)."""
+    member = ring.owner(user_id)
     assert member is not None, "the ring is empty"
     return member.instance
 

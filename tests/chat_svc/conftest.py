@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from chat_svc.app import ChatApp, build
 from chat_svc.config import ChatConfig
-from tests.chat_svc.chatkit import Device
+from tests.chat_svc.chatkit import Device, OpenDevice, StartCluster
 from tests.conftest import run_on_both_topologies
-
-StartCluster = Callable[..., Awaitable[list[ChatApp]]]
 
 # The modules whose behaviour rests on the Redis store (the two-step send, fanout claims,
 # inboxes, history, read state, member sets) also run on the Redis Cluster; routing,
@@ -59,7 +57,7 @@ async def chat_cluster(make_config: Callable[..., Any], redis: Any) -> AsyncIter
 
 
 @pytest.fixture
-async def devices() -> AsyncIterator[Callable[..., Awaitable[Device]]]:
+async def devices() -> AsyncIterator[OpenDevice]:
     """``await devices(user_id, address, ...)`` opens a device; all are closed afterwards."""
     opened: list[Device] = []
 

@@ -20,7 +20,9 @@ async def send(
     address: str, user: int, channel_id: int, text: str, cmid: str | None = None
 ) -> chat_pb2.SendAck:
     async with grpc.aio.insecure_channel(address) as channel:
-        reply = await chat_pb2_grpc.ChatServiceStub(channel).SendMessage(
+        reply: chat_pb2.SendMessageResponse = await chat_pb2_grpc.ChatServiceStub(
+            channel
+        ).SendMessage(
             chat_pb2.SendMessageRequest(
                 client_msg_id=cmid or f"{user}-{text}"[:64], channel_id=channel_id, text=text
             ),

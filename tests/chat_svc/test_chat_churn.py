@@ -5,10 +5,14 @@ reconnected and synced there -- round after round."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
+from pathlib import Path
 
 import pytest
 
+from feedchat_local.embedded import EmbeddedServer
+from feedchat_runtime.redis_client import RedisClient
 from tests.chat_svc.chatkit import Device, Follower, chat_processes
 from tests.waiting import wait_until
 
@@ -37,7 +41,12 @@ def _answered(sender: Device, sent: list[str]) -> bool:
 
 @pytest.mark.timeout(240)
 async def test_restarted_server_users_get_every_live_message_within_the_bound(
-    tmp_path, etcd, etcd_prefix, redis_url, redis, database_url
+    tmp_path: Path,
+    etcd: EmbeddedServer,
+    etcd_prefix: str,
+    redis_url: str,
+    redis: RedisClient,
+    database_url: str,
 ) -> None:
     # A restart within the lease leaves the ring (and every peer's stale channel) as it
     # was; 15 s leaves room for a slow start on a loaded machine.
@@ -81,7 +90,7 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
                 await asyncio.sleep(0.3)  # sends keep failing to reach chat-1 meanwhile
                 await asyncio.to_thread(procs[1].start)
                 await wait_until(
-                    lambda old=before: _resynced(followers, old, procs[1].address),
+                    functools.partial(_resynced, followers, before, procs[1].address),
                     30,
                     f"round {r}: victims synced on the restarted server",
                 )
@@ -90,7 +99,7 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
                 await asyncio.gather(*traffic, return_exceptions=True)
                 for d in senders:  # the senders' own streams have worked off their backlog
                     await wait_until(
-                        lambda d=d, c=sent[d.user_id]: _answered(d, c),
+                        functools.partial(_answered, d, sent[d.user_id]),
                         60,
                         f"round {r}: replies to sender {d.user_id}",
                     )
@@ -101,7 +110,7 @@ async def test_restarted_server_users_get_every_live_message_within_the_bound(
                         start = loop.time()
                         sender.send(direct[(sender.user_id, f.user_id)], text, client_msg_id=text)
                         await wait_until(
-                            lambda f=f, t=text: t in f.texts,
+                            functools.partial(f.heard, text),
                             DELIVERY_BOUND + 5,
                             f"round {r}: {text}",
                         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import grpc
@@ -9,13 +10,23 @@ import grpc
 from chat_svc.keys import chan_history_key
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.notify_queue import QUEUE_KEY
-from tests.chat_svc.chatkit import alice_and_bob, auth, open_direct, owner_of, users_on
+from feedchat_runtime.redis_client import RedisClient
+from tests.chat_svc.chatkit import (
+    OpenDevice,
+    StartCluster,
+    alice_and_bob,
+    auth,
+    open_direct,
+    owner_of,
+    users_on,
+)
 from tests.metrics import value
+from tests.redis_reads import Entry, stream_entries
 from tests.waiting import eventually, wait_until
 
 
 async def test_direct_message_between_users_on_different_servers_arrives_once(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(2)
     alice, bob, channel = await alice_and_bob(apps)
@@ -42,7 +53,9 @@ async def test_direct_message_between_users_on_different_servers_arrives_once(
     assert len(b.messages) == 1
 
 
-async def test_group_message_reaches_every_member_once(chat_cluster, devices) -> None:
+async def test_group_message_reaches_every_member_once(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(3)
     members = [
         *users_on(apps, "chat-0", 2),
@@ -65,14 +78,14 @@ async def test_group_message_reaches_every_member_once(chat_cluster, devices) ->
         await sender.sent(sender.send(group.channel_id, f"m{i}"))
     expected = [f"m{i}" for i in range(5)]
     for dev in devs:
-        await wait_until(lambda d=dev: len(d.messages) >= 5, what=f"user {dev.user_id}")
+        await wait_until(functools.partial(dev.got, 5), what=f"user {dev.user_id}")
     for dev in devs:
         assert dev.texts() == expected
         assert [m.seq for m in dev.messages] == [1, 2, 3, 4, 5]
 
 
 async def test_retried_send_with_same_client_msg_id_yields_one_message(
-    chat_cluster, devices, redis
+    chat_cluster: StartCluster, devices: OpenDevice, redis: RedisClient
 ) -> None:
     apps = await chat_cluster(2)
     alice, bob, channel = await alice_and_bob(apps)
@@ -97,15 +110,17 @@ async def test_retried_send_with_same_client_msg_id_yields_one_message(
     assert await redis.xlen(chan_history_key(channel)) == 2
 
 
-async def test_offline_recipient_is_queued_for_notification(chat_cluster, devices, redis) -> None:
+async def test_offline_recipient_is_queued_for_notification(
+    chat_cluster: StartCluster, devices: OpenDevice, redis: RedisClient
+) -> None:
     apps = await chat_cluster(2)
     alice, bob, channel = await alice_and_bob(apps)
     a = await devices(alice, apps[0].address)
     ack = await a.sent(a.send(channel, "x" * 200))
-    entries: list = []
+    entries: list[Entry] = []
 
     async def queued() -> bool:
-        entries[:] = await redis.xrange(QUEUE_KEY)
+        entries[:] = await stream_entries(redis, QUEUE_KEY)
         return bool(entries)
 
     await eventually(queued, what="notification")

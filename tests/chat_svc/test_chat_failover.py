@@ -19,7 +19,7 @@ import pytest
 
 from chat_svc.keys import chan_seq_key, inbox_key
 from feedchat_local.embedded_cluster import RedisClusterNodes
-from tests.chat_svc.chatkit import Device, open_direct, users_on
+from tests.chat_svc.chatkit import Device, OpenDevice, StartCluster, open_direct, users_on
 from tests.waiting import wait_until
 
 RECOVERY_BOUND = 15.0
@@ -57,7 +57,7 @@ async def _send_until_acked(
 @pytest.mark.parametrize("redis_url", ["node"], indirect=True)  # unused: own cluster below
 @pytest.mark.timeout(240)
 async def test_killed_master_under_chat_load_loses_and_duplicates_no_acked_message(
-    private_redis_cluster: RedisClusterNodes, chat_cluster, devices
+    private_redis_cluster: RedisClusterNodes, chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     nodes = private_redis_cluster
     apps = await chat_cluster(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from chat_svc.model import SendOutcome
-from tests.chat_svc.chatkit import open_direct, pair_across, users_on
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, open_direct, pair_across, users_on
 from tests.waiting import wait_until
 
 FAST_CLAIMS = {"fanout_claim_idle": 0.5, "fanout_claim_interval": 0.1}
@@ -19,7 +19,7 @@ async def _no_pending_fanout(app) -> bool:
 
 
 async def test_fanout_left_by_a_dead_server_is_finished_by_another_exactly_once(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(2, **FAST_CLAIMS)
     dead, alive = apps
@@ -52,7 +52,7 @@ async def test_fanout_left_by_a_dead_server_is_finished_by_another_exactly_once(
 
 @pytest.mark.parametrize("redis_url", ["cluster"], indirect=True)
 async def test_replica_acks_on_a_cluster_ack_after_a_replica_has_the_send(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(2, replica_acks=1, replica_wait_ms=2000)
     _, _, channel, a, b = await pair_across(apps, devices)
@@ -65,7 +65,7 @@ async def test_replica_acks_on_a_cluster_ack_after_a_replica_has_the_send(
 
 @pytest.mark.parametrize("redis_url", ["node"], indirect=True)
 async def test_replica_acks_without_a_replica_refuse_the_send_and_never_deliver_it(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(1, replica_acks=1, replica_wait_ms=50, **FAST_CLAIMS)
     alice, bob = users_on(apps, "chat-0", 2)

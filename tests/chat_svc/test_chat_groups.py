@@ -9,16 +9,18 @@ from chat_svc.servicer import GET_HISTORY
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.errors import error_details
 from feedchat_runtime.pages import PageTokens, derive_key
-from tests.chat_svc.chatkit import auth, users_on
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, auth, users_on
 from tests.waiting import wait_until
 
 
-async def _stub(address: str):
+async def _stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatServiceStub]:
     channel = grpc.aio.insecure_channel(address)
     return channel, chat_pb2_grpc.ChatServiceStub(channel)
 
 
-async def test_non_member_can_neither_send_to_nor_read_a_group(chat_cluster, devices) -> None:
+async def test_non_member_can_neither_send_to_nor_read_a_group(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(2)
     owner, member = users_on(apps, "chat-0", 2)
     outsider = users_on(apps, "chat-1", 1)[0]
@@ -60,7 +62,7 @@ async def test_non_member_can_neither_send_to_nor_read_a_group(chat_cluster, dev
         assert [m.text for m in history.messages] == ["secret"]
 
 
-async def test_group_member_limit_is_enforced(chat_cluster) -> None:
+async def test_group_member_limit_is_enforced(chat_cluster: StartCluster) -> None:
     apps = await chat_cluster(1, max_group_members=3)
     channel, stub = await _stub(apps[0].address)
     async with channel:
@@ -104,7 +106,9 @@ async def test_group_member_limit_is_enforced(chat_cluster) -> None:
         assert list(grown.member_ids) == [1, 3, 4]
 
 
-async def test_history_pages_backwards_and_channels_list_pages(chat_cluster, devices) -> None:
+async def test_history_pages_backwards_and_channels_list_pages(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(1, send_rate=1000.0, send_burst=1000)
     channel, stub = await _stub(apps[0].address)
     async with channel:
@@ -162,7 +166,9 @@ async def test_history_pages_backwards_and_channels_list_pages(chat_cluster, dev
         assert listed == sorted(groups)
 
 
-async def test_limits_on_length_and_send_rate(chat_cluster, devices) -> None:
+async def test_limits_on_length_and_send_rate(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(1, max_message_chars=10, send_rate=1.0, send_burst=3)
     channel, stub = await _stub(apps[0].address)
     async with channel:

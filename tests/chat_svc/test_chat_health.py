@@ -4,6 +4,9 @@ NOT_SERVING and channel changes UNAVAILABLE; back → SERVING."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -14,20 +17,23 @@ from chat_svc.config import ChatConfig
 from chat_svc.groups import Channels
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.errors import error_details
-from feedchat_local.embedded import etcd_server, postgres_url, redis_server
+from feedchat_local.embedded import EmbeddedServer, etcd_server, postgres_url, redis_server
+from feedchat_runtime.redis_client import RedisClient
 from tests.chat_svc.chatkit import Device, auth
 from tests.waiting import wait_until
 
 
 async def _status(address: str) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
+        reply: health_pb2.HealthCheckResponse = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=2
         )
-        return reply.status
+        return int(reply.status)
 
 
-async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(tmp_path, make_config) -> None:
+async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(
+    tmp_path: Path, make_config: Callable[..., Any]
+) -> None:
     own_redis = redis_server(tmp_path / "redis")
     await asyncio.to_thread(own_redis.start)
     app = await build(
@@ -86,7 +92,9 @@ async def test_lost_redis_means_not_serving_and_no_ack_then_recovery(tmp_path, m
         own_redis.stop()
 
 
-async def test_lost_etcd_means_not_serving_then_recovery(tmp_path, make_config) -> None:
+async def test_lost_etcd_means_not_serving_then_recovery(
+    tmp_path: Path, make_config: Callable[..., Any]
+) -> None:
     own_etcd = etcd_server(tmp_path / "etcd")
     await asyncio.to_thread(own_etcd.start)
     app = await build(
@@ -117,7 +125,7 @@ async def _poll_status(address: str, want: int, seconds: float) -> None:
 
 
 async def test_lost_postgres_means_not_serving_and_unavailable_then_recovery(
-    make_config, private_postgres, redis
+    make_config: Callable[..., Any], private_postgres: EmbeddedServer, redis: RedisClient
 ) -> None:
     app = await build(
         make_config(

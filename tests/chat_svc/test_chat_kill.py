@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from pathlib import Path
 
 import pytest
 
+from feedchat_local.embedded import EmbeddedServer
+from feedchat_runtime.redis_client import RedisClient
 from tests.chat_svc.chatkit import Device, chat_processes
 from tests.waiting import wait_until
 
 
 @pytest.mark.timeout(90)
 async def test_killed_chat_server_loses_no_acked_message(
-    tmp_path, etcd, etcd_prefix, redis_url, redis, database_url
+    tmp_path: Path,
+    etcd: EmbeddedServer,
+    etcd_prefix: str,
+    redis_url: str,
+    redis: RedisClient,
+    database_url: str,
 ) -> None:
     async with chat_processes(
         tmp_path, etcd.address, etcd_prefix, redis_url, redis, database_url
@@ -39,7 +48,7 @@ async def test_killed_chat_server_loses_no_acked_message(
         await chat.ring.wait_for(lambda r: "chat-1" not in r.members, 20)
         expected = [f"m{i}" for i in range(total)]
         for f in followers:
-            await wait_until(lambda f=f: len(f.texts) >= total, 20, f"user {f.user_id}")
+            await wait_until(functools.partial(f.got, total), 20, f"user {f.user_id}")
         for f in followers:
             assert f.texts == expected, f.user_id
         moved = [f for f in followers if f.user_id in victims]

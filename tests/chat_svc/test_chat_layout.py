@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from chat_svc.groups import Channels
 from chat_svc.keys import LAYOUT_KEY, chan_seq_key
-from tests.chat_svc.chatkit import Device
+from feedchat_runtime.redis_client import RedisClient
+from tests.chat_svc.chatkit import Device, OpenDevice, StartCluster
 
 
 async def test_old_channel_keys_are_moved_and_the_conversation_goes_on(
-    chat_cluster, devices, redis
+    chat_cluster: StartCluster, devices: OpenDevice, redis: RedisClient
 ) -> None:
     (app,) = await chat_cluster(1)
     channels = Channels(app.store, app.records, app.delivery.ids, 500)

@@ -12,8 +12,12 @@ import grpc
 import pytest
 
 from feedchat_client.errors import error_details
-from tests.chat_svc.chatkit import open_direct, owner_of, users_on
+from feedchat_runtime import replies
+from feedchat_runtime.notify_queue import QUEUE_KEY
+from feedchat_runtime.redis_client import RedisClient
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, open_direct, owner_of, users_on
 from tests.chat_svc.pollkit import poll, send
+from tests.redis_reads import stream_entries
 from tests.waiting import wait_until
 
 
@@ -24,7 +28,9 @@ async def _refusal(call: object) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     return details.code, details.reason, details.metadata
 
 
-async def test_send_on_any_server_wakes_the_poll_held_on_the_owner_at_once(chat_cluster) -> None:
+async def test_send_on_any_server_wakes_the_poll_held_on_the_owner_at_once(
+    chat_cluster: StartCluster,
+) -> None:
     apps = await chat_cluster(3)
     poller, sender = users_on(apps, "chat-1", 1)[0], users_on(apps, "chat-2", 1)[0]
     owner = owner_of(apps, poller)
@@ -43,7 +49,7 @@ async def test_send_on_any_server_wakes_the_poll_held_on_the_owner_at_once(chat_
 
 
 async def test_poll_at_a_server_that_does_not_own_the_user_names_the_owner_at_once(
-    chat_cluster,
+    chat_cluster: StartCluster,
 ) -> None:
     apps = await chat_cluster(2)
     user = users_on(apps, "chat-1", 1)[0]
@@ -55,7 +61,9 @@ async def test_poll_at_a_server_that_does_not_own_the_user_names_the_owner_at_on
     assert meta["owner_instance"] == "chat-1"
 
 
-async def test_wait_bounds_an_empty_poll_and_answers_the_same_cursor(chat_cluster) -> None:
+async def test_wait_bounds_an_empty_poll_and_answers_the_same_cursor(
+    chat_cluster: StartCluster,
+) -> None:
     (app,) = await chat_cluster(1, poll_wait=0.3, poll_max_wait=0.6)
     started = time.monotonic()
     assert (await poll(app.address, 1, "5-0", wait=0)).inbox_cursor == "5-0"  # at once
@@ -73,7 +81,9 @@ async def test_wait_bounds_an_empty_poll_and_answers_the_same_cursor(chat_cluste
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BAD_CURSOR")
 
 
-async def test_the_next_cursor_acks_and_resumes_the_device(chat_cluster, devices) -> None:
+async def test_the_next_cursor_acks_and_resumes_the_device(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     (app,) = await chat_cluster(1, send_rate=1000.0, send_burst=1000)
     sender = await devices(1, app.address)  # a streaming sender gets DELIVERED receipts
     channel = await open_direct(app.address, 1, 2)
@@ -93,7 +103,9 @@ async def test_the_next_cursor_acks_and_resumes_the_device(chat_cluster, devices
     assert len(other.messages) == 5
 
 
-async def test_send_message_has_the_stream_sends_semantics(chat_cluster, devices) -> None:
+async def test_send_message_has_the_stream_sends_semantics(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(2, send_rate=0.01, send_burst=3)
     channel = await open_direct(apps[0].address, 1, 2)
     first = await send(apps[0].address, 1, channel, "hi", cmid="same")
@@ -113,7 +125,9 @@ async def test_send_message_has_the_stream_sends_semantics(chat_cluster, devices
     assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 
 
-async def test_a_poller_and_a_streaming_user_talk_both_ways(chat_cluster, devices) -> None:
+async def test_a_poller_and_a_streaming_user_talk_both_ways(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(2)
     poller, streamer = users_on(apps, "chat-0", 1)[0], users_on(apps, "chat-1", 1)[0]
     channel = await open_direct(apps[0].address, poller, streamer)
@@ -128,7 +142,9 @@ async def test_a_poller_and_a_streaming_user_talk_both_ways(chat_cluster, device
     assert [m.text for m in page.messages] == ["from the stream"]
 
 
-async def test_held_polls_count_against_the_per_user_stream_bound(chat_cluster, devices) -> None:
+async def test_held_polls_count_against_the_per_user_stream_bound(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     (app,) = await chat_cluster(1, max_streams_per_user=2)
     await devices(1, app.address, device_id="streamed")
     held = asyncio.create_task(poll(app.address, 1, "", wait=20, device="a"))
@@ -146,7 +162,7 @@ async def test_held_polls_count_against_the_per_user_stream_bound(chat_cluster, 
 
 
 async def test_a_draining_owner_ends_held_polls_at_once_naming_the_next_owner(
-    chat_cluster,
+    chat_cluster: StartCluster,
 ) -> None:
     apps = await chat_cluster(2, grace=5.0)
     user = users_on(apps, "chat-1", 1)[0]
@@ -161,7 +177,9 @@ async def test_a_draining_owner_ends_held_polls_at_once_naming_the_next_owner(
     await stopping
 
 
-async def test_a_poller_resumes_from_its_cursor_after_its_server_dies(chat_cluster) -> None:
+async def test_a_poller_resumes_from_its_cursor_after_its_server_dies(
+    chat_cluster: StartCluster,
+) -> None:
     apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
     user = users_on(apps, "chat-1", 1)[0]
     channel = await open_direct(apps[0].address, 7, user)
@@ -179,7 +197,9 @@ async def test_a_poller_resumes_from_its_cursor_after_its_server_dies(chat_clust
     ]
 
 
-async def test_a_user_who_just_polled_gets_no_offline_notification(chat_cluster, redis) -> None:
+async def test_a_user_who_just_polled_gets_no_offline_notification(
+    chat_cluster: StartCluster, redis: RedisClient
+) -> None:
     (app,) = await chat_cluster(1)
     to_poller = await open_direct(app.address, 1, 2)
     to_absent = await open_direct(app.address, 1, 3)
@@ -188,15 +208,14 @@ async def test_a_user_who_just_polled_gets_no_offline_notification(chat_cluster,
     await send(app.address, 1, to_absent, "for the absent")
 
     async def notified() -> set[str]:
-        rows = await redis.xrange("notify:queue")
-        return {(f.get(b"user_id") or f.get("user_id")) for _, f in rows}
+        return {replies.text(f[b"user_id"]) for _, f in await stream_entries(redis, QUEUE_KEY)}
 
     found = await wait_until(notified, what="the absent user's notification")
-    assert found & {b"3", "3"} and not found & {b"2", "2"}
+    assert "3" in found and "2" not in found
 
 
 async def test_a_made_up_cursor_ahead_of_the_inbox_is_refused_and_saves_nothing(
-    chat_cluster,
+    chat_cluster: StartCluster,
 ) -> None:
     (app,) = await chat_cluster(1)
     channel = await open_direct(app.address, 1, 2)

@@ -14,7 +14,7 @@ from feedchat.presence.v1 import presence_pb2, presence_pb2_grpc
 from presence_svc.app import PresenceApp, build
 from presence_svc.config import PresenceConfig
 from presence_svc.following import StaticFollowing
-from tests.chat_svc.chatkit import AUTHORITY, auth
+from tests.chat_svc.chatkit import AUTHORITY, StartCluster, auth
 from tests.chat_svc.pollkit import poll
 from tests.waiting import wait_until
 
@@ -43,11 +43,11 @@ async def _status(app: PresenceApp, user_id: int) -> int:
             presence_pb2.GetPresenceRequest(user_ids=[user_id]),
             metadata=(("authorization", f"Bearer {AUTHORITY.issue_service('chat').token}"),),
         )
-        return reply.presences[0].status
+        return int(reply.presences[0].status)
 
 
 async def test_a_poller_is_online_while_polling_and_offline_after_it_stops(
-    chat_cluster, presence
+    chat_cluster: StartCluster, presence: PresenceApp
 ) -> None:
     (chat,) = await chat_cluster(1)
     held = asyncio.create_task(poll(chat.address, 5, "", wait=4))  # held past the timeout
@@ -57,7 +57,7 @@ async def test_a_poller_is_online_while_polling_and_offline_after_it_stops(
     await wait_until(lambda: _offline(presence, 5), timeout=6, what="offline after the polls")
 
 
-async def test_presence_refuses_device_beats_from_users(presence) -> None:
+async def test_presence_refuses_device_beats_from_users(presence: PresenceApp) -> None:
     async with grpc.aio.insecure_channel(presence.host.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await presence_pb2_grpc.PresenceServiceStub(channel).RecordDeviceBeats(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from tests.chat_svc.chatkit import auth, pair_across
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, auth, pair_across
 from tests.waiting import wait_until
 
 
@@ -25,7 +25,7 @@ async def _is_unread(address: str, user: int, channel: int, expected: tuple[int,
 
 
 async def test_read_markers_never_move_backwards_and_receipts_cross_servers(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(2)
     alice, bob, channel, a, b = await pair_across(apps, devices)

@@ -4,15 +4,18 @@ set is refilled from the record)."""
 
 from __future__ import annotations
 
+import functools
+
 import grpc
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from tests.chat_svc.chatkit import auth, users_on
+from feedchat_runtime.redis_client import RedisClient
+from tests.chat_svc.chatkit import Device, OpenDevice, StartCluster, auth, users_on
 from tests.waiting import wait_until
 
 
 async def test_groups_and_membership_survive_a_wiped_redis_and_restart(
-    chat_cluster, devices, redis
+    chat_cluster: StartCluster, devices: OpenDevice, redis: RedisClient
 ) -> None:
     apps = await chat_cluster(1)
     owner, member, removed, outsider = users_on(apps, "chat-0", 4)
@@ -43,7 +46,7 @@ async def test_groups_and_membership_survive_a_wiped_redis_and_restart(
         for user in (removed, outsider):
             d = await devices(user, app.address)
             d.send(group.channel_id, "let me in")
-            await wait_until(lambda d=d: len(d.send_errors) == 1, what="refusal")
+            await wait_until(functools.partial(_refused, d), what="refusal")
             assert d.send_errors[0].reason == "NOT_A_MEMBER"
         history = await stub.GetHistory(
             chat_pb2.GetHistoryRequest(channel_id=group.channel_id), metadata=auth(owner)
@@ -52,7 +55,7 @@ async def test_groups_and_membership_survive_a_wiped_redis_and_restart(
 
 
 async def test_a_send_refills_a_lost_member_cache_and_a_direct_channel_reopens(
-    chat_cluster, devices, redis
+    chat_cluster: StartCluster, devices: OpenDevice, redis: RedisClient
 ) -> None:
     apps = await chat_cluster(1)
     owner, member = users_on(apps, "chat-0", 2)
@@ -73,3 +76,7 @@ async def test_a_send_refills_a_lost_member_cache_and_a_direct_channel_reopens(
         ).channel
         assert reopened.channel_id == direct.channel_id
         assert reopened.member_count == 2
+
+
+def _refused(device: Device) -> bool:
+    return len(device.send_errors) == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -17,13 +20,24 @@ from chat_svc.groups import Channels
 from chat_svc.model import Reconnect
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.errors import error_details
+from feedchat_runtime.errors import FeedchatError
 from feedchat_runtime.registry import Member
 from feedchat_runtime.ring import Ring
-from tests.chat_svc.chatkit import Device, auth, open_direct, slow_ring_watch, token, users_on
+from tests.chat_svc.chatkit import (
+    Device,
+    OpenDevice,
+    StartCluster,
+    auth,
+    open_direct,
+    owner_instance,
+    slow_ring_watch,
+    token,
+    users_on,
+)
 from tests.waiting import wait_until
 
 
-async def test_connect_to_non_owner_fails_with_owner_address(chat_cluster) -> None:
+async def test_connect_to_non_owner_fails_with_owner_address(chat_cluster: StartCluster) -> None:
     apps = await chat_cluster(2)
     user = users_on(apps, "chat-1", 1)[0]
     device = Device(user, apps[0].address)
@@ -37,7 +51,7 @@ async def test_connect_to_non_owner_fails_with_owner_address(chat_cluster) -> No
     assert details.metadata["owner_instance"] == "chat-1"
 
 
-async def test_peer_service_refuses_user_tokens(chat_cluster) -> None:
+async def test_peer_service_refuses_user_tokens(chat_cluster: StartCluster) -> None:
     apps = await chat_cluster(1)
     async with grpc.aio.insecure_channel(apps[0].address) as channel:
         stub = chat_pb2_grpc.ChatPeerServiceStub(channel)
@@ -52,14 +66,14 @@ async def test_peer_service_refuses_user_tokens(chat_cluster) -> None:
 
 
 async def test_new_chat_server_moves_users_who_reconnect_without_loss(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
     # owners depend on instance names only, so the 3-server ring is known in advance
     future = Ring.build(
         {**apps[0].ring.ring.members, "chat-2": Member("chat", "chat-2", "unknown:0")}
     )
-    sender = next(u for u in users_on(apps, "chat-0", 50) if future.owner(u).instance == "chat-0")
+    sender = next(u for u in users_on(apps, "chat-0", 50) if owner_instance(future, u) == "chat-0")
     receivers = users_on(apps, "chat-1", 12, start=1000)
     channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     group = (await channels.create_group(sender, "all", receivers)).channel_id
@@ -75,11 +89,11 @@ async def test_new_chat_server_moves_users_who_reconnect_without_loss(
     sending = asyncio.create_task(send_all())
     await wait_until(lambda: len(s.acks) >= 5, what="the conversation to start")
     apps = await chat_cluster(1)  # chat-2 joins mid-conversation
-    moved = [uid for uid in receivers if apps[0].ring.ring.owner(uid).instance == "chat-2"]
+    moved = [uid for uid in receivers if owner_instance(apps[0].ring.ring, uid) == "chat-2"]
     assert moved, "the new server should take over some users"
     for uid in moved:
         old = streams[uid][-1]
-        await wait_until(lambda o=old: o.ended, what=f"user {uid} moved")
+        await wait_until(old.has_ended, what=f"user {uid} moved")
         assert [r.instance for r in old.reconnects] == ["chat-2"]
         target = old.reconnects[0].address
         assert target == apps[2].address
@@ -88,11 +102,14 @@ async def test_new_chat_server_moves_users_who_reconnect_without_loss(
     await wait_until(lambda: len(s.acks) == total, 10, "every ack")
     expected = [f"m{i}" for i in range(total)]
     for uid, opened in streams.items():
-        await wait_until(
-            lambda o=opened: sum(len(d.messages) for d in o) >= total, 10, f"user {uid}"
-        )
+        await wait_until(functools.partial(_all_got, opened, total), 10, f"user {uid}")
         got = [m.text for d in opened for m in d.messages]
         assert got == expected, uid
+
+
+def _all_got(devices: list[Device], count: int) -> bool:
+    """Whether ``count`` messages have arrived over the devices together."""
+    return sum(len(d.messages) for d in devices) >= count
 
 
 SLOW_CLIENT = """
@@ -114,7 +131,9 @@ asyncio.run(main())
 """
 
 
-async def test_slow_consumer_is_cut_off_while_others_keep_receiving(chat_cluster, devices) -> None:
+async def test_slow_consumer_is_cut_off_while_others_keep_receiving(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(
         1, outbound_queue=8, send_rate=10_000.0, send_burst=10_000, max_message_chars=60_000
     )
@@ -142,7 +161,8 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(chat_cluster
         await wait_until(lambda: not apps[0].hub.devices(slow), 30, "slow device cut off")
         await wait_until(lambda: len(f.messages) == total, 30, "fast device gets everything")
         assert f.error is None and not f.ended
-        assert stream.terminal is not None and stream.terminal.reason == "SLOW_CONSUMER"
+        assert isinstance(stream.terminal, FeedchatError), stream.terminal
+        assert stream.terminal.reason == "SLOW_CONSUMER"
         assert stream.terminal.code == "RESOURCE_EXHAUSTED"
     finally:
         os.kill(proc.pid, signal.SIGCONT)
@@ -152,7 +172,9 @@ async def test_slow_consumer_is_cut_off_while_others_keep_receiving(chat_cluster
     assert out.decode().split(" ")[0] in ("RESOURCE_EXHAUSTED", "UNAVAILABLE"), out
 
 
-async def test_draining_server_sends_its_users_to_their_next_owner(chat_cluster, devices) -> None:
+async def test_draining_server_sends_its_users_to_their_next_owner(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(2)
     user = users_on(apps, "chat-1", 1)[0]
     device = await devices(user, apps[1].address)
@@ -166,7 +188,7 @@ async def test_draining_server_sends_its_users_to_their_next_owner(chat_cluster,
 
 
 async def test_moved_stream_sends_every_ack_of_what_it_stored_before_reconnect(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(2, send_rate=100_000.0, send_burst=100_000)
     user = users_on(apps, "chat-0", 1)[0]
@@ -190,14 +212,14 @@ async def test_moved_stream_sends_every_ack_of_what_it_stored_before_reconnect(
 
 
 async def test_message_routed_by_a_lagging_ring_still_reaches_the_device_on_its_new_owner(
-    chat_cluster, devices, make_config
+    chat_cluster: StartCluster, devices: OpenDevice, make_config: Callable[..., Any]
 ) -> None:
     apps = await chat_cluster(2)
     future = Ring.build(
         {**apps[0].ring.ring.members, "chat-2": Member("chat", "chat-2", "unknown:0")}
     )
-    sender = next(u for u in users_on(apps, "chat-0", 50) if future.owner(u).instance == "chat-0")
-    mover = next(u for u in users_on(apps, "chat-1", 200) if future.owner(u).instance == "chat-2")
+    sender = next(u for u in users_on(apps, "chat-0", 50) if owner_instance(future, u) == "chat-0")
+    mover = next(u for u in users_on(apps, "chat-1", 200) if owner_instance(future, u) == "chat-2")
     channel = await open_direct(apps[0].address, sender, mover)
     s = await devices(sender, apps[0].address)
     slow_ring_watch(apps[0], 3.0)  # chat-0 (the sender's server) learns of chat-2 late

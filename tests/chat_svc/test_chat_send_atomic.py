@@ -14,7 +14,8 @@ from chat_svc.keys import (
     inbox_key,
     rate_key,
 )
-from tests.chat_svc.chatkit import Device
+from feedchat_runtime.redis_client import RedisClient
+from tests.chat_svc.chatkit import Device, OpenDevice, StartCluster
 from tests.waiting import wait_until
 
 SENDER, FIRST, LAST = 11, 12, 19
@@ -37,7 +38,7 @@ async def _no_pending_fanout(app) -> bool:
 
 
 async def test_channel_step_fault_leaves_nothing_and_a_retry_stores_one(
-    chat_cluster, devices, redis
+    chat_cluster: StartCluster, devices: OpenDevice, redis: RedisClient
 ) -> None:
     (app,) = await chat_cluster(1)
     channels = Channels(app.store, app.records, app.delivery.ids, 500)
@@ -77,7 +78,7 @@ async def test_channel_step_fault_leaves_nothing_and_a_retry_stores_one(
 
 
 async def test_failed_inbox_append_is_finished_by_a_claim_once_per_inbox(
-    chat_cluster, devices, redis
+    chat_cluster: StartCluster, devices: OpenDevice, redis: RedisClient
 ) -> None:
     (app,) = await chat_cluster(1, **FAST_CLAIMS)
     channels = Channels(app.store, app.records, app.delivery.ids, 500)

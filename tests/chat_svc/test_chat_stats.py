@@ -12,7 +12,7 @@ import pytest
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.errors import error_details
 from feedchat_runtime.snowflake import timestamp_ms
-from tests.chat_svc.chatkit import auth, open_direct
+from tests.chat_svc.chatkit import StartCluster, auth, open_direct
 from tests.chat_svc.pollkit import send
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -37,7 +37,9 @@ def _expected(message_ids: list[int], size: int) -> dict[int, int]:
     return dict(Counter(timestamp_ms(m) // size * size for m in message_ids))
 
 
-async def test_counts_match_the_messages_bucket_by_bucket_across_a_restart(chat_cluster) -> None:
+async def test_counts_match_the_messages_bucket_by_bucket_across_a_restart(
+    chat_cluster: StartCluster,
+) -> None:
     (first,) = await chat_cluster(1, send_rate=1000.0, send_burst=1000)
     direct = await open_direct(first.address, 1, 2)
     other = await open_direct(first.address, 1, 3)
@@ -66,7 +68,7 @@ async def _refused(channel: int, user: int, address: str, **fields: int) -> tupl
     return details.code, details.reason
 
 
-async def test_non_members_and_unbounded_ranges_are_refused(chat_cluster) -> None:
+async def test_non_members_and_unbounded_ranges_are_refused(chat_cluster: StartCluster) -> None:
     (app,) = await chat_cluster(1)
     direct = await open_direct(app.address, 1, 2)
     assert await _refused(direct, 9, app.address) == (

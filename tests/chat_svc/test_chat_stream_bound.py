@@ -6,11 +6,12 @@ from __future__ import annotations
 import grpc
 
 from feedchat_client.errors import error_details
+from tests.chat_svc.chatkit import OpenDevice, StartCluster
 from tests.waiting import wait_until
 
 
 async def test_one_stream_past_the_bound_is_refused_and_others_are_unaffected(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     (app,) = await chat_cluster(1, max_streams_per_user=2)
     first = await devices(1, app.address, device_id="a")

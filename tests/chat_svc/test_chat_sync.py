@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import grpc
 import pytest
 
+from chat_svc.app import ChatApp
 from chat_svc.groups import Channels
 from chat_svc.model import parse_cursor
 from feedchat_client.errors import error_details
-from tests.chat_svc.chatkit import alice_and_bob, users_on
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, alice_and_bob, users_on
 from tests.waiting import eventually, wait_until
 
 
-async def test_device_resumes_after_its_cursor_in_order(chat_cluster, devices) -> None:
+async def test_device_resumes_after_its_cursor_in_order(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(2)
     alice, bob, channel = await alice_and_bob(apps)
     a = await devices(alice, apps[0].address)
@@ -45,7 +49,7 @@ async def test_device_resumes_after_its_cursor_in_order(chat_cluster, devices) -
 
 
 async def test_catch_up_and_live_pushes_give_each_message_once_in_order(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
     alice, bob, channel = await alice_and_bob(apps)
@@ -69,16 +73,16 @@ async def test_catch_up_and_live_pushes_give_each_message_once_in_order(
     assert a.send_errors == []
     expected = [f"m{i}" for i in range(total)]
     for dev in late:
-        await wait_until(lambda d=dev: len(d.messages) >= total, 10, f"device {dev.device_id}")
+        await wait_until(functools.partial(dev.got, total), 10, f"device {dev.device_id}")
         assert dev.texts() == expected
 
 
-async def _direct(apps, user: int, peer: int) -> int:
+async def _direct(apps: list[ChatApp], user: int, peer: int) -> int:
     channels = Channels(apps[0].store, apps[0].records, apps[0].delivery.ids, 500)
     return (await channels.open_direct(user, peer)).channel_id
 
 
-async def _until_cursor_saved(app, user: int, device: str, cursor: str) -> None:
+async def _until_cursor_saved(app: ChatApp, user: int, device: str, cursor: str) -> None:
     async def saved() -> bool:
         return await app.store.device_cursor(user, device) == cursor
 
@@ -86,7 +90,7 @@ async def _until_cursor_saved(app, user: int, device: str, cursor: str) -> None:
 
 
 async def test_pushes_arriving_out_of_order_are_delivered_in_inbox_order(
-    chat_cluster, devices
+    chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
     apps = await chat_cluster(1)
     app = apps[0]
@@ -114,7 +118,9 @@ async def test_pushes_arriving_out_of_order_are_delivered_in_inbox_order(
     assert [m.inbox_cursor for m in bob.messages] == [e.message.inbox_cursor for e in entries]
 
 
-async def test_hello_cursor_that_is_no_stream_id_is_bad_cursor(chat_cluster, devices) -> None:
+async def test_hello_cursor_that_is_no_stream_id_is_bad_cursor(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
     apps = await chat_cluster(1)
     user = users_on(apps, "chat-0", 1)[0]
     top = (1 << 64) - 1  # Redis's largest stream id part; nothing follows the top id

@@ -17,7 +17,8 @@ RECIPE = re.compile(r"<!-- recipe: ([\w-]+) -->\s*```sh\n(.*?)```", re.S)
 
 
 def tour(page: str, name: str) -> str:
-    return dict(RECIPE.findall((DOCS / page).read_text()))[name]
+    recipes: dict[str, str] = dict(RECIPE.findall((DOCS / page).read_text()))
+    return recipes[name]
 
 
 async def run_tour(system: System, tmp_path: Path, page: str, name: str) -> str:

@@ -60,15 +60,21 @@ class Client:
         return user_metadata(self.user_id)
 
     async def post(self, text: str) -> pb.Post:
-        reply = await self.stub.CreatePost(pb.CreatePostRequest(text=text), metadata=self.md)
+        reply: pb.CreatePostResponse = await self.stub.CreatePost(
+            pb.CreatePostRequest(text=text), metadata=self.md
+        )
         return reply.post
 
     async def follow(self, user_id: int) -> bool:
-        reply = await self.stub.Follow(pb.FollowRequest(user_id=user_id), metadata=self.md)
+        reply: pb.FollowResponse = await self.stub.Follow(
+            pb.FollowRequest(user_id=user_id), metadata=self.md
+        )
         return reply.changed
 
     async def unfollow(self, user_id: int) -> bool:
-        reply = await self.stub.Unfollow(pb.UnfollowRequest(user_id=user_id), metadata=self.md)
+        reply: pb.UnfollowResponse = await self.stub.Unfollow(
+            pb.UnfollowRequest(user_id=user_id), metadata=self.md
+        )
         return reply.changed
 
     async def feed(self, page_size: int = 0, page_token: str = "") -> pb.GetFeedResponse:

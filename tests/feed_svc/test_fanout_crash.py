@@ -15,12 +15,13 @@ from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feed_svc.keys import GROUP, JOBS_KEY, feed_key
 from feed_svc.store_queue import Job
 from feedchat.feed.v1 import feed_pb2 as pb
+from feedchat_runtime.replies import text
 from tests.feed_svc.conftest import StartSystem, System, fanout_done
 from tests.waiting import eventually
 
 
 async def entries_of(system: System, user: int) -> list[str]:
-    return [m.decode() for m in await system.feed_app.redis.zrange(feed_key(user), 0, -1)]
+    return [text(m) for m in await system.feed_app.redis.zrange(feed_key(user), 0, -1)]
 
 
 async def followers(system: System, author: int, count: int, first: int) -> list[int]:

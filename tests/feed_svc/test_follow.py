@@ -7,13 +7,9 @@ import pytest
 
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_client.errors import error_details
-from tests.feed_svc.conftest import (
-    StartSystem,
-    System,
-    eventually,
-    fanout_done,
-    service_metadata,
-)
+from feedchat_runtime.replies import text
+from tests.feed_svc.conftest import StartSystem, System, fanout_done, service_metadata
+from tests.waiting import eventually
 
 
 async def test_following_an_unknown_user_is_not_found(system: System) -> None:
@@ -97,11 +93,11 @@ async def test_follow_merges_recent_posts_and_unfollow_removes_them(system: Syst
     await reader.follow(bob.user_id)
     # Bob's earlier posts are merged into the cached feed by the follow itself.
     cached = await system.feed_app.redis.zrange(f"feed:{{u{reader.user_id}}}:tl", 0, -1)
-    assert {int(m.decode().split(":")[0]) for m in cached} == {carol_post.post_id, *bob_posts}
+    assert {int(text(m).split(":")[0]) for m in cached} == {carol_post.post_id, *bob_posts}
     assert await reader.feed_ids() == [*bob_posts[::-1], carol_post.post_id]
     await reader.unfollow(bob.user_id)
     cached = await system.feed_app.redis.zrange(f"feed:{{u{reader.user_id}}}:tl", 0, -1)
-    assert [int(m.decode().split(":")[0]) for m in cached] == [carol_post.post_id]
+    assert [int(text(m).split(":")[0]) for m in cached] == [carol_post.post_id]
     assert await reader.feed_ids() == [carol_post.post_id]
 
     async def refollowed() -> bool:

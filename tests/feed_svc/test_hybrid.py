@@ -7,13 +7,14 @@ import asyncio
 
 from feed_svc.keys import feed_key
 from feedchat.feed.v1 import feed_pb2 as pb
+from feedchat_runtime.replies import text
 from tests.feed_svc.conftest import StartSystem, System, fanout_done
 from tests.waiting import eventually
 
 
 async def cached_ids(system: System, user: int) -> list[int]:
     members = await system.feed_app.redis.zrange(feed_key(user), 0, -1)
-    return [int(m.decode().split(":")[0]) for m in members]
+    return [int(text(m).split(":")[0]) for m in members]
 
 
 async def make_active(system: System, users: list[int]) -> None:

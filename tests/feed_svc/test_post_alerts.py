@@ -16,6 +16,7 @@ from feedchat_client.errors import error_details
 from feedchat_runtime.notify_queue import QUEUE_KEY
 from feedchat_runtime.snowflake import timestamp_ms
 from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done
+from tests.redis_reads import stream_entries
 from tests.waiting import eventually
 
 
@@ -33,7 +34,7 @@ async def list_alerts(client: Client) -> list[int]:
 async def alerts_for(redis: aioredis.Redis, post_id: int) -> list[dict[str, str]]:
     """The notify:queue entries written for one post."""
     found = []
-    for _, fields in await redis.xrange(QUEUE_KEY):
+    for _, fields in await stream_entries(redis, QUEUE_KEY):
         entry = {k.decode(): v.decode() for k, v in fields.items()}
         if entry.get("message_id") == str(post_id):
             found.append(entry)

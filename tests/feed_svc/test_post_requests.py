@@ -14,7 +14,7 @@ from tests.feed_svc.conftest import Client, StartSystem, System
 
 
 async def create(client: Client, text: str, request_id: str) -> pb.Post:
-    reply = await client.stub.CreatePost(
+    reply: pb.CreatePostResponse = await client.stub.CreatePost(
         pb.CreatePostRequest(text=text, request_id=request_id), metadata=client.md
     )
     return reply.post

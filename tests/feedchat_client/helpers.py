@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedchat_client import ChatConnection, FeedchatClient
+from feedchat_client.chat_poll import ChatPoller
 from tests.feedchat_client.system import System
 
 _names = itertools.count()
@@ -32,6 +33,6 @@ class StateLog:
         return [s for s, _ in self.events]
 
 
-async def texts(conn: ChatConnection, count: int, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109
+async def texts(conn: ChatConnection | ChatPoller, count: int, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109
     """The next ``count`` message texts."""
     return [(await conn.next_message(timeout)).text for _ in range(count)]

@@ -39,7 +39,7 @@ async def _up_until_ready(
         env=env,
     )
     assert up.stdout is not None
-    output = []
+    output: list[str] = []
     try:
         while True:
             line = (await asyncio.wait_for(up.stdout.readline(), 90)).decode()

@@ -69,6 +69,7 @@ def _invalid_utf8(descriptor: Descriptor, depth: int = 0) -> bytes | None:
         if f.type == FieldDescriptor.TYPE_STRING:
             inner = b"ok\xc3\x28"
         elif f.type == FieldDescriptor.TYPE_MESSAGE and depth < 3:
+            assert f.message_type is not None
             found = _invalid_utf8(f.message_type, depth + 1)
             if found is None:
                 continue

@@ -13,6 +13,7 @@ from feedchat_runtime.notify_queue import (
     parse_job,
 )
 from feedchat_runtime.redis_client import RedisClient
+from tests.redis_reads import stream_entries
 
 
 async def test_enqueued_entries_parse_back_as_one_job_per_recipient(redis: RedisClient) -> None:
@@ -27,7 +28,7 @@ async def test_enqueued_entries_parse_back_as_one_job_per_recipient(redis: Redis
     pipe = redis.pipeline(transaction=False)
     enqueue(pipe, notice, [42, 43], cap=1000, extra={"traceparent": "00-x"})
     await pipe.execute()
-    entries = await redis.xrange(QUEUE_KEY)
+    entries = await stream_entries(redis, QUEUE_KEY)
     cut = replace(notice, preview="é" * 140)  # previews are cut to 140 characters
     assert [parse_job(fields) for _, fields in entries] == [
         Job(**vars(cut), user_id=42),

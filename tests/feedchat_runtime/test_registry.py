@@ -167,7 +167,7 @@ async def test_key_is_reattached_when_a_reattach_fails_once(
 ) -> None:
     session = EtcdSession(etcd.address, etcd_prefix, ttl=2)
     await session.start()
-    failures = []
+    failures: list[int] = []
 
     async def flaky(lease_id: int) -> None:
         if not failures:  # the first re-attach after the lease is lost fails

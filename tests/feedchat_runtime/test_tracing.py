@@ -5,6 +5,7 @@ work on the post alert the job writes."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -61,7 +62,7 @@ async def test_a_post_is_one_trace_across_feed_account_and_notify(
             return reply.code == 0 and reply.json() == {"status": "SERVING"}
 
         for where in address.values():
-            await wait_until(lambda w=where: serving(w), timeout=30, what=f"{where} up")
+            await wait_until(functools.partial(serving, where), timeout=30, what=f"{where} up")
         users = {}
         for name in ("tracy", "fan"):
             signed = await call(

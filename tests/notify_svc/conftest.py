@@ -13,6 +13,7 @@ from feedchat.notify.v1 import notify_pb2 as pb
 from feedchat.notify.v1 import notify_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.notify_queue import QUEUE_KEY
+from feedchat_runtime.redis_client import RedisClient
 from notify_svc.app import NotifyApp, build
 from notify_svc.config import NotifyConfig
 from tests.conftest import run_on_both_topologies
@@ -74,7 +75,7 @@ async def enqueue(
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
-async def queue_drained(redis: aioredis.Redis, group: str = "notify-workers") -> bool:
+async def queue_drained(redis: RedisClient, group: str = "notify-workers") -> bool:
     """Every entry acknowledged and deleted."""
     if await redis.xlen(QUEUE_KEY):
         return False

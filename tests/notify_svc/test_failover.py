@@ -32,6 +32,7 @@ from feedchat.notify.v1 import notify_pb2 as pb
 from feedchat_local.embedded_cluster import RedisClusterNodes
 from feedchat_runtime.notify_queue import QUEUE_KEY
 from feedchat_runtime.redis_client import RedisClient, connect_any
+from feedchat_runtime.replies import text
 from notify_svc.app import NotifyApp
 from notify_svc.store import list_key, notification_key, seen_key
 from tests.notify_svc.conftest import StubFor, queue_drained, user_metadata
@@ -52,8 +53,8 @@ async def _queue_master(nodes: RedisClusterNodes) -> aioredis.Redis:
             continue
         probe = aioredis.Redis(host=node.host, port=node.port, socket_timeout=1)
         try:
-            slot = int(await probe.execute_command("CLUSTER KEYSLOT", QUEUE_KEY))
-            for first, last, primary, *_ in await probe.execute_command("CLUSTER SLOTS"):
+            slot = int(await probe.execute_command("CLUSTER KEYSLOT", QUEUE_KEY))  # type: ignore[no-untyped-call]
+            for first, last, primary, *_ in await probe.execute_command("CLUSTER SLOTS"):  # type: ignore[no-untyped-call]
                 if int(first) <= slot <= int(last):
                     return aioredis.Redis(
                         host=node.host,
@@ -87,7 +88,7 @@ class Producer:
                     client = await _queue_master(self.nodes)
                 await client.xadd(QUEUE_KEY, _job(message_id))
                 self.written_at.append(time.monotonic())
-                if int(await client.execute_command("WAIT", 1, 200)) < 1:
+                if int(await client.execute_command("WAIT", 1, 200)) < 1:  # type: ignore[no-untyped-call]
                     self.unsure.append(message_id)  # written, no replica confirmed it
                     continue
                 self.acked.append(message_id)
@@ -186,8 +187,8 @@ async def test_killed_queue_master_fails_over_and_every_acknowledged_job_applies
             assert not lost, f"acknowledged jobs of user {user} never applied: {lost}"
             applied = 0
             for nid in await reader.zrange(list_key(user), 0, -1):
-                note = await reader.hget(notification_key(user, int(nid)), "count")
-                applied += int(note or 0)
+                note = await reader.hget(notification_key(user, int(text(nid))), "count")
+                applied += int(text(note)) if note is not None else 0
             assert applied == sum(marked.values()), f"user {user}: a job applied twice"
         assert not await reader.xlen("notify:dead")
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from feedchat_runtime.notify_queue import NotificationKind
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.replies import text
 from notify_svc.store import ApplyResult, NotifyStore, list_key, notification_key
 
 CHAT = NotificationKind.CHAT_MESSAGE
@@ -36,15 +37,15 @@ async def test_full_list_drops_its_oldest_notifications_and_their_hashes(
     for message_id in (10, 20, 30, 40):
         result = await _apply(store, message_id, channel_id=message_id)
         assert (result.outcome, result.nid, result.fresh) == ("created", message_id, True)
-    assert [int(x) for x in await redis.zrange(list_key(USER), 0, -1)] == [20, 30, 40]
+    assert [int(text(x)) for x in await redis.zrange(list_key(USER), 0, -1)] == [20, 30, 40]
     assert await store.notification(USER, 10) is None
     # A late message older than all it would keep is created and dropped at once.
     assert (await _apply(store, 5, channel_id=5)).outcome == "created"
     assert await store.notification(USER, 5) is None
-    assert [int(x) for x in await redis.zrange(list_key(USER), 0, -1)] == [20, 30, 40]
+    assert [int(text(x)) for x in await redis.zrange(list_key(USER), 0, -1)] == [20, 30, 40]
     # A smaller limit drops several in one job.
     assert (await _apply(store, 50, channel_id=50, keep=2)).outcome == "created"
-    assert [int(x) for x in await redis.zrange(list_key(USER), 0, -1)] == [40, 50]
+    assert [int(text(x)) for x in await redis.zrange(list_key(USER), 0, -1)] == [40, 50]
     assert not await redis.exists(notification_key(USER, 20), notification_key(USER, 30))
 
 

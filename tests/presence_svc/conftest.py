@@ -62,7 +62,9 @@ class DeviceClient:
     def send(self, request: pb.ConnectRequest) -> None:
         self._outbox.put_nowait(request)
 
-    def heartbeat(self, status: int = pb.PRESENCE_STATUS_UNSPECIFIED) -> None:
+    def heartbeat(
+        self, status: pb.PresenceStatus.ValueType = pb.PRESENCE_STATUS_UNSPECIFIED
+    ) -> None:
         self.send(pb.ConnectRequest(heartbeat=pb.Heartbeat(status=status)))
 
     def watch(self, user_ids: list[int], replace: bool = False) -> None:

@@ -163,7 +163,7 @@ async def test_each_transition_is_published_once_with_two_instances(
     assert sorted((c.user_id, c.version) for c in changes) == sorted(
         (u, v) for u in users for v in (1, 2)
     )
-    await listener.aclose()
+    await listener.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_user_stays_online_while_any_device_is(start_cluster: Start) -> None:

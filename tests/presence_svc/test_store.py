@@ -32,7 +32,7 @@ async def test_concurrent_sweeps_flip_and_publish_once(
         [state] = await stores[0].states([7])
         assert (state.status, state.seen_ms, state.version) == ("offline", 1_000, 2)
     finally:
-        await listener.aclose()
+        await listener.aclose()  # type: ignore[no-untyped-call]
         for client in clients:
             await client.aclose()
 

@@ -148,10 +148,11 @@ async def test_change_during_pubsub_outage_reaches_watcher_after_reconnect(
     # Cut the pub/sub connections and keep them from coming back (no new clients), make
     # the transition through a connection that is already open, then let them reconnect.
     original = (await redis.config_get("maxclients"))["maxclients"]
+    assert original is not None
     clients = int((await redis.info("clients"))["connected_clients"])
     await redis.config_set("maxclients", clients)
     try:
-        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
         store = PresenceStore(redis, max_devices=4)
         now = int(time.time() * 1000)
         await store.heartbeat(Beat(2, "outside-device", "online", now, now + 60_000))
