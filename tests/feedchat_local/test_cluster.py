@@ -54,6 +54,22 @@ async def _up_until_ready(
         raise
 
 
+async def _status(etcd: str, *flags: str) -> str:
+    """What `feedchat status` prints (it must succeed)."""
+    status = await asyncio.create_subprocess_exec(
+        str(FEEDCHAT),
+        "status",
+        *flags,
+        "--etcd",
+        etcd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(status.communicate(), 30)
+    assert status.returncode == 0, out.decode() + err.decode()
+    return out.decode()
+
+
 async def _members(etcd: str) -> list[Member]:
     session = EtcdSession(etcd, "/feedchat")
     try:
@@ -133,18 +149,8 @@ async def _up_runs_supervises_and_stops(tmp_path: Path) -> None:
 
         # `feedchat status --json` names each instance's metrics URL; each one serves
         # Prometheus text with the request histograms (the health checks above count).
-        status = await asyncio.create_subprocess_exec(
-            str(FEEDCHAT),
-            "status",
-            "--json",
-            "--etcd",
-            etcd,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        listed, errors = await asyncio.wait_for(status.communicate(), 30)
-        assert status.returncode == 0, errors.decode()
-        instances = [json.loads(line) for line in listed.decode().splitlines()]
+        listed = await _status(etcd, "--json")
+        instances = [json.loads(line) for line in listed.splitlines()]
         assert {i["instance"] for i in instances} == {m.instance for m in members}
         async with httpx.AsyncClient() as http:
             for instance in instances:
@@ -262,20 +268,6 @@ async def test_up_with_three_etcd_members_registers_through_any_member() -> None
             up.send_signal(signal.SIGINT)
             await asyncio.wait_for(up.communicate(), 60)
         assert up.returncode == 0
-
-
-async def _status(etcd: str) -> str:
-    status = await asyncio.create_subprocess_exec(
-        str(FEEDCHAT),
-        "status",
-        "--etcd",
-        etcd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(status.communicate(), 30)
-    assert status.returncode == 0, out.decode()
-    return out.decode()
 
 
 async def test_up_with_a_redis_cluster_starts_the_services_that_run_on_it_and_restarts_it() -> None:
