@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/install.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy feedchat_runtime feedchat_local feedchat_client account_svc feed_svc notify_svc chat_svc router presence_svc
+.venv/bin/mypy feedchat_runtime feedchat_local feedchat_client account_svc feed_svc notify_svc chat_svc router presence_svc tests
 .venv/bin/python -m pytest "$@"

@@ -12,6 +12,7 @@ only then -- as in production once the dead process is replaced.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 
@@ -27,6 +28,13 @@ RECOVERY_BOUND = 15.0
 election + the client re-reading the slot map, with a margin for a loaded machine)."""
 
 
+def _replied(device: Device, cmid: str, errors_before: int) -> bool:
+    """An ack for ``cmid``, or one more refusal of it than ``errors_before``."""
+    return any(a.client_msg_id == cmid for a in device.acks) or (
+        sum(e.client_msg_id == cmid for e in device.send_errors) > errors_before
+    )
+
+
 async def _send_until_acked(
     device: Device, channel: int, text: str, cmid: str, stored: list[float]
 ) -> int:
@@ -36,12 +44,7 @@ async def _send_until_acked(
         errors = sum(e.client_msg_id == cmid for e in device.send_errors)
         device.send(channel, text, client_msg_id=cmid)
         await wait_until(
-            lambda errors=errors: (
-                any(a.client_msg_id == cmid for a in device.acks)
-                or sum(e.client_msg_id == cmid for e in device.send_errors) > errors
-            ),
-            30,
-            f"a reply to {cmid}",
+            functools.partial(_replied, device, cmid, errors), 30, f"a reply to {cmid}"
         )
         if any(a.client_msg_id == cmid for a in device.acks):
             stored.append(time.monotonic())

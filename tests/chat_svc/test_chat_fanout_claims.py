@@ -5,17 +5,28 @@ acks, a send is acked only once a replica has it."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
+from chat_svc.app import ChatApp
 from chat_svc.model import SendOutcome
-from tests.chat_svc.chatkit import OpenDevice, StartCluster, open_direct, pair_across, users_on
+from tests.chat_svc.chatkit import (
+    Device,
+    OpenDevice,
+    StartCluster,
+    open_direct,
+    pair_across,
+    users_on,
+)
 from tests.waiting import wait_until
 
 FAST_CLAIMS = {"fanout_claim_idle": 0.5, "fanout_claim_interval": 0.1}
 
 
-async def _no_pending_fanout(app) -> bool:
-    return await app.store.pending_fanouts() == 0
+async def _no_pending_fanout(app: ChatApp) -> bool:
+    pending: int = await app.store.pending_fanouts()
+    return pending == 0
 
 
 async def test_fanout_left_by_a_dead_server_is_finished_by_another_exactly_once(
@@ -74,7 +85,7 @@ async def test_replica_acks_without_a_replica_refuse_the_send_and_never_deliver_
     b = await devices(bob, apps[0].address)
     for attempt in range(2):  # the client's retry with the same id: refused the same way
         a.send(channel, "stored, not replicated", client_msg_id="c1")
-        await wait_until(lambda n=attempt: len(a.send_errors) > n, what="send_error")
+        await wait_until(functools.partial(_refused_more_than, a, attempt), what="send_error")
         error = a.send_errors[attempt]
         assert (error.code, error.reason) == ("UNAVAILABLE", "REPLICA_ACK_TIMEOUT")
         assert error.retry_after.ToMilliseconds() > 0
@@ -90,3 +101,7 @@ async def test_replica_acks_without_a_replica_refuse_the_send_and_never_deliver_
         assert await apps[0].store.read_inbox(uid, "0-0", 10) == []
     assert not b.messages and apps[0].claims.claimed == 0
     assert await apps[0].store.pending_fanouts() == 1
+
+
+def _refused_more_than(device: Device, count: int) -> bool:
+    return len(device.send_errors) > count

@@ -3,6 +3,8 @@ history and sequence: the new servers move the old keys at start-up."""
 
 from __future__ import annotations
 
+from redis.typing import EncodableT, FieldT
+
 from chat_svc.groups import Channels
 from chat_svc.keys import LAYOUT_KEY, chan_seq_key
 from feedchat_runtime.redis_client import RedisClient
@@ -20,7 +22,11 @@ async def test_old_channel_keys_are_moved_and_the_conversation_goes_on(
     old = f"chat:chan:{{c:{channel}}}"
     await redis.set(f"{old}:seq", 2)
     for seq in (1, 2):
-        fields = {"message_id": 900 + seq, "sender_id": 1, "text": f"old {seq}"}
+        fields: dict[FieldT, EncodableT] = {
+            "message_id": 900 + seq,
+            "sender_id": 1,
+            "text": f"old {seq}",
+        }
         await redis.xadd(
             f"{old}:hist", {**fields, "client_msg_id": f"o{seq}", "created_ms": 1}, id=f"{seq}-0"
         )

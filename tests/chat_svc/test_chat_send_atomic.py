@@ -4,6 +4,9 @@ and an inbox append that fails is finished later by a claim, once per inbox."""
 
 from __future__ import annotations
 
+import functools
+
+from chat_svc.app import ChatApp
 from chat_svc.groups import Channels
 from chat_svc.keys import (
     bucket,
@@ -29,12 +32,13 @@ async def _failed(device: Device, cmid: str) -> None:
     )
 
 
-async def _inbox_texts(app, user: int) -> list[tuple[str, int]]:
+async def _inbox_texts(app: ChatApp, user: int) -> list[tuple[str, int]]:
     return [(m.text, m.seq) for m in await app.store.read_inbox(user, "0-0", 10)]
 
 
-async def _no_pending_fanout(app) -> bool:
-    return await app.store.pending_fanouts() == 0
+async def _no_pending_fanout(app: ChatApp) -> bool:
+    pending: int = await app.store.pending_fanouts()
+    return pending == 0
 
 
 async def test_channel_step_fault_leaves_nothing_and_a_retry_stores_one(
@@ -69,7 +73,7 @@ async def test_channel_step_fault_leaves_nothing_and_a_retry_stores_one(
     assert again.duplicate and again.message_id == first.message_id
     for uid in (SENDER, FIRST, LAST):
         await wait_until(
-            lambda uid=uid: _inbox_texts(app, uid), what=f"the message in {uid}'s inbox"
+            functools.partial(_inbox_texts, app, uid), what=f"the message in {uid}'s inbox"
         )
         assert await _inbox_texts(app, uid) == [("all or nothing", 1)], uid
     history = await app.store.history(group, None, 10)
