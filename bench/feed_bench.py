@@ -21,6 +21,11 @@ them over gRPC from this process:
    (a worker killed right after reading it) until another worker claimed and finished it,
    against the same job worked at once (``--claim-idle`` sets feed_svc's claim idle).
 
+With ``--redis-cluster N`` part 1 also starts a Redis Cluster of N masters (one replica
+each, the pip binary, same machine) and a second feed_svc on it, and fans the same post
+out to the same number of followers there, rounds alternating with the one-node
+feed_svc's: the ratio is cluster/node in the same run.
+
 Setup writes the follow graph straight into Redis (through feed_svc.store's key builders)
 instead of 60,000 Follow RPCs; everything measured goes through the services.
 """
@@ -64,8 +69,9 @@ from feedchat_local.embedded import (
     redis_server,
     wait_for_port,
 )
+from feedchat_local.embedded_cluster import RedisClusterNodes
 from feedchat_runtime.auth import authority_from_config
-from feedchat_runtime.redis_client import connect
+from feedchat_runtime.redis_client import RedisClient, connect, connect_any
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHORITY = authority_from_config("", "", dev=True)
@@ -144,7 +150,7 @@ async def sign_up(accounts: account_pb2_grpc.AccountServiceStub, prefix: str, n:
     return await gather_limited(16, [lambda i=i: one(i) for i in range(n)])
 
 
-async def follow_bulk(redis: aioredis.Redis, pairs: list[tuple[int, int]]) -> None:
+async def follow_bulk(redis: RedisClient, pairs: list[tuple[int, int]]) -> None:
     """(follower, author) edges written the way Follow stores them."""
     for start in range(0, len(pairs), 5000):
         pipe = redis.pipeline(transaction=False)
@@ -154,7 +160,7 @@ async def follow_bulk(redis: aioredis.Redis, pairs: list[tuple[int, int]]) -> No
         await pipe.execute()
 
 
-async def mark_active(redis: aioredis.Redis, users: list[int]) -> None:
+async def mark_active(redis: RedisClient, users: list[int]) -> None:
     stamp = now_ms()
     for start in range(0, len(users), 5000):
         await redis.hset(ACTIVE_KEY, mapping={str(u): stamp for u in users[start : start + 5000]})
@@ -168,31 +174,43 @@ async def wait_idle_queue(redis: aioredis.Redis, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
+async def fanout_seconds(
+    feed: feed_pb2_grpc.FeedServiceStub, redis: RedisClient, author: int, text: str
+) -> float:
+    """CreatePost to the last feed written (the worker's finish time in the progress)."""
+    started = now_ms()
+    reply = await feed.CreatePost(pb.CreatePostRequest(text=text), metadata=md(author))
+    key = progress_key(reply.post.post_id)
+    while True:  # polled: the finish time itself comes from the worker's record
+        finished = await redis.hget(key, "finished_ms")
+        if finished is not None:
+            return (int(finished) - started) / 1000
+        await asyncio.sleep(0.001)
+
+
 async def bench_fanout(
     feed: feed_pb2_grpc.FeedServiceStub,
-    redis: aioredis.Redis,
+    redis: RedisClient,
     author: int,
     followers: int,
     rounds: int,
+    cluster: tuple[feed_pb2_grpc.FeedServiceStub, RedisClient, int] | None = None,
 ) -> None:
     fans = list(range(10_000_000, 10_000_000 + followers))
-    await follow_bulk(redis, [(f, author) for f in fans])
-    await mark_active(redis, fans)
+    targets = [redis] if cluster is None else [redis, cluster[1]]
+    for client in targets:
+        await follow_bulk(client, [(f, author) for f in fans])
+        await mark_active(client, fans)
     raw = redis.register_script(scripts.RAW_INSERT_BASELINE)
     keys = [feed_key(f) for f in fans]
     service: list[float] = []
     baseline: list[float] = []
+    on_cluster: list[float] = []
     # Service and baseline rounds alternate, so both see the same background load.
     for i in range(rounds):
-        started = now_ms()
-        reply = await feed.CreatePost(pb.CreatePostRequest(text=f"fanout {i}"), metadata=md(author))
-        key = progress_key(reply.post.post_id)
-        while True:  # polled: the finish time itself comes from the worker's record
-            finished = await redis.hget(key, "finished_ms")
-            if finished is not None:
-                break
-            await asyncio.sleep(0.001)
-        service.append((int(finished) - started) / 1000)
+        service.append(await fanout_seconds(feed, redis, author, f"fanout {i}"))
+        if cluster is not None:
+            on_cluster.append(await fanout_seconds(cluster[0], cluster[1], author, f"c {i}"))
         member = f"{pad(i + 1)}:{author}"
         started_s = time.perf_counter()
         await raw(keys=keys, args=[member, 800])
@@ -212,6 +230,17 @@ async def bench_fanout(
         f"    ratio service/baseline: {statistics.median(ratios):.2f} median of pairs "
         f"(min {min(ratios):.2f}, max {max(ratios):.2f})  (goal >= 0.5)"
     )
+    if cluster is not None:
+        clu = statistics.median(on_cluster)
+        pairs = [n / c for n, c in zip(service, on_cluster, strict=True)]
+        print(
+            f"    service on a {cluster[2]}-master Redis Cluster   {clu * 1000:7.1f} ms "
+            f"= {followers / clu:10,.0f} inserts/s"
+        )
+        print(
+            f"    ratio cluster/node (throughput): {statistics.median(pairs):.2f} median of "
+            f"pairs (min {min(pairs):.2f}, max {max(pairs):.2f})"
+        )
 
 
 async def read_latencies(
@@ -432,6 +461,12 @@ async def main() -> None:
     parser.add_argument(
         "--read-servers", type=int, default=1, help="feed_svc processes serving the GetFeed readers"
     )
+    parser.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        help="part 1 also on a Redis Cluster of this many masters (0: not)",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     began = time.perf_counter()
@@ -494,7 +529,33 @@ async def main() -> None:
             children.append(server)
             feed = feed_pb2_grpc.FeedServiceStub(grpc.aio.insecure_channel(server.address))
             (author,) = await sign_up(accounts, "fanout", 1)
-            if "1" in parts:
+            if "1" in parts and args.redis_cluster:
+                nodes = RedisClusterNodes(Path(tmp) / "redis-cluster", args.redis_cluster)
+                nodes.start()
+                on_cluster = Child(
+                    "feed_svc",
+                    [*feed_args, "--instance", "feed-c", "--celebrity-threshold", "1000000"]
+                    + ["--redis-url", nodes.url],
+                    Path(tmp) / "fc.log",
+                )
+                cluster_redis = connect_any(nodes.url)
+                try:
+                    cluster_feed = feed_pb2_grpc.FeedServiceStub(
+                        grpc.aio.insecure_channel(on_cluster.address)
+                    )
+                    await bench_fanout(
+                        feed,
+                        redis,
+                        author,
+                        args.followers,
+                        args.rounds,
+                        (cluster_feed, cluster_redis, args.redis_cluster),
+                    )
+                finally:
+                    await cluster_redis.aclose()
+                    on_cluster.stop()
+                    nodes.stop()
+            elif "1" in parts:
                 await bench_fanout(feed, redis, author, args.followers, args.rounds)
             if "3" in parts:
                 await bench_sustained(feed, redis, accounts, args.seconds / 2)

@@ -21,7 +21,7 @@ from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.directory import ServiceDirectory
 from feedchat_runtime.interceptors import AuthPolicy
 from feedchat_runtime.pages import page_tokens
-from feedchat_runtime.redis_client import RedisClient, connect
+from feedchat_runtime.redis_client import RedisClient, connect_any
 from feedchat_runtime.replicas import ReplicaAcks
 from feedchat_runtime.server import ServiceHost
 from feedchat_runtime.snowflake import WorkerIdClaim
@@ -62,7 +62,7 @@ async def build(
     host.dependencies.add("postgres", db.ping)
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
-    redis = connect(config.redis_url)
+    redis = connect_any(config.redis_url)
     host.dependencies.add("redis", redis.ping)
     store = FeedStore.over(redis, FeedRecords(db), ReplicaAcks.from_config(config))
     directory = ServiceDirectory(host.session, config, host.authority, REGISTRY_NAME)

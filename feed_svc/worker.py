@@ -17,7 +17,7 @@ from feed_svc.fanout import FanoutPool, FanoutSettings
 from feed_svc.records import FeedRecords, open_records
 from feed_svc.store import FeedStore
 from feedchat_runtime.entry import run_service
-from feedchat_runtime.redis_client import connect
+from feedchat_runtime.redis_client import connect_any
 from feedchat_runtime.server import run_until_signal
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 async def run_workers(config: FeedConfig) -> None:
     db = await open_records(config.postgres_url, config.postgres_pool_size)
-    redis = connect(config.redis_url)
+    redis = connect_any(config.redis_url)
     store = FeedStore.over(redis, FeedRecords(db))
     pool = FanoutPool(
         store,

@@ -32,7 +32,7 @@ class ServiceSpec:
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("account", "account_svc", 50051),
-    ServiceSpec("feed", "feed_svc", 50052, redis_cluster=False),
+    ServiceSpec("feed", "feed_svc", 50052),
     ServiceSpec("presence", "presence_svc", 50053),
     ServiceSpec("router", "router", 50054),
     ServiceSpec("notify", "notify_svc", 50055),

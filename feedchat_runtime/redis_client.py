@@ -8,9 +8,9 @@
   lets a client start while one of them is down).
 
 :func:`connect_any` builds the client for either (redis-py's asyncio ``Redis`` or
-``RedisCluster``); the services whose stores are slot-safe (account, presence, notify,
-chat) use it. :func:`connect` is the same for the services whose stores still run
-multi-key scripts across slots (feed): it refuses a cluster URL at start-up, in one line.
+``RedisCluster``); every service uses it (account, chat, feed, presence, notify: their
+stores are slot-safe). :func:`connect` is a one-node client that refuses a cluster URL at
+start-up, in one line, for code that needs one node (benchmarks' baselines).
 
 redis-py's synchronous client packs commands with hiredis' C packer, but its asyncio
 connection packs them in Python, re-joining a growing buffer for every argument. A fanout
@@ -201,7 +201,7 @@ async def mset(client: RedisClient, values: Mapping[str, Any]) -> None:
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
-    """A one-node client for ``url``, for stores not yet slot-safe (feed).
+    """A one-node client for ``url`` (code that needs one node).
 
     Refuses a ``redis+cluster://`` URL with a :class:`ConfigError` naming the reason.
     """

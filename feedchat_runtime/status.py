@@ -95,6 +95,15 @@ def translate(exc: BaseException) -> FeedchatError | None:
     if isinstance(
         exc,
         (
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.TryAgainError,
+            redis.exceptions.MasterDownError,
+        ),
+    ):  # a Redis Cluster between a master's death and its replica's promotion
+        return Unavailable("storage is failing over; retry shortly", reason="STORAGE_UNAVAILABLE")
+    if isinstance(
+        exc,
+        (
             asyncpg.PostgresConnectionError,
             asyncpg.CannotConnectNowError,
             asyncpg.AdminShutdownError,

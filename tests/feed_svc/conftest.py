@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from account_svc.app import build as build_account
 from account_svc.config import AccountConfig
@@ -20,7 +19,9 @@ from feedchat.account.v1 import account_pb2, account_pb2_grpc
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
+from feedchat_runtime.redis_client import RedisClient
 from feedchat_runtime.server import ServiceHost
+from tests.conftest import run_on_both_topologies
 from tests.waiting import eventually
 
 AUTHORITY = authority_from_config("", "", dev=True)
@@ -38,6 +39,28 @@ FAST: dict[str, Any] = {
 }
 
 _names = itertools.count()
+
+# The modules that exercise the store (posting and fanout, follows, merged reads and pages,
+# live streams, alerts, the refill from the record, replica acks) also run on the Redis
+# Cluster; the rest (request validation, process wiring, crash timing) do not depend on its
+# topology.
+ON_BOTH_TOPOLOGIES = {
+    "test_posts",
+    "test_follow",
+    "test_timeline",
+    "test_feed_paging",
+    "test_hybrid",
+    "test_stream",
+    "test_post_alerts",
+    "test_record",
+    "test_replica_acks",
+    "test_cache_removal",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in ON_BOTH_TOPOLOGIES:
+        run_on_both_topologies(metafunc)
 
 
 def user_metadata(user_id: int) -> tuple[tuple[str, str], ...]:
@@ -134,7 +157,7 @@ StartSystem = Callable[..., Awaitable[System]]
 
 @pytest.fixture
 async def start_system(
-    make_config: Callable[..., Any], redis: aioredis.Redis
+    make_config: Callable[..., Any], redis: RedisClient
 ) -> AsyncIterator[StartSystem]:
     """Start account_svc and feed_svc with feed config overrides (``account``: account_svc
     config overrides); stopped after the test."""

@@ -7,13 +7,13 @@ from typing import Any
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from feed_svc.fanout import FanoutSettings, FanoutWorker
 from feed_svc.keys import JOBS_KEY
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_client.errors import error_details
 from feedchat_runtime.notify_queue import QUEUE_KEY
+from feedchat_runtime.redis_client import RedisClient
 from feedchat_runtime.snowflake import timestamp_ms
 from tests.feed_svc.conftest import Client, StartSystem, System, fanout_done
 from tests.redis_reads import stream_entries
@@ -31,7 +31,7 @@ async def list_alerts(client: Client) -> list[int]:
     return list(reply.author_ids)
 
 
-async def alerts_for(redis: aioredis.Redis, post_id: int) -> list[dict[str, str]]:
+async def alerts_for(redis: RedisClient, post_id: int) -> list[dict[str, str]]:
     """The notify:queue entries written for one post."""
     found = []
     for _, fields in await stream_entries(redis, QUEUE_KEY):
@@ -52,7 +52,7 @@ async def jobs_drained(system: System) -> None:
 
 
 async def test_opted_in_follower_gets_one_alert_with_the_contract_fields(
-    system: System, redis: aioredis.Redis
+    system: System, redis: RedisClient
 ) -> None:
     author, fan, quiet = await system.sign_up(), await system.sign_up(), await system.sign_up()
     await fan.follow(author.user_id)
@@ -78,7 +78,7 @@ async def test_opted_in_follower_gets_one_alert_with_the_contract_fields(
 
 
 async def test_author_without_opted_in_followers_queues_no_alert_job(
-    system: System, redis: aioredis.Redis
+    system: System, redis: RedisClient
 ) -> None:
     author, fan = await system.sign_up(), await system.sign_up()
     await fan.follow(author.user_id)
@@ -90,7 +90,7 @@ async def test_author_without_opted_in_followers_queues_no_alert_job(
 
 
 async def test_celebrity_post_still_alerts_opted_in_followers(
-    start_system: StartSystem, redis: aioredis.Redis
+    start_system: StartSystem, redis: RedisClient
 ) -> None:
     system = await start_system(celebrity_threshold=2)
     star = await system.sign_up()
@@ -108,7 +108,7 @@ async def test_celebrity_post_still_alerts_opted_in_followers(
 
 
 async def test_alerts_are_written_in_batches_to_many_opted_in_followers(
-    start_system: StartSystem, redis: aioredis.Redis
+    start_system: StartSystem, redis: RedisClient
 ) -> None:
     system = await start_system(fanout_batch=10)
     author = await system.sign_up()
@@ -123,7 +123,7 @@ async def test_alerts_are_written_in_batches_to_many_opted_in_followers(
     assert sorted(recipients) == fans
 
 
-async def test_unfollow_stops_alerts(system: System, redis: aioredis.Redis) -> None:
+async def test_unfollow_stops_alerts(system: System, redis: RedisClient) -> None:
     author, fan = await system.sign_up(), await system.sign_up()
     await fan.follow(author.user_id)
     await set_alerts(fan, author.user_id)
@@ -139,7 +139,7 @@ async def test_unfollow_stops_alerts(system: System, redis: aioredis.Redis) -> N
     assert await alerts_for(redis, second.post_id) == []
 
 
-async def test_turning_alerts_off_stops_them(system: System, redis: aioredis.Redis) -> None:
+async def test_turning_alerts_off_stops_them(system: System, redis: RedisClient) -> None:
     author, fan = await system.sign_up(), await system.sign_up()
     await fan.follow(author.user_id)
     await set_alerts(fan, author.user_id)
@@ -195,7 +195,7 @@ async def test_alert_limit_per_user_is_enforced(start_system: StartSystem) -> No
 
 
 async def test_alert_job_of_a_dead_worker_is_claimed_and_alerts_once(
-    start_system: StartSystem, redis: aioredis.Redis
+    start_system: StartSystem, redis: RedisClient
 ) -> None:
     system = await start_system(fanout_workers=0, fanout_claim_idle=0.3)
     store = system.feed_app.store

@@ -5,11 +5,11 @@ without a restart."""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat_local.embedded import EmbeddedServer, postgres_url
+from feedchat_runtime.redis_client import RedisClient
 from tests.feed_svc.conftest import (
     Client,
     StartSystem,
@@ -41,7 +41,7 @@ async def _user_posts(system: System, user: int) -> list[tuple[int, str]]:
 
 
 async def test_graph_posts_and_feeds_survive_a_wiped_redis_and_restart(
-    start_system: StartSystem, redis: aioredis.Redis
+    start_system: StartSystem, redis: RedisClient
 ) -> None:
     system = await start_system()
     author, other = await system.sign_up(), await system.sign_up()
@@ -126,7 +126,7 @@ async def test_lost_postgres_means_not_serving_and_unavailable_then_recovery(
 
 
 async def test_a_read_right_after_redis_is_wiped_gets_the_whole_feed(
-    system: System, redis: aioredis.Redis
+    system: System, redis: RedisClient
 ) -> None:
     author, reader = await system.sign_up(), await system.sign_up()
     await reader.follow(author.user_id)
