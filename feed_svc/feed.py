@@ -21,6 +21,7 @@ from feed_svc.post_requests import PostRequest, check_request_id
 from feed_svc.records import StoredPost, account_deleted
 from feed_svc.removal import UserRemoval
 from feed_svc.store import FeedStore
+from feed_svc.store_queue import PostFanout
 from feed_svc.store_timelines import IdList
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
 from feed_svc.warmup import CacheWarmer
@@ -167,14 +168,9 @@ class Feed:
             plan = "pulled"
         else:
             plan = "whole" if followers <= self.config.fanout_chunk else "split"
-        await self.store.store_post(
-            post,
-            now,
-            plan,
-            followers,
-            alerts=alerted > 0,
-            log_min_ms=now - int(self.config.stream_resume_window * 1000),
-        )
+        window_ms = int(self.config.stream_resume_window * 1000)
+        fanout = PostFanout(plan, followers, alerted > 0, now, now - window_ms)
+        await self.store.store_post(post, fanout)
 
     async def _retried(self, post_id: int, user: int, text: str, now: int) -> PostView:
         """A retried CreatePost: the Redis part is run again (it is idempotent: a post

@@ -27,7 +27,7 @@ from feed_svc.records import FeedRecords, StoredPost
 from feed_svc.store_alerts import PostAlerts
 from feed_svc.store_graph import GraphCache
 from feed_svc.store_posts import PostCache
-from feed_svc.store_queue import FanoutQueue
+from feed_svc.store_queue import FanoutQueue, PostFanout
 from feed_svc.store_removal import RemovalStore
 from feed_svc.store_timelines import TimelineCache
 from feedchat_runtime.lua import LuaScripts
@@ -71,15 +71,7 @@ class FeedStore:
             replica_acks=replica_acks,
         )
 
-    async def store_post(
-        self,
-        post: StoredPost,
-        now_ms: int,
-        plan: str,
-        followers: int,
-        alerts: bool,
-        log_min_ms: int,
-    ) -> None:
+    async def store_post(self, post: StoredPost, fanout: PostFanout) -> None:
         """Cache a recorded post and queue its fanout (see :meth:`FanoutQueue.queue_post`)
         in one pipeline: on one node one round trip, on a cluster one per node written
         (the body's slot, the author's, ``{fanout}``), in parallel. Idempotent: a retried
@@ -96,9 +88,7 @@ class FeedStore:
         def build(pipe: Any) -> None:
             nonlocal waits
             PostCache.cache_writes(pipe, post)
-            self.queue.queue_post(
-                pipe, post.post_id, post.author_id, now_ms, plan, followers, alerts, log_min_ms
-            )
+            self.queue.queue_post(pipe, post.post_id, post.author_id, fanout)
             waits = self.replica_acks.add_waits(pipe, self.redis, written)
 
         replies = await self.scripts.execute(build)

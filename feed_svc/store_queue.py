@@ -33,6 +33,22 @@ PROGRESS_TTL_S = 86400
 
 
 @dataclass(frozen=True)
+class PostFanout:
+    """How a recorded post is queued."""
+
+    plan: str
+    """``pulled`` (a celebrity: announced on the author's channel and logged as landed at
+    once, never fanned out), ``whole`` (one chunk job for every follower) or ``split`` (a
+    job that splits the follower list into chunk jobs)."""
+    followers: int
+    alerts: bool
+    """Also queue the job that writes the post's alerts (whatever the plan)."""
+    now_ms: int
+    log_min_ms: int
+    """The landed log's trim bound (the resume window)."""
+
+
+@dataclass(frozen=True)
 class Job:
     """One fanout job from the stream: a split job (whole post) or a chunk of followers."""
 
@@ -57,33 +73,19 @@ class FanoutQueue:
     def queue_post_keys(post_id: int) -> list[str]:
         return [progress_key(post_id), JOBS_KEY, LANDED_KEY]
 
-    def queue_post(
-        self,
-        pipe: Any,
-        post_id: int,
-        author_id: int,
-        now_ms: int,
-        plan: str,
-        followers: int,
-        alerts: bool,
-        log_min_ms: int,
-    ) -> None:
-        """Queue (in ``pipe``) a recorded post's fanout, once (see ``scripts.QUEUE_POST``):
-        ``plan`` is ``pulled`` (a celebrity: announced on the author's channel and logged
-        as landed at once, never fanned out), ``whole`` (one chunk job for every follower)
-        or ``split`` (a job that splits the follower list into chunk jobs); ``alerts`` adds
-        the job that writes its post alerts, whatever the plan."""
+    def queue_post(self, pipe: Any, post_id: int, author_id: int, fanout: PostFanout) -> None:
+        """Queue (in ``pipe``) a recorded post's fanout, once (see ``scripts.QUEUE_POST``)."""
         job: list[Any] = ["post", post_id, "author", author_id, "from", "", "to", ""]
         for name, value in tracing.carrier().items():
             job += [name, value]
         args = [
-            now_ms,
-            plan,
-            followers,
-            "1" if alerts else "0",
+            fanout.now_ms,
+            fanout.plan,
+            fanout.followers,
+            "1" if fanout.alerts else "0",
             PROGRESS_TTL_S,
             entry(post_id, author_id),
-            log_min_ms,
+            fanout.log_min_ms,
             CONTROL_CHANNEL,
             author_channel(author_id),
             *job,
