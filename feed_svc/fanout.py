@@ -68,6 +68,8 @@ class FanoutSettings:
         )
 
 
+STOP_WAIT_S = 5.0
+
 QUEUE_JOBS = Gauge(
     "feedchat_fanout_queue_jobs", "Fanout jobs queued or being worked (all workers)."
 )
@@ -94,12 +96,14 @@ class FanoutWorker:
         self.on_batch = on_batch
         self.clock = clock
         self.jobs_done = 0
+        self.stopping = False
+        """Set by the pool's stop: the loop ends even if a Redis read absorbed the cancel."""
         self._next_claim = 0.0
 
     async def run(self) -> None:
         """Work jobs until cancelled."""
         await self.store.queue.ensure_group()
-        while True:
+        while not self.stopping:
             try:
                 await self.step()
             except asyncio.CancelledError:
@@ -246,10 +250,13 @@ class FanoutPool:
         ]
 
     async def stop(self) -> None:
-        """Cancel the workers; a job cut short stays pending and is claimed later."""
+        """Cancel the workers; a job cut short stays pending and is claimed later. Waits at
+        most ``STOP_WAIT_S`` (a cancel absorbed inside a blocking read ends the loop at its
+        next turn, through the stop flag)."""
+        for worker in self.workers:
+            worker.stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
         self._tasks = []
