@@ -616,48 +616,351 @@ def chat_process(
     return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
 
 
-async def run_poll(seconds: float) -> None:
-    """Stream phases, then the same phases on unary calls only, then 1,000 idle polls."""
+class Cluster:
+    """What :func:`chat_cluster` started: the ring, the chat servers, Redis, the baseline."""
+
+    def __init__(
+        self,
+        ring: RingWatch,
+        chats: list[EmbeddedServer],
+        redis_pids: dict[str, int],
+        baseline: Any,
+    ) -> None:
+        self.ring = ring
+        self.chats = chats
+        self.redis_pids = redis_pids
+        """Process id of each Redis node, by name ("redis", or "redis-0".. in a cluster)."""
+        self.baseline: EmbeddedServer = baseline
+
+
+@contextlib.asynccontextmanager
+async def chat_cluster(
+    count: int,
+    baseline: tuple[str, str] | None = None,
+    redis_cluster: bool = False,
+    chat_args: tuple[str, ...] = (),
+) -> AsyncIterator[Cluster]:
+    """etcd, Redis (AOF; or a 3-master Redis Cluster with a replica each), PostgreSQL,
+    ``count`` chat servers (``chat_args`` added to their flags) and an optional baseline
+    server (name, Python source run with its port as argv[1]), all stopped on exit."""
     tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     etcd = etcd_server(tmp / "etcd")
-    redis = redis_server(tmp / "redis")
     postgres = postgres_server(tmp / "postgres")
-    for store in (etcd, redis, postgres):
-        store.start()
+    etcd.start()
+    redis: EmbeddedServer | RedisClusterNodes
+    if redis_cluster:
+        redis = RedisClusterNodes(tmp / "redis-cluster", masters=3, replicas=1)
+        redis.start()
+        redis_url = redis.url
+        redis_pids = {f"redis-{i}": pid_of(node) for i, node in enumerate(redis.nodes)}
+    else:
+        redis = redis_server(tmp / "redis")
+        redis.start()
+        redis_url, redis_pids = f"redis://{redis.address}/0", {"redis": pid_of(redis)}
+    postgres.start()
     procs = [
-        chat_process(
-            tmp, etcd.address, f"redis://{redis.address}/0", postgres_url(postgres), f"chat-{i}"
-        )
-        for i in range(2)
+        chat_process(tmp, etcd.address, redis_url, postgres_url(postgres), f"chat-{i}", chat_args)
+        for i in range(count)
     ]
+    extra: list[EmbeddedServer] = []
+    if baseline is not None:
+        port = free_port()
+        name, source = baseline
+        argv = [sys.executable, "-c", source, str(port)]
+        extra.append(EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log"))
     session = EtcdSession(etcd.address, "/bench", ttl=2)
     ring: RingWatch | None = None
     try:
-        for proc in procs:
+        for proc in [*procs, *extra]:
             proc.start()
         await session.start()
         ring = RingWatch(session)
         await ring.start()
-        await ring.wait_for(lambda r: len(r.members) == 2, 20)
-        pids = {
-            "client": os.getpid(),
-            "chat-0": pid_of(procs[0]),
-            "chat-1": pid_of(procs[1]),
-            "redis": pid_of(redis),
-        }
-        stream = await bench_chat(ring, seconds, pids)
-        poll = await bench_poll(ring, seconds, pids)
-        idle = await bench_idle_polls(ring, pid_of(procs[1]))
+        await ring.wait_for(lambda r: len(r.members) == count, 20)
+        yield Cluster(ring, procs, redis_pids, extra[0] if extra else None)
     finally:
         if ring is not None:
             await ring.stop()
         await session.close()
-        for proc in procs:
+        for proc in [*procs, *extra]:
             proc.stop()
         redis.stop()
         postgres.stop()
         etcd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+BROADCAST_METHOD = "/bench.Broadcast/Join"
+BROADCAST_SERVER = """
+import asyncio, sys, grpc
+
+groups = {}
+
+async def join(requests, context):
+    queue = asyncio.Queue()
+    it = requests.__aiter__()
+    group = groups.setdefault(await it.__anext__(), [])  # first frame: the group's name
+    group.append(queue)
+
+    async def fan_out():
+        async for frame in it:  # every later frame goes to every other member, as is
+            for other in group:
+                if other is not queue:
+                    other.put_nowait(frame)
+
+    reader = asyncio.ensure_future(fan_out())
+    try:
+        while True:
+            yield await queue.get()
+    finally:
+        reader.cancel()
+        group.remove(queue)
+
+async def main():
+    server = grpc.aio.server()
+    handler = grpc.stream_stream_rpc_method_handler(join)  # raw bytes in, same bytes out
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("bench.Broadcast", {"Join": handler})])
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+
+class GroupLoad:
+    """Group senders; a message is done when every other member's stream has it."""
+
+    def __init__(self, senders: int, recipients: int) -> None:
+        self.recipients = recipients
+        self.inflight = [0] * senders
+        self.waiting: dict[int, int] = {}  # message number -> arrivals still due
+        self.sent_at: dict[int, int] = {}
+        self.released = asyncio.Event()
+        self.send_frame: list[Callable[[int, str], None]] = []
+        self.delivered = 0
+        self.completed = 0
+        self.latencies: list[float] = []
+        self.counter = 0
+
+    def arrived(self, text: str) -> None:
+        number_text, _, sender_text = text.partition(":")
+        number = int(number_text)
+        self.delivered += 1
+        left = self.waiting[number] - 1
+        if left:
+            self.waiting[number] = left
+            return
+        del self.waiting[number]
+        self.latencies.append((now_ns() - self.sent_at.pop(number)) / 1e6)
+        self.completed += 1
+        self.inflight[int(sender_text)] -= 1
+        self.released.set()
+
+    def send(self, sender: int) -> None:
+        self.counter += 1
+        self.waiting[self.counter] = self.recipients
+        self.sent_at[self.counter] = now_ns()
+        self.inflight[sender] += 1
+        self.send_frame[sender](self.counter, f"{self.counter}:{sender}")
+
+    async def closed_loop(self, window: int, seconds: float, cpu: CpuMeter) -> dict[str, float]:
+        """Each sender keeps ``window`` messages not yet everywhere; rates and CPU at peak."""
+
+        async def round_until(end: float) -> None:
+            while time.perf_counter() < end:
+                self.released.clear()
+                for sender in range(len(self.inflight)):
+                    while self.inflight[sender] < window:
+                        self.send(sender)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.released.wait(), 0.05)
+
+        await round_until(time.perf_counter() + 1.0)  # warm up
+        self.delivered, self.completed, self.latencies = 0, 0, []
+        cpu.start()
+        await round_until(time.perf_counter() + seconds)
+        cpu.stop()
+        delivered, completed = self.delivered, self.completed
+        deadline = time.perf_counter() + 10
+        while self.waiting and time.perf_counter() < deadline:  # drain
+            self.released.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), 0.5)
+        results = {
+            "delivered": delivered / seconds,
+            "sends": completed / seconds,
+            "p50": percentile(self.latencies, 0.5),
+            "p99": percentile(self.latencies, 0.99),
+            "undelivered": float(len(self.waiting)),
+        }
+        for name, us in cpu.per_message_us(delivered).items():
+            results[f"cpu_{name}"] = us
+        return results
+
+
+GROUPS = 3
+GROUP_SIZE = 100
+SENDERS_PER_GROUP = 2
+GROUP_WINDOW = 2
+"""Messages each group sender keeps in flight (not yet at every member) at peak."""
+
+
+def group_members(ring: RingWatch, groups: int, size: int) -> list[list[int]]:
+    """``groups`` disjoint member lists, each spread evenly over the ring's chat servers."""
+    names = sorted(ring.ring.members)
+    by_server: dict[str, list[int]] = {name: [] for name in names}
+    for user in range(100_000, 200_000):
+        by_server[ring.ring.owner(user).instance].append(user)
+    pools = [iter(by_server[name]) for name in names]
+    return [[next(pools[i % len(pools)]) for i in range(size)] for _ in range(groups)]
+
+
+async def bench_group_chat(
+    ring: RingWatch, seconds: float, pids: dict[str, int], sizes: tuple[int, int, int]
+) -> dict[str, float]:
+    groups, size, per_group = sizes
+    members = group_members(ring, groups, size)
+    channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel_to(user: int) -> tuple[str, grpc.aio.Channel]:
+        address = ring.ring.owner(user).address
+        return address, channels.setdefault(address, grpc.aio.insecure_channel(address))
+
+    load = GroupLoad(groups * per_group, size - 1)
+    streams: list[Stream] = []
+    sender_streams: list[tuple[Stream, int]] = []
+    for group in members:
+        owner = group[0]
+        stub = chat_pb2_grpc.ChatServiceStub(channel_to(owner)[1])
+        created = await stub.CreateGroup(
+            chat_pb2.CreateGroupRequest(name="bench", member_ids=group[1:]), metadata=auth(owner)
+        )
+        channel_id = created.channel.channel_id
+        for index, user in enumerate(group):
+
+            def on_frame(frame: Any, user: int = user) -> None:
+                if frame.WhichOneof("frame") == "message" and frame.message.sender_id != user:
+                    load.arrived(frame.message.text)
+
+            address, channel = channel_to(user)
+            stream = chat_stream(address, channel, user, "bench", on_frame)
+            streams.append(stream)
+            if index < per_group:
+                sender_streams.append((stream, channel_id))
+
+    def make_sender(stream: Stream, channel_id: int) -> Callable[[int, str], None]:
+        def send(number: int, text: str) -> None:
+            stream.queue.put_nowait(
+                chat_pb2.ConnectRequest(
+                    send=chat_pb2.SendMessage(
+                        client_msg_id=f"g{number}", channel_id=channel_id, text=text
+                    )
+                )
+            )
+
+        return send
+
+    load.send_frame = [make_sender(stream, cid) for stream, cid in sender_streams]
+    await asyncio.sleep(1.0)
+    results = await load.closed_loop(GROUP_WINDOW, seconds, CpuMeter(pids))
+    for stream in streams:
+        await stream.close()
+    for channel in channels.values():
+        await channel.close()
+    return results
+
+
+async def bench_group_broadcast(
+    address: str, seconds: float, pids: dict[str, int], sizes: tuple[int, int, int]
+) -> dict[str, float]:
+    groups, size, per_group = sizes
+    channel = grpc.aio.insecure_channel(address)
+    method = channel.stream_stream(
+        BROADCAST_METHOD,
+        request_serializer=lambda frame: frame,  # the join frame is raw bytes; sends are
+        response_deserializer=chat_pb2.ConnectRequest.FromString,  # serialised below
+    )
+    load = GroupLoad(groups * per_group, size - 1)
+
+    def on_frame(frame: Any) -> None:
+        load.arrived(frame.send.text)
+
+    streams: list[Stream] = []
+    for group in range(groups):
+        streams.extend(
+            Stream(lambda it: method(it), on_frame, f"group-{group}".encode()) for _ in range(size)
+        )
+    sender_streams = [streams[g * size + i] for g in range(groups) for i in range(per_group)]
+
+    def make_sender(stream: Stream) -> Callable[[int, str], None]:
+        def send(number: int, text: str) -> None:
+            frame = chat_pb2.ConnectRequest(
+                send=chat_pb2.SendMessage(client_msg_id=f"g{number}", channel_id=1, text=text)
+            )
+            stream.queue.put_nowait(frame.SerializeToString())
+
+        return send
+
+    load.send_frame = [make_sender(stream) for stream in sender_streams]
+    await asyncio.sleep(1.0)
+    results = await load.closed_loop(GROUP_WINDOW, seconds, CpuMeter(pids))
+    for stream in streams:
+        await stream.close()
+    await channel.close()
+    return results
+
+
+async def run_group(seconds: float, sizes: tuple[int, int, int]) -> None:
+    """Read-heavy groups on three chat servers, then the bare broadcast server."""
+    groups, size, per_group = sizes
+    async with chat_cluster(3, ("broadcast", BROADCAST_SERVER)) as cluster:
+        client = os.getpid()
+        chat_pids = {"client": client, **cluster.redis_pids}
+        chat_pids.update({proc.name: pid_of(proc) for proc in cluster.chats})
+        chat = await bench_group_chat(cluster.ring, seconds, chat_pids, sizes)
+        base_pids = {"client": client, "broadcast": pid_of(cluster.baseline)}
+        base = await bench_group_broadcast(cluster.baseline.address, seconds, base_pids, sizes)
+    print(
+        f"chat bench, group mode ({groups} groups of {size} members spread over 3 chat "
+        f"servers, {per_group} senders per group, {GROUP_WINDOW} messages in flight per sender)"
+    )
+    for name, figures in (("chat", chat), ("broadcast", base)):
+        print(
+            f"  {name}: delivered {figures['delivered']:.0f} msg/s (reads), sends "
+            f"{figures['sends']:.0f} msg/s (writes), send -> last member p50 "
+            f"{figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms"
+            + (f", {figures['undelivered']:.0f} never arrived" if figures["undelivered"] else "")
+        )
+    print(
+        f"  ratio chat/broadcast delivered {chat['delivered'] / base['delivered']:.2f} "
+        "(goal >= 0.4)"
+    )
+    chat_cpu = {k[4:]: v for k, v in chat.items() if k.startswith("cpu_")}
+    base_cpu = {k[4:]: v for k, v in base.items() if k.startswith("cpu_")}
+    print(
+        "  CPU per delivered message at peak (us): chat "
+        + ", ".join(f"{k} {v:.0f}" for k, v in chat_cpu.items())
+        + f" = {sum(chat_cpu.values()):.0f} | broadcast "
+        + ", ".join(f"{k} {v:.0f}" for k, v in base_cpu.items())
+        + f" = {sum(base_cpu.values()):.0f} | CPU ratio "
+        f"{sum(base_cpu.values()) / sum(chat_cpu.values()):.2f}"
+    )
+
+
+async def run_poll(seconds: float) -> None:
+    """Stream phases, then the same phases on unary calls only, then 1,000 idle polls."""
+    async with chat_cluster(2) as cluster:
+        pids = {
+            "client": os.getpid(),
+            "chat-0": pid_of(cluster.chats[0]),
+            "chat-1": pid_of(cluster.chats[1]),
+            **cluster.redis_pids,
+        }
+        stream = await bench_chat(cluster.ring, seconds, pids)
+        poll = await bench_poll(cluster.ring, seconds, pids)
+        idle = await bench_idle_polls(cluster.ring, pid_of(cluster.chats[1]))
     print(
         f"chat bench, poll mode ({PAIRS} senders -> {PAIRS} receivers; senders call chat-0, "
         "receivers are owned by chat-1)"
@@ -695,43 +998,9 @@ async def run_poll(seconds: float) -> None:
 
 
 async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    etcd = etcd_server(tmp / "etcd")
-    postgres = postgres_server(tmp / "postgres")
-    etcd.start()
-    redis: EmbeddedServer | RedisClusterNodes
-    if redis_cluster:
-        redis = RedisClusterNodes(tmp / "redis-cluster", masters=3, replicas=1)
-        redis.start()
-        redis_url, redis_nodes = redis.url, redis.nodes
-    else:
-        redis = redis_server(tmp / "redis")
-        redis.start()
-        redis_url, redis_nodes = f"redis://{redis.address}/0", [redis]
-    postgres.start()
     extra = ("--replica-acks", str(replica_acks))
-    procs = [
-        chat_process(tmp, etcd.address, redis_url, postgres_url(postgres), f"chat-{i}", extra)
-        for i in range(3)
-    ]
-    echo_port = free_port()
-    echo = EmbeddedServer(
-        "echo",
-        "127.0.0.1",
-        echo_port,
-        tmp / "echo",
-        [sys.executable, "-c", ECHO_SERVER, str(echo_port)],
-        tmp / "echo.log",
-    )
-    session = EtcdSession(etcd.address, "/bench", ttl=2)
-    ring: RingWatch | None = None
-    try:
-        for proc in [*procs, echo]:
-            proc.start()
-        await session.start()
-        ring = RingWatch(session)
-        await ring.start()
-        await ring.wait_for(lambda r: len(r.members) == 3, 20)
+    async with chat_cluster(3, ("echo", ECHO_SERVER), redis_cluster, extra) as cluster:
+        ring, procs, echo = cluster.ring, cluster.chats, cluster.baseline
         started = time.perf_counter()
         client = os.getpid()
         chat = await bench_chat(
@@ -741,10 +1010,7 @@ async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
                 "client": client,
                 "chat-0": pid_of(procs[0]),
                 "chat-1": pid_of(procs[1]),
-                **{
-                    f"redis{'-' + str(i) if redis_cluster else ''}": pid_of(node)
-                    for i, node in enumerate(redis_nodes)
-                },
+                **cluster.redis_pids,
             },
         )
         echo_results = await bench_echo(
@@ -752,16 +1018,6 @@ async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
         )
         churn = await bench_churn(ring, procs[2])
         elapsed = time.perf_counter() - started
-    finally:
-        if ring is not None:
-            await ring.stop()
-        await session.close()
-        for proc in [*procs, echo]:
-            proc.stop()
-        redis.stop()
-        postgres.stop()
-        etcd.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     ratio = chat["peak"] / echo_results["peak"]
     topology = "a 3-master Redis Cluster" if redis_cluster else "one Redis"
     print(
@@ -806,9 +1062,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each phase")
     parser.add_argument(
         "--mode",
-        choices=("stream", "poll"),
+        choices=("stream", "poll", "group"),
         default="stream",
-        help="stream: chat vs a bare echo server, churn; poll: unary send + long poll vs stream",
+        help="stream: chat vs a bare echo server, churn; poll: unary send + long poll vs "
+        "stream; group: read-heavy groups vs a bare broadcast server",
+    )
+    parser.add_argument("--groups", type=int, default=GROUPS, help="group mode: groups")
+    parser.add_argument("--members", type=int, default=GROUP_SIZE, help="group mode: size")
+    parser.add_argument(
+        "--senders", type=int, default=SENDERS_PER_GROUP, help="group mode: senders per group"
     )
     parser.add_argument(
         "--redis-cluster",
@@ -819,11 +1081,12 @@ def main() -> None:
         "--replica-acks", type=int, default=0, choices=(0, 1), help="the chat servers' flag"
     )
     args = parser.parse_args()
-    asyncio.run(
-        run_poll(args.seconds)
-        if args.mode == "poll"
-        else run(args.seconds, args.redis_cluster, args.replica_acks)
-    )
+    if args.mode == "group":
+        asyncio.run(run_group(args.seconds, (args.groups, args.members, args.senders)))
+    elif args.mode == "poll":
+        asyncio.run(run_poll(args.seconds))
+    else:
+        asyncio.run(run(args.seconds, args.redis_cluster, args.replica_acks))
 
 
 if __name__ == "__main__":
