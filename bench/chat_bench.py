@@ -5,6 +5,8 @@ grpc.aio bidirectional echo server driven by the same load generator, plus recon
     .venv/bin/python bench/chat_bench.py            # about 1.5 minutes
     .venv/bin/python bench/chat_bench.py --mode poll   # unary send + long poll vs stream
     .venv/bin/python bench/chat_bench.py --redis-cluster [--replica-acks 1]
+    .venv/bin/python bench/chat_bench.py --mode group  # read-heavy groups vs a broadcast
+    .venv/bin/python bench/chat_bench.py --batch       # chat streams take batch frames
 
 Starts its own etcd, Redis (AOF on; with ``--redis-cluster`` a 3-master Redis Cluster with a
 replica each instead, every node's CPU counted) and PostgreSQL, and three chat servers as separate
@@ -16,6 +18,13 @@ Everything is on loopback.
 unary calls only: each sender calls ``SendMessage`` on chat-0, each receiver long-polls
 ``PollInbox`` on chat-1 (its owner) in a loop, passing the previous answer's cursor; then
 it holds 1,000 idle polls on chat-1 and reads its resident memory before and after.
+
+``--mode group`` is the read-heavy case: 3 groups of 100 members (``--groups``,
+``--members``), each group's members spread evenly over three chat servers, 2 senders per
+group (``--senders``) each keeping 2 messages in flight until every other member has it.
+It reports delivered messages per second (reads) and sends per second (writes) beside a
+bare grpc.aio broadcast server in the same run (one frame in, a copy out to every other
+stream of the group), and the CPU per delivered message of every process.
 """
 
 from __future__ import annotations
@@ -56,24 +65,32 @@ AUTHORITY = authority_from_config("", "", dev=True)
 PAIRS = 100  # 100 senders + 100 receivers = 200 connected users
 ECHO_METHOD = "/bench.Echo/Echo"
 
-ECHO_SERVER = """
-import asyncio, sys, grpc
-
-async def echo(requests, context):
-    async for request in requests:
-        yield request
-
+SERVE_BYTES = """
 async def main():
     server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(echo)  # raw bytes in, same bytes out
+    handler = grpc.stream_stream_rpc_method_handler(HANDLER)  # raw bytes in and out
     server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
+        [grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler})])
     server.add_insecure_port("127.0.0.1:" + sys.argv[1])
     await server.start()
     await server.wait_for_termination()
 
 asyncio.run(main())
 """
+"""The tail of a bare baseline server: serves HANDLER as SERVICE/METHOD (raw bytes)."""
+
+ECHO_SERVER = (
+    """
+import asyncio, sys, grpc
+
+async def echo(requests, context):
+    async for request in requests:
+        yield request
+
+HANDLER, SERVICE, METHOD = echo, "bench.Echo", "Echo"
+"""
+    + SERVE_BYTES
+)
 
 
 def now_ns() -> int:
@@ -236,6 +253,11 @@ def auth(user_id: int) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {AUTHORITY.issue_access(user_id).token}"),)
 
 
+BATCH = [False]
+"""``--batch``: chat streams ask for batch frames in their hello (off: one frame each)."""
+BATCHED = {False: "", True: " with batch frames"}
+
+
 def chat_stream(
     address: str,
     channel: grpc.aio.Channel,
@@ -245,8 +267,18 @@ def chat_stream(
     cursor: str = "",
 ) -> Stream:
     stub = chat_pb2_grpc.ChatServiceStub(channel)
-    hello = chat_pb2.ConnectRequest(hello=chat_pb2.Hello(device_id=device, inbox_cursor=cursor))
-    return Stream(lambda it: stub.Connect(it, metadata=auth(user_id)), on_frame, hello)
+    hello = chat_pb2.ConnectRequest(
+        hello=chat_pb2.Hello(device_id=device, inbox_cursor=cursor, batch_frames=BATCH[0])
+    )
+
+    def unbatched(frame: Any) -> None:
+        if frame.WhichOneof("frame") == "batch":
+            for inner in frame.batch.frames:
+                on_frame(inner)
+        else:
+            on_frame(frame)
+
+    return Stream(lambda it: stub.Connect(it, metadata=auth(user_id)), unbatched, hello)
 
 
 def cpu_results(load: Load) -> dict[str, float]:
@@ -254,6 +286,20 @@ def cpu_results(load: Load) -> dict[str, float]:
     if load.cpu is None:
         return {}
     return {f"cpu_{name}": us for name, us in load.cpu.per_message_us(load.peak_delivered).items()}
+
+
+def cpu_line(a_name: str, a: dict[str, float], b_name: str, b: dict[str, float], ratio: str) -> str:
+    """The CPU-per-delivered-message line: each process of a, then of b, and sum(b)/sum(a)."""
+    a_cpu = {k[4:]: v for k, v in a.items() if k.startswith("cpu_")}
+    b_cpu = {k[4:]: v for k, v in b.items() if k.startswith("cpu_")}
+    return (
+        f"  CPU per delivered message at peak (us): {a_name} "
+        + ", ".join(f"{k} {v:.0f}" for k, v in a_cpu.items())
+        + f" = {sum(a_cpu.values()):.0f} | {b_name} "
+        + ", ".join(f"{k} {v:.0f}" for k, v in b_cpu.items())
+        + f" = {sum(b_cpu.values()):.0f} | {ratio} "
+        f"{sum(b_cpu.values()) / sum(a_cpu.values()):.2f}"
+    )
 
 
 FIXED_RATE = 200
@@ -691,7 +737,8 @@ async def chat_cluster(
 
 
 BROADCAST_METHOD = "/bench.Broadcast/Join"
-BROADCAST_SERVER = """
+BROADCAST_SERVER = (
+    """
 import asyncio, sys, grpc
 
 groups = {}
@@ -716,17 +763,10 @@ async def join(requests, context):
         reader.cancel()
         group.remove(queue)
 
-async def main():
-    server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(join)  # raw bytes in, same bytes out
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("bench.Broadcast", {"Join": handler})])
-    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
-    await server.start()
-    await server.wait_for_termination()
-
-asyncio.run(main())
+HANDLER, SERVICE, METHOD = join, "bench.Broadcast", "Join"
 """
+    + SERVE_BYTES
+)
 
 
 class GroupLoad:
@@ -865,6 +905,7 @@ async def bench_group_chat(
     load.send_frame = [make_sender(stream, cid) for stream, cid in sender_streams]
     await asyncio.sleep(1.0)
     results = await load.closed_loop(GROUP_WINDOW, seconds, CpuMeter(pids))
+    results["ended"] = float(sum(stream.ended.is_set() for stream in streams))
     for stream in streams:
         await stream.close()
     for channel in channels.values():
@@ -923,8 +964,9 @@ async def run_group(seconds: float, sizes: tuple[int, int, int]) -> None:
         base_pids = {"client": client, "broadcast": pid_of(cluster.baseline)}
         base = await bench_group_broadcast(cluster.baseline.address, seconds, base_pids, sizes)
     print(
-        f"chat bench, group mode ({groups} groups of {size} members spread over 3 chat "
-        f"servers, {per_group} senders per group, {GROUP_WINDOW} messages in flight per sender)"
+        f"chat bench, group mode{BATCHED[BATCH[0]]} ({groups} groups of {size} members spread "
+        f"over 3 chat servers, {per_group} senders per group, {GROUP_WINDOW} messages in "
+        "flight per sender)"
     )
     for name, figures in (("chat", chat), ("broadcast", base)):
         print(
@@ -932,21 +974,13 @@ async def run_group(seconds: float, sizes: tuple[int, int, int]) -> None:
             f"{figures['sends']:.0f} msg/s (writes), send -> last member p50 "
             f"{figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms"
             + (f", {figures['undelivered']:.0f} never arrived" if figures["undelivered"] else "")
+            + (f", {figures['ended']:.0f} streams ended early" if figures.get("ended") else "")
         )
     print(
         f"  ratio chat/broadcast delivered {chat['delivered'] / base['delivered']:.2f} "
         "(goal >= 0.4)"
     )
-    chat_cpu = {k[4:]: v for k, v in chat.items() if k.startswith("cpu_")}
-    base_cpu = {k[4:]: v for k, v in base.items() if k.startswith("cpu_")}
-    print(
-        "  CPU per delivered message at peak (us): chat "
-        + ", ".join(f"{k} {v:.0f}" for k, v in chat_cpu.items())
-        + f" = {sum(chat_cpu.values()):.0f} | broadcast "
-        + ", ".join(f"{k} {v:.0f}" for k, v in base_cpu.items())
-        + f" = {sum(base_cpu.values()):.0f} | CPU ratio "
-        f"{sum(base_cpu.values()) / sum(chat_cpu.values()):.2f}"
-    )
+    print(cpu_line("chat", chat, "broadcast", base, "CPU ratio"))
 
 
 async def run_poll(seconds: float) -> None:
@@ -979,16 +1013,7 @@ async def run_poll(seconds: float) -> None:
         f"ms, p99 {stream['half_p99']:.2f} ms | poll ({poll['half_rate']:.0f} msg/s) p50 "
         f"{poll['half_p50']:.2f} ms, p99 {poll['half_p99']:.2f} ms"
     )
-    s_cpu = {k[4:]: v for k, v in stream.items() if k.startswith("cpu_")}
-    p_cpu = {k[4:]: v for k, v in poll.items() if k.startswith("cpu_")}
-    print(
-        "  CPU per delivered message at peak (us): stream "
-        + ", ".join(f"{k} {v:.0f}" for k, v in s_cpu.items())
-        + f" = {sum(s_cpu.values()):.0f} | poll "
-        + ", ".join(f"{k} {v:.0f}" for k, v in p_cpu.items())
-        + f" = {sum(p_cpu.values()):.0f} | ratio poll/stream "
-        f"{sum(p_cpu.values()) / sum(s_cpu.values()):.2f}"
-    )
+    print(cpu_line("stream", stream, "poll", poll, "ratio poll/stream"))
     grown = idle["rss_after"] - idle["rss_before"]
     print(
         f"  idle polls held on chat-1: {idle['held']:.0f} of 1000; resident memory "
@@ -1021,8 +1046,9 @@ async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
     ratio = chat["peak"] / echo_results["peak"]
     topology = "a 3-master Redis Cluster" if redis_cluster else "one Redis"
     print(
-        f"chat bench ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> {PAIRS} "
-        f"receivers on chat-1, 200 connected users; {topology}, --replica-acks {replica_acks})"
+        f"chat bench{BATCHED[BATCH[0]]} ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> "
+        f"{PAIRS} receivers on chat-1, 200 connected users; {topology}, --replica-acks "
+        f"{replica_acks})"
     )
     print(
         f"  fixed load {chat['fixed_rate']:.0f} msg/s: chat p50 {chat['fixed_p50']:.2f} ms, "
@@ -1038,17 +1064,7 @@ async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
         f"p99 {chat['half_p99']:.2f} ms (goal <= 20) | echo at its half peak "
         f"({echo_results['half_rate']:.0f} msg/s): p99 {echo_results['half_p99']:.2f} ms"
     )
-    chat_cpu = {k[4:]: v for k, v in chat.items() if k.startswith("cpu_")}
-    echo_cpu = {k[4:]: v for k, v in echo_results.items() if k.startswith("cpu_")}
-    print(
-        "  CPU per delivered message at peak (us): chat "
-        + ", ".join(f"{k} {v:.0f}" for k, v in chat_cpu.items())
-        + f" = {sum(chat_cpu.values()):.0f}"
-        " | echo "
-        + ", ".join(f"{k} {v:.0f}" for k, v in echo_cpu.items())
-        + f" = {sum(echo_cpu.values()):.0f} | CPU ratio "
-        f"{sum(echo_cpu.values()) / sum(chat_cpu.values()):.2f}"
-    )
+    print(cpu_line("chat", chat, "echo", echo_results, "CPU ratio"))
     print(
         f"  reconnect churn: {churn['users']:.0f} users on a SIGKILLed server resynced "
         f"{churn['all_resynced_s']:.2f} s after the kill (ring dropped it after "
@@ -1080,7 +1096,11 @@ def main() -> None:
     parser.add_argument(
         "--replica-acks", type=int, default=0, choices=(0, 1), help="the chat servers' flag"
     )
+    parser.add_argument(
+        "--batch", action="store_true", help="chat streams take batch frames (Hello.batch_frames)"
+    )
     args = parser.parse_args()
+    BATCH[0] = args.batch
     if args.mode == "group":
         asyncio.run(run_group(args.seconds, (args.groups, args.members, args.senders)))
     elif args.mode == "poll":

@@ -104,10 +104,15 @@ class DeviceStream:
         return taken
 
     async def take(self) -> QueueItem:
-        """The next queued item (waiting for one); StreamClosed once closed.
+        """The next queued item (waiting for one); StreamClosed once closed."""
+        return (await self.take_many(1))[0]
 
-        Items leave the queue one at a time, only when the stream is ready to write the
-        next frame, so the queue length is the true backlog the bound applies to.
+    async def take_many(self, limit: int) -> list[QueueItem]:
+        """Up to ``limit`` queued items, oldest first: whatever is queued once there is at
+        least one (waiting for the first, never for more); StreamClosed once closed.
+
+        Items leave the queue only when the stream is ready to write its next frame, so
+        the queue length is the true backlog the bound applies to.
         """
         while not self._items:
             if self.terminal is not None:
@@ -116,7 +121,12 @@ class DeviceStream:
             await self._wake.wait()
         if self.terminal is not None:
             raise StreamClosed
-        return self._items.popleft()
+        items = self._items
+        if len(items) <= limit:
+            taken = list(items)
+            items.clear()
+            return taken
+        return [items.popleft() for _ in range(limit)]
 
 
 LINGER_MAX = 100_000

@@ -105,6 +105,16 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
 
 
+def frames_pb(frames: list[OutFrame]) -> chat_pb2.ConnectResponse:
+    """One server frame for frames that go together: the frame itself when alone, else a
+    ``batch`` of them in order."""
+    if len(frames) == 1:
+        return frame_pb(frames[0])
+    return chat_pb2.ConnectResponse(
+        batch=chat_pb2.FrameBatch(frames=[frame_pb(frame) for frame in frames])
+    )
+
+
 def frame_pb(frame: OutFrame) -> chat_pb2.ConnectResponse:
     """The server frame for one outbound item."""
     if isinstance(frame, StoredMessage):

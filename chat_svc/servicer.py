@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from chat_svc.convert import channel_pb, frame_pb, message_pb, send_ack_pb
+from chat_svc.convert import channel_pb, frames_pb, message_pb, send_ack_pb
 from chat_svc.groups import Channels
 from chat_svc.model import SendAck
 from chat_svc.polling import UnaryChat
@@ -59,13 +59,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             return
         if first.WhichOneof("frame") != "hello":
             raise InvalidArgument.field("hello", "the first frame must be hello")
+        hello = first.hello
         session = await self._sessions.open(
-            user_id, first.hello.device_id, first.hello.inbox_cursor, first.hello.ring_version
+            user_id, hello.device_id, hello.inbox_cursor, hello.ring_version, hello.batch_frames
         )
         reader = asyncio.create_task(self._read(requests, session))
         try:
-            async for frame in session.frames():
-                yield frame_pb(frame)
+            async for frames in session.frames():
+                yield frames_pb(frames)
             if session.error is not None:
                 raise session.error
         finally:

@@ -29,6 +29,7 @@ from chat_svc.model import (
     Reconnect,
     SendAck,
     SendFailure,
+    StoredMessage,
     SyncComplete,
     parse_cursor,
 )
@@ -51,6 +52,11 @@ MAX_DEVICE_ID = 64
 MOVE_FLUSH = 3.0
 """Seconds a moved stream waits for its send in flight, so the ack goes out before the
 ``reconnect`` frame (a Redis call is bounded by --redis-timeout, 2 s by default)."""
+
+
+MAX_BATCH = 64
+"""Most frames sent as one batch frame (to a device that asked for batches in its hello):
+64 messages of at most 16 KB each stay far below gRPC's 4 MiB message limit."""
 
 
 MAX_STREAM_PART = (1 << 64) - 1
@@ -136,7 +142,7 @@ class Sessions:
                 await self.ring.wait_for(settled, self.ring_settle)
 
     async def open(
-        self, user_id: int, device_id: str, cursor: str, ring_version: int = 0
+        self, user_id: int, device_id: str, cursor: str, ring_version: int = 0, batch: bool = False
     ) -> Session:
         if not 0 < len(device_id) <= MAX_DEVICE_ID:
             raise InvalidArgument.field("hello.device_id", f"must be 1..{MAX_DEVICE_ID} characters")
@@ -155,7 +161,7 @@ class Sessions:
         self.check_owner(user_id)
         stream = DeviceStream(user_id, device_id, self.queue_capacity)
         self.hub.register(stream)
-        return Session(self, stream, cursor)
+        return Session(self, stream, cursor, MAX_BATCH if batch else 1)
 
     async def check_handed_out(self, user_id: int, cursor: str, field: str) -> None:
         """Refuse a made-up cursor ahead of the inbox: acked, it would become the device's
@@ -197,8 +203,12 @@ def owner_reconnect(ring: Ring, user_id: int) -> Reconnect:
 class Session:
     """A registered device stream: produces its frames, takes its client frames."""
 
-    def __init__(self, sessions: Sessions, stream: DeviceStream, cursor: str) -> None:
+    def __init__(
+        self, sessions: Sessions, stream: DeviceStream, cursor: str, batch_limit: int = 1
+    ) -> None:
         self._s = sessions
+        self.batch_limit = batch_limit
+        """Most frames per yielded list (1: the device takes no batches)."""
         self.stream = stream
         self.user_id = stream.user_id
         self.device_id = stream.device_id
@@ -211,24 +221,36 @@ class Session:
     def close(self) -> None:
         self._s.hub.unregister(self.stream)
 
-    async def frames(self) -> AsyncIterator[OutFrame]:
-        """Backlog, SyncComplete, then live frames; ends after a Reconnect or sets error."""
+    async def frames(self) -> AsyncIterator[list[OutFrame]]:
+        """Backlog, SyncComplete, then live frames; ends after a Reconnect or sets error.
+
+        Frames come in lists of at most ``batch_limit``: what was ready at the same time
+        (a replay page, or every item queued when the stream was next ready to write); a
+        list is never waited for beyond its first frame.
+        """
         store = self._s.store
+        limit = self.batch_limit
         replayed = 0
         while not self.stream.closed:  # moved or cut off mid-replay: stop early
-            page = await store.read_inbox(self.user_id, self.position, REPLAY_PAGE)
-            for message in page:
-                self.position = message.inbox_cursor
-                replayed += 1
-                yield message
-            if len(page) < REPLAY_PAGE:
-                yield SyncComplete(
-                    self.position, replayed, self._s.instance, self._s.ring.ring.version
-                )
+            messages = await store.read_inbox(self.user_id, self.position, REPLAY_PAGE)
+            replayed += len(messages)
+            last = len(messages) < REPLAY_PAGE
+            page: list[OutFrame] = list(messages)
+            if last:
+                cursor = messages[-1].inbox_cursor if messages else self.position
+                version = self._s.ring.ring.version
+                page.append(SyncComplete(cursor, replayed, self._s.instance, version))
+            for start in range(0, len(page), limit):
+                chunk = page[start : start + limit]
+                for frame in chunk:
+                    if isinstance(frame, StoredMessage):
+                        self.position = frame.inbox_cursor
+                yield chunk
+            if last:
                 break
         while True:
             try:
-                item = await self.stream.take()
+                items = await self.stream.take_many(limit)
             except StreamClosed:
                 terminal = self.stream.terminal
                 if isinstance(terminal, Reconnect):
@@ -236,26 +258,31 @@ class Session:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(MOVE_FLUSH):
                             await self._idle.wait()
-                    for frame in self.stream.final_frames():
-                        yield frame
-                    yield terminal
+                    final: list[OutFrame] = [*self.stream.final_frames(), terminal]
+                    for start in range(0, len(final), limit):
+                        yield final[start : start + limit]
                 elif terminal is not None:
                     self.error = terminal
                 return
-            if not isinstance(item, InboxEntry):
-                yield item
-                continue
-            follows = self._follows(item)
-            if follows is True:
-                self.position = item.message.inbox_cursor
-                yield item.message
-            elif follows is None:  # a gap before it: read (position, entry] from the inbox
-                upto = item.message.inbox_cursor
-                for message in await self._s.store.read_inbox_range(
-                    self.user_id, self.position, upto
-                ):
-                    self.position = message.inbox_cursor
-                    yield message
+            out: list[OutFrame] = []
+            for item in items:
+                if not isinstance(item, InboxEntry):
+                    out.append(item)
+                    continue
+                follows = self._follows(item)
+                if follows is True:
+                    self.position = item.message.inbox_cursor
+                    out.append(item.message)
+                elif follows is None:  # a gap before it: read (position, entry] from the inbox
+                    upto = item.message.inbox_cursor
+                    missing = await self._s.store.read_inbox_range(
+                        self.user_id, self.position, upto
+                    )
+                    if missing:
+                        self.position = missing[-1].inbox_cursor
+                    out.extend(missing)
+            for start in range(0, len(out), limit):
+                yield out[start : start + limit]
 
     def _follows(self, entry: InboxEntry) -> bool | None:
         """True: send it next. False: already sent (drop). None: entries are missing."""

@@ -312,7 +312,10 @@ class ChatConnection:
     async def _requests(self, outbox: asyncio.Queue[Any]) -> AsyncIterator[chat_pb2.ConnectRequest]:
         yield chat_pb2.ConnectRequest(
             hello=chat_pb2.Hello(
-                device_id=self.device_id, inbox_cursor=self.cursor, ring_version=self._ring_version
+                device_id=self.device_id,
+                inbox_cursor=self.cursor,
+                ring_version=self._ring_version,
+                batch_frames=True,
             )
         )
         while True:
@@ -340,7 +343,7 @@ class ChatConnection:
                 chat_pb2.ConnectRequest(read=chat_pb2.Read(channel_id=channel_id, seq=seq))
             )
         try:
-            async for frame in call:
+            async for frame in unbatched(call):
                 which = frame.WhichOneof("frame")
                 if which == "message":
                     self._take(frame.message)
@@ -441,6 +444,19 @@ class ChatConnection:
             pending.future.set_exception(
                 ChatSendError(error.client_msg_id, error.code, error.reason, error.message)
             )
+
+
+async def unbatched(
+    frames: AsyncIterator[chat_pb2.ConnectResponse],
+) -> AsyncIterator[chat_pb2.ConnectResponse]:
+    """The server's frames one by one: a ``batch`` frame (sent because the hello asked for
+    them) becomes the frames it carries, in order."""
+    async for frame in frames:
+        if frame.WhichOneof("frame") == "batch":
+            for inner in frame.batch.frames:
+                yield inner
+        else:
+            yield frame
 
 
 def _version(text: str) -> int:

@@ -104,8 +104,12 @@ class Device:
         device_id: str = "phone",
         cursor: str = "",
         read: bool = True,
+        batch: bool = False,
     ) -> None:
         self.user_id = user_id
+        self.batch = batch
+        self.batch_sizes: list[int] = []
+        """Frames in each ``batch`` frame received (their frames are in :attr:`frames`)."""
         self.address = address
         self.device_id = device_id
         self.cursor = cursor
@@ -120,7 +124,9 @@ class Device:
 
     async def _requests(self) -> AsyncIterator[chat_pb2.ConnectRequest]:
         yield chat_pb2.ConnectRequest(
-            hello=chat_pb2.Hello(device_id=self.device_id, inbox_cursor=self.cursor)
+            hello=chat_pb2.Hello(
+                device_id=self.device_id, inbox_cursor=self.cursor, batch_frames=self.batch
+            )
         )
         while True:
             item = await self._outbox.get()
@@ -141,10 +147,14 @@ class Device:
 
     async def _collect(self) -> None:
         try:
-            async for frame in self._call:
-                self.frames.append(frame)
-                if frame.WhichOneof("frame") == "message":
-                    self.cursor = frame.message.inbox_cursor
+            async for received in self._call:
+                batched = received.WhichOneof("frame") == "batch"
+                if batched:
+                    self.batch_sizes.append(len(received.batch.frames))
+                for frame in received.batch.frames if batched else [received]:
+                    self.frames.append(frame)
+                    if frame.WhichOneof("frame") == "message":
+                        self.cursor = frame.message.inbox_cursor
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
                 self.error = exc

@@ -420,13 +420,15 @@ class ChatConnection extends ChatDevice {
         this._call = call;
         let settled = false;
         const settle = (value) => { if (!settled) { settled = true; this._call = null; this.connected = false; resolve(value); } };
-        call.write({ hello: { device_id: this.deviceId, inbox_cursor: this.cursor, ring_version: this._ringVersion } });
+        // batch_frames: frames waiting together come as one `batch` frame (unpacked below)
+        call.write({ hello: { device_id: this.deviceId, inbox_cursor: this.cursor, ring_version: this._ringVersion, batch_frames: true } });
         // everything without a reply goes again: sends are idempotent (same client_msg_id),
         // read markers only move forward (no receipt unless they move)
         for (const pending of this._pending.values()) call.write(pending.request);
         for (const [channelId, seq] of this._reads) call.write({ read: { channel_id: channelId, seq } });
-        call.on('data', (frame) => {
+        const handle = (frame) => {
           switch (frame.frame) {
+            case 'batch': for (const inner of frame.batch.frames) handle(inner); break;
             case 'message': this._take(call, frame.message); break;
             case 'send_ack': {
               const pending = this._pending.get(frame.send_ack.client_msg_id);
@@ -447,7 +449,8 @@ class ChatConnection extends ChatDevice {
               break;
             default: break;
           }
-        });
+        };
+        call.on('data', handle);
         call.on('error', (err) => {
           const details = errorDetails(err);
           if (details.code === grpc.status.FAILED_PRECONDITION && details.reason === 'WRONG_CHAT_SERVER') {

@@ -155,6 +155,7 @@ class Hello(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     INBOX_CURSOR_FIELD_NUMBER: _builtins.int
     RING_VERSION_FIELD_NUMBER: _builtins.int
+    BATCH_FRAMES_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """Stable id of this device, 1..64 characters; each device keeps its own cursor."""
     inbox_cursor: _builtins.str
@@ -170,16 +171,23 @@ class Hello(_message.Message):
     before deciding, instead of redirecting the client back: joins cost at most one
     redirect.
     """
+    batch_frames: _builtins.bool
+    """Opt-in: the device understands `batch` frames. When several frames are waiting for
+    this stream at once the server sends them as one ConnectResponse.batch (same frames,
+    same order); a frame that is alone is sent as itself, with no waiting. Without it
+    every frame is sent on its own, as before.
+    """
     def __init__(
         self,
         *,
         device_id: _builtins.str = ...,
         inbox_cursor: _builtins.str = ...,
         ring_version: _builtins.int = ...,
+        batch_frames: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "inbox_cursor", b"inbox_cursor", "ring_version", b"ring_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_frames", b"batch_frames", "device_id", b"device_id", "inbox_cursor", b"inbox_cursor", "ring_version", b"ring_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -308,6 +316,7 @@ class ConnectResponse(_message.Message):
     TYPING_FIELD_NUMBER: _builtins.int
     SYNC_COMPLETE_FIELD_NUMBER: _builtins.int
     RECONNECT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def message(self) -> Global___Message:
         """A message from the user's inbox (replayed or live)."""
@@ -336,6 +345,13 @@ class ConnectResponse(_message.Message):
     def reconnect(self) -> Global___ReconnectElsewhere:
         """The user now belongs to another chat server: reconnect there; the stream then ends."""
 
+    @_builtins.property
+    def batch(self) -> Global___FrameBatch:
+        """Several of the frames above, sent together (only to a device whose hello set
+        batch_frames): handle them one by one, in order, exactly as if they had come as
+        separate frames.
+        """
+
     def __init__(
         self,
         *,
@@ -346,16 +362,43 @@ class ConnectResponse(_message.Message):
         typing: Global___TypingEvent | None = ...,
         sync_complete: Global___SyncComplete | None = ...,
         reconnect: Global___ReconnectElsewhere | None = ...,
+        batch: Global___FrameBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "message", b"message", "receipt", b"receipt", "reconnect", b"reconnect", "send_ack", b"send_ack", "send_error", b"send_error", "sync_complete", b"sync_complete", "typing", b"typing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "frame", b"frame", "message", b"message", "receipt", b"receipt", "reconnect", b"reconnect", "send_ack", b"send_ack", "send_error", b"send_error", "sync_complete", b"sync_complete", "typing", b"typing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "message", b"message", "receipt", b"receipt", "reconnect", b"reconnect", "send_ack", b"send_ack", "send_error", b"send_error", "sync_complete", b"sync_complete", "typing", b"typing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "frame", b"frame", "message", b"message", "receipt", b"receipt", "reconnect", b"reconnect", "send_ack", b"send_ack", "send_error", b"send_error", "sync_complete", b"sync_complete", "typing", b"typing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["message", "send_ack", "send_error", "receipt", "typing", "sync_complete", "reconnect"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["message", "send_ack", "send_error", "receipt", "typing", "sync_complete", "reconnect", "batch"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class FrameBatch(_message.Message):
+    """FrameBatch carries the frames that were waiting for one stream at the same time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectResponse]:
+        """Two or more frames, in the order they would otherwise have been sent; none is itself
+        a batch.
+        """
+
+    def __init__(
+        self,
+        *,
+        frames: _abc.Iterable[Global___ConnectResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrameBatch: _TypeAlias = FrameBatch  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
