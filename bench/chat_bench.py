@@ -256,6 +256,15 @@ def auth(user_id: int) -> tuple[tuple[str, str], ...]:
 BATCH = [False]
 """``--batch``: chat streams ask for batch frames in their hello (off: one frame each)."""
 BATCHED = {False: "", True: " with batch frames"}
+FRAMES = [0, 0]
+"""gRPC messages the chat streams received, and the frames in them (batches unpacked)."""
+
+
+def frames_note() -> str:
+    """How many frames the chat streams got per gRPC message (since the last call)."""
+    note = f"chat streams read {FRAMES[1]:,} frames in {FRAMES[0]:,} gRPC messages"
+    FRAMES[:] = [0, 0]
+    return note
 
 
 def chat_stream(
@@ -272,10 +281,13 @@ def chat_stream(
     )
 
     def unbatched(frame: Any) -> None:
+        FRAMES[0] += 1
         if frame.WhichOneof("frame") == "batch":
+            FRAMES[1] += len(frame.batch.frames)
             for inner in frame.batch.frames:
                 on_frame(inner)
         else:
+            FRAMES[1] += 1
             on_frame(frame)
 
     return Stream(lambda it: stub.Connect(it, metadata=auth(user_id)), unbatched, hello)
@@ -905,7 +917,11 @@ async def bench_group_chat(
     load.send_frame = [make_sender(stream, cid) for stream, cid in sender_streams]
     await asyncio.sleep(1.0)
     results = await load.closed_loop(GROUP_WINDOW, seconds, CpuMeter(pids))
-    results["ended"] = float(sum(stream.ended.is_set() for stream in streams))
+    ended = [stream for stream in streams if stream.ended.is_set()]
+    results["ended"] = float(len(ended))
+    for stream in ended:  # e.g. a chat server lost its etcd lease under load: users moved
+        reason = stream.error.code().name if stream.error else "reconnect"
+        print(f"  a member's stream ended during the run: {reason}", file=sys.stderr)
     for stream in streams:
         await stream.close()
     for channel in channels.values():
@@ -981,6 +997,7 @@ async def run_group(seconds: float, sizes: tuple[int, int, int]) -> None:
         "(goal >= 0.4)"
     )
     print(cpu_line("chat", chat, "broadcast", base, "CPU ratio"))
+    print(f"  {frames_note()}")
 
 
 async def run_poll(seconds: float) -> None:
@@ -1065,6 +1082,7 @@ async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
         f"({echo_results['half_rate']:.0f} msg/s): p99 {echo_results['half_p99']:.2f} ms"
     )
     print(cpu_line("chat", chat, "echo", echo_results, "CPU ratio"))
+    print(f"  {frames_note()} (whole run, churn included)")
     print(
         f"  reconnect churn: {churn['users']:.0f} users on a SIGKILLed server resynced "
         f"{churn['all_resynced_s']:.2f} s after the kill (ring dropped it after "
