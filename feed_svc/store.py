@@ -91,5 +91,5 @@ class FeedStore:
             self.queue.queue_post(pipe, post.post_id, post.author_id, fanout)
             waits = self.replica_acks.add_waits(pipe, self.redis, written)
 
-        replies = await self.scripts.execute(build)
+        replies = await self.scripts.execute(build, kept=lambda: waits)
         self.replica_acks.check(replies, waits, f"post {post.post_id}")

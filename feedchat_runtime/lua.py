@@ -45,9 +45,12 @@ class LuaScripts:
             await self.load()
             return await self.client.evalsha(self._sha[name], len(keys), *keys, *args)
 
-    async def execute(self, build: Callable[[Any], None]) -> list[Any]:
+    async def execute(
+        self, build: Callable[[Any], None], kept: Callable[[], int] = lambda: 0
+    ) -> list[Any]:
         """Run the pipeline ``build`` fills (not a transaction); again, once, after loading
-        the scripts if a node lacked one. The first error is raised."""
+        the scripts if a node lacked one. The first error is raised, except among the last
+        ``kept()`` replies (e.g. WAITs, whose error means "not confirmed"), returned as is."""
         for attempt in (0, 1):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
@@ -55,7 +58,7 @@ class LuaScripts:
             if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
                 await self.load()
                 continue
-            for reply in replies:
+            for reply in replies[: len(replies) - kept()]:
                 if isinstance(reply, Exception):
                     raise reply
             return replies

@@ -83,6 +83,11 @@ class ReplicaAcks:
 
 
 def _count(reply: Any) -> int:
+    if isinstance(reply, Exception):
+        # The node refused the WAIT: during a failover it may have just turned replica
+        # ("WAIT cannot be used with replica instances"). Nothing is confirmed; the
+        # client's retry reaches the new master.
+        return 0
     if isinstance(reply, dict):  # a cluster client may answer per node
         return min(int(v) for v in reply.values())
     return int(reply)
