@@ -111,6 +111,12 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
     return seeds, user, password
 
 
+DEFAULT_MAX_CONNECTIONS = 100
+"""Connections one single-node client opens at most (redis-py's own default)."""
+POOL_TIMEOUT = 10.0
+"""Seconds a caller waits for a free connection before the call fails."""
+
+
 def connect_any(
     url: str,
     *,
@@ -120,8 +126,8 @@ def connect_any(
 ) -> RedisClient:
     """A client for ``url`` -- one node or a cluster -- with the hiredis packer.
 
-    ``max_connections`` bounds the connections (per node on a cluster); with
-    ``pool_timeout`` a single-node client waits that long for a free one instead of
+    ``max_connections`` bounds the connections (per node on a cluster; 100 on one node);
+    a single-node client waits up to ``pool_timeout`` (10 s) for a free one instead of
     failing (a burst of callers queues instead of opening hundreds). ``options`` are
     redis-py connection settings (timeouts, health checks, ...) for either topology.
     """
@@ -135,18 +141,17 @@ def connect_any(
             password=password,
             **options,
         )
-    if pool_timeout is not None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections or 50,
-            timeout=pool_timeout,
-            connection_class=connection_class(url),
-            **options,
-        )
-        return aioredis.Redis.from_pool(pool)
-    if max_connections is not None:
-        options["max_connections"] = max_connections
-    return aioredis.Redis.from_url(url, connection_class=connection_class(url), **options)
+    # A burst of callers queues for a free connection: redis-py's plain pool (100) fails
+    # the caller that finds it empty instead (MaxConnectionsError, which a service must
+    # answer UNAVAILABLE), as a burst of feed reads right after a Redis wipe did.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
+        timeout=POOL_TIMEOUT if pool_timeout is None else pool_timeout,
+        connection_class=connection_class(url),
+        **options,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def open_pubsub(client: RedisClient, attempt: int = 0) -> PubSub:
