@@ -47,11 +47,10 @@ async def test_a_post_short_of_replicas_is_unavailable_and_its_retry_is_the_same
     ]
 
 
+@pytest.mark.parametrize("redis_url", ["cluster"], indirect=True)  # the one with replicas
 async def test_with_a_replica_per_master_posts_are_acknowledged(
     start_system: StartSystem, redis_url: str
 ) -> None:
-    if not redis_url.startswith("redis+cluster://"):
-        pytest.skip("the single test node has no replica")
     system = await start_system(replica_acks=1, replica_wait_ms=2000)
     author = await system.sign_up()
     reader = system.reader(9_000_002)
