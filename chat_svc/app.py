@@ -19,6 +19,7 @@ from chat_svc.connections import ConnectionHub
 from chat_svc.delivery import Delivery
 from chat_svc.groups import Channels
 from chat_svc.layout import move_to_bucket_layout
+from chat_svc.model import EventLimits
 from chat_svc.peer import PeerClient, PeerServicer
 from chat_svc.poll_presence import PollPresence
 from chat_svc.polling import UnaryChat
@@ -125,6 +126,9 @@ async def build(config: ChatConfig) -> ChatApp:
         load_members=records.members,
         replication=ReplicaAcks.from_config(config),
         claim_ms=int(config.fanout_claim_idle * 1000),
+        limits=EventLimits(
+            int(config.edit_window * 1000), config.max_reactions, config.max_user_reactions
+        ),
     )
     claim = WorkerIdClaim(host.session)
     await claim.acquire()
@@ -145,6 +149,7 @@ async def build(config: ChatConfig) -> ChatApp:
         send_rate=config.send_rate,
         send_burst=config.send_burst,
         retry_window=config.push_retry_window,
+        group_owner=records.owner,
     )
     sessions = Sessions(
         store=store,

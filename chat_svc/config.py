@@ -18,6 +18,13 @@ class ChatConfig(ServiceConfig):
 
     max_group_members: int = _opt(500, "Most members a group may have.")
     max_message_chars: int = _opt(4000, "Longest message text, in characters.")
+    edit_window: float = _opt(
+        172_800.0,
+        "Seconds after sending during which a message may be edited (EditMessage); "
+        "later edits are refused FAILED_PRECONDITION EDIT_WINDOW_CLOSED.",
+    )
+    max_reactions: int = _opt(20, "Most distinct reactions (emoji) one message may carry.")
+    max_user_reactions: int = _opt(5, "Most reactions one user may add to one message.")
     inbox_cap: int = _opt(
         10_000, "Entries kept per user inbox stream (approximate MAXLEN; older ones trimmed)."
     )
@@ -65,6 +72,10 @@ class ChatConfig(ServiceConfig):
             raise ConfigError("max_group_members must be between 2 and 100000")
         if not 1 <= self.max_message_chars <= 65_536:
             raise ConfigError("max_message_chars must be between 1 and 65536")
+        if not 0 < self.edit_window <= 366 * 86_400:
+            raise ConfigError("edit_window must be between 0 and 366 days (in seconds)")
+        if not 1 <= self.max_reactions <= 1000 or not 1 <= self.max_user_reactions <= 100:
+            raise ConfigError("max_reactions must be 1..1000 and max_user_reactions 1..100")
         if self.inbox_cap < 100 or self.history_cap < 100:
             raise ConfigError("inbox_cap and history_cap must be at least 100")
         if self.dedup_ttl < 60:

@@ -5,11 +5,19 @@ from __future__ import annotations
 from google.protobuf import duration_pb2
 
 from chat_svc.model import (
+    DELETE,
     DIRECT,
+    EDIT,
+    MESSAGE,
+    REACT,
+    UNREACT,
     ChannelInfo,
+    Draft,
+    Event,
     InboxEntry,
     OutFrame,
     Push,
+    Reaction,
     Receipt,
     SendAck,
     SendFailure,
@@ -24,10 +32,17 @@ _RECEIPT_KINDS = {
     "read": chat_pb2.RECEIPT_KIND_READ,
 }
 _RECEIPT_NAMES = {v: k for k, v in _RECEIPT_KINDS.items()}
+_EVENT_KINDS = {
+    EDIT: chat_pb2.EVENT_KIND_EDIT,
+    DELETE: chat_pb2.EVENT_KIND_DELETE,
+    REACT: chat_pb2.EVENT_KIND_REACTION_ADDED,
+    UNREACT: chat_pb2.EVENT_KIND_REACTION_REMOVED,
+}
+_EVENT_NAMES = {v: k for k, v in _EVENT_KINDS.items()}
 
 
 def message_pb(m: StoredMessage) -> chat_pb2.Message:
-    return chat_pb2.Message(
+    out = chat_pb2.Message(
         message_id=m.message_id,
         channel_id=m.channel_id,
         seq=m.seq,
@@ -36,10 +51,35 @@ def message_pb(m: StoredMessage) -> chat_pb2.Message:
         client_msg_id=m.client_msg_id,
         created_ms=m.created_ms,
         inbox_cursor=m.inbox_cursor,
+        reply_to=m.reply_to,
+        reply_to_seq=m.reply_seq,
+        edited_ms=m.edited_ms,
+        deleted_ms=m.deleted_ms,
+        reactions=[
+            chat_pb2.ReactionCount(emoji=r.emoji, count=r.count, reacted=r.reacted)
+            for r in m.reactions
+        ],
     )
+    if m.event is not None:
+        e = m.event
+        out.event.CopyFrom(
+            chat_pb2.MessageEvent(
+                kind=_EVENT_KINDS[e.kind],
+                target_message_id=e.target_id,
+                target_seq=e.target_seq,
+                text=e.text,
+                emoji=e.emoji,
+            )
+        )
+    return out
 
 
 def message_from_pb(m: chat_pb2.Message) -> StoredMessage:
+    event = None
+    if m.HasField("event"):
+        e = m.event
+        kind = _EVENT_NAMES.get(e.kind, EDIT)
+        event = Event(kind, e.target_message_id, e.target_seq, e.text, e.emoji)
     return StoredMessage(
         message_id=m.message_id,
         channel_id=m.channel_id,
@@ -49,6 +89,49 @@ def message_from_pb(m: chat_pb2.Message) -> StoredMessage:
         client_msg_id=m.client_msg_id,
         created_ms=m.created_ms,
         inbox_cursor=m.inbox_cursor,
+        reply_to=m.reply_to,
+        reply_seq=m.reply_to_seq,
+        event=event,
+        edited_ms=m.edited_ms,
+        deleted_ms=m.deleted_ms,
+        reactions=tuple(Reaction(r.emoji, r.count, r.reacted) for r in m.reactions),
+    )
+
+
+DraftPb = (
+    chat_pb2.SendMessage
+    | chat_pb2.SendMessageRequest
+    | chat_pb2.EditMessage
+    | chat_pb2.EditMessageRequest
+    | chat_pb2.DeleteMessage
+    | chat_pb2.DeleteMessageRequest
+    | chat_pb2.AddReaction
+    | chat_pb2.AddReactionRequest
+    | chat_pb2.RemoveReaction
+    | chat_pb2.RemoveReactionRequest
+)
+"""A client's send or event, as a Connect frame or a unary request."""
+
+
+def draft_from_pb(request: DraftPb) -> Draft:
+    """The domain form of a send or event (frame or unary request: same fields)."""
+    if isinstance(request, chat_pb2.SendMessage | chat_pb2.SendMessageRequest):
+        return Draft(
+            request.client_msg_id, request.channel_id, request.text, MESSAGE, request.reply_to
+        )
+    if isinstance(request, chat_pb2.EditMessage | chat_pb2.EditMessageRequest):
+        return Draft(
+            request.client_msg_id, request.channel_id, request.text, EDIT, request.message_id
+        )
+    if isinstance(request, chat_pb2.DeleteMessage | chat_pb2.DeleteMessageRequest):
+        return Draft(request.client_msg_id, request.channel_id, "", DELETE, request.message_id)
+    kind = (
+        REACT
+        if isinstance(request, chat_pb2.AddReaction | chat_pb2.AddReactionRequest)
+        else UNREACT
+    )
+    return Draft(
+        request.client_msg_id, request.channel_id, "", kind, request.message_id, request.emoji
     )
 
 

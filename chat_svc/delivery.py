@@ -34,6 +34,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from chat_svc.connections import ConnectionHub
 from chat_svc.model import (
+    DELETE,
+    EDIT,
+    EVENT_KINDS,
+    MESSAGE,
+    Draft,
     InboxEntry,
     Push,
     PushEvent,
@@ -55,6 +60,10 @@ Forward = Callable[[str, Sequence[Push]], "asyncio.Future[list[int]]"]
 """Sends pushes to the chat server at an address; resolves to users with no live device."""
 
 MAX_CLIENT_MSG_ID = 64
+MAX_EMOJI = 16
+"""Longest reaction, in characters."""
+EMOJI = TextRule("emoji", MAX_EMOJI, "EMOJI")
+MAX_ID = (1 << 64) - 1
 RETRY_FIRST = 0.05
 """Seconds before the first retry of a failed push; doubled per attempt up to RETRY_CAP."""
 RETRY_CAP = 0.5
@@ -82,7 +91,10 @@ class Delivery:
         send_rate: float,
         send_burst: int,
         retry_window: float = 15.0,
+        group_owner: Callable[[int], Awaitable[int]] | None = None,
     ) -> None:
+        """``group_owner`` reads a channel's owner (0: none) from the record: a group's
+        owner may delete anyone's messages."""
         self.store = store
         self.hub = hub
         self.ring = ring
@@ -94,36 +106,81 @@ class Delivery:
         self.send_rate = send_rate
         self.send_burst = send_burst
         self.retry_window = retry_window
+        self.group_owner = group_owner
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._recent: deque[tuple[float, Push]] = deque(maxlen=RECENT_OFFLINE_MAX)
 
-    def validate_send(self, client_msg_id: str, channel_id: int, text: str) -> None:
-        if not 0 < len(client_msg_id) <= MAX_CLIENT_MSG_ID:
+    def validate(self, draft: Draft) -> None:
+        """Refuse a malformed send or event (INVALID_ARGUMENT, naming the field)."""
+        if not 0 < len(draft.client_msg_id) <= MAX_CLIENT_MSG_ID:
             raise InvalidArgument.field(
                 "client_msg_id", f"must be 1..{MAX_CLIENT_MSG_ID} characters"
             )
-        if channel_id <= 0:
+        if draft.channel_id <= 0:
             raise InvalidArgument.field("channel_id", "is required")
-        self.message_text.check(text)
+        if not 0 <= draft.target_id <= MAX_ID:
+            raise InvalidArgument.field("message_id", "must be a message id")
+        if draft.kind == MESSAGE:
+            self.message_text.check(draft.text)
+            return
+        if draft.kind not in EVENT_KINDS:
+            raise InvalidArgument.field("frame", f"unknown event kind {draft.kind!r}")
+        if not draft.target_id:
+            raise InvalidArgument.field("message_id", "is required")
+        if draft.kind == EDIT:
+            self.message_text.check(draft.text)
+        elif draft.kind != DELETE:
+            EMOJI.check(draft.emoji)
+            if any(c.isspace() for c in draft.emoji):
+                raise InvalidArgument.field(
+                    "emoji", "must not contain whitespace", reason="EMOJI_INVALID_CHARACTERS"
+                )
 
     async def send(
-        self, sender_id: int, client_msg_id: str, channel_id: int, text: str
+        self, sender_id: int, client_msg_id: str, channel_id: int, text: str, reply_to: int = 0
     ) -> SendOutcome:
         """Store a message durably (or return the original for a retried client_msg_id)."""
-        self.validate_send(client_msg_id, channel_id, text)
-        # Membership is checked, and the recipients read, inside the channel step.
-        message_id = self.ids.next_id()
-        return await self.store.store_message(
-            sender_id=sender_id,
-            channel_id=channel_id,
-            message_id=message_id,
-            client_msg_id=client_msg_id,
-            text=text,
-            created_ms=time.time_ns() // 1_000_000,
-            rate=self.send_rate,
-            burst=self.send_burst,
+        return await self.submit(
+            sender_id, Draft(client_msg_id, channel_id, text, MESSAGE, reply_to)
         )
+
+    async def submit(self, sender_id: int, draft: Draft) -> SendOutcome:
+        """Store a message or a channel event durably (or return the original for a
+        retried client_msg_id). Membership, the target and the sender's right to act on
+        it are checked, and the recipients read, inside the channel step; a delete of
+        someone else's message is tried again as the group's owner when the sender is."""
+        self.validate(draft)
+        message_id = self.ids.next_id()
+        created_ms = time.time_ns() // 1_000_000
+
+        async def store(owner: bool) -> SendOutcome:
+            return await self.store.store_message(
+                sender_id=sender_id,
+                channel_id=draft.channel_id,
+                message_id=message_id,
+                client_msg_id=draft.client_msg_id,
+                text=draft.text,
+                created_ms=created_ms,
+                rate=self.send_rate,
+                burst=self.send_burst,
+                kind=draft.kind,
+                target_id=draft.target_id,
+                emoji=draft.emoji,
+                owner=owner,
+            )
+
+        try:
+            return await store(False)
+        except PermissionDenied as refused:
+            if (
+                refused.reason != "NOT_MESSAGE_SENDER"
+                or draft.kind != DELETE
+                or self.group_owner is None
+                or await self.group_owner(draft.channel_id) != sender_id
+            ):
+                raise
+            return await store(True)
 
     def dispatch(self, outcome: SendOutcome) -> asyncio.Future[Fanned] | None:
         """Append a stored message to its recipients' inboxes and push the entries (after
@@ -189,7 +246,7 @@ class Delivery:
                 (now, Push(e.user_id, e)) for e in outcome.entries if e.user_id in offline
             )
         offline.discard(outcome.message.sender_id)
-        if offline:
+        if offline and outcome.message.event is None:  # events notify nobody
             self._spawn(self._enqueue(outcome, sorted(offline)))
 
     async def _enqueue(self, outcome: SendOutcome, users: list[int]) -> None:
@@ -304,7 +361,7 @@ class Delivery:
         for m in entries:
             if _after(m.inbox_cursor, upto):
                 break
-            if m.sender_id != user_id:
+            if m.sender_id != user_id and m.event is None:  # receipts are for messages
                 by_sender[m.sender_id].append(
                     Receipt(
                         "delivered",

@@ -155,15 +155,14 @@ class Channels:
     async def history(
         self, caller: int, channel_id: int, size: int, before: int | None
     ) -> tuple[list[StoredMessage], int | None]:
-        """A page of messages older than seq ``before`` (newest first), and where the next
-        page starts (None: this was the last)."""
+        """A page of messages older than seq ``before`` (newest first, events applied:
+        edited text, tombstones, reaction counts), and where the next page starts (None:
+        this was the last). A page may hold fewer than ``size`` messages while more follow
+        (channel events take seqs too)."""
         count = page_size(size, DEFAULT_PAGE, MAX_PAGE)
         if not await self.records.is_member(channel_id, caller):
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
-        messages = await self.store.history(channel_id, before, count + 1)
-        more = len(messages) > count
-        messages = messages[:count]
-        return messages, (messages[-1].seq if more else None)
+        return await self.store.history_page(channel_id, before, count, reader=caller)
 
 
 def _now_ms() -> int:

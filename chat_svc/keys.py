@@ -20,6 +20,9 @@ Hash tags put each script's keys in one slot, on one Redis node or a Redis Clust
                                                   hash: the send's digest and ids (TTL)
     chat:chan:{cb:<b>}:<channel>:rate:<sender>    hash: the sender's token bucket here
     chat:chan:{cb:<b>}:<channel>:stats:<day>      hash: message counts (chat_svc.store_stats)
+    chat:chan:{cb:<b>}:<channel>:ids              zset message id -> seq (messages, not events)
+    chat:chan:{cb:<b>}:<channel>:state            hash: edits, reactions, tombstones per
+                                                  message (see chat_svc.scripts.SEND_MANY)
     chat:fanout:{cb:<b>}:due                      zset "<channel>:<seq>" -> claim time (ms)
     chat:fanout:{cb:<b>}:rec                      hash "<channel>:<seq>" -> recipient ids
     chat:inbox:{u:<id>}                           stream: the user's inbox
@@ -56,6 +59,14 @@ def chan_seq_key(channel_id: int) -> str:
 
 def chan_history_key(channel_id: int) -> str:
     return f"{_chan(channel_id)}:hist"
+
+
+def chan_ids_key(channel_id: int) -> str:
+    return f"{_chan(channel_id)}:ids"
+
+
+def chan_state_key(channel_id: int) -> str:
+    return f"{_chan(channel_id)}:state"
 
 
 def dedup_key(channel_id: int, sender_id: int, client_msg_id: str) -> str:

@@ -18,9 +18,67 @@ def parse_cursor(text: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+MESSAGE = ""
+"""The kind of a plain message (no event)."""
+EDIT, DELETE, REACT, UNREACT = "edit", "delete", "react", "unreact"
+"""The kinds of channel events: each is stored and delivered like a message (its own
+message id and seq in the channel's order) and changes an earlier message."""
+EVENT_KINDS = (EDIT, DELETE, REACT, UNREACT)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a client asks to store in a channel: a message, or an event on one."""
+
+    client_msg_id: str
+    channel_id: int
+    text: str = ""
+    """A message's text; an edit's new text."""
+    kind: str = MESSAGE
+    target_id: int = 0
+    """An event's target message; for a message, the message it replies to (0: none)."""
+    emoji: str = ""
+    """A reaction's emoji."""
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Bounds of channel events (--edit-window, --max-reactions, --max-user-reactions)."""
+
+    edit_window_ms: int = 48 * 3_600_000
+    max_reactions: int = 20
+    """Distinct emoji per message."""
+    max_user_reactions: int = 5
+    """Reactions of one user on one message."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a channel event did, and to which message."""
+
+    kind: str
+    target_id: int
+    target_seq: int
+    text: str = ""
+    """An edit's new text."""
+    emoji: str = ""
+    """A reaction's emoji."""
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """One emoji's reactions on a message (history); ``reacted``: the reader's among them."""
+
+    emoji: str
+    count: int
+    reacted: bool = False
+
+
 @dataclass(frozen=True)
 class StoredMessage:
-    """A message as stored; ``inbox_cursor`` is set when read from one user's inbox."""
+    """A message (or channel event) as stored; ``inbox_cursor`` is set when read from one
+    user's inbox. ``edited_ms``, ``deleted_ms`` and ``reactions`` are the events applied
+    (history only); a deleted message keeps no text."""
 
     message_id: int
     channel_id: int
@@ -30,6 +88,14 @@ class StoredMessage:
     client_msg_id: str
     created_ms: int
     inbox_cursor: str = ""
+    reply_to: int = 0
+    reply_seq: int = 0
+    event: Event | None = None
+    edited_ms: int = 0
+    deleted_ms: int = 0
+    reactions: tuple[Reaction, ...] = ()
+    scrub: tuple[int, ...] = ()
+    """A delete: the message ids whose inbox entries it removes (internal, not sent)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from chat_svc.connections import DeviceStream, StreamClosed
 from chat_svc.delivery import Delivery
 from chat_svc.model import (
     ZERO_CURSOR,
+    Draft,
     InboxEntry,
     Reconnect,
     SendOutcome,
@@ -83,13 +84,12 @@ class UnaryChat:
         self.max_wait = max_wait
         self._acked: dict[tuple[int, str], str] = {}
 
-    async def send(
-        self, sender_id: int, client_msg_id: str, channel_id: int, text: str
-    ) -> SendOutcome:
-        """Store durably (the stream's send), then append to the recipients' inboxes and
-        push; returns once the appends are done (or failed: the claim finishes them), so
-        the caller's next poll sees its own message, as on the stream."""
-        outcome = await self._delivery.send(sender_id, client_msg_id, channel_id, text)
+    async def send(self, sender_id: int, draft: Draft) -> SendOutcome:
+        """Store a message or channel event durably (the stream's send), then append it to
+        the recipients' inboxes and push; returns once the appends are done (or failed:
+        the claim finishes them), so the caller's next poll sees its own message, as on
+        the stream."""
+        outcome = await self._delivery.submit(sender_id, draft)
         fanout = self._delivery.dispatch(outcome)
         if fanout is not None:
             with contextlib.suppress(Exception):  # logged by dispatch

@@ -2,35 +2,40 @@
 
 Every script touches one hash slot and gets every key through KEYS (the key families are
 in :mod:`chat_svc.keys`), so each runs unchanged on one Redis and on a Redis Cluster.
-A send is two steps:
+A send (a message, or a channel event: an edit, a delete, a reaction) is two steps:
 
-1. ``SEND_MANY``, in the channel's bucket slot: dedup, rate limit, membership, seq,
-   history, and a pending-fanout record naming the message's recipients. This is the
-   commit point: the sender is acked after it.
+1. ``SEND_MANY``, in the channel's bucket slot: dedup, rate limit, membership, the
+   event's checks and its change to the target's state, seq, history, and a
+   pending-fanout record naming the recipients. This is the commit point: the sender is
+   acked after it.
 2. ``APPEND``, once per recipient in the recipient's slot: the inbox entry, a no-op when
-   that inbox already has the message. Then the pending-fanout record is removed; a
-   record left behind (the chat server died, or an append failed) is taken over by
-   ``FANOUT_CLAIM`` on any chat server, which does step 2 again.
+   that inbox already has the message (a delete also removes the deleted text there).
+   Then the pending-fanout record is removed; a record left behind (the chat server
+   died, or an append failed) is taken over by ``FANOUT_CLAIM`` on any chat server,
+   which does step 2 again.
 """
 
-SEND_KEYS = 8
+SEND_KEYS = 10
 """Keys per message in SEND_MANY."""
-SEND_ARGS = 13
+SEND_ARGS = 21
 """Arguments per message in SEND_MANY."""
 
 SEND_MANY = """
 -- The channel step of a batch of sends (group commit: sends that arrived together, one
--- round trip), all in one channel bucket's slot. Each message is handled exactly as if it
--- were alone, in order: dedup check, rate limit, membership check, per-channel sequence,
--- channel history, the pending-fanout record (the recipients: the members at this
--- instant), and the dedup record. A later message of the batch sees the earlier ones
--- (same client_msg_id twice -> the second is a duplicate).
--- All-or-nothing per message: every read and check (key types, the seq counter, the
--- history's newest id) comes before the first write, so an error leaves nothing behind
--- (no seq, history entry, pending record, rate token or dedup record).
--- ARGV[1] n = number of messages; ARGV[2] claim delay ms (a pending record becomes
+-- round trip), all in one channel bucket's slot. A "send" is a message or a channel event
+-- on an earlier message (an edit, a delete, a reaction added or removed): each gets the
+-- channel's next seq and a history entry, and is fanned out like any message. Each is
+-- handled exactly as if it were alone, in order: dedup check, rate limit, membership
+-- check, the event's own checks (its target exists, the sender may act on it, ...),
+-- per-channel sequence, channel history, the pending-fanout record (the recipients: the
+-- members at this instant), and the dedup record. A later send of the batch sees the
+-- earlier ones (same client_msg_id twice -> the second is a duplicate).
+-- All-or-nothing per send: every read and check (key types, the seq counter, the
+-- history's newest id, the target's state) comes before the first write, so an error
+-- leaves nothing behind (no seq, history entry, pending record, rate token or dedup record).
+-- ARGV[1] n = number of sends; ARGV[2] claim delay ms (a pending record becomes
 -- claimable by any chat server this long after now, by the Redis clock);
--- message i (0-based) uses KEYS[8i+1 .. 8i+8] and ARGV[2+13i+1 .. 2+13i+13]:
+-- send i (0-based) uses KEYS[10i+1 .. 10i+10] and ARGV[2+21i+1 .. 2+21i+21]:
 -- KEYS[+1]  chat:chan:{cb:<b>}:<channel>:dedup:<sender>:<cmid>  hash (digest, ids)
 -- KEYS[+2]  chat:chan:{cb:<b>}:<channel>:rate:<sender>          hash token bucket
 -- KEYS[+3]  chat:chan:{cb:<b>}:<channel>:members                set of member ids
@@ -41,22 +46,172 @@ SEND_MANY = """
 -- KEYS[+8]  chat:chan:{cb:<b>}:<channel>:stats:<day>            hash of the channel's
 --           message counts on the UTC day of the message id's time: d (the day),
 --           h<hour>, m<minute of day); counted here, with the seq, so each stored
---           message counts exactly once
+--           message counts exactly once (events are not counted)
+-- KEYS[+9]  chat:chan:{cb:<b>}:<channel>:ids                    zset message id -> seq
+--           of the channel's messages (not events): how a target is found; the newest
+--           ARGV[+21] are kept (trimmed 64 at a time, with their states)
+-- KEYS[+10] chat:chan:{cb:<b>}:<channel>:state                  hash: per message with
+--           events, "m:<seq>" -> JSON {e: edited ms, t: current text, x: [[edit seq,
+--           edit message id], ...], r: [[emoji, count], ...], u: [reacting user ids],
+--           d: deleted ms (a tombstone, with i, s, c, rt, rs: the deleted message's id,
+--           sender, created ms, reply_to, reply seq; no text, no client_msg_id)};
+--           "u:<seq>:<user>" -> JSON [the user's emoji on that message]
 -- ARGV[+1] sender id     ARGV[+2] content digest   ARGV[+3] message id (Snowflake)
--- ARGV[+4] channel id    ARGV[+5] text             ARGV[+6] client_msg_id
--- ARGV[+7] created ms    ARGV[+8] history cap      ARGV[+9] dedup ttl s
--- ARGV[+10] rate per s   ARGV[+11] burst
+-- ARGV[+4] channel id    ARGV[+5] text (an edit: the new text; "" for other events)
+-- ARGV[+6] client_msg_id ARGV[+7] created ms       ARGV[+8] history cap
+-- ARGV[+9] dedup ttl s   ARGV[+10] rate per s      ARGV[+11] burst
 -- ARGV[+12] ms of the message id (its Snowflake time)   ARGV[+13] stats ttl s
+-- ARGV[+14] kind: "" (a message), "edit", "delete", "react", "unreact"
+-- ARGV[+15] target message id (an event's target; a message's reply_to); "0": none
+-- ARGV[+16] emoji (reactions)   ARGV[+17] edit window ms
+-- ARGV[+18] "1": the sender may delete others' messages (the group's owner)
+-- ARGV[+19] most distinct reactions per message   ARGV[+20] most per user per message
+-- ARGV[+21] message ids kept in KEYS[+9]
 -- The pending record is named "<channel>:<seq>"; its value is the recipient ids,
 -- space-separated.
--- Returns one reply per message, in order:
---   {"dup", message_id, seq, created_ms, member_1, ...} (the recipients while its
---   fanout is pending, else none) | {"conflict"} | {"rate", wait_ms}
---   | {"not_member"} | {"ok", seq, member_1, member_2, ...} (the recipients)
---   | {"error", text} (a Redis error on that message, e.g. WRONGTYPE; others unaffected)
+-- Returns one reply per send, in order:
+--   {"dup", message_id, seq, created_ms, target seq, scrub, member_1, ...} (the
+--   recipients while its fanout is pending, else none) | {"conflict"} | {"rate", wait_ms}
+--   | {"not_member"} | {"ok", seq, target seq, scrub, member_1, member_2, ...} (the
+--   recipients) | {"error", text} (a Redis error on that send; others unaffected)
+--   | an event's refusal: {"not_found"} (no such message: unknown, an event, trimmed),
+--   {"deleted"}, {"not_sender"}, {"window"}, {"reacted"}, {"no_reaction"},
+--   {"reaction_limit"}, {"user_limit"}; a reply's: {"reply_not_found"}.
+-- "target seq": the seq of an event's target or of the message replied to ("0": none);
+-- "scrub": a delete's message ids to remove from the inboxes (the deleted message and
+-- its edits), space-separated ("" otherwise).
 local clock = redis.call('TIME')
 local due = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   + tonumber(ARGV[2])
+
+local function state(K, field)
+  local raw = redis.call('HGET', K[10], field)
+  if not raw then return {} end
+  return cjson.decode(raw)
+end
+
+local function int(value)
+  return string.format('%d', tonumber(value))
+end
+
+local function entry(hist, seq)
+  local rows = redis.call('XRANGE', hist, seq .. '-0', seq .. '-0')
+  if #rows == 0 then return nil end
+  local out = {}
+  for i = 1, #rows[1][2], 2 do out[rows[1][2][i]] = rows[1][2][i + 1] end
+  return out
+end
+
+local function index_of(list, value)
+  for i, item in ipairs(list) do
+    if item == value or (type(item) == 'table' and item[1] == value) then return i end
+  end
+  return nil
+end
+
+-- An event's checks (phase 1): a refusal reply, or nil and what its writes need.
+local function check_event(K, A)
+  local kind = A[14]
+  local tseq = redis.call('ZSCORE', K[9], A[15])
+  if not tseq then return {'not_found'} end
+  tseq = int(tseq)
+  local st = state(K, 'm:' .. tseq)
+  if st.d then return {'deleted'} end
+  local target = entry(K[5], tseq)
+  if not target then return {'not_found'} end
+  local ev = {tseq = tseq, st = st, target = target}
+  if kind == 'edit' then
+    if target.sender_id ~= A[1] then return {'not_sender'} end
+    if tonumber(A[7]) - tonumber(target.created_ms) > tonumber(A[17]) then
+      return {'window'}
+    end
+  elseif kind == 'delete' then
+    if target.sender_id ~= A[1] and A[18] ~= '1' then return {'not_sender'} end
+  else
+    ev.ukey = 'u:' .. tseq .. ':' .. A[1]
+    ev.mine = state(K, ev.ukey)
+    local has = index_of(ev.mine, A[16])
+    if kind == 'react' then
+      if has then return {'reacted'} end
+      if #ev.mine >= tonumber(A[20]) then return {'user_limit'} end
+      if not index_of(st.r or {}, A[16]) and #(st.r or {}) >= tonumber(A[19]) then
+        return {'reaction_limit'}
+      end
+    elseif not has then
+      return {'no_reaction'}
+    end
+  end
+  return nil, ev
+end
+
+-- An event's writes to its target's state (and, for a delete, the history): the
+-- history fields of the event, and its scrub list.
+local function apply_event(K, A, seq, ev)
+  local kind, tseq, st = A[14], ev.tseq, ev.st
+  local fields = {'kind', kind, 'target', A[15], 'target_seq', tseq}
+  local scrub = ''
+  if kind == 'edit' then
+    st.e, st.t = tonumber(A[7]), A[5]
+    st.x = st.x or {}
+    st.x[#st.x + 1] = {tostring(seq), A[3]}
+  elseif kind == 'delete' then
+    local t = ev.target
+    local ids = {t.message_id}
+    for _, edit in ipairs(st.x or {}) do
+      redis.call('XDEL', K[5], edit[1] .. '-0')
+      ids[#ids + 1] = edit[2]
+    end
+    redis.call('XDEL', K[5], tseq .. '-0')
+    for _, uid in ipairs(st.u or {}) do
+      redis.call('HDEL', K[10], 'u:' .. tseq .. ':' .. uid)
+    end
+    st = {d = tonumber(A[7]), i = t.message_id, s = t.sender_id, c = t.created_ms,
+      rt = t.reply_to or '0', rs = t.reply_seq or '0'}
+    scrub = table.concat(ids, ' ')
+    fields[#fields + 1] = 'scrub'
+    fields[#fields + 1] = scrub
+  else
+    local counts, users, mine = st.r or {}, st.u or {}, ev.mine
+    local at = index_of(counts, A[16])
+    if kind == 'react' then
+      if at then counts[at][2] = counts[at][2] + 1 else counts[#counts + 1] = {A[16], 1} end
+      mine[#mine + 1] = A[16]
+      if not index_of(users, A[1]) then users[#users + 1] = A[1] end
+    else
+      counts[at][2] = counts[at][2] - 1
+      if counts[at][2] <= 0 then table.remove(counts, at) end
+      table.remove(mine, index_of(mine, A[16]))
+      if #mine == 0 then table.remove(users, index_of(users, A[1])) end
+    end
+    if #mine > 0 then
+      redis.call('HSET', K[10], ev.ukey, cjson.encode(mine))
+    else
+      redis.call('HDEL', K[10], ev.ukey)
+    end
+    st.r, st.u = counts, users
+    fields[#fields + 1] = 'emoji'
+    fields[#fields + 1] = A[16]
+  end
+  redis.call('HSET', K[10], 'm:' .. tseq, cjson.encode(st))
+  return fields, scrub
+end
+
+-- Forget the oldest 64 message ids (and their states) once the index holds 64 more
+-- than it keeps.
+local function trim_ids(K, kept)
+  local old = redis.call('ZRANGE', K[9], 0, 63, 'WITHSCORES')
+  for i = 2, #old, 2 do
+    local seq = int(old[i])
+    local raw = redis.call('HGET', K[10], 'm:' .. seq)
+    if raw then
+      for _, uid in ipairs(cjson.decode(raw).u or {}) do
+        redis.call('HDEL', K[10], 'u:' .. seq .. ':' .. uid)
+      end
+      redis.call('HDEL', K[10], 'm:' .. seq)
+    end
+  end
+  redis.call('ZREMRANGEBYRANK', K[9], 0, 63)
+end
 
 local function send_one(K, A)
   -- Phase 1: every read and every check. A key of the wrong type, a corrupt counter or a
@@ -65,8 +220,8 @@ local function send_one(K, A)
   local digest = redis.call('HGET', K[1], 'digest')
   if digest then
     if digest ~= A[2] then return {'conflict'} end
-    local r = redis.call('HMGET', K[1], 'message_id', 'seq', 'created_ms')
-    local out = {'dup', r[1], r[2], r[3]}
+    local r = redis.call('HMGET', K[1], 'message_id', 'seq', 'created_ms', 'tseq', 'scrub')
+    local out = {'dup', r[1], r[2], r[3], r[4] or '0', r[5] or ''}
     -- its fanout still pending (e.g. the first try was refused REPLICA_ACK_TIMEOUT): the
     -- recipients, so the retry finishes it now instead of waiting for a claim
     local pending = redis.call('HGET', K[7], A[4] .. ':' .. r[2])
@@ -86,6 +241,21 @@ local function send_one(K, A)
     return {'rate', tostring(math.ceil((1 - tokens) * 1000 / rate))}
   end
   if redis.call('SISMEMBER', K[3], A[1]) == 0 then return {'not_member'} end
+  local kind = A[14]
+  local ev, tseq = nil, '0'
+  local ids = redis.call('ZCARD', K[9])
+  local trim = kind == '' and ids + 1 > tonumber(A[21]) + 64
+  if kind ~= '' then
+    local refused
+    refused, ev = check_event(K, A)
+    if refused then return refused end
+    tseq = ev.tseq
+  elseif A[15] ~= '0' then
+    local replied = redis.call('ZSCORE', K[9], A[15])
+    if not replied then return {'reply_not_found'} end
+    tseq = int(replied)
+  end
+  if trim then redis.call('HLEN', K[10]) end  -- type check before the writes
   local last = redis.call('GET', K[4])
   if last and not (string.match(last, '^%d+$') and #last <= 15) then
     error('chat seq counter ' .. K[4] .. ' is not an integer')
@@ -107,20 +277,31 @@ local function send_one(K, A)
   redis.call('HSET', K[2], 'tokens', tostring(tokens - 1), 'ts', A[7])
   redis.call('PEXPIRE', K[2], math.ceil(burst * 1000 / rate) + 1000)
   seq = redis.call('INCR', K[4])
+  local fields = {}
+  local scrub = ''
+  if ev then
+    fields, scrub = apply_event(K, A, seq, ev)
+  elseif tseq ~= '0' then
+    fields = {'reply_to', A[15], 'reply_seq', tseq}
+  end
   redis.call('XADD', K[5], 'MAXLEN', '~', A[8], seq .. '-0',
     'message_id', A[3], 'sender_id', A[1], 'text', A[5],
-    'client_msg_id', A[6], 'created_ms', A[7])
+    'client_msg_id', A[6], 'created_ms', A[7], unpack(fields))
   redis.call('HSET', K[7], name, table.concat(members, ' '))
   redis.call('ZADD', K[6], due, name)
-  local of_day = tonumber(A[12]) % 86400000
-  redis.call('HINCRBY', K[8], 'd', 1)
-  redis.call('HINCRBY', K[8], 'h' .. math.floor(of_day / 3600000), 1)
-  redis.call('HINCRBY', K[8], 'm' .. math.floor(of_day / 60000), 1)
-  redis.call('EXPIRE', K[8], A[13])
+  if kind == '' then
+    redis.call('ZADD', K[9], seq, A[3])
+    if trim then trim_ids(K) end
+    local of_day = tonumber(A[12]) % 86400000
+    redis.call('HINCRBY', K[8], 'd', 1)
+    redis.call('HINCRBY', K[8], 'h' .. math.floor(of_day / 3600000), 1)
+    redis.call('HINCRBY', K[8], 'm' .. math.floor(of_day / 60000), 1)
+    redis.call('EXPIRE', K[8], A[13])
+  end
   redis.call('HSET', K[1], 'digest', A[2], 'message_id', A[3], 'seq', tostring(seq),
-    'created_ms', A[7], 'channel_id', A[4])
+    'created_ms', A[7], 'channel_id', A[4], 'tseq', tseq, 'scrub', scrub)
   redis.call('EXPIRE', K[1], A[9])
-  local out = {'ok', tostring(seq)}
+  local out = {'ok', tostring(seq), tseq, scrub}
   for _, member in ipairs(members) do out[#out + 1] = member end
   return out
 end
@@ -128,9 +309,9 @@ end
 local replies = {}
 for i = 0, tonumber(ARGV[1]) - 1 do
   local K = {}
-  for j = 1, 8 do K[j] = KEYS[8 * i + j] end
+  for j = 1, 10 do K[j] = KEYS[10 * i + j] end
   local A = {}
-  for j = 1, 13 do A[j] = ARGV[2 + 13 * i + j] end
+  for j = 1, 21 do A[j] = ARGV[2 + 21 * i + j] end
   local ok, reply = pcall(send_one, K, A)
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
@@ -142,8 +323,10 @@ return replies
 """
 
 APPEND = """
--- Append one message to one recipient's inbox, once: a message id the inbox already has
--- (a retried or claimed fanout) is not appended again.
+-- Append one message (or channel event) to one recipient's inbox, once: a message id the
+-- inbox already has (a retried or claimed fanout) is not appended again. A delete also
+-- removes the deleted message's entries (and its edits') from this inbox: no deleted
+-- text stays in it.
 -- KEYS[1] chat:inbox:{u:<user>}      stream: the inbox (auto ids)
 -- KEYS[2] chat:inbox:{u:<user>}:ids  zset message id -> the ms part of its inbox entry id
 --         (the newest ARGV[9] ids are kept: a retry is recognised while fewer than that
@@ -153,33 +336,45 @@ APPEND = """
 -- ARGV[1] channel id   ARGV[2] message id   ARGV[3] seq   ARGV[4] sender id
 -- ARGV[5] text         ARGV[6] client_msg_id              ARGV[7] created ms
 -- ARGV[8] inbox cap    ARGV[9] ids kept     ARGV[10] 1 when the recipient is the sender
+-- ARGV[11] message ids whose entries to remove (a delete's scrub list), space-separated
+-- ARGV[12..] more fields of the entry, name value ... (reply, event)
 -- Returns {"ok", previous entry id or "0-0", entry id}, {"dup", previous, entry id} for an
 -- entry already there, or {"gone"} (already appended, and trimmed from the inbox since).
 -- Every read and check comes before the first write (all or nothing).
-local found = redis.call('ZSCORE', KEYS[2], ARGV[2])
-if found then
+local function entry_of(message_id)
+  local found = redis.call('ZSCORE', KEYS[2], message_id)
+  if not found then return nil end
   local ms = string.format('%d', tonumber(found))
   for _, row in ipairs(redis.call('XRANGE', KEYS[1], ms .. '-0', ms .. '-18446744073709551615')) do
     local f = row[2]
     for i = 1, #f, 2 do
-      if f[i] == 'message_id' and f[i + 1] == ARGV[2] then
-        local before = redis.call('XREVRANGE', KEYS[1], '(' .. row[1], '-', 'COUNT', 1)
-        local prev = '0-0'
-        if #before > 0 then prev = before[1][1] end
-        return {'dup', prev, row[1]}
-      end
+      if f[i] == 'message_id' and f[i + 1] == message_id then return row[1] end
     end
   end
-  return {'gone'}
+  return false
 end
+local here = entry_of(ARGV[2])
+if here then
+  local before = redis.call('XREVRANGE', KEYS[1], '(' .. here, '-', 'COUNT', 1)
+  local prev = '0-0'
+  if #before > 0 then prev = before[1][1] end
+  return {'dup', prev, here}
+end
+if here == false then return {'gone'} end
+local scrub = {}
+for message_id in string.gmatch(ARGV[11], '%d+') do
+  local id = entry_of(message_id)
+  if id then scrub[#scrub + 1] = id end
+end
+local read = tonumber(redis.call('HGET', KEYS[3], ARGV[1])) or 0
+if #scrub > 0 then redis.call('XDEL', KEYS[1], unpack(scrub)) end
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = '0-0'
 if #newest > 0 then prev = newest[1][1] end
-local read = tonumber(redis.call('HGET', KEYS[3], ARGV[1])) or 0
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*',
   'channel_id', ARGV[1], 'message_id', ARGV[2], 'seq', ARGV[3],
   'sender_id', ARGV[4], 'text', ARGV[5], 'client_msg_id', ARGV[6],
-  'created_ms', ARGV[7])
+  'created_ms', ARGV[7], unpack(ARGV, 12))
 redis.call('ZADD', KEYS[2], string.match(id, '^(%d+)-'), ARGV[2])
 local kept = tonumber(ARGV[9])
 if redis.call('ZCARD', KEYS[2]) > kept then

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from chat_svc.convert import channel_pb, frames_pb, message_pb, send_ack_pb
+from chat_svc.convert import DraftPb, channel_pb, draft_from_pb, frames_pb, message_pb, send_ack_pb
 from chat_svc.groups import Channels
 from chat_svc.model import SendAck
 from chat_svc.polling import UnaryChat
@@ -31,6 +31,9 @@ BUCKETS = {
     chat_pb2.STATS_BUCKET_DAY: "day",
 }
 BUCKET_PB = {name: value for value, name in BUCKETS.items()}
+SEND_FRAMES = frozenset({"send", "edit", "delete", "react", "unreact"})
+"""Client frames stored like a send (a message or a channel event), answered by
+send_ack or send_error."""
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
@@ -82,9 +85,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             async for request in requests:
                 which = request.WhichOneof("frame")
                 try:
-                    if which == "send":
-                        s = request.send
-                        await session.send(s.client_msg_id, s.channel_id, s.text)
+                    if which in SEND_FRAMES:
+                        await session.send(draft_from_pb(getattr(request, which)))
                     elif which == "ack":
                         await session.ack(request.ack.inbox_cursor)
                     elif which == "read":
@@ -163,14 +165,37 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             messages=[message_pb(m) for m in messages], next_page_token=token
         )
 
+    async def _store(self, request: DraftPb) -> chat_pb2.SendAck:
+        """Store a send or a channel event (the stream's path); its ack."""
+        outcome = await self._unary.send(require_user(), draft_from_pb(request))
+        m = outcome.message
+        ack = SendAck(request.client_msg_id, m.message_id, m.channel_id, m.seq, outcome.duplicate)
+        return send_ack_pb(ack)
+
     async def SendMessage(
         self, request: chat_pb2.SendMessageRequest, context: Context
     ) -> chat_pb2.SendMessageResponse:
-        cmid = request.client_msg_id
-        outcome = await self._unary.send(require_user(), cmid, request.channel_id, request.text)
-        m = outcome.message
-        ack = SendAck(cmid, m.message_id, m.channel_id, m.seq, outcome.duplicate)
-        return chat_pb2.SendMessageResponse(ack=send_ack_pb(ack))
+        return chat_pb2.SendMessageResponse(ack=await self._store(request))
+
+    async def EditMessage(
+        self, request: chat_pb2.EditMessageRequest, context: Context
+    ) -> chat_pb2.EditMessageResponse:
+        return chat_pb2.EditMessageResponse(ack=await self._store(request))
+
+    async def DeleteMessage(
+        self, request: chat_pb2.DeleteMessageRequest, context: Context
+    ) -> chat_pb2.DeleteMessageResponse:
+        return chat_pb2.DeleteMessageResponse(ack=await self._store(request))
+
+    async def AddReaction(
+        self, request: chat_pb2.AddReactionRequest, context: Context
+    ) -> chat_pb2.AddReactionResponse:
+        return chat_pb2.AddReactionResponse(ack=await self._store(request))
+
+    async def RemoveReaction(
+        self, request: chat_pb2.RemoveReactionRequest, context: Context
+    ) -> chat_pb2.RemoveReactionResponse:
+        return chat_pb2.RemoveReactionResponse(ack=await self._store(request))
 
     async def PollInbox(
         self, request: chat_pb2.PollInboxRequest, context: Context

@@ -24,6 +24,7 @@ from chat_svc.connections import ConnectionHub, DeviceStream, StreamClosed
 from chat_svc.delivery import Delivery
 from chat_svc.model import (
     ZERO_CURSOR,
+    Draft,
     InboxEntry,
     OutFrame,
     Reconnect,
@@ -293,8 +294,9 @@ class Session:
 
     # -- client frames ------------------------------------------------------------------
 
-    async def send(self, client_msg_id: str, channel_id: int, text: str) -> None:
-        """Store and ack (or refuse with a SendFailure frame); then push to recipients.
+    async def send(self, draft: Draft) -> None:
+        """Store a message or channel event and ack it (or refuse it with a SendFailure
+        frame, by client_msg_id); then push it to the recipients.
 
         Once the stream is closed (moved or cut off) nothing more is stored: the device
         resends every send without a reply on its next stream.
@@ -303,7 +305,7 @@ class Session:
             return
         self._idle.clear()
         try:
-            fanout = await self._send(client_msg_id, channel_id, text)
+            fanout = await self._send(draft)
         finally:
             self._idle.set()  # after the reply was offered: a move flushes it
         if fanout is not None:
@@ -313,13 +315,12 @@ class Session:
             with contextlib.suppress(Exception):  # logged by dispatch; the claim finishes it
                 await asyncio.shield(fanout)
 
-    async def _send(
-        self, client_msg_id: str, channel_id: int, text: str
-    ) -> asyncio.Future[Fanned] | None:
+    async def _send(self, draft: Draft) -> asyncio.Future[Fanned] | None:
         """Store and reply; the fanout in progress, if the message was new."""
         delivery = self._s.delivery
+        client_msg_id = draft.client_msg_id
         try:
-            outcome = await delivery.send(self.user_id, client_msg_id, channel_id, text)
+            outcome = await delivery.submit(self.user_id, draft)
         except Exception as exc:
             error = translate(exc)
             if error is None:

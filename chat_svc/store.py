@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -35,8 +35,10 @@ from chat_svc.keys import (
     CHANNEL_BUCKETS,
     bucket,
     chan_history_key,
+    chan_ids_key,
     chan_members_key,
     chan_seq_key,
+    chan_state_key,
     chan_stats_key,
     cursor_key,
     dedup_key,
@@ -51,15 +53,21 @@ from chat_svc.keys import (
 from chat_svc.model import (
     DIRECT,
     GROUP,
+    MESSAGE,
     ZERO_CURSOR,
+    EventLimits,
     InboxEntry,
     SendOutcome,
     StoredMessage,
 )
+from chat_svc.store_history import entry_fields, history_page, message_of
 from chat_svc.store_stats import day_of
 from feedchat_runtime import notify_queue, snowflake
 from feedchat_runtime.errors import (
     AlreadyExists,
+    FailedPrecondition,
+    FeedchatError,
+    NotFound,
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
@@ -74,12 +82,60 @@ INBOX_IDS_KEPT = 1000
 fewer than this many messages reached that inbox since its first append."""
 NO_REPLICA_ACKS = ReplicaAcks(0, 500)
 """Writes count as soon as the primary has them (``--replica-acks 0``)."""
+DEFAULT_LIMITS = EventLimits()
+"""The default bounds of channel events."""
 CLAIM_BATCH = 100
 """Most pending-fanout records taken from one bucket per claim."""
 
 
-def content_digest(channel_id: int, text: str) -> str:
-    return hashlib.sha256(f"{channel_id}\n{text}".encode()).hexdigest()
+def content_digest(
+    channel_id: int, text: str, kind: str = MESSAGE, target_id: int = 0, emoji: str = ""
+) -> str:
+    """What a client_msg_id is bound to: a retry must carry the same content (a plain
+    message's digest is the one stored before events existed)."""
+    extra = f"\n{kind}\n{target_id}\n{emoji}" if kind or target_id else ""
+    return hashlib.sha256(f"{channel_id}\n{text}{extra}".encode()).hexdigest()
+
+
+def _refusal(status: str, limits: EventLimits) -> FeedchatError | None:
+    """The error for an event's (or a reply's) refusal by SEND_MANY; None for others."""
+    if status == "not_found":
+        return NotFound("no such message in this channel", reason="MESSAGE_NOT_FOUND")
+    if status == "reply_not_found":
+        return NotFound(
+            "reply_to names no message of this channel", reason="REPLY_TARGET_NOT_FOUND"
+        )
+    if status == "deleted":
+        return FailedPrecondition("the message was deleted", reason="MESSAGE_DELETED")
+    if status == "not_sender":
+        return PermissionDenied(
+            "only the message's sender (or, deleting, the group's owner) may do this",
+            reason="NOT_MESSAGE_SENDER",
+        )
+    if status == "window":
+        window = limits.edit_window_ms // 1000
+        return FailedPrecondition(
+            f"messages can only be edited for {window} s after they were sent",
+            reason="EDIT_WINDOW_CLOSED",
+            metadata={"edit_window_s": str(window)},
+        )
+    if status == "reacted":
+        return AlreadyExists("you already reacted with this emoji", reason="ALREADY_REACTED")
+    if status == "no_reaction":
+        return NotFound("you have no such reaction on this message", reason="REACTION_NOT_FOUND")
+    if status == "reaction_limit":
+        return FailedPrecondition(
+            f"a message has at most {limits.max_reactions} distinct reactions",
+            reason="TOO_MANY_REACTIONS",
+            metadata={"limit": str(limits.max_reactions)},
+        )
+    if status == "user_limit":
+        return FailedPrecondition(
+            f"one user may add at most {limits.max_user_reactions} reactions to a message",
+            reason="TOO_MANY_USER_REACTIONS",
+            metadata={"limit": str(limits.max_user_reactions)},
+        )
+    return None
 
 
 _SendCall = tuple[int, list[str], list[str | int | float]]
@@ -106,19 +162,6 @@ def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in raw.items()}
 
 
-def _message(fields: Mapping[str, str], channel_id: int, seq: int, cursor: str) -> StoredMessage:
-    return StoredMessage(
-        message_id=int(fields["message_id"]),
-        channel_id=channel_id,
-        seq=seq,
-        sender_id=int(fields["sender_id"]),
-        text=fields["text"],
-        client_msg_id=fields["client_msg_id"],
-        created_ms=int(fields["created_ms"]),
-        inbox_cursor=cursor,
-    )
-
-
 def not_replicated(replication: ReplicaAcks) -> Unavailable:
     return Unavailable(
         f"the message is stored but no replica confirmed it within {replication.wait_ms} ms; "
@@ -142,11 +185,14 @@ class ChatStore:
         load_members: Callable[[int], Awaitable[Sequence[int]]] | None = None,
         replication: ReplicaAcks = NO_REPLICA_ACKS,
         claim_ms: int = 5_000,
+        limits: EventLimits = DEFAULT_LIMITS,
     ) -> None:
         """``load_members`` reads a channel's members from the record (to refill the
         cached set after Redis lost it); ``claim_ms``: how long after its channel step a
-        pending fanout may be taken over by another chat server."""
+        pending fanout may be taken over by another chat server; ``limits``: the bounds
+        of channel events the channel step enforces."""
         self.redis = redis
+        self.limits = limits
         self.inbox_cap = inbox_cap
         self.history_cap = history_cap
         self.dedup_ttl = dedup_ttl
@@ -267,13 +313,21 @@ class ChatStore:
         created_ms: int,
         rate: float,
         burst: int,
+        kind: str = MESSAGE,
+        target_id: int = 0,
+        emoji: str = "",
+        owner: bool = False,
     ) -> SendOutcome:
-        """The channel step of a send: the message in its channel's history, with a
-        pending-fanout record of its recipients (:meth:`fan_out` delivers it to them).
+        """The channel step of a send: the message (or channel event: ``kind``, on message
+        ``target_id``) in its channel's history, with a pending-fanout record of its
+        recipients (:meth:`fan_out` delivers it to them). For a message, ``target_id`` is
+        the message it replies to (0: none). ``owner``: the sender owns the group (may
+        delete others' messages).
 
         Raises AlreadyExists (client_msg_id reused with other content), ResourceExhausted
         (rate limit, with retry_after), PermissionDenied (sender not a member),
-        Unavailable REPLICA_ACK_TIMEOUT (stored, but no replica confirmed it in time).
+        Unavailable REPLICA_ACK_TIMEOUT (stored, but no replica confirmed it in time), and
+        an event's refusals (see :func:`_refusal`).
         """
         id_ms = snowflake.timestamp_ms(message_id)
         keys = [
@@ -285,10 +339,13 @@ class ChatStore:
             fanout_due_key(bucket(channel_id)),
             fanout_records_key(bucket(channel_id)),
             chan_stats_key(channel_id, day_of(id_ms)),
+            chan_ids_key(channel_id),
+            chan_state_key(channel_id),
         ]
+        limits = self.limits
         args: list[str | int | float] = [
             sender_id,
-            content_digest(channel_id, text),
+            content_digest(channel_id, text, kind, target_id, emoji),
             message_id,
             channel_id,
             text,
@@ -300,6 +357,14 @@ class ChatStore:
             burst,
             id_ms,
             self.stats_ttl,
+            kind,
+            str(target_id),
+            emoji,
+            limits.edit_window_ms,
+            1 if owner else 0,
+            limits.max_reactions,
+            limits.max_user_reactions,
+            self.history_cap,
         ]
         call = (bucket(channel_id), keys, args)
         reply = await self._sends.call(call)
@@ -319,22 +384,29 @@ class ChatStore:
             )
         if status == "not_member":
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
-        if status == "dup":
-            original = StoredMessage(
-                message_id=int(reply[1]),
-                channel_id=channel_id,
-                seq=int(reply[2]),
-                sender_id=sender_id,
-                text=text,
-                client_msg_id=client_msg_id,
-                created_ms=int(reply[3]),
-            )
-            pending = tuple(int(u) for u in reply[4:])
-            return SendOutcome(original, duplicate=True, recipients=pending)
-        message = StoredMessage(
-            message_id, channel_id, int(reply[1]), sender_id, text, client_msg_id, created_ms
-        )
-        return SendOutcome(message, duplicate=False, recipients=tuple(int(u) for u in reply[2:]))
+        refused = _refusal(status, self.limits)
+        if refused is not None:
+            raise refused
+        fields = {
+            "message_id": str(message_id),
+            "sender_id": str(sender_id),
+            "text": text,
+            "client_msg_id": client_msg_id,
+            "created_ms": str(created_ms),
+        }
+        duplicate = status == "dup"
+        if duplicate:  # the original's ids
+            fields.update(message_id=reply[1], created_ms=reply[3])
+            reply = ["dup", reply[2], *reply[4:]]
+        seq, target_seq, scrub = int(reply[1]), reply[2], reply[3]
+        if kind:
+            fields.update(kind=kind, target=str(target_id), target_seq=target_seq, emoji=emoji)
+            fields.update(scrub=scrub)
+        elif target_id:
+            fields.update(reply_to=str(target_id), reply_seq=target_seq)
+        message = message_of(fields, channel_id, seq, "")
+        recipients = tuple(int(u) for u in reply[4:])
+        return SendOutcome(message, duplicate=duplicate, recipients=recipients)
 
     # -- messages: the inbox step ------------------------------------------------------
 
@@ -358,21 +430,26 @@ class ChatStore:
 
         def queue(pipe: Any) -> None:
             for message, recipients in items:
+                base = entry_fields(message)
                 fields = [
                     message.channel_id,
                     message.message_id,
                     message.seq,
                     message.sender_id,
-                    message.text,
+                    base.pop("text"),
                     message.client_msg_id,
                     message.created_ms,
                     self.inbox_cap,
                     INBOX_IDS_KEPT,
                 ]
+                for name in ("message_id", "sender_id", "client_msg_id", "created_ms"):
+                    del base[name]
+                scrub = " ".join(str(i) for i in message.scrub)
+                extra = [item for pair in base.items() for item in pair]
                 for uid in recipients:
                     keys = [inbox_key(uid), inbox_ids_key(uid), read_key(uid)]
                     mine = 1 if uid == message.sender_id else 0
-                    self.scripts.queue(pipe, "append", keys, [*fields, mine])
+                    self.scripts.queue(pipe, "append", keys, [*fields, mine, scrub, *extra])
 
         replies, confirmed = await self._run_confirmed(
             queue, lambda: (inbox_key(u) for _, recipients in items for u in recipients)
@@ -393,7 +470,7 @@ class ChatStore:
                     failure = not_replicated(self.replication)  # readable, not yet safe
                 if _s(raw[0]) != "gone":
                     cursor, prev = _s(raw[2]), _s(raw[1])
-                    entries.append(InboxEntry(uid, _with_cursor(message, cursor), prev))
+                    entries.append(InboxEntry(uid, replace(message, inbox_cursor=cursor), prev))
             if failure is None:
                 done[bucket(message.channel_id)].append(
                     fanout_member(message.channel_id, message.seq)
@@ -450,7 +527,7 @@ class ChatStore:
         lost: dict[int, list[str]] = defaultdict(list)
         for (channel, seq, recipients), row in zip(claimed, rows, strict=True):
             if row:
-                found.append((_message(_fields(row[0][1]), channel, seq, ""), recipients))
+                found.append((message_of(_fields(row[0][1]), channel, seq, ""), recipients))
             else:
                 lost[bucket(channel)].append(fanout_member(channel, seq))
         if lost:
@@ -484,18 +561,21 @@ class ChatStore:
         return [_inbox_message(_s(entry_id), _fields(raw)) for entry_id, raw in rows]
 
     async def history(
-        self, channel_id: int, before_seq: int | None, count: int
+        self, channel_id: int, before_seq: int | None, count: int, reader: int = 0
     ) -> list[StoredMessage]:
-        """Up to ``count`` messages with seq < before_seq (or the newest), newest first."""
-        upper = "+" if before_seq is None else f"({before_seq}-0"
-        rows: Any = await self.redis.xrevrange(
-            chan_history_key(channel_id), max=upper, min="-", count=count
-        )
-        out = []
-        for entry_id, raw in rows:
-            seq = int(_s(entry_id).split("-", 1)[0])
-            out.append(_message(_fields(raw), channel_id, seq, ""))
-        return out
+        """Up to ``count`` messages with seq < before_seq (or the newest), newest first,
+        with their events applied (see :meth:`history_page`)."""
+        messages, _ = await self.history_page(channel_id, before_seq, count, reader)
+        return messages
+
+    async def history_page(
+        self, channel_id: int, before_seq: int | None, count: int, reader: int = 0
+    ) -> tuple[list[StoredMessage], int | None]:
+        """Up to ``count`` messages (not events) with seq < before_seq (or the newest),
+        newest first: edited text, tombstones of deleted messages, reaction counts (and
+        whether ``reader`` reacted); and the seq the next page starts below (None: the
+        oldest retained message is in this page)."""
+        return await history_page(self.redis, channel_id, before_seq, count, reader)
 
     # -- cursors, reads, notifications -------------------------------------------------
 
@@ -605,21 +685,8 @@ def _batch_replies(batch: Any, count: int) -> list[Any]:
     return list(batch)
 
 
-def _with_cursor(message: StoredMessage, cursor: str) -> StoredMessage:
-    return StoredMessage(
-        message.message_id,
-        message.channel_id,
-        message.seq,
-        message.sender_id,
-        message.text,
-        message.client_msg_id,
-        message.created_ms,
-        cursor,
-    )
-
-
 def _inbox_message(entry_id: str, fields: Mapping[str, str]) -> StoredMessage:
-    return _message(fields, int(fields["channel_id"]), int(fields["seq"]), entry_id)
+    return message_of(fields, int(fields["channel_id"]), int(fields["seq"]), entry_id)
 
 
 __all__ = ["ChatStore", "DIRECT", "GROUP", "Fanned"]

@@ -99,6 +99,13 @@ class ChannelRecords:
         )
         return [row["user_id"] for row in rows]
 
+    async def owner(self, channel_id: int) -> int:
+        """The channel's owner (0: a direct channel, or no such channel)."""
+        found = await self._db.fetchval(
+            "SELECT owner_id FROM channels WHERE channel_id = $1", Decimal(channel_id)
+        )
+        return int(found or 0)
+
     async def is_member(self, channel_id: int, user_id: int) -> bool:
         found = await self._db.fetchval(
             "SELECT 1 FROM channel_members WHERE channel_id = $1 AND user_id = $2",

@@ -207,6 +207,48 @@ class Device:
         )
         return cmid
 
+    def edit(self, channel_id: int, message_id: int, text: str) -> str:
+        """Send an ``edit`` frame; its client_msg_id (answered like a send)."""
+        cmid = f"{self.user_id}-{self.device_id}-edit-{len(self.frames)}-{message_id}"[:64]
+        frame = chat_pb2.EditMessage(
+            client_msg_id=cmid, channel_id=channel_id, message_id=message_id, text=text
+        )
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(edit=frame))
+        return cmid
+
+    def delete(self, channel_id: int, message_id: int) -> str:
+        """Send a ``delete`` frame; its client_msg_id."""
+        cmid = f"{self.user_id}-{self.device_id}-del-{len(self.frames)}-{message_id}"[:64]
+        frame = chat_pb2.DeleteMessage(
+            client_msg_id=cmid, channel_id=channel_id, message_id=message_id
+        )
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(delete=frame))
+        return cmid
+
+    def react(self, channel_id: int, message_id: int, emoji: str, add: bool = True) -> str:
+        """Send a ``react`` (or, ``add=False``, ``unreact``) frame; its client_msg_id."""
+        cmid = f"{self.user_id}-{self.device_id}-re-{len(self.frames)}-{message_id}"[:64]
+        if add:
+            added = chat_pb2.AddReaction(
+                client_msg_id=cmid, channel_id=channel_id, message_id=message_id, emoji=emoji
+            )
+            self._outbox.put_nowait(chat_pb2.ConnectRequest(react=added))
+        else:
+            removed = chat_pb2.RemoveReaction(
+                client_msg_id=cmid, channel_id=channel_id, message_id=message_id, emoji=emoji
+            )
+            self._outbox.put_nowait(chat_pb2.ConnectRequest(unreact=removed))
+        return cmid
+
+    def reply(self, channel_id: int, text: str, reply_to: int) -> str:
+        """Send a message replying to ``reply_to``; its client_msg_id."""
+        cmid = f"{self.user_id}-{self.device_id}-reply-{len(self.frames)}-{text}"[:64]
+        frame = chat_pb2.SendMessage(
+            client_msg_id=cmid, channel_id=channel_id, text=text, reply_to=reply_to
+        )
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(send=frame))
+        return cmid
+
     def ack(self, cursor: str | None = None) -> None:
         self._outbox.put_nowait(
             chat_pb2.ConnectRequest(ack=chat_pb2.Ack(inbox_cursor=cursor or self.cursor))

@@ -17,6 +17,7 @@ from tests.conftest import run_on_both_topologies
 # churn, health and process kills do not depend on its topology.
 ON_BOTH_TOPOLOGIES = {
     "test_chat_delivery",
+    "test_chat_events",
     "test_chat_fanout_claims",
     "test_chat_group_commit",
     "test_chat_groups",

@@ -20,6 +20,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _EventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_KIND_UNSPECIFIED: _EventKind.ValueType  # 0
+    """Not used."""
+    EVENT_KIND_EDIT: _EventKind.ValueType  # 1
+    """The target's text was replaced by MessageEvent.text."""
+    EVENT_KIND_DELETE: _EventKind.ValueType  # 2
+    """The target was deleted: drop its text (and its reactions)."""
+    EVENT_KIND_REACTION_ADDED: _EventKind.ValueType  # 3
+    """Message.sender_id added the reaction MessageEvent.emoji to the target."""
+    EVENT_KIND_REACTION_REMOVED: _EventKind.ValueType  # 4
+    """Message.sender_id removed the reaction MessageEvent.emoji from the target."""
+
+class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
+    """EventKind says what a channel event did to its target message."""
+
+EVENT_KIND_UNSPECIFIED: EventKind.ValueType  # 0
+"""Not used."""
+EVENT_KIND_EDIT: EventKind.ValueType  # 1
+"""The target's text was replaced by MessageEvent.text."""
+EVENT_KIND_DELETE: EventKind.ValueType  # 2
+"""The target was deleted: drop its text (and its reactions)."""
+EVENT_KIND_REACTION_ADDED: EventKind.ValueType  # 3
+"""Message.sender_id added the reaction MessageEvent.emoji to the target."""
+EVENT_KIND_REACTION_REMOVED: EventKind.ValueType  # 4
+"""Message.sender_id removed the reaction MessageEvent.emoji from the target."""
+Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
+
 class _ReceiptKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -107,6 +139,10 @@ class ConnectRequest(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     READ_FIELD_NUMBER: _builtins.int
     TYPING_FIELD_NUMBER: _builtins.int
+    EDIT_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    REACT_FIELD_NUMBER: _builtins.int
+    UNREACT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello:
         """First frame of every stream, and only then."""
@@ -127,6 +163,26 @@ class ConnectRequest(_message.Message):
     def typing(self) -> Global___Typing:
         """The user is typing in a channel (ephemeral, not stored)."""
 
+    @_builtins.property
+    def edit(self) -> Global___EditMessage:
+        """Edit a message the user sent (answered by send_ack or send_error, by client_msg_id;
+        the same rules as the EditMessage RPC).
+        """
+
+    @_builtins.property
+    def delete(self) -> Global___DeleteMessage:
+        """Delete a message (answered like a send; the rules of the DeleteMessage RPC)."""
+
+    @_builtins.property
+    def react(self) -> Global___AddReaction:
+        """Add a reaction to a message (answered like a send; the rules of AddReaction)."""
+
+    @_builtins.property
+    def unreact(self) -> Global___RemoveReaction:
+        """Remove one of the user's reactions (answered like a send; the rules of
+        RemoveReaction).
+        """
+
     def __init__(
         self,
         *,
@@ -135,12 +191,16 @@ class ConnectRequest(_message.Message):
         ack: Global___Ack | None = ...,
         read: Global___Read | None = ...,
         typing: Global___Typing | None = ...,
+        edit: Global___EditMessage | None = ...,
+        delete: Global___DeleteMessage | None = ...,
+        react: Global___AddReaction | None = ...,
+        unreact: Global___RemoveReaction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "frame", b"frame", "hello", b"hello", "read", b"read", "send", b"send", "typing", b"typing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "edit", b"edit", "frame", b"frame", "hello", b"hello", "react", b"react", "read", b"read", "send", b"send", "typing", b"typing", "unreact", b"unreact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "frame", b"frame", "hello", b"hello", "read", b"read", "send", b"send", "typing", b"typing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "edit", b"edit", "frame", b"frame", "hello", b"hello", "react", b"react", "read", b"read", "send", b"send", "typing", b"typing", "unreact", b"unreact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["hello", "send", "ack", "read", "typing"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["hello", "send", "ack", "read", "typing", "edit", "delete", "react", "unreact"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
@@ -202,6 +262,7 @@ class SendMessage(_message.Message):
     CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
     client_msg_id: _builtins.str
     """Client-chosen idempotency key, 1..64 characters, unique per sender. A retry with the
     same key and content returns the original ids (send_ack.duplicate = true) on any chat
@@ -212,20 +273,160 @@ class SendMessage(_message.Message):
     """Target channel (from OpenDirectChannel, CreateGroup or ListChannels)."""
     text: _builtins.str
     """Message text, 1..4000 characters (configurable)."""
+    reply_to: _builtins.int
+    """Optional: the message_id of an earlier message of the same channel this one replies
+    to (0: none). Must be a message (not an event) still in the channel's history:
+    otherwise NOT_FOUND REPLY_TARGET_NOT_FOUND. Deleted messages may be replied to.
+    """
     def __init__(
         self,
         *,
         client_msg_id: _builtins.str = ...,
         channel_id: _builtins.int = ...,
         text: _builtins.str = ...,
+        reply_to: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "reply_to", b"reply_to", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendMessage: _TypeAlias = SendMessage  # noqa: Y015
+
+@_typing.final
+class EditMessage(_message.Message):
+    """EditMessage replaces the text of a message the user sent (see ChatService.EditMessage)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, as for SendMessage (one key space per sender)."""
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message to edit (Message.message_id of a plain message, not of an event)."""
+    text: _builtins.str
+    """The new text, 1..4000 characters (configurable), the rules of SendMessage.text."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "message_id", b"message_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditMessage: _TypeAlias = EditMessage  # noqa: Y015
+
+@_typing.final
+class DeleteMessage(_message.Message):
+    """DeleteMessage deletes a message (see ChatService.DeleteMessage)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, as for SendMessage."""
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message to delete."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessage: _TypeAlias = DeleteMessage  # noqa: Y015
+
+@_typing.final
+class AddReaction(_message.Message):
+    """AddReaction adds an emoji reaction of the user to a message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, as for SendMessage."""
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message reacted to."""
+    emoji: _builtins.str
+    """The reaction, 1..16 characters without whitespace or control characters (an emoji
+    such as "👍", or a short code such as ":tada:").
+    """
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+        emoji: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "emoji", b"emoji", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddReaction: _TypeAlias = AddReaction  # noqa: Y015
+
+@_typing.final
+class RemoveReaction(_message.Message):
+    """RemoveReaction removes one reaction of the user from a message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, as for SendMessage."""
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message the reaction is on."""
+    emoji: _builtins.str
+    """The reaction to remove (as added)."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+        emoji: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "emoji", b"emoji", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveReaction: _TypeAlias = RemoveReaction  # noqa: Y015
 
 @_typing.final
 class Ack(_message.Message):
@@ -414,6 +615,12 @@ class Message(_message.Message):
     CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
     CREATED_MS_FIELD_NUMBER: _builtins.int
     INBOX_CURSOR_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    REPLY_TO_SEQ_FIELD_NUMBER: _builtins.int
+    EDITED_MS_FIELD_NUMBER: _builtins.int
+    DELETED_MS_FIELD_NUMBER: _builtins.int
+    REACTIONS_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
     message_id: _builtins.int
     """Snowflake id: globally unique and time-sortable. Exceeds 2^53: treat as uint64."""
     channel_id: _builtins.int
@@ -432,6 +639,33 @@ class Message(_message.Message):
     """This entry's position in the recipient's inbox: ack it, and resume from it. Empty in
     GetHistory results (history is per channel, not per inbox).
     """
+    reply_to: _builtins.int
+    """The message_id of the message this one replies to (same channel); 0: not a reply."""
+    reply_to_seq: _builtins.int
+    """The per-channel seq of the message replied to; 0: not a reply."""
+    edited_ms: _builtins.int
+    """GetHistory only: when the text was last edited (ms since the Unix epoch; `text` is
+    the current text); 0 if never edited.
+    """
+    deleted_ms: _builtins.int
+    """GetHistory only: when the message was deleted (ms since the Unix epoch): a tombstone
+    whose text is empty and whose reactions are gone; 0 if not deleted.
+    """
+    @_builtins.property
+    def reactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReactionCount]:
+        """GetHistory only: the message's reactions, one per distinct emoji, in the order they
+        were first added.
+        """
+
+    @_builtins.property
+    def event(self) -> Global___MessageEvent:
+        """Set when this entry is a channel event rather than a message: an edit, a delete or a
+        reaction change of an earlier message (text is then empty). Events have their own
+        message_id and seq in the channel's order and reach every member's devices like
+        messages (live and through inbox sync); apply them to the target in seq order.
+        GetHistory returns messages only, with the events applied.
+        """
+
     def __init__(
         self,
         *,
@@ -443,14 +677,88 @@ class Message(_message.Message):
         client_msg_id: _builtins.str = ...,
         created_ms: _builtins.int = ...,
         inbox_cursor: _builtins.str = ...,
+        reply_to: _builtins.int = ...,
+        reply_to_seq: _builtins.int = ...,
+        edited_ms: _builtins.int = ...,
+        deleted_ms: _builtins.int = ...,
+        reactions: _abc.Iterable[Global___ReactionCount] | None = ...,
+        event: Global___MessageEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "created_ms", b"created_ms", "inbox_cursor", b"inbox_cursor", "message_id", b"message_id", "sender_id", b"sender_id", "seq", b"seq", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "created_ms", b"created_ms", "deleted_ms", b"deleted_ms", "edited_ms", b"edited_ms", "event", b"event", "inbox_cursor", b"inbox_cursor", "message_id", b"message_id", "reactions", b"reactions", "reply_to", b"reply_to", "reply_to_seq", b"reply_to_seq", "sender_id", b"sender_id", "seq", b"seq", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class MessageEvent(_message.Message):
+    """MessageEvent is what a channel event did, and to which message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TARGET_SEQ_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    kind: Global___EventKind.ValueType
+    """Edit, delete, reaction added or removed."""
+    target_message_id: _builtins.int
+    """The message_id of the message the event applies to."""
+    target_seq: _builtins.int
+    """The per-channel seq of that message."""
+    text: _builtins.str
+    """EVENT_KIND_EDIT: the new text. Empty otherwise."""
+    emoji: _builtins.str
+    """Reaction events: the emoji. Empty otherwise."""
+    def __init__(
+        self,
+        *,
+        kind: Global___EventKind.ValueType = ...,
+        target_message_id: _builtins.int = ...,
+        target_seq: _builtins.int = ...,
+        text: _builtins.str = ...,
+        emoji: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emoji", b"emoji", "kind", b"kind", "target_message_id", b"target_message_id", "target_seq", b"target_seq", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageEvent: _TypeAlias = MessageEvent  # noqa: Y015
+
+@_typing.final
+class ReactionCount(_message.Message):
+    """ReactionCount is how many members reacted to a message with one emoji."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMOJI_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    REACTED_FIELD_NUMBER: _builtins.int
+    emoji: _builtins.str
+    """The reaction."""
+    count: _builtins.int
+    """Members who reacted with it (at least 1)."""
+    reacted: _builtins.bool
+    """Whether the caller is one of them."""
+    def __init__(
+        self,
+        *,
+        emoji: _builtins.str = ...,
+        count: _builtins.int = ...,
+        reacted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "emoji", b"emoji", "reacted", b"reacted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReactionCount: _TypeAlias = ReactionCount  # noqa: Y015
 
 @_typing.final
 class SendAck(_message.Message):
@@ -1180,6 +1488,7 @@ class SendMessageRequest(_message.Message):
     CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
     client_msg_id: _builtins.str
     """Client-chosen idempotency key, 1..64 characters, unique per sender (shared with the
     stream's sends: a retry on either path with the same key and content answers the
@@ -1189,16 +1498,21 @@ class SendMessageRequest(_message.Message):
     """Target channel (from OpenDirectChannel, CreateGroup or ListChannels)."""
     text: _builtins.str
     """Message text, 1..4000 characters (configurable)."""
+    reply_to: _builtins.int
+    """Optional: the message_id of an earlier message of the same channel this one replies
+    to (0: none); as SendMessage.reply_to.
+    """
     def __init__(
         self,
         *,
         client_msg_id: _builtins.str = ...,
         channel_id: _builtins.int = ...,
         text: _builtins.str = ...,
+        reply_to: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "reply_to", b"reply_to", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1419,3 +1733,233 @@ class StatsCount(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsCount: _TypeAlias = StatsCount  # noqa: Y015
+
+@_typing.final
+class EditMessageRequest(_message.Message):
+    """EditMessageRequest edits a message (the fields of a Connect `edit` frame)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, 1..64 characters, shared with sends (a retry with the
+    same key and content answers the original ids with duplicate = true).
+    """
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message to edit."""
+    text: _builtins.str
+    """The new text, 1..4000 characters (configurable)."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "message_id", b"message_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditMessageRequest: _TypeAlias = EditMessageRequest  # noqa: Y015
+
+@_typing.final
+class EditMessageResponse(_message.Message):
+    """EditMessageResponse confirms a stored edit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ack(self) -> Global___SendAck:
+        """The edit event's ids (its own message_id and seq in the channel)."""
+
+    def __init__(
+        self,
+        *,
+        ack: Global___SendAck | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditMessageResponse: _TypeAlias = EditMessageResponse  # noqa: Y015
+
+@_typing.final
+class DeleteMessageRequest(_message.Message):
+    """DeleteMessageRequest deletes a message (the fields of a Connect `delete` frame)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, 1..64 characters, shared with sends."""
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message to delete."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessageRequest: _TypeAlias = DeleteMessageRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMessageResponse(_message.Message):
+    """DeleteMessageResponse confirms a stored delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ack(self) -> Global___SendAck:
+        """The delete event's ids (its own message_id and seq in the channel)."""
+
+    def __init__(
+        self,
+        *,
+        ack: Global___SendAck | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessageResponse: _TypeAlias = DeleteMessageResponse  # noqa: Y015
+
+@_typing.final
+class AddReactionRequest(_message.Message):
+    """AddReactionRequest adds a reaction (the fields of a Connect `react` frame)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, 1..64 characters, shared with sends."""
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message reacted to."""
+    emoji: _builtins.str
+    """The reaction, 1..16 characters without whitespace or control characters."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+        emoji: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "emoji", b"emoji", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddReactionRequest: _TypeAlias = AddReactionRequest  # noqa: Y015
+
+@_typing.final
+class AddReactionResponse(_message.Message):
+    """AddReactionResponse confirms a stored reaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ack(self) -> Global___SendAck:
+        """The reaction event's ids (its own message_id and seq in the channel)."""
+
+    def __init__(
+        self,
+        *,
+        ack: Global___SendAck | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddReactionResponse: _TypeAlias = AddReactionResponse  # noqa: Y015
+
+@_typing.final
+class RemoveReactionRequest(_message.Message):
+    """RemoveReactionRequest removes a reaction (the fields of a Connect `unreact` frame)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """Client-chosen idempotency key, 1..64 characters, shared with sends."""
+    channel_id: _builtins.int
+    """The channel of the message."""
+    message_id: _builtins.int
+    """The message the reaction is on."""
+    emoji: _builtins.str
+    """The reaction to remove."""
+    def __init__(
+        self,
+        *,
+        client_msg_id: _builtins.str = ...,
+        channel_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+        emoji: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "emoji", b"emoji", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveReactionRequest: _TypeAlias = RemoveReactionRequest  # noqa: Y015
+
+@_typing.final
+class RemoveReactionResponse(_message.Message):
+    """RemoveReactionResponse confirms a stored reaction removal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ack(self) -> Global___SendAck:
+        """The removal event's ids (its own message_id and seq in the channel)."""
+
+    def __init__(
+        self,
+        *,
+        ack: Global___SendAck | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveReactionResponse: _TypeAlias = RemoveReactionResponse  # noqa: Y015

@@ -104,6 +104,26 @@ class ChatServiceStub:
                 request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsRequest.SerializeToString,
                 response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsResponse.FromString,
                 _registered_method=True)
+        self.EditMessage = channel.unary_unary(
+                '/feedchat.chat.v1.ChatService/EditMessage',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.EditMessageRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.EditMessageResponse.FromString,
+                _registered_method=True)
+        self.DeleteMessage = channel.unary_unary(
+                '/feedchat.chat.v1.ChatService/DeleteMessage',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageResponse.FromString,
+                _registered_method=True)
+        self.AddReaction = channel.unary_unary(
+                '/feedchat.chat.v1.ChatService/AddReaction',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.AddReactionRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.AddReactionResponse.FromString,
+                _registered_method=True)
+        self.RemoveReaction = channel.unary_unary(
+                '/feedchat.chat.v1.ChatService/RemoveReaction',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.RemoveReactionRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.RemoveReactionResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -233,6 +253,52 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EditMessage(self, request, context):
+        """EditMessage replaces the text of a message the caller sent, within the edit window
+        (--edit-window, 48 h by default). The edit is itself an event in the channel's order
+        (its own seq, stored and delivered like a send: same client_msg_id dedup, rate limit
+        and membership check; every member's devices get it live or through inbox sync as a
+        Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
+        new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
+        PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
+        MESSAGE_DELETED; text rules as for SendMessage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessage(self, request, context):
+        """DeleteMessage deletes a message: its sender may, and in a group its owner may delete
+        anyone's. An event in the channel's order (EVENT_KIND_DELETE) like an edit. The text
+        (and the text of every edit of it) is removed from the channel history and from the
+        members' inboxes; GetHistory shows a tombstone (deleted_ms set, text empty).
+        NOT_FOUND MESSAGE_NOT_FOUND, PERMISSION_DENIED NOT_MESSAGE_SENDER,
+        FAILED_PRECONDITION MESSAGE_DELETED (deleted already).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddReaction(self, request, context):
+        """AddReaction adds the caller's emoji reaction to a message (an event in the channel's
+        order, EVENT_KIND_REACTION_ADDED). At most --max-reactions (20) distinct emoji per
+        message (FAILED_PRECONDITION TOO_MANY_REACTIONS) and --max-user-reactions (5) per user
+        per message (FAILED_PRECONDITION TOO_MANY_USER_REACTIONS); the same emoji twice is
+        ALREADY_EXISTS ALREADY_REACTED. Emoji: 1..16 characters, no whitespace or control
+        characters (INVALID_ARGUMENT EMOJI_EMPTY, EMOJI_TOO_LONG, EMOJI_INVALID_CHARACTERS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveReaction(self, request, context):
+        """RemoveReaction takes back one of the caller's reactions (EVENT_KIND_REACTION_REMOVED).
+        NOT_FOUND REACTION_NOT_FOUND when the caller has no such reaction on the message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +351,26 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.GetMessageStats,
                     request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsRequest.FromString,
                     response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsResponse.SerializeToString,
+            ),
+            'EditMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditMessage,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.EditMessageRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.EditMessageResponse.SerializeToString,
+            ),
+            'DeleteMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessage,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageResponse.SerializeToString,
+            ),
+            'AddReaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddReaction,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.AddReactionRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.AddReactionResponse.SerializeToString,
+            ),
+            'RemoveReaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveReaction,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.RemoveReactionRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.RemoveReactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +663,114 @@ class ChatService:
             '/feedchat.chat.v1.ChatService/GetMessageStats',
             feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsRequest.SerializeToString,
             feedchat_dot_chat_dot_v1_dot_chat__pb2.GetMessageStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.chat.v1.ChatService/EditMessage',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.EditMessageRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.EditMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.chat.v1.ChatService/DeleteMessage',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeleteMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddReaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.chat.v1.ChatService/AddReaction',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.AddReactionRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.AddReactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveReaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedchat.chat.v1.ChatService/RemoveReaction',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.RemoveReactionRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.RemoveReactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

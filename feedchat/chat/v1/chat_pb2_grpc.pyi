@@ -115,6 +115,36 @@ class ChatServiceStub:
     buckets per call (INVALID_ARGUMENT TOO_MANY_BUCKETS), none before the retention
     window (INVALID_ARGUMENT BEFORE_RETENTION).
     """
+    EditMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.EditMessageRequest, _chat_pb2.EditMessageResponse]
+    """EditMessage replaces the text of a message the caller sent, within the edit window
+    (--edit-window, 48 h by default). The edit is itself an event in the channel's order
+    (its own seq, stored and delivered like a send: same client_msg_id dedup, rate limit
+    and membership check; every member's devices get it live or through inbox sync as a
+    Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
+    new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
+    PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
+    MESSAGE_DELETED; text rules as for SendMessage.
+    """
+    DeleteMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.DeleteMessageResponse]
+    """DeleteMessage deletes a message: its sender may, and in a group its owner may delete
+    anyone's. An event in the channel's order (EVENT_KIND_DELETE) like an edit. The text
+    (and the text of every edit of it) is removed from the channel history and from the
+    members' inboxes; GetHistory shows a tombstone (deleted_ms set, text empty).
+    NOT_FOUND MESSAGE_NOT_FOUND, PERMISSION_DENIED NOT_MESSAGE_SENDER,
+    FAILED_PRECONDITION MESSAGE_DELETED (deleted already).
+    """
+    AddReaction: _grpc.UnaryUnaryMultiCallable[_chat_pb2.AddReactionRequest, _chat_pb2.AddReactionResponse]
+    """AddReaction adds the caller's emoji reaction to a message (an event in the channel's
+    order, EVENT_KIND_REACTION_ADDED). At most --max-reactions (20) distinct emoji per
+    message (FAILED_PRECONDITION TOO_MANY_REACTIONS) and --max-user-reactions (5) per user
+    per message (FAILED_PRECONDITION TOO_MANY_USER_REACTIONS); the same emoji twice is
+    ALREADY_EXISTS ALREADY_REACTED. Emoji: 1..16 characters, no whitespace or control
+    characters (INVALID_ARGUMENT EMOJI_EMPTY, EMOJI_TOO_LONG, EMOJI_INVALID_CHARACTERS).
+    """
+    RemoveReaction: _grpc.UnaryUnaryMultiCallable[_chat_pb2.RemoveReactionRequest, _chat_pb2.RemoveReactionResponse]
+    """RemoveReaction takes back one of the caller's reactions (EVENT_KIND_REACTION_REMOVED).
+    NOT_FOUND REACTION_NOT_FOUND when the caller has no such reaction on the message.
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -202,6 +232,36 @@ class ChatServiceAsyncStub(ChatServiceStub):
     messages are stored (no history scan) for --stats-days (90) days. At most 1,440
     buckets per call (INVALID_ARGUMENT TOO_MANY_BUCKETS), none before the retention
     window (INVALID_ARGUMENT BEFORE_RETENTION).
+    """
+    EditMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.EditMessageRequest, _chat_pb2.EditMessageResponse]  # type: ignore[assignment]
+    """EditMessage replaces the text of a message the caller sent, within the edit window
+    (--edit-window, 48 h by default). The edit is itself an event in the channel's order
+    (its own seq, stored and delivered like a send: same client_msg_id dedup, rate limit
+    and membership check; every member's devices get it live or through inbox sync as a
+    Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
+    new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
+    PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
+    MESSAGE_DELETED; text rules as for SendMessage.
+    """
+    DeleteMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.DeleteMessageResponse]  # type: ignore[assignment]
+    """DeleteMessage deletes a message: its sender may, and in a group its owner may delete
+    anyone's. An event in the channel's order (EVENT_KIND_DELETE) like an edit. The text
+    (and the text of every edit of it) is removed from the channel history and from the
+    members' inboxes; GetHistory shows a tombstone (deleted_ms set, text empty).
+    NOT_FOUND MESSAGE_NOT_FOUND, PERMISSION_DENIED NOT_MESSAGE_SENDER,
+    FAILED_PRECONDITION MESSAGE_DELETED (deleted already).
+    """
+    AddReaction: _aio.UnaryUnaryMultiCallable[_chat_pb2.AddReactionRequest, _chat_pb2.AddReactionResponse]  # type: ignore[assignment]
+    """AddReaction adds the caller's emoji reaction to a message (an event in the channel's
+    order, EVENT_KIND_REACTION_ADDED). At most --max-reactions (20) distinct emoji per
+    message (FAILED_PRECONDITION TOO_MANY_REACTIONS) and --max-user-reactions (5) per user
+    per message (FAILED_PRECONDITION TOO_MANY_USER_REACTIONS); the same emoji twice is
+    ALREADY_EXISTS ALREADY_REACTED. Emoji: 1..16 characters, no whitespace or control
+    characters (INVALID_ARGUMENT EMOJI_EMPTY, EMOJI_TOO_LONG, EMOJI_INVALID_CHARACTERS).
+    """
+    RemoveReaction: _aio.UnaryUnaryMultiCallable[_chat_pb2.RemoveReactionRequest, _chat_pb2.RemoveReactionResponse]  # type: ignore[assignment]
+    """RemoveReaction takes back one of the caller's reactions (EVENT_KIND_REACTION_REMOVED).
+    NOT_FOUND REACTION_NOT_FOUND when the caller has no such reaction on the message.
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -347,6 +407,60 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         messages are stored (no history scan) for --stats-days (90) days. At most 1,440
         buckets per call (INVALID_ARGUMENT TOO_MANY_BUCKETS), none before the retention
         window (INVALID_ARGUMENT BEFORE_RETENTION).
+        """
+
+    @_abc_1.abstractmethod
+    def EditMessage(
+        self,
+        request: _chat_pb2.EditMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.EditMessageResponse, _abc.Awaitable[_chat_pb2.EditMessageResponse]]:
+        """EditMessage replaces the text of a message the caller sent, within the edit window
+        (--edit-window, 48 h by default). The edit is itself an event in the channel's order
+        (its own seq, stored and delivered like a send: same client_msg_id dedup, rate limit
+        and membership check; every member's devices get it live or through inbox sync as a
+        Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
+        new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
+        PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
+        MESSAGE_DELETED; text rules as for SendMessage.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteMessage(
+        self,
+        request: _chat_pb2.DeleteMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.DeleteMessageResponse, _abc.Awaitable[_chat_pb2.DeleteMessageResponse]]:
+        """DeleteMessage deletes a message: its sender may, and in a group its owner may delete
+        anyone's. An event in the channel's order (EVENT_KIND_DELETE) like an edit. The text
+        (and the text of every edit of it) is removed from the channel history and from the
+        members' inboxes; GetHistory shows a tombstone (deleted_ms set, text empty).
+        NOT_FOUND MESSAGE_NOT_FOUND, PERMISSION_DENIED NOT_MESSAGE_SENDER,
+        FAILED_PRECONDITION MESSAGE_DELETED (deleted already).
+        """
+
+    @_abc_1.abstractmethod
+    def AddReaction(
+        self,
+        request: _chat_pb2.AddReactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.AddReactionResponse, _abc.Awaitable[_chat_pb2.AddReactionResponse]]:
+        """AddReaction adds the caller's emoji reaction to a message (an event in the channel's
+        order, EVENT_KIND_REACTION_ADDED). At most --max-reactions (20) distinct emoji per
+        message (FAILED_PRECONDITION TOO_MANY_REACTIONS) and --max-user-reactions (5) per user
+        per message (FAILED_PRECONDITION TOO_MANY_USER_REACTIONS); the same emoji twice is
+        ALREADY_EXISTS ALREADY_REACTED. Emoji: 1..16 characters, no whitespace or control
+        characters (INVALID_ARGUMENT EMOJI_EMPTY, EMOJI_TOO_LONG, EMOJI_INVALID_CHARACTERS).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveReaction(
+        self,
+        request: _chat_pb2.RemoveReactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.RemoveReactionResponse, _abc.Awaitable[_chat_pb2.RemoveReactionResponse]]:
+        """RemoveReaction takes back one of the caller's reactions (EVENT_KIND_REACTION_REMOVED).
+        NOT_FOUND REACTION_NOT_FOUND when the caller has no such reaction on the message.
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
