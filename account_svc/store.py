@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from account_svc import scripts
 from account_svc.store_cache import UserCache
 from account_svc.store_deletions import DeletedAccountStore
 from account_svc.store_limits import LoginLimitStore
 from account_svc.store_tokens import RefreshTokenStore
 from account_svc.store_users import UserStore
+from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.postgres import Database
 from feedchat_runtime.redis_client import RedisClient
 
@@ -38,10 +40,11 @@ class AccountStore:
 
     @classmethod
     def over(cls, db: Database, redis: RedisClient) -> AccountStore:
-        cache = UserCache(redis, USER_CACHE_TTL_MS)
+        lua = LuaScripts(redis, scripts.SOURCES)
+        cache = UserCache(redis, lua, USER_CACHE_TTL_MS)
         return cls(
             users=UserStore(db, cache),
             tokens=RefreshTokenStore(db),
-            limits=LoginLimitStore(redis),
+            limits=LoginLimitStore(lua),
             deletions=DeletedAccountStore(db, cache),
         )

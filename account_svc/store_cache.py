@@ -16,7 +16,7 @@ import redis.exceptions
 
 from account_svc.keys import user_cache_key
 from account_svc.models import UserRecord
-from account_svc.scripts import FILL_CACHE
+from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.redis_client import RedisClient
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,10 @@ def _text(value: bytes | None) -> str:
 class UserCache:
     """Public user fields by id, in Redis hashes with a TTL."""
 
-    def __init__(self, redis: RedisClient, ttl_ms: int) -> None:
+    def __init__(self, redis: RedisClient, scripts: LuaScripts, ttl_ms: int) -> None:
         self._redis = redis
+        self._scripts = scripts
         self._ttl_ms = ttl_ms
-        self._fill = redis.register_script(FILL_CACHE)
 
     async def get_many(self, user_ids: Sequence[int]) -> list[UserRecord | None]:
         """The cached users, None where not cached (or when Redis fails)."""
@@ -73,7 +73,9 @@ class UserCache:
                 flat += [name, value]
             return flat
 
-        fills = [self._fill(keys=[user_cache_key(r.user_id)], args=args(r)) for r in records]
+        fills = [
+            self._scripts.call("fill_cache", [user_cache_key(r.user_id)], args(r)) for r in records
+        ]
         for result in await asyncio.gather(*fills, return_exceptions=True):
             if isinstance(result, redis.exceptions.RedisError):
                 logger.warning("user cache not filled: %s", result)

@@ -8,8 +8,7 @@ from typing import Literal
 import redis.exceptions
 
 from account_svc.keys import login_peer_key, login_user_key, signup_peer_key
-from account_svc.scripts import HIT_LIMIT, REFUND_LIMIT
-from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.lua import LuaScripts
 
 Scope = Literal["user", "peer", "signup_peer"]
 _KEYS = {"user": login_user_key, "peer": login_peer_key, "signup_peer": signup_peer_key}
@@ -22,13 +21,14 @@ def _key(scope: Scope, subject: str) -> str:
 class LoginLimitStore:
     """Counts attempts per (scope, subject) in a fixed window."""
 
-    def __init__(self, redis: RedisClient) -> None:
-        self._hit = redis.register_script(HIT_LIMIT)
-        self._refund = redis.register_script(REFUND_LIMIT)
+    def __init__(self, scripts: LuaScripts) -> None:
+        self._scripts = scripts
 
     async def hit(self, scope: Scope, subject: str, limit: int, window_ms: int) -> tuple[bool, int]:
         """Count one attempt: (counted, ms left in the window / until it frees)."""
-        allowed, left_ms = await self._hit(keys=[_key(scope, subject)], args=[limit, window_ms])
+        allowed, left_ms = await self._scripts.call(
+            "hit_limit", [_key(scope, subject)], [limit, window_ms]
+        )
         return bool(allowed), int(left_ms)
 
     async def hit_if_reachable(
@@ -42,4 +42,4 @@ class LoginLimitStore:
 
     async def refund(self, scope: Scope, subject: str) -> None:
         """Give one attempt back (it succeeded, or was refused before it was tried)."""
-        await self._refund(keys=[_key(scope, subject)])
+        await self._scripts.call("refund_limit", [_key(scope, subject)])

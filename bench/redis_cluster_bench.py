@@ -68,7 +68,7 @@ async def rate(work: Callable[[], Awaitable[int]], workers: int, seconds: float)
 
 async def heartbeats_per_second(client: RedisClient, batch: int, seconds: float) -> float:
     store = PresenceStore(client, max_devices=4)
-    await store.load_scripts()
+    await store.scripts.load()
     users = itertools.count(1)
 
     async def flush() -> int:

@@ -451,3 +451,13 @@ if new <= old then return {0, tostring(old)} end
 redis.call('HSET', KEYS[1], ARGV[1], tostring(new))
 return {1, tostring(new)}
 """
+
+SOURCES = {
+    "send_many": SEND_MANY,
+    "append": APPEND,
+    "claim": FANOUT_CLAIM,
+    "cache_members": CACHE_MEMBERS,
+    "set_cursor": SET_CURSOR,
+    "set_read": SET_READ,
+}
+"""The scripts the store runs, by name (:class:`feedchat_runtime.lua.LuaScripts`)."""

@@ -72,8 +72,8 @@ from feedchat_runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from feedchat_runtime.redis_client import RedisClient
-from feedchat_runtime.redis_scripts import Scripts, node_name, queue_wait
+from feedchat_runtime.lua import LuaScripts
+from feedchat_runtime.redis_client import RedisClient, node_name
 from feedchat_runtime.replicas import REASON as REPLICA_ACK_TIMEOUT
 from feedchat_runtime.replicas import ReplicaAcks
 
@@ -199,17 +199,7 @@ class ChatStore:
         self.stats_ttl = stats_ttl
         self.replication = replication
         self.claim_ms = claim_ms
-        self.scripts = Scripts(
-            redis,
-            {
-                "send_many": scripts.SEND_MANY,
-                "append": scripts.APPEND,
-                "claim": scripts.FANOUT_CLAIM,
-                "cache_members": scripts.CACHE_MEMBERS,
-                "set_cursor": scripts.SET_CURSOR,
-                "set_read": scripts.SET_READ,
-            },
-        )
+        self.scripts = LuaScripts(redis, scripts.SOURCES)
         self._sends: GroupCommit[_SendCall, list[str]] = GroupCommit(
             self._run_sends, max_batch=send_batch
         )
@@ -226,24 +216,6 @@ class ChatStore:
 
     # -- replica confirmation ----------------------------------------------------------
 
-    def _queue_waits(self, pipe: Any, keys: Iterable[str]) -> list[str]:
-        """Queue one WAIT per node holding any of ``keys`` (after their writes); the node
-        names, in the order of the WAIT replies."""
-        first: dict[str, str] = {}
-        for key in keys:
-            first.setdefault(node_name(self.redis, key), key)
-        for key in first.values():
-            queue_wait(self.redis, pipe, key, self.replication.replicas, self.replication.wait_ms)
-        return list(first)
-
-    def _confirmed(self, nodes: list[str], replies: list[Any]) -> set[str]:
-        """The nodes whose WAIT reached the replicas asked for."""
-        return {
-            node
-            for node, reply in zip(nodes, replies, strict=True)
-            if not isinstance(reply, Exception) and int(reply) >= self.replication.replicas
-        }
-
     async def _run_confirmed(
         self, queue: Callable[[Any], None], written: Callable[[], Iterable[str]]
     ) -> tuple[list[Any], Callable[[str], bool]]:
@@ -258,11 +230,11 @@ class ChatStore:
         def queue_and_wait(pipe: Any) -> None:
             nonlocal nodes
             queue(pipe)
-            nodes = self._queue_waits(pipe, written())
+            nodes = self.replication.queue_waits(pipe, self.redis, written())
 
         replies = await self.scripts.pipeline(queue_and_wait)
         split = len(replies) - len(nodes)
-        confirmed = self._confirmed(nodes, replies[split:])
+        confirmed = self.replication.confirmed(nodes, replies[split:])
         return replies[:split], lambda key: node_name(self.redis, key) in confirmed
 
     # -- messages: the channel step ----------------------------------------------------

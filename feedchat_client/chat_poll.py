@@ -22,12 +22,8 @@ message is answered ``duplicate`` and stored once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import grpc
 from google.protobuf import duration_pb2
@@ -35,13 +31,13 @@ from google.protobuf import duration_pb2
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.auth import Session
 from feedchat_client.backoff import Backoff
-from feedchat_client.chat_stream import (
+from feedchat_client.chat_device import (
     FATAL_CODES,
     RETRYABLE_SEND_CODES,
-    ConnectionClosed,
-    StateCallback,
+    ChatDevice,
+    DeviceOptions,
+    ring_version,
 )
-from feedchat_client.cursors import CursorStore, cursor_key
 from feedchat_client.errors import ChatSendError, RpcError, ServiceNotFound
 from feedchat_client.models import ChatMessage, SentMessage
 from feedchat_client.transport import Transport
@@ -49,13 +45,13 @@ from feedchat_client.transport import Transport
 if TYPE_CHECKING:
     from feedchat_client.chat import ChatClient
 
-logger = logging.getLogger(__name__)
 
-
-class ChatPoller:
+class ChatPoller(ChatDevice):
     """A device's long-poll loop and unary sends. Use as ``async with
     client.chat.poller(...)``. ``cursor``, ``address``, ``instance``, ``polls`` and
     ``redirects`` say where it is."""
+
+    _kind = "chat poller"
 
     def __init__(
         self,
@@ -64,87 +60,14 @@ class ChatPoller:
         chat: ChatClient,
         device_id: str,
         *,
-        cursors: CursorStore,
-        backoff: Backoff,
-        on_state: StateCallback | None = None,
         wait: float = 25.0,
-        first_address: str | None = None,
-        max_redirects: int = 5,
-        dedupe_window: int = 10_000,
+        **options: Unpack[DeviceOptions],
     ) -> None:
-        self._transport = transport
-        self._session = session
+        super().__init__(transport, session, device_id, **options)
         self._chat = chat
-        self.device_id = device_id
-        self._cursors = cursors
-        self.backoff = backoff
-        self._on_state = on_state
         self.wait = wait
-        self._first_address = first_address
-        self._max_redirects = max_redirects
-        self._dedupe_window = dedupe_window
-        self._user_id = 0
-        self.cursor = ""
-        self.address = ""
-        self.instance = ""
         self.polls = 0
-        self.redirects = 0
-        self._ring_version = 0
-        self._seen: OrderedDict[int, None] = OrderedDict()
-        self._inbox: asyncio.Queue[ChatMessage | None] = asyncio.Queue()
-        self._connected = asyncio.Event()
-        self._done = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._sending = asyncio.Lock()
-        self.error: BaseException | None = None
-
-    async def start(self) -> ChatPoller:
-        self._user_id = self._session.user_id
-        self.cursor = self._cursors.load(self._user_id, self.device_id)
-        self._task = asyncio.create_task(self._run(), name=f"poll-{self.device_id}")
-        return self
-
-    async def __aenter__(self) -> ChatPoller:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._finish(None)
-
-    def _finish(self, error: BaseException | None) -> None:
-        if not self._done.is_set():
-            self.error = error
-            self._done.set()
-            self._inbox.put_nowait(None)
-
-    def _state(self, state: str, detail: str) -> None:
-        logger.debug("poll %s: %s %s", self.device_id, state, detail)
-        if self._on_state is not None:
-            self._on_state(state, detail)
-
-    async def messages(self) -> AsyncIterator[ChatMessage]:
-        """Every inbox message once, until the poller ends."""
-        while True:
-            message = await self._inbox.get()
-            if message is None:
-                self._inbox.put_nowait(None)
-                if self.error is not None:
-                    raise self.error
-                return
-            yield message
-
-    async def next_message(self, timeout: float | None = None) -> ChatMessage:  # noqa: ASYNC109
-        message = await asyncio.wait_for(self._inbox.get(), timeout)
-        if message is None:
-            self._inbox.put_nowait(None)
-            raise self.error or ConnectionClosed("poller closed")
-        return message
 
     async def send(
         self, channel_id: int, text: str, *, client_msg_id: str | None = None
@@ -161,7 +84,7 @@ class ChatPoller:
         backoff = Backoff(self.backoff.base, self.backoff.cap)
         while True:
             if self._done.is_set():
-                raise self.error or ConnectionClosed("poller closed")
+                raise self._closed()
             try:
                 return await self._chat.send_message(channel_id, text, client_msg_id=cmid)
             except RpcError as error:
@@ -170,16 +93,6 @@ class ChatPoller:
                         cmid, error.code.name, error.reason, error.message
                     ) from None
                 await asyncio.sleep(error.retry_after or backoff.next_delay())
-
-    async def _run(self) -> None:
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            logger.exception("chat poller %s failed", self.device_id)
-            self._state("failed", repr(exc))
-            self._finish(exc)
 
     async def _loop(self) -> None:
         target = self._first_address
@@ -198,13 +111,11 @@ class ChatPoller:
                     streak += 1
                     self.redirects += 1
                     target = error.metadata.get("owner_address") or None
-                    version = error.metadata.get("ring_version", "")
-                    self._ring_version = int(version) if version.isdigit() else 0
+                    self._ring_version = ring_version(error.metadata)
                     self._state("redirected", target or "ask the router")
                     continue
                 if error.code in FATAL_CODES:
-                    self._state("failed", str(error))
-                    self._finish(error)
+                    self._give_up(error)
                     return
                 reason = str(error)
             except ServiceNotFound as error:
@@ -238,15 +149,5 @@ class ChatPoller:
             self._state("connected", f"{self.instance} ({address}), polling")
         self.backoff.reset()
         for pb in reply.messages:
-            self._take(ChatMessage.from_pb(pb))
-        if reply.inbox_cursor and cursor_key(reply.inbox_cursor) > cursor_key(self.cursor):
-            self.cursor = reply.inbox_cursor
-            self._cursors.save(self._user_id, self.device_id, self.cursor)
-
-    def _take(self, message: ChatMessage) -> None:
-        if message.message_id in self._seen:
-            return
-        self._seen[message.message_id] = None
-        if len(self._seen) > self._dedupe_window:
-            self._seen.popitem(last=False)
-        self._inbox.put_nowait(message)
+            self._deliver(ChatMessage.from_pb(pb))
+        self._advance(reply.inbox_cursor)

@@ -24,47 +24,33 @@ server acks it; the server's idempotency turns retries into one stored message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import random
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import grpc
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.auth import Session
-from feedchat_client.backoff import Backoff
-from feedchat_client.cursors import CursorStore, cursor_key
-from feedchat_client.errors import ChatSendError, FeedchatClientError, RpcError, ServiceNotFound
+from feedchat_client.chat_device import (
+    FATAL_CODES,
+    RETRYABLE_SEND_CODES,
+    ChatDevice,
+    ConnectionClosed,
+    DeviceOptions,
+    StateCallback,
+    ring_version,
+)
+from feedchat_client.errors import ChatSendError, RpcError, ServiceNotFound
 from feedchat_client.models import ChatMessage, SentMessage
 from feedchat_client.transport import Transport
 
 if TYPE_CHECKING:
     from feedchat_client.chat import RouterClient
 
-logger = logging.getLogger(__name__)
-
-StateCallback = Callable[[str, str], None]
-"""``on_state(state, detail)`` with state one of "routing", "connecting", "connected",
-"redirected", "moved", "reconnecting", "failed" — for progress output and logs."""
-
-FATAL_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-RETRYABLE_SEND_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
-
-
-class ConnectionClosed(FeedchatClientError):
-    """The connection was closed (or failed for good) before the operation finished."""
+__all__ = ["ChatConnection", "ConnectionClosed", "StateCallback", "unbatched"]
 
 
 @dataclass
@@ -86,13 +72,15 @@ class _Next:
 _ACK = object()
 
 
-class ChatConnection:
+class ChatConnection(ChatDevice):
     """A device's self-healing chat stream. Use as ``async with client.chat.connection(...)``.
 
     Attributes worth reading: ``cursor`` (inbox position taken so far), ``address`` and
     ``instance`` (current chat server), ``connects``, ``redirects``, ``moves``,
     ``duplicates_dropped``.
     """
+
+    _kind = "chat connection"
 
     def __init__(
         self,
@@ -101,59 +89,21 @@ class ChatConnection:
         router: RouterClient,
         device_id: str,
         *,
-        cursors: CursorStore,
-        backoff: Backoff,
-        on_state: StateCallback | None = None,
-        first_address: str | None = None,
-        dedupe_window: int = 10_000,
-        max_redirects: int = 5,
         move_jitter: float = 0.2,
+        **options: Unpack[DeviceOptions],
     ) -> None:
-        self._transport = transport
-        self._session = session
+        super().__init__(transport, session, device_id, **options)
         self._router = router
-        self.device_id = device_id
-        self._cursors = cursors
-        self.backoff = backoff
-        self._on_state = on_state
-        self._first_address = first_address
-        self._dedupe_window = dedupe_window
-        self._max_redirects = max_redirects
         self._move_jitter = move_jitter
-        self._user_id = 0
-        self.cursor = ""
-        self.address = ""
-        self.instance = ""
         self.connects = 0
-        self.redirects = 0
         self.moves = 0
-        self.duplicates_dropped = 0
-        self._seen: OrderedDict[int, None] = OrderedDict()
-        self._inbox: asyncio.Queue[ChatMessage | None] = asyncio.Queue()
         self._pending: dict[str, _Pending] = {}
         self._reads: dict[int, int] = {}  # channel -> newest seq marked read
-        self._ring_version = 0
         self._outbox: asyncio.Queue[Any] | None = None
         self._ack_queued = False
-        self._connected = asyncio.Event()
-        self._done = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._streak = 0
-        self.error: BaseException | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    async def start(self) -> ChatConnection:
-        self._user_id = self._session.user_id
-        self.cursor = self._cursors.load(self._user_id, self.device_id)
-        self._task = asyncio.create_task(self._run(), name=f"chat-{self.device_id}")
-        return self
-
-    async def __aenter__(self) -> ChatConnection:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @property
     def connected(self) -> bool:
@@ -173,51 +123,14 @@ class ChatConnection:
         if not self._connected.is_set():
             raise TimeoutError("chat connection did not sync in time")
 
-    async def close(self) -> None:
-        """Stop the stream; unacked sends fail with :class:`ConnectionClosed`."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._finish(None)
-
-    def _finish(self, error: BaseException | None) -> None:
-        if self._done.is_set():
-            return
-        self.error = error
-        self._done.set()
-        self._connected.clear()
+    def _ended(self, error: BaseException | None) -> None:
+        """Unacked sends fail with the error (:class:`ConnectionClosed` when closed)."""
         for pending in self._pending.values():
             if not pending.future.done():
-                pending.future.set_exception(error or ConnectionClosed("connection closed"))
+                pending.future.set_exception(error or self._closed())
         self._pending.clear()
-        self._inbox.put_nowait(None)
-
-    def _state(self, state: str, detail: str) -> None:
-        logger.debug("chat %s: %s %s", self.device_id, state, detail)
-        if self._on_state is not None:
-            self._on_state(state, detail)
 
     # -- the application's side -----------------------------------------------------------
-
-    async def messages(self) -> AsyncIterator[ChatMessage]:
-        """Every inbox message once (replayed, then live), until the connection ends."""
-        while True:
-            message = await self._inbox.get()
-            if message is None:
-                self._inbox.put_nowait(None)  # let other readers end too
-                if self.error is not None:
-                    raise self.error
-                return
-            yield message
-
-    async def next_message(self, timeout: float | None = None) -> ChatMessage:  # noqa: ASYNC109
-        """The next message (TimeoutError after ``timeout``; ConnectionClosed at the end)."""
-        message = await asyncio.wait_for(self._inbox.get(), timeout)
-        if message is None:
-            self._inbox.put_nowait(None)
-            raise self.error or ConnectionClosed("connection closed")
-        return message
 
     async def send(
         self,
@@ -234,7 +147,7 @@ class ChatConnection:
         until acked or the connection closes. Calling ``send`` again with the same
         ``client_msg_id`` waits for that same pending send."""
         if self._done.is_set():
-            raise self.error or ConnectionClosed("connection closed")
+            raise self._closed()
         cmid = client_msg_id or uuid.uuid4().hex
         pending = self._pending.get(cmid)
         if pending is None:
@@ -269,16 +182,6 @@ class ChatConnection:
 
     # -- the stream loop ----------------------------------------------------------------
 
-    async def _run(self) -> None:
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a bug or NotLoggedIn: end visibly, not silently
-            logger.exception("chat connection %s failed", self.device_id)
-            self._state("failed", repr(exc))
-            self._finish(exc)
-
     async def _loop(self) -> None:
         target = self._first_address
         while True:
@@ -290,8 +193,7 @@ class ChatConnection:
                 after = await self._stream(target)
             except RpcError as error:
                 if error.code in FATAL_CODES:
-                    self._state("failed", str(error))
-                    self._finish(error)
+                    self._give_up(error)
                     return
                 after = _Next(None, False, str(error))
             except ServiceNotFound as error:
@@ -384,9 +286,7 @@ class ChatConnection:
                     "redirected",
                     f"{error.metadata.get('owner_instance', '?')} ({owner or 'ask the router'})",
                 )
-                return _Next(
-                    owner, True, "redirected", _version(error.metadata.get("ring_version", ""))
-                )
+                return _Next(owner, True, "redirected", ring_version(error.metadata))
             if error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == "TOKEN_EXPIRED":
                 await self._session.refresh(spent=metadata[0][1].removeprefix("Bearer "))
                 return _Next(address, True, "token refreshed", self._ring_version)
@@ -401,19 +301,14 @@ class ChatConnection:
 
     def _take(self, pb: chat_pb2.Message) -> None:
         message = ChatMessage.from_pb(pb)
-        if message.inbox_cursor and cursor_key(message.inbox_cursor) > cursor_key(self.cursor):
-            self.cursor = message.inbox_cursor
-            self._cursors.save(self._user_id, self.device_id, self.cursor)
-            if self._outbox is not None and not self._ack_queued:
-                self._ack_queued = True
-                self._outbox.put_nowait(_ACK)
-        if message.message_id in self._seen:
-            self.duplicates_dropped += 1
-            return
-        self._seen[message.message_id] = None
-        if len(self._seen) > self._dedupe_window:
-            self._seen.popitem(last=False)
-        self._inbox.put_nowait(message)
+        if (
+            self._advance(message.inbox_cursor)
+            and self._outbox is not None
+            and not self._ack_queued
+        ):
+            self._ack_queued = True
+            self._outbox.put_nowait(_ACK)
+        self._deliver(message)
 
     def _acked(self, ack: chat_pb2.SendAck) -> None:
         pending = self._pending.pop(ack.client_msg_id, None)
@@ -457,8 +352,3 @@ async def unbatched(
                 yield inner
         else:
             yield frame
-
-
-def _version(text: str) -> int:
-    """A ring version from ErrorInfo metadata (0 when absent or malformed)."""
-    return int(text) if text.isdigit() else 0

@@ -185,6 +185,15 @@ def slot_groups(client: RedisClient, keys: Sequence[str]) -> list[list[int]]:
     return list(groups.values())
 
 
+def node_name(client: RedisClient, key: str) -> str:
+    """The node that holds ``key`` ("" on one Redis). A cluster client must know the slot
+    map (:meth:`feedchat_runtime.replicas.ReplicaAcks.ready`)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        return node.name if node is not None else ""
+    return ""
+
+
 async def mget(client: RedisClient, keys: Sequence[str]) -> list[Any]:
     """GET of many keys in one round trip per node (MGET on one node; per slot on a
     cluster, where one MGET may not span slots)."""

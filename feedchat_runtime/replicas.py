@@ -17,7 +17,7 @@ not exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from feedchat_runtime.config import ServiceConfig
 from feedchat_runtime.errors import Unavailable
-from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.redis_client import RedisClient, node_name
 
 REASON = "REPLICA_ACK_TIMEOUT"
 
@@ -45,23 +45,30 @@ class ReplicaAcks:
         if self.replicas > 0 and isinstance(client, RedisCluster):
             await client.initialize()
 
-    def add_waits(self, pipe: Any, client: RedisClient, keys: Sequence[str]) -> int:
+    def add_waits(self, pipe: Any, client: RedisClient, keys: Iterable[str]) -> int:
         """Append a WAIT for every node holding one of ``keys`` (written earlier in
         ``pipe``); the number appended (0 when off), whose replies end the pipeline's."""
+        return len(self.queue_waits(pipe, client, keys))
+
+    def queue_waits(self, pipe: Any, client: RedisClient, keys: Iterable[str]) -> list[str]:
+        """Like :meth:`add_waits`; the names of the nodes waited for, in the order of the
+        WAIT replies (see :meth:`confirmed`)."""
         if self.replicas <= 0:
-            return 0
-        if not isinstance(client, RedisCluster):
-            pipe.execute_command("WAIT", self.replicas, self.wait_ms)
-            return 1
-        nodes = {}
+            return []
+        first: dict[str, str] = {}
         for key in keys:
-            node = client.get_node_from_key(key)
-            if node is None:  # no slot map: no write either, so nothing to wait for
-                continue
-            nodes[node.name] = node
-        for node in nodes.values():
-            pipe.execute_command("WAIT", self.replicas, self.wait_ms, target_nodes=node)
-        return len(nodes)
+            first.setdefault(node_name(client, key), key)
+        for key in first.values():
+            queue_wait(client, pipe, key, self.replicas, self.wait_ms)
+        return list(first)
+
+    def confirmed(self, nodes: Sequence[str], replies: Sequence[Any]) -> set[str]:
+        """The ``nodes`` (of :meth:`queue_waits`) whose WAIT reply counts enough replicas."""
+        return {
+            node
+            for node, reply in zip(nodes, replies, strict=True)
+            if _count(reply) >= self.replicas
+        }
 
     def check(self, replies: Sequence[Any], waits: int, what: str) -> None:
         """Raise UNAVAILABLE unless each of the last ``waits`` replies counts enough
@@ -80,6 +87,17 @@ class ReplicaAcks:
                     "wait_ms": str(self.wait_ms),
                 },
             )
+
+
+def queue_wait(client: RedisClient, pipe: Any, key: str, replicas: int, timeout_ms: int) -> None:
+    """Queue ``WAIT replicas timeout_ms`` on the connection of ``key``'s node; its reply is
+    the number of replicas that confirmed every write before it on that connection."""
+    if isinstance(client, RedisCluster):
+        pipe.execute_command(
+            "WAIT", replicas, timeout_ms, target_nodes=client.get_node_from_key(key)
+        )
+    else:
+        pipe.execute_command("WAIT", replicas, timeout_ms)
 
 
 def _count(reply: Any) -> int:

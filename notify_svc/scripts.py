@@ -8,21 +8,21 @@ matches what the caller declared and otherwise changes nothing and answers ``ret
 what it found, for the caller's next call (see NotifyStore.apply).
 """
 
-# Apply one queue job to the user's notifications, exactly once per (user, message).
-# KEYS[1] seen marker   KEYS[2] mutes   KEYS[3] open key of (kind, channel)
-# KEYS[4] list          KEYS[5] hash of the notification this message would open
-# KEYS[6 .. 5+n] hashes of the notifications the caller expects a full list to drop
-# KEYS[6+n] (when ARGV[10] is not '') hash of the open notification ARGV[10]
-# ARGV[1] padded message id (the new notification's id)   ARGV[2] kind   ARGV[3] channel_id
-# ARGV[4] sender_id   ARGV[5] preview   ARGV[6] message time ms   ARGV[7] collapse window ms
-# ARGV[8] marker ttl ms   ARGV[9] notifications kept   ARGV[10] padded id of the open
-# notification the caller expects ('' none)   ARGV[11] n   ARGV[12 .. 11+n] padded ids
-# of the notifications it expects to be dropped (their hashes are KEYS[6 .. 5+n]).
-# Returns {outcome, padded nid, fresh}: outcome created|collapsed|muted; fresh 0 when the
-# marker already existed (a retried job: nothing changes, the first outcome is replayed).
-# Or, having changed nothing, {'retry', open id or '', 0, ids to drop...}: call again
-# declaring those keys.
-APPLY_LUA = """
+APPLY = """
+-- Apply one queue job to the user's notifications, exactly once per (user, message).
+-- KEYS[1] seen marker   KEYS[2] mutes   KEYS[3] open key of (kind, channel)
+-- KEYS[4] list          KEYS[5] hash of the notification this message would open
+-- KEYS[6 .. 5+n] hashes of the notifications the caller expects a full list to drop
+-- KEYS[6+n] (when ARGV[10] is not '') hash of the open notification ARGV[10]
+-- ARGV[1] padded message id (the new notification's id)   ARGV[2] kind   ARGV[3] channel_id
+-- ARGV[4] sender_id   ARGV[5] preview   ARGV[6] message time ms   ARGV[7] collapse window ms
+-- ARGV[8] marker ttl ms   ARGV[9] notifications kept   ARGV[10] padded id of the open
+-- notification the caller expects ('' none)   ARGV[11] n   ARGV[12 .. 11+n] padded ids
+-- of the notifications it expects to be dropped (their hashes are KEYS[6 .. 5+n]).
+-- Returns {outcome, padded nid, fresh}: outcome created|collapsed|muted; fresh 0 when the
+-- marker already existed (a retried job: nothing changes, the first outcome is replayed).
+-- Or, having changed nothing, {'retry', open id or '', 0, ids to drop...}: call again
+-- declaring those keys.
 local seen = redis.call('GET', KEYS[1])
 if seen then
   local sep = string.find(seen, ':', 1, true)
@@ -87,11 +87,11 @@ redis.call('SET', KEYS[1], 'created:' .. ARGV[1], 'PX', ttl)
 return {'created', ARGV[1], 1}
 """
 
-# Mark notifications read and stop them collapsing new messages.
-# KEYS[1 .. n] the notifications' hashes   KEYS[n+1 .. 2n] the open key of each one's
-# (kind, channel)   ARGV[1 .. n] their padded ids.
-# Returns how many were unread before.
-MARK_READ_LUA = """
+MARK_READ = """
+-- Mark notifications read and stop them collapsing new messages.
+-- KEYS[1 .. n] the notifications' hashes   KEYS[n+1 .. 2n] the open key of each one's
+-- (kind, channel)   ARGV[1 .. n] their padded ids.
+-- Returns how many were unread before.
 local n = #ARGV
 local marked = 0
 for i = 1, n do
@@ -104,10 +104,10 @@ end
 return marked
 """
 
-# Add or replace a device unless the user already has the maximum.
-# KEYS[1] the devices hash   ARGV[1] device id   ARGV[2] device JSON   ARGV[3] max devices
-# Returns 1 when stored (or replaced), 0 when the limit refused it.
-PUT_DEVICE_LUA = """
+PUT_DEVICE = """
+-- Add or replace a device unless the user already has the maximum.
+-- KEYS[1] the devices hash   ARGV[1] device id   ARGV[2] device JSON   ARGV[3] max devices
+-- Returns 1 when stored (or replaced), 0 when the limit refused it.
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
    or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -115,10 +115,11 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
 end
 return 0
 """
-# Mute a channel unless the user already mutes the maximum.
-# KEYS[1] the mutes set   ARGV[1] channel id (decimal)   ARGV[2] max muted channels
-# Returns 1 when stored (or already muted), 0 when the limit refused it.
-ADD_MUTE_LUA = """
+
+ADD_MUTE = """
+-- Mute a channel unless the user already mutes the maximum.
+-- KEYS[1] the mutes set   ARGV[1] channel id (decimal)   ARGV[2] max muted channels
+-- Returns 1 when stored (or already muted), 0 when the limit refused it.
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1
    or redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('SADD', KEYS[1], ARGV[1])
@@ -126,3 +127,11 @@ if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1
 end
 return 0
 """
+
+SOURCES = {
+    "apply": APPLY,
+    "mark_read": MARK_READ,
+    "put_device": PUT_DEVICE,
+    "add_mute": ADD_MUTE,
+}
+"""The scripts the store runs, by name (:class:`feedchat_runtime.lua.LuaScripts`)."""

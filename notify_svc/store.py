@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from feedchat_runtime.errors import Unavailable
+from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.notify_queue import NotificationKind
 from feedchat_runtime.redis_client import RedisClient
 from feedchat_runtime.replies import text
 from feedchat_runtime.streams import ConsumerGroup
+from notify_svc import scripts
 from notify_svc.models import Device, DeviceKind, Notification
-from notify_svc.scripts import ADD_MUTE_LUA, APPLY_LUA, MARK_READ_LUA, PUT_DEVICE_LUA
 
 DEAD_KEY = "notify:dead"
 ATTEMPTS_KEY = "notify:attempts"
@@ -134,10 +135,7 @@ class NotifyStore:
 
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
-        self._apply = redis.register_script(APPLY_LUA)
-        self._mark_read = redis.register_script(MARK_READ_LUA)
-        self._put_device = redis.register_script(PUT_DEVICE_LUA)
-        self._add_mute = redis.register_script(ADD_MUTE_LUA)
+        self.scripts = LuaScripts(redis, scripts.SOURCES)
 
     # -- devices and mutes -------------------------------------------------------------
 
@@ -145,8 +143,8 @@ class NotifyStore:
         value = json.dumps(
             {"kind": device.kind.value, "url": device.webhook_url, "ms": device.registered_ms}
         )
-        stored = await self._put_device(
-            keys=[devices_key(user_id)], args=[device.device_id, value, limit]
+        stored = await self.scripts.call(
+            "put_device", [devices_key(user_id)], [device.device_id, value, limit]
         )
         return bool(stored)
 
@@ -157,7 +155,7 @@ class NotifyStore:
         return _devices(await self.redis.hgetall(devices_key(user_id)))
 
     async def mute(self, user_id: int, channel_id: int, limit: int) -> bool:
-        return bool(await self._add_mute(keys=[mutes_key(user_id)], args=[channel_id, limit]))
+        return bool(await self.scripts.call("add_mute", [mutes_key(user_id)], [channel_id, limit]))
 
     async def unmute(self, user_id: int, channel_id: int) -> None:
         await self.redis.srem(mutes_key(user_id), str(channel_id))
@@ -181,7 +179,7 @@ class NotifyStore:
         marker_ttl_ms: int,
         keep: int,
     ) -> ApplyResult:
-        """Run the apply script (see APPLY_LUA) for one job.
+        """Run the apply script (see ``scripts.APPLY``) for one job.
 
         The script names the open notification and the ones a full list drops in a
         ``retry`` answer when this call did not declare their keys; the next call declares
@@ -211,9 +209,10 @@ class NotifyStore:
         prefix = notification_prefix(job_user)
         for _ in range(APPLY_CALLS):
             tail = [prefix + open_id] if open_id else []
-            reply = await self._apply(
-                keys=[*fixed, *(prefix + nid for nid in drop), *tail],
-                args=[*args, open_id, len(drop), *drop],
+            reply = await self.scripts.call(
+                "apply",
+                [*fixed, *(prefix + nid for nid in drop), *tail],
+                [*args, open_id, len(drop), *drop],
             )
             outcome = text(reply[0])
             if outcome == "retry":
@@ -263,12 +262,13 @@ class NotifyStore:
         ]
         if not found:
             return 0
-        marked = await self._mark_read(
-            keys=[
+        marked = await self.scripts.call(
+            "mark_read",
+            [
                 *(notification_key(user_id, nid) for nid, _, _ in found),
                 *(open_key(user_id, kind, chan) for _, kind, chan in found),
             ],
-            args=[pad(nid) for nid, _, _ in found],
+            [pad(nid) for nid, _, _ in found],
         )
         return int(marked)
 

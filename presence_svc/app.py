@@ -64,7 +64,7 @@ async def build(config: PresenceConfig, following: FollowingSource | None = None
     host.dependencies.add("redis", redis.ping)
     host.on_stop(redis.aclose)
     store = PresenceStore(redis, config.max_devices)
-    await store.load_scripts()
+    await store.scripts.load()
     if following is None:
         directory = ServiceDirectory(host.session, config, host.authority, SERVICE)
         host.on_stop(directory.close)

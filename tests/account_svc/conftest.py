@@ -28,7 +28,7 @@ PASSWORD = "correct horse battery"
 
 # The modules whose behaviour rests on Redis (login limits, the user cache) also run on
 # the Redis Cluster; the rest (tokens, TLS, config, hashing) do not depend on its topology.
-ON_BOTH_TOPOLOGIES = {"test_signup_login", "test_record", "test_user_cache", "test_profiles"}
+ON_BOTH_TOPOLOGIES = {"test_signup_login", "test_record", "test_scripts", "test_profiles"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

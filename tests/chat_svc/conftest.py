@@ -21,7 +21,6 @@ ON_BOTH_TOPOLOGIES = {
     "test_chat_fanout_claims",
     "test_chat_group_commit",
     "test_chat_groups",
-    "test_chat_member_cache",
     "test_chat_read_state",
     "test_chat_record",
     "test_chat_send_atomic",
