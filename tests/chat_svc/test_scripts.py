@@ -9,8 +9,10 @@ from chat_svc import scripts
 from chat_svc.keys import (
     bucket,
     chan_history_key,
+    chan_ids_key,
     chan_members_key,
     chan_seq_key,
+    chan_state_key,
     chan_stats_key,
     cursor_key,
     dedup_key,
@@ -50,9 +52,13 @@ def _send(sender: int, cmid: str, digest: str) -> tuple[list[str], list[str | in
         fanout_due_key(bucket(CHANNEL)),
         fanout_records_key(bucket(CHANNEL)),
         chan_stats_key(CHANNEL, CREATED_MS // 86_400_000),
+        chan_ids_key(CHANNEL),
+        chan_state_key(CHANNEL),
     ]
     args: list[str | int] = [sender, digest, MESSAGE_ID, CHANNEL, "hi", cmid, CREATED_MS]
     args += [1000, 60, "10.0", 10, CREATED_MS, 3600]
+    args += ["", "0", "", 60_000, 0, 20, 3, 1000]  # a message: no event, no reply
+    assert (len(keys), len(args)) == (scripts.SEND_KEYS, scripts.SEND_ARGS)
     return keys, args
 
 
@@ -73,7 +79,7 @@ async def test_send_many_stores_once_refuses_outsiders_and_answers_a_retry_dup(
         [3, 60_000, *mine_args, *again_args, *stranger_args],
     )
     stored, dup, refused = (_flat(r) for r in replies)
-    assert stored[:2] == ["ok", "1"] and sorted(stored[2:]) == [str(SENDER), str(OTHER)]
+    assert stored[:2] == ["ok", "1"] and sorted(stored[4:]) == [str(SENDER), str(OTHER)]
     assert dup[:4] == ["dup", str(MESSAGE_ID), "1", str(CREATED_MS)]
     assert refused == ["not_member"]
     assert await redis.xlen(chan_history_key(CHANNEL)) == 1
@@ -92,7 +98,7 @@ async def test_send_many_answers_conflict_for_a_reused_client_msg_id(
 
 
 def _append_args(seq: int, mine: int) -> list[str | int]:
-    return [CHANNEL, MESSAGE_ID, seq, SENDER, "hi", "c1", CREATED_MS, 100, 50, mine]
+    return [CHANNEL, MESSAGE_ID, seq, SENDER, "hi", "c1", CREATED_MS, 100, 50, mine, ""]
 
 
 async def test_append_adds_a_message_to_an_inbox_once_and_marks_the_senders_own_read(
