@@ -89,16 +89,58 @@ class ChatClient(ServiceClient):
         )
         return [ChatMessage.from_pb(m) for m in reply.messages], reply.next_page_token
 
-    async def send_message(self, channel_id: int, text: str, *, client_msg_id: str) -> SentMessage:
-        """One unary ``SendMessage`` (any chat server): stored once per client_msg_id."""
-        reply = await self._call(
+    async def _stored(self, rpc: str, request: Any) -> SentMessage:
+        """A unary send or channel event (any chat server); its ack."""
+        a = (await self._call(rpc, request)).ack
+        return SentMessage(a.client_msg_id, a.message_id, a.channel_id, a.seq, a.duplicate)
+
+    async def send_message(
+        self, channel_id: int, text: str, *, client_msg_id: str, reply_to: int = 0
+    ) -> SentMessage:
+        """One unary ``SendMessage`` (any chat server): stored once per client_msg_id.
+        ``reply_to``: the message_id of an earlier message of the channel it answers."""
+        return await self._stored(
             "SendMessage",
             chat_pb2.SendMessageRequest(
-                client_msg_id=client_msg_id, channel_id=channel_id, text=text
+                client_msg_id=client_msg_id, channel_id=channel_id, text=text, reply_to=reply_to
             ),
         )
-        a = reply.ack
-        return SentMessage(a.client_msg_id, a.message_id, a.channel_id, a.seq, a.duplicate)
+
+    async def edit_message(
+        self, channel_id: int, message_id: int, text: str, *, client_msg_id: str
+    ) -> SentMessage:
+        """``EditMessage``: new text for a message you sent (within the edit window)."""
+        request = chat_pb2.EditMessageRequest(
+            client_msg_id=client_msg_id, channel_id=channel_id, message_id=message_id, text=text
+        )
+        return await self._stored("EditMessage", request)
+
+    async def delete_message(
+        self, channel_id: int, message_id: int, *, client_msg_id: str
+    ) -> SentMessage:
+        """``DeleteMessage``: delete a message you sent (or, as a group's owner, any)."""
+        request = chat_pb2.DeleteMessageRequest(
+            client_msg_id=client_msg_id, channel_id=channel_id, message_id=message_id
+        )
+        return await self._stored("DeleteMessage", request)
+
+    async def add_reaction(
+        self, channel_id: int, message_id: int, emoji: str, *, client_msg_id: str
+    ) -> SentMessage:
+        """``AddReaction``: react to a message with ``emoji``."""
+        request = chat_pb2.AddReactionRequest(
+            client_msg_id=client_msg_id, channel_id=channel_id, message_id=message_id, emoji=emoji
+        )
+        return await self._stored("AddReaction", request)
+
+    async def remove_reaction(
+        self, channel_id: int, message_id: int, emoji: str, *, client_msg_id: str
+    ) -> SentMessage:
+        """``RemoveReaction``: take back one of your reactions."""
+        request = chat_pb2.RemoveReactionRequest(
+            client_msg_id=client_msg_id, channel_id=channel_id, message_id=message_id, emoji=emoji
+        )
+        return await self._stored("RemoveReaction", request)
 
     async def stats(
         self, channel_id: int, bucket: str = "hour", start_ms: int = 0, end_ms: int = 0

@@ -22,7 +22,9 @@ message is answered ``duplicate`` and stored once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Unpack
 
 import grpc
@@ -70,29 +72,71 @@ class ChatPoller(ChatDevice):
         self._sending = asyncio.Lock()
 
     async def send(
-        self, channel_id: int, text: str, *, client_msg_id: str | None = None
+        self, channel_id: int, text: str, *, reply_to: int = 0, client_msg_id: str | None = None
     ) -> SentMessage:
         """``SendMessage`` (any chat server), retried with the same ``client_msg_id`` on
         UNAVAILABLE and RESOURCE_EXHAUSTED; :class:`ChatSendError` if refused for good.
+        ``reply_to``: the message_id of an earlier message of the channel it answers.
 
         One send at a time, in call order (as a stream's sends are stored): concurrent
         unary calls could otherwise be stored in any order."""
-        async with self._sending:
-            return await self._send(channel_id, text, client_msg_id or uuid.uuid4().hex)
+        return await self._store(
+            functools.partial(self._chat.send_message, channel_id, text, reply_to=reply_to),
+            client_msg_id,
+        )
 
-    async def _send(self, channel_id: int, text: str, cmid: str) -> SentMessage:
-        backoff = Backoff(self.backoff.base, self.backoff.cap)
-        while True:
-            if self._done.is_set():
-                raise self._closed()
-            try:
-                return await self._chat.send_message(channel_id, text, client_msg_id=cmid)
-            except RpcError as error:
-                if error.code.name not in RETRYABLE_SEND_CODES:
-                    raise ChatSendError(
-                        cmid, error.code.name, error.reason, error.message
-                    ) from None
-                await asyncio.sleep(error.retry_after or backoff.next_delay())
+    async def edit(
+        self, channel_id: int, message_id: int, text: str, *, client_msg_id: str | None = None
+    ) -> SentMessage:
+        """``EditMessage``, in order with sends and retried like them."""
+        return await self._store(
+            functools.partial(self._chat.edit_message, channel_id, message_id, text),
+            client_msg_id,
+        )
+
+    async def delete(
+        self, channel_id: int, message_id: int, *, client_msg_id: str | None = None
+    ) -> SentMessage:
+        """``DeleteMessage``, in order with sends and retried like them."""
+        return await self._store(
+            functools.partial(self._chat.delete_message, channel_id, message_id), client_msg_id
+        )
+
+    async def react(
+        self,
+        channel_id: int,
+        message_id: int,
+        emoji: str,
+        *,
+        remove: bool = False,
+        client_msg_id: str | None = None,
+    ) -> SentMessage:
+        """``AddReaction`` (``remove``: ``RemoveReaction``), in order with sends and retried
+        like them."""
+        call = self._chat.remove_reaction if remove else self._chat.add_reaction
+        return await self._store(
+            functools.partial(call, channel_id, message_id, emoji), client_msg_id
+        )
+
+    async def _store(
+        self, call: Callable[..., Awaitable[SentMessage]], client_msg_id: str | None
+    ) -> SentMessage:
+        """One unary send or event at a time: ``call(client_msg_id=...)`` retried with the
+        same key on UNAVAILABLE and RESOURCE_EXHAUSTED."""
+        cmid = client_msg_id or uuid.uuid4().hex
+        async with self._sending:
+            backoff = Backoff(self.backoff.base, self.backoff.cap)
+            while True:
+                if self._done.is_set():
+                    raise self._closed()
+                try:
+                    return await call(client_msg_id=cmid)
+                except RpcError as error:
+                    if error.code.name not in RETRYABLE_SEND_CODES:
+                        raise ChatSendError(
+                            cmid, error.code.name, error.reason, error.message
+                        ) from None
+                    await asyncio.sleep(error.retry_after or backoff.next_delay())
 
     async def _loop(self) -> None:
         target = self._first_address

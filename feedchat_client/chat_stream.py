@@ -137,23 +137,87 @@ class ChatConnection(ChatDevice):
         channel_id: int,
         text: str,
         *,
+        reply_to: int = 0,
         client_msg_id: str | None = None,
         timeout: float | None = None,
     ) -> SentMessage:  # noqa: ASYNC109
         """Send and wait for the server's ack. Re-sent with the same ``client_msg_id`` on
         every new stream until acked; :class:`ChatSendError` if refused for good.
+        ``reply_to``: the message_id of an earlier message of the channel it answers.
 
         A ``timeout`` only stops the waiting: the send stays pending and is still retried
         until acked or the connection closes. Calling ``send`` again with the same
         ``client_msg_id`` waits for that same pending send."""
+        cmid = client_msg_id or uuid.uuid4().hex
+        frame = chat_pb2.SendMessage(
+            client_msg_id=cmid, channel_id=channel_id, text=text, reply_to=reply_to
+        )
+        return await self._submit(chat_pb2.ConnectRequest(send=frame), cmid, timeout)
+
+    async def edit(
+        self,
+        channel_id: int,
+        message_id: int,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        timeout: float | None = None,
+    ) -> SentMessage:  # noqa: ASYNC109
+        """Edit a message you sent (an ``edit`` frame, retried and acked like a send)."""
+        cmid = client_msg_id or uuid.uuid4().hex
+        frame = chat_pb2.EditMessage(
+            client_msg_id=cmid, channel_id=channel_id, message_id=message_id, text=text
+        )
+        return await self._submit(chat_pb2.ConnectRequest(edit=frame), cmid, timeout)
+
+    async def delete(
+        self,
+        channel_id: int,
+        message_id: int,
+        *,
+        client_msg_id: str | None = None,
+        timeout: float | None = None,
+    ) -> SentMessage:  # noqa: ASYNC109
+        """Delete a message (a ``delete`` frame, retried and acked like a send)."""
+        cmid = client_msg_id or uuid.uuid4().hex
+        frame = chat_pb2.DeleteMessage(
+            client_msg_id=cmid, channel_id=channel_id, message_id=message_id
+        )
+        return await self._submit(chat_pb2.ConnectRequest(delete=frame), cmid, timeout)
+
+    async def react(
+        self,
+        channel_id: int,
+        message_id: int,
+        emoji: str,
+        *,
+        remove: bool = False,
+        client_msg_id: str | None = None,
+        timeout: float | None = None,
+    ) -> SentMessage:  # noqa: ASYNC109
+        """Add (``remove``: take back) a reaction (a ``react``/``unreact`` frame, retried
+        and acked like a send)."""
+        cmid = client_msg_id or uuid.uuid4().hex
+        if remove:
+            removed = chat_pb2.RemoveReaction(
+                client_msg_id=cmid, channel_id=channel_id, message_id=message_id, emoji=emoji
+            )
+            request = chat_pb2.ConnectRequest(unreact=removed)
+        else:
+            added = chat_pb2.AddReaction(
+                client_msg_id=cmid, channel_id=channel_id, message_id=message_id, emoji=emoji
+            )
+            request = chat_pb2.ConnectRequest(react=added)
+        return await self._submit(request, cmid, timeout)
+
+    async def _submit(
+        self, request: chat_pb2.ConnectRequest, cmid: str, timeout: float | None
+    ) -> SentMessage:  # noqa: ASYNC109
+        """Queue a send or event frame until acked (see :meth:`send`)."""
         if self._done.is_set():
             raise self._closed()
-        cmid = client_msg_id or uuid.uuid4().hex
         pending = self._pending.get(cmid)
         if pending is None:
-            request = chat_pb2.ConnectRequest(
-                send=chat_pb2.SendMessage(client_msg_id=cmid, channel_id=channel_id, text=text)
-            )
             pending = _Pending(request, asyncio.get_running_loop().create_future())
             self._pending[cmid] = pending
             if self._outbox is not None:

@@ -26,7 +26,12 @@ from datetime import UTC, datetime
 
 import grpc
 
-from feedchat_client.cli_chat import run_chat
+from feedchat_client.cli_chat import (
+    MESSAGE_COMMANDS,
+    add_message_commands,
+    run_chat,
+    run_message_command,
+)
 from feedchat_client.cli_output import Output
 from feedchat_client.client import FeedchatClient
 from feedchat_client.discovery import EtcdDiscovery
@@ -153,6 +158,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="unary calls only: long-poll the inbox and send with SendMessage (no stream)",
     )
+    add_message_commands(add)
     p = add("stats", "message counts per minute, hour or day, with a bar chart")
     target = p.add_mutually_exclusive_group()
     target.add_argument("user", nargs="?", help="username: your direct channel with them")
@@ -429,6 +435,17 @@ class Commands:
             poll=self.args.poll,
         )
 
+    async def message_command(self) -> int:
+        """reply, edit, delete, react, unreact (see :data:`MESSAGE_COMMANDS`)."""
+        if self.args.group is not None:
+            channel_id = self.args.group
+        else:
+            peer = await self.user_id(self.args.user)
+            channel_id = (await self.client.chat.open_direct(peer)).channel_id
+        return await run_message_command(
+            self.client, self.out, self.args.command, channel_id, self.args
+        )
+
     async def stats(self) -> int:
         if self.args.group is not None:
             channel_id, title = self.args.group, f"group {self.args.group}"
@@ -515,8 +532,9 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
     discovery = EtcdDiscovery(args.etcd, args.etcd_prefix, timeout=args.timeout)
     client = FeedchatClient(discovery, tokens=FileTokenStore(args.session), timeout=args.timeout)
     try:
+        name = "message_command" if args.command in MESSAGE_COMMANDS else args.command
         handler: Callable[[], Awaitable[int]] = getattr(
-            Commands(args, client, out), args.command.replace("-", "_")
+            Commands(args, client, out), name.replace("-", "_")
         )
         return await handler()
     finally:

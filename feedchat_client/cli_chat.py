@@ -9,9 +9,11 @@ terminal (a pipe), every line is sent and the command exits once all are acked (
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import threading
+import uuid
 from collections.abc import Awaitable, Callable
 
 from feedchat_client.chat_poll import ChatPoller
@@ -145,4 +147,51 @@ def _report(out: Output, task: asyncio.Task[SentMessage]) -> None:
         out.emit("sent", f"sent #{sent.message_id} (seq {sent.seq})", sent=sent)
 
 
-__all__ = ["run_chat", "ChatMessage"]
+MESSAGE_COMMANDS = {
+    "reply": ("send a message in reply to another message of the chat", "text"),
+    "edit": ("edit the text of a message you sent", "text"),
+    "delete": ("delete a message you sent (a group's owner: anyone's)", ""),
+    "react": ("react to a message with an emoji", "emoji"),
+    "unreact": ("take back one of your reactions to a message", "emoji"),
+}
+"""The commands that act on one message: name -> (help, what else they take)."""
+
+
+def add_message_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """`feedchat reply|edit|delete|react|unreact MESSAGE_ID ... (--user NAME | --group ID)`."""
+    for name, (help_text, value) in MESSAGE_COMMANDS.items():
+        p = add(name, help_text)
+        p.add_argument("message_id", type=int, help="the message's id (#... in `feedchat chat`)")
+        if value == "text":
+            p.add_argument("text", nargs="+")
+        elif value:
+            p.add_argument("emoji")
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("--user", help="username: the message is in your chat with them")
+        target.add_argument("--group", type=int, help="group channel id")
+
+
+async def run_message_command(
+    client: FeedchatClient, out: Output, command: str, channel_id: int, args: argparse.Namespace
+) -> int:
+    """One reply, edit, delete or reaction (unary calls; any chat server)."""
+    chat, target, cmid = client.chat, args.message_id, uuid.uuid4().hex
+    if command == "reply":
+        text = " ".join(args.text)
+        sent = await chat.send_message(channel_id, text, client_msg_id=cmid, reply_to=target)
+        done = f"replied to #{target}: #{sent.message_id}"
+    elif command == "edit":
+        sent = await chat.edit_message(channel_id, target, " ".join(args.text), client_msg_id=cmid)
+        done = f"edited #{target}"
+    elif command == "delete":
+        sent = await chat.delete_message(channel_id, target, client_msg_id=cmid)
+        done = f"deleted #{target}"
+    else:
+        call = chat.add_reaction if command == "react" else chat.remove_reaction
+        sent = await call(channel_id, target, args.emoji, client_msg_id=cmid)
+        done = f"{'reacted' if command == 'react' else 'took back'} {args.emoji} on #{target}"
+    out.emit(command, f"{done} (seq {sent.seq})", sent=sent, target=target)
+    return 0
+
+
+__all__ = ["run_chat", "ChatMessage", "add_message_commands", "run_message_command"]

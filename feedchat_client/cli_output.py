@@ -35,6 +35,31 @@ def ago(stamp: float | None, now: float | None = None) -> str:
     return f"{seconds}s ago"
 
 
+_EVENT_VERBS = {
+    "edit": "edited",
+    "delete": "deleted",
+    "reaction_added": "reacted",
+    "reaction_removed": "took back",
+}
+
+
+def _message_line(message: ChatMessage, sender: str) -> str:
+    event = message.event
+    if event is not None:
+        verb = _EVENT_VERBS.get(event.kind, event.kind)
+        what = f" {event.emoji} on" if event.emoji else ""
+        text = f": {event.text}" if event.text else ""
+        return f"{sender} {verb}{what} #{event.target_message_id}{text}"
+    text = "(deleted)" if message.deleted_ms else message.text
+    marks = [f"#{message.message_id}"]
+    if message.reply_to:
+        marks.append(f"reply to #{message.reply_to}")
+    if message.edited_ms:
+        marks.append("edited")
+    marks += [f"{r.emoji} {r.count}" for r in message.reactions]
+    return f"{sender}: {text}  ({', '.join(marks)})"
+
+
 class Output:
     """Prints results; ``json_mode`` switches to one JSON object per line."""
 
@@ -87,8 +112,12 @@ class Output:
         )
 
     def message(self, message: ChatMessage, sender: str) -> None:
+        """A message (``[12:00:00] ann: hi  (#id)``, with reply, edit, delete and reaction
+        marks), or a channel event (``[12:00:01] ann edited #id: hi!``)."""
         clock = time.strftime("%H:%M:%S", time.localtime(message.created_ms / 1000))
-        self.emit("message", f"[{clock}] {sender}: {message.text}", message=message, sender=sender)
+        self.emit(
+            "message", f"[{clock}] {_message_line(message, sender)}", message=message, sender=sender
+        )
 
     def notification(self, item: Notification, sender: str) -> None:
         mark = " " if item.read else "*"

@@ -149,8 +149,44 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class MessageEvent:
+    """What a channel event did to an earlier message (``ChatMessage.event``)."""
+
+    kind: str
+    """"edit", "delete", "reaction_added" or "reaction_removed"."""
+    target_message_id: int
+    target_seq: int
+    text: str = ""
+    """An edit's new text."""
+    emoji: str = ""
+    """A reaction event's emoji."""
+
+    @classmethod
+    def from_pb(cls, pb: Any) -> MessageEvent:
+        kind = _EVENT_KINDS.get(int(pb.kind), "unknown")
+        return cls(kind, pb.target_message_id, pb.target_seq, pb.text, pb.emoji)
+
+
+_EVENT_KINDS = {1: "edit", 2: "delete", 3: "reaction_added", 4: "reaction_removed"}
+"""EventKind numbers (feedchat.chat.v1.EventKind) -> names."""
+
+
+@dataclass(frozen=True)
+class ReactionCount:
+    """One emoji's reactions on a message (history); ``reacted``: yours among them."""
+
+    emoji: str
+    count: int
+    reacted: bool = False
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    """A stored chat message (from the inbox stream or from history)."""
+    """A stored chat message (from the inbox stream or from history), or a channel event
+    (``event`` set: an edit, delete or reaction change of message ``event.target_message_id``).
+
+    From history: ``text`` is the current text (``edited_ms`` when edited), a deleted
+    message is a tombstone (``deleted_ms`` set, no text), ``reactions`` counts reactions."""
 
     message_id: int
     channel_id: int
@@ -160,6 +196,12 @@ class ChatMessage:
     client_msg_id: str
     created_ms: int
     inbox_cursor: str = ""
+    reply_to: int = 0
+    reply_to_seq: int = 0
+    edited_ms: int = 0
+    deleted_ms: int = 0
+    reactions: tuple[ReactionCount, ...] = ()
+    event: MessageEvent | None = None
 
     @classmethod
     def from_pb(cls, pb: Any) -> ChatMessage:
@@ -172,6 +214,12 @@ class ChatMessage:
             pb.client_msg_id,
             pb.created_ms,
             pb.inbox_cursor,
+            pb.reply_to,
+            pb.reply_to_seq,
+            pb.edited_ms,
+            pb.deleted_ms,
+            tuple(ReactionCount(r.emoji, r.count, r.reacted) for r in pb.reactions),
+            MessageEvent.from_pb(pb.event) if pb.HasField("event") else None,
         )
 
 

@@ -107,3 +107,18 @@ async def test_chat_tour_runs(system: System, tmp_path: Path) -> None:
     assert polled["inbox_cursor"] == polled["messages"][-1]["inbox_cursor"]
     [stats] = [r for r in replies if "counts" in r]  # GetMessageStats
     assert stats["total"] == "2" and stats["bucket"] == "STATS_BUCKET_MINUTE"
+
+
+async def test_chat_events_tour_runs(system: System, tmp_path: Path) -> None:
+    await system.start(chat_servers=2)
+    out = await run_tour(system, tmp_path, "chat.md", "chat-events-tour")
+    replies = json_objects(out)
+    acks = [r["ack"]["seq"] for r in replies if "ack" in r]
+    assert acks == ["3", "4", "5"]  # the edit, the reaction, the delete (after 2 messages)
+    [refused] = [r for r in replies if "code" in r]
+    assert refused["code"] == 7 and refused["details"][0]["reason"] == "NOT_MESSAGE_SENDER"
+    [history] = [r for r in replies if "messages" in r]
+    deleted, edited = history["messages"]
+    assert "text" not in deleted and deleted["deleted_ms"] and deleted["reply_to_seq"] == "1"
+    assert edited["text"] == "lunch today?" and edited["edited_ms"]
+    assert edited["reactions"] == [{"emoji": "👍", "count": 1}]

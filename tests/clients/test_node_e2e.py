@@ -89,6 +89,8 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
                 await conn.send(channel.channel_id, config["expectReply"], timeout=10)
                 async for event in events:
                     seen.append(event)
+                # node edited its message, then sent one more and deleted it: events in order
+                after = [await conn.next_message(10) for _ in range(4)]
             assert await process.wait() == 0
     finally:
         if process.returncode is None:
@@ -106,6 +108,20 @@ async def test_node_and_python_users_chat_both_ways_and_node_reads_python_post(
     assert int(by_kind["chat"]["sender_id"]) == py.session.user_id
     assert int(by_kind["chat"]["channel_id"]) == channel.channel_id
     assert int(by_kind["sent"]["message_id"]) == message.message_id
+    edit, extra, delete = after[1:]
+    assert (after[0].text, after[0].sender_id) == (config["expectReply"], py.session.user_id)
+    assert edit.event is not None and delete.event is not None
+    assert (edit.event.kind, edit.event.target_message_id, edit.event.text) == (
+        "edit",
+        message.message_id,
+        f"{config['send']} (edited)",
+    )
+    assert (extra.text, delete.event.kind, delete.event.target_message_id) == (
+        "soon deleted",
+        "delete",
+        extra.message_id,
+    )
+    assert (by_kind["edited"]["seq"], by_kind["edited"]["deleted_seq"]) == ("3", "5")
     # Node started at the wrong chat server and followed the redirect to the owner.
     assert by_kind["chat"]["redirects"] == 1
     assert (

@@ -270,3 +270,32 @@ async def test_chat_poll_uses_unary_calls_and_stats_draws_the_counts(
     assert everywhere["total"] == 3
     code, out, _ = await alice.run("stats", "--group", group_id, "--bucket", "hour")
     assert code == 0 and "1 messages in group" in out and "█" in out
+
+
+async def test_reply_edit_react_and_delete_commands(system: System, tmp_path: Path) -> None:
+    await system.start(chat_servers=1)
+    tag = uuid.uuid4().hex[:6]
+    alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
+    alice = Cli(system, tmp_path / "a" / "session.json")
+    bob = Cli(system, tmp_path / "b" / "session.json")
+    await alice.json("signup", alice_name, "--password", "password-123")
+    await bob.json("signup", bob_name, "--password", "password-123")
+    [sent] = await alice.json("chat", bob_name, "--history", "0", stdin="lunch?\n")
+    question = str(sent["sent"]["message_id"])
+    [replied] = await bob.json("reply", question, "12:30", "ok?", "--user", alice_name)
+    answer = str(replied["sent"]["message_id"])
+    [edited] = await alice.json("edit", question, "lunch", "today?", "--user", bob_name)
+    assert (edited["event"], edited["sent"]["seq"]) == ("edit", 3)
+    await bob.json("react", question, "👍", "--user", alice_name)
+    await bob.json("react", question, "🎉", "--user", alice_name)
+    await bob.json("unreact", question, "👍", "--user", alice_name)
+    code, out, _ = await alice.run("delete", answer, "--user", bob_name, "--json")
+    assert code == 1 and json.loads(out)["reason"] == "NOT_MESSAGE_SENDER"
+    [deleted] = await bob.json("delete", answer, "--user", alice_name)
+    assert deleted["sent"]["seq"] == 7
+    code, out, _ = await alice.run("chat", bob_name, "--history", "5")
+    lines = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("[")]
+    assert lines == [
+        f"{alice_name}: lunch today?  (#{question}, edited, 🎉 1)",
+        f"{bob_name}: (deleted)  (#{answer}, reply to #{question})",
+    ]

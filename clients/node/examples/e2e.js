@@ -1,12 +1,12 @@
 'use strict';
 // End-to-end scenario run by tests/clients/test_node_e2e.py (and usable by hand):
 // a Node user signs up, follows a Python user, reads a feed holding that user's post,
-// posts once with a retried request id, then chats with them: sends one message and waits
-// for the reply.
+// posts once with a retried request id, then chats with them: sends one message, waits
+// for the reply, edits the message sent, and sends one more that it then deletes.
 //
 // Input: one JSON argument {account, feed, router, username, password, peerUserId,
 // expectPost, send, expectReply}. Output: one JSON object per line on stdout
-// ({"event": "ready" | "feed" | "posted" | "sent" | "chat" | "error", ...}); exit code 0 on success.
+// ({"event": "ready" | "feed" | "posted" | "sent" | "chat" | "edited" | "error", ...}); exit code 0 on success.
 
 const { FeedchatClient } = require('../src');
 
@@ -50,6 +50,12 @@ async function main() {
     emit('sent', { message_id: ack.message_id, channel_id: ack.channel_id });
     const got = await reply;
     emit('chat', { received: got.text, sender_id: got.sender_id, channel_id: got.channel_id, instance: conn.instance, owner: owner.instance, redirects: conn.redirects });
+
+    // Edit the message sent (an `edit` frame), then send one more and delete it (unary).
+    const edit = await conn.edit(channel.channel_id, ack.message_id, `${cfg.send} (edited)`);
+    const extra = await conn.send(channel.channel_id, 'soon deleted');
+    const deleted = await client.deleteMessage(channel.channel_id, extra.message_id);
+    emit('edited', { seq: edit.seq, deleted_seq: deleted.seq, deleted_id: extra.message_id });
     conn.close();
   } finally {
     client.close();

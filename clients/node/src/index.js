@@ -164,11 +164,34 @@ class FeedchatClient {
    * with the same client_msg_id on UNAVAILABLE and RESOURCE_EXHAUSTED (after retry_after),
    * so a retry of a stored message answers duplicate = true and stores nothing.
    */
-  async sendMessage(channelId, text, { clientMsgId = crypto.randomUUID().replace(/-/g, ''), attempts = 8 } = {}) {
-    const request = { client_msg_id: clientMsgId, channel_id: channelId, text };
+  sendMessage(channelId, text, { clientMsgId = newId(), attempts = 8, replyTo = '0' } = {}) {
+    const request = { client_msg_id: clientMsgId, channel_id: channelId, text, reply_to: replyTo };
+    return this._stored('SendMessage', request, attempts);
+  }
+
+  /**
+   * EditMessage: new text for a message this user sent (within the edit window); an event
+   * in the channel's order. Resolves with its SendAck; retried like sendMessage.
+   */
+  editMessage(channelId, messageId, text, { clientMsgId = newId(), attempts = 8 } = {}) {
+    const request = { client_msg_id: clientMsgId, channel_id: channelId, message_id: messageId, text };
+    return this._stored('EditMessage', request, attempts);
+  }
+
+  /**
+   * DeleteMessage: delete a message this user sent (a group's owner: anyone's). Resolves
+   * with the delete event's SendAck; retried like sendMessage.
+   */
+  deleteMessage(channelId, messageId, { clientMsgId = newId(), attempts = 8 } = {}) {
+    const request = { client_msg_id: clientMsgId, channel_id: channelId, message_id: messageId };
+    return this._stored('DeleteMessage', request, attempts);
+  }
+
+  /** A unary send or channel event, retried with the same client_msg_id when retryable. */
+  async _stored(method, request, attempts) {
     for (let attempt = 0; ; attempt += 1) {
       try {
-        return (await this._chatCall('SendMessage', request)).ack;
+        return (await this._chatCall(method, request)).ack;
       } catch (err) {
         const retryable = [grpc.status.UNAVAILABLE, grpc.status.RESOURCE_EXHAUSTED].includes(err.code);
         if (!retryable || attempt + 1 >= attempts) throw err;
@@ -202,6 +225,10 @@ class FeedchatClient {
     for (const client of this._clients.values()) client.close();
     this._clients.clear();
   }
+}
+
+function newId() {
+  return crypto.randomUUID().replace(/-/g, '');
 }
 
 function cursorKey(cursor) {
@@ -340,8 +367,22 @@ class ChatPoller extends ChatDevice {
    * SendMessage (see FeedchatClient.sendMessage); resolves with the SendAck. One send at a
    * time, in call order (as a stream's sends are stored).
    */
-  send(channelId, text, clientMsgId = crypto.randomUUID().replace(/-/g, '')) {
-    const sent = this._sending.then(() => this.client.sendMessage(channelId, text, { clientMsgId }));
+  send(channelId, text, clientMsgId = newId()) {
+    return this._inOrder(() => this.client.sendMessage(channelId, text, { clientMsgId }));
+  }
+
+  /** EditMessage (see FeedchatClient.editMessage), in order with sends. */
+  edit(channelId, messageId, text, clientMsgId = newId()) {
+    return this._inOrder(() => this.client.editMessage(channelId, messageId, text, { clientMsgId }));
+  }
+
+  /** DeleteMessage (see FeedchatClient.deleteMessage), in order with sends. */
+  delete(channelId, messageId, clientMsgId = newId()) {
+    return this._inOrder(() => this.client.deleteMessage(channelId, messageId, { clientMsgId }));
+  }
+
+  _inOrder(call) {
+    const sent = this._sending.then(call);
     this._sending = sent.catch(() => {});
     return sent;
   }
@@ -494,10 +535,28 @@ class ChatConnection extends ChatDevice {
   }
 
   /** Send; resolves with the SendAck. Re-sent with the same client_msg_id until acked. */
-  send(channelId, text, clientMsgId = crypto.randomUUID().replace(/-/g, '')) {
+  send(channelId, text, clientMsgId = newId()) {
+    return this._submit({ send: { client_msg_id: clientMsgId, channel_id: channelId, text } });
+  }
+
+  /**
+   * Edit a message this user sent (an `edit` frame, re-sent and acked like a send): the
+   * edit is an event with its own seq, delivered to every device as a message whose
+   * `event` is {kind: 'EVENT_KIND_EDIT', target_message_id, target_seq, text}.
+   */
+  edit(channelId, messageId, text, clientMsgId = newId()) {
+    return this._submit({ edit: { client_msg_id: clientMsgId, channel_id: channelId, message_id: messageId, text } });
+  }
+
+  /** Delete a message (a `delete` frame, re-sent and acked like a send; EVENT_KIND_DELETE). */
+  delete(channelId, messageId, clientMsgId = newId()) {
+    return this._submit({ delete: { client_msg_id: clientMsgId, channel_id: channelId, message_id: messageId } });
+  }
+
+  _submit(request) {
+    const frame = Object.values(request)[0];
     return new Promise((resolve, reject) => {
-      const request = { send: { client_msg_id: clientMsgId, channel_id: channelId, text } };
-      this._pending.set(clientMsgId, { request, resolve, reject });
+      this._pending.set(frame.client_msg_id, { request, resolve, reject });
       if (this._call) this._call.write(request);
     });
   }
