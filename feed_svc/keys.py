@@ -134,7 +134,8 @@ STREAMING_KEY = "feed:streaming"
 # --- pub/sub ---------------------------------------------------------------------------
 CONTROL_CHANNEL = "feed:control"
 """Process-wide notes: ``promoted:<author>`` when an author becomes a celebrity,
-``landed:<log position>`` after each landed-log entry (written by the scripts)."""
+``removed:<post>:<author>`` when a post was deleted, ``landed:<log position>`` after each
+landed-log entry (written by the scripts)."""
 FOLLOWING_CHANGED = "ctl:following"
 """Sent on a user's live channel when whom they follow changed (streams resync)."""
 
@@ -151,3 +152,7 @@ def author_channel(author: int) -> str:
 
 def promoted_note(author: int) -> str:
     return f"promoted:{author}"
+
+
+def removed_note(post_id: int, author: int) -> str:
+    return f"removed:{post_id}:{author}"

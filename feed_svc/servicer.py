@@ -18,6 +18,7 @@ from feed_svc.stream import (
     FeedStream,
     Frame,
     Refreshed,
+    Removed,
     Subscribed,
     second_subscribe,
 )
@@ -226,6 +227,12 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             return pb.StreamFeedResponse(
                 subscribed=pb.StreamFeedResponse.Subscribed(
                     resumed_count=frame.resumed, resume_truncated=frame.truncated
+                )
+            )
+        if isinstance(frame, Removed):
+            return pb.StreamFeedResponse(
+                removed=pb.StreamFeedResponse.Removed(
+                    post_id=frame.post_id, author_id=frame.author_id
                 )
             )
         if isinstance(frame, Refreshed):

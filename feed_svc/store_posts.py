@@ -2,22 +2,30 @@
 
 Both are caches of PostgreSQL (:mod:`feed_svc.records`): the domain records a post there
 first. Bodies missing here are read from the record and cached again; the id lists are
-refilled by :mod:`feed_svc.warmup`. A body key has a slot of its own on a Redis Cluster
-(readers know only the id), so a page's bodies are read per slot
-(:func:`feedchat_runtime.redis_client.mget`).
+refilled by :mod:`feed_svc.warmup`. A deleted post's body is replaced by a tombstone for
+``TOMBSTONE_TTL`` (not just removed) and refills never overwrite a key: a page read that
+fetched the record just before the delete cannot put the deleted body back afterwards.
+A delete also tells open streams (``removed:`` on the control channel). A body key has a
+slot of its own on a Redis Cluster (readers know only the id), so a page's bodies are
+read per slot (:func:`feedchat_runtime.redis_client.mget`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from feed_svc import keys
 from feed_svc.records import FeedRecords, StoredPost
 from feed_svc.store_graph import add_members
 from feedchat_runtime.lua import LuaScripts
-from feedchat_runtime.redis_client import RedisClient, mget, mset
+from feedchat_runtime.redis_client import RedisClient, mget
+
+TOMBSTONE = "-"
+"""The cached body of a deleted post."""
+TOMBSTONE_TTL = 3600
+"""Seconds a tombstone stays (far longer than a page read's record query and refill)."""
 
 
 def body(post: StoredPost) -> str:
@@ -56,22 +64,37 @@ class PostCache:
             return []
         raws = await mget(self.redis, [keys.post_key(p) for p in post_ids])
         cached: dict[int, StoredPost] = {}
+        deleted: set[int] = set()
         for post_id, raw in zip(post_ids, raws, strict=True):
             if raw is not None:
+                if raw in (TOMBSTONE, TOMBSTONE.encode()):
+                    deleted.add(post_id)
+                    continue
                 data = json.loads(raw)
                 cached[post_id] = StoredPost(post_id, int(data["a"]), str(data["t"]))
-        missing = [p for p in post_ids if p not in cached]
+        missing = [p for p in post_ids if p not in cached and p not in deleted]
         if missing:
             recorded = await self.records.posts(missing)
-            await mset(self.redis, {keys.post_key(p.post_id): body(p) for p in recorded.values()})
+            await self.recache(recorded.values())
             cached.update(recorded)
         return [cached.get(p) for p in post_ids]
 
-    async def delete_post(self, post_id: int, author: int) -> None:
+    async def recache(self, posts: Iterable[StoredPost]) -> None:
+        """Cache bodies read from the record, none over a key that is set (a tombstone
+        written since the record was read stays)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(keys.post_key(post_id))
+        for post in posts:
+            pipe.set(keys.post_key(post.post_id), body(post), nx=True)
+        await pipe.execute()
+
+    async def delete_post(self, post_id: int, author: int) -> None:
+        """Take a deleted post out of the caches (its body becomes a tombstone) and tell
+        open streams (StreamFeed sends a ``removed`` frame to the author's followers)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.post_key(post_id), TOMBSTONE, ex=TOMBSTONE_TTL)
         pipe.zrem(keys.user_posts_key(author), keys.pad(post_id))
         await pipe.execute()
+        await self.redis.publish(keys.CONTROL_CHANNEL, keys.removed_note(post_id, author))
 
     async def cache_post_ids(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Add recorded (post id, author) pairs to the authors' cached post id lists."""

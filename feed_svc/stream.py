@@ -93,7 +93,15 @@ class Checkpoint:
     """No item: only a newer resume token (sent while the feed is quiet)."""
 
 
-Frame = PostView | Subscribed | Refreshed | Checkpoint
+@dataclass(frozen=True)
+class Removed:
+    """A post of a followed author (or the user's own) was deleted."""
+
+    post_id: int
+    author_id: int
+
+
+Frame = PostView | Subscribed | Refreshed | Checkpoint | Removed
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ class Queued:
     """A queued item and its tag: the landed position a resume may start from once
     everything queued before this item has been sent ('' for none)."""
 
-    item: FeedEntry | Subscribed | Refreshed | Checkpoint
+    item: FeedEntry | Subscribed | Refreshed | Checkpoint | Removed
     mark: str
 
 
@@ -286,7 +294,9 @@ class FeedStream:
         if len(self._sent_order) > SENT_MEMORY:
             self._sent.discard(self._sent_order.popleft())
 
-    def _offer(self, item: FeedEntry | Refreshed | Checkpoint, bounded: bool = True) -> None:
+    def _offer(
+        self, item: FeedEntry | Refreshed | Checkpoint | Removed, bounded: bool = True
+    ) -> None:
         if bounded and len(self._queue) >= self.queue_max:
             self.fail(
                 ResourceExhausted(
@@ -329,6 +339,11 @@ class FeedStream:
         if kind == "promoted" and ctx is not None and value.isdigit():
             if int(value) in ctx.following:
                 self._spawn_resync()
+        if kind == "removed" and ctx is not None:
+            post, _, author = value.partition(":")
+            if post.isdigit() and author.isdigit():
+                if int(author) in ctx.following or int(author) == self.user:
+                    self._offer(Removed(int(post), int(author)))
 
     def _spawn_resync(self) -> None:
         task = asyncio.create_task(self._resync(), name=f"feed-resync-{self.user}")

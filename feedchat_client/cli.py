@@ -408,7 +408,10 @@ class Commands:
         def on_state(state: str, detail: str) -> None:
             self.out.progress(f"{state}: {detail}")
 
-        async for post in self.client.feed.live(on_state=on_state):
+        def on_removed(post_id: int) -> None:
+            self.out.emit("removed", f"(post #{post_id} was deleted)", post_id=post_id)
+
+        async for post in self.client.feed.live(on_state=on_state, on_removed=on_removed):
             self.out.post(post)
         return 0
 

@@ -135,11 +135,14 @@ class FeedClient(ServiceClient):
         *,
         backoff: Backoff | None = None,
         on_state: StateCallback | None = None,
+        on_removed: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[Post, None]:
         """New feed items as they land, forever; reconnects (backoff + jitter) after a
         drop or a server shutdown, resuming after the newest post it yielded with the last
         resume token received (items land out of id order: the token makes the server
-        also replay older posts that landed meanwhile), and never yields a post twice."""
+        also replay older posts that landed meanwhile), and never yields a post twice.
+        ``on_removed(post_id)`` is called when a followed author's post is deleted while
+        the stream is open (drop it from what is shown)."""
         backoff = backoff or Backoff()
         last = resume_after_post_id
         token = ""
@@ -195,6 +198,8 @@ class FeedClient(ServiceClient):
                             )
                         )
                         yield post
+                    elif which == "removed" and on_removed is not None:
+                        on_removed(frame.removed.post_id)
             except grpc.aio.AioRpcError as exc:
                 error = await RpcError.from_call(exc)
                 if error.code in FATAL_CODES:

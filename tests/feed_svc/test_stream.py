@@ -201,3 +201,45 @@ async def test_unsubscribed_stream_also_ends_when_the_server_drains(system: Syst
     assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
     await stopping
+
+
+async def test_a_deleted_post_leaves_open_streams_and_every_page(system: System) -> None:
+    author = await system.sign_up("author")
+    reader = await follower_of(system, author)
+    stranger = await system.sign_up("stranger")  # follows nobody: told nothing
+    call, _, _ = await open_stream(reader)
+    own, _, _ = await open_stream(author)
+    other, _, _ = await open_stream(stranger)
+    kept = await author.post("stays")
+    gone = await author.post("regretted")
+    await fanout_done(system, gone.post_id)
+    assert [(await read(call)).item.post_id for _ in range(2)] == [kept.post_id, gone.post_id]
+    await system.stub.DeletePost(pb.DeletePostRequest(post_id=gone.post_id), metadata=author.md)
+    for stream in (call, own):
+        frame = await read(stream)
+        while frame.WhichOneof("frame") != "removed":  # the author's own items come first
+            frame = await read(stream)
+        assert (frame.removed.post_id, frame.removed.author_id) == (gone.post_id, author.user_id)
+    assert await reader.feed_ids(page_size=1) == [kept.post_id]
+    refreshed_call = reader.stub.StreamFeed(metadata=reader.md)
+    await refreshed_call.write(subscribe(kept.post_id - 1))  # a resume replays no deleted post
+    replayed = await read(refreshed_call)
+    assert (replayed.item.post_id, (await read(refreshed_call)).WhichOneof("frame")) == (
+        kept.post_id,
+        "subscribed",
+    )
+    with pytest.raises(TimeoutError):
+        await read(other, timeout=0.5)
+    for stream in (call, own, other, refreshed_call):
+        stream.cancel()
+
+
+async def test_a_body_read_before_a_delete_is_not_cached_after_it(system: System) -> None:
+    author = await system.sign_up("author")
+    post = await author.post("read, then deleted")
+    posts = system.feed_app.feed.store.posts
+    [stale] = (await posts.records.posts([post.post_id])).values()  # a page read's record query
+    await system.stub.DeletePost(pb.DeletePostRequest(post_id=post.post_id), metadata=author.md)
+    await posts.recache([stale])  # ...whose refill lands after the delete
+    assert await posts.get_posts([post.post_id]) == [None]
+    assert [p.post_id for p in (await author.feed()).posts] == []

@@ -11,6 +11,7 @@ import pytest
 from feedchat_client import Backoff, RpcError
 from tests.feedchat_client.helpers import user
 from tests.feedchat_client.system import System
+from tests.waiting import wait_until
 
 
 async def test_feed_iterator_pages_through_followed_posts_newest_first(system: System) -> None:
@@ -68,6 +69,31 @@ async def test_live_feed_yields_new_posts_once(system: System) -> None:
     await alice.feed.post("live two")
     got = [await asyncio.wait_for(first, 10), await asyncio.wait_for(live.__anext__(), 10)]
     assert [p.text for p in got] == ["live one", "live two"]
+    await live.aclose()
+
+
+async def test_live_feed_reports_a_deleted_post(system: System) -> None:
+    await system.start(chat_servers=0)
+    alice, bob = await user(system, "alice"), await user(system, "bob")
+    await bob.feed.follow(alice.session.user_id)
+    subscribed = asyncio.Event()
+    removed: list[int] = []
+
+    def on_state(state: str, detail: str) -> None:
+        if state == "live":
+            subscribed.set()
+
+    live = bob.feed.live(on_state=on_state, on_removed=removed.append)
+    first = asyncio.ensure_future(live.__anext__())
+    await asyncio.wait_for(subscribed.wait(), 10)
+    post = await alice.feed.post("regretted")
+    assert (await asyncio.wait_for(first, 10)).post_id == post.post_id
+    following = asyncio.ensure_future(live.__anext__())  # the generator reads on meanwhile
+    await alice.feed.delete_post(post.post_id)
+    await wait_until(lambda: removed == [post.post_id], what="the removal")
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
     await live.aclose()
 
 

@@ -749,6 +749,30 @@ class StreamFeedResponse(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     @_typing.final
+    class Removed(_message.Message):
+        """Removed names a deleted post."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        POST_ID_FIELD_NUMBER: _builtins.int
+        AUTHOR_ID_FIELD_NUMBER: _builtins.int
+        post_id: _builtins.int
+        """The deleted post."""
+        author_id: _builtins.int
+        """Its author."""
+        def __init__(
+            self,
+            *,
+            post_id: _builtins.int = ...,
+            author_id: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "post_id", b"post_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class Refreshed(_message.Message):
         """Refreshed is the newest page of the feed."""
 
@@ -778,6 +802,7 @@ class StreamFeedResponse(_message.Message):
     ITEM_FIELD_NUMBER: _builtins.int
     REFRESHED_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     resume_token: _builtins.str
     """Where a resume after this frame starts: pass the one of the last frame received as
@@ -801,6 +826,13 @@ class StreamFeedResponse(_message.Message):
         so a resume has little to replay).
         """
 
+    @_builtins.property
+    def removed(self) -> Global___StreamFeedResponse.Removed:
+        """A post of an author the user follows (or of the user) was deleted: drop it from
+        what is shown. Live only (not replayed on resume; GetFeed pages never hold deleted
+        posts). Sent whether or not this stream showed the post.
+        """
+
     def __init__(
         self,
         *,
@@ -808,13 +840,14 @@ class StreamFeedResponse(_message.Message):
         item: Global___Post | None = ...,
         refreshed: Global___StreamFeedResponse.Refreshed | None = ...,
         checkpoint: Global___StreamFeedResponse.Checkpoint | None = ...,
+        removed: Global___StreamFeedResponse.Removed | None = ...,
         resume_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "frame", b"frame", "item", b"item", "refreshed", b"refreshed", "subscribed", b"subscribed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "frame", b"frame", "item", b"item", "refreshed", b"refreshed", "removed", b"removed", "subscribed", b"subscribed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "frame", b"frame", "item", b"item", "refreshed", b"refreshed", "resume_token", b"resume_token", "subscribed", b"subscribed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "frame", b"frame", "item", b"item", "refreshed", b"refreshed", "removed", b"removed", "resume_token", b"resume_token", "subscribed", b"subscribed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["subscribed", "item", "refreshed", "checkpoint"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["subscribed", "item", "refreshed", "checkpoint", "removed"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
