@@ -207,47 +207,53 @@ class Device:
         )
         return cmid
 
+    def _event(self, name: str, frame: Any) -> str:
+        """Send a send-like frame (``edit``, ``delete``, ``react``, ``unreact``, ``send``);
+        its client_msg_id (answered like a send)."""
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(**{name: frame}))
+        return str(frame.client_msg_id)
+
+    def _cmid(self, what: str, target: int) -> str:
+        return f"{self.user_id}-{self.device_id}-{what}-{len(self.frames)}-{target}"[:64]
+
     def edit(self, channel_id: int, message_id: int, text: str) -> str:
-        """Send an ``edit`` frame; its client_msg_id (answered like a send)."""
-        cmid = f"{self.user_id}-{self.device_id}-edit-{len(self.frames)}-{message_id}"[:64]
-        frame = chat_pb2.EditMessage(
-            client_msg_id=cmid, channel_id=channel_id, message_id=message_id, text=text
+        cmid = self._cmid("edit", message_id)
+        return self._event(
+            "edit",
+            chat_pb2.EditMessage(
+                client_msg_id=cmid, channel_id=channel_id, message_id=message_id, text=text
+            ),
         )
-        self._outbox.put_nowait(chat_pb2.ConnectRequest(edit=frame))
-        return cmid
 
     def delete(self, channel_id: int, message_id: int) -> str:
-        """Send a ``delete`` frame; its client_msg_id."""
-        cmid = f"{self.user_id}-{self.device_id}-del-{len(self.frames)}-{message_id}"[:64]
-        frame = chat_pb2.DeleteMessage(
-            client_msg_id=cmid, channel_id=channel_id, message_id=message_id
+        cmid = self._cmid("del", message_id)
+        return self._event(
+            "delete",
+            chat_pb2.DeleteMessage(
+                client_msg_id=cmid, channel_id=channel_id, message_id=message_id
+            ),
         )
-        self._outbox.put_nowait(chat_pb2.ConnectRequest(delete=frame))
-        return cmid
 
     def react(self, channel_id: int, message_id: int, emoji: str, add: bool = True) -> str:
-        """Send a ``react`` (or, ``add=False``, ``unreact``) frame; its client_msg_id."""
-        cmid = f"{self.user_id}-{self.device_id}-re-{len(self.frames)}-{message_id}"[:64]
-        if add:
-            added = chat_pb2.AddReaction(
-                client_msg_id=cmid, channel_id=channel_id, message_id=message_id, emoji=emoji
-            )
-            self._outbox.put_nowait(chat_pb2.ConnectRequest(react=added))
-        else:
-            removed = chat_pb2.RemoveReaction(
-                client_msg_id=cmid, channel_id=channel_id, message_id=message_id, emoji=emoji
-            )
-            self._outbox.put_nowait(chat_pb2.ConnectRequest(unreact=removed))
-        return cmid
+        """A ``react`` (or, ``add=False``, ``unreact``) frame."""
+        kind = chat_pb2.AddReaction if add else chat_pb2.RemoveReaction
+        frame = kind(
+            client_msg_id=self._cmid("re", message_id),
+            channel_id=channel_id,
+            message_id=message_id,
+            emoji=emoji,
+        )
+        return self._event("react" if add else "unreact", frame)
 
     def reply(self, channel_id: int, text: str, reply_to: int) -> str:
-        """Send a message replying to ``reply_to``; its client_msg_id."""
-        cmid = f"{self.user_id}-{self.device_id}-reply-{len(self.frames)}-{text}"[:64]
+        """A message replying to ``reply_to``."""
         frame = chat_pb2.SendMessage(
-            client_msg_id=cmid, channel_id=channel_id, text=text, reply_to=reply_to
+            client_msg_id=self._cmid("reply", reply_to),
+            channel_id=channel_id,
+            text=text,
+            reply_to=reply_to,
         )
-        self._outbox.put_nowait(chat_pb2.ConnectRequest(send=frame))
-        return cmid
+        return self._event("send", frame)
 
     def ack(self, cursor: str | None = None) -> None:
         self._outbox.put_nowait(

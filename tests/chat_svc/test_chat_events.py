@@ -15,7 +15,14 @@ import grpc
 from chat_svc.app import ChatApp
 from feedchat.chat.v1 import chat_pb2
 from feedchat_runtime.redis_client import RedisClient
-from tests.chat_svc.chatkit import Device, OpenDevice, StartCluster, auth, users_on
+from tests.chat_svc.chatkit import (
+    Device,
+    OpenDevice,
+    StartCluster,
+    auth,
+    open_direct,
+    users_on,
+)
 from tests.chat_svc.pollkit import poll, stub
 from tests.rpc_errors import failure
 from tests.waiting import eventually, wait_until
@@ -222,15 +229,8 @@ async def test_reply_reference_is_delivered_synced_and_in_history(
     apps = await chat_cluster(3)
     alice = users_on(apps, "chat-0", 1)[0]
     bob = users_on(apps, "chat-1", 1)[0]
-    channel, chat = stub(apps[0].address)
-    async with channel:
-        direct = await chat.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=bob), metadata=auth(alice)
-        )
-        other = await chat.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=bob + 1_000_000), metadata=auth(alice)
-        )
-    channel_id, elsewhere = direct.channel.channel_id, other.channel.channel_id
+    channel_id = await open_direct(apps[0].address, alice, bob)
+    elsewhere = await open_direct(apps[0].address, alice, bob + 1_000_000)
     a = await devices(alice, apps[0].address)
     question = await a.sent(a.send(channel_id, "lunch?"))
     foreign = await a.sent(a.send(elsewhere, "not here"))
@@ -377,12 +377,9 @@ async def test_history_pages_skip_events_and_keep_tombstones_in_place(
     apps = await chat_cluster(1, send_rate=1000.0, send_burst=1000)
     app = apps[0]
     alice, bob = users_on(apps, "chat-0", 2)
+    channel_id = await open_direct(app.address, alice, bob)
     channel, chat = stub(app.address)
     async with channel:
-        direct = await chat.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=bob), metadata=auth(alice)
-        )
-        channel_id = direct.channel.channel_id
         a = await devices(alice, app.address)
         ids = [(await a.sent(a.send(channel_id, f"m{i}"))).message_id for i in range(5)]
         for n in range(12):  # a run of events between m4 and m5 longer than a page
@@ -420,12 +417,7 @@ async def test_member_events_reach_a_device_that_only_polls(
     apps = await chat_cluster(2)
     alice = users_on(apps, "chat-0", 1)[0]
     bob = users_on(apps, "chat-1", 1)[0]
-    channel, chat = stub(apps[0].address)
-    async with channel:
-        direct = await chat.OpenDirectChannel(
-            chat_pb2.OpenDirectChannelRequest(peer_user_id=bob), metadata=auth(alice)
-        )
-    channel_id = direct.channel.channel_id
+    channel_id = await open_direct(apps[0].address, alice, bob)
     a = await devices(alice, apps[0].address)
     first = await a.sent(a.send(channel_id, "hi"))
     start = await poll(apps[1].address, bob, "", wait=0)
