@@ -431,3 +431,36 @@ async def test_member_events_reach_a_device_that_only_polls(
 
     await a.sent(a.edit(channel_id, first.message_id, "hi!"))
     await eventually(edited, what="the edit through a held poll")
+
+
+async def test_a_delete_left_by_a_dead_server_is_claimed_and_still_scrubs_the_inboxes(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
+    apps = await chat_cluster(2, fanout_claim_idle=0.5, fanout_claim_interval=0.1)
+    dead, alive = apps
+    alice = users_on(apps, "chat-0", 1)[0]
+    bob = users_on(apps, "chat-1", 1)[0]
+    channel_id = await open_direct(alive.address, alice, bob)
+    b = await devices(bob, alive.address)
+    secret = await _unary_send(alive, alice, channel_id, SECRET)
+    await wait_until(lambda: b.got(1), what="the message")
+    # chat-0 dies right after the delete's channel step: chat-1's claim fans it out
+    dead.delivery.dispatch = lambda outcome: None  # type: ignore[method-assign]
+    ack = await _unary(dead, "DeleteMessage", alice, channel_id, secret.message_id)
+    await wait_until(lambda: b.got(2), what="the claimed delete")
+    assert (b.messages[1].seq, b.messages[1].event.kind) == (ack.seq, chat_pb2.EVENT_KIND_DELETE)
+    for uid in (alice, bob):
+        inbox = await alive.store.read_inbox(uid, "0-0", 10)
+        assert [m.seq for m in inbox] == [2], uid  # the deleted message's entry went too
+
+
+async def _unary_send(app: ChatApp, user: int, channel_id: int, text: str) -> chat_pb2.SendAck:
+    channel, chat = stub(app.address)
+    async with channel:
+        reply: chat_pb2.SendMessageResponse = await chat.SendMessage(
+            chat_pb2.SendMessageRequest(
+                client_msg_id=f"send-{next(_CALLS)}", channel_id=channel_id, text=text
+            ),
+            metadata=auth(user),
+        )
+    return reply.ack
