@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import pytest
 
 from chat_svc.app import ChatApp
+from chat_svc.keys import chan_ids_key, chan_state_key
 from feedchat.chat.v1 import chat_pb2
+from feedchat_runtime.errors import NotFound
 from feedchat_runtime.redis_client import RedisClient
 from tests.chat_svc.chatkit import (
     Device,
@@ -464,3 +467,40 @@ async def _unary_send(app: ChatApp, user: int, channel_id: int, text: str) -> ch
             metadata=auth(user),
         )
     return reply.ack
+
+
+async def test_the_message_index_and_its_states_are_trimmed_with_the_history(
+    chat_cluster: StartCluster, redis: RedisClient
+) -> None:
+    apps = await chat_cluster(1, history_cap=100)
+    app = apps[0]
+    alice, bob = users_on(apps, "chat-0", 2)
+    channel_id = await open_direct(app.address, alice, bob)
+
+    async def store(n: int, text: str = "", **event: Any) -> int:
+        outcome = await app.store.store_message(
+            sender_id=alice,
+            channel_id=channel_id,
+            message_id=app.delivery.ids.next_id(),
+            client_msg_id=f"t{n}",
+            text=text or f"m{n}",
+            created_ms=int(time.time() * 1000),
+            rate=1e6,
+            burst=1_000_000,
+            **event,
+        )
+        return outcome.message.message_id
+
+    first = await store(0)
+    await store(1, kind="react", target_id=first, emoji="+1")
+    await store(2, kind="edit", target_id=first, text="m0, edited")
+    assert sorted(await redis.hkeys(chan_state_key(channel_id))) == [
+        b"m:1",
+        f"u:1:{alice}".encode(),
+    ]
+    for n in range(3, 3 + 100 + 64):  # the index keeps 100 ids and trims 64 at a time
+        await store(n)
+    assert await redis.hkeys(chan_state_key(channel_id)) == []  # the first message's state
+    assert await redis.zcard(chan_ids_key(channel_id)) <= 100 + 64
+    with pytest.raises(NotFound):
+        await store(999, kind="react", target_id=first, emoji="+1")
