@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from account_svc.accounts import Accounts, Profile, Session
 from feedchat.account.v1 import account_pb2 as pb
 from feedchat.account.v1 import account_pb2_grpc
 from feedchat_runtime.auth import require_user
+from feedchat_runtime.clock import timestamp
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -31,19 +31,13 @@ def peer_host(peer: str) -> str:
     return kind or "unknown"
 
 
-def _timestamp(seconds: int) -> Timestamp:
-    return Timestamp(seconds=seconds)
-
-
 def user_pb(profile: Profile) -> pb.User:
-    created = Timestamp()
-    created.FromMilliseconds(profile.created_ms)
     return pb.User(
         user_id=profile.user_id,
         username=profile.username,
         display_name=profile.display_name,
         bio=profile.bio,
-        created_at=created,
+        created_at=timestamp(profile.created_ms),
     )
 
 
@@ -52,8 +46,8 @@ def _session_fields(session: Session) -> dict[str, object]:
         "user_id": session.user_id,
         "access_token": session.access_token,
         "refresh_token": session.refresh_token,
-        "access_token_expires_at": _timestamp(session.access_expires_at),
-        "refresh_token_expires_at": _timestamp(session.refresh_expires_at),
+        "access_token_expires_at": timestamp(session.access_expires_at * 1000),
+        "refresh_token_expires_at": timestamp(session.refresh_expires_at * 1000),
     }
 
 
@@ -132,9 +126,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: pb.DeleteAccountRequest, context: Context
     ) -> pb.DeleteAccountResponse:
         free_at = await self._accounts.delete_account(require_user(), request.password)
-        username_free_at = Timestamp()
-        username_free_at.FromDatetime(free_at)
-        return pb.DeleteAccountResponse(username_free_at=username_free_at)
+        free_ms = round(free_at.timestamp() * 1000)
+        return pb.DeleteAccountResponse(username_free_at=timestamp(free_ms))
 
 
 def add_account_service(server: grpc.aio.Server, servicer: AccountServicer) -> list[str]:

@@ -18,14 +18,11 @@ from account_svc.keys import user_cache_key
 from account_svc.models import UserRecord
 from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.replies import text_or
 
 logger = logging.getLogger(__name__)
 
 FIELDS = ("username", "display_name", "bio", "created_ms")
-
-
-def _text(value: bytes | None) -> str:
-    return value.decode() if value is not None else ""
 
 
 class UserCache:
@@ -55,10 +52,10 @@ class UserCache:
                 found.append(
                     UserRecord(
                         user_id,
-                        _text(username),
-                        _text(display_name),
-                        _text(bio),
-                        int(_text(created_ms) or 0),
+                        text_or(username),
+                        text_or(display_name),
+                        text_or(bio),
+                        int(text_or(created_ms) or 0),
                     )
                 )
         return found

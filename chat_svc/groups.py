@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from chat_svc.model import DIRECT, GROUP, ChannelInfo, StoredMessage
 from chat_svc.store import ChatStore
 from chat_svc.store_channels import ChannelRecords
+from feedchat_runtime.clock import wall_ms
 from feedchat_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -88,7 +88,7 @@ class Channels:
         if peer == caller:
             raise InvalidArgument.field("peer_user_id", "must not be the caller")
         channel_id = direct_channel_id(caller, peer)
-        await self.records.create(channel_id, DIRECT, "", 0, _now_ms(), [caller, peer])
+        await self.records.create(channel_id, DIRECT, "", 0, wall_ms(), [caller, peer])
         await self.store.cache_channel(channel_id, [caller, peer])
         return await self._info(channel_id)
 
@@ -102,7 +102,7 @@ class Channels:
                 metadata={"member_limit": str(self.max_members)},
             )
         channel_id = self.ids.next_id()
-        await self.records.create(channel_id, GROUP, name, caller, _now_ms(), everyone)
+        await self.records.create(channel_id, GROUP, name, caller, wall_ms(), everyone)
         await self.store.cache_channel(channel_id, everyone)
         return await self._info(channel_id)
 
@@ -163,7 +163,3 @@ class Channels:
         if not await self.records.is_member(channel_id, caller):
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
         return await self.store.history_page(channel_id, before, count, reader=caller)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -26,6 +26,7 @@ from chat_svc.keys import (
     chan_stats_key,
 )
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.replies import text
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ async def _move(redis: RedisClient) -> int:
         return 0
     moved = 0
     async for raw in redis.scan_iter(match="chat:chan:{c:*", count=1000):
-        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        key = text(raw)
         found = _OLD.match(key)
         if found is None:
             continue

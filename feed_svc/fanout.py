@@ -28,6 +28,7 @@ from feed_svc.keys import entry, pad
 from feed_svc.store import FeedStore
 from feed_svc.store_queue import Job
 from feedchat_runtime import notify_queue, tracing
+from feedchat_runtime.clock import Clock, wall_ms
 from feedchat_runtime.metrics import Gauge
 from feedchat_runtime.snowflake import timestamp_ms
 
@@ -35,10 +36,6 @@ logger = logging.getLogger(__name__)
 
 BatchHook = Callable[[Job, int], Awaitable[None]]
 """Called after each written batch with the job and the batch's size (tests pause here)."""
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class FanoutWorker:
         settings: FanoutSettings,
         consumer: str,
         on_batch: BatchHook | None = None,
-        clock: Callable[[], int] = _now_ms,
+        clock: Clock = wall_ms,
     ) -> None:
         self.store = store
         self.settings = settings

@@ -11,7 +11,6 @@ No transport here: the servicer converts protobuf to these calls and the datacla
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from feed_svc.store_queue import PostFanout
 from feed_svc.store_timelines import IdList
 from feed_svc.timeline import FeedEntry, ReadContext, Source, Timeline, merge_newest
 from feed_svc.warmup import CacheWarmer
+from feedchat_runtime.clock import wall_ms
 from feedchat_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -46,10 +46,6 @@ FOLLOWERS, FOLLOWING = "feed.ListFollowers", "feed.ListFollowing"
 POSTS_PAGE, MAX_POSTS_PAGE = 20, 100
 GRAPH_PAGE, MAX_GRAPH_PAGE = 100, 1000
 """Rounds a page read may spend skipping deleted/unfollowed entries before it pages on."""
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

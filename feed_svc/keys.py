@@ -35,12 +35,7 @@ lexicographically (exact for Snowflake ids beyond 2^53, which floats cannot scor
 
 from __future__ import annotations
 
-WIDTH = 20
-
-
-def pad(value: int) -> str:
-    """A uint64 as a fixed-width member that sorts like the number."""
-    return f"{value:0{WIDTH}d}"
+from feedchat_runtime.ids import pad as pad  # re-exported: feed_svc builds members here
 
 
 def entry(post_id: int, author_id: int) -> str:

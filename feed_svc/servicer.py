@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from feed_svc.feed import FanoutStatus, Feed, Page, PostView
 from feed_svc.live import LiveHub
@@ -25,6 +24,7 @@ from feed_svc.stream import (
 from feedchat.feed.v1 import feed_pb2 as pb
 from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import current_caller, require_user
+from feedchat_runtime.clock import timestamp
 from feedchat_runtime.errors import FeedchatError, InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,6 @@ SERVICE_ONLY = frozenset({f"/{SERVICE_NAME}/DeleteUserContent"})
 
 
 def post_pb(view: PostView) -> pb.Post:
-    created = Timestamp()
-    created.FromMilliseconds(view.created_ms)
     return pb.Post(
         post_id=view.post_id,
         author=pb.Author(
@@ -44,7 +42,7 @@ def post_pb(view: PostView) -> pb.Post:
             display_name=view.author.display_name,
         ),
         text=view.text,
-        created_at=created,
+        created_at=timestamp(view.created_ms),
     )
 
 

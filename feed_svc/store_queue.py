@@ -27,6 +27,7 @@ from feed_svc.keys import (
 from feedchat_runtime import tracing
 from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.replies import fields, text
 
 PROGRESS_TTL_S = 86400
 """Seconds a post's fanout progress record is kept."""
@@ -122,9 +123,7 @@ class FanoutQueue:
         length, oldest = await pipe.execute()
         if not oldest:
             return int(length), None
-        first_id = oldest[0][0]
-        text = first_id.decode() if isinstance(first_id, bytes) else str(first_id)
-        return int(length), int(text.partition("-")[0])
+        return int(length), int(text(oldest[0][0]).partition("-")[0])
 
     async def touch_job(self, job: Job, consumer: str) -> bool:
         """Reset the idle time of a job ``consumer`` still works on; False when another
@@ -137,7 +136,7 @@ class FanoutQueue:
         names; a live worker reading with BLOCK is never that idle)."""
         gone = []
         for info in await self.redis.xinfo_consumers(JOBS_KEY, GROUP):
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+            name = text(info["name"])
             if name != keep and int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
                 await self.redis.xgroup_delconsumer(JOBS_KEY, GROUP, name)
                 gone.append(name)
@@ -176,12 +175,11 @@ class FanoutQueue:
             [GROUP, after or "", most_landed, most_pending],
         )
         return ResumeState(
-            _text(mark), [_text(m) for m in landed], bool(more), [_text(m) for m in pending]
+            text(mark), [text(m) for m in landed], bool(more), [text(m) for m in pending]
         )
 
     async def progress(self, post_id: int) -> dict[str, str]:
-        raw: Any = await self.redis.hgetall(progress_key(post_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return fields(await self.redis.hgetall(progress_key(post_id)))
 
     async def queue_stats(self, now_ms: int) -> tuple[int, int, int]:
         """(jobs in the stream, delivered but unacknowledged, age ms of the oldest unacked).
@@ -198,8 +196,7 @@ class FanoutQueue:
         oldest = summary.get("min")
         age = 0
         if oldest:
-            text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
-            age = max(0, now_ms - int(text.split("-")[0]))
+            age = max(0, now_ms - int(text(oldest).split("-")[0]))
         return int(length), int(summary["pending"]), age
 
 
@@ -213,17 +210,10 @@ class ResumeState:
     pending: list[str]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _job(job_id: Any, fields: dict[Any, Any]) -> Job:
-    get = {
-        k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-        for k, v in fields.items()
-    }
+def _job(job_id: Any, raw: dict[Any, Any]) -> Job:
+    get = fields(raw)
     return Job(
-        job_id=job_id.decode() if isinstance(job_id, bytes) else str(job_id),
+        job_id=text(job_id),
         kind=str(get.get("kind", "chunk")),
         post_id=int(get["post"]),
         author_id=int(get["author"]),

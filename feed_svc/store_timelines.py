@@ -20,6 +20,7 @@ from itertools import chain
 from typing import Any
 
 from feed_svc import keys
+from feedchat_runtime.ids import PADDED_WIDTH
 from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.redis_client import RedisClient, slot_groups
 
@@ -75,7 +76,7 @@ def newest_distinct(lists: Sequence[Sequence[str]], n: int) -> list[str]:
     out: list[str] = []
     last = ""
     for member in sorted(chain.from_iterable(lists), reverse=True):
-        post = member[: keys.WIDTH]
+        post = member[:PADDED_WIDTH]
         if post != last:
             out.append(member)
             last = post

@@ -31,6 +31,7 @@ from feedchat_local.embedded import (
     find_redis_server,
     free_port,
 )
+from feedchat_runtime.replies import text
 
 SLOTS = 16384
 CLUSTER_URL_SCHEME = "redis+cluster://"
@@ -153,7 +154,7 @@ class RedisClusterNodes:
         for node in masters:
             with self._client(node) as client:
                 found = client.execute_command("CLUSTER MYID")
-                ids.append(found.decode() if isinstance(found, bytes) else str(found))
+                ids.append(text(found))
         deadline = time.monotonic() + timeout
         for node in others:  # a replica needs to know its master before REPLICATE
             with self._client(node) as client:

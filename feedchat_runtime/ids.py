@@ -13,3 +13,14 @@ MAX_ID = (1 << 63) - 1
 def is_valid_id(value: int) -> bool:
     """Whether ``value`` can be a feedchat id."""
     return 0 < value <= MAX_ID
+
+
+PADDED_WIDTH = 20
+"""Digits of :func:`pad`: every id fits (``MAX_ID`` has 19)."""
+
+
+def pad(value: int) -> str:
+    """An id as a fixed-width decimal: in Redis, members ordered lexicographically (a
+    sorted set of score 0, ZRANGEBYLEX) are then in numeric order. Snowflake ids exceed
+    2^53, so they can never be exact float scores."""
+    return f"{value:0{PADDED_WIDTH}d}"

@@ -23,6 +23,7 @@ from feedchat_runtime.decoding import Undecodable, malformed, tolerant_deseriali
 from feedchat_runtime.errors import FeedchatError, PermissionDenied, Unauthenticated
 from feedchat_runtime.handlers import WrappingInterceptor, wrap_handler
 from feedchat_runtime.limits import UserStreamSlots
+from feedchat_runtime.replies import text
 from feedchat_runtime.status import status_for
 
 ALWAYS_PUBLIC_PREFIXES = (
@@ -54,8 +55,7 @@ class AuthPolicy:
 def _bearer(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            scheme, _, token = text.partition(" ")
+            scheme, _, token = text(value).partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated(
                     "authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED"

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from feedchat_runtime.clock import wall_ms
 from feedchat_runtime.errors import Unavailable
 from feedchat_runtime.registry import EtcdSession
 
@@ -36,10 +36,6 @@ MAX_WORKER = (1 << WORKER_BITS) - 1
 MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
 HWM_WINDOW_MS = 10_000
 """How far ahead of its clock a holder keeps its worker id's high-water mark."""
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class IdBounds(Protocol):
@@ -80,7 +76,7 @@ class SnowflakeGenerator:
     def __init__(
         self,
         worker_id: Callable[[], int | None],
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = wall_ms,
         bounds: IdBounds | None = None,
     ) -> None:
         self._worker_id = worker_id
@@ -135,7 +131,7 @@ class WorkerIdClaim:
         self,
         session: EtcdSession,
         *,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = wall_ms,
         window_ms: int = HWM_WINDOW_MS,
         worker_ids: Iterable[int] | None = None,
     ) -> None:

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from feedchat.notify.v1 import notify_pb2 as pb
 from feedchat.notify.v1 import notify_pb2_grpc
 from feedchat_runtime.auth import require_service, require_user
+from feedchat_runtime.clock import timestamp
 from feedchat_runtime.errors import ResourceExhausted
 from feedchat_runtime.notify_queue import NotificationKind
 from notify_svc.events import EventHub, Overflowed
@@ -32,18 +32,12 @@ _EVENTS_PB = {
 }
 
 
-def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(ms)
-    return stamp
-
-
 def device_pb(device: Device) -> pb.Device:
     return pb.Device(
         device_id=device.device_id,
         kind=_DEVICE_KINDS_PB[device.kind],
         webhook_url=device.webhook_url,
-        registered_at=_timestamp(device.registered_ms),
+        registered_at=timestamp(device.registered_ms),
     )
 
 
@@ -56,8 +50,8 @@ def notification_pb(note: Notification) -> pb.Notification:
         last_message_id=note.last_message_id,
         count=note.count,
         preview=note.preview,
-        created_at=_timestamp(note.created_ms),
-        updated_at=_timestamp(note.updated_ms),
+        created_at=timestamp(note.created_ms),
+        updated_at=timestamp(note.updated_ms),
         read=note.read,
     )
 

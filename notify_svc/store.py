@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from feedchat_runtime.errors import Unavailable
+from feedchat_runtime.ids import pad
 from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.notify_queue import NotificationKind
 from feedchat_runtime.redis_client import RedisClient
@@ -47,11 +48,6 @@ APPLY_CALLS = 4
 """Calls of the apply script per job before giving up (the job is then retried)."""
 DEAD_MAXLEN = 100_000
 """The dead-letter stream keeps about this many newest entries."""
-
-
-def pad(snowflake: int) -> str:
-    """A fixed-width id: lexicographic order equals numeric order."""
-    return f"{snowflake:020d}"
 
 
 def _tag(user_id: int) -> str:

@@ -22,13 +22,13 @@ import contextlib
 import enum
 import logging
 import random
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from feedchat_runtime.clock import Clock, wall_ms
 from feedchat_runtime.errors import InvalidArgument, ResourceExhausted
 from presence_svc.config import PresenceConfig
 from presence_svc.store import SWEEP_BUCKETS, Beat, PresenceStore, StoredState
@@ -37,13 +37,6 @@ logger = logging.getLogger(__name__)
 
 FLUSH_AT = 512
 """Queued heartbeats that are written at once instead of waiting for the flush window."""
-
-Clock = Callable[[], int]
-"""Milliseconds since the Unix epoch."""
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Status(enum.StrEnum):

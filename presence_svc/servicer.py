@@ -8,10 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from feedchat.presence.v1 import presence_pb2, presence_pb2_grpc
 from feedchat_runtime.auth import require_service, require_user
+from feedchat_runtime.clock import timestamp
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, Unavailable
 from presence_svc.config import PresenceConfig
 from presence_svc.following import FollowingSource
@@ -43,10 +44,8 @@ _FROM_PB = {
 }
 
 
-def _timestamp(ms: int | None) -> timestamp_pb2.Timestamp | None:
-    if ms is None:
-        return None
-    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+def _timestamp(ms: int | None) -> Timestamp | None:
+    return None if ms is None else timestamp(ms)
 
 
 def presence_to_pb(p: Presence) -> presence_pb2.Presence:

@@ -14,6 +14,7 @@ from feedchat.notify.v1 import notify_pb2_grpc
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.notify_queue import QUEUE_KEY
 from feedchat_runtime.redis_client import RedisClient
+from feedchat_runtime.replies import text
 from notify_svc.app import NotifyApp, build
 from notify_svc.config import NotifyConfig
 from tests.conftest import run_on_both_topologies
@@ -72,7 +73,7 @@ async def enqueue(
             "created_ms": str(created_ms),
         },
     )
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return text(entry_id)
 
 
 async def queue_drained(redis: RedisClient, group: str = "notify-workers") -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from feedchat_runtime.ids import pad
 from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.notify_queue import NotificationKind
 from feedchat_runtime.redis_client import RedisClient
@@ -16,7 +17,6 @@ from notify_svc.store import (
     mutes_key,
     notification_key,
     open_key,
-    pad,
     seen_key,
 )
 

@@ -12,6 +12,7 @@ from feedchat.presence.v1 import presence_pb2 as pb
 from feedchat.presence.v1 import presence_pb2_grpc
 from feedchat_client.errors import error_details
 from feedchat_runtime.redis_client import connect_any, open_pubsub
+from feedchat_runtime.replies import text
 from presence_svc.store import channel, devices_key
 from tests.presence_svc.conftest import Cluster, service_metadata, user_metadata
 from tests.waiting import eventually
@@ -303,7 +304,7 @@ async def _is(cluster: Cluster, user_id: int, status: int) -> bool:
 
 async def _device_statuses_are(cluster: Cluster, user_id: int, expected: list[str]) -> bool:
     stored = await cluster.apps[0].store.redis.hvals(devices_key(user_id))
-    return sorted(v.decode() if isinstance(v, bytes) else v for v in stored) == expected
+    return sorted(text(v) for v in stored) == expected
 
 
 async def _swept_twice_more(cluster: Cluster, before: list[int]) -> bool:
