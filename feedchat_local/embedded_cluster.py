@@ -26,10 +26,10 @@ import redis
 
 from feedchat_local.embedded import (
     EmbeddedServer,
+    etcd_argv,
     etcd_healthy,
-    find_etcd,
-    find_redis_server,
     free_port,
+    redis_argv,
 )
 from feedchat_runtime.replies import text
 
@@ -58,31 +58,15 @@ def redis_cluster_url(addresses: list[str]) -> str:
 
 
 def _cluster_node(data_dir: Path, host: str, port: int, fsync: str) -> EmbeddedServer:
-    argv = [
-        find_redis_server(),
-        "--bind",
+    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    argv = redis_argv(
+        data_dir,
         host,
-        "--port",
-        str(port),
-        "--dir",
-        str(data_dir),
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "2000",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        fsync,
-        "--save",
-        "",
-        "--protected-mode",
-        "yes",
-        "--loglevel",
-        "warning",
-    ]
+        port,
+        appendonly=True,
+        fsync=fsync,
+        extra=[*cluster, "--cluster-node-timeout", "2000"],
+    )
     return EmbeddedServer("redis", host, port, data_dir, argv, data_dir / "redis.log")
 
 
@@ -230,33 +214,8 @@ class EtcdMembers:
         members = []
         for i, (client, peer) in enumerate(ports):
             folder = self.data_dir / f"etcd-{i}"
-            argv = [
-                find_etcd(),
-                "--name",
-                f"etcd-{i}",
-                "--data-dir",
-                str(folder / "data"),
-                "--listen-client-urls",
-                f"http://{self.host}:{client}",
-                "--advertise-client-urls",
-                f"http://{self.host}:{client}",
-                "--listen-peer-urls",
-                f"http://{self.host}:{peer}",
-                "--initial-advertise-peer-urls",
-                f"http://{self.host}:{peer}",
-                "--initial-cluster",
-                initial,
-                "--initial-cluster-token",
-                "feedchat-etcd",
-                "--initial-cluster-state",
-                "new",
-                "--log-level",
-                "warn",
-                "--auto-compaction-mode",
-                "revision",
-                "--auto-compaction-retention",
-                "10000",
-            ]
+            extra = ["--initial-cluster-token", "feedchat-etcd", "--initial-cluster-state", "new"]
+            argv = etcd_argv(f"etcd-{i}", folder / "data", self.host, client, peer, initial, extra)
             members.append(
                 EmbeddedServer("etcd", self.host, client, folder, argv, folder / "etcd.log")
             )
