@@ -7,30 +7,31 @@ never becomes one giant job and several workers share it. A chunk job reads its 
 only; an inactive one is skipped and rebuilt on return).
 
 At-least-once: a job is acknowledged (and counted in the post's progress) only after its
-writes, in one script that counts it only if its XACK wins. A live worker touches the job
-it works on every ``fanout_claim_idle / 3`` seconds, so only a dead worker's job goes
-idle: another worker claims it with XAUTOCLAIM after ``fanout_claim_idle`` seconds
-(default 5) and does it again. Re-inserting is a no-op (feed entries are
+writes, in one script that counts it only if its XACK wins. Each worker is one consumer
+of the runtime's :class:`~feedchat_runtime.streams.StreamWorker` (one job at a time): it
+touches the job it works on every ``fanout_claim_idle / 3`` seconds, so only a dead
+worker's job goes idle; another worker claims it with XAUTOCLAIM after
+``fanout_claim_idle`` seconds (default 5) and does it again, and removes the dead
+worker's name after ``fanout_consumer_expiry``. Re-inserting is a no-op (feed entries are
 keyed by post id), so every feed gets the post exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from feed_svc.config import FeedConfig
 from feed_svc.keys import entry, pad
 from feed_svc.store import FeedStore
-from feed_svc.store_queue import Job
+from feed_svc.store_queue import Job, job_of
 from feedchat_runtime import notify_queue, tracing
 from feedchat_runtime.clock import Clock, wall_ms
 from feedchat_runtime.metrics import Gauge
 from feedchat_runtime.snowflake import timestamp_ms
+from feedchat_runtime.streams import Fields, StreamWorker, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,6 @@ class FanoutSettings:
         )
 
 
-STOP_WAIT_S = 5.0
-
 QUEUE_JOBS = Gauge(
     "feedchat_fanout_queue_jobs", "Fanout jobs queued or being worked (all workers)."
 )
@@ -93,78 +92,54 @@ class FanoutWorker:
         self.on_batch = on_batch
         self.clock = clock
         self.jobs_done = 0
-        self.stopping = False
-        """Set by the pool's stop: the loop ends even if a Redis read absorbed the cancel."""
-        self._next_claim = 0.0
+        claim_idle = settings.claim_idle_ms / 1000
+        stream = WorkerSettings(
+            concurrency=1,  # one job at a time: the chunks of a big post spread over workers
+            read_block=min(settings.block_ms, max(50, settings.claim_idle_ms // 2)) / 1000,
+            claim_idle=claim_idle,
+            claim_interval=max(0.05, claim_idle / 2),
+            consumer_expiry=settings.consumer_expiry_ms / 1000,
+        )
+        self.stream = StreamWorker(
+            store.queue.group(consumer),
+            self._entry,
+            stream,
+            f"fanout {consumer}",
+            after_sweep=self._report_backlog,
+        )
 
     async def run(self) -> None:
-        """Work jobs until cancelled."""
-        await self.store.queue.ensure_group()
-        while not self.stopping:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if "NOGROUP" in str(exc):  # Redis lost the stream (restart without data)
-                    logger.warning("fanout group missing; creating it again")
-                    await self.store.queue.ensure_group()
-                    continue
-                logger.exception("fanout worker %s failed; retrying", self.consumer)
-                await asyncio.sleep(1.0)
+        """Work jobs until cancelled (a job cut short stays pending for a claim)."""
+        await self.stream.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stream.stop(grace=0)
 
     async def step(self) -> int:
-        """Claim stale jobs (now and then) or read new ones, and work them."""
-        jobs: list[Job] = []
-        now = time.monotonic()
-        if now >= self._next_claim:
-            self._next_claim = now + max(0.05, self.settings.claim_idle_ms / 2000)
-            jobs = await self.store.queue.claim_jobs(self.consumer, self.settings.claim_idle_ms, 10)
-            gone = await self.store.queue.forget_consumers(
-                self.settings.consumer_expiry_ms, keep=self.consumer
-            )
-            if gone:
-                logger.info("removed idle fanout consumers %s", gone)
-            if jobs:
-                logger.info("claimed %s stale fanout jobs", len(jobs))
-            waiting, oldest_ms = await self.store.queue.backlog()
-            QUEUE_JOBS.set(waiting)
-            QUEUE_LAG.set(0.0 if oldest_ms is None else max(0, self.clock() - oldest_ms) / 1000)
-        if not jobs:
-            block = min(self.settings.block_ms, max(50, int(self.settings.claim_idle_ms / 2)))
-            # One job at a time: the chunks of a big post spread over all workers.
-            jobs = await self.store.queue.read_jobs(self.consumer, 1, block)
-        for job in jobs:
-            await self.handle(job)
-        return len(jobs)
+        """Claim stale jobs (now and then) or read a new one, and work them (tests)."""
+        return await self.stream.step()
+
+    async def _report_backlog(self) -> None:
+        waiting, oldest_ms = await self.store.queue.backlog()
+        QUEUE_JOBS.set(waiting)
+        QUEUE_LAG.set(0.0 if oldest_ms is None else max(0, self.clock() - oldest_ms) / 1000)
+
+    async def _entry(self, entry_id: str, fields: Fields | None) -> None:
+        if fields is None:  # deleted while pending: only its acknowledgement is left
+            await self.store.queue.forget_job(entry_id)
+            return
+        await self.handle(job_of(entry_id, fields))
 
     async def handle(self, job: Job) -> None:
-        beat = asyncio.create_task(self._hold(job), name=f"fanout-hold-{job.job_id}")
-        try:
-            with tracing.continued(f"fanout {job.kind}", job.trace):
-                if job.kind == "split":
-                    await self.split(job)
-                elif job.kind == "alerts":
-                    await self.alerts(job)
-                else:
-                    await self.chunk(job)
-        finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+        with tracing.continued(f"fanout {job.kind}", job.trace):
+            if job.kind == "split":
+                await self.split(job)
+            elif job.kind == "alerts":
+                await self.alerts(job)
+            else:
+                await self.chunk(job)
         self.jobs_done += 1
-
-    async def _hold(self, job: Job) -> None:
-        """While the job runs, touch it every claim_idle/3 so a slow job of a live worker
-        is never claimed; only a dead worker's job goes idle long enough."""
-        while True:
-            await asyncio.sleep(self.settings.claim_idle_ms / 3000)
-            try:
-                if not await self.store.queue.touch_job(job, self.consumer):
-                    logger.warning("fanout job %s was claimed by another worker", job.job_id)
-                    return  # finishing it anyway is harmless: writes are idempotent
-            except Exception as exc:  # Redis briefly away: the next period tries again
-                logger.warning("touching fanout job %s failed: %s", job.job_id, exc)
 
     async def split(self, job: Job) -> None:
         total, ends = await self.store.graph.follower_boundaries(job.author_id, self.settings.chunk)
@@ -237,23 +212,13 @@ class FanoutPool:
         on_batch: BatchHook | None = None,
     ) -> None:
         self.workers = [FanoutWorker(store, settings, f"{name}-{i}", on_batch) for i in range(size)]
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         if self.workers:
             await self.workers[0].store.queue.ensure_group()
-        self._tasks = [
-            asyncio.create_task(w.run(), name=f"fanout-{w.consumer}") for w in self.workers
-        ]
+        for worker in self.workers:
+            await worker.stream.start()
 
     async def stop(self) -> None:
-        """Cancel the workers; a job cut short stays pending and is claimed later. Waits at
-        most ``STOP_WAIT_S`` (a cancel absorbed inside a blocking read ends the loop at its
-        next turn, through the stop flag)."""
-        for worker in self.workers:
-            worker.stopping = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
-        self._tasks = []
+        """Stop the workers; a job cut short stays pending and is claimed later."""
+        await asyncio.gather(*(w.stream.stop(grace=0) for w in self.workers))

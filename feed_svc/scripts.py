@@ -125,17 +125,6 @@ if chunks == 0 then redis.call('HSET', KEYS[2], 'finished_ms', ARGV[4]) end
 return 1
 """
 
-TOUCH_JOB = """
--- A live worker still holds a job: reset its idle time so no one claims it, but only while
--- this worker owns it (a job already claimed by another is left to that one).
--- KEYS[1] job stream; ARGV[1] group, ARGV[2] job id, ARGV[3] consumer
--- Returns 1 when touched, 0 when the job is no longer this consumer's.
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not pending[1] or pending[1][2] ~= ARGV[3] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
-return 1
-"""
-
 _LOG_LANDED = """
 -- A post landed in its readers' feeds: append it to the landed log (entries older than the
 -- resume window trimmed) and announce the log position on the control channel. The
@@ -292,7 +281,6 @@ SOURCES = {
     "merge_entries": MERGE_ENTRIES,
     "remove_entries": REMOVE_ENTRIES,
     "split_job": SPLIT_JOB,
-    "touch_job": TOUCH_JOB,
     "ack_chunk": ACK_CHUNK,
     "queue_post": QUEUE_POST,
     "resume_state": RESUME_STATE,

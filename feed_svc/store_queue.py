@@ -28,6 +28,7 @@ from feedchat_runtime import tracing
 from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.redis_client import RedisClient
 from feedchat_runtime.replies import fields, text
+from feedchat_runtime.streams import ConsumerGroup, Fields
 
 PROGRESS_TTL_S = 86400
 """Seconds a post's fanout progress record is kept."""
@@ -93,26 +94,17 @@ class FanoutQueue:
         ]
         self.scripts.queue(pipe, "queue_post", self.queue_post_keys(post_id), args)
 
+    def group(self, consumer: str) -> ConsumerGroup:
+        """The fanout consumer group on the job stream, as consumer ``consumer``."""
+        return ConsumerGroup(self.redis, JOBS_KEY, GROUP, consumer)
+
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(JOBS_KEY, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self.group("").ensure()
 
     async def read_jobs(self, consumer: str, count: int, block_ms: int) -> list[Job]:
-        reply: Any = await self.redis.xreadgroup(
-            GROUP, consumer, {JOBS_KEY: ">"}, count=count, block=block_ms
-        )
-        return [_job(i, f) for _, entries in reply or [] for i, f in entries]
-
-    async def claim_jobs(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
-        """Take over jobs another consumer read but left unacknowledged for too long."""
-        reply = await self.redis.xautoclaim(
-            JOBS_KEY, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
-        )
-        entries = reply[1]
-        return [_job(i, f) for i, f in entries if f]
+        """Read new jobs as ``consumer`` (as a worker does; they stay pending until done)."""
+        entries = await self.group(consumer).read(count, block_ms)
+        return [job_of(entry_id, fields) for entry_id, fields in entries if fields]
 
     async def backlog(self) -> tuple[int, int | None]:
         """(jobs not yet done, Unix ms of the oldest one or None) -- done jobs are deleted,
@@ -125,22 +117,9 @@ class FanoutQueue:
             return int(length), None
         return int(length), int(text(oldest[0][0]).partition("-")[0])
 
-    async def touch_job(self, job: Job, consumer: str) -> bool:
-        """Reset the idle time of a job ``consumer`` still works on; False when another
-        worker has claimed it meanwhile."""
-        touched = await self.scripts.call("touch_job", [JOBS_KEY], [GROUP, job.job_id, consumer])
-        return bool(touched)
-
-    async def forget_consumers(self, idle_ms: int, keep: str) -> list[str]:
-        """Remove consumers idle for ``idle_ms`` that hold no pending job (dead workers'
-        names; a live worker reading with BLOCK is never that idle)."""
-        gone = []
-        for info in await self.redis.xinfo_consumers(JOBS_KEY, GROUP):
-            name = text(info["name"])
-            if name != keep and int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
-                await self.redis.xgroup_delconsumer(JOBS_KEY, GROUP, name)
-                gone.append(name)
-        return gone
+    async def forget_job(self, job_id: str) -> None:
+        """Acknowledge a job deleted while pending (there is nothing left to do for it)."""
+        await self.redis.xack(JOBS_KEY, GROUP, job_id)
 
     async def split_job(
         self, job: Job, total: int, chunks: Sequence[tuple[str, str]], now_ms: int
@@ -210,10 +189,11 @@ class ResumeState:
     pending: list[str]
 
 
-def _job(job_id: Any, raw: dict[Any, Any]) -> Job:
+def job_of(job_id: str, raw: Fields) -> Job:
+    """The job of a stream entry."""
     get = fields(raw)
     return Job(
-        job_id=text(job_id),
+        job_id=job_id,
         kind=str(get.get("kind", "chunk")),
         post_id=int(get["post"]),
         author_id=int(get["author"]),

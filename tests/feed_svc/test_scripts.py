@@ -115,14 +115,6 @@ async def test_split_job_replaces_a_job_by_its_chunks_once(
     assert await _fields(redis, progress_key(1)) == {"total": "80", "chunks": "2"}
 
 
-async def test_touch_job_holds_only_a_job_of_the_calling_consumer(
-    lua: LuaScripts, redis: RedisClient
-) -> None:
-    job = await _job(redis, {"kind": "chunk"})
-    assert await lua.call("touch_job", [JOBS_KEY], [GROUP, job, "w1"]) == 1
-    assert await lua.call("touch_job", [JOBS_KEY], [GROUP, job, "w2"]) == 0
-
-
 async def test_ack_chunk_counts_a_chunk_once_and_logs_the_post_as_landed(
     lua: LuaScripts, redis: RedisClient
 ) -> None:
