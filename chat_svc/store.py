@@ -76,6 +76,8 @@ from feedchat_runtime.lua import LuaScripts
 from feedchat_runtime.redis_client import RedisClient, node_name
 from feedchat_runtime.replicas import REASON as REPLICA_ACK_TIMEOUT
 from feedchat_runtime.replicas import ReplicaAcks
+from feedchat_runtime.replies import fields as _fields
+from feedchat_runtime.replies import text as _s
 
 INBOX_IDS_KEPT = 1000
 """Message ids remembered per inbox: a retried append is recognised (and skipped) while
@@ -152,14 +154,6 @@ class Fanned:
 
     entries: list[InboxEntry]
     error: BaseException | None = None
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {_s(k): _s(v) for k, v in raw.items()}
 
 
 def not_replicated(replication: ReplicaAcks) -> Unavailable:
