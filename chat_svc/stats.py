@@ -10,11 +10,11 @@ count.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from chat_svc.store_channels import ChannelRecords
 from chat_svc.store_stats import BUCKET_MS, DAY_MS, StatsStore
+from feedchat_runtime.clock import wall_ms
 from feedchat_runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
 MAX_BUCKETS = 1440
@@ -85,7 +85,7 @@ class MessageStats:
     async def counts(
         self, caller: int, channel_id: int, bucket: str, start_ms: int, end_ms: int
     ) -> Stats:
-        span = bucket_range(bucket, start_ms, end_ms, time.time_ns() // 1_000_000, self._days)
+        span = bucket_range(bucket, start_ms, end_ms, wall_ms(), self._days)
         if channel_id:
             if not await self._records.is_member(channel_id, caller):
                 raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")

@@ -19,6 +19,7 @@ from typing import Any
 
 from chat_svc.keys import chan_history_key, chan_ids_key, chan_state_key
 from chat_svc.model import Event, Reaction, StoredMessage
+from feedchat_runtime import replies
 from feedchat_runtime.redis_client import RedisClient
 
 MAX_ROUNDS = 4
@@ -27,10 +28,6 @@ entries are mostly events may come back short (its next_page_token goes on)."""
 
 _EVENT_FIELDS = ("kind", "target", "target_seq", "emoji", "scrub")
 _REPLY_FIELDS = ("reply_to", "reply_seq")
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def message_of(fields: Mapping[str, str], channel_id: int, seq: int, cursor: str) -> StoredMessage:
@@ -141,14 +138,14 @@ async def _window(
             chan_ids_key(channel_id), ceiling, "-inf", start=0, num=count, withscores=True
         )
         rows, indexed = await pipe.execute()
-    low = int(_s(rows[-1][0]).split("-", 1)[0]) if len(rows) == count else None
+    low = int(replies.text(rows[-1][0]).split("-", 1)[0]) if len(rows) == count else None
     if len(indexed) == count:  # as many indexed ids: the window ends at the lowest of them
         lowest = int(indexed[-1][1])
         low = lowest if low is None else max(low, lowest)
     present: dict[int, StoredMessage] = {}
     for entry_id, raw in rows:
-        seq = int(_s(entry_id).split("-", 1)[0])
-        fields = {_s(k): _s(v) for k, v in raw.items()}
+        seq = int(replies.text(entry_id).split("-", 1)[0])
+        fields = replies.fields(raw)
         if (low is None or seq >= low) and "kind" not in fields:
             present[seq] = message_of(fields, channel_id, seq, "")
     missing = [
@@ -160,12 +157,20 @@ async def _window(
     if not seqs:
         return [], low
     raw_states = await redis.hmget(chan_state_key(channel_id), [f"m:{s}" for s in seqs])
-    states = {s: json.loads(_s(r)) for s, r in zip(seqs, raw_states, strict=True) if r is not None}
+    states = {
+        s: json.loads(replies.text(r))
+        for s, r in zip(seqs, raw_states, strict=True)
+        if r is not None
+    }
     reacted = [s for s in present if s in states and _list(states[s].get("r"))]
     mine: dict[int, list[str]] = {}
     if reader and reacted:
         found = await redis.hmget(chan_state_key(channel_id), [f"u:{s}:{reader}" for s in reacted])
-        mine = {s: json.loads(_s(r)) for s, r in zip(reacted, found, strict=True) if r is not None}
+        mine = {
+            s: json.loads(replies.text(r))
+            for s, r in zip(reacted, found, strict=True)
+            if r is not None
+        }
     out = [_applied(m, states.get(s, {}), _list(mine.get(s))) for s, m in present.items()]
     out += [_tombstone(channel_id, s, states[s]) for s in missing if "d" in states.get(s, {})]
     out.sort(key=lambda m: m.seq, reverse=True)
