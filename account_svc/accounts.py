@@ -20,10 +20,10 @@ from account_svc.validation import (
     GET_USERS_MAX,
     PASSWORD_MAX,
     TOKEN_MAX,
-    USERNAME_MAX,
     check_bio,
     check_display_name,
     check_password,
+    is_username_shaped,
     normalize_username,
 )
 from feedchat_runtime.auth import TokenAuthority
@@ -164,9 +164,9 @@ class Accounts:
     async def login(self, username: str, password: str, peer: str) -> Session:
         """Check a password. Each attempt counts against the username and the peer until
         it succeeds, so failures (and concurrent guesses) are limited; success refunds."""
-        if len(username) > USERNAME_MAX or len(password) > PASSWORD_MAX or not username.isascii():
-            raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
         name = username.lower()
+        if len(password) > PASSWORD_MAX or not is_username_shaped(username):
+            raise Unauthenticated(BAD_CREDENTIALS, reason="BAD_CREDENTIALS")
         await self._hit("peer", peer, self._limits.per_peer)
         try:
             await self._hit("user", name, self._limits.per_username)

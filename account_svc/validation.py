@@ -37,6 +37,15 @@ def normalize_username(raw: str, field: str = "username") -> str:
     return name
 
 
+def is_username_shaped(raw: str) -> bool:
+    """Whether some account could have this name (a login with any other cannot match)."""
+    return (
+        USERNAME_MIN <= len(raw) <= USERNAME_MAX
+        and raw.isascii()
+        and (_USERNAME.fullmatch(raw.lower()) is not None)
+    )
+
+
 def check_password(password: str, field: str = "password") -> None:
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise InvalidArgument.field(

@@ -1,5 +1,11 @@
 """Request bodies protobuf cannot parse: INVALID_ARGUMENT ``MALFORMED_REQUEST``, no traceback.
 
+It also refuses, for every method at once, the values protobuf parses but no feedchat
+code can use: an id field (``*_id`` / ``*_ids``, uint64) beyond :data:`MAX_ID`
+(INVALID_ARGUMENT ``ID_OUT_OF_RANGE``: ids are signed 64-bit in PostgreSQL, Redis and
+Lua), and a ``google.protobuf.Duration`` outside the range its definition allows
+(INVALID_ARGUMENT ``DURATION_OUT_OF_RANGE``), wherever they sit in the request.
+
 grpc.aio deserializes a unary request before any handler or interceptor code runs, and
 answers a deserializer's exception with UNKNOWN and a logged traceback; a streamed frame
 is deserialized inside the handler's read, where the exception would look like a bug
@@ -18,7 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
 from feedchat_runtime.errors import InvalidArgument
+from feedchat_runtime.ids import MAX_ID
 
 logger = logging.getLogger(__name__)
 
@@ -65,29 +75,88 @@ class UndecodableCount:
 UNDECODABLE = UndecodableCount()
 
 
+DURATION_MAX_SECONDS = 315_576_000_000
+"""The largest Duration google/protobuf/duration.proto allows (about 10,000 years)."""
+
+_ID_TYPES = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
+_checked: dict[str, bool] = {}
+
+
+def _is_id(member: FieldDescriptor) -> bool:
+    return member.type in _ID_TYPES and member.name.endswith(("_id", "_ids"))
+
+
+def _may_hold_ranges(descriptor: Descriptor) -> bool:
+    """Whether a message of this type can contain an id or Duration field (cached)."""
+    name = descriptor.full_name
+    known = _checked.get(name)
+    if known is None:
+        _checked[name] = False  # a recursive type: assume not while computing
+        known = name == "google.protobuf.Duration" or any(
+            _is_id(f) or (f.message_type is not None and _may_hold_ranges(f.message_type))
+            for f in descriptor.fields
+        )
+        _checked[name] = known
+    return known
+
+
+def out_of_range(message: Message, path: str = "") -> InvalidArgument | None:
+    """The first id beyond :data:`MAX_ID` or invalid Duration in ``message``, as an error."""
+    for member, value in message.ListFields():
+        name = f"{path}{member.name}"
+        if _is_id(member):
+            values = value if member.is_repeated else (value,)
+            if any(v > MAX_ID for v in values):
+                return InvalidArgument.field(
+                    name, f"ids are at most {MAX_ID} (signed 64-bit)", "ID_OUT_OF_RANGE"
+                )
+        elif member.message_type is not None and _may_hold_ranges(member.message_type):
+            if member.message_type.full_name == "google.protobuf.Duration":
+                if abs(value.seconds) > DURATION_MAX_SECONDS or abs(value.nanos) > 999_999_999:
+                    return InvalidArgument.field(
+                        name, "not a valid duration", "DURATION_OUT_OF_RANGE"
+                    )
+                continue
+            for item in value if member.is_repeated else (value,):
+                error = out_of_range(item, f"{name}.")
+                if error is not None:
+                    return error
+    return None
+
+
 @dataclass(frozen=True)
 class Undecodable:
-    """Stands in for a unary request whose body did not parse."""
+    """Stands in for a unary request that cannot be served: its body did not parse, or
+    it holds a value out of range (``error``)."""
 
     method: str
+    error: InvalidArgument | None = None
 
 
 def tolerant_deserializer(
     deserializer: Deserializer | None, method: str, streaming: bool
 ) -> Deserializer | None:
-    """``deserializer``, except that a body it cannot parse never raises a bare exception:
-    stream frames raise ``MALFORMED_REQUEST``, unary requests become :class:`Undecodable`."""
+    """``deserializer``, except that a body it cannot parse, or one with a value out of
+    range, never raises a bare exception: stream frames raise the INVALID_ARGUMENT, unary
+    requests become :class:`Undecodable`."""
     if deserializer is None:
         return None
     parse = deserializer
 
     def decode(raw: bytes) -> Any:
         try:
-            return parse(raw)
+            request = parse(raw)
         except Exception as exc:  # DecodeError, UnicodeDecodeError, ...: the body is bad
             UNDECODABLE.note(method, exc)
             if streaming:
                 raise malformed(method) from None
             return Undecodable(method)
+        if isinstance(request, Message) and _may_hold_ranges(request.DESCRIPTOR):  # type: ignore[arg-type]
+            error = out_of_range(request)
+            if error is not None:
+                if streaming:
+                    raise error
+                return Undecodable(method, error)
+        return request
 
     return decode

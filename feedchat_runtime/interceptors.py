@@ -103,7 +103,7 @@ class RpcGuard(WrappingInterceptor):
             try:
                 authenticate(method, context)
                 if isinstance(request, Undecodable):
-                    raise malformed(method)
+                    raise request.error or malformed(method)
                 caller = current_caller()
                 with streams.hold(method, caller.user_id if caller is not None else None):
                     yield
