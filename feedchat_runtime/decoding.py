@@ -3,8 +3,9 @@
 It also refuses, for every method at once, the values protobuf parses but no feedchat
 code can use: an id field (``*_id`` / ``*_ids``, uint64) beyond :data:`MAX_ID`
 (INVALID_ARGUMENT ``ID_OUT_OF_RANGE``: ids are signed 64-bit in PostgreSQL, Redis and
-Lua), and a ``google.protobuf.Duration`` outside the range its definition allows
-(INVALID_ARGUMENT ``DURATION_OUT_OF_RANGE``), wherever they sit in the request.
+Lua; channel ids are the exception, a direct channel's has the top bit set), and a
+``google.protobuf.Duration`` outside the range its definition allows (INVALID_ARGUMENT
+``DURATION_OUT_OF_RANGE``), wherever they sit in the request.
 
 grpc.aio deserializes a unary request before any handler or interceptor code runs, and
 answers a deserializer's exception with UNKNOWN and a logged traceback; a streamed frame
@@ -82,8 +83,16 @@ _ID_TYPES = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
 _checked: dict[str, bool] = {}
 
 
+_FULL_RANGE = ("channel_id", "channel_ids")
+"""Id fields that use all 64 bits: a direct chat channel's id has the top bit set."""
+
+
 def _is_id(member: FieldDescriptor) -> bool:
-    return member.type in _ID_TYPES and member.name.endswith(("_id", "_ids"))
+    return (
+        member.type in _ID_TYPES
+        and member.name.endswith(("_id", "_ids"))
+        and not member.name.endswith(_FULL_RANGE)
+    )
 
 
 def _may_hold_ranges(descriptor: Descriptor) -> bool:
