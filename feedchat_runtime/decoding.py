@@ -80,54 +80,66 @@ DURATION_MAX_SECONDS = 315_576_000_000
 """The largest Duration google/protobuf/duration.proto allows (about 10,000 years)."""
 
 _ID_TYPES = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
-_checked: dict[str, bool] = {}
-
-
 _FULL_RANGE = ("channel_id", "channel_ids")
 """Id fields that use all 64 bits: a direct chat channel's id has the top bit set."""
+_DURATION = "google.protobuf.Duration"
+_ID, _TIME, _NESTED = range(3)
+
+Check = tuple[str, int, bool]
+"""One field to look at: its name, what it is (_ID, _TIME or _NESTED), whether repeated."""
+_plans: dict[str, tuple[Check, ...]] = {}
 
 
-def _is_id(member: FieldDescriptor) -> bool:
-    return (
-        member.type in _ID_TYPES
-        and member.name.endswith(("_id", "_ids"))
-        and not member.name.endswith(_FULL_RANGE)
-    )
-
-
-def _may_hold_ranges(descriptor: Descriptor) -> bool:
-    """Whether a message of this type can contain an id or Duration field (cached)."""
+def _plan(descriptor: Descriptor) -> tuple[Check, ...]:
+    """The fields of a message type that are ids or Durations, or may hold some (cached
+    per type, so a frame costs a few attribute reads)."""
     name = descriptor.full_name
-    known = _checked.get(name)
-    if known is None:
-        _checked[name] = False  # a recursive type: assume not while computing
-        known = name == "google.protobuf.Duration" or any(
-            _is_id(f) or (f.message_type is not None and _may_hold_ranges(f.message_type))
-            for f in descriptor.fields
-        )
-        _checked[name] = known
-    return known
+    known = _plans.get(name)
+    if known is not None:
+        return known
+    _plans[name] = ()  # a recursive type: nothing to check while computing
+    checks: list[Check] = []
+    for member in descriptor.fields:
+        kind = member.message_type
+        if kind is not None:
+            if kind.full_name == _DURATION:
+                checks.append((member.name, _TIME, member.is_repeated))
+            elif _plan(kind):
+                checks.append((member.name, _NESTED, member.is_repeated))
+        elif (
+            member.type in _ID_TYPES
+            and member.name.endswith(("_id", "_ids"))
+            and not member.name.endswith(_FULL_RANGE)
+        ):
+            checks.append((member.name, _ID, member.is_repeated))
+    _plans[name] = tuple(checks)
+    return _plans[name]
 
 
 def out_of_range(message: Message, path: str = "") -> InvalidArgument | None:
     """The first id beyond :data:`MAX_ID` or invalid Duration in ``message``, as an error."""
-    for member, value in message.ListFields():
-        name = f"{path}{member.name}"
-        if _is_id(member):
-            values = value if member.is_repeated else (value,)
-            if any(v > MAX_ID for v in values):
+    for name, kind, repeated in _plan(message.DESCRIPTOR):  # type: ignore[arg-type]
+        if kind == _ID:
+            value = getattr(message, name)
+            if (max(value, default=0) if repeated else value) > MAX_ID:
                 return InvalidArgument.field(
-                    name, f"ids are at most {MAX_ID} (signed 64-bit)", "ID_OUT_OF_RANGE"
+                    f"{path}{name}", f"ids are at most {MAX_ID} (signed 64-bit)", "ID_OUT_OF_RANGE"
                 )
-        elif member.message_type is not None and _may_hold_ranges(member.message_type):
-            if member.message_type.full_name == "google.protobuf.Duration":
-                if abs(value.seconds) > DURATION_MAX_SECONDS or abs(value.nanos) > 999_999_999:
+            continue
+        if repeated:
+            items = getattr(message, name)
+        elif message.HasField(name):
+            items = (getattr(message, name),)
+        else:
+            continue
+        for item in items:
+            if kind == _TIME:
+                if abs(item.seconds) > DURATION_MAX_SECONDS or abs(item.nanos) > 999_999_999:
                     return InvalidArgument.field(
-                        name, "not a valid duration", "DURATION_OUT_OF_RANGE"
+                        f"{path}{name}", "not a valid duration", "DURATION_OUT_OF_RANGE"
                     )
-                continue
-            for item in value if member.is_repeated else (value,):
-                error = out_of_range(item, f"{name}.")
+            else:
+                error = out_of_range(item, f"{path}{name}.")
                 if error is not None:
                     return error
     return None
@@ -160,7 +172,7 @@ def tolerant_deserializer(
             if streaming:
                 raise malformed(method) from None
             return Undecodable(method)
-        if isinstance(request, Message) and _may_hold_ranges(request.DESCRIPTOR):  # type: ignore[arg-type]
+        if isinstance(request, Message):
             error = out_of_range(request)
             if error is not None:
                 if streaming:
