@@ -71,9 +71,10 @@ class Channels:
         present = [cid for cid in channel_ids if cid in found]
         seqs = await self.store.last_seqs(present)
         reads = await self.store.read_seqs(reader, present) if reader else [0] * len(present)
+        unread = await self.store.messages_after(present, reads) if reader else [0] * len(present)
         return [
-            replace(found[cid], last_seq=seq, read_seq=read)
-            for cid, seq, read in zip(present, seqs, reads, strict=True)
+            replace(found[cid], last_seq=seq, read_seq=read, unread=count)
+            for cid, seq, read, count in zip(present, seqs, reads, unread, strict=True)
         ]
 
     async def _info(self, channel_id: int) -> ChannelInfo:

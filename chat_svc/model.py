@@ -132,11 +132,9 @@ class ChannelInfo:
     member_ids: tuple[int, ...] = ()
     read_seq: int = 0
     """The asking user's read marker (ListChannels only)."""
-
-    @property
-    def unread(self) -> int:
-        """Messages after the read marker (the user's own sends move the marker)."""
-        return max(0, self.last_seq - self.read_seq)
+    unread: int = 0
+    """Messages after the read marker, not counting edits, deletes and reactions (which
+    take seqs too) (ListChannels only; the user's own sends move the marker)."""
 
 
 @dataclass(frozen=True)

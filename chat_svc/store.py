@@ -633,6 +633,17 @@ class ChatStore:
             found = await self.redis.smembers(chan_members_key(channel_id))
         return sorted(int(_s(m)) for m in found)
 
+    async def messages_after(self, channel_ids: Sequence[int], seqs: Sequence[int]) -> list[int]:
+        """How many messages (not edit, delete or reaction events) each channel holds after
+        the given seq, among the ids it indexes (the newest ``--history-cap``)."""
+        if not channel_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c, seq in zip(channel_ids, seqs, strict=True):
+                pipe.zcount(chan_ids_key(c), f"({seq}", "+inf")
+            found = await pipe.execute()
+        return [int(n) for n in found]
+
     async def last_seqs(self, channel_ids: Sequence[int]) -> list[int]:
         """Each channel's last message sequence number (0 before its first message)."""
         if not channel_ids:

@@ -54,3 +54,22 @@ async def test_read_markers_never_move_backwards_and_receipts_cross_servers(
     b.read(channel, 6)
     await wait_until(lambda: reads() == [5, 6], what="the second READ receipt")
     assert await _unread(apps[1].address, bob, channel) == (6, 0)
+
+
+async def test_unread_counts_messages_not_edits_deletes_or_reactions(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
+    apps = await chat_cluster(2)
+    alice, bob, channel, a, b = await pair_across(apps, devices)
+    acks = [await a.sent(a.send(channel, f"m{i}")) for i in range(3)]
+    await a.sent(a.edit(channel, acks[0].message_id, "m0, edited"))
+    await a.sent(a.react(channel, acks[1].message_id, "+1"))
+    await a.sent(a.delete(channel, acks[2].message_id))
+    _, unread = await _unread(apps[1].address, bob, channel)
+    assert unread == 3  # the three messages (one now a tombstone), not the three events
+    b.read(channel, acks[0].seq)
+    await wait_until(
+        lambda: _is_unread(apps[1].address, bob, channel, (acks[0].seq, 2)), what="one read"
+    )
+    await a.sent(a.send(channel, "m3"))
+    assert (await _unread(apps[1].address, bob, channel))[1] == 3

@@ -1061,8 +1061,9 @@ class Channel(_message.Message):
     never past last_seq; sending a message marks it read). Only filled by ListChannels.
     """
     unread_count: _builtins.int
-    """Messages after the caller's read marker: last_seq - read_seq. Only filled by
-    ListChannels.
+    """Messages after the caller's read marker, among the channel's newest --history-cap
+    messages. Edits, deletes and reactions take seqs too but are not counted (a deleted
+    message still is, as its tombstone). Only filled by ListChannels.
     """
     @_builtins.property
     def member_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
