@@ -172,8 +172,6 @@ class ChatClient(ServiceClient):
         ``wait``: seconds each poll may be held; ``address`` skips the router for the first
         poll (a redirect is followed)."""
         return ChatPoller(
-            self._transport,
-            self._session,
             self,
             device_id,
             cursors=cursors or MemoryCursorStore(),
@@ -197,8 +195,6 @@ class ChatClient(ServiceClient):
         ``address`` skips the router for the first attempt (redirects are followed).
         """
         return ChatConnection(
-            self._transport,
-            self._session,
             self.router,
             device_id,
             cursors=cursors or MemoryCursorStore(),

@@ -15,16 +15,15 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Required, Self, TypedDict, Unpack
+from typing import Required, Self, TypedDict
 
 import grpc
 
-from feedchat_client.auth import Session
 from feedchat_client.backoff import Backoff
 from feedchat_client.cursors import CursorStore, cursor_key
 from feedchat_client.errors import FeedchatClientError
 from feedchat_client.models import ChatMessage
-from feedchat_client.transport import Transport
+from feedchat_client.rpc import ServiceClient
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +76,11 @@ class ChatDevice:
     _kind = "chat device"
     """What the logs and errors call it."""
 
-    def __init__(
-        self,
-        transport: Transport,
-        session: Session,
-        device_id: str,
-        **options: Unpack[DeviceOptions],
-    ) -> None:
-        self._transport = transport
-        self._session = session
+    def __init__(self, client: ServiceClient, device_id: str, options: DeviceOptions) -> None:
+        """``client``: the session's client the device calls through (its transport and
+        tokens)."""
+        self._transport = client.transport
+        self._session = client.session
         self.device_id = device_id
         self._cursors = options["cursors"]
         self.backoff = options["backoff"]

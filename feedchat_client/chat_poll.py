@@ -31,7 +31,6 @@ import grpc
 from google.protobuf import duration_pb2
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from feedchat_client.auth import Session
 from feedchat_client.backoff import Backoff
 from feedchat_client.chat_device import (
     FATAL_CODES,
@@ -42,10 +41,14 @@ from feedchat_client.chat_device import (
 )
 from feedchat_client.errors import ChatSendError, RpcError, ServiceNotFound
 from feedchat_client.models import ChatMessage, SentMessage
-from feedchat_client.transport import Transport
 
 if TYPE_CHECKING:
     from feedchat_client.chat import ChatClient
+
+
+class PollOptions(DeviceOptions, total=False):
+    wait: float
+    """Seconds each poll may be held (25)."""
 
 
 class ChatPoller(ChatDevice):
@@ -55,19 +58,10 @@ class ChatPoller(ChatDevice):
 
     _kind = "chat poller"
 
-    def __init__(
-        self,
-        transport: Transport,
-        session: Session,
-        chat: ChatClient,
-        device_id: str,
-        *,
-        wait: float = 25.0,
-        **options: Unpack[DeviceOptions],
-    ) -> None:
-        super().__init__(transport, session, device_id, **options)
+    def __init__(self, chat: ChatClient, device_id: str, **options: Unpack[PollOptions]) -> None:
+        super().__init__(chat, device_id, options)
         self._chat = chat
-        self.wait = wait
+        self.wait = options.get("wait", 25.0)
         self.polls = 0
         self._sending = asyncio.Lock()
 

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Unpack
 import grpc
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from feedchat_client.auth import Session
 from feedchat_client.chat_device import (
     FATAL_CODES,
     RETRYABLE_SEND_CODES,
@@ -45,7 +44,6 @@ from feedchat_client.chat_device import (
 )
 from feedchat_client.errors import ChatSendError, RpcError, ServiceNotFound
 from feedchat_client.models import ChatMessage, SentMessage
-from feedchat_client.transport import Transport
 
 if TYPE_CHECKING:
     from feedchat_client.chat import RouterClient
@@ -72,6 +70,11 @@ class _Next:
 _ACK = object()
 
 
+class StreamOptions(DeviceOptions, total=False):
+    move_jitter: float
+    """At most this many seconds' wait before following a move after the first (0.2)."""
+
+
 class ChatConnection(ChatDevice):
     """A device's self-healing chat stream. Use as ``async with client.chat.connection(...)``.
 
@@ -83,18 +86,11 @@ class ChatConnection(ChatDevice):
     _kind = "chat connection"
 
     def __init__(
-        self,
-        transport: Transport,
-        session: Session,
-        router: RouterClient,
-        device_id: str,
-        *,
-        move_jitter: float = 0.2,
-        **options: Unpack[DeviceOptions],
+        self, router: RouterClient, device_id: str, **options: Unpack[StreamOptions]
     ) -> None:
-        super().__init__(transport, session, device_id, **options)
+        super().__init__(router, device_id, options)
         self._router = router
-        self._move_jitter = move_jitter
+        self._move_jitter = options.get("move_jitter", 0.2)
         self.connects = 0
         self.moves = 0
         self._pending: dict[str, _Pending] = {}

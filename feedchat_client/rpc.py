@@ -22,6 +22,16 @@ class ServiceClient:
         self._session = session
         self.timeout = timeout
 
+    @property
+    def transport(self) -> Transport:
+        """How this client reaches the services (shared by every client of a session)."""
+        return self._transport
+
+    @property
+    def session(self) -> Session:
+        """Whose tokens the calls carry."""
+        return self._session
+
     def _stub(self, channel: grpc.aio.Channel) -> Any:
         raise NotImplementedError
 
