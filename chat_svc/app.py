@@ -127,7 +127,10 @@ async def build(config: ChatConfig) -> ChatApp:
         replication=ReplicaAcks.from_config(config),
         claim_ms=int(config.fanout_claim_idle * 1000),
         limits=EventLimits(
-            int(config.edit_window * 1000), config.max_reactions, config.max_user_reactions
+            int(config.edit_window * 1000),
+            config.max_reactions,
+            config.max_user_reactions,
+            config.max_edits,
         ),
     )
     claim = WorkerIdClaim(host.session)

@@ -25,6 +25,10 @@ class ChatConfig(ServiceConfig):
     )
     max_reactions: int = _opt(20, "Most distinct reactions (emoji) one message may carry.")
     max_user_reactions: int = _opt(5, "Most reactions one user may add to one message.")
+    max_edits: int = _opt(
+        100,
+        "Most edits of one message; later ones are refused FAILED_PRECONDITION TOO_MANY_EDITS.",
+    )
     inbox_cap: int = _opt(
         10_000, "Entries kept per user inbox stream (approximate MAXLEN; older ones trimmed)."
     )
@@ -76,6 +80,8 @@ class ChatConfig(ServiceConfig):
             raise ConfigError("edit_window must be between 0 and 366 days (in seconds)")
         if not 1 <= self.max_reactions <= 1000 or not 1 <= self.max_user_reactions <= 100:
             raise ConfigError("max_reactions must be 1..1000 and max_user_reactions 1..100")
+        if not 1 <= self.max_edits <= 1000:
+            raise ConfigError("max_edits must be between 1 and 1000")
         if self.inbox_cap < 100 or self.history_cap < 100:
             raise ConfigError("inbox_cap and history_cap must be at least 100")
         if self.dedup_ttl < 60:

@@ -43,13 +43,16 @@ class Draft:
 
 @dataclass(frozen=True)
 class EventLimits:
-    """Bounds of channel events (--edit-window, --max-reactions, --max-user-reactions)."""
+    """Bounds of channel events (--edit-window, --max-reactions, --max-user-reactions,
+    --max-edits)."""
 
     edit_window_ms: int = 48 * 3_600_000
     max_reactions: int = 20
     """Distinct emoji per message."""
     max_user_reactions: int = 5
     """Reactions of one user on one message."""
+    max_edits: int = 100
+    """Edits of one message (each keeps an entry until the message is deleted or trimmed)."""
 
 
 @dataclass(frozen=True)

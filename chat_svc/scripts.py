@@ -17,7 +17,7 @@ A send (a message, or a channel event: an edit, a delete, a reaction) is two ste
 
 SEND_KEYS = 10
 """Keys per message in SEND_MANY."""
-SEND_ARGS = 21
+SEND_ARGS = 22
 """Arguments per message in SEND_MANY."""
 
 SEND_MANY = """
@@ -35,7 +35,7 @@ SEND_MANY = """
 -- leaves nothing behind (no seq, history entry, pending record, rate token or dedup record).
 -- ARGV[1] n = number of sends; ARGV[2] claim delay ms (a pending record becomes
 -- claimable by any chat server this long after now, by the Redis clock);
--- send i (0-based) uses KEYS[10i+1 .. 10i+10] and ARGV[2+21i+1 .. 2+21i+21]:
+-- send i (0-based) uses KEYS[10i+1 .. 10i+10] and ARGV[2+22i+1 .. 2+22i+22]:
 -- KEYS[+1]  chat:chan:{cb:<b>}:<channel>:dedup:<sender>:<cmid>  hash (digest, ids)
 -- KEYS[+2]  chat:chan:{cb:<b>}:<channel>:rate:<sender>          hash token bucket
 -- KEYS[+3]  chat:chan:{cb:<b>}:<channel>:members                set of member ids
@@ -66,7 +66,7 @@ SEND_MANY = """
 -- ARGV[+16] emoji (reactions)   ARGV[+17] edit window ms
 -- ARGV[+18] "1": the sender may delete others' messages (the group's owner)
 -- ARGV[+19] most distinct reactions per message   ARGV[+20] most per user per message
--- ARGV[+21] message ids kept in KEYS[+9]
+-- ARGV[+21] message ids kept in KEYS[+9]   ARGV[+22] most edits per message
 -- The pending record is named "<channel>:<seq>"; its value is the recipient ids,
 -- space-separated.
 -- Returns one reply per send, in order:
@@ -76,7 +76,7 @@ SEND_MANY = """
 --   recipients) | {"error", text} (a Redis error on that send; others unaffected)
 --   | an event's refusal: {"not_found"} (no such message: unknown, an event, trimmed),
 --   {"deleted"}, {"not_sender"}, {"window"}, {"reacted"}, {"no_reaction"},
---   {"reaction_limit"}, {"user_limit"}; a reply's: {"reply_not_found"}.
+--   {"reaction_limit"}, {"user_limit"}, {"edit_limit"}; a reply's: {"reply_not_found"}.
 -- "target seq": the seq of an event's target or of the message replied to ("0": none);
 -- "scrub": a delete's message ids to remove from the inboxes (the deleted message and
 -- its edits), space-separated ("" otherwise).
@@ -125,6 +125,7 @@ local function check_event(K, A)
     if tonumber(A[7]) - tonumber(target.created_ms) > tonumber(A[17]) then
       return {'window'}
     end
+    if #(st.x or {}) >= tonumber(A[22]) then return {'edit_limit'} end
   elseif kind == 'delete' then
     if target.sender_id ~= A[1] and A[18] ~= '1' then return {'not_sender'} end
   else
@@ -157,11 +158,17 @@ local function apply_event(K, A, seq, ev)
   elseif kind == 'delete' then
     local t = ev.target
     local ids = {t.message_id}
+    -- the deleted message's and its edits' fanouts still pending are dropped: a claim or
+    -- a retried send must not put their text into an inbox after the delete
+    local pending = {A[4] .. ':' .. tseq}
     for _, edit in ipairs(st.x or {}) do
       redis.call('XDEL', K[5], edit[1] .. '-0')
       ids[#ids + 1] = edit[2]
+      pending[#pending + 1] = A[4] .. ':' .. edit[1]
     end
     redis.call('XDEL', K[5], tseq .. '-0')
+    redis.call('HDEL', K[7], unpack(pending))
+    redis.call('ZREM', K[6], unpack(pending))
     for _, uid in ipairs(st.u or {}) do
       redis.call('HDEL', K[10], 'u:' .. tseq .. ':' .. uid)
     end
@@ -311,7 +318,7 @@ for i = 0, tonumber(ARGV[1]) - 1 do
   local K = {}
   for j = 1, 10 do K[j] = KEYS[10 * i + j] end
   local A = {}
-  for j = 1, 21 do A[j] = ARGV[2 + 21 * i + j] end
+  for j = 1, 22 do A[j] = ARGV[2 + 22 * i + j] end
   local ok, reply = pcall(send_one, K, A)
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
@@ -336,7 +343,9 @@ APPEND = """
 -- ARGV[1] channel id   ARGV[2] message id   ARGV[3] seq   ARGV[4] sender id
 -- ARGV[5] text         ARGV[6] client_msg_id              ARGV[7] created ms
 -- ARGV[8] inbox cap    ARGV[9] ids kept     ARGV[10] 1 when the recipient is the sender
--- ARGV[11] message ids whose entries to remove (a delete's scrub list), space-separated
+-- ARGV[11] message ids whose entries to remove (a delete's scrub list), space-separated;
+--          one the inbox never got is remembered as appended (at the delete's entry), so
+--          a late append of it (a claim, a retry racing the delete) is {"gone"}
 -- ARGV[12..] more fields of the entry, name value ... (reply, event)
 -- Returns {"ok", previous entry id or "0-0", entry id}, {"dup", previous, entry id} for an
 -- entry already there, or {"gone"} (already appended, and trimmed from the inbox since).
@@ -361,10 +370,10 @@ if here then
   return {'dup', prev, here}
 end
 if here == false then return {'gone'} end
-local scrub = {}
+local scrub, unseen = {}, {}
 for message_id in string.gmatch(ARGV[11], '%d+') do
   local id = entry_of(message_id)
-  if id then scrub[#scrub + 1] = id end
+  if id then scrub[#scrub + 1] = id elseif id == nil then unseen[#unseen + 1] = message_id end
 end
 local read = tonumber(redis.call('HGET', KEYS[3], ARGV[1])) or 0
 if #scrub > 0 then redis.call('XDEL', KEYS[1], unpack(scrub)) end
@@ -375,7 +384,9 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*',
   'channel_id', ARGV[1], 'message_id', ARGV[2], 'seq', ARGV[3],
   'sender_id', ARGV[4], 'text', ARGV[5], 'client_msg_id', ARGV[6],
   'created_ms', ARGV[7], unpack(ARGV, 12))
-redis.call('ZADD', KEYS[2], string.match(id, '^(%d+)-'), ARGV[2])
+local ms = string.match(id, '^(%d+)-')
+redis.call('ZADD', KEYS[2], ms, ARGV[2])
+for _, message_id in ipairs(unseen) do redis.call('ZADD', KEYS[2], ms, message_id) end
 local kept = tonumber(ARGV[9])
 if redis.call('ZCARD', KEYS[2]) > kept then
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(kept + 1))

@@ -79,9 +79,11 @@ from feedchat_runtime.replicas import ReplicaAcks
 from feedchat_runtime.replies import fields as _fields
 from feedchat_runtime.replies import text as _s
 
-INBOX_IDS_KEPT = 1000
-"""Message ids remembered per inbox: a retried append is recognised (and skipped) while
-fewer than this many messages reached that inbox since its first append."""
+INBOX_IDS_SLACK = 1000
+"""Message ids remembered per inbox beyond ``--inbox-cap``: the index covers every entry
+the inbox holds (MAXLEN ~ trims whole nodes, so the stream can run a little over its cap),
+so a delete finds and removes each one, and a retried append is recognised (and skipped)
+while fewer than that many messages reached the inbox since its first append."""
 NO_REPLICA_ACKS = ReplicaAcks(0, 500)
 """Writes count as soon as the primary has them (``--replica-acks 0``)."""
 DEFAULT_LIMITS = EventLimits()
@@ -130,6 +132,12 @@ def _refusal(status: str, limits: EventLimits) -> FeedchatError | None:
             f"a message has at most {limits.max_reactions} distinct reactions",
             reason="TOO_MANY_REACTIONS",
             metadata={"limit": str(limits.max_reactions)},
+        )
+    if status == "edit_limit":
+        return FailedPrecondition(
+            f"a message can be edited at most {limits.max_edits} times",
+            reason="TOO_MANY_EDITS",
+            metadata={"limit": str(limits.max_edits)},
         )
     if status == "user_limit":
         return FailedPrecondition(
@@ -331,6 +339,7 @@ class ChatStore:
             limits.max_reactions,
             limits.max_user_reactions,
             self.history_cap,
+            limits.max_edits,
         ]
         call = (bucket(channel_id), keys, args)
         reply = await self._sends.call(call)
@@ -406,7 +415,7 @@ class ChatStore:
                     message.client_msg_id,
                     message.created_ms,
                     self.inbox_cap,
-                    INBOX_IDS_KEPT,
+                    self.inbox_cap + INBOX_IDS_SLACK,
                 ]
                 for name in ("message_id", "sender_id", "client_msg_id", "created_ms"):
                     del base[name]
@@ -414,7 +423,9 @@ class ChatStore:
                 extra = [item for pair in base.items() for item in pair]
                 for uid in recipients:
                     keys = [inbox_key(uid), inbox_ids_key(uid), read_key(uid)]
-                    mine = 1 if uid == message.sender_id else 0
+                    # your own messages are read; your own edits and reactions (which
+                    # may be of an old message) do not mark the channel read
+                    mine = 1 if uid == message.sender_id and message.event is None else 0
                     self.scripts.queue(pipe, "append", keys, [*fields, mine, scrub, *extra])
 
         replies, confirmed = await self._run_confirmed(

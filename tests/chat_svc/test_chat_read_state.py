@@ -73,3 +73,9 @@ async def test_unread_counts_messages_not_edits_deletes_or_reactions(
     )
     await a.sent(a.send(channel, "m3"))
     assert (await _unread(apps[1].address, bob, channel))[1] == 3
+    # reacting to an old message does not mark the newer ones read
+    await b.sent(b.react(channel, acks[0].message_id, "+1"))
+    await wait_until(  # on bob's own device: the append to bob's inbox is done
+        lambda: any(m.event.emoji == "+1" for m in b.messages), what="bob's reaction"
+    )
+    assert await _unread(apps[1].address, bob, channel) == (acks[0].seq, 3)

@@ -42,7 +42,16 @@ def lua(redis: RedisClient) -> LuaScripts:
     return LuaScripts(redis, scripts.SOURCES)
 
 
-def _send(sender: int, cmid: str, digest: str) -> tuple[list[str], list[str | int]]:
+def _send(
+    sender: int,
+    cmid: str,
+    digest: str,
+    message_id: int = MESSAGE_ID,
+    kind: str = "",
+    target: int = 0,
+    max_edits: int = 100,
+) -> tuple[list[str], list[str | int]]:
+    """One send's keys and arguments (a message, or with ``kind`` an event on ``target``)."""
     keys = [
         dedup_key(CHANNEL, sender, cmid),
         rate_key(CHANNEL, sender),
@@ -55,9 +64,9 @@ def _send(sender: int, cmid: str, digest: str) -> tuple[list[str], list[str | in
         chan_ids_key(CHANNEL),
         chan_state_key(CHANNEL),
     ]
-    args: list[str | int] = [sender, digest, MESSAGE_ID, CHANNEL, "hi", cmid, CREATED_MS]
+    args: list[str | int] = [sender, digest, message_id, CHANNEL, "hi", cmid, CREATED_MS]
     args += [1000, 60, "10.0", 10, CREATED_MS, 3600]
-    args += ["", "0", "", 60_000, 0, 20, 3, 1000]  # a message: no event, no reply
+    args += [kind, str(target), "", 60_000, 0, 20, 3, 1000, max_edits]
     assert (len(keys), len(args)) == (scripts.SEND_KEYS, scripts.SEND_ARGS)
     return keys, args
 
@@ -97,8 +106,51 @@ async def test_send_many_answers_conflict_for_a_reused_client_msg_id(
     assert [_flat(r)[0] for r in replies] == ["ok", "conflict"]
 
 
-def _append_args(seq: int, mine: int) -> list[str | int]:
-    return [CHANNEL, MESSAGE_ID, seq, SENDER, "hi", "c1", CREATED_MS, 100, 50, mine, ""]
+async def test_a_delete_drops_the_pending_fanouts_of_its_message_and_edits(
+    lua: LuaScripts, redis: RedisClient
+) -> None:
+    await redis.sadd(chan_members_key(CHANNEL), SENDER, OTHER)
+    sends = [
+        _send(SENDER, "m", "d1"),
+        _send(SENDER, "e", "d2", MESSAGE_ID + 1, "edit", MESSAGE_ID),
+        _send(SENDER, "x", "d3", MESSAGE_ID + 2, "delete", MESSAGE_ID),
+    ]
+    for keys, args in sends:  # no fanout ever finished: each left a pending record
+        await lua.call("send_many", keys, [1, 60_000, *args])
+    records = await redis.hkeys(fanout_records_key(bucket(CHANNEL)))
+    assert sorted(text(r) for r in records) == [fanout_member(CHANNEL, 3)]  # the delete's
+    assert await redis.zcard(fanout_due_key(bucket(CHANNEL))) == 1
+    # a retry of the deleted message's send now names no recipients to fan out to
+    keys, args = _send(SENDER, "m", "d1")
+    [dup] = await lua.call("send_many", keys, [1, 60_000, *args])
+    assert _flat(dup)[0] == "dup" and len(dup) == 6
+
+
+async def test_edits_of_one_message_stop_at_the_limit(lua: LuaScripts, redis: RedisClient) -> None:
+    await redis.sadd(chan_members_key(CHANNEL), SENDER)
+    keys, args = _send(SENDER, "m", "d1")
+    await lua.call("send_many", keys, [1, 60_000, *args])
+    replies = []
+    for i in range(3):
+        keys, args = _send(SENDER, f"e{i}", f"e{i}", MESSAGE_ID + 1 + i, "edit", MESSAGE_ID, 2)
+        [reply] = await lua.call("send_many", keys, [1, 60_000, *args])
+        replies.append(_flat(reply)[0])
+    assert replies == ["ok", "ok", "edit_limit"]
+
+
+def _append_args(seq: int, mine: int, scrub: str = "") -> list[str | int]:
+    return [CHANNEL, MESSAGE_ID, seq, SENDER, "hi", "c1", CREATED_MS, 100, 50, mine, scrub]
+
+
+async def test_a_message_whose_delete_reached_the_inbox_first_is_never_appended(
+    lua: LuaScripts, redis: RedisClient
+) -> None:
+    keys = [inbox_key(OTHER), inbox_ids_key(OTHER), read_key(OTHER)]
+    delete = _append_args(2, 0, scrub=str(MESSAGE_ID))
+    delete[1] = MESSAGE_ID + 9  # the delete event's own id, scrubbing MESSAGE_ID
+    assert _flat(await lua.call("append", keys, delete))[0] == "ok"
+    assert _flat(await lua.call("append", keys, _append_args(1, 0))) == ["gone"]
+    assert await redis.xlen(inbox_key(OTHER)) == 1
 
 
 async def test_append_adds_a_message_to_an_inbox_once_and_marks_the_senders_own_read(

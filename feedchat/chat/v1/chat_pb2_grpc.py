@@ -260,8 +260,9 @@ class ChatServiceServicer:
         and membership check; every member's devices get it live or through inbox sync as a
         Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
         new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
-        PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
-        MESSAGE_DELETED; text rules as for SendMessage.
+        PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED,
+        MESSAGE_DELETED or TOO_MANY_EDITS (--max-edits, 100 per message); text rules as for
+        SendMessage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -122,8 +122,9 @@ class ChatServiceStub:
     and membership check; every member's devices get it live or through inbox sync as a
     Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
     new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
-    PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
-    MESSAGE_DELETED; text rules as for SendMessage.
+    PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED,
+    MESSAGE_DELETED or TOO_MANY_EDITS (--max-edits, 100 per message); text rules as for
+    SendMessage.
     """
     DeleteMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.DeleteMessageResponse]
     """DeleteMessage deletes a message: its sender may, and in a group its owner may delete
@@ -240,8 +241,9 @@ class ChatServiceAsyncStub(ChatServiceStub):
     and membership check; every member's devices get it live or through inbox sync as a
     Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
     new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
-    PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
-    MESSAGE_DELETED; text rules as for SendMessage.
+    PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED,
+    MESSAGE_DELETED or TOO_MANY_EDITS (--max-edits, 100 per message); text rules as for
+    SendMessage.
     """
     DeleteMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteMessageRequest, _chat_pb2.DeleteMessageResponse]  # type: ignore[assignment]
     """DeleteMessage deletes a message: its sender may, and in a group its owner may delete
@@ -421,8 +423,9 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         and membership check; every member's devices get it live or through inbox sync as a
         Message whose `event` is EVENT_KIND_EDIT). GetHistory then shows the message with the
         new text and edited_ms. NOT_FOUND MESSAGE_NOT_FOUND (no such message in the channel),
-        PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED or
-        MESSAGE_DELETED; text rules as for SendMessage.
+        PERMISSION_DENIED NOT_MESSAGE_SENDER, FAILED_PRECONDITION EDIT_WINDOW_CLOSED,
+        MESSAGE_DELETED or TOO_MANY_EDITS (--max-edits, 100 per message); text rules as for
+        SendMessage.
         """
 
     @_abc_1.abstractmethod
