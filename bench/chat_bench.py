@@ -7,6 +7,7 @@ grpc.aio bidirectional echo server driven by the same load generator, plus recon
     .venv/bin/python bench/chat_bench.py --redis-cluster [--replica-acks 1]
     .venv/bin/python bench/chat_bench.py --mode group  # read-heavy groups vs a broadcast
     .venv/bin/python bench/chat_bench.py --batch       # chat streams take batch frames
+    .venv/bin/python bench/chat_bench.py --batch --no-echo --send-batch  # every opt-in
 
 Starts its own etcd, Redis (AOF on; with ``--redis-cluster`` a 3-master Redis Cluster with a
 replica each instead, every node's CPU counted) and PostgreSQL, and three chat servers as separate
@@ -132,6 +133,7 @@ class Stream:
         call_factory: Callable[[AsyncIterator[Any]], Any],
         on_frame: Callable[[Any], None],
         first: Any | None = None,
+        together: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.on_frame = on_frame
@@ -139,6 +141,8 @@ class Stream:
         self.ended = asyncio.Event()
         self.error: grpc.aio.AioRpcError | None = None
         self._first = first
+        self._together = together
+        """Makes one frame of the requests queued at once (None: one frame each)."""
         self.call = call_factory(self._requests())
         self.task = asyncio.create_task(self._read())
 
@@ -149,7 +153,17 @@ class Stream:
             item = await self.queue.get()
             if item is None:
                 return
-            yield item
+            if self._together is None or self.queue.empty():
+                yield item
+                continue
+            items = [item]
+            while not self.queue.empty() and len(items) < SEND_BATCH_MAX:
+                more = self.queue.get_nowait()
+                if more is None:
+                    self.queue.put_nowait(None)
+                    break
+                items.append(more)
+            yield self._together(items)
 
     async def _read(self) -> None:
         try:
@@ -255,7 +269,27 @@ def auth(user_id: int) -> tuple[tuple[str, str], ...]:
 
 BATCH = [False]
 """``--batch``: chat streams ask for batch frames in their hello (off: one frame each)."""
-BATCHED = {False: "", True: " with batch frames"}
+NO_ECHO = [False]
+"""``--no-echo``: chat streams ask not to get their own sends back (Hello.omit_own_echo)."""
+SEND_BATCH = [False]
+"""``--send-batch``: the sends queued on a chat stream at once go up as one send_batch."""
+SEND_BATCH_MAX = 64
+
+
+def options_note() -> str:
+    """The chat streams' protocol options of this run, for the heading."""
+    used = [
+        name
+        for name, on in (
+            ("batch frames", BATCH[0]),
+            ("no own echo", NO_ECHO[0]),
+            ("send batches", SEND_BATCH[0]),
+        )
+        if on
+    ]
+    return f" with {', '.join(used)}" if used else ""
+
+
 FRAMES = [0, 0]
 """gRPC messages the chat streams received, and the frames in them (batches unpacked)."""
 
@@ -277,7 +311,12 @@ def chat_stream(
 ) -> Stream:
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     hello = chat_pb2.ConnectRequest(
-        hello=chat_pb2.Hello(device_id=device, inbox_cursor=cursor, batch_frames=BATCH[0])
+        hello=chat_pb2.Hello(
+            device_id=device,
+            inbox_cursor=cursor,
+            batch_frames=BATCH[0],
+            omit_own_echo=NO_ECHO[0],
+        )
     )
 
     def unbatched(frame: Any) -> None:
@@ -290,7 +329,19 @@ def chat_stream(
             FRAMES[1] += 1
             on_frame(frame)
 
-    return Stream(lambda it: stub.Connect(it, metadata=auth(user_id)), unbatched, hello)
+    return Stream(
+        lambda it: stub.Connect(it, metadata=auth(user_id)),
+        unbatched,
+        hello,
+        sends_together if SEND_BATCH[0] else None,
+    )
+
+
+def sends_together(requests: list[Any]) -> Any:
+    """One send_batch frame for sends queued at once."""
+    return chat_pb2.ConnectRequest(
+        send_batch=chat_pb2.SendBatch(sends=[request.send for request in requests])
+    )
 
 
 def cpu_results(load: Load) -> dict[str, float]:
@@ -980,7 +1031,7 @@ async def run_group(seconds: float, sizes: tuple[int, int, int]) -> None:
         base_pids = {"client": client, "broadcast": pid_of(cluster.baseline)}
         base = await bench_group_broadcast(cluster.baseline.address, seconds, base_pids, sizes)
     print(
-        f"chat bench, group mode{BATCHED[BATCH[0]]} ({groups} groups of {size} members spread "
+        f"chat bench, group mode{options_note()} ({groups} groups of {size} members spread "
         f"over 3 chat servers, {per_group} senders per group, {GROUP_WINDOW} messages in "
         "flight per sender)"
     )
@@ -1063,7 +1114,7 @@ async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
     ratio = chat["peak"] / echo_results["peak"]
     topology = "a 3-master Redis Cluster" if redis_cluster else "one Redis"
     print(
-        f"chat bench{BATCHED[BATCH[0]]} ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> "
+        f"chat bench{options_note()} ({elapsed:.0f} s of load, {PAIRS} senders on chat-0 -> "
         f"{PAIRS} receivers on chat-1, 200 connected users; {topology}, --replica-acks "
         f"{replica_acks})"
     )
@@ -1117,8 +1168,18 @@ def main() -> None:
     parser.add_argument(
         "--batch", action="store_true", help="chat streams take batch frames (Hello.batch_frames)"
     )
+    parser.add_argument(
+        "--no-echo",
+        action="store_true",
+        help="chat streams do not get their own sends back (Hello.omit_own_echo)",
+    )
+    parser.add_argument(
+        "--send-batch",
+        action="store_true",
+        help="sends queued on a chat stream at once go up as one send_batch frame",
+    )
     args = parser.parse_args()
-    BATCH[0] = args.batch
+    BATCH[0], NO_ECHO[0], SEND_BATCH[0] = args.batch, args.no_echo, args.send_batch
     if args.mode == "group":
         asyncio.run(run_group(args.seconds, (args.groups, args.members, args.senders)))
     elif args.mode == "poll":

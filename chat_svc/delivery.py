@@ -45,7 +45,6 @@ from chat_svc.model import (
     Receipt,
     SendOutcome,
     TypingEvent,
-    parse_cursor,
 )
 from chat_svc.peer import deliver_local
 from chat_svc.store import ChatStore, Fanned
@@ -352,28 +351,29 @@ class Delivery:
     async def _push_quietly(self, pushes: list[Push]) -> None:
         await self.push(pushes)
 
-    async def delivered(
+    async def acked(
         self, user_id: int, device_id: str, after: str, upto: str, limit: int = 1000
     ) -> None:
-        """A device acked (after, upto]: DELIVERED receipts to the senders of those entries."""
-        entries = await self.store.read_inbox(user_id, after, limit)
-        by_sender: dict[int, list[Receipt]] = defaultdict(list)
-        for m in entries:
-            if _after(m.inbox_cursor, upto):
-                break
-            if m.sender_id != user_id and m.event is None:  # receipts are for messages
-                by_sender[m.sender_id].append(
-                    Receipt(
-                        "delivered",
-                        m.channel_id,
-                        m.message_id,
-                        m.seq,
-                        user_id,
-                        device_id,
-                        m.client_msg_id,
-                    )
-                )
-        pushes = [Push(s, r) for s, receipts in by_sender.items() for r in receipts]
+        """A device acked (after, upto]: save its cursor and send DELIVERED receipts to the
+        senders of those entries (one Redis round trip, shared with the acks of the same
+        tick; the receipts of one ack go out as one push batch)."""
+        entries = await self.store.acknowledge(user_id, device_id, after, upto, limit)
+        pushes = [
+            Push(
+                m.sender_id,
+                Receipt(
+                    "delivered",
+                    m.channel_id,
+                    m.message_id,
+                    m.seq,
+                    user_id,
+                    device_id,
+                    m.client_msg_id,
+                ),
+            )
+            for m in entries
+            if m.sender_id != user_id and m.event is None  # receipts are for messages
+        ]
         if pushes:
             self._spawn(self._push_quietly(pushes))
 
@@ -415,7 +415,3 @@ class Delivery:
 def _instance(ring: Ring, user_id: int) -> str:
     owner = ring.owner(user_id)
     return owner.instance if owner is not None else ""
-
-
-def _after(cursor: str, bound: str) -> bool:
-    return parse_cursor(cursor) > parse_cursor(bound)

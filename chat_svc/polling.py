@@ -168,8 +168,7 @@ class UnaryChat:
             self._remember(key, previous)
             return
         self._remember(key, cursor)
-        await self._sessions.store.save_device_cursor(user_id, device_id, cursor)
-        await self._delivery.delivered(user_id, device_id, previous or ZERO_CURSOR, cursor)
+        await self._delivery.acked(user_id, device_id, previous or ZERO_CURSOR, cursor)
 
     def _remember(self, key: tuple[int, str], cursor: str) -> None:
         self._acked[key] = cursor  # newest last: the oldest go first past the bound

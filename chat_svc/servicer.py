@@ -12,9 +12,9 @@ import grpc
 
 from chat_svc.convert import DraftPb, channel_pb, draft_from_pb, frames_pb, message_pb, send_ack_pb
 from chat_svc.groups import Channels
-from chat_svc.model import SendAck
+from chat_svc.model import Draft, SendAck
 from chat_svc.polling import UnaryChat
-from chat_svc.sessions import Session, Sessions
+from chat_svc.sessions import MAX_SEND_BATCH, Session, Sessions
 from chat_svc.stats import MessageStats
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.auth import require_user
@@ -34,6 +34,14 @@ BUCKET_PB = {name: value for value, name in BUCKETS.items()}
 SEND_FRAMES = frozenset({"send", "edit", "delete", "react", "unreact"})
 """Client frames stored like a send (a message or a channel event), answered by
 send_ack or send_error."""
+
+
+def _drafts(batch: chat_pb2.SendBatch) -> list[Draft]:
+    if not 0 < len(batch.sends) <= MAX_SEND_BATCH:
+        raise InvalidArgument.field(
+            "send_batch.sends", f"must hold 1..{MAX_SEND_BATCH} sends", reason="SEND_BATCH_SIZE"
+        )
+    return [draft_from_pb(send) for send in batch.sends]
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
@@ -64,7 +72,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             raise InvalidArgument.field("hello", "the first frame must be hello")
         hello = first.hello
         session = await self._sessions.open(
-            user_id, hello.device_id, hello.inbox_cursor, hello.ring_version, hello.batch_frames
+            user_id,
+            hello.device_id,
+            hello.inbox_cursor,
+            hello.ring_version,
+            hello.batch_frames,
+            hello.omit_own_echo,
         )
         reader = asyncio.create_task(self._read(requests, session))
         try:
@@ -87,6 +100,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 try:
                     if which in SEND_FRAMES:
                         await session.send(draft_from_pb(getattr(request, which)))
+                    elif which == "send_batch":
+                        await session.send_many(_drafts(request.send_batch))
                     elif which == "ack":
                         await session.ack(request.ack.inbox_cursor)
                     elif which == "read":

@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from chat_svc.connections import ConnectionHub, DeviceStream, StreamClosed
 from chat_svc.delivery import Delivery
@@ -30,6 +31,7 @@ from chat_svc.model import (
     Reconnect,
     SendAck,
     SendFailure,
+    SendOutcome,
     StoredMessage,
     SyncComplete,
     parse_cursor,
@@ -58,6 +60,11 @@ MOVE_FLUSH = 3.0
 MAX_BATCH = 64
 """Most frames sent as one batch frame (to a device that asked for batches in its hello):
 64 messages of at most 16 KB each stay far below gRPC's 4 MiB message limit."""
+MAX_SEND_BATCH = 64
+"""Most sends in one ``send_batch`` frame (their replies fit one batch frame)."""
+OWN_ECHO_MAX = 1024
+"""Most sends a stream that omits its own echo remembers until their inbox entry passes
+(the oldest are forgotten first: their entry is then simply sent, as without the option)."""
 
 
 MAX_STREAM_PART = (1 << 64) - 1
@@ -143,7 +150,13 @@ class Sessions:
                 await self.ring.wait_for(settled, self.ring_settle)
 
     async def open(
-        self, user_id: int, device_id: str, cursor: str, ring_version: int = 0, batch: bool = False
+        self,
+        user_id: int,
+        device_id: str,
+        cursor: str,
+        ring_version: int = 0,
+        batch: bool = False,
+        omit_own_echo: bool = False,
     ) -> Session:
         if not 0 < len(device_id) <= MAX_DEVICE_ID:
             raise InvalidArgument.field("hello.device_id", f"must be 1..{MAX_DEVICE_ID} characters")
@@ -162,7 +175,7 @@ class Sessions:
         self.check_owner(user_id)
         stream = DeviceStream(user_id, device_id, self.queue_capacity)
         self.hub.register(stream)
-        return Session(self, stream, cursor, MAX_BATCH if batch else 1)
+        return Session(self, stream, cursor, MAX_BATCH if batch else 1, omit_own_echo)
 
     async def check_handed_out(self, user_id: int, cursor: str, field: str) -> None:
         """Refuse a made-up cursor ahead of the inbox: acked, it would become the device's
@@ -205,11 +218,21 @@ class Session:
     """A registered device stream: produces its frames, takes its client frames."""
 
     def __init__(
-        self, sessions: Sessions, stream: DeviceStream, cursor: str, batch_limit: int = 1
+        self,
+        sessions: Sessions,
+        stream: DeviceStream,
+        cursor: str,
+        batch_limit: int = 1,
+        omit_own_echo: bool = False,
     ) -> None:
         self._s = sessions
         self.batch_limit = batch_limit
         """Most frames per yielded list (1: the device takes no batches)."""
+        self._own: OrderedDict[tuple[int, str], None] | None = (
+            OrderedDict() if omit_own_echo else None
+        )
+        """(channel, client_msg_id) of this stream's acked sends whose inbox entry has not
+        passed yet; None: the device takes its own messages back like any other."""
         self.stream = stream
         self.user_id = stream.user_id
         self.device_id = stream.device_id
@@ -236,7 +259,7 @@ class Session:
             messages = await store.read_inbox(self.user_id, self.position, REPLAY_PAGE)
             replayed += len(messages)
             last = len(messages) < REPLAY_PAGE
-            page: list[OutFrame] = list(messages)
+            page: list[OutFrame] = self._without_own_echo(messages)
             if last:
                 cursor = messages[-1].inbox_cursor if messages else self.position
                 version = self._s.ring.ring.version
@@ -247,6 +270,8 @@ class Session:
                     if isinstance(frame, StoredMessage):
                         self.position = frame.inbox_cursor
                 yield chunk
+            if messages:  # own echoes left out of the page were passed too
+                self.position = messages[-1].inbox_cursor
             if last:
                 break
         while True:
@@ -273,7 +298,8 @@ class Session:
                 follows = self._follows(item)
                 if follows is True:
                     self.position = item.message.inbox_cursor
-                    out.append(item.message)
+                    if not self._own_echo(item.message):
+                        out.append(item.message)
                 elif follows is None:  # a gap before it: read (position, entry] from the inbox
                     upto = item.message.inbox_cursor
                     missing = await self._s.store.read_inbox_range(
@@ -281,9 +307,26 @@ class Session:
                     )
                     if missing:
                         self.position = missing[-1].inbox_cursor
-                    out.extend(missing)
+                    out.extend(self._without_own_echo(missing))
             for start in range(0, len(out), limit):
                 yield out[start : start + limit]
+
+    def _own_echo(self, message: StoredMessage) -> bool:
+        """Whether ``message`` is this stream's own send, which the device asked not to get
+        back (it is then forgotten: the same entry never comes twice)."""
+        own = self._own
+        if not own or message.sender_id != self.user_id:
+            return False
+        key = (message.channel_id, message.client_msg_id)
+        if key not in own:
+            return False
+        del own[key]
+        return True
+
+    def _without_own_echo(self, messages: list[StoredMessage]) -> list[OutFrame]:
+        if not self._own:
+            return list(messages)
+        return [m for m in messages if not self._own_echo(m)]
 
     def _follows(self, entry: InboxEntry) -> bool | None:
         """True: send it next. False: already sent (drop). None: entries are missing."""
@@ -295,8 +338,14 @@ class Session:
     # -- client frames ------------------------------------------------------------------
 
     async def send(self, draft: Draft) -> None:
-        """Store a message or channel event and ack it (or refuse it with a SendFailure
-        frame, by client_msg_id); then push it to the recipients.
+        """One message or channel event: see :meth:`send_many`."""
+        await self.send_many([draft])
+
+    async def send_many(self, drafts: Sequence[Draft]) -> None:
+        """Store and ack (or refuse with a SendFailure frame, by client_msg_id) each
+        message or channel event, then push them to their recipients. They go to Redis
+        together (group commit, in order), and their replies are queued together once all
+        are answered, in order.
 
         Once the stream is closed (moved or cut off) nothing more is stored: the device
         resends every send without a reply on its next stream.
@@ -305,38 +354,47 @@ class Session:
             return
         self._idle.clear()
         try:
-            fanout = await self._send(draft)
+            if len(drafts) == 1:
+                replies = [await self._store(drafts[0])]
+            else:
+                replies = await asyncio.gather(*(self._store(draft) for draft in drafts))
+            fanouts = [self._reply(reply, outcome) for reply, outcome in replies]
         finally:
-            self._idle.set()  # after the reply was offered: a move flushes it
-        if fanout is not None:
-            # The stream's next send waits for this one's inbox appends: a sender cannot
-            # run ahead of its fanouts and flood its recipients' streams in bursts.
-            # Shielded: a stream that ends meanwhile must not cancel the pushes.
-            with contextlib.suppress(Exception):  # logged by dispatch; the claim finishes it
-                await asyncio.shield(fanout)
+            self._idle.set()  # after the replies were offered: a move flushes them
+        for fanout in fanouts:
+            if fanout is not None:
+                # The stream's next send waits for these inbox appends: a sender cannot
+                # run ahead of its fanouts and flood its recipients' streams in bursts.
+                # Shielded: a stream that ends meanwhile must not cancel the pushes.
+                with contextlib.suppress(Exception):  # logged by dispatch; the claim ends it
+                    await asyncio.shield(fanout)
 
-    async def _send(self, draft: Draft) -> asyncio.Future[Fanned] | None:
-        """Store and reply; the fanout in progress, if the message was new."""
-        delivery = self._s.delivery
+    async def _store(self, draft: Draft) -> tuple[SendAck | SendFailure, SendOutcome | None]:
+        """Store one draft durably: its reply, and the outcome to dispatch (None: refused)."""
         client_msg_id = draft.client_msg_id
         try:
-            outcome = await delivery.submit(self.user_id, draft)
+            outcome = await self._s.delivery.submit(self.user_id, draft)
         except Exception as exc:
             error = translate(exc)
             if error is None:
                 logger.exception("send failed")
                 error = FeedchatError("internal error")
-            self.stream.offer(
-                SendFailure(
-                    client_msg_id, error.code, error.reason, error.message, error.retry_after
-                )
-            )
-            return None
+            return SendFailure(
+                client_msg_id, error.code, error.reason, error.message, error.retry_after
+            ), None
         m = outcome.message
-        self.stream.offer(
-            SendAck(client_msg_id, m.message_id, m.channel_id, m.seq, outcome.duplicate)
-        )
-        return delivery.dispatch(outcome)
+        return SendAck(client_msg_id, m.message_id, m.channel_id, m.seq, outcome.duplicate), outcome
+
+    def _reply(
+        self, reply: SendAck | SendFailure, outcome: SendOutcome | None
+    ) -> asyncio.Future[Fanned] | None:
+        """Queue a send's reply; the fanout in progress, if the message was new."""
+        if outcome is not None and self._own is not None:
+            self._own[(outcome.message.channel_id, reply.client_msg_id)] = None
+            if len(self._own) > OWN_ECHO_MAX:
+                self._own.popitem(last=False)
+        self.stream.offer(reply)
+        return None if outcome is None else self._s.delivery.dispatch(outcome)
 
     async def ack(self, cursor: str) -> None:
         check_cursor(cursor, "ack.inbox_cursor")
@@ -345,8 +403,7 @@ class Session:
         if parse_cursor(cursor) <= parse_cursor(self.acked):
             return
         previous, self.acked = self.acked, cursor
-        await self._s.store.save_device_cursor(self.user_id, self.device_id, cursor)
-        await self._s.delivery.delivered(self.user_id, self.device_id, previous, cursor)
+        await self._s.delivery.acked(self.user_id, self.device_id, previous, cursor)
 
     async def read(self, channel_id: int, seq: int) -> None:
         await self._s.delivery.read(self.user_id, channel_id, seq)

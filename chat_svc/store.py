@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -148,10 +149,15 @@ def _refusal(status: str, limits: EventLimits) -> FeedchatError | None:
     return None
 
 
+logger = logging.getLogger(__name__)
+
+
 _SendCall = tuple[int, list[str], list[str | int | float]]
 """Bucket, keys and arguments of one message in SEND_MANY."""
 _Fanout = tuple[StoredMessage, Sequence[int]]
 """A stored message and its recipients."""
+_AckCall = tuple[int, str, str, str, int]
+"""A device's ack: user, device, previous cursor, new cursor, most entries to read back."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,12 @@ class ChatStore:
         )
         self._fanouts: GroupCommit[_Fanout, Fanned] = GroupCommit(
             self._run_fanouts, max_batch=send_batch
+        )
+        self._forgets: GroupCommit[tuple[int, str], None] = GroupCommit(
+            self._run_forgets, max_batch=1024
+        )
+        self._acks: GroupCommit[_AckCall, list[StoredMessage]] = GroupCommit(
+            self._run_acks, max_batch=256
         )
         self._load_members = load_members
         self._notifications: GroupCommit[tuple[StoredMessage, list[int]], None] = GroupCommit(
@@ -401,7 +413,10 @@ class ChatStore:
 
     async def _run_fanouts(self, items: list[_Fanout]) -> list[Fanned | BaseException]:
         """All appends of these fanouts in one pipeline (and a WAIT per node with
-        replication on); then the records of those that completed, in a second."""
+        replication on). The records of those that completed are removed afterwards, in
+        a pipeline of their own shared with other fanouts (not waited for: the entries are
+        pushed at once; a removal that fails leaves a record whose claim appends nothing
+        new, as appends are idempotent)."""
 
         def queue(pipe: Any) -> None:
             for message, recipients in items:
@@ -453,9 +468,17 @@ class ChatStore:
                     fanout_member(message.channel_id, message.seq)
                 )
             out.append(Fanned(entries, failure))
-        if done:
-            await self._forget_fanouts(done)
+        for b, members in done.items():
+            for member in members:
+                self._forgets.submit((b, member)).add_done_callback(_log_forget)
         return out
+
+    async def _run_forgets(self, names: list[tuple[int, str]]) -> list[None]:
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for b, member in names:
+            by_bucket[b].append(member)
+        await self._forget_fanouts(by_bucket)
+        return [None] * len(names)
 
     async def _forget_fanouts(self, names: Mapping[int, Sequence[str]]) -> None:
         """Remove finished pending-fanout records (by bucket). The record goes first: a
@@ -560,9 +583,33 @@ class ChatStore:
         raw = await self.redis.hget(cursor_key(user_id), device_id)
         return None if raw is None else _s(raw)
 
-    async def save_device_cursor(self, user_id: int, device_id: str, cursor: str) -> None:
-        ms, _, seq = cursor.partition("-")
-        await self.scripts.call("set_cursor", [cursor_key(user_id)], [device_id, ms, seq])
+    async def acknowledge(
+        self, user_id: int, device_id: str, after: str, upto: str, count: int
+    ) -> list[StoredMessage]:
+        """A device acked its inbox up to ``upto``: save that as its cursor (forward only)
+        and read back the entries it acked, (after, upto] (at most ``count``, oldest
+        first). Acks of the same tick share one pipelined Redis round trip."""
+        return await self._acks.call((user_id, device_id, after, upto, count))
+
+    async def _run_acks(self, calls: list[_AckCall]) -> list[list[StoredMessage] | BaseException]:
+        def queue(pipe: Any) -> None:
+            for user_id, device_id, after, upto, count in calls:
+                ms, _, seq = upto.partition("-")
+                self.scripts.queue(pipe, "set_cursor", [cursor_key(user_id)], [device_id, ms, seq])
+                pipe.execute_command(
+                    "XRANGE", inbox_key(user_id), f"({after}", upto, "COUNT", count
+                )
+
+        replies = await self.scripts.pipeline(queue)
+        out: list[list[StoredMessage] | BaseException] = []
+        for i in range(len(calls)):
+            saved, rows = replies[2 * i], replies[2 * i + 1]
+            failed = saved if isinstance(saved, BaseException) else rows
+            if isinstance(failed, BaseException):
+                out.append(failed)
+            else:
+                out.append([_inbox_message(_s(entry), _fields(raw)) for entry, raw in rows])
+        return out
 
     async def save_read(self, user_id: int, channel_id: int, seq: int) -> tuple[bool, int]:
         """Move the read marker forward, clamped to the channel's last seq (SET_READ);
@@ -664,6 +711,13 @@ class ChatStore:
                 pipe.get(chan_seq_key(c))
             found = await pipe.execute()
         return [int(_s(v)) if v is not None else 0 for v in found]
+
+
+def _log_forget(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning(
+            "could not remove finished fanout records (a claim will): %s", future.exception()
+        )
 
 
 def _batch_replies(batch: Any, count: int) -> list[Any]:

@@ -81,6 +81,11 @@ class ChatConnection(ChatDevice):
     Attributes worth reading: ``cursor`` (inbox position taken so far), ``address`` and
     ``instance`` (current chat server), ``connects``, ``redirects``, ``moves``,
     ``duplicates_dropped``.
+
+    Its ``messages()`` leave out the messages this connection sent, live: the hello asks
+    the server not to echo them back to the sending stream (``send`` returning is their
+    confirmation); they come only in a replay after a reconnect. The user's other devices
+    get them as usual. Sends made at the same moment go up as one ``send_batch`` frame.
     """
 
     _kind = "chat connection"
@@ -278,18 +283,31 @@ class ChatConnection(ChatDevice):
                 inbox_cursor=self.cursor,
                 ring_version=self._ring_version,
                 batch_frames=True,
+                omit_own_echo=True,
             )
         )
         while True:
-            item = await outbox.get()
-            if item is None:
-                return
-            if item is _ACK:
-                self._ack_queued = False
-                if self.cursor:
-                    yield chat_pb2.ConnectRequest(ack=chat_pb2.Ack(inbox_cursor=self.cursor))
-                continue
-            yield item
+            items = [await outbox.get()]
+            while not outbox.empty():  # what was queued at once goes out together
+                items.append(outbox.get_nowait())
+            sends: list[chat_pb2.SendMessage] = []
+            for item in items:
+                if item is not None and item is not _ACK and item.WhichOneof("frame") == "send":
+                    sends.append(item.send)
+                    continue
+                for request in _together(sends):
+                    yield request
+                sends = []
+                if item is None:
+                    return
+                if item is _ACK:
+                    self._ack_queued = False
+                    if self.cursor:
+                        yield chat_pb2.ConnectRequest(ack=chat_pb2.Ack(inbox_cursor=self.cursor))
+                else:
+                    yield item
+            for request in _together(sends):
+                yield request
 
     async def _stream(self, address: str) -> _Next:
         self._state("connecting", address)
@@ -399,6 +417,22 @@ class ChatConnection(ChatDevice):
             pending.future.set_exception(
                 ChatSendError(error.client_msg_id, error.code, error.reason, error.message)
             )
+
+
+MAX_SEND_BATCH = 64
+"""Most sends in one send_batch frame (the server's bound)."""
+
+
+def _together(sends: list[chat_pb2.SendMessage]) -> list[chat_pb2.ConnectRequest]:
+    """Frames for sends queued at once: one ``send`` alone, else ``send_batch`` frames."""
+    if len(sends) == 1:
+        return [chat_pb2.ConnectRequest(send=sends[0])]
+    return [
+        chat_pb2.ConnectRequest(
+            send_batch=chat_pb2.SendBatch(sends=sends[start : start + MAX_SEND_BATCH])
+        )
+        for start in range(0, len(sends), MAX_SEND_BATCH)
+    ]
 
 
 async def unbatched(

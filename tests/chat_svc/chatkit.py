@@ -105,9 +105,11 @@ class Device:
         cursor: str = "",
         read: bool = True,
         batch: bool = False,
+        omit_own_echo: bool = False,
     ) -> None:
         self.user_id = user_id
         self.batch = batch
+        self.omit_own_echo = omit_own_echo
         self.batch_sizes: list[int] = []
         """Frames in each ``batch`` frame received (their frames are in :attr:`frames`)."""
         self.address = address
@@ -125,7 +127,10 @@ class Device:
     async def _requests(self) -> AsyncIterator[chat_pb2.ConnectRequest]:
         yield chat_pb2.ConnectRequest(
             hello=chat_pb2.Hello(
-                device_id=self.device_id, inbox_cursor=self.cursor, batch_frames=self.batch
+                device_id=self.device_id,
+                inbox_cursor=self.cursor,
+                batch_frames=self.batch,
+                omit_own_echo=self.omit_own_echo,
             )
         )
         while True:
@@ -254,6 +259,16 @@ class Device:
             reply_to=reply_to,
         )
         return self._event("send", frame)
+
+    def send_batch(self, channel_id: int, sends: Sequence[tuple[str, str]]) -> None:
+        """Queue one ``send_batch`` frame of (client_msg_id, text) sends."""
+        batch = chat_pb2.SendBatch(
+            sends=[
+                chat_pb2.SendMessage(client_msg_id=cmid, channel_id=channel_id, text=text)
+                for cmid, text in sends
+            ]
+        )
+        self._outbox.put_nowait(chat_pb2.ConnectRequest(send_batch=batch))
 
     def ack(self, cursor: str | None = None) -> None:
         self._outbox.put_nowait(

@@ -394,9 +394,41 @@ class ChatPoller extends ChatDevice {
   }
 }
 
+/** Most sends in one send_batch frame (the server's bound). */
+const MAX_SEND_BATCH = 64;
+
+/**
+ * Frames for requests made at once, in order: each run of sends as one `send` alone or
+ * `send_batch` frames of at most 64; other requests (edits, deletes, reactions) as they are.
+ */
+function sendFrames(requests) {
+  const frames = [];
+  let run = [];
+  const flush = () => {
+    if (run.length === 1) frames.push({ send: run[0] });
+    for (let start = 0; run.length > 1 && start < run.length; start += MAX_SEND_BATCH) {
+      const sends = run.slice(start, start + MAX_SEND_BATCH);
+      frames.push(sends.length === 1 ? { send: sends[0] } : { send_batch: { sends } });
+    }
+    run = [];
+  };
+  for (const request of requests) {
+    if (request.send) {
+      run.push(request.send);
+    } else {
+      flush();
+      frames.push(request);
+    }
+  }
+  flush();
+  return frames;
+}
+
 /**
  * A device's chat stream that keeps itself connected. Events: 'message' (each inbox
- * message once), 'state' (state, detail), 'error' (fatal).
+ * message once; messages this connection sent are not echoed back to it live, only in a
+ * replay after a reconnect: send() resolving confirms them), 'state' (state, detail),
+ * 'error' (fatal).
  */
 class ChatConnection extends ChatDevice {
   /**
@@ -414,6 +446,8 @@ class ChatConnection extends ChatDevice {
     this._reads = new Map(); // channel_id (string) -> newest seq marked read
     this._ringVersion = 0; // of the answer that named the server we connect to
     this._call = null;
+    this._unsent = []; // sends made in this tick, written together by _flushSends
+    this._ackDue = false; // an ack of the newest cursor is scheduled for this tick
   }
 
   async start() {
@@ -461,11 +495,18 @@ class ChatConnection extends ChatDevice {
         this._call = call;
         let settled = false;
         const settle = (value) => { if (!settled) { settled = true; this._call = null; this.connected = false; resolve(value); } };
-        // batch_frames: frames waiting together come as one `batch` frame (unpacked below)
-        call.write({ hello: { device_id: this.deviceId, inbox_cursor: this.cursor, ring_version: this._ringVersion, batch_frames: true } });
+        // batch_frames: frames waiting together come as one `batch` frame (unpacked below);
+        // omit_own_echo: our own sends are confirmed by their send_ack, not echoed back
+        call.write({
+          hello: {
+            device_id: this.deviceId, inbox_cursor: this.cursor, ring_version: this._ringVersion,
+            batch_frames: true, omit_own_echo: true,
+          },
+        });
         // everything without a reply goes again: sends are idempotent (same client_msg_id),
         // read markers only move forward (no receipt unless they move)
-        for (const pending of this._pending.values()) call.write(pending.request);
+        this._unsent = [];
+        for (const frame of sendFrames([...this._pending.values()].map((p) => p.request))) call.write(frame);
         for (const [channelId, seq] of this._reads) call.write({ read: { channel_id: channelId, seq } });
         const handle = (frame) => {
           switch (frame.frame) {
@@ -516,7 +557,13 @@ class ChatConnection extends ChatDevice {
   _take(call, message) {
     if (message.inbox_cursor && cursorAfter(message.inbox_cursor, this.cursor)) {
       this.cursor = message.inbox_cursor;
-      call.write({ ack: { inbox_cursor: this.cursor } });
+      if (!this._ackDue) { // one ack of the newest cursor for everything taken this tick
+        this._ackDue = true;
+        setImmediate(() => {
+          this._ackDue = false;
+          if (this._call === call) call.write({ ack: { inbox_cursor: this.cursor } });
+        });
+      }
     }
     this._emitOnce(message);
   }
@@ -557,8 +604,24 @@ class ChatConnection extends ChatDevice {
     const frame = Object.values(request)[0];
     return new Promise((resolve, reject) => {
       this._pending.set(frame.client_msg_id, { request, resolve, reject });
-      if (this._call) this._call.write(request);
+      const call = this._call;
+      if (!call) return; // the next stream sends every pending request
+      if (!request.send) { // an edit, delete or reaction: after the sends made before it
+        this._flushSends(call);
+        call.write(request);
+        return;
+      }
+      this._unsent.push(request);
+      if (this._unsent.length === 1) setImmediate(() => this._flushSends(call));
     });
+  }
+
+  /** Write the sends made since the last flush: one frame, or a send_batch of them. */
+  _flushSends(call) {
+    const requests = this._unsent;
+    this._unsent = [];
+    if (!call || this._call !== call) return; // a new stream re-sends every pending send
+    for (const frame of sendFrames(requests)) call.write(frame);
   }
 
   /**

@@ -143,6 +143,7 @@ class ConnectRequest(_message.Message):
     DELETE_FIELD_NUMBER: _builtins.int
     REACT_FIELD_NUMBER: _builtins.int
     UNREACT_FIELD_NUMBER: _builtins.int
+    SEND_BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello:
         """First frame of every stream, and only then."""
@@ -183,6 +184,16 @@ class ConnectRequest(_message.Message):
         RemoveReaction).
         """
 
+    @_builtins.property
+    def send_batch(self) -> Global___SendBatch:
+        """Several sends in one frame (1..64), each handled exactly as a `send` frame would be
+        (its own send_ack or send_error, same idempotency, rate limit and checks), in order.
+        Their replies are sent together, after the last of them is answered: as one
+        ConnectResponse.batch when the hello set batch_frames, else one frame each. More
+        than 64 sends, or none, fail the stream with INVALID_ARGUMENT (reason
+        SEND_BATCH_SIZE).
+        """
+
     def __init__(
         self,
         *,
@@ -195,16 +206,41 @@ class ConnectRequest(_message.Message):
         delete: Global___DeleteMessage | None = ...,
         react: Global___AddReaction | None = ...,
         unreact: Global___RemoveReaction | None = ...,
+        send_batch: Global___SendBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "edit", b"edit", "frame", b"frame", "hello", b"hello", "react", b"react", "read", b"read", "send", b"send", "typing", b"typing", "unreact", b"unreact"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "edit", b"edit", "frame", b"frame", "hello", b"hello", "react", b"react", "read", b"read", "send", b"send", "send_batch", b"send_batch", "typing", b"typing", "unreact", b"unreact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "edit", b"edit", "frame", b"frame", "hello", b"hello", "react", b"react", "read", b"read", "send", b"send", "typing", b"typing", "unreact", b"unreact"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "delete", b"delete", "edit", b"edit", "frame", b"frame", "hello", b"hello", "react", b"react", "read", b"read", "send", b"send", "send_batch", b"send_batch", "typing", b"typing", "unreact", b"unreact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["hello", "send", "ack", "read", "typing", "edit", "delete", "react", "unreact"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["hello", "send", "ack", "read", "typing", "edit", "delete", "react", "unreact", "send_batch"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class SendBatch(_message.Message):
+    """SendBatch carries several sends of one device in one frame."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sends(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendMessage]:
+        """The sends, 1..64, in the order the device made them."""
+
+    def __init__(
+        self,
+        *,
+        sends: _abc.Iterable[Global___SendMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sends", b"sends"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendBatch: _TypeAlias = SendBatch  # noqa: Y015
 
 @_typing.final
 class Hello(_message.Message):
@@ -216,6 +252,7 @@ class Hello(_message.Message):
     INBOX_CURSOR_FIELD_NUMBER: _builtins.int
     RING_VERSION_FIELD_NUMBER: _builtins.int
     BATCH_FRAMES_FIELD_NUMBER: _builtins.int
+    OMIT_OWN_ECHO_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """Stable id of this device, 1..64 characters; each device keeps its own cursor."""
     inbox_cursor: _builtins.str
@@ -237,6 +274,13 @@ class Hello(_message.Message):
     same order); a frame that is alone is sent as itself, with no waiting. Without it
     every frame is sent on its own, as before.
     """
+    omit_own_echo: _builtins.bool
+    """Opt-in: a message this stream sends is not delivered back to this stream as a
+    `message` frame (its send_ack confirms it). The user's other devices still get it,
+    and so does a later stream of this device whose hello cursor is before it (a replay
+    sends the inbox as it is). Without it the sending stream also gets its own message,
+    as before.
+    """
     def __init__(
         self,
         *,
@@ -244,10 +288,11 @@ class Hello(_message.Message):
         inbox_cursor: _builtins.str = ...,
         ring_version: _builtins.int = ...,
         batch_frames: _builtins.bool = ...,
+        omit_own_echo: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_frames", b"batch_frames", "device_id", b"device_id", "inbox_cursor", b"inbox_cursor", "ring_version", b"ring_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_frames", b"batch_frames", "device_id", b"device_id", "inbox_cursor", b"inbox_cursor", "omit_own_echo", b"omit_own_echo", "ring_version", b"ring_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
