@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc  # noqa: E402
+from feedchat_local.chat_process import chat_process  # noqa: E402
 from feedchat_local.embedded import (  # noqa: E402
     EmbeddedServer,
     etcd_server,
@@ -684,45 +685,21 @@ def pid_of(server: EmbeddedServer) -> int:
     return server.process.pid if server.process else 0
 
 
-def chat_process(
+def bench_chat_process(
     tmp: Path, etcd: str, redis_url: str, pg_url: str, name: str, extra: tuple[str, ...] = ()
 ) -> EmbeddedServer:
-    port = free_port()
     profile = os.environ.get("CHAT_BENCH_PROFILE", "")  # e.g. /tmp/prof: cProfile each server
-    runner = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
-    argv = [
-        sys.executable,
-        *runner,
-        "-m",
-        "chat_svc",
-        "--port",
-        str(port),
-        "--instance",
+    return chat_process(
+        tmp,
         name,
-        "--etcd",
-        etcd,
-        "--etcd-prefix",
-        "/bench",
-        "--redis-url",
-        redis_url,
-        "--dev",
-        "--postgres-url",
-        pg_url,
-        "--lease-ttl",
-        "2",
-        "--log-level",
-        "WARNING",
-        "--log-format",
-        "text",
-        "--send-rate",
-        "100000",
-        "--send-burst",
-        "100000",
-        "--outbound-queue",
-        "4096",
-        *extra,
-    ]
-    return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
+        etcd=etcd,
+        prefix="/bench",
+        redis_url=redis_url,
+        postgres_url=pg_url,
+        send_rate=100_000,
+        options=("--log-level", "WARNING", "--outbound-queue", "4096", *extra),
+        python_options=("-m", "cProfile", "-o", f"{profile}/{name}.prof") if profile else (),
+    )
 
 
 class Cluster:
@@ -768,7 +745,9 @@ async def chat_cluster(
         redis_url, redis_pids = f"redis://{redis.address}/0", {"redis": pid_of(redis)}
     postgres.start()
     procs = [
-        chat_process(tmp, etcd.address, redis_url, postgres_url(postgres), f"chat-{i}", chat_args)
+        bench_chat_process(
+            tmp, etcd.address, redis_url, postgres_url(postgres), f"chat-{i}", chat_args
+        )
         for i in range(count)
     ]
     extra: list[EmbeddedServer] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,8 @@ from chat_svc.groups import Channels
 from chat_svc.store import ChatStore
 from chat_svc.store_channels import ChannelRecords
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from feedchat_local.embedded import EmbeddedServer, free_port
+from feedchat_local.chat_process import chat_process
+from feedchat_local.embedded import EmbeddedServer
 from feedchat_runtime.auth import authority_from_config
 from feedchat_runtime.postgres import open_database
 from feedchat_runtime.registry import EtcdSession
@@ -66,6 +66,18 @@ async def pair_across(
     a = await devices(alice, apps[0].address)
     b = await devices(bob, apps[1].address)
     return alice, bob, channel, a, b
+
+
+async def direct_pair(
+    chat_cluster: StartCluster, **config: Any
+) -> tuple[list[ChatApp], int, int, int]:
+    """Two chat servers (a lifted send rate unless ``config`` says otherwise); alice owned
+    by chat-0, bob by chat-1, and their direct channel."""
+    apps = await chat_cluster(2, **{"send_rate": 1000.0, "send_burst": 1000, **config})
+    alice = users_on(apps, "chat-0", 1)[0]
+    bob = users_on(apps, "chat-1", 1)[0]
+    channel = await open_direct(apps[0].address, alice, bob)
+    return apps, alice, bob, channel
 
 
 def slow_ring_watch(app: ChatApp, delay: float) -> None:
@@ -307,49 +319,6 @@ class Device:
         await self._channel.close()
 
 
-def chat_process(
-    tmp: Path,
-    etcd: str,
-    prefix: str,
-    redis_url: str,
-    postgres_url: str,
-    name: str,
-    port: int = 0,
-    lease_ttl: int = 2,
-) -> EmbeddedServer:
-    """A chat server as a separate process (``port``: reuse an address after a kill)."""
-    port = port or free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "chat_svc",
-        "--port",
-        str(port),
-        "--instance",
-        name,
-        "--etcd",
-        etcd,
-        "--etcd-prefix",
-        prefix,
-        "--redis-url",
-        redis_url,
-        "--dev",
-        "--postgres-url",
-        postgres_url,
-        "--lease-ttl",
-        str(lease_ttl),
-        "--grace",
-        "1",
-        "--log-format",
-        "text",
-        "--send-rate",
-        "1000",
-        "--send-burst",
-        "1000",
-    ]
-    return EmbeddedServer(name, "127.0.0.1", port, tmp / name, argv, tmp / f"{name}.log")
-
-
 class Follower:
     """A device that follows its user around: reconnects (with its cursor) wherever the
     ring says, after redirects, kills and rebalancing."""
@@ -459,7 +428,16 @@ async def chat_processes(
     """Start the three processes and wait until the ring has them all; stop everything
     on the way out (a process the test killed included)."""
     procs = [
-        chat_process(tmp, etcd, prefix, redis_url, database_url, f"chat-{i}", lease_ttl=lease_ttl)
+        chat_process(
+            tmp,
+            f"chat-{i}",
+            etcd=etcd,
+            prefix=prefix,
+            redis_url=redis_url,
+            postgres_url=database_url,
+            lease_ttl=lease_ttl,
+            options=("--grace", "1"),
+        )
         for i in range(3)
     ]
     db = await open_database(database_url, "chat", "chat_svc", 2)

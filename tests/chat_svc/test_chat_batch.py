@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from chat_svc.sessions import MAX_BATCH
-from tests.chat_svc.chatkit import OpenDevice, StartCluster, open_direct, users_on
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, direct_pair
 from tests.waiting import wait_until
 
 
 async def test_replayed_backlog_comes_in_bounded_batches_in_inbox_order(
     chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
-    apps, alice, bob, channel = await _direct_pair(chat_cluster)
+    apps, alice, bob, channel = await direct_pair(chat_cluster)
     a = await devices(alice, apps[0].address)
     total = MAX_BATCH + 6
     cmids = [a.send(channel, f"m{i}", client_msg_id=f"backlog-{i}") for i in range(total)]
@@ -32,7 +30,7 @@ async def test_replayed_backlog_comes_in_bounded_batches_in_inbox_order(
 async def test_live_burst_between_batching_devices_arrives_once_in_order_with_every_ack(
     chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
-    apps, alice, bob, channel = await _direct_pair(chat_cluster)
+    apps, alice, bob, channel = await direct_pair(chat_cluster)
     a = await devices(alice, apps[0].address, batch=True)
     b = await devices(bob, apps[1].address, batch=True)
     total = 40
@@ -43,12 +41,3 @@ async def test_live_burst_between_batching_devices_arrives_once_in_order_with_ev
     assert sorted(ack.client_msg_id for ack in a.acks) == sorted(cmids)
     assert [m.seq for m in a.messages] == list(range(1, total + 1))
     assert all(size <= MAX_BATCH for size in a.batch_sizes + b.batch_sizes)
-
-
-async def _direct_pair(chat_cluster: StartCluster) -> tuple[list[Any], int, int, int]:
-    """Two chat servers; alice owned by chat-0, bob by chat-1, and their direct channel."""
-    apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await open_direct(apps[0].address, alice, bob)
-    return apps, alice, bob, channel

@@ -4,21 +4,19 @@ frame (answered together), may ask not to get its own sends echoed back
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from chat_svc.sessions import MAX_SEND_BATCH
 from feedchat.chat.v1 import chat_pb2
 from feedchat_client.errors import error_details
-from tests.chat_svc.chatkit import OpenDevice, StartCluster, open_direct, users_on
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, direct_pair, open_direct, users_on
 from tests.waiting import wait_until
 
 
 async def test_sending_device_gets_acks_not_its_own_messages_other_devices_get_them(
     chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
-    apps, alice, bob, channel = await _direct_pair(chat_cluster)
+    apps, alice, bob, channel = await direct_pair(chat_cluster)
     phone = await devices(alice, apps[0].address, device_id="phone", omit_own_echo=True)
     tablet = await devices(alice, apps[0].address, device_id="tablet")
     b = await devices(bob, apps[1].address)
@@ -43,7 +41,7 @@ async def test_sending_device_gets_acks_not_its_own_messages_other_devices_get_t
 async def test_send_batch_stores_each_send_in_order_and_answers_them_together(
     chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
-    apps, alice, bob, channel = await _direct_pair(chat_cluster)
+    apps, alice, bob, channel = await direct_pair(chat_cluster)
     a = await devices(alice, apps[0].address, batch=True, omit_own_echo=True)
     b = await devices(bob, apps[1].address)
     texts = ["one", "two", "", "three", "two"]  # an empty text is refused on its own
@@ -78,7 +76,7 @@ async def test_send_batch_stores_each_send_in_order_and_answers_them_together(
 async def test_send_batch_outside_its_bounds_fails_the_stream_invalid_argument(
     chat_cluster: StartCluster, devices: OpenDevice
 ) -> None:
-    apps, alice, _, channel = await _direct_pair(chat_cluster)
+    apps, alice, _, channel = await direct_pair(chat_cluster)
     for count in (0, MAX_SEND_BATCH + 1):
         a = await devices(alice, apps[0].address)
         a.send_batch(channel, [(f"bound-{count}-{i}", "x") for i in range(count)])
@@ -108,12 +106,3 @@ async def test_acks_of_many_devices_at_once_each_save_a_cursor_and_send_receipts
     for r in readers:  # each device's cursor was saved: a new stream replays nothing
         resumed = await devices(r, apps[1].address)
         assert resumed.texts() == []
-
-
-async def _direct_pair(chat_cluster: StartCluster) -> tuple[list[Any], int, int, int]:
-    """Two chat servers; alice owned by chat-0, bob by chat-1, and their direct channel."""
-    apps = await chat_cluster(2, send_rate=1000.0, send_burst=1000)
-    alice = users_on(apps, "chat-0", 1)[0]
-    bob = users_on(apps, "chat-1", 1)[0]
-    channel = await open_direct(apps[0].address, alice, bob)
-    return apps, alice, bob, channel
