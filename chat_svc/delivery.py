@@ -274,10 +274,30 @@ class Delivery:
     def _forward_all(
         self, remote: dict[str, list[Push]]
     ) -> asyncio.Future[list[list[int] | BaseException]]:
-        return asyncio.gather(
-            *(self.forward(address, batch) for address, batch in remote.items()),
-            return_exceptions=True,
+        """Forward each address's pushes; one answer per address (an exception where its
+        call failed). One address (the common 1:1 case) needs no gather."""
+        if len(remote) != 1:
+            return asyncio.gather(
+                *(self.forward(address, batch) for address, batch in remote.items()),
+                return_exceptions=True,
+            )
+        ((address, batch),) = remote.items()
+        forwarded = self.forward(address, batch)
+        answer: asyncio.Future[list[list[int] | BaseException]] = (
+            asyncio.get_running_loop().create_future()
         )
+
+        def done(future: asyncio.Future[list[int]]) -> None:
+            if answer.done():  # the caller stopped waiting
+                return
+            if future.cancelled():
+                answer.cancel()
+            else:
+                error = future.exception()
+                answer.set_result([error if error is not None else future.result()])
+
+        forwarded.add_done_callback(done)
+        return answer
 
     @staticmethod
     def _settle(

@@ -214,8 +214,8 @@ class ChatStore:
         self._fanouts: GroupCommit[_Fanout, Fanned] = GroupCommit(
             self._run_fanouts, max_batch=send_batch
         )
-        self._forgets: GroupCommit[tuple[int, str], None] = GroupCommit(
-            self._run_forgets, max_batch=1024
+        self._forgets: GroupCommit[dict[int, list[str]], None] = GroupCommit(
+            self._run_forgets, max_batch=256
         )
         self._acks: GroupCommit[_AckCall, list[StoredMessage]] = GroupCommit(
             self._run_acks, max_batch=256
@@ -468,17 +468,18 @@ class ChatStore:
                     fanout_member(message.channel_id, message.seq)
                 )
             out.append(Fanned(entries, failure))
-        for b, members in done.items():
-            for member in members:
-                self._forgets.submit((b, member)).add_done_callback(_log_forget)
+        if done:
+            self._forgets.submit(done).add_done_callback(_log_forget)
         return out
 
-    async def _run_forgets(self, names: list[tuple[int, str]]) -> list[None]:
+    async def _run_forgets(self, batches: list[dict[int, list[str]]]) -> list[None]:
+        """Remove the records of finished fanouts (of several fanout batches at once)."""
         by_bucket: dict[int, list[str]] = defaultdict(list)
-        for b, member in names:
-            by_bucket[b].append(member)
+        for names in batches:
+            for b, members in names.items():
+                by_bucket[b].extend(members)
         await self._forget_fanouts(by_bucket)
-        return [None] * len(names)
+        return [None] * len(batches)
 
     async def _forget_fanouts(self, names: Mapping[int, Sequence[str]]) -> None:
         """Remove finished pending-fanout records (by bucket). The record goes first: a
