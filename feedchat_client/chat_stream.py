@@ -82,10 +82,9 @@ class ChatConnection(ChatDevice):
     ``instance`` (current chat server), ``connects``, ``redirects``, ``moves``,
     ``duplicates_dropped``.
 
-    Its ``messages()`` leave out the messages this connection sent, live: the hello asks
-    the server not to echo them back to the sending stream (``send`` returning is their
-    confirmation); they come only in a replay after a reconnect. The user's other devices
-    get them as usual. Sends made at the same moment go up as one ``send_batch`` frame.
+    Sends made at the same moment go up as one ``send_batch`` frame. Its ``messages()``
+    include the messages this connection sent itself (it does not set
+    ``Hello.omit_own_echo``: applications read their own messages from it).
     """
 
     _kind = "chat connection"
@@ -283,7 +282,6 @@ class ChatConnection(ChatDevice):
                 inbox_cursor=self.cursor,
                 ring_version=self._ring_version,
                 batch_frames=True,
-                omit_own_echo=True,
             )
         )
         while True:
