@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 from chat_svc.model import InboxEntry, OutFrame, PushEvent, Reconnect, SendAck, SendFailure
+from feedchat_runtime.clock import wall_ms
 from feedchat_runtime.errors import FeedchatError, ResourceExhausted
 from feedchat_runtime.metrics import Histogram
 
@@ -177,7 +178,7 @@ class ConnectionHub:
         for stream in streams:
             stream.offer(event)
         if streams and isinstance(event, InboxEntry):
-            waited_ms = time.time_ns() // 1_000_000 - event.message.created_ms
+            waited_ms = wall_ms() - event.message.created_ms
             DELIVERY_SECONDS.observe(max(0, waited_ms) / 1000)
         if not streams and self._lingering.get(user_id, 0.0) > time.monotonic():
             return 1

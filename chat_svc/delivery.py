@@ -48,6 +48,7 @@ from chat_svc.model import (
 )
 from chat_svc.peer import deliver_local
 from chat_svc.store import ChatStore, Fanned
+from feedchat_runtime.clock import wall_ms
 from feedchat_runtime.errors import InvalidArgument, PermissionDenied
 from feedchat_runtime.ring import Ring, RingWatch
 from feedchat_runtime.snowflake import SnowflakeGenerator
@@ -151,7 +152,7 @@ class Delivery:
         someone else's message is tried again as the group's owner when the sender is."""
         self.validate(draft)
         message_id = self.ids.next_id()
-        created_ms = time.time_ns() // 1_000_000
+        created_ms = wall_ms()
 
         async def store(owner: bool) -> SendOutcome:
             return await self.store.store_message(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -37,6 +36,7 @@ from chat_svc.model import (
     parse_cursor,
 )
 from chat_svc.store import ChatStore, Fanned
+from feedchat_runtime.clock import wall_ms
 from feedchat_runtime.errors import (
     FailedPrecondition,
     FeedchatError,
@@ -182,7 +182,7 @@ class Sessions:
         saved cursor and make it skip every message stored until then. Inbox ids come from
         Redis's clock, so only a cursor ahead of this server's clock (with some slack) is
         compared with the inbox's newest entry."""
-        if parse_cursor(cursor)[0] <= time.time() * 1000 + FUTURE_SLACK_MS:
+        if parse_cursor(cursor)[0] <= wall_ms() + FUTURE_SLACK_MS:
             return
         if parse_cursor(cursor) > parse_cursor(await self.store.inbox_last(user_id)):
             raise InvalidArgument.field(
