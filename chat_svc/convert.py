@@ -180,6 +180,8 @@ def send_ack_pb(ack: SendAck) -> chat_pb2.SendAck:
         channel_id=ack.channel_id,
         seq=ack.seq,
         duplicate=ack.duplicate,
+        created_ms=ack.created_ms,
+        target_seq=ack.target_seq,
     )
 
 

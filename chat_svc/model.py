@@ -172,11 +172,32 @@ class Push:
 
 @dataclass(frozen=True)
 class SendAck:
+    """A stored send's ids, and what else the sender needs to have the whole message
+    without its echo: ``created_ms`` and ``target_seq`` (the replied-to or acted-on
+    message's seq; 0: none)."""
+
     client_msg_id: str
     message_id: int
     channel_id: int
     seq: int
     duplicate: bool
+    created_ms: int = 0
+    target_seq: int = 0
+
+    @classmethod
+    def of(cls, client_msg_id: str, outcome: SendOutcome) -> SendAck:
+        """The ack of a stored (or, for a duplicate, earlier stored) send."""
+        m = outcome.message
+        target_seq = m.event.target_seq if m.event is not None else m.reply_seq
+        return cls(
+            client_msg_id,
+            m.message_id,
+            m.channel_id,
+            m.seq,
+            outcome.duplicate,
+            m.created_ms,
+            target_seq,
+        )
 
 
 @dataclass(frozen=True)

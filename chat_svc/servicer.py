@@ -183,9 +183,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def _store(self, request: DraftPb) -> chat_pb2.SendAck:
         """Store a send or a channel event (the stream's path); its ack."""
         outcome = await self._unary.send(require_user(), draft_from_pb(request))
-        m = outcome.message
-        ack = SendAck(request.client_msg_id, m.message_id, m.channel_id, m.seq, outcome.duplicate)
-        return send_ack_pb(ack)
+        return send_ack_pb(SendAck.of(request.client_msg_id, outcome))
 
     async def SendMessage(
         self, request: chat_pb2.SendMessageRequest, context: Context

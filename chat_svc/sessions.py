@@ -382,8 +382,7 @@ class Session:
             return SendFailure(
                 client_msg_id, error.code, error.reason, error.message, error.retry_after
             ), None
-        m = outcome.message
-        return SendAck(client_msg_id, m.message_id, m.channel_id, m.seq, outcome.duplicate), outcome
+        return SendAck.of(client_msg_id, outcome), outcome
 
     def _reply(
         self, reply: SendAck | SendFailure, outcome: SendOutcome | None

@@ -19,6 +19,13 @@ Messages are de-duplicated by message id (a bounded window), the cursor only mov
 forward and is saved in a :class:`~feedchat_client.cursors.CursorStore` and acked to the
 server. Every send keeps its ``client_msg_id`` and is re-sent on each new stream until the
 server acks it; the server's idempotency turns retries into one stored message.
+
+The hello sets ``omit_own_echo``: the server does not send a stream's own messages and
+channel events back to it. The connection hands each one to ``messages()`` itself when its
+``send_ack`` comes (the ack carries everything the stored message has that the send did
+not: ids, seq, creation time, the replied-to or acted-on message's seq). A copy that does
+come from the server later (a replay after a reconnect, or a duplicate ack of a retry) has
+the same message id and is dropped by the de-duplication like any repeat.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from feedchat_client.chat_device import (
     ring_version,
 )
 from feedchat_client.errors import ChatSendError, RpcError, ServiceNotFound
-from feedchat_client.models import ChatMessage, SentMessage
+from feedchat_client.ids import decode
+from feedchat_client.models import ChatMessage, MessageEvent, SentMessage
 
 if TYPE_CHECKING:
     from feedchat_client.chat import RouterClient
@@ -83,8 +91,12 @@ class ChatConnection(ChatDevice):
     ``duplicates_dropped``.
 
     Sends made at the same moment go up as one ``send_batch`` frame. Its ``messages()``
-    include the messages this connection sent itself (it does not set
-    ``Hello.omit_own_echo``: applications read their own messages from it).
+    include the messages and channel events this connection sent itself, once each: the
+    hello sets ``Hello.omit_own_echo``, so the server does not send them back, and the
+    connection yields each one when the server acks it (before ``send`` and the other
+    send methods return), with everything the server's copy has except ``inbox_cursor``
+    (empty: it did not come from the inbox). Should the server's copy come too (a replay
+    after a reconnect, or a retried send), it is dropped as a repeat by message id.
     """
 
     _kind = "chat connection"
@@ -282,6 +294,7 @@ class ChatConnection(ChatDevice):
                 inbox_cursor=self.cursor,
                 ring_version=self._ring_version,
                 batch_frames=True,
+                omit_own_echo=True,  # _acked hands our own messages over instead
             )
         )
         while True:
@@ -387,8 +400,14 @@ class ChatConnection(ChatDevice):
         self._deliver(message)
 
     def _acked(self, ack: chat_pb2.SendAck) -> None:
+        """Resolve the send and hand the message it stored to ``messages()`` (first: when
+        ``send`` returns, the message is there). A duplicate ack of a message already
+        handed over, or taken from the inbox, is dropped by its message id."""
         pending = self._pending.pop(ack.client_msg_id, None)
-        if pending is not None and not pending.future.done():
+        if pending is None:
+            return
+        self._deliver(_own_message(pending.request, ack, self._user_id))
+        if not pending.future.done():
             pending.future.set_result(
                 SentMessage(
                     ack.client_msg_id, ack.message_id, ack.channel_id, ack.seq, ack.duplicate
@@ -419,6 +438,51 @@ class ChatConnection(ChatDevice):
 
 MAX_SEND_BATCH = 64
 """Most sends in one send_batch frame (the server's bound)."""
+
+
+def _own_message(
+    request: chat_pb2.ConnectRequest, ack: chat_pb2.SendAck, sender_id: int
+) -> ChatMessage:
+    """The message (or channel event) an acked send stored, as the server would have
+    echoed it, from the send and its ack (``created_ms`` from the id when the server's
+    ack lacks it)."""
+    created_ms = ack.created_ms or decode(ack.message_id).unix_ms
+    which = request.WhichOneof("frame")
+    if which == "send":
+        send = request.send
+        return ChatMessage(
+            ack.message_id,
+            ack.channel_id,
+            ack.seq,
+            sender_id,
+            send.text,
+            ack.client_msg_id,
+            created_ms,
+            reply_to=send.reply_to,
+            reply_to_seq=ack.target_seq,
+        )
+    if which == "edit":
+        event = MessageEvent("edit", request.edit.message_id, ack.target_seq, request.edit.text)
+    elif which == "delete":
+        event = MessageEvent("delete", request.delete.message_id, ack.target_seq)
+    elif which == "react":
+        react = request.react
+        event = MessageEvent("reaction_added", react.message_id, ack.target_seq, emoji=react.emoji)
+    else:
+        unreact = request.unreact
+        event = MessageEvent(
+            "reaction_removed", unreact.message_id, ack.target_seq, emoji=unreact.emoji
+        )
+    return ChatMessage(
+        ack.message_id,
+        ack.channel_id,
+        ack.seq,
+        sender_id,
+        "",
+        ack.client_msg_id,
+        created_ms,
+        event=event,
+    )
 
 
 def _together(sends: list[chat_pb2.SendMessage]) -> list[chat_pb2.ConnectRequest]:

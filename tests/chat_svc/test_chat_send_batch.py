@@ -7,9 +7,16 @@ from __future__ import annotations
 import grpc
 
 from chat_svc.sessions import MAX_SEND_BATCH
-from feedchat.chat.v1 import chat_pb2
+from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_client.errors import error_details
-from tests.chat_svc.chatkit import OpenDevice, StartCluster, direct_pair, open_direct, users_on
+from tests.chat_svc.chatkit import (
+    OpenDevice,
+    StartCluster,
+    auth,
+    direct_pair,
+    open_direct,
+    users_on,
+)
 from tests.waiting import wait_until
 
 
@@ -106,3 +113,54 @@ async def test_acks_of_many_devices_at_once_each_save_a_cursor_and_send_receipts
     for r in readers:  # each device's cursor was saved: a new stream replays nothing
         resumed = await devices(r, apps[1].address)
         assert resumed.texts() == []
+
+
+async def test_send_ack_carries_what_the_echo_would_have_added_to_the_send(
+    chat_cluster: StartCluster, devices: OpenDevice
+) -> None:
+    """Without its echo the sender still knows the whole message: the ack adds the stored
+    message's creation time and the seq of the message it replies to or acts on."""
+    apps, alice, bob, channel = await direct_pair(chat_cluster)
+    phone = await devices(alice, apps[0].address, device_id="phone", omit_own_echo=True)
+    tablet = await devices(alice, apps[0].address, device_id="tablet")
+    first = await phone.sent(phone.send(channel, "first"))
+    # a retry's duplicate ack names the original, creation time included
+    phone.send(channel, "first", client_msg_id=first.client_msg_id)
+    await wait_until(lambda: len(phone.acks) == 2, what="the retry's ack")
+    again = phone.acks[1]
+    assert again.duplicate
+    assert (again.message_id, again.created_ms) == (first.message_id, first.created_ms)
+    cmids = [
+        phone.reply(channel, "a reply", first.message_id),
+        phone.edit(channel, first.message_id, "first, edited"),
+        phone.react(channel, first.message_id, "👍"),
+        phone.delete(channel, first.message_id),
+    ]
+    acks = [first] + [await phone.sent(cmid) for cmid in cmids]
+    await wait_until(lambda: tablet.got(5), what="the five at the other device")
+    echoes = {m.client_msg_id: m for m in tablet.messages}
+    for ack in acks:
+        echo = echoes[ack.client_msg_id]
+        assert (ack.message_id, ack.seq, ack.created_ms) == (
+            echo.message_id,
+            echo.seq,
+            echo.created_ms,
+        )
+        target_seq = echo.event.target_seq if echo.HasField("event") else echo.reply_to_seq
+        assert ack.target_seq == target_seq
+    assert [ack.target_seq for ack in acks] == [0, 1, 1, 1, 1]
+    assert not phone.messages
+    # the unary SendMessage answers with the same ack
+    async with grpc.aio.insecure_channel(apps[1].address) as rpc:
+        reply = await chat_pb2_grpc.ChatServiceStub(rpc).SendMessage(
+            chat_pb2.SendMessageRequest(
+                client_msg_id="unary",
+                channel_id=channel,
+                text="by rpc",
+                reply_to=acks[1].message_id,
+            ),
+            metadata=auth(bob),
+        )
+    await wait_until(lambda: tablet.got(6), what="the unary send at the other device")
+    assert reply.ack.target_seq == acks[1].seq
+    assert reply.ack.created_ms == tablet.messages[-1].created_ms

@@ -816,6 +816,8 @@ class SendAck(_message.Message):
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    CREATED_MS_FIELD_NUMBER: _builtins.int
+    TARGET_SEQ_FIELD_NUMBER: _builtins.int
     client_msg_id: _builtins.str
     """The client_msg_id of the send."""
     message_id: _builtins.int
@@ -826,6 +828,16 @@ class SendAck(_message.Message):
     """Per-channel sequence number of the message."""
     duplicate: _builtins.bool
     """True when this send was a retry of an already stored message."""
+    created_ms: _builtins.int
+    """When the message was stored, Unix milliseconds (its Message.created_ms; a duplicate's
+    is the original's). With the send's own fields and the ids above, the sender has the
+    whole Message it sent without getting it back (Hello.omit_own_echo).
+    """
+    target_seq: _builtins.int
+    """Seq of the message this one replies to (Message.reply_to_seq) or, for a channel
+    event, of the message it acts on (MessageEvent.target_seq); 0 for a message that
+    replies to nothing.
+    """
     def __init__(
         self,
         *,
@@ -834,10 +846,12 @@ class SendAck(_message.Message):
         channel_id: _builtins.int = ...,
         seq: _builtins.int = ...,
         duplicate: _builtins.bool = ...,
+        created_ms: _builtins.int = ...,
+        target_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "duplicate", b"duplicate", "message_id", b"message_id", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "client_msg_id", b"client_msg_id", "created_ms", b"created_ms", "duplicate", b"duplicate", "message_id", b"message_id", "seq", b"seq", "target_seq", b"target_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
