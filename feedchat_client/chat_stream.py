@@ -96,7 +96,9 @@ class ChatConnection(ChatDevice):
     connection yields each one when the server acks it (before ``send`` and the other
     send methods return), with everything the server's copy has except ``inbox_cursor``
     (empty: it did not come from the inbox). Should the server's copy come too (a replay
-    after a reconnect, or a retried send), it is dropped as a repeat by message id.
+    after a reconnect, or a retried send), it is dropped as a repeat by message id. Own
+    messages do not move the cursor: a new connection (say, after a restart) whose saved
+    cursor is before them gets them from the inbox replay, like any message after it.
     """
 
     _kind = "chat connection"
