@@ -36,3 +36,11 @@ class StateLog:
 async def texts(conn: ChatConnection | ChatPoller, count: int, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109
     """The next ``count`` message texts."""
     return [(await conn.next_message(timeout)).text for _ in range(count)]
+
+
+async def direct_pair(system: System) -> tuple[FeedchatClient, FeedchatClient, int]:
+    """Two chat servers started; alice, bob and their direct channel's id."""
+    await system.start(chat_servers=2)
+    alice, bob = await user(system, "alice"), await user(system, "bob")
+    channel = await alice.chat.open_direct(bob.session.user_id)
+    return alice, bob, channel.channel_id

@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 
 from feedchat_client import ChatMessage, ChatSendError
-from tests.feedchat_client.helpers import user
+from tests.feedchat_client.helpers import direct_pair
 from tests.feedchat_client.system import System
 
 
 async def test_stream_and_poller_edit_delete_react_and_reply_and_see_each_event_once(
     system: System,
 ) -> None:
-    await system.start(chat_servers=2)
-    alice, bob = await user(system, "alice"), await user(system, "bob")
-    channel = (await alice.chat.open_direct(bob.session.user_id)).channel_id
+    alice, bob, channel = await direct_pair(system)
     async with (
         alice.chat.connection("a") as a,
         bob.chat.poller("b", wait=5) as b,

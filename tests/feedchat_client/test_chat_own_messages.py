@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from feedchat_client import ChatConnection, ChatMessage
-from tests.feedchat_client.helpers import texts, user
+from tests.feedchat_client.helpers import direct_pair, texts
 from tests.feedchat_client.system import System
 from tests.waiting import wait_until
 
@@ -26,9 +26,7 @@ async def _taken(conn: ChatConnection, count: int) -> list[ChatMessage]:
 async def test_sender_sees_its_messages_and_events_once_as_its_other_devices_get_them(
     system: System,
 ) -> None:
-    await system.start(chat_servers=2)
-    alice, bob = await user(system, "alice"), await user(system, "bob")
-    channel = (await alice.chat.open_direct(bob.session.user_id)).channel_id
+    alice, bob, channel = await direct_pair(system)
     async with (
         alice.chat.connection("phone") as phone,
         alice.chat.connection("tablet") as tablet,
@@ -59,9 +57,7 @@ async def test_sender_sees_its_messages_and_events_once_as_its_other_devices_get
 async def test_reconnect_replaying_own_messages_from_the_inbox_yields_them_once(
     system: System,
 ) -> None:
-    await system.start(chat_servers=2)
-    alice, bob = await user(system, "alice"), await user(system, "bob")
-    channel = (await alice.chat.open_direct(bob.session.user_id)).channel_id
+    alice, bob, channel = await direct_pair(system)
     async with alice.chat.connection("phone") as phone, bob.chat.connection("bob") as b:
         await phone.wait_connected(10)
         await b.wait_connected(10)
