@@ -1,15 +1,18 @@
 """Lua scripts of the chat store (run with EVALSHA; see :class:`chat_svc.store.ChatStore`).
 
-Every script touches one hash slot and gets every key through KEYS (the key families are
-in :mod:`chat_svc.keys`), so each runs unchanged on one Redis and on a Redis Cluster.
+Every script gets every key through KEYS (the key families are in :mod:`chat_svc.keys`)
+and one call takes the keys of one hash slot on a Redis Cluster (on one Redis a call of
+the ``_MANY`` scripts may take keys of many slots: the store groups the calls with
+:func:`feedchat_runtime.redis_client.slot_groups`), so each runs unchanged on both.
 A send (a message, or a channel event: an edit, a delete, a reaction) is two steps:
 
 1. ``SEND_MANY``, in the channel's bucket slot: dedup, rate limit, membership, the
    event's checks and its change to the target's state, seq, history, and a
    pending-fanout record naming the recipients. This is the commit point: the sender is
    acked after it.
-2. ``APPEND``, once per recipient in the recipient's slot: the inbox entry, a no-op when
-   that inbox already has the message (a delete also removes the deleted text there).
+2. ``APPEND_MANY``, one call per hash slot of the recipients' inboxes (per node on one
+   Redis): each inbox entry, a no-op when that inbox already has the message (a delete
+   also removes the deleted text there).
    Then the pending-fanout record is removed; a record left behind (the chat server
    died, or an append failed) is taken over by ``FANOUT_CLAIM`` on any chat server,
    which does step 2 again.
@@ -329,32 +332,41 @@ end
 return replies
 """
 
-APPEND = """
--- Append one message (or channel event) to one recipient's inbox, once: a message id the
+APPEND_KEYS = 3
+"""Keys per inbox in APPEND_MANY."""
+
+APPEND_MANY = """
+-- Append messages (or channel events) to recipients' inboxes, each once: a message id an
 -- inbox already has (a retried or claimed fanout) is not appended again. A delete also
--- removes the deleted message's entries (and its edits') from this inbox: no deleted
--- text stays in it.
--- KEYS[1] chat:inbox:{u:<user>}      stream: the inbox (auto ids)
--- KEYS[2] chat:inbox:{u:<user>}:ids  zset message id -> the ms part of its inbox entry id
---         (the newest ARGV[9] ids are kept: a retry is recognised while fewer than that
---         many messages reached the inbox since the first append)
--- KEYS[3] chat:read:{u:<user>}       hash channel id -> seq read (moved up to the message
---         when the recipient is its sender: your own messages are read)
--- ARGV[1] channel id   ARGV[2] message id   ARGV[3] seq   ARGV[4] sender id
--- ARGV[5] text         ARGV[6] client_msg_id              ARGV[7] created ms
--- ARGV[8] inbox cap    ARGV[9] ids kept     ARGV[10] 1 when the recipient is the sender
--- ARGV[11] message ids whose entries to remove (a delete's scrub list), space-separated;
---          one the inbox never got is remembered as appended (at the delete's entry), so
---          a late append of it (a claim, a retry racing the delete) is {"gone"}
--- ARGV[12..] more fields of the entry, name value ... (reply, event)
--- Returns {"ok", previous entry id or "0-0", entry id}, {"dup", previous, entry id} for an
--- entry already there, or {"gone"} (already appended, and trimmed from the inbox since).
--- Every read and check comes before the first write (all or nothing).
-local function entry_of(message_id)
-  local found = redis.call('ZSCORE', KEYS[2], message_id)
+-- removes the deleted message's entries (and its edits') from the inbox: no deleted text
+-- stays in it. One call takes the appends of one hash slot (on a cluster) or of the whole
+-- node (one Redis): many inboxes, many messages; each append is handled exactly as if it
+-- were alone, and an error fails just that append (every read and check of an append
+-- comes before its first write, so it leaves nothing behind).
+-- ARGV[1] inbox cap   ARGV[2] message ids kept per inbox   ARGV[3] m = number of messages
+-- then m message blocks, each: n (the block's length after it), then
+--   channel id, message id, seq, sender id, text, client_msg_id, created ms,
+--   the message ids whose entries to remove (a delete's scrub list, space-separated; one
+--   the inbox never got is remembered as appended, at the delete's entry, so a late append
+--   of it -- a claim, a retry racing the delete -- is {"gone"}),
+--   then more fields of the entry, name value ... (reply, event)
+-- then one pair per append, in order: the message's block number (1-based), and "1" when
+-- the recipient is the message's sender (a message, not an event: the recipient's read
+-- marker of the channel moves up to it: your own messages are read).
+-- Append i (0-based) uses KEYS[3i+1 .. 3i+3]:
+-- KEYS[+1] chat:inbox:{u:<user>}      stream: the inbox (auto ids)
+-- KEYS[+2] chat:inbox:{u:<user>}:ids  zset message id -> the ms part of its inbox entry id
+--          (the newest ARGV[2] ids are kept: a retry is recognised while fewer than that
+--          many messages reached the inbox since the first append)
+-- KEYS[+3] chat:read:{u:<user>}       hash channel id -> seq read
+-- Returns one reply per append, in order: {"ok", previous entry id or "0-0", entry id},
+-- {"dup", previous, entry id} for an entry already there, {"gone"} (already appended,
+-- and trimmed from the inbox since), or {"error", text}.
+local function entry_of(K, message_id)
+  local found = redis.call('ZSCORE', K[2], message_id)
   if not found then return nil end
   local ms = string.format('%d', tonumber(found))
-  for _, row in ipairs(redis.call('XRANGE', KEYS[1], ms .. '-0', ms .. '-18446744073709551615')) do
+  for _, row in ipairs(redis.call('XRANGE', K[1], ms .. '-0', ms .. '-18446744073709551615')) do
     local f = row[2]
     for i = 1, #f, 2 do
       if f[i] == 'message_id' and f[i + 1] == message_id then return row[1] end
@@ -362,39 +374,63 @@ local function entry_of(message_id)
   end
   return false
 end
-local here = entry_of(ARGV[2])
-if here then
-  local before = redis.call('XREVRANGE', KEYS[1], '(' .. here, '-', 'COUNT', 1)
+
+local function append_one(K, M, mine)
+  local here = entry_of(K, M[2])
+  if here then
+    local before = redis.call('XREVRANGE', K[1], '(' .. here, '-', 'COUNT', 1)
+    local prev = '0-0'
+    if #before > 0 then prev = before[1][1] end
+    return {'dup', prev, here}
+  end
+  if here == false then return {'gone'} end
+  local scrub, unseen = {}, {}
+  for message_id in string.gmatch(M[8], '%d+') do
+    local id = entry_of(K, message_id)
+    if id then scrub[#scrub + 1] = id elseif id == nil then unseen[#unseen + 1] = message_id end
+  end
+  local read = tonumber(redis.call('HGET', K[3], M[1])) or 0
+  if #scrub > 0 then redis.call('XDEL', K[1], unpack(scrub)) end
+  local newest = redis.call('XREVRANGE', K[1], '+', '-', 'COUNT', 1)
   local prev = '0-0'
-  if #before > 0 then prev = before[1][1] end
-  return {'dup', prev, here}
+  if #newest > 0 then prev = newest[1][1] end
+  local id = redis.call('XADD', K[1], 'MAXLEN', '~', ARGV[1], '*',
+    'channel_id', M[1], 'message_id', M[2], 'seq', M[3],
+    'sender_id', M[4], 'text', M[5], 'client_msg_id', M[6],
+    'created_ms', M[7], unpack(M, 9))
+  local ms = string.match(id, '^(%d+)-')
+  redis.call('ZADD', K[2], ms, M[2])
+  for _, message_id in ipairs(unseen) do redis.call('ZADD', K[2], ms, message_id) end
+  local kept = tonumber(ARGV[2])
+  if redis.call('ZCARD', K[2]) > kept then
+    redis.call('ZREMRANGEBYRANK', K[2], 0, -(kept + 1))
+  end
+  if mine == '1' and tonumber(M[3]) > read then
+    redis.call('HSET', K[3], M[1], M[3])
+  end
+  return {'ok', prev, id}
 end
-if here == false then return {'gone'} end
-local scrub, unseen = {}, {}
-for message_id in string.gmatch(ARGV[11], '%d+') do
-  local id = entry_of(message_id)
-  if id then scrub[#scrub + 1] = id elseif id == nil then unseen[#unseen + 1] = message_id end
+
+local messages, at = {}, 4
+for m = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[at])
+  local M = {}
+  for j = 1, n do M[j] = ARGV[at + j] end
+  messages[m] = M
+  at = at + n + 1
 end
-local read = tonumber(redis.call('HGET', KEYS[3], ARGV[1])) or 0
-if #scrub > 0 then redis.call('XDEL', KEYS[1], unpack(scrub)) end
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local prev = '0-0'
-if #newest > 0 then prev = newest[1][1] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*',
-  'channel_id', ARGV[1], 'message_id', ARGV[2], 'seq', ARGV[3],
-  'sender_id', ARGV[4], 'text', ARGV[5], 'client_msg_id', ARGV[6],
-  'created_ms', ARGV[7], unpack(ARGV, 12))
-local ms = string.match(id, '^(%d+)-')
-redis.call('ZADD', KEYS[2], ms, ARGV[2])
-for _, message_id in ipairs(unseen) do redis.call('ZADD', KEYS[2], ms, message_id) end
-local kept = tonumber(ARGV[9])
-if redis.call('ZCARD', KEYS[2]) > kept then
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(kept + 1))
+local replies = {}
+for i = 0, #KEYS / 3 - 1 do
+  local K = {KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]}
+  local ok, reply = pcall(append_one, K, messages[tonumber(ARGV[at + 2 * i])],
+    ARGV[at + 2 * i + 1])
+  if not ok then
+    if type(reply) == 'table' and reply.err then reply = reply.err end
+    reply = {'error', tostring(reply)}
+  end
+  replies[#replies + 1] = reply
 end
-if ARGV[10] == '1' and tonumber(ARGV[3]) > read then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-end
-return {'ok', prev, id}
+return replies
 """
 
 FANOUT_CLAIM = """
@@ -465,7 +501,7 @@ return {1, tostring(new)}
 
 SOURCES = {
     "send_many": SEND_MANY,
-    "append": APPEND,
+    "append_many": APPEND_MANY,
     "claim": FANOUT_CLAIM,
     "cache_members": CACHE_MEMBERS,
     "set_cursor": SET_CURSOR,

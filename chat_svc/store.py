@@ -61,6 +61,7 @@ from chat_svc.model import (
     SendOutcome,
     StoredMessage,
 )
+from chat_svc.store_fanouts import FinishedFanouts, queue_removals
 from chat_svc.store_history import entry_fields, history_page, message_of
 from chat_svc.store_stats import day_of
 from feedchat_runtime import notify_queue, snowflake
@@ -74,7 +75,7 @@ from feedchat_runtime.errors import (
     Unavailable,
 )
 from feedchat_runtime.lua import LuaScripts
-from feedchat_runtime.redis_client import RedisClient, node_name
+from feedchat_runtime.redis_client import RedisClient, node_name, slot_groups
 from feedchat_runtime.replicas import REASON as REPLICA_ACK_TIMEOUT
 from feedchat_runtime.replicas import ReplicaAcks
 from feedchat_runtime.replies import fields as _fields
@@ -91,6 +92,11 @@ DEFAULT_LIMITS = EventLimits()
 """The default bounds of channel events."""
 CLAIM_BATCH = 100
 """Most pending-fanout records taken from one bucket per claim."""
+SEND_CALL_MAX = 64
+"""Most sends in one SEND_MANY call (a group commit's sends on one node go together)."""
+APPEND_CALL_MAX = 256
+"""Most appends in one APPEND_MANY call (bounds how long one call holds Redis: a message
+to a large group takes one call per this many members)."""
 
 
 def content_digest(
@@ -214,9 +220,7 @@ class ChatStore:
         self._fanouts: GroupCommit[_Fanout, Fanned] = GroupCommit(
             self._run_fanouts, max_batch=send_batch
         )
-        self._forgets: GroupCommit[dict[int, list[str]], None] = GroupCommit(
-            self._run_forgets, max_batch=256
-        )
+        self._forgets = FinishedFanouts(redis)
         self._acks: GroupCommit[_AckCall, list[StoredMessage]] = GroupCommit(
             self._run_acks, max_batch=256
         )
@@ -254,14 +258,16 @@ class ChatStore:
     # -- messages: the channel step ----------------------------------------------------
 
     async def _run_sends(self, calls: list[_SendCall]) -> list[list[str] | BaseException]:
-        """The sends that arrived together: one SEND_MANY per channel bucket, all in one
-        pipeline (and a WAIT per node with replication on)."""
-        by_bucket: dict[int, list[int]] = defaultdict(list)
-        for index, (b, _, _) in enumerate(calls):
-            by_bucket[b].append(index)
+        """The sends that arrived together: one SEND_MANY per channel bucket slot on a
+        cluster (per node on one Redis), all in one pipeline (and a WAIT per node with
+        replication on), which also carries the removals of finished fanouts."""
+        groups = _chunks(slot_groups(self.redis, [keys[0] for _, keys, _ in calls]), SEND_CALL_MAX)
+        forgets = 0
 
         def queue(pipe: Any) -> None:
-            for indexes in by_bucket.values():
+            nonlocal forgets
+            forgets = self._forgets.queue(pipe)
+            for indexes in groups:
                 keys: list[str] = []
                 args: list[str | int | float] = [len(indexes), self.claim_ms]
                 for i in indexes:
@@ -270,11 +276,11 @@ class ChatStore:
                 self.scripts.queue(pipe, "send_many", keys, args)
 
         replies, confirmed = await self._run_confirmed(
-            queue, lambda: (calls[ix[0]][1][0] for ix in by_bucket.values())
+            queue, lambda: (calls[ix[0]][1][0] for ix in groups)
         )
+        replies = self._forgets.taken(replies[:forgets], replies[forgets:])
         out: list[list[str] | BaseException] = [RuntimeError("no reply")] * len(calls)
-        for indexes, batch in zip(by_bucket.values(), replies, strict=True):
-            replicated = confirmed(calls[indexes[0]][1][0])
+        for indexes, batch in zip(groups, replies, strict=True):
             for i, raw in zip(indexes, _batch_replies(batch, len(indexes)), strict=True):
                 if isinstance(raw, BaseException):
                     out[i] = raw
@@ -282,7 +288,7 @@ class ChatStore:
                 reply = [_s(x) for x in raw]
                 if reply[0] == "error":
                     out[i] = ResponseError(reply[1])
-                elif not replicated and reply[0] in ("ok", "dup"):
+                elif not confirmed(calls[i][1][0]) and reply[0] in ("ok", "dup"):
                     out[i] = not_replicated(self.replication)
                 else:
                     out[i] = reply
@@ -412,40 +418,51 @@ class ChatStore:
         return await self.submit_fan_out(message, recipients)
 
     async def _run_fanouts(self, items: list[_Fanout]) -> list[Fanned | BaseException]:
-        """All appends of these fanouts in one pipeline (and a WAIT per node with
-        replication on). The records of those that completed are removed afterwards, in
-        a pipeline of their own shared with other fanouts (not waited for: the entries are
-        pushed at once; a removal that fails leaves a record whose claim appends nothing
-        new, as appends are idempotent)."""
+        """All appends of these fanouts: one APPEND_MANY per inbox slot on a cluster (per
+        node on one Redis, at most APPEND_CALL_MAX appends a call), in one pipeline (and a
+        WAIT per node with replication on). The records of those that completed are
+        removed afterwards, riding on the next pipeline of sends or appends (see
+        :class:`_Forgets`; not waited for: the entries are pushed at once; a removal that
+        fails leaves a record whose claim appends nothing new, as appends are idempotent)."""
+        appends = [(i, uid) for i, (_, recipients) in enumerate(items) for uid in recipients]
+        groups = _chunks(
+            slot_groups(self.redis, [inbox_key(u) for _, u in appends]), APPEND_CALL_MAX
+        )
+        blocks = [_append_block(message) for message, _ in items]
+        forgets = 0
 
         def queue(pipe: Any) -> None:
-            for message, recipients in items:
-                base = entry_fields(message)
-                fields = [
-                    message.channel_id,
-                    message.message_id,
-                    message.seq,
-                    message.sender_id,
-                    base.pop("text"),
-                    message.client_msg_id,
-                    message.created_ms,
-                    self.inbox_cap,
-                    self.inbox_cap + INBOX_IDS_SLACK,
-                ]
-                for name in ("message_id", "sender_id", "client_msg_id", "created_ms"):
-                    del base[name]
-                scrub = " ".join(str(i) for i in message.scrub)
-                extra = [item for pair in base.items() for item in pair]
-                for uid in recipients:
-                    keys = [inbox_key(uid), inbox_ids_key(uid), read_key(uid)]
+            nonlocal forgets
+            forgets = self._forgets.queue(pipe)
+            for group in groups:
+                numbers: dict[int, int] = {}
+                keys: list[str] = []
+                heads: list[str | int] = []
+                pairs: list[int] = []
+                for at in group:
+                    i, uid = appends[at]
+                    if i not in numbers:
+                        numbers[i] = len(numbers) + 1
+                        heads.append(len(blocks[i]))
+                        heads.extend(blocks[i])
+                    message = items[i][0]
                     # your own messages are read; your own edits and reactions (which
                     # may be of an old message) do not mark the channel read
                     mine = 1 if uid == message.sender_id and message.event is None else 0
-                    self.scripts.queue(pipe, "append", keys, [*fields, mine, scrub, *extra])
+                    pairs.extend((numbers[i], mine))
+                    keys.extend((inbox_key(uid), inbox_ids_key(uid), read_key(uid)))
+                kept = self.inbox_cap + INBOX_IDS_SLACK
+                args = [self.inbox_cap, kept, len(numbers), *heads, *pairs]
+                self.scripts.queue(pipe, "append_many", keys, args)
 
         replies, confirmed = await self._run_confirmed(
-            queue, lambda: (inbox_key(u) for _, recipients in items for u in recipients)
+            queue, lambda: (inbox_key(u) for _, u in appends)
         )
+        replies = self._forgets.taken(replies[:forgets], replies[forgets:])
+        results: list[Any] = [None] * len(appends)
+        for group, reply in zip(groups, replies, strict=True):
+            for at, raw in zip(group, _batch_replies(reply, len(group)), strict=True):
+                results[at] = raw
         out: list[Fanned | BaseException] = []
         done: dict[int, list[str]] = defaultdict(list)
         position = 0
@@ -453,8 +470,10 @@ class ChatStore:
             entries: list[InboxEntry] = []
             failure: BaseException | None = None
             for uid in recipients:
-                raw = replies[position]
+                raw = results[position]
                 position += 1
+                if not isinstance(raw, BaseException) and _s(raw[0]) == "error":
+                    raw = ResponseError(_s(raw[1]))
                 if isinstance(raw, BaseException):
                     failure = raw
                     continue
@@ -469,25 +488,13 @@ class ChatStore:
                 )
             out.append(Fanned(entries, failure))
         if done:
-            self._forgets.submit(done).add_done_callback(_log_forget)
+            self._forgets.add(done)
         return out
 
-    async def _run_forgets(self, batches: list[dict[int, list[str]]]) -> list[None]:
-        """Remove the records of finished fanouts (of several fanout batches at once)."""
-        by_bucket: dict[int, list[str]] = defaultdict(list)
-        for names in batches:
-            for b, members in names.items():
-                by_bucket[b].extend(members)
-        await self._forget_fanouts(by_bucket)
-        return [None] * len(batches)
-
     async def _forget_fanouts(self, names: Mapping[int, Sequence[str]]) -> None:
-        """Remove finished pending-fanout records (by bucket). The record goes first: a
-        claim that finds a due name without one drops the name."""
+        """Remove pending-fanout records now (by bucket)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for b, members in names.items():
-                pipe.hdel(fanout_records_key(b), *members)
-                pipe.zrem(fanout_due_key(b), *members)
+            queue_removals(pipe, names)
             await pipe.execute()
 
     async def claim_fanouts(self, limit: int = CLAIM_BATCH) -> list[_Fanout]:
@@ -714,11 +721,27 @@ class ChatStore:
         return [int(_s(v)) if v is not None else 0 for v in found]
 
 
-def _log_forget(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.warning(
-            "could not remove finished fanout records (a claim will): %s", future.exception()
-        )
+def _chunks(groups: list[list[int]], size: int) -> list[list[int]]:
+    """Each group cut into pieces of at most ``size`` (bounds one script call's work)."""
+    return [group[at : at + size] for group in groups for at in range(0, len(group), size)]
+
+
+def _append_block(message: StoredMessage) -> list[str | int]:
+    """A message's block of APPEND_MANY arguments (see :data:`chat_svc.scripts.APPEND_MANY`)."""
+    extra = entry_fields(message)
+    head = [extra.pop(name) for name in ("message_id", "sender_id", "text", "client_msg_id")]
+    del extra["created_ms"]
+    return [
+        message.channel_id,
+        head[0],
+        message.seq,
+        head[1],
+        head[2],
+        head[3],
+        message.created_ms,
+        " ".join(str(i) for i in message.scrub),
+        *(item for pair in extra.items() for item in pair),
+    ]
 
 
 def _batch_replies(batch: Any, count: int) -> list[Any]:

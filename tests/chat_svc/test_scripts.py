@@ -138,28 +138,43 @@ async def test_edits_of_one_message_stop_at_the_limit(lua: LuaScripts, redis: Re
     assert replies == ["ok", "ok", "edit_limit"]
 
 
-def _append_args(seq: int, mine: int, scrub: str = "") -> list[str | int]:
-    return [CHANNEL, MESSAGE_ID, seq, SENDER, "hi", "c1", CREATED_MS, 100, 50, mine, scrub]
+def _block(message_id: int, seq: int, scrub: str = "", text: str = "hi") -> list[str | int]:
+    """One message's block of APPEND_MANY arguments."""
+    fields = [CHANNEL, message_id, seq, SENDER, text, f"c{seq}", CREATED_MS, scrub]
+    return [len(fields), *fields]
+
+
+async def _append(
+    lua: LuaScripts, user: int, *appends: tuple[list[str | int], int]
+) -> list[list[str]]:
+    """APPEND_MANY of (message block, mine) pairs to ``user``'s inbox, one block each."""
+    keys: list[str] = []
+    heads: list[str | int] = []
+    pairs: list[int] = []
+    for number, (block, mine) in enumerate(appends, 1):
+        keys += [inbox_key(user), inbox_ids_key(user), read_key(user)]
+        heads += block
+        pairs += [number, mine]
+    replies = await lua.call("append_many", keys, [100, 50, len(appends), *heads, *pairs])
+    return [_flat(r) for r in replies]
 
 
 async def test_a_message_whose_delete_reached_the_inbox_first_is_never_appended(
     lua: LuaScripts, redis: RedisClient
 ) -> None:
-    keys = [inbox_key(OTHER), inbox_ids_key(OTHER), read_key(OTHER)]
-    delete = _append_args(2, 0, scrub=str(MESSAGE_ID))
-    delete[1] = MESSAGE_ID + 9  # the delete event's own id, scrubbing MESSAGE_ID
-    assert _flat(await lua.call("append", keys, delete))[0] == "ok"
-    assert _flat(await lua.call("append", keys, _append_args(1, 0))) == ["gone"]
+    delete = _block(MESSAGE_ID + 9, 2, scrub=str(MESSAGE_ID))  # the delete's own id
+    [[status, *_]] = await _append(lua, OTHER, (delete, 0))
+    assert status == "ok"
+    assert await _append(lua, OTHER, (_block(MESSAGE_ID, 1), 0)) == [["gone"]]
     assert await redis.xlen(inbox_key(OTHER)) == 1
 
 
 async def test_append_adds_a_message_to_an_inbox_once_and_marks_the_senders_own_read(
     lua: LuaScripts, redis: RedisClient
 ) -> None:
-    keys = [inbox_key(SENDER), inbox_ids_key(SENDER), read_key(SENDER)]
-    status, prev, entry = _flat(await lua.call("append", keys, _append_args(3, 1)))
+    [[status, prev, entry]] = await _append(lua, SENDER, (_block(MESSAGE_ID, 3), 1))
     assert (status, prev) == ("ok", "0-0")
-    assert _flat(await lua.call("append", keys, _append_args(3, 1))) == ["dup", "0-0", entry]
+    assert await _append(lua, SENDER, (_block(MESSAGE_ID, 3), 1)) == [["dup", "0-0", entry]]
     assert await redis.xlen(inbox_key(SENDER)) == 1
     assert text(await redis.hget(read_key(SENDER), str(CHANNEL))) == "3"
 
@@ -167,11 +182,37 @@ async def test_append_adds_a_message_to_an_inbox_once_and_marks_the_senders_own_
 async def test_append_answers_gone_for_an_appended_message_trimmed_since(
     lua: LuaScripts, redis: RedisClient
 ) -> None:
-    keys = [inbox_key(OTHER), inbox_ids_key(OTHER), read_key(OTHER)]
-    await lua.call("append", keys, _append_args(1, 0))
+    await _append(lua, OTHER, (_block(MESSAGE_ID, 1), 0))
     await redis.delete(inbox_key(OTHER))
-    assert _flat(await lua.call("append", keys, _append_args(1, 0))) == ["gone"]
+    assert await _append(lua, OTHER, (_block(MESSAGE_ID, 1), 0)) == [["gone"]]
     assert not await redis.exists(read_key(OTHER))
+
+
+async def test_one_append_many_call_appends_several_messages_in_order_each_once(
+    lua: LuaScripts, redis: RedisClient
+) -> None:
+    first, second = _block(MESSAGE_ID, 1, text="one"), _block(MESSAGE_ID + 1, 2, text="two")
+    replies = await _append(lua, OTHER, (first, 0), (second, 0), (first, 0))
+    assert [r[0] for r in replies] == ["ok", "ok", "dup"]
+    assert replies[1][1] == replies[0][2]  # the second entry follows the first
+    assert replies[2][2] == replies[0][2]  # the repeat names the first's entry
+    rows = await redis.xrange(inbox_key(OTHER))
+    assert [text(fields[b"text"]) for _, fields in rows] == ["one", "two"]
+
+
+async def test_a_failing_append_fails_alone_and_writes_nothing(
+    lua: LuaScripts, redis: RedisClient
+) -> None:
+    broken = f"chat:broken:{{u:{OTHER}}}"  # the inbox's slot, not a hash
+    await redis.rpush(broken, "x")
+    keys = [inbox_key(OTHER), inbox_ids_key(OTHER), broken]
+    keys += [inbox_key(OTHER), inbox_ids_key(OTHER), read_key(OTHER)]
+    blocks = [*_block(MESSAGE_ID, 1), *_block(MESSAGE_ID + 1, 2)]
+    replies = await lua.call("append_many", keys, [100, 50, 2, *blocks, 1, 0, 2, 0])
+    (failed, *_), (stored, *_) = (_flat(r) for r in replies)
+    assert (failed, stored) == ("error", "ok")
+    assert await redis.xlen(inbox_key(OTHER)) == 1
+    assert await redis.zscore(inbox_ids_key(OTHER), str(MESSAGE_ID)) is None
 
 
 async def test_fanout_claim_takes_due_records_moves_them_ahead_and_drops_orphans(
