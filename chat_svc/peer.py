@@ -1,11 +1,20 @@
-"""ChatPeerService: forwarding pushes between chat servers (client and server side)."""
+"""ChatPeerService: forwarding pushes between chat servers (client and server side).
+
+Pushes to one server go over one long-lived ``DeliverStream`` (a request and its
+response are one HTTP/2 frame each way; a unary ``Deliver`` costs a call's setup and
+teardown on both servers every time). A stream that fails or times out is dropped (the
+push is retried, see :mod:`chat_svc.delivery`) and the next push opens another; a server
+that does not know the stream (UNIMPLEMENTED: an older version, mid-upgrade) is called
+with ``Deliver``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -47,10 +56,85 @@ class PeerServicer(chat_pb2_grpc.ChatPeerServiceServicer):
         self, request: chat_pb2.DeliverRequest, context: Context
     ) -> chat_pb2.DeliverResponse:
         require_service()
+        return self._deliver(request)
+
+    async def DeliverStream(
+        self, requests: AsyncIterator[chat_pb2.DeliverRequest], context: Context
+    ) -> AsyncIterator[chat_pb2.DeliverResponse]:
+        require_service()
+        async for request in requests:
+            yield self._deliver(request)
+
+    def _deliver(self, request: chat_pb2.DeliverRequest) -> chat_pb2.DeliverResponse:
         if len(request.pushes) > MAX_PUSHES:
             raise InvalidArgument.field("pushes", f"at most {MAX_PUSHES} per call")
         pushes = [p for p in (push_from_pb(raw) for raw in request.pushes) if p is not None]
         return chat_pb2.DeliverResponse(offline_user_ids=deliver_local(self._hub, pushes))
+
+
+class PeerStream:
+    """One open DeliverStream to a chat server: requests go out in order and each waits
+    for its response (responses come in request order). Once the stream fails, every
+    waiting and later request fails with its error; the owner then opens another."""
+
+    def __init__(
+        self,
+        stub: chat_pb2_grpc.ChatPeerServiceStub,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        self.metadata = metadata
+        self._outbox: asyncio.Queue[chat_pb2.DeliverRequest | None] = asyncio.Queue()
+        self._waiting: deque[asyncio.Future[chat_pb2.DeliverResponse]] = deque()
+        self.error: BaseException | None = None
+        self._call = stub.DeliverStream(self._requests(), metadata=metadata)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> AsyncIterator[chat_pb2.DeliverRequest]:
+        while (request := await self._outbox.get()) is not None:
+            yield request
+
+    async def _read(self) -> None:
+        error: BaseException = ConnectionError("the peer stream ended")
+        try:
+            async for reply in self._call:
+                if self._waiting:
+                    future = self._waiting.popleft()
+                    if not future.done():
+                        future.set_result(reply)
+        except asyncio.CancelledError:  # cancelled by fail(), or the server stopping
+            self.fail(error)
+            raise
+        except Exception as exc:  # every waiter gets the stream's end
+            error = exc
+        self.fail(error)
+
+    def fail(self, error: BaseException) -> None:
+        """End the stream: every waiting and later request fails with ``error``."""
+        if self.error is None:
+            self.error = error
+            self._call.cancel()
+            self._outbox.put_nowait(None)
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(self.error)
+
+    async def deliver(
+        self, request: chat_pb2.DeliverRequest, timeout: float
+    ) -> chat_pb2.DeliverResponse:
+        """Send ``request``; its response (or the stream's error, or TimeoutError)."""
+        if self.error is not None:
+            raise self.error
+        future: asyncio.Future[chat_pb2.DeliverResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._waiting.append(future)
+        self._outbox.put_nowait(request)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            self.fail(TimeoutError(f"no answer on the peer stream within {timeout} s"))
+            raise
 
 
 class PeerClient:
@@ -69,6 +153,9 @@ class PeerClient:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stubs: dict[str, tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]] = {}
         self._renewed: dict[str, float] = {}
+        self._streams: dict[str, tuple[grpc.aio.Channel, PeerStream]] = {}
+        self._unary_only: set[str] = set()
+        """Addresses whose server answered DeliverStream with UNIMPLEMENTED."""
 
     def _stub(self, address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]:
         channel = self._directory.channel_to(address)
@@ -98,8 +185,12 @@ class PeerClient:
             self._directory.forget(address)
 
     def forget(self, address: str) -> None:
-        """Drop the stub and channel of a chat server that left the ring."""
+        """Drop the stub, stream and channel of a chat server that left the ring."""
         self._stubs.pop(address, None)
+        self._unary_only.discard(address)
+        opened = self._streams.pop(address, None)
+        if opened is not None:
+            opened[1].fail(ConnectionError(f"{address} left the ring"))
         self._renewed.pop(address, None)
         self._directory.forget(address)
 
@@ -142,11 +233,8 @@ class PeerClient:
                 chunk = pushes[start : start + MAX_PUSHES]
                 channel, stub = self._stub(address)
                 try:
-                    reply = await stub.Deliver(
-                        chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk]),
-                        metadata=self._directory.metadata(),
-                        timeout=self._timeout,
-                    )
+                    request = chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk])
+                    reply = await self._deliver(address, channel, stub, request)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.UNAVAILABLE:
                         self._renew(address, channel)
@@ -168,3 +256,38 @@ class PeerClient:
                         }
                     )
                 )
+
+    async def _deliver(
+        self,
+        address: str,
+        channel: grpc.aio.Channel,
+        stub: chat_pb2_grpc.ChatPeerServiceStub,
+        request: chat_pb2.DeliverRequest,
+    ) -> chat_pb2.DeliverResponse:
+        """One request on the stream to ``address`` (opened anew when the last one failed,
+        the channel was renewed or the service credential was reissued); ``Deliver`` for a
+        server without the stream."""
+        metadata = self._directory.metadata()
+        if address not in self._unary_only:
+            opened = self._streams.get(address)
+            if (
+                opened is None
+                or opened[0] is not channel
+                or opened[1].error is not None
+                or opened[1].metadata != metadata
+            ):
+                if opened is not None:
+                    opened[1].fail(ConnectionError("replaced by a new peer stream"))
+                opened = (channel, PeerStream(stub, metadata))
+                self._streams[address] = opened
+            try:
+                return await opened[1].deliver(request, self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                logger.info("%s has no DeliverStream: using Deliver", address)
+                self._unary_only.add(address)
+        reply: chat_pb2.DeliverResponse = await stub.Deliver(
+            request, metadata=metadata, timeout=self._timeout
+        )
+        return reply

@@ -36,6 +36,7 @@ USER = 7
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 SERVICE_ONLY = {
     "/feedchat.chat.v1.ChatPeerService/Deliver",
+    "/feedchat.chat.v1.ChatPeerService/DeliverStream",
     "/feedchat.notify.v1.NotifyService/StreamNotifications",
     "/feedchat.feed.v1.FeedService/DeleteUserContent",
 }

@@ -799,6 +799,11 @@ class ChatPeerServiceStub:
                 request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.SerializeToString,
                 response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.FromString,
                 _registered_method=True)
+        self.DeliverStream = channel.stream_stream(
+                '/feedchat.chat.v1.ChatPeerService/DeliverStream',
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.FromString,
+                _registered_method=True)
 
 
 class ChatPeerServiceServicer:
@@ -814,11 +819,26 @@ class ChatPeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeliverStream(self, request_iterator, context):
+        """DeliverStream is Deliver over one long-lived stream per pair of servers: each
+        request gets exactly one response, in order, with the same meaning as Deliver's (a
+        request over 1000 pushes ends the stream with INVALID_ARGUMENT). A server that lacks
+        it (UNIMPLEMENTED) is called with Deliver instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatPeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Deliver': grpc.unary_unary_rpc_method_handler(
                     servicer.Deliver,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.SerializeToString,
+            ),
+            'DeliverStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DeliverStream,
                     request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.FromString,
                     response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.SerializeToString,
             ),
@@ -850,6 +870,33 @@ class ChatPeerService:
             request,
             target,
             '/feedchat.chat.v1.ChatPeerService/Deliver',
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/feedchat.chat.v1.ChatPeerService/DeliverStream',
             feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.SerializeToString,
             feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.FromString,
             options,

@@ -481,6 +481,12 @@ class ChatPeerServiceStub:
     """Deliver pushes inbox entries and ephemeral events to the local devices of users on
     the receiving chat server, and reports which users have no live device there.
     """
+    DeliverStream: _grpc.StreamStreamMultiCallable[_chat_pb2.DeliverRequest, _chat_pb2.DeliverResponse]
+    """DeliverStream is Deliver over one long-lived stream per pair of servers: each
+    request gets exactly one response, in order, with the same meaning as Deliver's (a
+    request over 1000 pushes ends the stream with INVALID_ARGUMENT). A server that lacks
+    it (UNIMPLEMENTED) is called with Deliver instead.
+    """
 
 @_typing.type_check_only
 class ChatPeerServiceAsyncStub(ChatPeerServiceStub):
@@ -492,6 +498,12 @@ class ChatPeerServiceAsyncStub(ChatPeerServiceStub):
     Deliver: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeliverRequest, _chat_pb2.DeliverResponse]  # type: ignore[assignment]
     """Deliver pushes inbox entries and ephemeral events to the local devices of users on
     the receiving chat server, and reports which users have no live device there.
+    """
+    DeliverStream: _aio.StreamStreamMultiCallable[_chat_pb2.DeliverRequest, _chat_pb2.DeliverResponse]  # type: ignore[assignment]
+    """DeliverStream is Deliver over one long-lived stream per pair of servers: each
+    request gets exactly one response, in order, with the same meaning as Deliver's (a
+    request over 1000 pushes ends the stream with INVALID_ARGUMENT). A server that lacks
+    it (UNIMPLEMENTED) is called with Deliver instead.
     """
 
 class ChatPeerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -507,6 +519,18 @@ class ChatPeerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.DeliverResponse, _abc.Awaitable[_chat_pb2.DeliverResponse]]:
         """Deliver pushes inbox entries and ephemeral events to the local devices of users on
         the receiving chat server, and reports which users have no live device there.
+        """
+
+    @_abc_1.abstractmethod
+    def DeliverStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_chat_pb2.DeliverRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.DeliverResponse], _abc.AsyncIterator[_chat_pb2.DeliverResponse]]:
+        """DeliverStream is Deliver over one long-lived stream per pair of servers: each
+        request gets exactly one response, in order, with the same meaning as Deliver's (a
+        request over 1000 pushes ends the stream with INVALID_ARGUMENT). A server that lacks
+        it (UNIMPLEMENTED) is called with Deliver instead.
         """
 
 def add_ChatPeerServiceServicer_to_server(servicer: ChatPeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
