@@ -51,7 +51,9 @@ POLL_METHOD = f"/{CHAT_SERVICE_NAME}/PollInbox"
 
 def policy(config: ChatConfig) -> AuthPolicy:
     return AuthPolicy(
-        service_only=frozenset({f"/{PEER_SERVICE_NAME}/Deliver"}),
+        service_only=frozenset(
+            {f"/{PEER_SERVICE_NAME}/Deliver", f"/{PEER_SERVICE_NAME}/DeliverStream"}
+        ),
         stream_limits={CONNECT_METHOD: config.max_streams_per_user},
         shared_stream_limits={POLL_METHOD: CONNECT_METHOD},
     )

@@ -434,28 +434,43 @@ return replies
 """
 
 FANOUT_CLAIM = """
--- Take over the pending-fanout records of one channel bucket that are due: each taken
+-- Take over the pending-fanout records that are due, of one or more channel buckets (one
+-- call per bucket slot on a cluster, one for every bucket on one Redis): each taken
 -- record's claim time moves ARGV[1] ms ahead (so it is taken again if this claimer dies
 -- too) and it is returned; a due name without a record (its fanout finished between
 -- the two removals) is dropped.
--- KEYS[1] chat:fanout:{cb:<b>}:due  zset record -> claim ms (Redis clock)
--- KEYS[2] chat:fanout:{cb:<b>}:rec  hash record -> recipient ids
--- ARGV[1] claim delay ms   ARGV[2] most records to take
--- Returns {name_1, recipients_1, name_2, ...}.
+-- Bucket i (0-based) uses KEYS[2i+1 .. 2i+2]:
+-- KEYS[+1] chat:fanout:{cb:<b>}:due  zset record -> claim ms (Redis clock)
+-- KEYS[+2] chat:fanout:{cb:<b>}:rec  hash record -> recipient ids
+-- ARGV[1] claim delay ms   ARGV[2] most records to take per bucket
+-- Returns one reply per bucket, in order: {name_1, recipients_1, name_2, ...}, or
+-- {"error", text} (a Redis error in that bucket; the others are unaffected).
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local out = {}
-for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
-  local recipients = redis.call('HGET', KEYS[2], name)
-  if recipients then
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), name)
-    out[#out + 1] = name
-    out[#out + 1] = recipients
-  else
-    redis.call('ZREM', KEYS[1], name)
+local function claim(due, records)
+  local out = {}
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, ARGV[2])) do
+    local recipients = redis.call('HGET', records, name)
+    if recipients then
+      redis.call('ZADD', due, now + tonumber(ARGV[1]), name)
+      out[#out + 1] = name
+      out[#out + 1] = recipients
+    else
+      redis.call('ZREM', due, name)
+    end
   end
+  return out
 end
-return out
+local replies = {}
+for i = 1, #KEYS, 2 do
+  local ok, reply = pcall(claim, KEYS[i], KEYS[i + 1])
+  if not ok then
+    if type(reply) == 'table' and reply.err then reply = reply.err end
+    reply = {'error', tostring(reply)}
+  end
+  replies[#replies + 1] = reply
+end
+return replies
 """
 
 CACHE_MEMBERS = """

@@ -1,18 +1,21 @@
 """The chat store: the only module that talks to Redis (channels and membership are
 recorded in PostgreSQL by :mod:`chat_svc.store_channels`). Key families are in
-:mod:`chat_svc.keys`, scripts in :mod:`chat_svc.scripts`; every script touches one hash
-slot, so the same code runs on one Redis and on a Redis Cluster.
+:mod:`chat_svc.keys`, scripts in :mod:`chat_svc.scripts`; every script call touches one
+hash slot on a cluster (on one Redis, one call of a ``_MANY`` script may take the keys of
+many slots), so the same code runs on one Redis and on a Redis Cluster.
 
 A send is stored in two steps (see :mod:`chat_svc.scripts`):
 
 1. :meth:`ChatStore.store_message` -- the channel step, one script in the channel
    bucket's slot (group commit: sends that arrive together share a script call per
-   bucket and one pipeline). It writes a pending-fanout record naming the recipients.
+   bucket slot, per node on one Redis, and one pipeline). It writes a pending-fanout record naming the recipients.
    With ``replica_acks`` it is confirmed by ``WAIT`` on that node before it returns.
-2. :meth:`ChatStore.fan_out` -- one ``APPEND`` per recipient inbox (pipelined: one
-   round trip per node), idempotent on the message id; then the pending record is
-   removed. :meth:`ChatStore.claim_fanouts` hands records nobody finished (their chat
-   server died, an append failed) to another chat server, which fans them out again.
+2. :meth:`ChatStore.fan_out` -- one ``APPEND_MANY`` per inbox slot on a cluster (per
+   node on one Redis; pipelined: one round trip per node), idempotent on the message id;
+   then the pending record is removed (with the next pipeline, see
+   :mod:`chat_svc.store_fanouts`). :meth:`ChatStore.claim_fanouts` hands records nobody
+   finished (their chat server died, an append failed) to another chat server, which
+   fans them out again (one claim script call per bucket slot, per node on one Redis).
 
 Snowflake ids (> 2^53) are never sorted-set scores: history is ordered by the dense
 sequence (stream ids ``<seq>-0``); the inbox id index scores entries by their ms.
@@ -503,23 +506,30 @@ class ChatStore:
         its channel's history, with its recipients. Records whose message is no longer in
         the history (trimmed, or Redis lost it) are dropped."""
 
+        dues = [fanout_due_key(b) for b in range(CHANNEL_BUCKETS)]
+        groups = slot_groups(self.redis, dues)
+
         def queue_claims(pipe: Any) -> None:
-            for b in range(CHANNEL_BUCKETS):
-                keys = [fanout_due_key(b), fanout_records_key(b)]
+            for group in groups:
+                keys = [key for b in group for key in (dues[b], fanout_records_key(b))]
                 self.scripts.queue(pipe, "claim", keys, [self.claim_ms, limit])
 
         # With replication on, only records a replica has are fanned out: a record of a
         # send that could still vanish with its primary (and be stored anew by the
         # client's retry) must not reach an inbox. The others come back at the next claim.
-        replies, confirmed = await self._run_confirmed(
-            queue_claims, lambda: (fanout_due_key(b) for b in range(CHANNEL_BUCKETS))
-        )
+        replies, confirmed = await self._run_confirmed(queue_claims, lambda: dues)
+        by_bucket: list[Any] = [None] * CHANNEL_BUCKETS
+        for group, reply in zip(groups, replies, strict=True):
+            for b, raw in zip(group, _batch_replies(reply, len(group)), strict=True):
+                if not isinstance(raw, BaseException) and raw and _s(raw[0]) == "error":
+                    raw = ResponseError(_s(raw[1]))
+                by_bucket[b] = raw
         claimed: list[tuple[int, int, list[int]]] = []
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if len(errors) == len(replies):
+        errors = [r for r in by_bucket if isinstance(r, BaseException)]
+        if len(errors) == CHANNEL_BUCKETS:
             raise errors[0]  # Redis is down: the caller logs it
-        for b, reply in enumerate(replies):  # a node that is down leaves its buckets for later
-            if isinstance(reply, Exception) or not confirmed(fanout_due_key(b)):
+        for b, reply in enumerate(by_bucket):  # a node that is down leaves its buckets for later
+            if isinstance(reply, BaseException) or not confirmed(dues[b]):
                 continue
             for i in range(0, len(reply), 2):
                 name_channel, _, name_seq = _s(reply[i]).partition(":")
