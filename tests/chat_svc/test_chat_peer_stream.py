@@ -3,6 +3,7 @@ only, and a server without the stream still reached through Deliver."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -54,6 +55,12 @@ class _DeliverOnly(chat_pb2_grpc.ChatPeerServiceServicer):
     async def Deliver(self, request: chat_pb2.DeliverRequest, context: Any) -> Any:
         self.delivered.extend(push.user_id for push in request.pushes)
         return chat_pb2.DeliverResponse(offline_user_ids=[p.user_id for p in request.pushes])
+
+    async def DeliverStream(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[chat_pb2.DeliverResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        yield chat_pb2.DeliverResponse()  # never reached: abort raises
 
 
 async def test_pushes_reach_a_server_without_the_stream_through_deliver(

@@ -3,6 +3,8 @@ a cluster): what it writes and answers, apart from the store around it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chat_svc import scripts
@@ -138,9 +140,10 @@ async def test_edits_of_one_message_stop_at_the_limit(lua: LuaScripts, redis: Re
     assert replies == ["ok", "ok", "edit_limit"]
 
 
-def _block(message_id: int, seq: int, scrub: str = "", text: str = "hi") -> list[str | int]:
+def _block(message_id: int, seq: int, scrub: str = "", body: str = "hi") -> list[str | int]:
     """One message's block of APPEND_MANY arguments."""
-    fields = [CHANNEL, message_id, seq, SENDER, text, f"c{seq}", CREATED_MS, scrub]
+    fields: list[str | int] = [CHANNEL, message_id, seq, SENDER, body, f"c{seq}", CREATED_MS]
+    fields.append(scrub)
     return [len(fields), *fields]
 
 
@@ -191,12 +194,12 @@ async def test_append_answers_gone_for_an_appended_message_trimmed_since(
 async def test_one_append_many_call_appends_several_messages_in_order_each_once(
     lua: LuaScripts, redis: RedisClient
 ) -> None:
-    first, second = _block(MESSAGE_ID, 1, text="one"), _block(MESSAGE_ID + 1, 2, text="two")
+    first, second = _block(MESSAGE_ID, 1, body="one"), _block(MESSAGE_ID + 1, 2, body="two")
     replies = await _append(lua, OTHER, (first, 0), (second, 0), (first, 0))
     assert [r[0] for r in replies] == ["ok", "ok", "dup"]
     assert replies[1][1] == replies[0][2]  # the second entry follows the first
     assert replies[2][2] == replies[0][2]  # the repeat names the first's entry
-    rows = await redis.xrange(inbox_key(OTHER))
+    rows: Any = await redis.xrange(inbox_key(OTHER))
     assert [text(fields[b"text"]) for _, fields in rows] == ["one", "two"]
 
 
