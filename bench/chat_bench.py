@@ -352,12 +352,21 @@ def cpu_results(load: Load) -> dict[str, float]:
     return {f"cpu_{name}": us for name, us in load.cpu.per_message_us(load.peak_delivered).items()}
 
 
-def cpu_line(a_name: str, a: dict[str, float], b_name: str, b: dict[str, float], ratio: str) -> str:
-    """The CPU-per-delivered-message line: each process of a, then of b, and sum(b)/sum(a)."""
-    a_cpu = {k[4:]: v for k, v in a.items() if k.startswith("cpu_")}
-    b_cpu = {k[4:]: v for k, v in b.items() if k.startswith("cpu_")}
+def cpu_line(
+    a_name: str,
+    a: dict[str, float],
+    b_name: str,
+    b: dict[str, float],
+    ratio: str,
+    prefix: str = "cpu_",
+    when: str = "at peak",
+) -> str:
+    """The CPU-per-delivered-message line (results keyed ``<prefix><process>``): each
+    process of a, then of b, and sum(b)/sum(a)."""
+    a_cpu = {k[len(prefix) :]: v for k, v in a.items() if k.startswith(prefix)}
+    b_cpu = {k[len(prefix) :]: v for k, v in b.items() if k.startswith(prefix)}
     return (
-        f"  CPU per delivered message at peak (us): {a_name} "
+        f"  CPU per delivered message {when} (us): {a_name} "
         + ", ".join(f"{k} {v:.0f}" for k, v in a_cpu.items())
         + f" = {sum(a_cpu.values()):.0f} | {b_name} "
         + ", ".join(f"{k} {v:.0f}" for k, v in b_cpu.items())
@@ -373,8 +382,14 @@ FIXED_RATE = 200
 async def run_phases(load: Load, seconds: float) -> dict[str, float]:
     """Fixed load, then peak (closed loop, with CPU), then half the peak: the same for both."""
     results: dict[str, float] = {"fixed_rate": FIXED_RATE}
+    if load.cpu is not None:
+        load.cpu.start()
     p50, p99, _ = await load.open_loop(FIXED_RATE, seconds)
     results.update(fixed_p50=p50, fixed_p99=p99)
+    if load.cpu is not None:  # each message on its own: the fixed costs of every operation
+        load.cpu.stop()
+        fixed = load.cpu.per_message_us(load.delivered)
+        results.update({f"fixed_cpu_{name}": us for name, us in fixed.items()})
     results["peak"] = await load.closed_loop(4, seconds)
     results.update(cpu_results(load))
     p50, p99, got = await load.open_loop(results["peak"] / 2, seconds)
@@ -1112,6 +1127,11 @@ async def run(seconds: float, redis_cluster: bool, replica_acks: int) -> None:
         f"({echo_results['half_rate']:.0f} msg/s): p99 {echo_results['half_p99']:.2f} ms"
     )
     print(cpu_line("chat", chat, "echo", echo_results, "CPU ratio"))
+    print(
+        cpu_line(
+            "chat", chat, "echo", echo_results, "CPU ratio", "fixed_cpu_", f"at {FIXED_RATE} msg/s"
+        )
+    )
     print(f"  {frames_note()} (whole run, churn included)")
     print(
         f"  reconnect churn: {churn['users']:.0f} users on a SIGKILLed server resynced "

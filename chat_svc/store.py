@@ -8,7 +8,8 @@ A send is stored in two steps (see :mod:`chat_svc.scripts`):
 
 1. :meth:`ChatStore.store_message` -- the channel step, one script in the channel
    bucket's slot (group commit: sends that arrive together share a script call per
-   bucket slot, per node on one Redis, and one pipeline). It writes a pending-fanout record naming the recipients.
+   bucket slot, per node on one Redis, and one pipeline). It writes a pending-fanout
+   record naming the recipients.
    With ``replica_acks`` it is confirmed by ``WAIT`` on that node before it returns.
 2. :meth:`ChatStore.fan_out` -- one ``APPEND_MANY`` per inbox slot on a cluster (per
    node on one Redis; pipelined: one round trip per node), idempotent on the message id;
