@@ -33,6 +33,9 @@ MAX_PUSHES = 1000
 RENEW_INTERVAL = 0.2
 """Seconds between two renewals of the channel to one address (a dead server would
 otherwise get a fresh channel per failed call)."""
+UNARY_RECHECK = 60.0
+"""Seconds a server without DeliverStream gets unary Deliver calls before the stream is
+tried again."""
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -56,20 +59,20 @@ class PeerServicer(chat_pb2_grpc.ChatPeerServiceServicer):
         self, request: chat_pb2.DeliverRequest, context: Context
     ) -> chat_pb2.DeliverResponse:
         require_service()
-        return self._deliver(request)
+        return chat_pb2.DeliverResponse(offline_user_ids=self._deliver(request.pushes))
 
     async def DeliverStream(
-        self, requests: AsyncIterator[chat_pb2.DeliverRequest], context: Context
-    ) -> AsyncIterator[chat_pb2.DeliverResponse]:
+        self, requests: AsyncIterator[chat_pb2.DeliverStreamRequest], context: Context
+    ) -> AsyncIterator[chat_pb2.DeliverStreamResponse]:
         require_service()
         async for request in requests:
-            yield self._deliver(request)
+            yield chat_pb2.DeliverStreamResponse(offline_user_ids=self._deliver(request.pushes))
 
-    def _deliver(self, request: chat_pb2.DeliverRequest) -> chat_pb2.DeliverResponse:
-        if len(request.pushes) > MAX_PUSHES:
+    def _deliver(self, raw_pushes: Sequence[chat_pb2.Push]) -> list[int]:
+        if len(raw_pushes) > MAX_PUSHES:
             raise InvalidArgument.field("pushes", f"at most {MAX_PUSHES} per call")
-        pushes = [p for p in (push_from_pb(raw) for raw in request.pushes) if p is not None]
-        return chat_pb2.DeliverResponse(offline_user_ids=deliver_local(self._hub, pushes))
+        pushes = [p for p in (push_from_pb(raw) for raw in raw_pushes) if p is not None]
+        return deliver_local(self._hub, pushes)
 
 
 class PeerStream:
@@ -83,13 +86,13 @@ class PeerStream:
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
         self.metadata = metadata
-        self._outbox: asyncio.Queue[chat_pb2.DeliverRequest | None] = asyncio.Queue()
-        self._waiting: deque[asyncio.Future[chat_pb2.DeliverResponse]] = deque()
+        self._outbox: asyncio.Queue[chat_pb2.DeliverStreamRequest | None] = asyncio.Queue()
+        self._waiting: deque[asyncio.Future[chat_pb2.DeliverStreamResponse]] = deque()
         self.error: BaseException | None = None
         self._call = stub.DeliverStream(self._requests(), metadata=metadata)
         self._reader = asyncio.create_task(self._read())
 
-    async def _requests(self) -> AsyncIterator[chat_pb2.DeliverRequest]:
+    async def _requests(self) -> AsyncIterator[chat_pb2.DeliverStreamRequest]:
         while (request := await self._outbox.get()) is not None:
             yield request
 
@@ -120,14 +123,15 @@ class PeerStream:
                 future.set_exception(self.error)
 
     async def deliver(
-        self, request: chat_pb2.DeliverRequest, timeout: float
-    ) -> chat_pb2.DeliverResponse:
+        self, request: chat_pb2.DeliverStreamRequest, timeout: float
+    ) -> chat_pb2.DeliverStreamResponse:
         """Send ``request``; its response (or the stream's error, or TimeoutError)."""
         if self.error is not None:
             raise self.error
-        future: asyncio.Future[chat_pb2.DeliverResponse] = (
+        future: asyncio.Future[chat_pb2.DeliverStreamResponse] = (
             asyncio.get_running_loop().create_future()
         )
+        future.add_done_callback(_retrieved)  # nobody may be waiting when the stream fails
         self._waiting.append(future)
         self._outbox.put_nowait(request)
         try:
@@ -135,6 +139,12 @@ class PeerStream:
         except TimeoutError:
             self.fail(TimeoutError(f"no answer on the peer stream within {timeout} s"))
             raise
+
+
+def _retrieved(future: asyncio.Future[chat_pb2.DeliverStreamResponse]) -> None:
+    """Mark a request's failure as seen (its caller may have stopped waiting)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class PeerClient:
@@ -154,8 +164,9 @@ class PeerClient:
         self._stubs: dict[str, tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]] = {}
         self._renewed: dict[str, float] = {}
         self._streams: dict[str, tuple[grpc.aio.Channel, PeerStream]] = {}
-        self._unary_only: set[str] = set()
-        """Addresses whose server answered DeliverStream with UNIMPLEMENTED."""
+        self._unary_only: dict[str, float] = {}
+        """Addresses whose server answered DeliverStream with UNIMPLEMENTED, and when (it
+        is tried again UNARY_RECHECK seconds later: the server may have been upgraded)."""
 
     def _stub(self, address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]:
         channel = self._directory.channel_to(address)
@@ -187,7 +198,7 @@ class PeerClient:
     def forget(self, address: str) -> None:
         """Drop the stub, stream and channel of a chat server that left the ring."""
         self._stubs.pop(address, None)
-        self._unary_only.discard(address)
+        self._unary_only.pop(address, None)
         opened = self._streams.pop(address, None)
         if opened is not None:
             opened[1].fail(ConnectionError(f"{address} left the ring"))
@@ -233,13 +244,12 @@ class PeerClient:
                 chunk = pushes[start : start + MAX_PUSHES]
                 channel, stub = self._stub(address)
                 try:
-                    request = chat_pb2.DeliverRequest(pushes=[push_pb(p) for p in chunk])
-                    reply = await self._deliver(address, channel, stub, request)
+                    raw = [push_pb(p) for p in chunk]
+                    offline.update(await self._deliver(address, channel, stub, raw))
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.UNAVAILABLE:
                         self._renew(address, channel)
                     raise
-                offline.update(reply.offline_user_ids)
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
@@ -262,13 +272,13 @@ class PeerClient:
         address: str,
         channel: grpc.aio.Channel,
         stub: chat_pb2_grpc.ChatPeerServiceStub,
-        request: chat_pb2.DeliverRequest,
-    ) -> chat_pb2.DeliverResponse:
-        """One request on the stream to ``address`` (opened anew when the last one failed,
-        the channel was renewed or the service credential was reissued); ``Deliver`` for a
-        server without the stream."""
+        pushes: list[chat_pb2.Push],
+    ) -> Sequence[int]:
+        """The offline users of one request on the stream to ``address`` (opened anew
+        when the last one failed, the channel was renewed or the service credential was
+        reissued); ``Deliver`` for a server without the stream."""
         metadata = self._directory.metadata()
-        if address not in self._unary_only:
+        if time.monotonic() - self._unary_only.get(address, -UNARY_RECHECK) >= UNARY_RECHECK:
             opened = self._streams.get(address)
             if (
                 opened is None
@@ -281,13 +291,15 @@ class PeerClient:
                 opened = (channel, PeerStream(stub, metadata))
                 self._streams[address] = opened
             try:
-                return await opened[1].deliver(request, self._timeout)
+                request = chat_pb2.DeliverStreamRequest(pushes=pushes)
+                reply = await opened[1].deliver(request, self._timeout)
+                return reply.offline_user_ids
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 logger.info("%s has no DeliverStream: using Deliver", address)
-                self._unary_only.add(address)
-        reply: chat_pb2.DeliverResponse = await stub.Deliver(
-            request, metadata=metadata, timeout=self._timeout
+                self._unary_only[address] = time.monotonic()
+        unary: chat_pb2.DeliverResponse = await stub.Deliver(
+            chat_pb2.DeliverRequest(pushes=pushes), metadata=metadata, timeout=self._timeout
         )
-        return reply
+        return unary.offline_user_ids

@@ -98,6 +98,9 @@ CLAIM_BATCH = 100
 """Most pending-fanout records taken from one bucket per claim."""
 SEND_CALL_MAX = 64
 """Most sends in one SEND_MANY call (a group commit's sends on one node go together)."""
+CLAIM_CALL_BUCKETS = 32
+"""Most buckets in one claim script call (bounds how long one call holds Redis: up to
+this many times CLAIM_BATCH records)."""
 APPEND_CALL_MAX = 256
 """Most appends in one APPEND_MANY call (bounds how long one call holds Redis: a message
 to a large group takes one call per this many members)."""
@@ -426,8 +429,9 @@ class ChatStore:
         node on one Redis, at most APPEND_CALL_MAX appends a call), in one pipeline (and a
         WAIT per node with replication on). The records of those that completed are
         removed afterwards, riding on the next pipeline of sends or appends (see
-        :class:`_Forgets`; not waited for: the entries are pushed at once; a removal that
-        fails leaves a record whose claim appends nothing new, as appends are idempotent)."""
+        :class:`~chat_svc.store_fanouts.FinishedFanouts`; not waited for: the entries are
+        pushed at once; a removal that fails leaves a record whose claim appends nothing
+        new, as appends are idempotent)."""
         appends = [(i, uid) for i, (_, recipients) in enumerate(items) for uid in recipients]
         groups = _chunks(
             slot_groups(self.redis, [inbox_key(u) for _, u in appends]), APPEND_CALL_MAX
@@ -508,7 +512,7 @@ class ChatStore:
         the history (trimmed, or Redis lost it) are dropped."""
 
         dues = [fanout_due_key(b) for b in range(CHANNEL_BUCKETS)]
-        groups = slot_groups(self.redis, dues)
+        groups = _chunks(slot_groups(self.redis, dues), CLAIM_CALL_BUCKETS)
 
         def queue_claims(pipe: Any) -> None:
             for group in groups:

@@ -7,7 +7,8 @@ anyway appends nothing new (appends are idempotent). So :class:`FinishedFanouts`
 the finished names and puts their removal at the front of the next pipeline the store
 sends anyway (the sends or appends of a later tick); only when no pipeline goes within
 ``LINGER`` seconds do they go in one of their own. Under load, removals then cost no
-round trip at all.
+round trip at all on one Redis; on a cluster they always go on their own, ``LINGER``
+seconds' worth at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
 
 from chat_svc.keys import fanout_due_key, fanout_records_key
 from feedchat_runtime.redis_client import RedisClient
@@ -59,7 +62,16 @@ class FinishedFanouts:
 
     def queue(self, pipe: Any) -> int:
         """Put the waiting removals at the front of ``pipe`` (a pipeline about to be
-        sent); how many commands (their replies come first: hand them to :meth:`taken`)."""
+        sent); how many commands (their replies come first: hand them to :meth:`taken`).
+
+        Not on a cluster: there they may be for nodes the pipeline does not otherwise
+        touch, and a node that fails makes redis-py's cluster pipeline fail as a whole;
+        they go in a pipeline of their own after ``linger`` (still many at once)."""
+        if isinstance(self._redis, RedisCluster):
+            return 0
+        return self._take(pipe)
+
+    def _take(self, pipe: Any) -> int:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -87,7 +99,7 @@ class FinishedFanouts:
         """Remove the waiting records now, in a pipeline of their own."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                if self.queue(pipe):
+                if self._take(pipe):
                     self.taken(await pipe.execute(raise_on_error=False), [])
         except Exception as exc:  # Redis unreachable: the records stay for a claim
             logger.warning("could not remove finished fanout records (a claim will): %s", exc)

@@ -30,14 +30,14 @@ async def test_the_peer_stream_answers_each_request_in_order_for_services_only(
     service = app.host.authority.issue_service("chat").token
     async with grpc.aio.insecure_channel(app.address) as channel:
         stub = chat_pb2_grpc.ChatPeerServiceStub(channel)
-        refused = stub.DeliverStream(iter([chat_pb2.DeliverRequest()]), metadata=auth(1))
+        refused = stub.DeliverStream(iter([chat_pb2.DeliverStreamRequest()]), metadata=auth(1))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in refused:
                 pass
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
         requests = [
-            chat_pb2.DeliverRequest(pushes=[push_pb(_entry(NOBODY + i, i))]) for i in range(3)
+            chat_pb2.DeliverStreamRequest(pushes=[push_pb(_entry(NOBODY + i, i))]) for i in range(3)
         ]
         call = stub.DeliverStream(
             iter(requests), metadata=(("authorization", f"Bearer {service}"),)
@@ -58,9 +58,9 @@ class _DeliverOnly(chat_pb2_grpc.ChatPeerServiceServicer):
 
     async def DeliverStream(
         self, request_iterator: Any, context: Any
-    ) -> AsyncIterator[chat_pb2.DeliverResponse]:
+    ) -> AsyncIterator[chat_pb2.DeliverStreamResponse]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
-        yield chat_pb2.DeliverResponse()  # never reached: abort raises
+        yield chat_pb2.DeliverStreamResponse()  # never reached: abort raises
 
 
 async def test_pushes_reach_a_server_without_the_stream_through_deliver(

@@ -1540,6 +1540,54 @@ class DeliverResponse(_message.Message):
 Global___DeliverResponse: _TypeAlias = DeliverResponse  # noqa: Y015
 
 @_typing.final
+class DeliverStreamRequest(_message.Message):
+    """DeliverStreamRequest is one request on a DeliverStream: a DeliverRequest's pushes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUSHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pushes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Push]:
+        """Pushes, at most 1000; applied in order."""
+
+    def __init__(
+        self,
+        *,
+        pushes: _abc.Iterable[Global___Push] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pushes", b"pushes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverStreamRequest: _TypeAlias = DeliverStreamRequest  # noqa: Y015
+
+@_typing.final
+class DeliverStreamResponse(_message.Message):
+    """DeliverStreamResponse answers one DeliverStreamRequest, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFLINE_USER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def offline_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Users (from pushes with an entry) with no connected device on this server."""
+
+    def __init__(
+        self,
+        *,
+        offline_user_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offline_user_ids", b"offline_user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverStreamResponse: _TypeAlias = DeliverStreamResponse  # noqa: Y015
+
+@_typing.final
 class SendMessageRequest(_message.Message):
     """SendMessageRequest sends text to a channel the caller is a member of."""
 

@@ -801,8 +801,8 @@ class ChatPeerServiceStub:
                 _registered_method=True)
         self.DeliverStream = channel.stream_stream(
                 '/feedchat.chat.v1.ChatPeerService/DeliverStream',
-                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.SerializeToString,
-                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.FromString,
+                request_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverStreamRequest.SerializeToString,
+                response_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverStreamResponse.FromString,
                 _registered_method=True)
 
 
@@ -839,8 +839,8 @@ def add_ChatPeerServiceServicer_to_server(servicer, server):
             ),
             'DeliverStream': grpc.stream_stream_rpc_method_handler(
                     servicer.DeliverStream,
-                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.FromString,
-                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.SerializeToString,
+                    request_deserializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverStreamRequest.FromString,
+                    response_serializer=feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -897,8 +897,8 @@ class ChatPeerService:
             request_iterator,
             target,
             '/feedchat.chat.v1.ChatPeerService/DeliverStream',
-            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverRequest.SerializeToString,
-            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverResponse.FromString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverStreamRequest.SerializeToString,
+            feedchat_dot_chat_dot_v1_dot_chat__pb2.DeliverStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

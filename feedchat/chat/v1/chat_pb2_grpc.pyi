@@ -481,7 +481,7 @@ class ChatPeerServiceStub:
     """Deliver pushes inbox entries and ephemeral events to the local devices of users on
     the receiving chat server, and reports which users have no live device there.
     """
-    DeliverStream: _grpc.StreamStreamMultiCallable[_chat_pb2.DeliverRequest, _chat_pb2.DeliverResponse]
+    DeliverStream: _grpc.StreamStreamMultiCallable[_chat_pb2.DeliverStreamRequest, _chat_pb2.DeliverStreamResponse]
     """DeliverStream is Deliver over one long-lived stream per pair of servers: each
     request gets exactly one response, in order, with the same meaning as Deliver's (a
     request over 1000 pushes ends the stream with INVALID_ARGUMENT). A server that lacks
@@ -499,7 +499,7 @@ class ChatPeerServiceAsyncStub(ChatPeerServiceStub):
     """Deliver pushes inbox entries and ephemeral events to the local devices of users on
     the receiving chat server, and reports which users have no live device there.
     """
-    DeliverStream: _aio.StreamStreamMultiCallable[_chat_pb2.DeliverRequest, _chat_pb2.DeliverResponse]  # type: ignore[assignment]
+    DeliverStream: _aio.StreamStreamMultiCallable[_chat_pb2.DeliverStreamRequest, _chat_pb2.DeliverStreamResponse]  # type: ignore[assignment]
     """DeliverStream is Deliver over one long-lived stream per pair of servers: each
     request gets exactly one response, in order, with the same meaning as Deliver's (a
     request over 1000 pushes ends the stream with INVALID_ARGUMENT). A server that lacks
@@ -524,9 +524,9 @@ class ChatPeerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def DeliverStream(
         self,
-        request_iterator: _MaybeAsyncIterator[_chat_pb2.DeliverRequest],
+        request_iterator: _MaybeAsyncIterator[_chat_pb2.DeliverStreamRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_chat_pb2.DeliverResponse], _abc.AsyncIterator[_chat_pb2.DeliverResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.DeliverStreamResponse], _abc.AsyncIterator[_chat_pb2.DeliverStreamResponse]]:
         """DeliverStream is Deliver over one long-lived stream per pair of servers: each
         request gets exactly one response, in order, with the same meaning as Deliver's (a
         request over 1000 pushes ends the stream with INVALID_ARGUMENT). A server that lacks
