@@ -93,6 +93,22 @@ def slow_ring_watch(app: ChatApp, delay: float) -> None:
     watch._publish = late  # type: ignore[method-assign]
 
 
+def fan_out_nothing(app: ChatApp, dropped: list[Any] | None = None) -> None:
+    """``app`` stores and acks sends but neither it nor its claim loop fans anything out
+    any more, as if it were killed right after each channel step (the outcomes it would
+    have dispatched go to ``dropped``)."""
+
+    def dispatch(outcome: Any) -> None:
+        if dropped is not None:
+            dropped.append(outcome)
+
+    async def claim_nothing() -> int:
+        return 0
+
+    app.delivery.dispatch = dispatch  # type: ignore[method-assign]
+    app.claims.claim_once = claim_nothing  # type: ignore[method-assign]
+
+
 def users_on(apps: Sequence[ChatApp], instance: str, count: int, start: int = 1) -> list[int]:
     """``count`` user ids the ring gives to ``instance``."""
     ring = apps[0].ring.ring

@@ -23,6 +23,7 @@ from tests.chat_svc.chatkit import (
     OpenDevice,
     StartCluster,
     auth,
+    fan_out_nothing,
     open_direct,
     users_on,
 )
@@ -448,7 +449,7 @@ async def test_a_delete_left_by_a_dead_server_is_claimed_and_still_scrubs_the_in
     secret = await _unary_send(alive, alice, channel_id, SECRET)
     await wait_until(lambda: b.got(1), what="the message")
     # chat-0 dies right after the delete's channel step: chat-1's claim fans it out
-    dead.delivery.dispatch = lambda outcome: None  # type: ignore[method-assign]
+    fan_out_nothing(dead)
     ack = await _unary(dead, "DeleteMessage", alice, channel_id, secret.message_id)
     await wait_until(lambda: b.got(2), what="the claimed delete")
     assert (b.messages[1].seq, b.messages[1].event.kind) == (ack.seq, chat_pb2.EVENT_KIND_DELETE)

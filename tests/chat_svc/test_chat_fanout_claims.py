@@ -15,6 +15,7 @@ from tests.chat_svc.chatkit import (
     Device,
     OpenDevice,
     StartCluster,
+    fan_out_nothing,
     open_direct,
     pair_across,
     users_on,
@@ -38,12 +39,7 @@ async def test_fanout_left_by_a_dead_server_is_finished_by_another_exactly_once(
     # chat-0 stops right after each channel step (as if killed there): its sends are
     # stored and acked, but neither it nor its claim loop appends anything to an inbox
     dropped: list[SendOutcome] = []
-    dead.delivery.dispatch = lambda outcome: dropped.append(outcome)  # type: ignore[method-assign]
-
-    async def dead_claims() -> int:  # nor does its claim loop take anything any more
-        return 0
-
-    dead.claims.claim_once = dead_claims  # type: ignore[method-assign]
+    fan_out_nothing(dead, dropped)
 
     ack = await a.sent(a.send(channel, "survives", client_msg_id="c1"))
     await wait_until(lambda: b.texts() == ["survives"], what="bob's message, via chat-1's claim")
