@@ -155,6 +155,7 @@ async def build(config: ChatConfig) -> ChatApp:
         send_burst=config.send_burst,
         retry_window=config.push_retry_window,
         group_owner=records.owner,
+        stop_window=config.peer_timeout,
     )
     sessions = Sessions(
         store=store,

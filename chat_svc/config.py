@@ -50,7 +50,11 @@ class ChatConfig(ServiceConfig):
         90, "Days a channel's per-minute/hour/day message counts are kept (GetMessageStats)."
     )
     redis_timeout: float = _opt(2.0, "Seconds a Redis command may take before it counts as failed.")
-    peer_timeout: float = _opt(2.0, "Seconds a delivery RPC to another chat server may take.")
+    peer_timeout: float = _opt(
+        2.0,
+        "Seconds a delivery RPC to another chat server may take (also how long a stopping "
+        "server lets the dispatches of what it acked finish).",
+    )
     ring_settle: float = _opt(
         2.0,
         "Seconds a chat server waits for its ring to reach the ring version a client "

@@ -31,6 +31,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from chat_svc.connections import ConnectionHub
 from chat_svc.model import (
@@ -92,9 +93,11 @@ class Delivery:
         send_burst: int,
         retry_window: float = 15.0,
         group_owner: Callable[[int], Awaitable[int]] | None = None,
+        stop_window: float = 2.0,
     ) -> None:
         """``group_owner`` reads a channel's owner (0: none) from the record: a group's
-        owner may delete anyone's messages."""
+        owner may delete anyone's messages; ``stop_window``: how long :meth:`close` lets
+        the dispatches in flight finish (the chat server passes its peer timeout)."""
         self.store = store
         self.hub = hub
         self.ring = ring
@@ -107,8 +110,12 @@ class Delivery:
         self.send_burst = send_burst
         self.retry_window = retry_window
         self.group_owner = group_owner
+        self.stop_window = stop_window
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
+        """Appends of dispatched messages, and forwards of their entries, not yet done
+        (what follows them runs in :attr:`_tasks`)."""
         self._recent: deque[tuple[float, Push]] = deque(maxlen=RECENT_OFFLINE_MAX)
 
     def validate(self, draft: Draft) -> None:
@@ -206,6 +213,7 @@ class Delivery:
             self.push_entries(SendOutcome(message, False, fanned.entries))
 
         appended.add_done_callback(push)
+        self._track(appended)  # after ``push``: its forwards are tracked before this goes
         return appended
 
     def push_entries(self, outcome: SendOutcome) -> None:
@@ -233,6 +241,7 @@ class Delivery:
                 self._notify_offline(outcome, offline | answered)
 
         gathered.add_done_callback(forwarded)
+        self._track(gathered)  # after ``forwarded``, which may spawn a retry task
 
     async def _converge_then_notify(
         self, outcome: SendOutcome, offline: set[int], failed: list[Push]
@@ -415,6 +424,10 @@ class Delivery:
             raise PermissionDenied("not a member of this channel", reason="NOT_A_MEMBER")
         self.push_events([m for m in members if m != user_id], TypingEvent(channel_id, user_id))
 
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
             try:
@@ -427,7 +440,23 @@ class Delivery:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop retrying; wait for pushes still in flight (bounded by the peer timeout)."""
+        """Let the dispatches in flight finish for up to ``stop_window`` seconds: their
+        inbox appends, then their pushes (a failed push is retried meanwhile), and the
+        notifications of those found offline. Then stop retrying (the users of pushes
+        still failing count as offline) and wait for the pushes still on the wire (each
+        bounded by the peer timeout). Call it before the peer channels and Redis close:
+        an acked message's push to another chat server is not cut off by the stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_window
+        while (busy := self._inflight | self._tasks) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(busy, timeout=left)  # what finishes may start more: look again
+        if self._inflight:
+            logger.warning(
+                "stopping with %s appends or pushes unfinished after %.1fs (a claim "
+                "finishes an append; a device missing a push gets it at its next push)",
+                len(self._inflight),
+                self.stop_window,
+            )
         self._closing = True
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
