@@ -193,6 +193,7 @@ async def build(config: ChatConfig) -> ChatApp:
 
     host.build(add_services, policy(config))
     host.on_stop(redis.aclose)
+    host.on_stop(store.close)  # after delivery.close (hooks run in reverse order)
     host.on_stop(directory.close)
     host.on_stop(ring.stop)
     host.on_stop(delivery.close)

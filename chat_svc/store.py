@@ -236,6 +236,11 @@ class ChatStore:
             self._run_notifications, max_batch=256
         )
 
+    async def close(self) -> None:
+        """Write what waits to go in the background (the record removals of finished
+        fanouts); call after the last fanout and before Redis closes."""
+        await self._forgets.close()
+
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 

@@ -95,6 +95,13 @@ class FinishedFanouts:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def close(self) -> None:
+        """Remove the waiting records now and wait for removals already under way (a
+        stopping server calls this before Redis closes: the timer would find it closed)."""
+        await self.flush()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def flush(self) -> None:
         """Remove the waiting records now, in a pipeline of their own."""
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
-from tests.chat_svc.chatkit import OpenDevice, StartCluster, auth, users_on
+from tests.chat_svc.chatkit import OpenDevice, StartCluster, auth, open_direct, users_on
 from tests.waiting import wait_until
 
 CROWD = 60
@@ -38,7 +38,26 @@ async def test_stopping_server_pushes_every_acked_message_to_a_device_on_another
     a.send_batch(group, [(f"c{i}", text) for i, text in enumerate(texts)])
     await wait_until(lambda: len(a.acks) == SENDS, what="every ack", interval=0.001)
     await apps[0].stop()  # SIGTERM path, while those messages are still being dispatched
+    # their fanouts are done: no record is left for a claim (the removals went before Redis
+    # closed)
+    assert await apps[1].store.pending_fanouts() == 0
     # bob sends nothing: only pushes can bring them to his open stream
     await wait_until(lambda: b.got(SENDS), what="every acked message on bob's stream")
     assert b.texts() == texts
     assert b.error is None and not b.ended
+
+
+async def test_closing_store_removes_the_records_of_finished_fanouts_at_once(
+    chat_cluster: StartCluster,
+) -> None:
+    (app,) = await chat_cluster(1)
+    alice, bob = users_on([app], "chat-0", 2)
+    channel = await open_direct(app.address, alice, bob)
+    outcome = await app.delivery.send(alice, "c1", channel, "hi")
+    assert await app.store.pending_fanouts() == 1
+    fanned = await app.store.fan_out(outcome.message, outcome.recipients)
+    assert fanned.error is None
+    # the removal waits to ride on a later pipeline; a stopping server sends it before
+    # Redis closes (a record left behind would be claimed again, with a warning)
+    await app.store.close()
+    assert await app.store.pending_fanouts() == 0
