@@ -82,9 +82,11 @@ class PeerStream:
 
     def __init__(
         self,
+        channel: grpc.aio.Channel,
         stub: chat_pb2_grpc.ChatPeerServiceStub,
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
+        self.channel = channel
         self.metadata = metadata
         self._outbox: asyncio.Queue[chat_pb2.DeliverStreamRequest | None] = asyncio.Queue()
         self._waiting: deque[asyncio.Future[chat_pb2.DeliverStreamResponse]] = deque()
@@ -163,7 +165,7 @@ class PeerClient:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stubs: dict[str, tuple[grpc.aio.Channel, chat_pb2_grpc.ChatPeerServiceStub]] = {}
         self._renewed: dict[str, float] = {}
-        self._streams: dict[str, tuple[grpc.aio.Channel, PeerStream]] = {}
+        self._streams: dict[str, PeerStream] = {}
         self._unary_only: dict[str, float] = {}
         """Addresses whose server answered DeliverStream with UNIMPLEMENTED, and when (it
         is tried again UNARY_RECHECK seconds later: the server may have been upgraded)."""
@@ -199,9 +201,9 @@ class PeerClient:
         """Drop the stub, stream and channel of a chat server that left the ring."""
         self._stubs.pop(address, None)
         self._unary_only.pop(address, None)
-        opened = self._streams.pop(address, None)
-        if opened is not None:
-            opened[1].fail(ConnectionError(f"{address} left the ring"))
+        stream = self._streams.pop(address, None)
+        if stream is not None:
+            stream.fail(ConnectionError(f"{address} left the ring"))
         self._renewed.pop(address, None)
         self._directory.forget(address)
 
@@ -279,20 +281,18 @@ class PeerClient:
         reissued); ``Deliver`` for a server without the stream."""
         metadata = self._directory.metadata()
         if time.monotonic() - self._unary_only.get(address, -UNARY_RECHECK) >= UNARY_RECHECK:
-            opened = self._streams.get(address)
+            stream = self._streams.get(address)
             if (
-                opened is None
-                or opened[0] is not channel
-                or opened[1].error is not None
-                or opened[1].metadata != metadata
+                stream is None
+                or stream.error is not None
+                or (stream.channel, stream.metadata) != (channel, metadata)
             ):
-                if opened is not None:
-                    opened[1].fail(ConnectionError("replaced by a new peer stream"))
-                opened = (channel, PeerStream(stub, metadata))
-                self._streams[address] = opened
+                if stream is not None:
+                    stream.fail(ConnectionError("replaced by a new peer stream"))
+                stream = self._streams[address] = PeerStream(channel, stub, metadata)
             try:
                 request = chat_pb2.DeliverStreamRequest(pushes=pushes)
-                reply = await opened[1].deliver(request, self._timeout)
+                reply = await stream.deliver(request, self._timeout)
                 return reply.offline_user_ids
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:

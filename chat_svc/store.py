@@ -65,7 +65,7 @@ from chat_svc.model import (
     SendOutcome,
     StoredMessage,
 )
-from chat_svc.store_fanouts import FinishedFanouts, queue_removals
+from chat_svc.store_fanouts import FinishedFanouts
 from chat_svc.store_history import entry_fields, history_page, message_of
 from chat_svc.store_stats import day_of
 from feedchat_runtime import notify_queue, snowflake
@@ -290,7 +290,7 @@ class ChatStore:
         replies, confirmed = await self._run_confirmed(
             queue, lambda: (calls[ix[0]][1][0] for ix in groups)
         )
-        replies = self._forgets.taken(replies[:forgets], replies[forgets:])
+        replies = self._forgets.taken(replies, forgets)
         out: list[list[str] | BaseException] = [RuntimeError("no reply")] * len(calls)
         for indexes, batch in zip(groups, replies, strict=True):
             for i, raw in zip(indexes, _batch_replies(batch, len(indexes)), strict=True):
@@ -298,9 +298,7 @@ class ChatStore:
                     out[i] = raw
                     continue
                 reply = [_s(x) for x in raw]
-                if reply[0] == "error":
-                    out[i] = ResponseError(reply[1])
-                elif not confirmed(calls[i][1][0]) and reply[0] in ("ok", "dup"):
+                if not confirmed(calls[i][1][0]) and reply[0] in ("ok", "dup"):
                     out[i] = not_replicated(self.replication)
                 else:
                     out[i] = reply
@@ -471,7 +469,7 @@ class ChatStore:
         replies, confirmed = await self._run_confirmed(
             queue, lambda: (inbox_key(u) for _, u in appends)
         )
-        replies = self._forgets.taken(replies[:forgets], replies[forgets:])
+        replies = self._forgets.taken(replies, forgets)
         results: list[Any] = [None] * len(appends)
         for group, reply in zip(groups, replies, strict=True):
             for at, raw in zip(group, _batch_replies(reply, len(group)), strict=True):
@@ -485,8 +483,6 @@ class ChatStore:
             for uid in recipients:
                 raw = results[position]
                 position += 1
-                if not isinstance(raw, BaseException) and _s(raw[0]) == "error":
-                    raw = ResponseError(_s(raw[1]))
                 if isinstance(raw, BaseException):
                     failure = raw
                     continue
@@ -503,12 +499,6 @@ class ChatStore:
         if done:
             self._forgets.add(done)
         return out
-
-    async def _forget_fanouts(self, names: Mapping[int, Sequence[str]]) -> None:
-        """Remove pending-fanout records now (by bucket)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            queue_removals(pipe, names)
-            await pipe.execute()
 
     async def claim_fanouts(self, limit: int = CLAIM_BATCH) -> list[_Fanout]:
         """Take over due pending-fanout records of every bucket (their claim time moves
@@ -531,8 +521,6 @@ class ChatStore:
         by_bucket: list[Any] = [None] * CHANNEL_BUCKETS
         for group, reply in zip(groups, replies, strict=True):
             for b, raw in zip(group, _batch_replies(reply, len(group)), strict=True):
-                if not isinstance(raw, BaseException) and raw and _s(raw[0]) == "error":
-                    raw = ResponseError(_s(raw[1]))
                 by_bucket[b] = raw
         claimed: list[tuple[int, int, list[int]]] = []
         errors = [r for r in by_bucket if isinstance(r, BaseException)]
@@ -559,7 +547,7 @@ class ChatStore:
             else:
                 lost[bucket(channel)].append(fanout_member(channel, seq))
         if lost:
-            await self._forget_fanouts(lost)
+            self._forgets.add(lost)
         return found
 
     async def pending_fanouts(self) -> int:
@@ -748,27 +736,27 @@ def _chunks(groups: list[list[int]], size: int) -> list[list[int]]:
 
 def _append_block(message: StoredMessage) -> list[str | int]:
     """A message's block of APPEND_MANY arguments (see :data:`chat_svc.scripts.APPEND_MANY`)."""
-    extra = entry_fields(message)
-    head = [extra.pop(name) for name in ("message_id", "sender_id", "text", "client_msg_id")]
-    del extra["created_ms"]
-    return [
+    fields = entry_fields(message)
+    head: list[str | int] = [
         message.channel_id,
-        head[0],
+        fields.pop("message_id"),
         message.seq,
-        head[1],
-        head[2],
-        head[3],
+        fields.pop("sender_id"),
+        fields.pop("text"),
+        fields.pop("client_msg_id"),
         message.created_ms,
         " ".join(str(i) for i in message.scrub),
-        *(item for pair in extra.items() for item in pair),
     ]
+    del fields["created_ms"]
+    return [*head, *(item for pair in fields.items() for item in pair)]
 
 
 def _batch_replies(batch: Any, count: int) -> list[Any]:
-    """The per-message replies of one SEND_MANY call (its error repeated for each)."""
+    """The per-item replies of one call of a ``_MANY`` script: the call's error repeated
+    for each item, and an item's ``{"error", text}`` as a ResponseError."""
     if isinstance(batch, BaseException):
         return [batch] * count
-    return list(batch)
+    return [ResponseError(_s(raw[1])) if raw and _s(raw[0]) == "error" else raw for raw in batch]
 
 
 def _inbox_message(entry_id: str, fields: Mapping[str, str]) -> StoredMessage:

@@ -79,14 +79,14 @@ class FinishedFanouts:
         return queue_removals(pipe, names)
 
     @staticmethod
-    def taken(removals: Sequence[Any], rest: list[Any]) -> list[Any]:
-        """The replies after the removals' (``rest``); a removal that failed is logged (a
-        claim finishes its record)."""
-        for reply in removals:
+    def taken(replies: list[Any], queued: int) -> list[Any]:
+        """The replies after the first ``queued`` (those of the removals :meth:`queue`
+        put in front); a removal that failed is logged (a claim finishes its record)."""
+        for reply in replies[:queued]:
             if isinstance(reply, Exception):
                 logger.warning("could not remove finished fanout records (a claim will): %s", reply)
                 break
-        return rest
+        return replies[queued:]
 
     def _alone(self) -> None:
         self._timer = None
@@ -106,7 +106,7 @@ class FinishedFanouts:
         """Remove the waiting records now, in a pipeline of their own."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                if self._take(pipe):
-                    self.taken(await pipe.execute(raise_on_error=False), [])
+                if queued := self._take(pipe):
+                    self.taken(await pipe.execute(raise_on_error=False), queued)
         except Exception as exc:  # Redis unreachable: the records stay for a claim
             logger.warning("could not remove finished fanout records (a claim will): %s", exc)

@@ -3,6 +3,7 @@ only, and a server without the stream still reached through Deliver."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,20 @@ from tests.chat_svc.chatkit import StartCluster, auth
 
 NOBODY = 424_242
 """A user with no device anywhere."""
+
+
+@contextlib.asynccontextmanager
+async def _peer_server(servicer: chat_pb2_grpc.ChatPeerServiceServicer) -> AsyncIterator[str]:
+    """A bare ChatPeerService server on loopback (another chat server's version); its
+    address."""
+    server = grpc.aio.server()
+    chat_pb2_grpc.add_ChatPeerServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
 
 
 def _entry(user: int, seq: int) -> Push:
@@ -68,15 +83,40 @@ async def test_pushes_reach_a_server_without_the_stream_through_deliver(
 ) -> None:
     (app,) = await chat_cluster(1)
     older = _DeliverOnly()
-    server = grpc.aio.server()
-    chat_pb2_grpc.add_ChatPeerServiceServicer_to_server(older, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        address = f"127.0.0.1:{port}"
+    async with _peer_server(older) as address:
         for seq in (1, 2):
             offline = await app.delivery.forward(address, [_entry(NOBODY, seq)])
             assert offline == [NOBODY]
-        assert older.delivered == [NOBODY, NOBODY]
-    finally:
-        await server.stop(None)
+    assert older.delivered == [NOBODY, NOBODY]
+
+
+class _FirstStreamStalls(chat_pb2_grpc.ChatPeerServiceServicer):
+    """Never answers on its first DeliverStream; answers on every later one."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+
+    async def Deliver(self, request: chat_pb2.DeliverRequest, context: Any) -> Any:
+        raise AssertionError("the stream is used, not Deliver")
+
+    async def DeliverStream(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[chat_pb2.DeliverStreamResponse]:
+        self.streams += 1
+        stalled = self.streams == 1
+        async for request in request_iterator:
+            if not stalled:
+                offline = [p.user_id for p in request.pushes]
+                yield chat_pb2.DeliverStreamResponse(offline_user_ids=offline)
+
+
+async def test_a_peer_stream_that_timed_out_is_replaced_by_a_new_one(
+    chat_cluster: StartCluster,
+) -> None:
+    (app,) = await chat_cluster(1, peer_timeout=0.3)
+    peer = _FirstStreamStalls()
+    async with _peer_server(peer) as address:
+        with pytest.raises(TimeoutError):
+            await app.delivery.forward(address, [_entry(NOBODY, 1)])
+        assert await app.delivery.forward(address, [_entry(NOBODY, 2)]) == [NOBODY]
+    assert peer.streams == 2
