@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
@@ -20,6 +19,7 @@ from feedchat.chat.v1 import chat_pb2, chat_pb2_grpc
 from feedchat_runtime.auth import require_user
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, PermissionDenied
 from feedchat_runtime.pages import PageTokens
+from feedchat_runtime.request_reader import RequestReader
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +79,15 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             hello.batch_frames,
             hello.omit_own_echo,
         )
-        reader = asyncio.create_task(self._read(requests, session))
+        reader = RequestReader(requests)
+        reader.start(lambda frames: self._read(frames, session))
         try:
             async for frames in session.frames():
                 yield frames_pb(frames)
             if session.error is not None:
                 raise session.error
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await reader.stop()
             session.close()
 
     async def _read(

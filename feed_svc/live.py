@@ -10,8 +10,8 @@ newest landed-log position announced there: one connection delivers messages in 
 order, so once the hub has it, every live message of every post logged up to it has been
 handed out. Other control notes (promotions) go to every control listener. When the
 connection fails (live messages may be lost) control listeners get ``reset:``; they get
-it again once the hub is subscribed anew (on a new connection, or after redis-py
-reconnected by itself), as streams that subscribed meanwhile may have missed messages too.
+it again once the hub is subscribed anew on a new connection, as streams that subscribed
+meanwhile may have missed messages too.
 
 On a Redis Cluster (6.2) a PUBLISH on any node reaches the subscribers of every node, so
 the hub's one connection may sit on any node; after a failure the runtime hub moves it to

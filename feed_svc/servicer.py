@@ -4,7 +4,6 @@ from the authenticated credential (``require_user`` / the service caller)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -26,6 +25,7 @@ from feedchat.feed.v1 import feed_pb2_grpc
 from feedchat_runtime.auth import current_caller, require_user
 from feedchat_runtime.clock import timestamp
 from feedchat_runtime.errors import FeedchatError, InvalidArgument
+from feedchat_runtime.request_reader import RequestReader
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
             config.stream_resume_max,
             touch_every=min(60.0, config.inactive_after / 4),
         )
-        pump = asyncio.create_task(self._pump(requests, session))
+        reader = RequestReader(requests)
+        reader.start(lambda frames: self._pump(frames, session))
         try:
             await session.open(first.subscribe.resume_after_post_id, first.subscribe.resume_token)
             while True:
@@ -212,9 +213,7 @@ class FeedServicer(feed_pb2_grpc.FeedServiceServicer):
                     reply.resume_token = token
                     yield reply
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            await reader.stop()
             await session.close()
 
     @staticmethod

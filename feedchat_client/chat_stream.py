@@ -49,7 +49,13 @@ from feedchat_client.chat_device import (
     StateCallback,
     ring_version,
 )
-from feedchat_client.errors import ChatSendError, RpcError, ServiceNotFound
+from feedchat_client.errors import (
+    STATUS_LOST_TO_A_SEND,
+    ChatSendError,
+    RpcError,
+    ServiceNotFound,
+    lost_to_a_send,
+)
 from feedchat_client.ids import decode
 from feedchat_client.models import ChatMessage, MessageEvent, SentMessage
 
@@ -366,6 +372,8 @@ class ChatConnection(ChatDevice):
                     )
             return _Next(None, False, "stream ended")
         except grpc.aio.AioRpcError as exc:
+            if lost_to_a_send(exc):  # a frame crossed the stream's end: its status is gone
+                return _Next(None, False, STATUS_LOST_TO_A_SEND)
             error = await RpcError.from_call(exc)
             if (
                 error.code == grpc.StatusCode.FAILED_PRECONDITION

@@ -96,6 +96,20 @@ class RpcError(FeedchatClientError):
         )
 
 
+STATUS_LOST_TO_A_SEND = "the stream ended while a frame was being sent; its status was lost"
+"""The reason given for a stream whose end status gRPC replaced with INTERNAL."""
+
+
+def lost_to_a_send(error: grpc.aio.AioRpcError) -> bool:
+    """Whether a stream's INTERNAL status is grpc.aio's own: a client frame sent while the
+    server was ending the stream fails, and grpc.aio then reports INTERNAL "Internal error
+    from Core" in place of the status the server sent (grpc/grpc#36066). The stream ended
+    for some other reason, which is gone."""
+    return error.code() == grpc.StatusCode.INTERNAL and '"execute_batch"' in (
+        error.debug_error_string() or ""
+    )
+
+
 class ChatSendError(FeedchatClientError):
     """The chat server refused a send for good (not a retryable refusal).
 

@@ -12,7 +12,12 @@ import grpc
 
 from feedchat.feed.v1 import feed_pb2, feed_pb2_grpc
 from feedchat_client.backoff import Backoff
-from feedchat_client.errors import RpcError, ServiceNotFound
+from feedchat_client.errors import (
+    STATUS_LOST_TO_A_SEND,
+    RpcError,
+    ServiceNotFound,
+    lost_to_a_send,
+)
 from feedchat_client.models import FanoutStatus, FeedPage, FollowPage, Post
 from feedchat_client.rpc import ServiceClient
 
@@ -149,7 +154,9 @@ class FeedClient(ServiceClient):
         seen: OrderedDict[int, None] = OrderedDict()
         notify = on_state or (lambda state, detail: None)
         while True:
-            outbox: asyncio.Queue[feed_pb2.StreamFeedRequest] = asyncio.Queue()
+            # None ends the request stream: a call that ended by itself never stops its
+            # request reader, so the reader must not be left waiting on the queue.
+            outbox: asyncio.Queue[feed_pb2.StreamFeedRequest | None] = asyncio.Queue()
             outbox.put_nowait(
                 feed_pb2.StreamFeedRequest(
                     subscribe=feed_pb2.StreamFeedRequest.Subscribe(
@@ -159,8 +166,8 @@ class FeedClient(ServiceClient):
             )
 
             async def requests(queue: asyncio.Queue[Any] = outbox) -> AsyncIterator[Any]:
-                while True:
-                    yield await queue.get()
+                while (request := await queue.get()) is not None:
+                    yield request
 
             try:
                 address = await self._transport.address(self.service)
@@ -201,15 +208,19 @@ class FeedClient(ServiceClient):
                     elif which == "removed" and on_removed is not None:
                         on_removed(frame.removed.post_id)
             except grpc.aio.AioRpcError as exc:
-                error = await RpcError.from_call(exc)
-                if error.code in FATAL_CODES:
-                    raise error from None
-                if error.code == grpc.StatusCode.UNAUTHENTICATED:
-                    if error.reason != "TOKEN_EXPIRED":
+                if lost_to_a_send(exc):  # an ack crossed the stream's end: reconnect
+                    reason = STATUS_LOST_TO_A_SEND
+                else:
+                    error = await RpcError.from_call(exc)
+                    if error.code in FATAL_CODES:
                         raise error from None
-                    await self._session.refresh()
-                reason = str(error)
+                    if error.code == grpc.StatusCode.UNAUTHENTICATED:
+                        if error.reason != "TOKEN_EXPIRED":
+                            raise error from None
+                        await self._session.refresh()
+                    reason = str(error)
             finally:
+                outbox.put_nowait(None)
                 call.cancel()
             delay = backoff.next_delay()
             notify("reconnecting", f"{reason}; retrying in {delay:.1f}s")

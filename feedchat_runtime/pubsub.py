@@ -12,11 +12,18 @@ between (it may see one twice).
 
 Pub/sub drops what is published while its connection is down. When a read fails the hub
 calls :attr:`PubSubHub.on_lost`, opens a new connection (on a Redis Cluster: on another
-node, as the old one may be a dead master) and subscribes again to every channel; when
-redis-py reconnects by itself it subscribes again too. Either way the hub notices those
-unasked-for confirmations and, shortly after, calls :attr:`PubSubHub.on_gap` with the
-channels concerned: whatever was published on them meanwhile may be lost, and the owner
-decides what that means (re-read the stored state, end the streams, or nothing).
+node, as the old one may be a dead master) and subscribes again to every channel. It
+notices the unasked-for confirmations and, shortly after, calls :attr:`PubSubHub.on_gap`
+with the channels concerned: whatever was published on them meanwhile may be lost, and
+the owner decides what that means (re-read the stored state, end the streams, or nothing).
+
+Only the hub reconnects, on its reader task and under its lock. redis-py would otherwise
+reconnect a broken pub/sub connection inside whichever call meets the break first, and a
+SUBSCRIBE sent from a stream's task would then read the new connection's handshake while
+the reader task reads the same socket (``read() called while another coroutine is already
+waiting``, a failed stream, a subscription never confirmed). So the hub's connection has
+no redis-py retries, a subscription is only sent on a connection that is up (else the
+reopen sends it), and the reader reopens a connection that a failed send took down.
 
 Every hub starts with a *home* channel it never leaves: the connection needs one
 subscription before it can be read, and each service has such a channel anyway (a
@@ -33,6 +40,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from feedchat_runtime.errors import Unavailable
@@ -55,6 +65,8 @@ RETRY_DELAY = 0.5
 """Seconds between attempts to reopen a broken connection."""
 GAP_DELAY = 0.05
 """Seconds the hub gathers a burst of resubscriptions into one :attr:`PubSubHub.on_gap`."""
+_NO_RECONNECT = Retry(NoBackoff(), 0, supported_errors=())
+"""The hub connection's retry policy: a failed call raises, redis-py never reconnects."""
 
 
 class PubSubHub(Generic[T]):
@@ -72,6 +84,7 @@ class PubSubHub(Generic[T]):
         self._redis = redis
         self._decode = decode
         self._pubsub: PubSub | None = None
+        self._pool_retry: Retry | None = None  # the connection's own policy, put back on close
         self._attempt = 0
         self._home = ""
         self._listeners: dict[str, set[Listener[T]]] = {}
@@ -103,7 +116,8 @@ class PubSubHub(Generic[T]):
         ready = self._ready[home] = asyncio.get_running_loop().create_future()
         self._queue(home, ready)  # answered by this connection's SUBSCRIBE or a reopened one's
         try:
-            self._pubsub = await open_pubsub(self._redis)
+            await self._open()
+            assert self._pubsub is not None
             await self._pubsub.subscribe(home)
         except (RedisError, OSError) as exc:
             logger.warning("%s: pub/sub unavailable at start (%s); retrying", self.name, exc)
@@ -121,10 +135,9 @@ class PubSubHub(Generic[T]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
-        if self._pubsub is not None:
-            # Bounded: a read that swallowed its cancellation may still hold the connection.
-            with contextlib.suppress(RedisError, OSError):
-                await asyncio.wait_for(self._pubsub.aclose(), 5.0)  # type: ignore[no-untyped-call]
+        # Bounded: a read that swallowed its cancellation may still hold the connection.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._close_pubsub(), 5.0)
         for future in self._ready.values():
             if not future.done():
                 future.cancel()
@@ -153,9 +166,10 @@ class PubSubHub(Generic[T]):
                 live = [name for name in new if self._ready.get(name) is not None]
                 for name in live:
                     self._queue(name, self._ready[name])
-                # No connection (Redis down since the start): the reopen subscribes them.
-                if live and self._pubsub is not None:
-                    await self._pubsub.subscribe(*live)
+                # No connection, or a broken one: the reader's reopen subscribes them.
+                if live and self._pubsub is not None and self._up():
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.subscribe(*live)
         if waits:
             try:
                 await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, waits)), CONFIRM_TIMEOUT)
@@ -186,7 +200,7 @@ class PubSubHub(Generic[T]):
             still = [name for name in gone if name not in self._listeners]
             for name in still:
                 self._queue(name, None)
-            if still and self._pubsub is not None:
+            if still and self._pubsub is not None and self._up():
                 with contextlib.suppress(RedisError, OSError):
                     await self._pubsub.unsubscribe(*still)
 
@@ -258,10 +272,7 @@ class PubSubHub(Generic[T]):
         arrive unasked and are reported to :attr:`on_gap`.
         """
         async with self._lock:
-            if self._pubsub is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-                self._pubsub = None
+            await self._close_pubsub()
             self._attempt += 1
             inflight: dict[str, deque[asyncio.Future[None] | None]] = {}
             for name in self._listeners:
@@ -269,8 +280,37 @@ class PubSubHub(Generic[T]):
                 if waiting:
                     inflight[name] = deque(waiting[-1:])
             self._inflight = inflight
-            self._pubsub = await open_pubsub(self._redis, self._attempt)
+            await self._open()
+            assert self._pubsub is not None
             await self._pubsub.subscribe(*self._listeners)
+
+    async def _open(self) -> None:
+        """A new connection, connected, that redis-py will not reconnect by itself."""
+        pubsub = await open_pubsub(self._redis, self._attempt)
+        try:
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        connection = pubsub.connection
+        assert connection is not None
+        self._pool_retry, connection.retry = connection.retry, _NO_RECONNECT
+        self._pubsub = pubsub
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is None:
+            return
+        if pubsub.connection is not None and self._pool_retry is not None:
+            pubsub.connection.retry = self._pool_retry  # it goes back to the client's pool
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _up(self) -> bool:
+        """Whether the connection is open (a send on a closed one would reconnect it)."""
+        connection = self._pubsub.connection if self._pubsub is not None else None
+        return connection is not None and connection.is_connected
 
     async def _read(self, broken: bool) -> None:
         while not self._closed:
@@ -279,6 +319,8 @@ class PubSubHub(Generic[T]):
                     await self._reopen()
                     broken = False
                 assert self._pubsub is not None, "start() first"
+                if not self._up():  # a failed send closed it
+                    raise RedisConnectionError("the connection was closed")
                 message = await self._pubsub.get_message(timeout=1.0)
             except (RedisError, OSError) as exc:
                 logger.warning("%s: pub/sub connection failed: %s", self.name, exc)

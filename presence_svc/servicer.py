@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,6 +12,7 @@ from feedchat.presence.v1 import presence_pb2, presence_pb2_grpc
 from feedchat_runtime.auth import require_service, require_user
 from feedchat_runtime.clock import timestamp
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, Unavailable
+from feedchat_runtime.request_reader import RequestReader
 from presence_svc.config import PresenceConfig
 from presence_svc.following import FollowingSource
 from presence_svc.hub import SubscriptionHub
@@ -105,7 +104,7 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         self._sessions.add(session)
         if self._draining:  # the drain began while this stream was being set up
             session.end(EndFrame())
-        reader: asyncio.Task[None] | None = None
+        reader: RequestReader[presence_pb2.ConnectRequest] | None = None
         end = EndFrame()
         try:
             initial: list[int] = []
@@ -116,7 +115,8 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             except Exception:
                 end = EndFrame(client_closed=True)  # never served: take the device back now
                 raise
-            reader = asyncio.create_task(self._read(request_iterator, session, device))
+            reader = RequestReader(aiter(request_iterator))
+            reader.start(lambda frames: self._read(frames, session, device))
             while True:
                 frame = await session.queue.get()
                 if isinstance(frame, EndFrame):
@@ -126,9 +126,7 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         finally:
             self._sessions.discard(session)
             if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                await reader.stop()
             await session.close()
             if end.client_closed:
                 # The client said goodbye: its device is gone now, not after the timeout.
