@@ -43,7 +43,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from feedchat_runtime.errors import Unavailable
 from feedchat_runtime.redis_client import RedisClient, open_pubsub
@@ -65,8 +65,15 @@ RETRY_DELAY = 0.5
 """Seconds between attempts to reopen a broken connection."""
 GAP_DELAY = 0.05
 """Seconds the hub gathers a burst of resubscriptions into one :attr:`PubSubHub.on_gap`."""
+_AGAIN = "again"
+"""In a channel's queue of commands sent: the SUBSCRIBE a reopen sent for a channel that
+no caller waits on (its confirmation reports a gap)."""
 _NO_RECONNECT = Retry(NoBackoff(), 0, supported_errors=())
 """The hub connection's retry policy: a failed call raises, redis-py never reconnects."""
+
+
+Sent = asyncio.Future[None] | str | None
+"""A command sent on a channel: a caller's SUBSCRIBE, a reopen's (_AGAIN), an UNSUBSCRIBE."""
 
 
 class PubSubHub(Generic[T]):
@@ -76,7 +83,8 @@ class PubSubHub(Generic[T]):
         self.name = name
         """Names the reader task and the log lines."""
         self.on_lost: Callable[[], None] | None = None
-        """Called each time a read fails: messages may be lost from now on."""
+        """Called each time the connection is found broken (a read failed, or a send closed
+        it): messages may be lost from now on."""
         self.on_gap: Callable[[list[str]], Awaitable[None] | None] | None = None
         """Called with the channels subscribed again after a reconnect (gathered for
         :data:`GAP_DELAY`): messages published on them while it was down are lost."""
@@ -90,10 +98,10 @@ class PubSubHub(Generic[T]):
         self._listeners: dict[str, set[Listener[T]]] = {}
         # The confirmation each channel's current subscription resolves (done once confirmed).
         self._ready: dict[str, asyncio.Future[None]] = {}
-        # Per channel, the SUBSCRIBE (a future) and UNSUBSCRIBE (None) commands sent and not
-        # yet answered, in order: Redis answers each channel's commands in the order sent,
-        # so a confirmation always belongs to the head of its channel's queue.
-        self._inflight: dict[str, deque[asyncio.Future[None] | None]] = {}
+        # Per channel, the SUBSCRIBE (a future, or _AGAIN for a reopen's) and UNSUBSCRIBE
+        # (None) commands sent and not yet answered, in order: Redis answers each channel's
+        # commands in the order sent, so a confirmation belongs to the head of the queue.
+        self._inflight: dict[str, deque[Sent]] = {}
         self._gap: set[str] = set()
         self._gap_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -212,18 +220,21 @@ class PubSubHub(Generic[T]):
             except Exception:
                 logger.exception("%s: listener failed", self.name)
 
-    def _queue(self, name: str, future: asyncio.Future[None] | None) -> None:
+    def _queue(self, name: str, future: Sent) -> None:
         self._inflight.setdefault(name, deque()).append(future)
 
     def _confirmed(self, name: str) -> None:
         pending = self._inflight.get(name)
         if not pending:
-            self._resubscribed(name)  # redis-py resubscribed after a reconnect
+            logger.warning("%s: an unasked confirmation on %s", self.name, name)
+            self._resubscribed(name)  # whatever it was, the channel may have had a gap
             return
         future = pending.popleft()
         if not pending:
             del self._inflight[name]
-        if future is not None and not future.done():
+        if future == _AGAIN:
+            self._resubscribed(name)
+        elif isinstance(future, asyncio.Future) and not future.done():
             future.set_result(None)
 
     def _resubscribed(self, name: str) -> None:
@@ -268,21 +279,22 @@ class PubSubHub(Generic[T]):
         """Replace a broken pub/sub connection and subscribe again to every channel.
 
         Only the newest unanswered SUBSCRIBE of a still-wanted channel stays in flight (the
-        new connection's confirmation answers it); the other channels' confirmations
-        arrive unasked and are reported to :attr:`on_gap`.
+        new connection's confirmation answers it); the other channels' confirmations are
+        reported to :attr:`on_gap`.
         """
         async with self._lock:
             await self._close_pubsub()
             self._attempt += 1
-            inflight: dict[str, deque[asyncio.Future[None] | None]] = {}
-            for name in self._listeners:
-                waiting = [f for f in self._inflight.get(name, ()) if f is not None]
-                if waiting:
-                    inflight[name] = deque(waiting[-1:])
+            inflight: dict[str, deque[Sent]] = {}
+            names = list(self._listeners)  # what this reopen subscribes (callers add later)
+            for name in names:
+                sent = self._inflight.get(name, ())
+                waiting: list[Sent] = [f for f in sent if isinstance(f, asyncio.Future)]
+                inflight[name] = deque(waiting[-1:] or [_AGAIN])
             self._inflight = inflight
             await self._open()
             assert self._pubsub is not None
-            await self._pubsub.subscribe(*self._listeners)
+            await self._pubsub.subscribe(*names)
 
     async def _open(self) -> None:
         """A new connection, connected, that redis-py will not reconnect by itself."""
@@ -322,7 +334,7 @@ class PubSubHub(Generic[T]):
                 if not self._up():  # a failed send closed it
                     raise RedisConnectionError("the connection was closed")
                 message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 logger.warning("%s: pub/sub connection failed: %s", self.name, exc)
                 self._lost()
                 broken = True

@@ -64,7 +64,11 @@ class RequestReader(Generic[T]):
         call while it waits for one."""
         self._stopped = True
         task = self._task
-        if task is None or task.done():
+        if task is None:
+            return
+        if task.done():
+            if not task.cancelled() and task.exception() is not None:
+                logger.warning("reading client frames failed", exc_info=task.exception())
             return
         if self._reading:
             _detached.add(task)

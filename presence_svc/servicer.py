@@ -13,6 +13,7 @@ from feedchat_runtime.auth import require_service, require_user
 from feedchat_runtime.clock import timestamp
 from feedchat_runtime.errors import FeedchatError, InvalidArgument, Unavailable
 from feedchat_runtime.request_reader import RequestReader
+from feedchat_runtime.status import translate
 from presence_svc.config import PresenceConfig
 from presence_svc.following import FollowingSource
 from presence_svc.hub import SubscriptionHub
@@ -157,6 +158,12 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             return
         except grpc.aio.AioRpcError:
             session.end(EndFrame())  # the transport broke: the deadline decides
+            return
+        except Exception as exc:  # e.g. Redis away mid-watch: end the stream, not its reader
+            error = translate(exc)
+            if error is None:
+                logger.exception("reading presence frames failed")
+            session.end(EndFrame(error=error or FeedchatError("internal error")))
             return
         session.end(EndFrame(client_closed=True))
 
