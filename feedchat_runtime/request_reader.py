@@ -4,8 +4,8 @@ A streaming handler that reads client frames in a task of its own must stop that
 when the stream ends, before its status can be sent. Cancelling the task while it waits
 for the next frame does not end it: grpc.aio's server-side read gives way only when the
 call ends, and the call cannot end while the handler waits for the task. The stream then
-hangs, its status unsent, until the client gives up (seen in the feed stream's resume
-test: a reset stream never reached its client).
+hangs, its status unsent, until the client gives up (a feed stream reset while its
+client sent nothing: ``test_a_reset_reaches_clients_whether_or_not_they_are_sending``).
 
 :class:`RequestReader` therefore never cancels a pending read. :meth:`RequestReader.stop`
 cancels the task only while it is handling a frame; a task waiting for a frame is left to

@@ -281,3 +281,25 @@ async def test_python_client_live_feed_resumes_across_cuts_without_skipping(
         await live.aclose()
     finally:
         await client.close()
+
+
+async def test_a_reset_reaches_clients_whether_or_not_they_are_sending(system: System) -> None:
+    # A reset must end every stream with its status at once: a stream whose client sends
+    # nothing (the server waits for its next frame) as well as one whose client acks.
+    reader = await system.sign_up()
+    for round_ in range(6):
+        await asyncio.sleep(1.0)  # the server back on pub/sub (reopen after 0.5 s, gap reset)
+        calls = [reader.stub.StreamFeed(metadata=reader.md) for _ in range(2)]
+        for call in calls:
+            await call.write(Req(subscribe=Req.Subscribe()))
+            frame = await asyncio.wait_for(call.read(), 5)
+            assert frame.WhichOneof("frame") == "subscribed"
+        await calls[1].write(Req(ack=Req.Ack(post_id=round_ + 1)))
+        await system.feed_app.redis.client_kill_filter(_type="pubsub")
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                while True:  # checkpoints may come first
+                    await asyncio.wait_for(call.read(), 5)
+            details = await error_details(caught.value)
+            # INTERNAL: the ack crossed the stream's end and gRPC lost the status (#36066).
+            assert details.reason == "STREAM_RESET" or details.code == grpc.StatusCode.INTERNAL
